@@ -1,0 +1,101 @@
+"""Checkpoints that resume exactly and never half-write.
+
+A checkpoint is one ``torch.save`` file holding: the model weights *with their masks* (bool
+buffers), the model config, the optimizer state, the step, cumulative FLOPs and tokens, the RNG
+states (torch CPU/CUDA) and the data-sampler generator state of every rank, the training config,
+the tokenizer name and where the data came from. It is written to a temporary file beside the
+target and renamed over it, so a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from .errors import MiniSPDFError
+from .model import GPT, GPTConfig
+from .sparsity import mask_state_keys, register_masks
+
+FORMAT = "minispdf-1"
+
+
+def atomic_write_bytes(path: str, write) -> None:
+    """Call ``write(file_object)`` on a temp file in the same folder, then rename it to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str, payload: dict) -> None:
+    payload = {"format": FORMAT, **payload}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def read_checkpoint(path: str, map_location="cpu") -> dict:
+    """The raw checkpoint dict, with one-line errors for missing, corrupt or foreign files."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "ckpt.pt")
+    if not os.path.exists(path):
+        raise MiniSPDFError(f"no checkpoint at {path}: pass the ckpt.pt (or run folder) that pretrain --out wrote")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise MiniSPDFError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}): the file is corrupt or "
+            "truncated; re-run the training that wrote it"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise MiniSPDFError(f"{path} is not a minispdf checkpoint (no '{FORMAT}' format tag)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> GPT:
+    config = GPTConfig.from_dict(ckpt["model_config"])
+    model = GPT(config)
+    state = ckpt["model"]
+    register_masks(model, mask_state_keys(state))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise MiniSPDFError(f"{path} does not match its own model config ({first}): the file is damaged") from None
+    return model
+
+
+def load_checkpoint(path: str, map_location="cpu") -> tuple[GPT, dict]:
+    """Load a checkpoint: returns ``(model, info)``; masks come back as they were saved.
+
+    ``info`` holds the rest of the checkpoint (step, tokenizer, configs, flops, ...).
+    """
+    ckpt = read_checkpoint(path, map_location=map_location)
+    model = model_from_checkpoint(ckpt, path)
+    info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
+    return model, info
+
+
+def check_compatible(info: dict, config: GPTConfig | None = None, tokenizer: str | None = None,
+                     path: str = "checkpoint") -> None:
+    """Refuse a checkpoint from another architecture or vocabulary with a message that says so."""
+    saved = GPTConfig.from_dict(info["model_config"])
+    if config is not None:
+        arch = ("n_layer", "n_head", "n_embd", "vocab_size")
+        diff = [f"{k} {getattr(saved, k)} vs {getattr(config, k)}" for k in arch
+                if getattr(saved, k) != getattr(config, k)]
+        if diff:
+            raise MiniSPDFError(f"{path} is from another architecture ({'; '.join(diff)}): "
+                                "use the preset it was trained with or another checkpoint")
+    if tokenizer is not None and info.get("tokenizer") not in (None, tokenizer):
+        raise MiniSPDFError(f"{path} was trained with the {info.get('tokenizer')!r} tokenizer, not "
+                            f"{tokenizer!r}: use --tokenizer {info.get('tokenizer')}")

@@ -1,0 +1,214 @@
+"""``python -m minispdf <command>`` / ``minispdf <command>``: the kit from a terminal.
+
+Each command parses ``--key value`` settings against its schema (see ``config``), calls the
+library, and prints a human summary or, with ``--json``, one JSON object. A mistake the user
+can fix prints ``error: <what and how to fix>`` and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from . import config as cfg_lib
+from .errors import MiniSPDFError
+from .train import TrainConfig
+
+TRAIN_HELP = {
+    "max_steps": "optimizer steps", "batch_size": "sequences per micro-batch", "lr": "peak learning rate",
+    "grad_accum": "micro-batches per step", "warmup_steps": "linear warmup steps",
+    "eval_interval": "steps between evaluations (0: only at the end)", "device": "auto|cpu|cuda|mps",
+    "compile": "torch.compile the model", "stop_after": "stop early at this step (resume later)",
+}
+TRAIN_SCHEMA = cfg_lib.schema_from_dataclass(TrainConfig, helps=TRAIN_HELP)
+MODEL_SCHEMA = {
+    "preset": (str, "tiny", "model size: nano|tiny|mini|small|gpt2|gpt2-medium|gpt3-xl|gpt3-6.7b"),
+    "n_layer": (int, None, "override the preset's layers"),
+    "n_head": (int, None, "override the preset's heads"),
+    "n_embd": (int, None, "override the preset's width"),
+    "block_size": (int, None, "override the preset's context length"),
+    "dropout": (float, None, "dropout probability"),
+    "tokenizer": (str, None, "char (byte-level, 257 tokens) or gpt2 (BPE); default from the preset"),
+}
+SPARSITY_SCHEMA = {
+    "sparsity": (float, 0.0, "fraction of q/k/v, attention-out and MLP weights held at zero"),
+    "method": (str, "random", "random|magnitude"),
+    "distribution": (str, "uniform", "uniform (the paper's) | erk"),
+    "scope": (str, "tensor", "tensor | global (magnitude only)"),
+    "include": (str, None, "regex of parameter names to sparsify (default: block matrices)"),
+    "mask_seed": (int, 0, "seed of random masks"),
+}
+RUN_SCHEMA = {"out": (str, None, "run folder for ckpt.pt, log.jsonl, result.json")}
+RUN_FLAGS = {"json": False, "resume": False, "overwrite": False}
+
+COMMANDS: dict = {}
+
+
+def command(name: str, help_: str):
+    def deco(fn):
+        COMMANDS[name] = (fn, help_)
+        return fn
+    return deco
+
+
+def _emit(as_json: bool, obj: dict, text: str) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2, default=str))
+    else:
+        print(text)
+
+
+def _settings(argv, schema, flags=None, usage=""):
+    if "--help" in argv or "-h" in argv:
+        print(usage + "\n\nsettings:\n" + cfg_lib.describe(schema)
+              + ("\n\nswitches: " + " ".join("--" + f for f in flags) if flags else ""))
+        raise SystemExit(0)
+    return cfg_lib.parse_settings(argv, schema, flags)
+
+
+def _summary(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("model", "history")}
+
+
+@command("pretrain", "pre-train a GPT, sparse with --sparsity S (SPDF phase 1)")
+def cmd_pretrain(argv):
+    from .spdf import pretrain
+
+    schema = {**MODEL_SCHEMA, **SPARSITY_SCHEMA, **TRAIN_SCHEMA, **RUN_SCHEMA,
+              "data": (str, "builtin", "builtin | PATH.txt | shakespeare | tinystories | wikitext2 | wikitext103 | fineweb-edu"),
+              "max_chars": (int, None, "cap on the characters read from a downloaded corpus"),
+              "init": (str, "scratch", "scratch | gpt2 (OpenAI weights; needs transformers + network)")}
+    s = _settings(argv, schema, RUN_FLAGS, "minispdf pretrain [--preset tiny] [--sparsity 0.75] [--out DIR] ...")
+    as_json = s.pop("json")
+    if s.get("progress") and as_json:
+        s["progress"] = False
+    result = pretrain(**s)
+    fr = result["flop_report"]
+    summary = _summary(result)
+    _emit(as_json, summary,
+          f"pre-trained {result['step']} steps at {fr['sparsity']:.0%} sparsity: train loss "
+          f"{result['train_loss']:.4f}, val loss {result['val_loss']:.4f}\n"
+          f"training FLOPs: {result['flops']:.4g} (dense-equivalent {result['flops_dense']:.4g}, "
+          f"{fr['reduction']:.2f}x fewer)\n{fr['note']}"
+          + (f"\nrun folder: {result['out_dir']}" if result["out_dir"] else ""))
+
+
+@command("finetune", "fine-tune a checkpoint: dense by default (SPDF), --keep_masks for SPSF")
+def cmd_finetune(argv):
+    from .spdf import finetune
+
+    schema = {**MODEL_SCHEMA, **TRAIN_SCHEMA, **RUN_SCHEMA,
+              "init_from": (str, None, "checkpoint or run folder to start from (none: from scratch)"),
+              "task": (str, None, "downstream task: builtin | e2e[:PATH] | dart[:PATH] | webnlg:PATH | curation[:PATH]"),
+              "data": (str, None, "or continue language modelling on this corpus"),
+              "keep_masks": (bool, False, "keep the pre-training masks (sparse fine-tuning, SPSF)")}
+    s = _settings(argv, schema, RUN_FLAGS, "minispdf finetune --init_from RUN --task builtin [--keep_masks] ...")
+    as_json = s.pop("json")
+    if as_json:
+        s["progress"] = False
+    result = finetune(**s)
+    _emit(as_json, _summary(result),
+          f"fine-tuned ({result.get('mode', '')}) {result['step']} steps: train loss {result['train_loss']:.4f}, "
+          f"val loss {result['val_loss']:.4f}" + (f"\nrun folder: {result['out_dir']}" if result["out_dir"] else ""))
+
+
+@command("flops", "per-component training FLOPs, dense and sparse, and the reduction")
+def cmd_flops(argv):
+    from .flops import flop_report, flop_table
+    from .model import preset_config
+
+    schema = {k: MODEL_SCHEMA[k] for k in ("preset", "n_layer", "n_head", "n_embd", "block_size")}
+    schema.update({"sparsity": SPARSITY_SCHEMA["sparsity"],
+                   "vocab_size": (int, None, "override the preset's vocabulary"),
+                   "seq_len": (int, None, "sequence length (default: the context length)"),
+                   "count_embedding": (bool, False, "count the embedding lookup as 2*T*V*d (Chinchilla)")})
+    s = _settings(argv, schema, {"json": False, "table": False},
+                  "minispdf flops --preset gpt3-xl --sparsity 0.75 [--table] [--json]")
+    if s["table"]:
+        rows = flop_table(seq_len=s["seq_len"], count_embedding=s["count_embedding"])
+        text = "\n".join(f"{r['preset']:<8} T={r['seq_len']:<5} sparsity {r['sparsity']:>4.0%}: "
+                         f"{r['train_dense']:.3e} dense, {r['train_sparse']:.3e} sparse FLOPs/seq, "
+                         f"{r['reduction']:.2f}x" for r in rows)
+        _emit(s["json"], {"rows": rows}, text)
+        return
+    overrides = {k: s[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if s[k] is not None}
+    report = flop_report(preset_config(s["preset"], **overrides), sparsity=s["sparsity"],
+                         seq_len=s["seq_len"], count_embedding=s["count_embedding"])
+    d = report.to_dict()
+    d["preset"] = s["preset"]
+    _emit(s["json"], d, report.format())
+
+
+@command("bench", "time the training step dense vs masked; tokens/s, MFU, peak memory")
+def cmd_bench(argv):
+    from .bench import bench, format_bench
+
+    schema = {"preset": (str, "tiny", "model size"), "sparsity": (float, 0.75, "masked arm's sparsity"),
+              "batch_size": (int, 12, "sequences per step"), "block_size": (int, None, "context length"),
+              "steps": (int, 30, "timed steps per arm (after warmup)"), "warmup": (int, 5, "untimed steps"),
+              "device": (str, "auto", "auto|cpu|cuda|mps"), "compile": (bool, False, "torch.compile"),
+              "dtype": (str, "auto", "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16"),
+              "peak_tflops": (float, None, "the device's peak, if not in the built-in table")}
+    s = _settings(argv, schema, {"json": False}, "minispdf bench [--preset tiny] [--json]")
+    as_json = s.pop("json")
+    result = bench(**s)
+    _emit(as_json, result, format_bench(result))
+
+
+@command("sample", "generate text from a checkpoint")
+def cmd_sample(argv):
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import get_tokenizer
+
+    schema = {"ckpt": (str, None, "checkpoint or run folder"), "prompt": (str, "\n", "text to continue"),
+              "max_new_tokens": (int, 200, "tokens to generate"), "temperature": (float, 0.8, "0 = greedy"),
+              "top_k": (int, 50, "sample from the k most likely tokens"), "seed": (int, 0, "sampling seed"),
+              "num_samples": (int, 1, "how many samples")}
+    s = _settings(argv, schema, {"json": False}, "minispdf sample --ckpt RUN [--prompt TEXT]")
+    if not s["ckpt"]:
+        raise MiniSPDFError("sample needs --ckpt: the ckpt.pt or run folder that pretrain/finetune --out wrote")
+    if s["temperature"] < 0 or s["max_new_tokens"] < 1:
+        raise MiniSPDFError("--temperature must be >= 0 and --max_new_tokens >= 1")
+    model, info = load_checkpoint(s["ckpt"])
+    tok = get_tokenizer(info.get("tokenizer") or "char")
+    model.eval()
+    gen = torch.Generator().manual_seed(s["seed"])
+    ids = tok.encode(s["prompt"])
+    if not ids:
+        raise MiniSPDFError("--prompt is empty: give some text to continue")
+    x = torch.tensor([ids] * s["num_samples"], dtype=torch.long)
+    y = model.generate(x, s["max_new_tokens"], temperature=s["temperature"], top_k=s["top_k"],
+                       eot_id=tok.eot_id, generator=gen)
+    samples = [tok.decode(row[len(ids):].tolist()) for row in y]
+    _emit(s["json"], {"prompt": s["prompt"], "samples": samples},
+          "\n---\n".join(s["prompt"] + t for t in samples))
+
+
+def usage() -> str:
+    lines = ["usage: minispdf <command> [--key value ...] [--json]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`minispdf <command> --help` lists a command's settings."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}: choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        COMMANDS[name][0](rest)
+    except MiniSPDFError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint (if any) is intact; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+

