@@ -186,6 +186,60 @@ def cmd_sample(argv):
           "\n---\n".join(s["prompt"] + t for t in samples))
 
 
+@command("evaluate", "decode a task's inputs with a checkpoint; BLEU, perplexity, predictions JSONL")
+def cmd_evaluate(argv):
+    from .checkpoint import load_checkpoint
+    from .data import get_tokenizer
+    from .evaluate import evaluate_task
+    from .tasks import load_task
+
+    schema = {"ckpt": (str, None, "checkpoint or run folder"), "task": (str, "builtin", "task spec, as finetune"),
+              "split": (str, "test", "train|val|test"), "decode": (str, "greedy", "greedy|beam"),
+              "num_beams": (int, 4, "beams for --decode beam"), "max_new_tokens": (int, None, "default: fill the context"),
+              "limit": (int, None, "evaluate only the first N inputs"),
+              "predictions": (str, None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)")}
+    s = _settings(argv, schema, {"json": False}, "minispdf evaluate --ckpt RUN --task builtin [--decode beam]")
+    if not s["ckpt"]:
+        raise MiniSPDFError("evaluate needs --ckpt: the ckpt.pt or run folder that finetune --out wrote")
+    if s["split"] not in ("train", "val", "test"):
+        raise MiniSPDFError(f"--split {s['split']!r}: choose train, val or test")
+    model, info = load_checkpoint(s["ckpt"])
+    tok = get_tokenizer(info.get("tokenizer") or "char")
+    task = load_task(s["task"])
+    examples = getattr(task, s["split"])
+    if not examples:
+        raise MiniSPDFError(f"task {task.name} has no {s['split']} examples: choose another --split or task file")
+    pred = s["predictions"]
+    if pred is None:
+        import os
+        folder = s["ckpt"] if os.path.isdir(s["ckpt"]) else os.path.dirname(s["ckpt"]) or "."
+        pred = os.path.join(folder, f"predictions-{s['split']}.jsonl")
+    result = evaluate_task(model, tok, examples, method=s["decode"], num_beams=s["num_beams"],
+                           max_new_tokens=s["max_new_tokens"], limit=s["limit"], predictions_path=pred,
+                           metric=task.metric)
+    result.update(task=task.name, split=s["split"], ckpt=s["ckpt"])
+    bleu = f"BLEU {result['bleu']:.2f}, " if result.get("bleu") is not None else ""
+    _emit(s["json"], result, f"{task.name} {s['split']} ({result['n_inputs']} inputs, {s['decode']}): {bleu}"
+          f"perplexity {result['perplexity']:.3f}\npredictions: {pred}")
+
+
+@command("demo", "the whole SPDF recipe at small scale on built-in data (--quick: < 1 minute)")
+def cmd_demo(argv):
+    from .demo import SCALES, format_table, run_demo
+
+    schema = {"out": (str, "runs/demo", "run folder"), "seed": (int, 0, "seed"),
+              "device": (str, "auto", "auto|cpu|cuda|mps"),
+              **{k: (type(v), None, "scale override") for k, v in SCALES["default"].items()}}
+    s = _settings(argv, schema, {"json": False, "quick": False, "overwrite": False},
+                  "minispdf demo [--quick] [--out runs/demo] [--overwrite]")
+    as_json = s.pop("json")
+    results = run_demo(progress=not as_json, log=(lambda *a: None) if as_json else print, **s)
+    _emit(as_json, results,
+          f"\nSPDF demo ({results['scale']} scale, {results['device']}, {results['seconds']:.0f} s)\n"
+          f"task: {results['task']}\n\n{format_table(results)}\n\n"
+          f"written: {results['out']}/results.json, results.md, loss_vs_flops.png")
+
+
 def usage() -> str:
     lines = ["usage: minispdf <command> [--key value ...] [--json]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]

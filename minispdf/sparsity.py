@@ -42,6 +42,17 @@ def check_sparsity(sparsity) -> float:
     return float(sparsity)
 
 
+def check_mask_options(method: str, distribution: str = "uniform", scope: str = "tensor") -> None:
+    if method not in METHODS:
+        raise MiniSPDFError(f"unknown mask method {method!r}: choose one of {', '.join(METHODS)}")
+    if distribution not in DISTRIBUTIONS:
+        raise MiniSPDFError(f"unknown distribution {distribution!r}: choose one of {', '.join(DISTRIBUTIONS)}")
+    if scope not in ("tensor", "global"):
+        raise MiniSPDFError(f"unknown scope {scope!r}: choose 'tensor' or 'global'")
+    if scope == "global" and (method != "magnitude" or distribution != "uniform"):
+        raise MiniSPDFError("scope='global' works only with method='magnitude' and the default distribution")
+
+
 def _owner(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
     module_name, _, attr = param_name.rpartition(".")
     return (model.get_submodule(module_name) if module_name else model), attr
@@ -93,14 +104,7 @@ def sparsify(model: nn.Module, sparsity: float, method: str = "random", distribu
     magnitude the current weights decide, so re-sparsifying a trained model prunes its smallest).
     """
     sparsity = check_sparsity(sparsity)
-    if method not in METHODS:
-        raise MiniSPDFError(f"unknown mask method {method!r}: choose one of {', '.join(METHODS)}")
-    if distribution not in DISTRIBUTIONS:
-        raise MiniSPDFError(f"unknown distribution {distribution!r}: choose one of {', '.join(DISTRIBUTIONS)}")
-    if scope not in ("tensor", "global"):
-        raise MiniSPDFError(f"unknown scope {scope!r}: choose 'tensor' or 'global'")
-    if scope == "global" and (method != "magnitude" or distribution != "uniform"):
-        raise MiniSPDFError("scope='global' works only with method='magnitude' and the default distribution")
+    check_mask_options(method, distribution, scope)
     targets = target_parameters(model, include)
     density = 1.0 - sparsity
 

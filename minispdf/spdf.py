@@ -25,7 +25,7 @@ from .checkpoint import atomic_write_bytes, check_compatible, load_checkpoint
 from .errors import MiniSPDFError
 from .flops import flop_report
 from .model import GPT, PRESETS, preset_config
-from .sparsity import check_sparsity, densify, sparsify
+from .sparsity import check_mask_options, check_sparsity, densify, sparsify
 from .train import TrainConfig
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
@@ -106,6 +106,7 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
                     distribution=distribution, scope=scope, include=include, mask_seed=mask_seed,
                     init=init, max_chars=max_chars, **kwargs)
     check_sparsity(sparsity)
+    check_mask_options(method, distribution, scope)
     if preset not in PRESETS:
         raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if init not in ("scratch", "gpt2"):
@@ -142,8 +143,8 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
     (the no-pre-training baseline) with the ``preset`` architecture. Train on a downstream
     ``task`` (see ``minispdf.tasks``) or continue language modelling on ``data``.
     """
-    settings = dict(init_from=init_from, task=task, data=data, keep_masks=keep_masks, preset=preset,
-                    tokenizer=tokenizer, **kwargs)
+    settings = dict(init_from=init_from, task=task if task is None or isinstance(task, str) else task.name,
+                    data=data, keep_masks=keep_masks, preset=preset, tokenizer=tokenizer, **kwargs)
     if (task is None) == (data is None):
         raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data SOURCE (language modelling)")
     overrides, train_kwargs = split_kwargs(kwargs)

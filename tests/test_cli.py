@@ -1,0 +1,126 @@
+"""The command line: outputs, --json, and one-line errors (exit 2, no traceback) for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minispdf.cli import main
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_flops_json_reproduces_headline(capsys):
+    code, out, _ = run(capsys, "flops", "--preset", "gpt3-xl", "--sparsity", "0.75", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert round(d["reduction"], 2) == 2.49
+    assert set(d["components"]) >= {"qkv", "attn_out", "mlp", "logits", "attn_scores"}
+    assert d["train_dense"] == 3 * d["forward_dense"]
+
+
+def test_flops_table(capsys):
+    code, out, _ = run(capsys, "flops", "--table", "--json")
+    rows = json.loads(out)["rows"]
+    assert {(r["preset"], r["sparsity"]) for r in rows} >= {("gpt2", 0.9), ("gpt3-xl", 0.5)}
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["pretrain", "--sparsity", "1.0"], "outside [0, 1)"),
+    (["pretrain", "--sparsity", "-0.1"], "outside [0, 1)"),
+    (["pretrain", "--no_such_key", "3"], "unknown setting --no_such_key"),
+    (["pretrain", "--max_steps", "ten"], "expects an integer"),
+    (["pretrain", "--lr", "fast"], "expects a number"),
+    (["pretrain", "--data", "/no/such/file.txt"], "file.txt"),
+    (["pretrain", "--preset", "gpt5"], "unknown preset"),
+    (["pretrain", "--method", "lottery"], "unknown mask method"),
+    (["pretrain", "--config", "/no/such/config.json"], "does not exist"),
+    (["sample", "--ckpt", "/no/such/run"], "no checkpoint"),
+    (["finetune", "--init_from", "/no/such/run", "--task", "builtin"], "no checkpoint"),
+    (["finetune", "--task", "nosuchtask"], "unknown task"),
+    (["finetune", "--task", "e2e"], "HF_HUB_OFFLINE"),
+    (["pretrain", "--data", "tinystories"], "offline"),
+    (["nosuchcommand"], "unknown command"),
+])
+def test_bad_input_is_one_line_error(capsys, tmp_path, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert needle.lower() in err.lower(), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_file_and_overrides(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.json").write_text(json.dumps({"preset": "nano", "max_steps": 3, "block_size": 32,
+                                                 "batch_size": 2, "eval_iters": 1, "sparsity": 0.5}))
+    code, out, err = run(capsys, "pretrain", "--config", "c.json", "--max_steps", "2", "--out", "r", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["step"] == 2 and d["sparsity"] == 0.5
+    (tmp_path / "bad.json").write_text(json.dumps({"max_steps": "many"}))
+    code, _, err = run(capsys, "pretrain", "--config", "bad.json")
+    assert code == 2 and "expects an integer" in err
+    (tmp_path / "unknown.json").write_text(json.dumps({"colour": "red"}))
+    code, _, err = run(capsys, "pretrain", "--config", "unknown.json")
+    assert code == 2 and "unknown setting 'colour'" in err
+
+
+def test_pretrain_run_folder_resume_sample_and_no_clobber(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["--preset", "nano", "--block_size", "32", "--batch_size", "2", "--eval_iters", "1",
+            "--eval_interval", "2", "--sparsity", "0.75", "--max_steps", "6"]
+    code, out, err = run(capsys, "pretrain", *base, "--stop_after", "3", "--out", "run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["step"] == 3
+    assert (tmp_path / "run" / "ckpt.pt").exists() and (tmp_path / "run" / "log.jsonl").exists()
+    # a second pretrain into the same folder refuses instead of destroying it
+    before = (tmp_path / "run" / "ckpt.pt").read_bytes()
+    code, _, err = run(capsys, "pretrain", *base, "--out", "run")
+    assert code == 2 and "--resume" in err
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
+    code, out, err = run(capsys, "pretrain", *base, "--out", "run", "--resume", "--json")
+    assert code == 0, err
+    assert json.loads(out)["step"] == 6
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert all({"step", "loss", "flops"} <= set(r) for r in records if "loss" in r)
+    code, out, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "The", "--max_new_tokens", "5", "--json")
+    assert code == 0, err
+    assert json.loads(out)["samples"][0] is not None
+    code, _, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "x" * 40)
+    assert code == 2 and "context" in err
+
+
+def test_corrupt_checkpoint(capsys, tmp_path):
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, _, err = run(capsys, "sample", "--ckpt", str(bad))
+    assert code == 2 and "corrupt" in err
+
+
+def test_bench_json(capsys):
+    code, out, err = run(capsys, "bench", "--preset", "nano", "--steps", "2", "--warmup", "1", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    for key in ("dense_step_ms", "sparse_step_ms", "tokens_per_s", "mfu", "peak_memory_mb"):
+        assert key in d
+    assert d["dense_step_ms"] > 0 and d["sparse_step_ms"] > 0
+    assert d["mask_bytes"] == 2 * 12 * 64 * 64  # one byte per sparsified weight of nano
+
+
+def test_module_entry_point_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "minispdf", "pretrain", "--sparsity", "2"],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
