@@ -1,0 +1,32 @@
+"""environment.yml and pyproject.toml ask for the same packages; the README's commands exist."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    text = (ROOT / "environment.yml").read_text()
+    pip_block = text.split("- pip:", 1)[1]  # the pip: list holds the project's packages
+    env_lines = [line.strip()[2:].strip() for line in pip_block.splitlines() if line.strip().startswith("- ")]
+    env = {_name(r): r.replace(" ", "") for r in env_lines
+           if not r.startswith(("python", "pip", "-e"))}
+    assert env == wanted
+
+
+TEST_COMMAND = 'python -m pip install -e ".[test]" && python -m pytest -q'
+
+
+def test_readme_commands_are_the_ci_ones():
+    readme = (ROOT / "README.md").read_text()
+    assert TEST_COMMAND in readme
+    assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text()
+    assert "minispdf demo" in readme
