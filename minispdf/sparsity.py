@@ -7,7 +7,8 @@ SPDF's recipe (and the authors' Cerebras stack):
    biases stay dense). A mask is a bool buffer ``<param>_mask`` on the owning module (True =
    kept), saved in checkpoints with the weights; the pruned weights are set to exactly zero.
 2. During sparse training the loop calls :func:`mask_gradients` after ``backward()`` and
-   :func:`apply_masks` after ``optimizer.step()``. Together they keep the pruned weights, their
+   :func:`remask_weights` after ``optimizer.step()`` (and :func:`apply_masks`, which also clears
+   the optimizer moments, once at the start). Together they keep the pruned weights, their
    gradients and the AdamW moments at exactly zero, with weight decay and clipping on.
 3. :func:`densify` drops the masks for dense fine-tuning: the pruned weights start at 0.0 and
    become trainable. Not calling it is sparse fine-tuning (SPSF).
@@ -183,25 +184,31 @@ def mask_gradients(model: nn.Module, masked=None) -> None:
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, masked=None) -> None:
-    """Re-zero pruned weights and, given an optimizer, their moments (``exp_avg``, ``exp_avg_sq``).
+    """Zero the pruned slots of the weights and, given an optimizer, of their moments
+    (``exp_avg``, ``exp_avg_sq``, ...). A select, so it also clears a NaN or inf written there.
 
-    With masked gradients the AdamW update of a zero weight with zero moments is exactly zero
-    (decoupled weight decay multiplies 0 too), so this only re-asserts what already holds; it is
-    cheap (one multiply by the bool mask per tensor) and guards against anything that touched
-    the weights outside the loop.
+    Use it whenever weights or optimizer state come from outside the loop (a new mask, a loaded
+    checkpoint); the training loop calls it once at the start of a run.
     """
-    masked = masked if masked is not None else masked_parameters(model)
-    if not masked:
-        return
-    tensors = [p.data for _, p, _ in masked]
-    masks = [m for _, _, m in masked]
-    if optimizer is not None:
-        for _, p, mask in masked:
-            for value in optimizer.state.get(p, {}).values():
-                if torch.is_tensor(value) and value.shape == p.shape:
-                    tensors.append(value)
-                    masks.append(mask)
-    torch._foreach_mul_(tensors, masks)
+    for _, p, mask in masked if masked is not None else masked_parameters(model):
+        tensors = [p.data]
+        if optimizer is not None:
+            tensors += [v for v in optimizer.state.get(p, {}).values() if torch.is_tensor(v) and v.shape == p.shape]
+        for t in tensors:
+            torch.where(mask, t, _zero(t), out=t)
+
+
+@torch.no_grad()
+def remask_weights(masked) -> None:
+    """The per-step re-mask of the training loop: multiply each weight by its bool mask.
+
+    With masked gradients, AdamW's update of a pruned weight is exactly zero (zero gradient, zero
+    moments, and decoupled decay multiplies 0), so the pruned weights and moments stay 0 without
+    help; this cheap multiply (a quarter of the cost of a select here) only re-asserts it, as the
+    authors' stack does after every step. ``masked`` is ``masked_parameters(model)``.
+    """
+    if masked:
+        torch._foreach_mul_([p.data for _, p, _ in masked], [m for _, _, m in masked])
 
 
 _ZEROS: dict = {}

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from .checkpoint import check_compatible, read_checkpoint, save_checkpoint
 from .errors import MiniSPDFError
 from .flops import flop_report
-from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks
+from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks, remask_weights
 
 
 @dataclass
@@ -154,7 +154,7 @@ def finish_step(model, optimizer, grad_clip: float, masked) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     if masked:
-        apply_masks(model, masked=masked)  # weights; their moments stay 0 (see apply_masks)
+        remask_weights(masked)  # their AdamW moments stay exactly 0 too (see remask_weights)
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -276,8 +276,12 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
 
     progress = None
     if master and cfg.progress:
+        import sys
+
         from tqdm.auto import tqdm
-        progress = tqdm(total=cfg.max_steps, initial=step, desc=meta.get("phase", "train"), leave=False)
+        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules  # a log file gets few updates
+        progress = tqdm(total=cfg.max_steps, initial=step, desc=meta.get("phase", "train"), leave=False,
+                        mininterval=0.2 if interactive else 30)
 
     model.train()
     stopped = False

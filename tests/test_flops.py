@@ -1,0 +1,206 @@
+"""Tests for minispdf.flops: the reference reduction table, the formula's parts, and a measured
+cross-check with torch's FlopCounterMode."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from minispdf.errors import MiniSPDFError
+from minispdf.flops import flop_report, flop_table, measured_densities, weight_matmul_flops
+from minispdf.model import GPT, preset_config
+from minispdf.sparsity import sparsify
+
+# (preset, T, count_embedding) -> reductions at 50 / 75 / 90 % sparsity, as printed in the
+# reference table (rounded to 2 decimals there; two cells differ in the 3rd decimal).
+REFERENCE = {
+    ("gpt3-xl", 2048, False): (1.66, 2.49, 3.55),
+    ("gpt3-xl", 2048, True): (1.60, 2.28, 3.06),
+    ("gpt3-xl", 1024, True): (1.66, 2.49, 3.54),
+    ("gpt2", 2048, False): (1.36, 1.65, 1.90),
+    ("gpt2", 1024, False): (1.42, 1.81, 2.16),
+    ("gpt3-6.7b", 2048, True): (1.77, 2.89, 4.63),
+}
+CELLS = [(p, T, e, s, r) for (p, T, e), rs in REFERENCE.items() for s, r in zip((0.5, 0.75, 0.9), rs)]
+
+
+@pytest.mark.parametrize("preset,T,emb,s,expected", CELLS)
+def test_reference_table_cell(preset, T, emb, s, expected):
+    r = flop_report(preset, sparsity=s, seq_len=T, count_embedding=emb)
+    assert r.reduction == pytest.approx(expected, abs=0.006)
+
+
+def test_headline_gpt3_xl_75_percent_is_2_49x():
+    r = flop_report("gpt3-xl", sparsity=0.75, seq_len=2048)
+    assert f"{r.reduction:.2f}" == "2.49"
+    assert round(r.reduction, 1) == 2.5  # the paper's "2.5x fewer pre-training FLOPs"
+
+
+def test_reduction_well_below_naive_and_grows_with_width():
+    small = flop_report("gpt2", sparsity=0.75, seq_len=2048).reduction
+    xl = flop_report("gpt3-xl", sparsity=0.75, seq_len=2048).reduction
+    assert 1 < small < xl < 1 / (1 - 0.75)
+
+
+@pytest.mark.parametrize("preset", ["nano", "gpt2", "gpt3-xl"])
+def test_sparsity_zero_gives_reduction_one(preset):
+    r = flop_report(preset, sparsity=0.0)
+    assert r.reduction == 1.0
+    assert r.train_sparse == r.train_dense
+
+
+def test_training_is_three_times_forward():
+    r = flop_report("gpt2", sparsity=0.75, seq_len=1024)
+    assert r.train_dense == 3 * r.forward_dense
+    assert r.train_sparse == pytest.approx(3 * r.forward_sparse)
+    assert r.train_flops_per_token(False) == pytest.approx(r.train_dense / 1024)
+    assert r.train_flops_per_token(True) == pytest.approx(r.train_sparse / 1024)
+
+
+def test_components_match_the_formula_by_hand():
+    cfg = preset_config("gpt2")
+    L, d, h, V, T = 12, 768, 12, 50257, 1024
+    s = 0.75
+    c = flop_report(cfg, sparsity=s, seq_len=T).components
+    assert c["qkv"]["dense"] == L * 2 * 3 * T * d * d
+    assert c["attn_scores"]["dense"] == c["attn_values"]["dense"] == L * 2 * T * T * d
+    assert c["softmax"]["dense"] == L * 3 * h * T * T
+    assert c["attn_out"]["dense"] == L * 2 * T * d * d
+    assert c["mlp"]["dense"] == L * 2 * T * 2 * d * 4 * d
+    assert c["logits"]["dense"] == 2 * T * d * V
+    assert c["embedding"]["dense"] == 0
+    for k in ("qkv", "attn_out", "mlp"):
+        assert c[k]["sparsified"] and c[k]["sparse"] == pytest.approx((1 - s) * c[k]["dense"])
+    for k in ("attn_scores", "softmax", "attn_values", "logits", "embedding"):
+        assert not c[k]["sparsified"] and c[k]["sparse"] == c[k]["dense"]
+
+
+def test_count_embedding_adds_exactly_2TVd():
+    cfg = preset_config("gpt3-xl")
+    T = 2048
+    for s in (0.0, 0.75):
+        off = flop_report(cfg, sparsity=s, seq_len=T)
+        on = flop_report(cfg, sparsity=s, seq_len=T, count_embedding=True)
+        extra = 2 * T * cfg.vocab_size * cfg.n_embd
+        assert on.forward_dense - off.forward_dense == extra
+        assert on.forward_sparse - off.forward_sparse == pytest.approx(extra, rel=1e-12)
+        assert on.train_dense - off.train_dense == 3 * extra
+
+
+def test_seq_len_defaults_to_block_size_and_inputs_checked():
+    assert flop_report("gpt2").seq_len == 1024
+    assert flop_report("gpt3-xl").seq_len == 2048
+    with pytest.raises(MiniSPDFError):
+        flop_report("gpt2", seq_len=0)
+    with pytest.raises(MiniSPDFError):
+        flop_report("gpt2", sparsity=1.0)
+    with pytest.raises(MiniSPDFError):
+        flop_report(42)
+    with pytest.raises(MiniSPDFError):
+        flop_report("no-such-preset")
+
+
+def test_flop_table_rows():
+    rows = flop_table(presets=("gpt2",), sparsities=(0.0, 0.75), seq_len=2048)
+    assert [r["sparsity"] for r in rows] == [0.0, 0.75]
+    assert rows[0]["reduction"] == 1.0
+    assert rows[1]["reduction"] == pytest.approx(1.65, abs=0.006)
+    assert rows[1]["train_dense"] / rows[1]["train_sparse"] == pytest.approx(rows[1]["reduction"])
+
+
+def test_report_serialises_and_formats():
+    r = flop_report("gpt3-xl", sparsity=0.75, seq_len=2048)
+    d = r.to_dict()
+    assert d["reduction"] == r.reduction and d["train_dense"] == r.train_dense
+    assert "theoretical" in d["note"]
+    text = r.format()
+    assert "2.49x" in text
+
+
+# ---------------------------------------------------------------- measured (FlopCounterMode)
+
+WEIGHT_OPS = {"mm", "addmm", "matmul", "linear"}
+
+
+def _is_attention(name: str) -> bool:
+    return "attention" in name or name in {"bmm", "baddbmm"}
+
+
+def _measure(model, B, T, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, model.config.vocab_size, (B, T), generator=g)
+    y = torch.randint(0, model.config.vocab_size, (B, T), generator=g)
+    with FlopCounterMode(display=False) as counter:
+        _, loss = model(x, y)
+        loss.backward()
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    weight, attention, other = 0, 0, {}
+    for op, n in counts.items():
+        name = str(op).split(".", 1)[-1].split(".")[0]  # "aten.addmm" -> "addmm"
+        if name in WEIGHT_OPS:
+            weight += n
+        elif _is_attention(name):
+            attention += n
+        else:
+            other[op] = n
+    return counts, weight, attention, other
+
+
+_printed = []
+
+
+@pytest.mark.parametrize("preset,B", [("nano", 2), ("tiny", 2)])
+def test_flop_counter_matches_weight_matmul_flops_exactly(preset, B):
+    torch.manual_seed(0)
+    cfg = preset_config(preset)
+    model = GPT(cfg)
+    T = cfg.block_size
+    counts, weight, attention, other = _measure(model, B, T)
+    if not _printed:
+        print("FlopCounterMode ops:", counts)
+        _printed.append(True)
+    assert other == {}, f"unexpected FLOP-counted ops: {other}"
+    assert weight > 0
+    assert weight == 3 * weight_matmul_flops(cfg, T, B)
+    # the analytic weight terms are the qkv, attn_out, mlp and logits components
+    r = flop_report(cfg, seq_len=T)
+    c = r.components
+    assert weight == 3 * B * sum(c[k]["dense"] for k in ("qkv", "attn_out", "mlp", "logits"))
+
+
+def test_flop_counter_masked_model_costs_dense_but_reports_sparse():
+    torch.manual_seed(0)
+    cfg = preset_config("nano")
+    dense_model = GPT(cfg)
+    torch.manual_seed(0)
+    sparse_model = GPT(cfg)
+    sparsify(sparse_model, 0.75, seed=0)
+    B, T = 2, cfg.block_size
+    dense_counts, dense_w, _, _ = _measure(dense_model, B, T)
+    sparse_counts, sparse_w, _, _ = _measure(sparse_model, B, T)
+    assert sparse_counts == dense_counts  # dense kernels multiply the zeros too
+    assert sparse_w == 3 * weight_matmul_flops(cfg, T, B)
+    dens = measured_densities(sparse_model)
+    assert dens == {"qkv": 0.25, "attn_out": 0.25, "mlp": 0.25}
+    r = flop_report(sparse_model)
+    assert r.sparsity == pytest.approx(0.75)
+    for k in ("qkv", "attn_out", "mlp"):
+        assert r.components[k]["sparse"] == pytest.approx(0.25 * r.components[k]["dense"])
+    assert r.reduction > 1
+    assert r.reduction == pytest.approx(flop_report(cfg, sparsity=0.75).reduction)
+    assert flop_report(dense_model).reduction == 1.0
+
+
+def test_flop_report_measures_erk_masks_as_they_are():
+    torch.manual_seed(0)
+    model = GPT(preset_config("nano"))
+    masks = sparsify(model, 0.5, distribution="erk", seed=0)
+    dens = measured_densities(model)
+    qkv = [m for n, m in masks.items() if n.endswith("attn.c_attn.weight")]
+    assert dens["qkv"] == sum(int(m.sum()) for m in qkv) / sum(m.numel() for m in qkv)
+    assert dens["attn_out"] > dens["mlp"]  # ERK gives the smaller matrix more density
+    r = flop_report(model)
+    assert r.sparsity == pytest.approx(0.5, abs=1e-3)

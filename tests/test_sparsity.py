@@ -1,0 +1,362 @@
+"""Tests for minispdf.sparsity: exact masks, methods, distributions, the zeros-stay-zero invariant."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import copy
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.utils.prune as prune
+
+from conftest import RandomBatches
+from minispdf.errors import MiniSPDFError
+from minispdf.model import GPT, preset_config
+from minispdf.sparsity import (
+    DEFAULT_INCLUDE,
+    apply_masks,
+    densify,
+    erk_densities,
+    is_sparse,
+    mask_gradients,
+    masked_parameters,
+    sparsify,
+    sparsity_report,
+    target_parameters,
+)
+from minispdf.train import TrainConfig, finish_step, make_optimizer, train
+
+BLOCK_MATRICES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def make(name="nano", seed=0, **overrides):
+    torch.manual_seed(seed)
+    return GPT(preset_config(name, **overrides))
+
+
+def params(model):
+    return dict(model.named_parameters())
+
+
+# ---------------------------------------------------------------- exact counts
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude"])
+@pytest.mark.parametrize("s", [0.5, 0.75, 0.9])
+def test_exact_zero_count_per_tensor(method, s):
+    model = make()
+    masks = sparsify(model, s, method=method, seed=3)
+    assert len(masks) == 4 * model.config.n_layer
+    p = params(model)
+    for name, mask in masks.items():
+        n_zero = round(s * mask.numel())
+        assert mask.dtype == torch.bool and mask.shape == p[name].shape
+        assert int((~mask).sum()) == n_zero, name
+        assert int((p[name] == 0).sum()) == n_zero, name
+        assert torch.all(p[name][~mask] == 0)
+        assert torch.all(p[name][mask] != 0)
+
+
+def test_random_masks_deterministic_per_seed_and_differ_across_seeds():
+    a = sparsify(make(seed=0), 0.75, seed=11)
+    b = sparsify(make(seed=99), 0.75, seed=11)  # different weights, same seed: same random mask
+    c = sparsify(make(seed=0), 0.75, seed=12)
+    for name in a:
+        assert torch.equal(a[name], b[name])
+        assert not torch.equal(a[name], c[name])
+    # and not the same mask in every tensor of equal shape
+    names = [n for n in a if n.endswith("attn.c_proj.weight")]
+    assert not torch.equal(a[names[0]], a[names[1]])
+
+
+def test_random_mask_does_not_consume_global_rng():
+    torch.manual_seed(5)
+    model = make()
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    sparsify(model, 0.5, seed=0)
+    assert torch.equal(torch.rand(3), before)
+
+
+@pytest.mark.parametrize("s", [0.5, 0.9])
+def test_magnitude_keeps_exactly_the_largest(s):
+    model = make(seed=4)
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    masks = sparsify(model, s, method="magnitude")
+    for name, mask in masks.items():
+        w = original[name]
+        n_keep = mask.numel() - round(s * mask.numel())
+        # oracle 1: top-k of |w|
+        top = torch.zeros(w.numel(), dtype=torch.bool)
+        top[w.abs().flatten().topk(n_keep).indices] = True
+        assert torch.equal(mask, top.view_as(w)), name
+        # oracle 2: torch's own L1 unstructured pruning on a copy
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+        prune.l1_unstructured(lin, "weight", amount=round(s * w.numel()))
+        assert torch.equal(mask, lin.weight_mask.bool()), name
+        # every kept |w| is at least every pruned |w|
+        assert w[mask].abs().min() >= w[~mask].abs().max()
+
+
+def test_global_magnitude_total_exact_and_layers_differ():
+    model = make(seed=6)
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    s = 0.75
+    masks = sparsify(model, s, method="magnitude", scope="global")
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert kept == round((1 - s) * total)
+    per_layer = {n: 1 - m.float().mean().item() for n, m in masks.items()}
+    assert len({round(v, 6) for v in per_layer.values()}) > 1
+    # the residual projections are initialised smaller, so a global threshold prunes them more
+    for i in range(model.config.n_layer):
+        assert per_layer[f"transformer.h.{i}.attn.c_proj.weight"] > per_layer[f"transformer.h.{i}.attn.c_attn.weight"]
+    # one global threshold: every kept |w| >= every pruned |w| across tensors
+    kept_min = min(original[n][m].abs().min().item() for n, m in masks.items())
+    pruned_max = max(original[n][~m].abs().max().item() for n, m in masks.items())
+    assert kept_min >= pruned_max
+
+
+@pytest.mark.parametrize("s", [0.2, 0.5, 0.9])
+def test_erk_total_density_and_smaller_tensors_denser(s):
+    model = make()
+    masks = sparsify(model, s, distribution="erk", seed=0)
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert abs(kept - (1 - s) * total) <= 0.5 * len(masks) + 1e-9
+    dens = {n: m.float().mean().item() for n, m in masks.items()}
+    assert max(dens.values()) <= 1.0
+    # ERK: density ~ (n_in + n_out) / (n_in * n_out): a higher score never gets a lower density
+    p = params(model)
+    score = {n: sum(p[n].shape) / p[n].numel() for n in masks}
+    for a in masks:
+        for b in masks:
+            if score[a] > score[b]:
+                assert dens[a] >= dens[b], (a, b)
+    # the smallest matrix (attn.c_proj, d x d) is strictly denser than the largest (mlp)
+    assert dens["transformer.h.0.attn.c_proj.weight"] > dens["transformer.h.0.mlp.c_fc.weight"]
+    assert len({round(v, 4) for v in dens.values()}) > 1
+
+
+def test_erk_clamps_overfull_tensors_to_dense():
+    model = make()
+    masks = sparsify(model, 0.2, distribution="erk")
+    # at 20% sparsity the d x d attention projection would exceed density 1: it is made dense
+    assert torch.all(masks["transformer.h.0.attn.c_proj.weight"])
+    shapes = [torch.Size([10, 10]), torch.Size([1000, 1000])]
+    d = erk_densities(shapes, 0.5)
+    assert d[0] == 1.0
+    assert d[1] * 1_000_000 + 100 == pytest.approx(0.5 * 1_000_100)
+
+
+# ---------------------------------------------------------------- targets
+
+
+def test_default_targets_are_exactly_the_block_matrices():
+    model = make("tiny")
+    L = model.config.n_layer
+    names = [n for n, _ in target_parameters(model)]
+    expected = [f"transformer.h.{i}.{m}" for i in range(L) for m in BLOCK_MATRICES]
+    assert sorted(names) == sorted(expected)
+    assert len(names) == 4 * L
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sparsify(model, 0.9)
+    for n, p in model.named_parameters():
+        if n in expected:
+            assert int((p == 0).sum()) == round(0.9 * p.numel())
+        else:  # embeddings, lm_head (tied), LayerNorms, biases untouched
+            assert torch.equal(p, before[n]), n
+    masked = {n for n, _, _ in masked_parameters(model)}
+    assert masked == set(expected)
+    assert re.search(DEFAULT_INCLUDE, "transformer.h.0.attn.c_attn.bias") is None
+
+
+def test_include_regex_can_sparsify_token_embedding():
+    model = make()
+    masks = sparsify(model, 0.5, include=r"^transformer\.wte\.weight$")
+    assert list(masks) == ["transformer.wte.weight"]
+    wte = model.transformer.wte.weight
+    assert int((wte == 0).sum()) == round(0.5 * wte.numel())
+    assert int((model.lm_head.weight == 0).sum()) == round(0.5 * wte.numel())  # tied: same tensor
+    for n in BLOCK_MATRICES:
+        assert int((params(model)[f"transformer.h.0.{n}"] == 0).sum()) == 0
+
+
+def test_include_matching_nothing_raises():
+    with pytest.raises(MiniSPDFError, match="include"):
+        sparsify(make(), 0.5, include=r"no_such_param")
+
+
+@pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, "0.5", True, None, float("nan")])
+def test_sparsity_outside_range_raises(bad):
+    with pytest.raises(MiniSPDFError):
+        sparsify(make(), bad)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(method="topk"), dict(distribution="normal"), dict(scope="layer"),
+    dict(scope="global", method="random"), dict(scope="global", method="magnitude", distribution="erk"),
+])
+def test_bad_method_distribution_scope_raise(kwargs):
+    with pytest.raises(MiniSPDFError):
+        sparsify(make(), 0.5, **kwargs)
+
+
+def test_sparsity_zero_keeps_everything():
+    model = make()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    masks = sparsify(model, 0.0)
+    assert all(torch.all(m) for m in masks.values())
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n])
+
+
+def test_resparsify_replaces_masks():
+    model = make()
+    sparsify(model, 0.5, seed=0)
+    masks = sparsify(model, 0.75, seed=1)
+    assert len(masked_parameters(model)) == len(masks)
+    for name, _, mask in masked_parameters(model):
+        assert mask is masks[name]
+        assert int((~mask).sum()) == round(0.75 * mask.numel())
+
+
+# ---------------------------------------------------------------- zeros stay zero
+
+
+def _pruned(model):
+    return [(n, p, ~m) for n, p, m in masked_parameters(model)]
+
+
+def test_zeros_stay_zero_through_train_with_adamw():
+    model = make()
+    sparsify(model, 0.75, seed=0)
+    cfg = TrainConfig(max_steps=10, batch_size=4, lr=1e-2, warmup_steps=2, weight_decay=0.1, grad_clip=1.0,
+                      eval_interval=0, eval_iters=1, device="cpu", progress=False)
+    before = {n: p.detach().clone() for n, p, _ in masked_parameters(model)}
+    train(model, RandomBatches(257, 32, 4), cfg)
+    for n, p, pruned in _pruned(model):
+        assert torch.all(p[pruned] == 0), n
+        assert not torch.equal(p[~pruned], before[n][~pruned])  # the kept weights did train
+
+
+def test_weights_and_adam_moments_zero_after_every_step():
+    model = make()
+    sparsify(model, 0.75, seed=0)
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1, grad_clip=1.0, device="cpu", progress=False)
+    opt = make_optimizer(model, cfg, "cpu")
+    masked = masked_parameters(model)
+    batches = RandomBatches(257, 32, 4)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for step in range(10):
+        x, y, _ = batches.get_batch("train", gen, "cpu")
+        _, loss = model(x, y)
+        loss.backward()
+        # before masking, pruned slots do receive gradient: masking is doing real work
+        if step == 0:
+            assert any(torch.count_nonzero(p.grad[~m]) > 0 for _, p, m in masked)
+        finish_step(model, opt, cfg.grad_clip, masked)
+        for n, p, m in masked:
+            assert torch.all(p[~m] == 0), (step, n)
+            st = opt.state[p]
+            assert torch.all(st["exp_avg"][~m] == 0), (step, n)
+            assert torch.all(st["exp_avg_sq"][~m] == 0), (step, n)
+            assert torch.count_nonzero(st["exp_avg_sq"][m]) > 0
+    # with the optimizer, apply_masks re-zeros moments that something else disturbed
+    n, p, m = masked[0]
+    opt.state[p]["exp_avg"].fill_(1.0)
+    with torch.no_grad():
+        p.fill_(1.0)
+    apply_masks(model, opt, masked)
+    assert torch.all(opt.state[p]["exp_avg"][~m] == 0) and torch.all(opt.state[p]["exp_avg"][m] == 1)
+    assert torch.all(p[~m] == 0) and torch.all(p[m] == 1)
+
+
+def test_nan_in_pruned_gradient_does_not_leak():
+    model = make()
+    sparsify(model, 0.5, seed=0)
+    for _, p, m in masked_parameters(model):
+        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(0))
+        p.grad[~m] = float("nan")
+    kept_before = {n: p.grad[m].clone() for n, p, m in masked_parameters(model)}
+    mask_gradients(model)
+    for n, p, m in masked_parameters(model):
+        assert torch.all(p.grad[~m] == 0), n
+        assert not torch.isnan(p.grad).any()
+        assert torch.equal(p.grad[m], kept_before[n])
+
+
+def test_apply_masks_clears_nan_in_pruned_weights():
+    model = make()
+    sparsify(model, 0.5, seed=0)
+    for _, p, m in masked_parameters(model):
+        with torch.no_grad():
+            p[~m] = float("nan")
+    apply_masks(model)
+    for n, p, m in masked_parameters(model):
+        assert torch.all(p[~m] == 0), n
+
+
+def test_densify_removes_masks_keeps_zeros_then_dense_step_fills_them():
+    model = make()
+    masks = sparsify(model, 0.75, seed=0)
+    assert is_sparse(model)
+    densify(model)
+    assert not is_sparse(model)
+    assert masked_parameters(model) == []
+    assert not any(k.endswith("_mask") for k in model.state_dict())
+    p = params(model)
+    for n, m in masks.items():
+        assert torch.all(p[n][~m] == 0)
+    cfg = TrainConfig(lr=1e-3, device="cpu", progress=False)
+    opt = make_optimizer(model, cfg, "cpu")
+    x, y, _ = RandomBatches(257, 32, 4).get_batch("train", torch.Generator().manual_seed(0))
+    _, loss = model(x, y)
+    loss.backward()
+    finish_step(model, opt, 1.0, masked_parameters(model))
+    for n, m in masks.items():
+        assert torch.count_nonzero(p[n][~m]) > 0.5 * int((~m).sum()), n
+
+
+def test_sparsity_report_numbers():
+    model = make()
+    sparsify(model, 0.75, seed=0)
+    rep = sparsity_report(model)
+    assert len(rep["layers"]) == 4 * model.config.n_layer
+    for row in rep["layers"]:
+        assert row["zeros"] == row["masked"] == round(0.75 * row["numel"])
+        assert row["sparsity"] == pytest.approx(0.75, abs=1 / row["numel"])
+    d = model.config.n_embd
+    t = rep["total"]
+    assert t["numel"] == model.config.n_layer * 12 * d * d
+    assert t["zeros"] == t["masked"] == sum(r["zeros"] for r in rep["layers"])
+    assert t["sparsity"] == pytest.approx(0.75, abs=1e-4)
+    assert t["params"] == model.num_params()
+    dense = sparsity_report(make())
+    assert dense["total"]["zeros"] == 0 and dense["total"]["masked"] == 0
+
+
+def test_masks_saved_in_state_dict_as_bool_without_weight_copy(tmp_path):
+    model = make()
+    masks = sparsify(model, 0.75, seed=0)
+    sd = model.state_dict()
+    mask_keys = sorted(k for k in sd if k.endswith("_mask"))
+    assert mask_keys == sorted(n + "_mask" for n in masks)
+    for k in mask_keys:
+        assert sd[k].dtype == torch.bool
+        assert sd[k].element_size() == 1
+        assert torch.equal(sd[k], masks[k[: -len("_mask")]])
+    assert not any("orig" in k for k in sd)
+    dense_keys = set(make().state_dict())
+    assert set(sd) - dense_keys == set(mask_keys)
+    # round trip through torch.save keeps them bool
+    torch.save(sd, tmp_path / "sd.pt")
+    back = torch.load(tmp_path / "sd.pt", weights_only=True)
+    assert all(back[k].dtype == torch.bool for k in mask_keys)

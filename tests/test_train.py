@@ -1,0 +1,311 @@
+"""Tests for minispdf.train and minispdf.checkpoint: exact resume, atomic checkpoints, logs,
+callbacks, the LR schedule and gradient accumulation."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json
+import math
+
+import pytest
+import torch
+
+import minispdf.train as train_mod
+from conftest import RandomBatches
+from minispdf.checkpoint import check_compatible, load_checkpoint, read_checkpoint
+from minispdf.errors import MiniSPDFError
+from minispdf.flops import flop_report
+from minispdf.model import GPT, preset_config
+from minispdf.sparsity import masked_parameters, sparsify
+from minispdf.train import TrainConfig, lr_at, train
+
+T = 32
+
+
+def sparse_nano(seed=0, sparsity=0.75):
+    torch.manual_seed(seed)
+    model = GPT(preset_config("nano"))
+    if sparsity:
+        sparsify(model, sparsity, seed=0)
+    return model
+
+
+def cfg(**kw):
+    base = dict(max_steps=10, batch_size=4, lr=3e-3, warmup_steps=3, eval_interval=0, eval_iters=2,
+                device="cpu", progress=False, seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+def batches(bs=4, seq_len=T):
+    return RandomBatches(257, seq_len, bs)
+
+
+def read_log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_reproduces_unsplit_run_exactly(tmp_path):
+    full_dir, split_dir = str(tmp_path / "full"), str(tmp_path / "split")
+    c = cfg(max_steps=40, eval_interval=10, warmup_steps=5, lr=1e-2)
+
+    model_a = sparse_nano()
+    res_a = train(model_a, batches(), c, out_dir=full_dir, meta={"tokenizer": "char"})
+
+    model_b = sparse_nano()
+    res_half = train(model_b, batches(), cfg(max_steps=40, eval_interval=10, warmup_steps=5, lr=1e-2, stop_after=20),
+                     out_dir=split_dir, meta={"tokenizer": "char"})
+    assert res_half["step"] == 20 and not res_half["finished"]
+    assert read_checkpoint(split_dir)["step"] == 20
+
+    model_c = GPT(preset_config("nano"))  # fresh, dense, differently initialised: all state comes from ckpt
+    assert masked_parameters(model_c) == []
+    res_c = train(model_c, batches(), c, out_dir=split_dir, resume=True, meta={"tokenizer": "char"})
+    assert res_c["step"] == 40 and res_c["finished"]
+
+    log_a, log_c = read_log(os.path.join(full_dir, "log.jsonl")), read_log(os.path.join(split_dir, "log.jsonl"))
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "step_ms"} for r in recs]
+    assert [r["step"] for r in log_a] == [r["step"] for r in log_c]
+    assert [r.get("loss") for r in log_a] == [r.get("loss") for r in log_c]
+    assert [r.get("val_loss") for r in log_a] == [r.get("val_loss") for r in log_c]
+    assert strip(log_a) == strip(log_c)
+    assert sum("val_loss" in r for r in log_a) == 4  # evals at 10, 20, 30 and the end
+    assert res_a["flops"] == res_c["flops"] and res_a["tokens"] == res_c["tokens"]
+
+    sd_a, sd_c = model_a.state_dict(), model_c.state_dict()
+    assert sd_a.keys() == sd_c.keys()
+    for k in sd_a:
+        assert torch.equal(sd_a[k], sd_c[k]), k
+    assert len(masked_parameters(model_c)) == 8
+    for _, p, m in masked_parameters(model_c):
+        assert torch.all(p[~m] == 0)
+    # and the checkpoint on disk is the same too
+    ckpt_a, ckpt_c = read_checkpoint(full_dir), read_checkpoint(split_dir)
+    for k in ckpt_a["model"]:
+        assert torch.equal(ckpt_a["model"][k], ckpt_c["model"][k]), k
+
+
+def test_resume_without_checkpoint_raises(tmp_path):
+    with pytest.raises(MiniSPDFError, match="cannot resume"):
+        train(sparse_nano(), batches(), cfg(), out_dir=str(tmp_path / "empty"), resume=True)
+
+
+def test_resume_refuses_other_architecture(tmp_path):
+    out = str(tmp_path / "run")
+    train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=out)
+    torch.manual_seed(0)
+    other = GPT(preset_config("nano", n_layer=3))
+    with pytest.raises(MiniSPDFError, match="n_layer"):
+        train(other, batches(), cfg(max_steps=4), out_dir=out, resume=True)
+
+
+# ---------------------------------------------------------------- checkpoint files
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_save = torch.save
+    calls = []
+
+    def flaky_save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"PK\x03\x04 half a checkpoint")  # partial bytes, then the crash
+            raise OSError("disk full (simulated)")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", flaky_save)
+    with pytest.raises(OSError, match="simulated"):
+        train(sparse_nano(), batches(), cfg(max_steps=10, checkpoint_interval=5), out_dir=str(out))
+    assert len(calls) == 2
+    monkeypatch.setattr(torch, "save", real_save)
+    model, info = load_checkpoint(str(out / "ckpt.pt"))
+    assert info["step"] == 5  # the first checkpoint survived intact
+    assert len(masked_parameters(model)) == 8
+    assert sorted(os.listdir(out)) == ["ckpt.pt", "log.jsonl"]  # no temp files left behind
+
+
+def test_truncated_checkpoint_raises(tmp_path):
+    out = tmp_path / "run"
+    train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=str(out))
+    path = out / "ckpt.pt"
+    load_checkpoint(str(path))  # loads before the damage
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MiniSPDFError, match="corrupt or truncated"):
+        load_checkpoint(str(path))
+    with pytest.raises(MiniSPDFError):
+        train(sparse_nano(), batches(), cfg(max_steps=4), out_dir=str(out), resume=True)
+
+
+def test_foreign_file_raises(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(MiniSPDFError, match="not a minispdf checkpoint"):
+        load_checkpoint(str(path))
+
+
+def test_missing_checkpoint_raises(tmp_path):
+    with pytest.raises(MiniSPDFError, match="no checkpoint"):
+        load_checkpoint(str(tmp_path / "nope.pt"))
+    with pytest.raises(MiniSPDFError, match="no checkpoint"):
+        load_checkpoint(str(tmp_path))  # a folder without ckpt.pt
+
+
+def test_checkpoint_round_trip_and_check_compatible(tmp_path):
+    out = tmp_path / "run"
+    model = sparse_nano()
+    train(model, batches(), cfg(max_steps=3), out_dir=str(out), meta={"tokenizer": "char", "phase": "pretrain"})
+    loaded, info = load_checkpoint(str(out))  # a run folder works too
+    assert info["step"] == 3 and info["tokenizer"] == "char" and info["meta"]["phase"] == "pretrain"
+    assert "model" not in info and "optimizer" not in info
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    check_compatible(info, preset_config("nano"), "char")  # same: accepted
+    check_compatible(info, preset_config("nano", block_size=32), None)  # context length may differ
+    with pytest.raises(MiniSPDFError, match="n_layer"):
+        check_compatible(info, preset_config("nano", n_layer=3))
+    with pytest.raises(MiniSPDFError, match="vocab_size"):
+        check_compatible(info, preset_config("nano", vocab_size=50257))
+    with pytest.raises(MiniSPDFError, match="tokenizer"):
+        check_compatible(info, preset_config("nano"), "gpt2")
+
+
+# ---------------------------------------------------------------- logs and callbacks
+
+
+def test_log_records_flops_for_sparse_model(tmp_path):
+    out = tmp_path / "run"
+    model = sparse_nano()
+    block = model.config.block_size  # full-context batches: flop_report's default seq_len
+    res = train(model, batches(seq_len=block), cfg(max_steps=6, eval_interval=3), out_dir=str(out))
+    recs = read_log(out / "log.jsonl")
+    steps = [r for r in recs if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 7))
+    for r in recs:
+        assert {"step", "flops", "flops_dense"} <= set(r)
+    for r in steps:
+        assert {"loss", "lr", "tokens"} <= set(r)
+        assert math.isfinite(r["loss"])
+    flops = [r["flops"] for r in steps]
+    assert all(b > a for a, b in zip(flops, flops[1:]))
+    reduction = flop_report(model).reduction
+    assert reduction > 1.2
+    for r in steps:
+        assert r["flops_dense"] / r["flops"] == pytest.approx(reduction, rel=1e-12)
+    # FLOPs per step: training FLOPs per token x tokens in the batch
+    per_token = flop_report(model).train_flops_per_token(True)
+    assert steps[0]["flops"] == pytest.approx(per_token * 4 * block)
+    assert steps[-1]["tokens"] == 6 * 4 * block
+    # a shorter sequence length is accounted at its own (smaller) attention cost
+    res_short = train(sparse_nano(), batches(seq_len=16), cfg(max_steps=1))
+    assert res_short["flops_dense"] / res_short["flops"] == pytest.approx(
+        flop_report(model, seq_len=16).reduction, rel=1e-12)
+    assert res["flops"] == steps[-1]["flops"]
+    evals = [r for r in recs if "val_loss" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+
+
+def test_dense_model_logs_equal_flops(tmp_path):
+    res = train(sparse_nano(sparsity=0), batches(), cfg(max_steps=2), out_dir=str(tmp_path))
+    assert res["flops"] == res["flops_dense"] > 0
+    assert res["sparsity"] == 0.0
+
+
+def test_callbacks_receive_events_and_can_stop(tmp_path):
+    events = []
+
+    def cb(event, record):
+        events.append((event, record.get("step")))
+        return event == "step" and record["step"] == 3
+
+    res = train(sparse_nano(), batches(), cfg(max_steps=10, eval_interval=2), out_dir=str(tmp_path), callbacks=[cb])
+    assert res["step"] == 3 and not res["finished"]
+    assert events == [("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("end", 3)]
+    assert load_checkpoint(str(tmp_path))[1]["step"] == 3  # stopping writes a checkpoint
+
+
+def test_eval_callback_can_stop():
+    def cb(event, record):
+        return event == "eval"
+
+    res = train(sparse_nano(), batches(), cfg(max_steps=10, eval_interval=4), callbacks=[cb])
+    assert res["step"] == 4
+
+
+def test_non_finite_loss_raises():
+    with pytest.raises(MiniSPDFError, match="loss became"):
+        model = sparse_nano()
+        with torch.no_grad():
+            model.transformer.wpe.weight.fill_(float("nan"))
+        train(model, batches(), cfg(max_steps=2))
+
+
+# ---------------------------------------------------------------- LR schedule
+
+
+def test_lr_schedule_warmup_then_cosine_to_min():
+    c = TrainConfig(max_steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    assert lr_at(0, c) == pytest.approx(1e-4)
+    assert lr_at(4, c) == pytest.approx(5e-4)
+    assert lr_at(9, c) == pytest.approx(1e-3)
+    assert lr_at(10, c) == pytest.approx(1e-3)
+    assert lr_at(55, c) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # half way through the cosine
+    assert lr_at(100, c) == pytest.approx(1e-4)
+    assert lr_at(150, c) == pytest.approx(1e-4)  # clamps past the end
+    warm = [lr_at(s, c) for s in range(10)]
+    assert all(b > a for a, b in zip(warm, warm[1:]))
+    decay = [lr_at(s, c) for s in range(10, 101)]
+    assert all(b < a for a, b in zip(decay, decay[1:]))
+    c0 = TrainConfig(max_steps=10, warmup_steps=0, lr=2e-3, min_lr_ratio=0.0)
+    assert lr_at(0, c0) == pytest.approx(2e-3)
+    assert lr_at(10, c0) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_logged_lr_follows_schedule():
+    c = cfg(max_steps=8, warmup_steps=3, lr=1e-2, min_lr_ratio=0.1)
+    res = train(sparse_nano(), batches(), c)
+    steps = [r for r in res["history"] if "lr" in r]
+    assert [r["lr"] for r in steps] == [lr_at(s, c) for s in range(8)]
+
+
+@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(batch_size=-1), dict(grad_accum=0), dict(lr=0),
+                                 dict(warmup_steps=-1), dict(device="tpu"), dict(eval_iters=1.5)])
+def test_bad_train_config_raises(bad):
+    with pytest.raises(MiniSPDFError):
+        TrainConfig(**bad)
+
+
+# ---------------------------------------------------------------- gradient accumulation
+
+
+def _first_step_grads(monkeypatch, grad_accum, batch_size):
+    captured = {}
+    real_finish = train_mod.finish_step
+
+    def spy(model, optimizer, grad_clip, masked):
+        if not captured:
+            captured.update({n: p.grad.detach().clone() for n, p in model.named_parameters()})
+        return real_finish(model, optimizer, grad_clip, masked)
+
+    monkeypatch.setattr(train_mod, "finish_step", spy)
+    res = train(sparse_nano(), batches(batch_size), cfg(max_steps=1, grad_accum=grad_accum, batch_size=batch_size,
+                                                         grad_clip=0.0))
+    monkeypatch.setattr(train_mod, "finish_step", real_finish)
+    return captured, res
+
+
+def test_grad_accumulation_matches_big_batch(monkeypatch):
+    g_acc, res_acc = _first_step_grads(monkeypatch, grad_accum=2, batch_size=4)
+    g_big, res_big = _first_step_grads(monkeypatch, grad_accum=1, batch_size=8)
+    assert g_acc.keys() == g_big.keys() and len(g_acc) > 0
+    for n in g_big:
+        assert torch.allclose(g_acc[n], g_big[n], atol=1e-6, rtol=0), (n, (g_acc[n] - g_big[n]).abs().max())
+    assert any(g.abs().max() > 1e-4 for g in g_big.values())  # not trivially zero
+    assert res_acc["train_loss"] == pytest.approx(res_big["train_loss"], abs=1e-6)
+    assert res_acc["tokens"] == res_big["tokens"] == 8 * T
+    assert res_acc["flops"] == pytest.approx(res_big["flops"])
