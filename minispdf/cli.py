@@ -101,7 +101,9 @@ def cmd_finetune(argv):
               "init_from": (str, None, "checkpoint or run folder to start from (none: from scratch)"),
               "task": (str, None, "downstream task: builtin | e2e[:PATH] | dart[:PATH] | webnlg:PATH | curation[:PATH]"),
               "data": (str, None, "or continue language modelling on this corpus"),
-              "keep_masks": (bool, False, "keep the pre-training masks (sparse fine-tuning, SPSF)")}
+              "keep_masks": (bool, False, "keep the pre-training masks (sparse fine-tuning, SPSF)"),
+              "train_file": (str, None, "with a bare --task name: the file to fine-tune on (e.g. devset.csv)"),
+              "val_file": (str, None, "with a bare --task name: the validation file")}
     s = _settings(argv, schema, RUN_FLAGS, "minispdf finetune --init_from RUN --task builtin [--keep_masks] ...")
     as_json = s.pop("json")
     if as_json:
@@ -191,12 +193,13 @@ def cmd_evaluate(argv):
     from .checkpoint import load_checkpoint
     from .data import get_tokenizer
     from .evaluate import evaluate_task
-    from .tasks import load_task
+    from .tasks import resolve_task
 
     schema = {"ckpt": (str, None, "checkpoint or run folder"), "task": (str, "builtin", "task spec, as finetune"),
               "split": (str, "test", "train|val|test"), "decode": (str, "greedy", "greedy|beam"),
               "num_beams": (int, 4, "beams for --decode beam"), "max_new_tokens": (int, None, "default: fill the context"),
               "limit": (int, None, "evaluate only the first N inputs"),
+              "test_file": (str, None, "with a bare --task name: the file to evaluate (e.g. testset_w_refs.csv)"),
               "predictions": (str, None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)")}
     s = _settings(argv, schema, {"json": False}, "minispdf evaluate --ckpt RUN --task builtin [--decode beam]")
     if not s["ckpt"]:
@@ -205,7 +208,7 @@ def cmd_evaluate(argv):
         raise MiniSPDFError(f"--split {s['split']!r}: choose train, val or test")
     model, info = load_checkpoint(s["ckpt"])
     tok = get_tokenizer(info.get("tokenizer") or "char")
-    task = load_task(s["task"])
+    task = resolve_task(s["task"], test_file=s["test_file"])
     examples = getattr(task, s["split"])
     if not examples:
         raise MiniSPDFError(f"task {task.name} has no {s['split']} examples: choose another --split or task file")

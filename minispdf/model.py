@@ -10,6 +10,9 @@ Where the mask acts: the four weight matrices of every block -- the fused q/k/v 
 ``mlp.c_proj`` -- are :class:`MaskedLinear` layers. Sparse pre-training gives each of them a
 fixed boolean ``weight_mask`` (see ``minispdf.sparsity``). Everything else (embeddings, the LM
 head, LayerNorms, biases) stays dense, as in the paper.
+
+Decoding: :meth:`GPT.decode_step` with a :class:`KVCache` feeds each token through the network
+once, keeping every layer's keys and values (used by ``minispdf.evaluate``).
 """
 
 from __future__ import annotations
@@ -108,14 +111,23 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = MaskedLinear(config.n_embd, config.n_embd, bias=config.bias)  # output
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache=None, layer: int = 0, attn_mask=None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_size)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:  # decoding (GPT.decode_step): store the new keys/values, attend to all of them so far
+            start, end = cache.length, cache.length + T
+            cache.kv[layer, 0, :, :, start:end] = k
+            cache.kv[layer, 1, :, :, start:end] = v
+            k, v = cache.kv[layer, 0, :, :, :end], cache.kv[layer, 1, :, :, :end]
+            # written out: on a CPU this beats the fused kernel for one query at a time
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            y = att.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -139,9 +151,27 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache=None, layer: int = 0, attn_mask=None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, attn_mask)
         return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """The keys and values of every position fed so far, so decoding feeds each token only once.
+
+    One preallocated tensor ``kv`` of shape (n_layer, 2, B, n_head, max_len, head_size); the first
+    ``length`` positions are filled. ``reorder(rows)`` keeps (or repeats) rows of the batch: beam
+    search re-picks its beams, batched decoding drops finished rows.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device=None, dtype=None):
+        head_size = config.n_embd // config.n_head
+        self.kv = torch.zeros(config.n_layer, 2, batch_size, config.n_head, max_len, head_size,
+                              device=device, dtype=dtype)
+        self.length = 0
+
+    def reorder(self, rows) -> None:
+        self.kv = self.kv[:, :, torch.as_tensor(rows, device=self.kv.device)]
 
 
 class GPT(nn.Module):
@@ -201,14 +231,37 @@ class GPT(nn.Module):
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)
         if loss_mask is None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         else:
             per_token = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.view(-1), reduction="none"
+                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
             )
             m = loss_mask.reshape(-1).to(per_token.dtype)
             loss = (per_token * m).sum() / m.sum().clamp_min(1.0)
         return logits, loss
+
+    @torch.no_grad()
+    def decode_step(self, idx, cache: KVCache, pos=None, attn_mask=None):
+        """Logits (B, vocab) of the token after ``idx`` (B, T), using and extending ``cache``.
+
+        Feed the prompt once, then one new token per call. ``pos`` (B, T) are position ids and
+        ``attn_mask`` (B, 1, T, cache.length + T) says which cached positions each new token may
+        see (True = may); the defaults are ``cache.length + 0..T-1`` and causal. Per-row ``pos``
+        and a mask let prompts of different lengths share a batch (see ``minispdf.evaluate``).
+        """
+        B, T = idx.shape
+        end = cache.length + T
+        if pos is None:
+            pos = torch.arange(cache.length, end, device=idx.device).expand(B, T)
+        if end > cache.kv.size(4) or int(pos.max()) >= self.config.block_size:
+            raise MiniSPDFError(f"decoding past the context block_size={self.config.block_size}: stop earlier")
+        if attn_mask is None:
+            attn_mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=cache.length)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, cache, layer, attn_mask)
+        cache.length = end
+        return self.lm_head(self.transformer.ln_f(x[:, -1, :]))
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None,

@@ -134,7 +134,7 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
 
 
 def finetune(init_from: str | None = None, task: str | None = None, data: str | None = None,
-             keep_masks: bool = False, preset: str = "tiny", tokenizer: str | None = None,
+             keep_masks: bool = False, train_file: str | None = None, val_file: str | None = None, preset: str = "tiny", tokenizer: str | None = None,
              out: str | None = None, resume: bool = False, overwrite: bool = False,
              callbacks=(), **kwargs) -> dict:
     """Fine-tune a pre-trained checkpoint: dense by default (SPDF), masks kept with ``keep_masks``.
@@ -144,7 +144,7 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
     ``task`` (see ``minispdf.tasks``) or continue language modelling on ``data``.
     """
     settings = dict(init_from=init_from, task=task if task is None or isinstance(task, str) else task.name,
-                    data=data, keep_masks=keep_masks, preset=preset, tokenizer=tokenizer, **kwargs)
+                    train_file=train_file, val_file=val_file, data=data, keep_masks=keep_masks, preset=preset, tokenizer=tokenizer, **kwargs)
     if (task is None) == (data is None):
         raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data SOURCE (language modelling)")
     overrides, train_kwargs = split_kwargs(kwargs)
@@ -170,7 +170,7 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
     if task is not None:
         from . import tasks as tasks_lib
 
-        task_obj = tasks_lib.load_task(task) if isinstance(task, str) else task
+        task_obj = tasks_lib.resolve_task(task, train_file=train_file, val_file=val_file)
         batches = tasks_lib.TaskBatches(tok, task_obj, model.config.block_size, tcfg.batch_size)
     else:
         tokens = data_lib.prepare_data(data, tok.name)

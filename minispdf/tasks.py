@@ -989,6 +989,23 @@ def load_task(spec: str, *, seed: int = 0, **builtin_kwargs) -> Task:
     return _load_hub(name, seed)
 
 
+def resolve_task(spec, train_file=None, val_file=None, test_file=None, seed: int = 0) -> Task:
+    """What ``--task SPEC [--train_file F] [--val_file F] [--test_file F]`` means.
+
+    With any file given, SPEC must be a bare task name (e2e, dart, webnlg, curation) and each
+    file fills one split (:func:`load_task_files`); otherwise it is :func:`load_task`. A
+    :class:`Task` passes through unchanged.
+    """
+    if isinstance(spec, Task):
+        return spec
+    if any(f is not None for f in (train_file, val_file, test_file)):
+        if ":" in str(spec):
+            raise MiniSPDFError(f"--task {spec} already names a path: with --train_file/--val_file/--test_file "
+                                "give the bare task name, e.g. --task e2e")
+        return load_task_files(str(spec), train=train_file, val=val_file, test=test_file)
+    return load_task(spec, seed=seed)
+
+
 def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Task:
     """Pool all examples of ``task`` and cut them into disjoint train/val/test splits by input.
 
