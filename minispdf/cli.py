@@ -243,6 +243,20 @@ def cmd_demo(argv):
           f"written: {results['out']}/results.json, results.md, loss_vs_flops.png")
 
 
+@command("reproduce", "the small-scale reproduction study: a grid of sparsities, sizes, tasks and seeds")
+def cmd_reproduce(argv):
+    from .reproduce import main as reproduce_main
+
+    return reproduce_main(argv)
+
+
+@command("assign", "course mode: student copies of the notebooks (student), grading (grade), sync check (check)")
+def cmd_assign(argv):
+    from .assignments import main as assign_main
+
+    return assign_main(argv)
+
+
 def usage() -> str:
     lines = ["usage: minispdf <command> [--key value ...] [--json]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
@@ -260,12 +274,12 @@ def main(argv=None) -> int:
         print(f"error: unknown command {name!r}: choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     try:
-        COMMANDS[name][0](rest)
+        code = COMMANDS[name][0](rest)
     except MiniSPDFError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint (if any) is intact; continue with --resume", file=sys.stderr)
         return 130
-    return 0
+    return int(code or 0)
 

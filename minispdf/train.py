@@ -317,7 +317,7 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
             raise MiniSPDFError(f"loss became {last_loss} at step {step}: lower --lr or check the data")
         if progress:
             progress.update(1)
-            progress.set_postfix(loss=f"{last_loss:.3f}")
+            progress.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
         if step % cfg.log_interval == 0 or step == cfg.max_steps:
             log(record)
         for cb in callbacks:

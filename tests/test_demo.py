@@ -1,0 +1,68 @@
+"""`minispdf demo --quick`: the whole recipe end to end, and its run folder is all-or-nothing."""
+
+import json
+import os
+
+import pytest
+
+from minispdf import demo as demo_lib
+from minispdf.errors import MiniSPDFError
+from minispdf.evaluate import rescore
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    cwd = os.getcwd()
+    os.chdir(root)  # data/ is prepared relative to the working directory
+    try:
+        results = demo_lib.run_demo(out=str(root / "demo"), quick=True, progress=False, log=lambda *a: None)
+    finally:
+        os.chdir(cwd)
+    return root / "demo", results
+
+
+def test_quick_demo_writes_table_plot_and_json(quick_demo):
+    out, results = quick_demo
+    for name in ("results.json", "results.md", "loss_vs_flops.png"):
+        assert (out / name).stat().st_size > 0
+    saved = json.loads((out / "results.json").read_text())
+    arms = {a["arm"]: a for a in saved["arms"]}
+    assert len(arms) == 5
+    ratios = [a["pretrain_flops_x_dense"] for a in saved["arms"][:3]]
+    assert ratios[0] == 1.0 and 1.0 > ratios[1] > ratios[2] > 0  # sparser pre-training, fewer FLOPs
+    assert saved["arms"][4]["pretrain_flops"] == 0.0  # the from-scratch baseline
+    table = (out / "results.md").read_text()
+    assert table.count("\n") == 2 + 5
+    assert not [p for p in os.listdir(out.parent) if p.startswith(".demo-tmp-")]
+
+
+def test_bleu_in_table_equals_rescored_predictions(quick_demo):
+    out, results = quick_demo
+    folder = out / "finetune-sparse75"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert rescore(str(folder / "predictions.jsonl")) == metrics["bleu"]
+    assert results["arms"][2]["bleu"] == metrics["bleu"]
+
+
+def test_existing_results_are_never_clobbered(quick_demo, tmp_path):
+    out, _ = quick_demo
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(MiniSPDFError, match="--overwrite"):
+        demo_lib.run_demo(out=str(out), quick=True)
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_interrupted_demo_leaves_nothing_half_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "results.json").write_text("{}")
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("minispdf.spdf.pretrain", boom)
+    with pytest.raises(KeyboardInterrupt):
+        demo_lib.run_demo(out=str(tmp_path / "demo"), quick=True, overwrite=True, progress=False, log=lambda *a: None)
+    assert (tmp_path / "demo" / "results.json").read_text() == "{}"
+    assert sorted(os.listdir(tmp_path)) == ["demo"]
