@@ -1,0 +1,147 @@
+"""The lesson notebooks: generated from build_notebooks.py, committed without outputs, and every one
+runs top to bottom at the smoke scale (headless, in a temporary folder, no network)."""
+
+import importlib.util
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from minispdf.model import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+STUDENT = sorted((NB_DIR / "student").glob("*.ipynb"))
+EXPECTED = ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
+            "04_dense_finetuning", "05_paper_findings_small_scale", "06_beyond_the_paper"]
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_notebooks", NB_DIR / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ among the lessons
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = saved
+    return module
+
+
+def _code_cells(path):
+    return [c for c in nbformat.read(str(path), as_version=4).cells if c.cell_type == "code"]
+
+
+def test_all_lessons_are_there():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+    assert [p.stem for p in STUDENT] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + STUDENT, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_committed_without_outputs(path):
+    nbformat.validate(nbformat.read(str(path), as_version=4))
+    for cell in _code_cells(path):
+        assert cell.outputs == [], f"{path.name}: cell {cell.id} has outputs; rebuild with build_notebooks.py"
+        assert cell.execution_count is None, f"{path.name}: cell {cell.id} has an execution count"
+
+
+def test_notebooks_match_their_generator():
+    built = _builder().build()
+    assert sorted(built) == [p.name for p in NOTEBOOKS]
+    for name, text in built.items():
+        assert (NB_DIR / name).read_text(encoding="utf-8") == text, (
+            f"notebooks/{name} differs from build_notebooks.py: run python notebooks/build_notebooks.py")
+
+
+def _presets(P):
+    """Every model preset a scale names (directly, in a list, or in a sizes dict)."""
+    found = []
+    for key, value in P.items():
+        if key.endswith("preset"):
+            found.append(value)
+        elif key.endswith("presets"):
+            found += list(value)
+        elif key == "sizes":
+            found += [v["preset"] for v in value.values()]
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_with_three_scales(path, monkeypatch):
+    cells = _code_cells(path)
+    first = cells[0]
+    assert "parameters" in first.metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
+    assert 'os.environ.get("MINISPDF_SCALE", "default")' in first.source
+    keys = {}
+    for scale in ("default", "gpu", "smoke"):
+        monkeypatch.setenv("MINISPDF_SCALE", scale)
+        ns = {}
+        exec(first.source, ns)
+        assert ns["SCALE"] == scale and ns["DEVICE"] == "auto"
+        keys[scale] = set(ns["P"])
+        for preset in _presets(ns["P"]):
+            assert preset in PRESETS, f"{path.name}, scale {scale}: unknown preset {preset!r}"
+    assert keys["default"] == keys["gpu"] == keys["smoke"], f"{path.name}: the scales set different keys"
+    monkeypatch.setenv("MINISPDF_SCALE", "huge")
+    with pytest.raises(AssertionError, match="choose one of"):
+        exec(first.source, {})
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lesson_states_question_and_measured_runtime(path):
+    first = nbformat.read(str(path), as_version=4).cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "Question" in first.source or "questions" in first.source
+    assert "Runs in about" in first.source and "(measured" in first.source
+
+
+def _execute(path, workdir):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    shutil.copy(path, workdir / path.name)  # the notebook's folder is a temporary copy: runs/ and data/ land there
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    return nb
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
+    for key, value in {"MINISPDF_SCALE": "smoke", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                       "MPLBACKEND": "Agg", "HF_HOME": str(tmp_path / "hf"),
+                       # one torch thread: the smoke models are too small to gain from a second one, and
+                       # two OpenMP threads on cores shared with other jobs run many times slower
+                       "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MINISPDF_DATA_DIR", raising=False)
+    t = time.perf_counter()
+    nb = _execute(path, tmp_path)  # raises CellExecutionError on the first failing cell
+    print(f"{path.stem}: {time.perf_counter() - t:.1f} s at smoke scale")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
+    assert not errors
+    assert not (ROOT / "notebooks" / "runs").exists() and not (ROOT / "notebooks" / "data").exists()
+
+
+@pytest.mark.parametrize("stem", ["01_gpt_and_masks", "02_flop_accounting", "04_dense_finetuning"])
+def test_student_copy_runs_until_its_exercise_checks(stem, tmp_path, monkeypatch):
+    """A student copy runs like the lesson; only the cells that check an unwritten exercise fail."""
+    from nbclient import NotebookClient
+
+    for key, value in {"MINISPDF_SCALE": "smoke", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+                       "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    path = NB_DIR / "student" / f"{stem}.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    failed = [c for c in nb.cells if c.cell_type == "code"
+              and any(o.get("output_type") == "error" for o in c.outputs)]
+    assert failed, "the stubs should make the exercise checks fail"
+    for cell in failed:
+        assert "check(" in cell.source, f"cell {cell.id} failed but checks no exercise:\n{cell.source}"
+        error = next(o for o in cell.outputs if o.get("output_type") == "error")
+        assert error["ename"] == "AssertionError" and "not solved yet" in error["evalue"]

@@ -1,0 +1,144 @@
+"""minispdf.plots: every figure has a title, axis labels and (for several series) a legend; the
+read-outs compute what they claim."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from minispdf import GPT, densify, flop_report, plots, preset_config, sparsify, sparsity_report  # noqa: E402
+from minispdf.errors import MiniSPDFError  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _labelled(ax, legend=True):
+    assert ax.get_title() and ax.get_xlabel() is not None and ax.get_ylabel()
+    if legend:
+        assert ax.get_legend() is not None and ax.get_legend().get_texts()
+
+
+def _history(n=10, offset=0.0):
+    recs = []
+    for i in range(1, n + 1):
+        recs.append({"step": i, "loss": 3.0 - 0.1 * i + offset, "flops": 1e9 * i, "tokens": 100 * i})
+        if i % 5 == 0:
+            recs.append({"step": i, "val_loss": 3.1 - 0.1 * i + offset, "flops": 1e9 * i, "flops_dense": 2e9 * i})
+    return {"history": recs}
+
+
+def test_smooth_and_history():
+    assert plots.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # bias-corrected: no drag to 0
+    assert plots.smooth([1.0, 3.0], alpha=0.0) == [1.0, 3.0]
+    with pytest.raises(MiniSPDFError):
+        plots.smooth([1.0], alpha=1.0)
+    xs, ys = plots.history(_history(), "val_loss", "flops")
+    assert xs == [5e9, 1e10] and ys == pytest.approx([2.6, 2.1])
+    assert plots.history(_history()["history"], "loss")[0] == list(range(1, 11))
+
+
+@pytest.mark.parametrize("x", ["step", "flops"])
+def test_plot_curves(x):
+    ax = plots.plot_curves({"dense": _history(), "75% sparse": _history(offset=0.2)}, x=x, logx=x == "flops")
+    _labelled(ax)
+    assert len(ax.get_lines()) == 4  # a train line and validation dots per run
+    assert "FLOPs" in ax.get_xlabel() or "step" in ax.get_xlabel()
+    shifted = plots.plot_curves({"a": _history()}, x="flops", offsets={"a": 5e9}, val=False)
+    assert min(shifted.get_lines()[0].get_xdata()) == pytest.approx(6e9)
+
+
+def test_show_mask_crops_and_reports_the_whole_mask():
+    mask = torch.zeros(100, 80, dtype=torch.bool)
+    mask[:, :20] = True  # 25% kept
+    ax = plots.show_mask(mask, title="m", crop=64)
+    assert ax.images[0].get_array().shape == (64, 64)
+    assert "25% kept of 100x80" in ax.get_title()
+    assert ax.get_xlabel() and ax.get_ylabel()
+    with pytest.raises(MiniSPDFError):
+        plots.show_mask(torch.ones(3, dtype=torch.bool))
+    fig = plots.show_masks({"a": mask, "b": ~mask}, title="two")
+    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "two"
+
+
+def test_layer_sparsity_plot_and_short_names():
+    torch.manual_seed(0)
+    m1, m2 = GPT(preset_config("nano")), GPT(preset_config("nano"))
+    sparsify(m1, 0.75)
+    sparsify(m2, 0.75, distribution="erk")
+    ax = plots.plot_layer_sparsity({"uniform": sparsity_report(m1), "erk": sparsity_report(m2)})
+    _labelled(ax)
+    assert len(ax.patches) == 2 * 8  # 2 layers x 4 matrices, two reports
+    assert plots.short_name("transformer.h.3.attn.c_attn.weight") == "h3.attn.c_attn"
+    assert "overall 75%" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_regrowth_counts_moved_pruned_weights():
+    torch.manual_seed(0)
+    model = GPT(preset_config("nano"))
+    masks = {k: v.clone() for k, v in sparsify(model, 0.5).items()}
+    densify(model)
+    stats = plots.regrowth(masks, model)
+    assert all(r["nonzero_fraction"] == 0.0 for r in stats["layers"])  # nothing trained yet: still zero
+    name = next(iter(masks))
+    with torch.no_grad():
+        dict(model.named_parameters())[name][~masks[name]] = 0.01
+    stats = plots.regrowth(masks, model)
+    row = next(r for r in stats["layers"] if r["name"] == name)
+    assert row["nonzero_fraction"] == 1.0 and row["pruned_mean_abs"] == pytest.approx(0.01)
+    assert row["pruned"] == int((~masks[name]).sum())
+    assert stats["pruned_abs"].numel() == sum(int((~m).sum()) for m in masks.values())
+    _labelled(plots.plot_regrowth(stats))
+    with pytest.raises(MiniSPDFError):
+        plots.regrowth({"nope.weight": masks[name]}, model)
+
+
+def test_flop_breakdown_and_lines():
+    reports = {"GPT-3 XL": flop_report("gpt3-xl", 0.75), "tiny": flop_report("tiny", 0.75)}
+    ax = plots.plot_flop_breakdown(reports)
+    _labelled(ax)
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith("2.49x") for t in texts)
+    # the dense bars stack to exactly 1 (fractions of the model's own dense total)
+    dense_heights = {}
+    for p in ax.patches:
+        x = round(p.get_x() + p.get_width() / 2, 3)
+        dense_heights[x] = dense_heights.get(x, 0) + p.get_height()
+    assert dense_heights[0.0] == pytest.approx(1.0)
+    ax = plots.plot_lines([0, 0.5], {"a": [1, 2], "b": [1, 3]}, xlabel="s", ylabel="r", title="t")
+    _labelled(ax)
+
+
+def _bench(sparsity, ratio):
+    return dict(preset="nano", sparsity=sparsity, dense_step_ms=10.0, sparse_step_ms=10.0 * ratio,
+                sparse_over_dense=ratio, theoretical_flop_reduction=2.0, device="cpu (2 threads)")
+
+
+def test_plot_bench_shows_measured_and_theoretical():
+    ax = plots.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)])
+    _labelled(ax)
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    assert 5.0 in heights  # the zero-skipping bar: dense time / reduction
+    assert "1.01x" in [t.get_text() for t in ax.texts]
+    with pytest.raises(MiniSPDFError):
+        plots.plot_bench([])
+
+
+def test_bars_grouped_bars_tables_and_samples():
+    ax = plots.plot_bars({"dense": 1.0, "SPDF": 1.2}, ylabel="loss", title="t", reference=1.0, reference_label="dense")
+    _labelled(ax)
+    ax = plots.plot_grouped_bars({"easy": {"gap": 0.1}, "hard": {"gap": -0.2}}, ylabel="gap", title="t", xlabel="task")
+    assert ax.get_title() == "t" and [t.get_text() for t in ax.texts] == ["0.10", "-0.20"]
+    table = plots.format_table([{"arm": "dense", "loss": 1.23456, "n": 3}, {"arm": "SPDF", "loss": None, "n": 4}],
+                               {"arm": "arm", "loss": "test loss"})
+    lines = table.splitlines()
+    assert lines[0].split() == ["arm", "test", "loss"] and "1.235" in lines[2] and lines[3].endswith("-")
+    assert plots.format_table([]) == "(no rows)"
+    text = plots.format_samples(["in1", "in2", "in3"], {"a": ["x1", "x2", "x3"]}, [["r1"], ["r2"], ["r3"]], n=2)
+    assert "input: in1" in text and "reference: r2" in text and "in3" not in text
