@@ -831,6 +831,16 @@ def _pm(mean, sd, nd=2, sign=False):
     return f"{_fmt(mean, nd, sign)} ± {_fmt(sd, nd)}" if sd is not None else _fmt(mean, nd, sign)
 
 
+def _add_gap_difference(entries, rows, metric, sign, label, positive, sel_a, sel_b, arm) -> None:
+    """Append (label, difference, sd, verdict) for (gap to dense in group a) - (gap in group b)."""
+    ga = _diff_stats(rows, metric, sel_a(arm=arm), sel_a(arm="dense"))
+    gb = _diff_stats(rows, metric, sel_b(arm=arm), sel_b(arm="dense"))
+    if ga[2] and gb[2]:
+        m = sign * (ga[0] - gb[0])
+        sd = math.sqrt(ga[1] ** 2 + gb[1] ** 2) if ga[1] is not None and gb[1] is not None else None
+        entries.append((label, m, sd, _verdict(m, sd, positive)))
+
+
 def _diff_stats(rows, metric, group_a, group_b, paired=True):
     """Mean and std of (a - b) per seed (paired) or of the two groups' means (unpaired)."""
     if paired:
@@ -978,14 +988,9 @@ def compare_claims(results: dict) -> list[dict]:
             for frac in fracs:
                 for s in [x for x in sparse if x >= 0.75 - 1e-9]:
                     arm = f"spdf{_pct(s)}"
-                    ga = _diff_stats(rows, metric, sel(task=hard, size=size, set_frac=frac, arm=arm),
-                                     sel(task=hard, size=size, set_frac=frac, arm="dense"))
-                    gb = _diff_stats(rows, metric, sel(task=easy, size=size, set_frac=frac, arm=arm),
-                                     sel(task=easy, size=size, set_frac=frac, arm="dense"))
-                    if ga[2] and gb[2]:
-                        m = sign * (ga[0] - gb[0])
-                        sd = math.sqrt(ga[1] ** 2 + gb[1] ** 2) if ga[1] is not None and gb[1] is not None else None
-                        entries.append((f"{size} {frac:.0%} {s:.0%}", m, sd, _verdict(m, sd, False)))
+                    _add_gap_difference(entries, rows, metric, sign, f"{size} {frac:.0%} {s:.0%}", False,
+                                        lambda **k: sel(task=hard, size=size, set_frac=frac, **k),
+                                        lambda **k: sel(task=easy, size=size, set_frac=frac, **k), arm)
         claims.append(_summed("harder_tasks_" + metric, "harder tasks suffer more from sparse pre-training", label,
                               f"hardest task by the dense arm's {label}: {hard}, easiest: {easy}; (gap on {hard}) - "
                               f"(gap on {easy}), "
@@ -1005,14 +1010,9 @@ def compare_claims(results: dict) -> list[dict]:
             for frac in fracs:
                 for s in [x for x in sparse if x >= 0.75 - 1e-9]:
                     arm = f"spdf{_pct(s)}"
-                    ga = _diff_stats(rows, metric, sel(task=task, size=large, set_frac=frac, arm=arm),
-                                     sel(task=task, size=large, set_frac=frac, arm="dense"))
-                    gb = _diff_stats(rows, metric, sel(task=task, size=small, set_frac=frac, arm=arm),
-                                     sel(task=task, size=small, set_frac=frac, arm="dense"))
-                    if ga[2] and gb[2]:
-                        m = sign * (ga[0] - gb[0])
-                        sd = math.sqrt(ga[1] ** 2 + gb[1] ** 2) if ga[1] is not None and gb[1] is not None else None
-                        entries.append((f"{task} {frac:.0%} {s:.0%}", m, sd, _verdict(m, sd, True)))
+                    _add_gap_difference(entries, rows, metric, sign, f"{task} {frac:.0%} {s:.0%}", True,
+                                        lambda **k: sel(task=task, size=large, set_frac=frac, **k),
+                                        lambda **k: sel(task=task, size=small, set_frac=frac, **k), arm)
         claims.append(_summed("larger_models_" + metric, "larger models tolerate more sparsity", label,
                               f"(gap to dense of {large}) - (gap of {small}), {label}, positive = the larger model "
                               "loses less", entries, 1 if metric == "bleu" else 3))
