@@ -69,7 +69,7 @@ class _Arm:
         if sparsity > 0:
             sparsify(self.model, sparsity, seed=seed)
         self.masked = masked_parameters(self.model)
-        self.optimizer = make_optimizer(self.model, TrainConfig(), device)
+        self.optimizer = make_optimizer(self.model, TrainConfig())
         self.run_model = torch.compile(self.model) if compile_ else self.model
         T = self.model.config.block_size
         g = torch.Generator().manual_seed(seed)

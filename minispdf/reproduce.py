@@ -385,7 +385,7 @@ def calibrate(grid: dict, tasks: dict, device: str) -> dict:
         n_params = model.num_params()
         sparsify(model, 0.5)  # masked steps: the masking work is included
         masked = masked_parameters(model)
-        opt = make_optimizer(model, TrainConfig(), device)
+        opt = make_optimizer(model, TrainConfig())
         T = grid["block_size"]
         B = sz["pretrain"]["batch_size"] if device != "cpu" else min(sz["pretrain"]["batch_size"], 4)
         g = torch.Generator().manual_seed(0)

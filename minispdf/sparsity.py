@@ -171,15 +171,27 @@ def mask_state_keys(state_dict: dict) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def mask_gradients(model: nn.Module, masked=None) -> None:
-    """Zero the gradients of pruned weights with a select (``torch.where``), not a multiply:
-    a NaN or inf in a pruned slot would survive ``grad * 0``.
+    """Zero the gradients of pruned weights, so that not even a NaN in a pruned slot can leak.
+
+    The fast path multiplies each gradient by its mask, read as bytes (a ``uint8`` view of the
+    bool mask: no copy, and on a CPU four times faster than a bool operand). A multiply alone
+    is not enough: a NaN or inf in a pruned slot survives ``x * 0``. So the masked gradients'
+    norm is checked, and only if it is not finite is the job redone with a select
+    (``torch.where``), which clears anything. The result is always that of the select; the
+    usual cost is the multiply and one norm (and, on a GPU, one synchronisation).
 
     ``masked`` is an optional precomputed ``masked_parameters(model)`` list (the training loop
     passes it to skip the module walk on every step).
     """
-    for _, p, mask in masked if masked is not None else masked_parameters(model):
-        if p.grad is not None:
-            torch.where(mask, p.grad, _zero(p.grad), out=p.grad)
+    pairs = [(p.grad, mask) for _, p, mask in (masked if masked is not None else masked_parameters(model))
+             if p.grad is not None]
+    if not pairs:
+        return
+    grads = [g for g, _ in pairs]
+    torch._foreach_mul_(grads, [_as_bytes(m) for _, m in pairs])
+    if not torch.stack(torch._foreach_norm(grads)).sum().isfinite():
+        for g, mask in pairs:
+            torch.where(mask, g, _zero(g), out=g)
 
 
 @torch.no_grad()
@@ -200,15 +212,21 @@ def apply_masks(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 
 @torch.no_grad()
 def remask_weights(masked) -> None:
-    """The per-step re-mask of the training loop: multiply each weight by its bool mask.
+    """The per-step re-mask of the training loop: multiply each weight by its mask.
 
     With masked gradients, AdamW's update of a pruned weight is exactly zero (zero gradient, zero
     moments, and decoupled decay multiplies 0), so the pruned weights and moments stay 0 without
-    help; this cheap multiply (a quarter of the cost of a select here) only re-asserts it, as the
-    authors' stack does after every step. ``masked`` is ``masked_parameters(model)``.
+    help; this cheap multiply only re-asserts it, as the authors' stack does after every step.
+    ``masked`` is ``masked_parameters(model)``.
     """
     if masked:
-        torch._foreach_mul_([p.data for _, p, _ in masked], [m for _, _, m in masked])
+        torch._foreach_mul_([p.data for _, p, _ in masked], [_as_bytes(m) for _, _, m in masked])
+
+
+def _as_bytes(mask: torch.Tensor) -> torch.Tensor:
+    """The bool mask's own storage seen as uint8 (0/1): a multiply operand that costs no copy and
+    takes a faster CPU kernel than a bool one."""
+    return mask.view(torch.uint8)
 
 
 _ZEROS: dict = {}

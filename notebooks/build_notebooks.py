@@ -331,9 +331,10 @@ def nb01_gpt_and_masks():
         md("""
         ## 5 · Sparse training keeps the zeros at zero
 
-        During sparse pre-training the loop masks the gradients (with a `where`, so a NaN in a pruned
-        slot cannot leak), clips, steps AdamW, then re-applies the mask to the weights. After
-        training, every masked weight is still exactly zero.
+        During sparse pre-training the loop masks the gradients (a multiply by the mask, redone with
+        a `where` if a NaN or inf shows up, so that nothing in a pruned slot can leak), clips, steps
+        AdamW, then re-applies the mask to the weights. After training, every masked weight is still
+        exactly zero.
         """),
         code("""
         sparse_run = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0.75, max_steps=P["train_steps"],

@@ -250,7 +250,7 @@ def test_weights_and_adam_moments_zero_after_every_step():
     model = make()
     sparsify(model, 0.75, seed=0)
     cfg = TrainConfig(lr=1e-2, weight_decay=0.1, grad_clip=1.0, device="cpu", progress=False)
-    opt = make_optimizer(model, cfg, "cpu")
+    opt = make_optimizer(model, cfg)
     masked = masked_parameters(model)
     batches = RandomBatches(257, 32, 4)
     gen = torch.Generator().manual_seed(0)
@@ -279,18 +279,41 @@ def test_weights_and_adam_moments_zero_after_every_step():
     assert torch.all(p[~m] == 0) and torch.all(p[m] == 1)
 
 
-def test_nan_in_pruned_gradient_does_not_leak():
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("everywhere", [True, False], ids=["all-tensors", "one-slot"])
+def test_non_finite_pruned_gradient_does_not_leak(bad, everywhere):
+    # the fast multiply keeps nan/inf * 0 = nan: mask_gradients must notice and fall back to a select
     model = make()
     sparsify(model, 0.5, seed=0)
-    for _, p, m in masked_parameters(model):
-        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(0))
-        p.grad[~m] = float("nan")
-    kept_before = {n: p.grad[m].clone() for n, p, m in masked_parameters(model)}
+    masked = masked_parameters(model)
+    for i, (_, p, m) in enumerate(masked):
+        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
+        if everywhere:
+            p.grad[~m] = bad
+        elif i == len(masked) - 1:
+            p.grad.view(-1)[(~m).view(-1).nonzero()[0]] = bad  # a single poisoned slot in the last tensor
+    kept_before = {n: p.grad[m].clone() for n, p, m in masked}
     mask_gradients(model)
     for n, p, m in masked_parameters(model):
         assert torch.all(p.grad[~m] == 0), n
-        assert not torch.isnan(p.grad).any()
+        assert torch.isfinite(p.grad).all(), n
         assert torch.equal(p.grad[m], kept_before[n])
+
+
+def test_mask_gradients_equals_a_select_and_keeps_a_kept_nan():
+    # a NaN in a *kept* slot is the model's own problem: it stays visible (as with torch.where)
+    model = make()
+    sparsify(model, 0.75, seed=0)
+    masked = masked_parameters(model)
+    for i, (_, p, m) in enumerate(masked):
+        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
+    _, p0, m0 = masked[0]
+    p0.grad.view(-1)[m0.view(-1).nonzero()[0]] = float("nan")
+    expected = [torch.where(m, p.grad, torch.zeros(())) for _, p, m in masked]
+    mask_gradients(model, masked)
+    for (n, p, m), e in zip(masked, expected):
+        assert torch.equal(torch.nan_to_num(p.grad, nan=7.0), torch.nan_to_num(e, nan=7.0)), n
+    assert torch.isnan(p0.grad).sum() == 1
 
 
 def test_apply_masks_clears_nan_in_pruned_weights():
@@ -316,7 +339,7 @@ def test_densify_removes_masks_keeps_zeros_then_dense_step_fills_them():
     for n, m in masks.items():
         assert torch.all(p[n][~m] == 0)
     cfg = TrainConfig(lr=1e-3, device="cpu", progress=False)
-    opt = make_optimizer(model, cfg, "cpu")
+    opt = make_optimizer(model, cfg)
     x, y, _ = RandomBatches(257, 32, 4).get_batch("train", torch.Generator().manual_seed(0))
     _, loss = model(x, y)
     loss.backward()
