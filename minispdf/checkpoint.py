@@ -9,6 +9,7 @@ target and renamed over it, so a crash mid-write leaves the previous checkpoint 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 
@@ -21,12 +22,26 @@ from .sparsity import mask_state_keys, register_masks
 FORMAT = "minispdf-1"
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def usual_permissions(path) -> None:
+    """Give a file or folder made by ``tempfile`` (owner-only, 0600/0700) the permissions that
+    ``open``/``mkdir`` would have given it, so that renamed-into-place results can be shared."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
 def atomic_write_bytes(path: str, write) -> None:
     """Call ``write(file_object)`` on a temp file in the same folder, then rename it to ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
+        usual_permissions(tmp)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from minispdf.checkpoint import usual_permissions
 from minispdf.errors import MiniSPDFError
 
 # Where prepared token files (and downloads) live; relative to the current directory.
@@ -464,6 +465,7 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
     _remove_stale_temp_dirs(data_dir, folder.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=data_dir))
     try:
+        usual_permissions(tmp)
         ids[:n_train].astype(dtype).tofile(tmp / "train.bin")
         ids[n_train:].astype(dtype).tofile(tmp / "val.bin")
         meta = {**expected, "dtype": np.dtype(dtype).name, "text_chars": len(text),

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 
+from .checkpoint import usual_permissions
 from .errors import MiniSPDFError
 
 # Two scales: the default fits in ~10 minutes on a 2-core laptop CPU; quick is a smoke test.
@@ -57,6 +58,7 @@ def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = Fals
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".demo-tmp-", dir=parent)
+    usual_permissions(tmp)
     t0 = time.time()
     try:
         task = load_task("builtin", seed=seed, n_train=scale["n_train"], **TASK_OPTIONS)

@@ -69,7 +69,7 @@ import tempfile
 import time
 
 from . import spdf as spdf_lib
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_bytes, usual_permissions
 from .errors import MiniSPDFError
 
 FORMAT = "minispdf-reproduce-1"
@@ -544,6 +544,7 @@ def ensure_pretrain(out: str, spec: dict, device: str, log) -> dict:
         shutil.rmtree(final)
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=os.path.dirname(final))
+    usual_permissions(tmp)
     log(f"pre-training {spec['size']} at {spec['sparsity']:.0%} sparsity, seed {spec['seed']} "
         f"({spec['steps']} steps)")
     t0 = time.perf_counter()

@@ -66,3 +66,10 @@ def test_interrupted_demo_leaves_nothing_half_written(tmp_path, monkeypatch):
         demo_lib.run_demo(out=str(tmp_path / "demo"), quick=True, overwrite=True, progress=False, log=lambda *a: None)
     assert (tmp_path / "demo" / "results.json").read_text() == "{}"
     assert sorted(os.listdir(tmp_path)) == ["demo"]
+
+
+def test_demo_folder_gets_the_usual_permissions(quick_demo):
+    out, _ = quick_demo
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's owner-only 0700

@@ -309,3 +309,16 @@ def test_grad_accumulation_matches_big_batch(monkeypatch):
     assert res_acc["train_loss"] == pytest.approx(res_big["train_loss"], abs=1e-6)
     assert res_acc["tokens"] == res_big["tokens"] == 8 * T
     assert res_acc["flops"] == pytest.approx(res_big["flops"])
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_checkpoint_gets_the_usual_permissions_not_tempfiles_owner_only(tmp_path):
+    # mkstemp makes 0600 files; a checkpoint renamed into place must look like any file the user makes
+    out = tmp_path / "run"
+    train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=str(out))
+    assert (out / "ckpt.pt").stat().st_mode & 0o777 == 0o666 & ~_umask()
