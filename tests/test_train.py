@@ -322,3 +322,21 @@ def test_checkpoint_gets_the_usual_permissions_not_tempfiles_owner_only(tmp_path
     out = tmp_path / "run"
     train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=str(out))
     assert (out / "ckpt.pt").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_optimizer_is_fused_where_torch_has_it_and_falls_back_where_not(monkeypatch):
+    model = sparse_nano()
+    opt = train_mod.make_optimizer(model, cfg())
+    assert opt.defaults["fused"]  # torch >= 2.4 on CPU: the fast path the bench relies on
+    assert [g["weight_decay"] for g in opt.param_groups] == [cfg().weight_decay, 0.0]
+
+    real = torch.optim.AdamW
+
+    def no_fused(*args, fused=None, **kw):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    opt = train_mod.make_optimizer(model, cfg())
+    assert not opt.defaults["fused"]
