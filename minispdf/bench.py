@@ -82,6 +82,25 @@ class _Arm:
         finish_step(self.model, self.optimizer, 1.0, self.masked)
 
 
+def training_state_bytes(model, optimizer) -> dict:
+    """Exact bytes of what a training step keeps alive, by kind: weights and other parameters,
+    buffers (the masks), gradients (one per trainable parameter, alive from backward to the
+    step) and optimizer state (AdamW's two moments and step counters).
+
+    Peak RSS is dominated by torch itself (hundreds of MB) and cannot see a few MB of masks or a
+    second copy of the weights; this count can.
+    """
+    out = {
+        "parameters": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "buffers": sum(b.numel() * b.element_size() for b in model.buffers()),
+        "gradients": sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad),
+        "optimizer": sum(t.numel() * t.element_size() for s in optimizer.state.values()
+                         for t in s.values() if torch.is_tensor(t)),
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
 def _sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -177,10 +196,12 @@ def bench(preset: str = "tiny", sparsity: float = 0.75, batch_size: int = 12, bl
         "peak_memory_mb": mem or None,
         "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "peak RSS of a fresh process",
         "mask_bytes": sum(m.numel() * m.element_size() for _, _, m in arms["sparse"].masked),
+        "state_bytes": {k: training_state_bytes(a.model, a.optimizer) for k, a in arms.items()},
         "note": HONESTY_NOTE + ("" if peak else " MFU: unknown peak for this device (pass --peak_tflops)."),
     }
     if mem and "dense" in mem and "sparse" in mem:
         result["memory_ratio"] = mem["sparse"] / mem["dense"]
+    result["state_ratio"] = result["state_bytes"]["sparse"]["total"] / result["state_bytes"]["dense"]["total"]
     return result
 
 
@@ -202,5 +223,8 @@ def format_bench(r: dict) -> str:
         m = r["peak_memory_mb"]
         lines.append(f"  peak memory ({r['memory_kind']}): dense {m['dense']:.0f} MB, masked {m['sparse']:.0f} MB; "
                      f"masks {r['mask_bytes'] / 2**20:.2f} MB")
+    s = r["state_bytes"]
+    lines.append(f"  training state (weights, masks, gradients, AdamW): dense {s['dense']['total'] / 2**20:.2f} MB, "
+                 f"masked {s['sparse']['total'] / 2**20:.2f} MB ({r['state_ratio']:.3f}x)")
     lines.append("  " + r["note"])
     return "\n".join(lines)

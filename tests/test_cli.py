@@ -117,6 +117,13 @@ def test_bench_json(capsys):
         assert key in d
     assert d["dense_step_ms"] > 0 and d["sparse_step_ms"] > 0
     assert d["mask_bytes"] == 2 * 12 * 64 * 64  # one byte per sparsified weight of nano
+    dense, sparse = d["state_bytes"]["dense"], d["state_bytes"]["sparse"]
+    assert dense["parameters"] == sparse["parameters"] == 4 * d["params"]  # fp32, no second copy (no weight_orig)
+    assert dense["gradients"] == dense["parameters"]
+    assert 2 * dense["parameters"] <= dense["optimizer"] <= 2 * dense["parameters"] + 1024  # two moments + step counters
+    assert dense["buffers"] == 0 and sparse["buffers"] == d["mask_bytes"]  # the masks are the only extra
+    assert sparse["total"] == dense["total"] + d["mask_bytes"]
+    assert d["state_ratio"] < 1.1
 
 
 def test_module_entry_point_has_no_traceback():
