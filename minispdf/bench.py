@@ -64,7 +64,7 @@ def measure_matmul_peak(device: str, dtype=torch.float32, n: int = 1024, reps: i
 class _Arm:
     def __init__(self, preset, sparsity, batch_size, block_size, device, compile_, seed=0):
         torch.manual_seed(seed)
-        overrides = {"block_size": block_size} if block_size else {}
+        overrides = {"block_size": block_size} if block_size is not None else {}
         self.model = GPT(preset_config(preset, **overrides)).to(device)
         if sparsity > 0:
             sparsify(self.model, sparsity, seed=seed)
@@ -130,24 +130,28 @@ def bench(preset: str = "tiny", sparsity: float = 0.75, batch_size: int = 12, bl
     check_sparsity(sparsity)
     if steps < 1 or warmup < 0 or batch_size < 1:
         raise MiniSPDFError("--steps and --batch_size must be >= 1 and --warmup >= 0")
+    if peak_tflops is not None and not (0 < peak_tflops < float("inf")):
+        raise MiniSPDFError(f"--peak_tflops {peak_tflops}: give the device's peak as a positive number of TFLOP/s")
     device = pick_device(device)
     if dtype not in ("auto", "fp32", "bf16"):
         raise MiniSPDFError(f"--dtype {dtype!r}: choose auto, fp32 or bf16")
     use_bf16 = dtype == "bf16" or (dtype == "auto" and device.startswith("cuda"))
     autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if use_bf16 \
         else autocast_for("cpu")
-    arms = {"dense": _Arm(preset, 0.0, batch_size, block_size, device, compile),
-            "sparse": _Arm(preset, sparsity, batch_size, block_size, device, compile)}
-    times = {k: [] for k in arms}
-    mem = {}
-    for name, arm in arms.items():  # warm up (and compile) each arm
+    arms, mem = {}, {}
+    for name, s in (("dense", 0.0), ("sparse", sparsity)):  # build and warm up (and compile) each arm
         if device.startswith("cuda"):
+            # this arm's own peak: what is allocated before it (the other arm) is not its cost
+            _sync(device)
+            before = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
+        arm = arms[name] = _Arm(preset, s, batch_size, block_size, device, compile)
         for _ in range(max(1, warmup)):
             arm.step(autocast)
         _sync(device)
         if device.startswith("cuda"):
-            mem[name] = torch.cuda.max_memory_allocated() / 2**20
+            mem[name] = (torch.cuda.max_memory_allocated() - before) / 2**20
+    times = {k: [] for k in arms}
     for _ in range(steps):
         for name, arm in arms.items():
             _sync(device)
