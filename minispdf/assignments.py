@@ -441,20 +441,29 @@ def main(argv=None) -> int:
     p = sub.add_parser("student", help="write student copies (solutions replaced by stubs)")
     p.add_argument("--src", default=DEFAULT_SRC)
     p.add_argument("--dst", default=DEFAULT_DST)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("grade", help="run and check the exercises of notebooks")
     p.add_argument("notebooks", nargs="*", help=f"notebooks to grade (default: {DEFAULT_DST}/*.ipynb with exercises)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("check", help="exit 1 unless the student copies are in sync with the sources")
     p.add_argument("--src", default=DEFAULT_SRC)
     p.add_argument("--dst", default=DEFAULT_DST)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
         if args.command == "student":
-            for path in make_student_copies(args.src, args.dst):
+            written = [str(p) for p in make_student_copies(args.src, args.dst)]
+            if args.json:
+                print(json.dumps({"written": written}, indent=2))
+            for path in [] if args.json else written:
                 print(f"wrote {path}")
             return 0
         if args.command == "check":
             problems = check_student_copies(args.src, args.dst)
+            if args.json:
+                print(json.dumps({"in_sync": not problems, "problems": problems, "src": args.src,
+                                  "dst": args.dst}, indent=2))
+                return 1 if problems else 0
             for line in problems:
                 print(line)
             if problems:
