@@ -35,11 +35,31 @@ def usual_permissions(path) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
 
 
+def check_out_folder(out: str, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be made: ``out`` is a file, sits under
+    a file, or lies where nothing can be written. Leaves nothing behind."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise MiniSPDFError(f"{flag} {out} is a file, not a folder: choose another {flag}")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise MiniSPDFError(f"{flag} {out}: {parent} is a file, so the folder cannot be made there: "
+                            f"choose another {flag}")
+    try:  # probe: permission bits do not tell (root, read-only mounts, /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=out if os.path.isdir(out) else parent))
+    except OSError as e:
+        raise MiniSPDFError(f"cannot make the folder {out} ({e.strerror or e}): choose a writable {flag}") from None
+
+
 def atomic_write_bytes(path: str, write) -> None:
     """Call ``write(file_object)`` on a temp file in the same folder, then rename it to ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    except OSError as e:
+        raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}): choose a writable folder") from None
     try:
         usual_permissions(tmp)
         with os.fdopen(fd, "wb") as f:
@@ -47,9 +67,12 @@ def atomic_write_bytes(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # disk full, quota, folder removed under us: the old file is intact
+            raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}); the previous version, if any, "
+                                "is intact: free some space or choose another folder") from None
         raise
 
 
@@ -73,7 +96,21 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise MiniSPDFError(f"{path} is not a minispdf checkpoint (no '{FORMAT}' format tag)")
+    require_keys(ckpt, {"model": dict, "model_config": dict}, path)
     return ckpt
+
+
+# What ``--resume`` needs beyond the model: the rest of the training state.
+RESUME_KEYS = {"optimizer": dict, "step": int, "flops": float, "flops_dense": float, "tokens": int, "rng": dict}
+
+
+def require_keys(ckpt: dict, keys: dict, path: str) -> None:
+    """One-line error for a checkpoint that lacks (or has a wrong-typed) entry it needs."""
+    for key, typ in keys.items():
+        value = ckpt.get(key)
+        if value is None or not isinstance(value, (int, float) if typ is float else typ) or isinstance(value, bool):
+            raise MiniSPDFError(f"{path} is damaged: its {key!r} entry is missing or not a {typ.__name__}; "
+                                "re-run the training that wrote it, or use another checkpoint")
 
 
 def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> GPT:

@@ -8,6 +8,7 @@ can fix prints ``error: <what and how to fix>`` and exits with status 2, never a
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from . import config as cfg_lib
@@ -52,6 +53,8 @@ def command(name: str, help_: str):
 
 
 def _emit(as_json: bool, obj: dict, text: str) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one result (rank 0's), not one per rank
+        return
     if as_json:
         print(json.dumps(obj, indent=2, default=str))
     else:
@@ -98,6 +101,8 @@ def cmd_finetune(argv):
     from .spdf import finetune
 
     schema = {**MODEL_SCHEMA, **TRAIN_SCHEMA, **RUN_SCHEMA,
+              "preset": (str, None, "model size for a run from scratch (default tiny); with --init_from "
+                                    "the checkpoint's, and a preset given must match it"),
               "init_from": (str, None, "checkpoint or run folder to start from (none: from scratch)"),
               "task": (str, None, "downstream task: builtin | e2e[:PATH] | dart[:PATH] | webnlg:PATH | curation[:PATH]"),
               "data": (str, None, "or continue language modelling on this corpus"),
@@ -110,7 +115,7 @@ def cmd_finetune(argv):
         s["progress"] = False
     result = finetune(**s)
     _emit(as_json, _summary(result),
-          f"fine-tuned ({result.get('mode', '')}) {result['step']} steps: train loss {result['train_loss']:.4f}, "
+          f"fine-tuned ({result['mode']}) {result['step']} steps: train loss {result['train_loss']:.4f}, "
           f"val loss {result['val_loss']:.4f}" + (f"\nrun folder: {result['out_dir']}" if result["out_dir"] else ""))
 
 
@@ -171,8 +176,11 @@ def cmd_sample(argv):
     s = _settings(argv, schema, {"json": False}, "minispdf sample --ckpt RUN [--prompt TEXT]")
     if not s["ckpt"]:
         raise MiniSPDFError("sample needs --ckpt: the ckpt.pt or run folder that pretrain/finetune --out wrote")
-    if s["temperature"] < 0 or s["max_new_tokens"] < 1:
-        raise MiniSPDFError("--temperature must be >= 0 and --max_new_tokens >= 1")
+    if not (s["temperature"] >= 0 and s["temperature"] != float("inf")):  # also refuses nan
+        raise MiniSPDFError(f"--temperature {s['temperature']}: give a number >= 0 (0 = greedy)")
+    for key in ("max_new_tokens", "top_k", "num_samples"):
+        if s[key] < 1:
+            raise MiniSPDFError(f"--{key} {s[key]}: give a positive integer")
     model, info = load_checkpoint(s["ckpt"])
     tok = get_tokenizer(info.get("tokenizer") or "char")
     model.eval()
@@ -277,6 +285,10 @@ def main(argv=None) -> int:
         code = COMMANDS[name][0](rest)
     except MiniSPDFError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the last net for I/O the commands do not check first (disk full, permissions)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}: check the path, its permissions and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint (if any) is intact; continue with --resume", file=sys.stderr)

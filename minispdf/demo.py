@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 
-from .checkpoint import usual_permissions
+from .checkpoint import check_out_folder, usual_permissions
 from .errors import MiniSPDFError
 
 # Two scales: the default fits in ~10 minutes on a 2-core laptop CPU; quick is a smoke test.
@@ -52,6 +52,7 @@ def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = Fals
     if unknown:
         raise MiniSPDFError(f"unknown demo setting(s) {', '.join(sorted(unknown))}: choose from {', '.join(scale)}")
     scale.update({k: v for k, v in scale_overrides.items() if v is not None})
+    check_out_folder(out)
     if os.path.exists(out) and not overwrite:
         raise MiniSPDFError(f"{out} already exists: pass --overwrite to replace it (only once the new demo has "
                             "finished) or choose another --out")

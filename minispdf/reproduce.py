@@ -69,7 +69,7 @@ import tempfile
 import time
 
 from . import spdf as spdf_lib
-from .checkpoint import atomic_write_bytes, usual_permissions
+from .checkpoint import atomic_write_bytes, check_out_folder, usual_permissions
 from .errors import MiniSPDFError
 
 FORMAT = "minispdf-reproduce-1"
@@ -1479,8 +1479,7 @@ def main(argv=None) -> int:
     if not s["out"]:
         raise MiniSPDFError("--out needs a folder path")
     grid = resolve_grid(name, seeds=s["seeds"], e2e=s["e2e"], dart=s["dart"], pretrain_data=s["pretrain_data"])
-    if os.path.exists(s["out"]) and not os.path.isdir(s["out"]):
-        raise MiniSPDFError(f"--out {s['out']} is a file: choose a folder")
+    check_out_folder(s["out"])
 
     import torch
 

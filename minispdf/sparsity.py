@@ -43,7 +43,9 @@ def check_sparsity(sparsity) -> float:
     return float(sparsity)
 
 
-def check_mask_options(method: str, distribution: str = "uniform", scope: str = "tensor") -> None:
+def check_mask_options(method: str, distribution: str = "uniform", scope: str = "tensor",
+                       include: str | None = None) -> None:
+    _include_pattern(include)
     if method not in METHODS:
         raise MiniSPDFError(f"unknown mask method {method!r}: choose one of {', '.join(METHODS)}")
     if distribution not in DISTRIBUTIONS:
@@ -59,9 +61,17 @@ def _owner(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(module_name) if module_name else model), attr
 
 
+def _include_pattern(include: str | None) -> re.Pattern:
+    try:
+        return re.compile(include or DEFAULT_INCLUDE)
+    except re.error as e:
+        raise MiniSPDFError(f"include={include!r} is not a valid regular expression ({e}): fix the pattern, "
+                            f"e.g. {DEFAULT_INCLUDE!r}") from None
+
+
 def target_parameters(model: nn.Module, include: str | None = None) -> list[tuple[str, nn.Parameter]]:
     """The (name, parameter) pairs a mask would act on: names matching the regex ``include``."""
-    pattern = re.compile(include or DEFAULT_INCLUDE)
+    pattern = _include_pattern(include)
     targets = [(n, p) for n, p in model.named_parameters() if pattern.search(n)]  # tied: once
     if not targets:
         raise MiniSPDFError(f"no parameter name matches include={pattern.pattern!r}: check the regex")

@@ -21,11 +21,11 @@ import shutil
 import torch
 
 from . import data as data_lib
-from .checkpoint import atomic_write_bytes, check_compatible, load_checkpoint
+from .checkpoint import atomic_write_bytes, check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .errors import MiniSPDFError
 from .flops import flop_report
 from .model import GPT, PRESETS, preset_config
-from .sparsity import check_mask_options, check_sparsity, densify, sparsify
+from .sparsity import check_mask_options, check_sparsity, densify, sparsify, target_parameters
 from .train import TrainConfig
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
@@ -53,22 +53,45 @@ def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
     return model, train
 
 
-def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a finished or running experiment by accident."""
+def check_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a finished or running experiment by accident, and refuse an ``out`` that
+    cannot become a folder; touches nothing on disk."""
     if out is None:
         if resume:
             raise MiniSPDFError("--resume needs --out DIR: the run folder to continue")
         return
+    check_out_folder(out)
     ckpt = os.path.join(out, "ckpt.pt")
     if resume:
         if not os.path.exists(ckpt):
             raise MiniSPDFError(f"cannot resume: {out} has no ckpt.pt: drop --resume to start a new run there")
         return
-    if os.path.exists(ckpt) or os.path.exists(os.path.join(out, "log.jsonl")):
-        if not overwrite:
-            raise MiniSPDFError(f"{out} already holds a run: pass --resume to continue it, --overwrite to "
-                                "replace it, or choose another --out")
-        shutil.rmtree(out)
+    if (os.path.exists(ckpt) or os.path.exists(os.path.join(out, "log.jsonl"))) and not overwrite:
+        raise MiniSPDFError(f"{out} already holds a run: pass --resume to continue it, --overwrite to "
+                            "replace it, or choose another --out")
+
+
+def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
+    """``check_run_dir``, then clear an old run (with ``overwrite``) and make the folder."""
+    check_run_dir(out, resume, overwrite)
+    if out is None:
+        return
+    try:
+        if not resume and overwrite and os.path.isdir(out):
+            shutil.rmtree(out)
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise MiniSPDFError(f"cannot make the run folder {out} ({e.strerror or e}): choose a writable --out") from None
+
+
+def _check_resume_matches(out: str, given: dict) -> None:
+    """A resumed run keeps its checkpoint's masks and data: refuse settings that say otherwise,
+    rather than silently continuing a 75%-sparse run that the command line calls dense."""
+    saved = read_checkpoint(os.path.join(out, "ckpt.pt")).get("meta", {})
+    for key, value in given.items():
+        if key in saved and saved[key] != value:
+            raise MiniSPDFError(f"--{key} {value} conflicts with the run in {out} ({key} {saved[key]}): "
+                                f"pass --{key} {saved[key]} to continue it, or start a new run without --resume")
 
 
 def write_json(path: str, obj) -> None:
@@ -79,12 +102,13 @@ def _run(model, batches, tcfg, out, resume, meta, callbacks, settings):
     from .train import train  # local import keeps `import minispdf.spdf` light for the CLI
 
     if out:
-        os.makedirs(out, exist_ok=True)
         if not resume:
             write_json(os.path.join(out, "settings.json"), settings)
     result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
     result["flop_report"] = flop_report(model, seq_len=model.config.block_size).to_dict()
     result["phase"] = meta["phase"]
+    if "mode" in meta:
+        result["mode"] = meta["mode"]  # dense (SPDF) | sparse (SPSF) | from scratch
     result["model"] = model
     if out:
         summary = {k: v for k, v in result.items() if k not in ("model", "history")}
@@ -106,19 +130,26 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
                     distribution=distribution, scope=scope, include=include, mask_seed=mask_seed,
                     init=init, max_chars=max_chars, **kwargs)
     check_sparsity(sparsity)
-    check_mask_options(method, distribution, scope)
+    check_mask_options(method, distribution, scope, include)
+    if max_chars is not None and max_chars < 1:
+        raise MiniSPDFError(f"max_chars={max_chars}: give a positive number of characters (or leave it out)")
     if preset not in PRESETS:
         raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if init not in ("scratch", "gpt2"):
         raise MiniSPDFError(f"init={init!r}: choose scratch or gpt2 (OpenAI's weights)")
     overrides, train_kwargs = split_kwargs(kwargs)
     tcfg = TrainConfig(**train_kwargs)
+    check_run_dir(out, resume, overwrite)
+    if resume:
+        _check_resume_matches(out, dict(sparsity=sparsity, method=method, distribution=distribution, data=data))
     tok = data_lib.get_tokenizer(tokenizer or ("gpt2" if init == "gpt2" else default_tokenizer(preset)))
     config = preset_config(preset, **{**overrides, "vocab_size": tok.vocab_size})
+    if sparsity > 0:
+        with torch.device("meta"):  # names only, no memory: a bad --include fails before any work
+            target_parameters(GPT(config), include)
     tokens = data_lib.prepare_data(data, tok.name, max_chars=max_chars)
     batches = data_lib.TokenBatches(tokens, tcfg.batch_size, config.block_size)
     batches.check()
-    prepare_run_dir(out, resume, overwrite)
 
     torch.manual_seed(tcfg.seed)
     if init == "gpt2":
@@ -128,20 +159,23 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
     if sparsity > 0:
         sparsify(model, sparsity, method=method, distribution=distribution, include=include,
                  scope=scope, seed=mask_seed)
+    prepare_run_dir(out, resume, overwrite)  # only now, when nothing is left to fail on the settings
     meta = dict(phase="pretrain", tokenizer=tok.name, data=data, sparsity=sparsity, method=method,
                 distribution=distribution, preset=preset)
     return _run(model, batches, tcfg, out, resume, meta, callbacks, settings)
 
 
 def finetune(init_from: str | None = None, task: str | None = None, data: str | None = None,
-             keep_masks: bool = False, train_file: str | None = None, val_file: str | None = None, preset: str = "tiny", tokenizer: str | None = None,
+             keep_masks: bool = False, train_file: str | None = None, val_file: str | None = None,
+             preset: str | None = None, tokenizer: str | None = None,
              out: str | None = None, resume: bool = False, overwrite: bool = False,
              callbacks=(), **kwargs) -> dict:
     """Fine-tune a pre-trained checkpoint: dense by default (SPDF), masks kept with ``keep_masks``.
 
     ``init_from`` is a checkpoint (or run folder); without it the model starts from scratch
-    (the no-pre-training baseline) with the ``preset`` architecture. Train on a downstream
-    ``task`` (see ``minispdf.tasks``) or continue language modelling on ``data``.
+    (the no-pre-training baseline) with the ``preset`` architecture (default ``tiny``); with
+    ``init_from`` the architecture is the checkpoint's, and a ``preset`` given too must match it.
+    Train on a downstream ``task`` (see ``minispdf.tasks``) or continue language modelling on ``data``.
     """
     settings = dict(init_from=init_from, task=task if task is None or isinstance(task, str) else task.name,
                     train_file=train_file, val_file=val_file, data=data, keep_masks=keep_masks, preset=preset, tokenizer=tokenizer, **kwargs)
@@ -149,6 +183,9 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data SOURCE (language modelling)")
     overrides, train_kwargs = split_kwargs(kwargs)
     tcfg = TrainConfig(**train_kwargs)
+    check_run_dir(out, resume, overwrite)
+    if resume:
+        _check_resume_matches(out, dict(keep_masks=keep_masks, task=settings["task"], data=data))
     if init_from:
         model, info = load_checkpoint(init_from)
         tok_name = tokenizer or info.get("tokenizer") or "char"
@@ -156,8 +193,13 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         if overrides:
             raise MiniSPDFError(f"cannot change the architecture ({', '.join(overrides)}) of a checkpoint "
                                 "when fine-tuning it: drop those settings")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+            check_compatible(info, preset_config(preset, vocab_size=model.config.vocab_size), path=init_from)
         source = dict(init_from=init_from, pretrain=info.get("meta", {}))
     else:
+        preset = preset or "tiny"
         tok_name = tokenizer or default_tokenizer(preset)
         if preset not in PRESETS:
             raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")

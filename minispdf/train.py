@@ -22,13 +22,14 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.distributed as dist
 
-from .checkpoint import check_compatible, read_checkpoint, save_checkpoint
+from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
 from .errors import MiniSPDFError
 from .flops import flop_report
 from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks, remask_weights
@@ -67,8 +68,23 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise MiniSPDFError(f"training setting {name}={v!r} must be a non-negative integer")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not (number(self.lr) and self.lr > 0):
             raise MiniSPDFError(f"lr={self.lr!r} must be a positive number")
+        if not (number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1):
+            raise MiniSPDFError(f"min_lr_ratio={self.min_lr_ratio!r} must be between 0 and 1")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not (number(v) and 0 <= v < 1):
+                raise MiniSPDFError(f"{name}={v!r} must be in [0, 1) (AdamW's default is 0.9 / 0.95)")
+        if not (number(self.eps) and self.eps > 0):
+            raise MiniSPDFError(f"eps={self.eps!r} must be a positive number (e.g. 1e-8)")
+        for name in ("weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if not (number(v) and v >= 0):
+                raise MiniSPDFError(f"{name}={v!r} must be a number >= 0 (0 turns it off)")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
             raise MiniSPDFError(f"device={self.device!r}: choose auto, cpu, cuda or mps")
 
@@ -204,21 +220,28 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     step, flops, flops_dense, tokens = 0, 0.0, 0.0, 0
     if resume:
         ckpt = read_checkpoint(ckpt_path, map_location=device)
+        require_keys(ckpt, RESUME_KEYS, ckpt_path)
         check_compatible(ckpt, model.config, meta.get("tokenizer"), ckpt_path)
-        register_masks(model, mask_state_keys(ckpt["model"]))
-        model.load_state_dict(ckpt["model"])
-        optimizer = make_optimizer(model, cfg)
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            register_masks(model, mask_state_keys(ckpt["model"]))
+            model.load_state_dict(ckpt["model"])
+            optimizer = make_optimizer(model, cfg)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            data_states = [s.cpu() for s in ckpt["rng"]["data"]]
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise MiniSPDFError(f"{ckpt_path} cannot be resumed ({first}): the file is damaged or from another "
+                                "version; start a new run without --resume") from None
         step, flops, flops_dense, tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
         if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-        data_states = ckpt["rng"]["data"]
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
         if len(data_states) == world:
             data_gen.set_state(data_states[rank])
         elif master:
             print(f"warning: checkpoint has data positions for {len(data_states)} ranks, running "
-                  f"{world}: the data order is reseeded, so this run will not match an unsplit one")
+                  f"{world}: the data order is reseeded, so this run will not match an unsplit one",
+                  file=sys.stderr)
         meta = {**ckpt.get("meta", {}), **meta}
     masked = masked_parameters(model)  # fixed for the whole run: computed once
     if masked:
@@ -283,8 +306,6 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
 
     progress = None
     if master and cfg.progress:
-        import sys
-
         from tqdm.auto import tqdm
         interactive = sys.stderr.isatty() or "ipykernel" in sys.modules  # a log file gets few updates
         progress = tqdm(total=cfg.max_steps, initial=step, desc=meta.get("phase", "train"), leave=False,

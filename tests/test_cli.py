@@ -49,6 +49,24 @@ def test_flops_table(capsys):
     (["finetune", "--task", "e2e"], "HF_HUB_OFFLINE"),
     (["pretrain", "--data", "tinystories"], "offline"),
     (["nosuchcommand"], "unknown command"),
+    (["pretrain", "--include", "("], "not a valid regular expression"),
+    (["pretrain", "--sparsity", "0.5", "--include", "no_such_param"], "no parameter name matches"),
+    (["pretrain", "--beta1", "1.0"], "beta1=1.0 must be in [0, 1)"),
+    (["pretrain", "--beta2", "-0.1"], "beta2=-0.1 must be in [0, 1)"),
+    (["pretrain", "--eps", "0"], "eps=0.0 must be a positive number"),
+    (["pretrain", "--weight_decay", "-1"], "weight_decay=-1.0 must be a number >= 0"),
+    (["pretrain", "--grad_clip", "nan"], "grad_clip=nan"),
+    (["pretrain", "--lr", "inf"], "lr=inf must be a positive number"),
+    (["pretrain", "--min_lr_ratio", "2"], "min_lr_ratio=2.0 must be between 0 and 1"),
+    (["pretrain", "--max_chars", "0"], "max_chars=0"),
+    (["pretrain", "--out", "/proc/minispdf-run"], "cannot make the folder /proc/minispdf-run"),
+    (["demo", "--quick", "--out", "/proc/minispdf-run"], "cannot make the folder /proc/minispdf-run"),
+    (["reproduce", "--grid", "smoke", "--out", "/proc/minispdf-run"], "cannot make the folder"),
+    (["sample", "--ckpt", "/no/such/run", "--temperature", "nan"], "--temperature nan"),
+    (["sample", "--ckpt", "/no/such/run", "--top_k", "0"], "--top_k 0"),
+    (["sample", "--ckpt", "/no/such/run", "--num_samples", "0"], "--num_samples 0"),
+    (["bench", "--block_size", "0"], "block_size=0 must be a positive integer"),
+    (["bench", "--peak_tflops", "-1"], "--peak_tflops -1.0"),
 ])
 def test_bad_input_is_one_line_error(capsys, tmp_path, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
@@ -131,3 +149,96 @@ def test_module_entry_point_has_no_traceback():
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
+
+
+def _nano_run(capsys, folder, *extra):
+    code, out, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
+                         "--eval_iters", "1", "--max_steps", "2", "--out", str(folder), "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_out_that_cannot_be_a_folder_is_refused_and_left_alone(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep me")
+    for out, needle in (("afile", "is a file, not a folder"), ("afile/sub", "is a file, so the folder cannot")):
+        code, _, err = run(capsys, "pretrain", "--preset", "nano", "--max_steps", "1", "--out", out)
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        assert needle in err, err
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_bad_settings_with_overwrite_keep_the_old_run(capsys, tmp_path, monkeypatch):
+    """Settings are checked before --overwrite clears a run folder: a typo destroys nothing."""
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "run")
+    before = (tmp_path / "run" / "ckpt.pt").read_bytes()
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--sparsity", "0.5", "--include", "nomatch$",
+                       "--out", "run", "--overwrite")
+    assert code == 2 and "no parameter name matches" in err
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
+
+
+def test_resume_refuses_other_sparsity(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "run", "--sparsity", "0.75", "--stop_after", "1")
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--max_steps", "2",
+                       "--out", "run", "--resume")  # sparsity left at its default, 0
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--sparsity 0.0 conflicts with the run in run (sparsity 0.75)" in err
+    d = _nano_run(capsys, "run", "--sparsity", "0.75", "--resume")
+    assert d["step"] == 2 and abs(d["sparsity"] - 0.75) < 0.01
+
+
+@pytest.mark.parametrize("drop, needle", [
+    ("model_config", "its 'model_config' entry is missing"),
+    ("optimizer", "its 'optimizer' entry is missing"),
+    ("rng", "its 'rng' entry is missing"),
+])
+def test_checkpoint_missing_entries(capsys, tmp_path, monkeypatch, drop, needle):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "run", "--stop_after", "1")
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    del ckpt[drop]
+    torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
+    # sample needs only the model; resume needs the whole training state
+    code, _, err = run(capsys, "sample", "--ckpt", "run", "--max_new_tokens", "2")
+    if drop == "model_config":
+        assert code == 2 and needle in err, err
+    else:
+        assert code == 0, err
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
+                       "--eval_iters", "1", "--max_steps", "2", "--out", "run", "--resume")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert needle in err and "damaged" in err, err
+
+
+def test_finetune_reports_its_mode_and_checks_the_preset(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "pre", "--sparsity", "0.75")
+    ft = ["finetune", "--init_from", "pre", "--data", "builtin", "--max_steps", "1", "--batch_size", "2",
+          "--eval_iters", "1"]
+    code, out, err = run(capsys, *ft)
+    assert code == 0, err
+    assert out.startswith("fine-tuned (dense) 1 steps"), out
+    code, out, err = run(capsys, *ft, "--keep_masks", "--json")
+    assert code == 0, err
+    assert json.loads(out)["mode"] == "sparse (SPSF)"
+    code, out, err = run(capsys, *ft, "--preset", "nano", "--json")  # the checkpoint's own preset: fine
+    assert code == 0, err
+    code, _, err = run(capsys, *ft, "--preset", "tiny")
+    assert code == 2 and "from another architecture" in err, err
+    code, _, err = run(capsys, *ft, "--out", "ft")
+    assert code == 0, err
+    code, _, err = run(capsys, *ft, "--out", "ft", "--resume", "--keep_masks")
+    assert code == 2 and "--keep_masks True conflicts with the run in ft (keep_masks False)" in err, err
+
+
+def test_assign_check_json(capsys):
+    from minispdf.assignments import main as assign_main
+
+    code = assign_main(["check", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert d["in_sync"] is True and d["problems"] == [] and code == 0

@@ -119,7 +119,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", flaky_save)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(MiniSPDFError, match=r"cannot write .*ckpt.pt \(disk full \(simulated\)\); the previous version"):
         train(sparse_nano(), batches(), cfg(max_steps=10, checkpoint_interval=5), out_dir=str(out))
     assert len(calls) == 2
     monkeypatch.setattr(torch, "save", real_save)
