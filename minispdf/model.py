@@ -73,6 +73,10 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Presets with OpenAI weights on the Hugging Face hub (``GPT.from_pretrained``).
+PRETRAINED = ("gpt2", "gpt2-medium")
+
+
 def preset_config(name: str, **overrides) -> GPTConfig:
     if name not in PRESETS:
         raise MiniSPDFError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
@@ -301,7 +305,7 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, name: str = "gpt2") -> "GPT":
         """OpenAI's GPT-2 weights from the Hugging Face hub (needs ``transformers`` and a network)."""
-        hf_names = {"gpt2": "gpt2", "gpt2-medium": "gpt2-medium"}
+        hf_names = {k: k for k in PRETRAINED}
         if name not in hf_names:
             raise MiniSPDFError(f"no pretrained weights for {name!r}: choose one of {', '.join(hf_names)}")
         try:

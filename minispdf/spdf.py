@@ -24,7 +24,7 @@ from . import data as data_lib
 from .checkpoint import atomic_write_bytes, check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .errors import MiniSPDFError
 from .flops import flop_report
-from .model import GPT, PRESETS, preset_config
+from .model import GPT, PRESETS, PRETRAINED, preset_config
 from .sparsity import check_mask_options, check_sparsity, densify, sparsify, target_parameters
 from .train import TrainConfig
 
@@ -137,6 +137,8 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
         raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if init not in ("scratch", "gpt2"):
         raise MiniSPDFError(f"init={init!r}: choose scratch or gpt2 (OpenAI's weights)")
+    if init == "gpt2" and preset not in PRETRAINED:
+        raise MiniSPDFError(f"--init gpt2 needs --preset {' or '.join(PRETRAINED)} (OpenAI's sizes), not {preset!r}")
     overrides, train_kwargs = split_kwargs(kwargs)
     tcfg = TrainConfig(**train_kwargs)
     check_run_dir(out, resume, overwrite)

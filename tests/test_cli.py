@@ -67,6 +67,7 @@ def test_flops_table(capsys):
     (["sample", "--ckpt", "/no/such/run", "--num_samples", "0"], "--num_samples 0"),
     (["bench", "--block_size", "0"], "block_size=0 must be a positive integer"),
     (["bench", "--peak_tflops", "-1"], "--peak_tflops -1.0"),
+    (["pretrain", "--init", "gpt2", "--preset", "tiny"], "--init gpt2 needs --preset gpt2"),
 ])
 def test_bad_input_is_one_line_error(capsys, tmp_path, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
