@@ -243,3 +243,12 @@ def test_assign_check_json(capsys):
     code = assign_main(["check", "--json"])
     d = json.loads(capsys.readouterr().out)
     assert d["in_sync"] is True and d["problems"] == [] and code == 0
+
+
+def test_only_rank_zero_prints_under_torchrun(capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    code, out, _ = run(capsys, "flops", "--preset", "gpt2", "--json")
+    assert code == 0 and out == ""
+    monkeypatch.setenv("RANK", "0")
+    code, out, _ = run(capsys, "flops", "--preset", "gpt2", "--json")
+    assert code == 0 and json.loads(out)["preset"] == "gpt2"
