@@ -284,7 +284,13 @@ def check(name: str, fn) -> dict:
 def _read(path) -> "nbformat.NotebookNode":  # noqa: F821
     import nbformat
 
-    return nbformat.read(str(path), as_version=4)
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        nb.cells  # noqa: B018  (a JSON file that is not a notebook fails here)
+        return nb
+    except Exception as e:
+        raise MiniSPDFError(f"{path} is not a readable notebook ({type(e).__name__}): pass an .ipynb file "
+                            "saved by Jupyter") from None
 
 
 def dumps(nb) -> str:

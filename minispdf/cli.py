@@ -183,6 +183,9 @@ def cmd_sample(argv):
             raise MiniSPDFError(f"--{key} {s[key]}: give a positive integer")
     model, info = load_checkpoint(s["ckpt"])
     tok = get_tokenizer(info.get("tokenizer") or "char")
+    if tok.vocab_size > model.config.vocab_size:
+        raise MiniSPDFError(f"{s['ckpt']} says tokenizer {tok.name!r} ({tok.vocab_size} tokens) but its model has "
+                            f"vocab_size {model.config.vocab_size}: the checkpoint is damaged; use another")
     model.eval()
     gen = torch.Generator().manual_seed(s["seed"])
     ids = tok.encode(s["prompt"])
@@ -285,6 +288,16 @@ def main(argv=None) -> int:
         code = COMMANDS[name][0](rest)
     except MiniSPDFError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory: use smaller settings (batch_size, block_size, num_samples, num_beams)",
+              file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+            raise
+        print("error: out of memory: use smaller settings (batch_size, block_size, num_samples, num_beams)",
+              file=sys.stderr)
         return 2
     except OSError as e:  # the last net for I/O the commands do not check first (disk full, permissions)
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""

@@ -47,9 +47,12 @@ def convert(name: str, typ, raw):
             value = float(raw) if not isinstance(raw, int) else raw
             if value != int(value):
                 raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
+            value = int(value)
+        except (TypeError, ValueError, OverflowError):
             raise MiniSPDFError(f"--{name} expects an integer, got {raw!r}") from None
+        if not -2**63 <= value < 2**63:  # what torch (seeds, sizes) can hold
+            raise MiniSPDFError(f"--{name} {raw!r} is out of range: give an integer below 2**63")
+        return value
     if typ is float:
         if isinstance(raw, bool):
             raise MiniSPDFError(f"--{name} expects a number, got {raw!r}")
@@ -140,6 +143,9 @@ def parse_settings(argv: list[str], schema: dict, flags: dict | None = None) -> 
             if k not in schema:
                 raise MiniSPDFError(f"unknown setting {k!r} in {config_path}: valid settings are "
                                     + ", ".join(sorted(schema)))
+            if v is None and schema[k][1] is not None:
+                raise MiniSPDFError(f"{k!r} is null in {config_path}: give a value or leave the key out "
+                                    f"(default {schema[k][1]!r})")
             values[k] = convert(k, schema[k][0], v)
     for k, v in given.items():
         values[k] = convert(k, schema[k][0], v)

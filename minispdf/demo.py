@@ -40,18 +40,37 @@ def _arm_name(sparsity: float) -> str:
     return "dense" if sparsity == 0 else f"sparse{round(sparsity * 100)}"
 
 
+def _check_scale(scale: dict) -> None:
+    """Refuse, before ten minutes of pre-training, settings the evaluation would refuse later."""
+    from .model import PRESETS, preset_config
+    from .spdf import default_tokenizer
+
+    for key in ("pretrain_steps", "finetune_steps", "eval_inputs", "max_new_tokens", "n_train", "batch_size"):
+        if scale[key] < 1:
+            raise MiniSPDFError(f"--{key} {scale[key]}: give a positive integer")
+    if scale["preset"] not in PRESETS:
+        raise MiniSPDFError(f"unknown preset {scale['preset']!r}: choose one of {', '.join(PRESETS)}")
+    if default_tokenizer(scale["preset"]) != "char":
+        raise MiniSPDFError(f"--preset {scale['preset']}: the demo uses the byte-level tokenizer; choose a "
+                            "small preset (nano, tiny, mini, small) or use `minispdf pretrain` / `finetune`")
+    preset_config(scale["preset"], block_size=scale["block_size"])  # block_size >= 1 etc.
+
+
 def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = False, seed: int = 0,
              device: str = "auto", progress: bool = True, log=print, **scale_overrides) -> dict:
     """Run the demo; returns the results dict (also written to ``out/results.json``)."""
     from .evaluate import evaluate_task
     from .spdf import finetune, pretrain, write_json
-    from .tasks import load_task
+    from .tasks import TaskBatches, load_task
 
     scale = dict(SCALES["quick" if quick else "default"])
     unknown = set(scale_overrides) - set(scale)
     if unknown:
         raise MiniSPDFError(f"unknown demo setting(s) {', '.join(sorted(unknown))}: choose from {', '.join(scale)}")
     scale.update({k: v for k, v in scale_overrides.items() if v is not None})
+    _check_scale(scale)
+    task = load_task("builtin", seed=seed, n_train=scale["n_train"], **TASK_OPTIONS)
+    TaskBatches(_tokenizer(), task, scale["block_size"], scale["batch_size"]).check()  # fits the context?
     check_out_folder(out)
     if os.path.exists(out) and not overwrite:
         raise MiniSPDFError(f"{out} already exists: pass --overwrite to replace it (only once the new demo has "
@@ -62,7 +81,6 @@ def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = Fals
     usual_permissions(tmp)
     t0 = time.time()
     try:
-        task = load_task("builtin", seed=seed, n_train=scale["n_train"], **TASK_OPTIONS)
         common = dict(preset=scale["preset"], block_size=scale["block_size"], batch_size=scale["batch_size"],
                       warmup_steps=scale["warmup_steps"], seed=seed, device=device, progress=progress)
         train_common = {k: v for k, v in common.items() if k not in ("preset", "block_size")}

@@ -47,8 +47,9 @@ class GPTConfig:
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                 "choose n_embd as a multiple of n_head"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise MiniSPDFError(f"dropout={self.dropout} must be in [0, 1)")
+        if not (isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
+                and 0.0 <= self.dropout < 1.0):
+            raise MiniSPDFError(f"dropout={self.dropout!r} must be a number in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -285,7 +286,10 @@ class GPT(nn.Module):
             idx_cond = idx[:, -self.config.block_size:]
             logits, _ = self(idx_cond)
             logits = logits[:, -1, :]
-            if temperature == 0:
+            if not torch.isfinite(logits).all():
+                raise MiniSPDFError("the model's logits are not finite (NaN/inf weights?): the checkpoint is "
+                                    "damaged or training diverged; use another checkpoint")
+            if temperature < 1e-6:  # 0 means greedy; so does a temperature too small for fp32 division
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:
                 logits = logits / temperature

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 
 import torch
 
@@ -71,17 +72,23 @@ def check_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
                             "replace it, or choose another --out")
 
 
-def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
-    """``check_run_dir``, then clear an old run (with ``overwrite``) and make the folder."""
+def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> str | None:
+    """``check_run_dir``, then make the folder. With ``overwrite`` an old run is moved aside, not
+    deleted: ``_run`` deletes it once the new run has finished, or puts it back if it fails.
+    Returns where the old run was moved (or None)."""
     check_run_dir(out, resume, overwrite)
     if out is None:
-        return
+        return None
+    backup = None
     try:
-        if not resume and overwrite and os.path.isdir(out):
-            shutil.rmtree(out)
+        if not resume and overwrite and os.path.isdir(out) and os.listdir(out):
+            backup = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}-old-",
+                                      dir=os.path.dirname(os.path.abspath(out)))
+            os.replace(out, os.path.join(backup, "run"))
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise MiniSPDFError(f"cannot make the run folder {out} ({e.strerror or e}): choose a writable --out") from None
+    return backup
 
 
 def _check_resume_matches(out: str, given: dict) -> None:
@@ -98,13 +105,21 @@ def write_json(path: str, obj) -> None:
     atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
-def _run(model, batches, tcfg, out, resume, meta, callbacks, settings):
+def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=None):
     from .train import train  # local import keeps `import minispdf.spdf` light for the CLI
 
-    if out:
-        if not resume:
+    try:
+        if out and not resume:
             write_json(os.path.join(out, "settings.json"), settings)
-    result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
+        result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
+    except BaseException:
+        if backup:  # --overwrite of a run that then failed (or was interrupted): the old run comes back
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(os.path.join(backup, "run"), out)
+            os.rmdir(backup)
+        raise
+    if backup:
+        shutil.rmtree(backup, ignore_errors=True)
     result["flop_report"] = flop_report(model, seq_len=model.config.block_size).to_dict()
     result["phase"] = meta["phase"]
     if "mode" in meta:
@@ -143,7 +158,8 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
     tcfg = TrainConfig(**train_kwargs)
     check_run_dir(out, resume, overwrite)
     if resume:
-        _check_resume_matches(out, dict(sparsity=sparsity, method=method, distribution=distribution, data=data))
+        _check_resume_matches(out, dict(sparsity=sparsity, method=method, distribution=distribution, data=data,
+                                        scope=scope, include=include, max_chars=max_chars))
     tok = data_lib.get_tokenizer(tokenizer or ("gpt2" if init == "gpt2" else default_tokenizer(preset)))
     config = preset_config(preset, **{**overrides, "vocab_size": tok.vocab_size})
     if sparsity > 0:
@@ -161,10 +177,10 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
     if sparsity > 0:
         sparsify(model, sparsity, method=method, distribution=distribution, include=include,
                  scope=scope, seed=mask_seed)
-    prepare_run_dir(out, resume, overwrite)  # only now, when nothing is left to fail on the settings
+    backup = prepare_run_dir(out, resume, overwrite)  # only now, when nothing is left to fail on the settings
     meta = dict(phase="pretrain", tokenizer=tok.name, data=data, sparsity=sparsity, method=method,
-                distribution=distribution, preset=preset)
-    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings)
+                distribution=distribution, scope=scope, include=include, max_chars=max_chars, preset=preset)
+    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup)
 
 
 def finetune(init_from: str | None = None, task: str | None = None, data: str | None = None,
@@ -185,6 +201,10 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data SOURCE (language modelling)")
     overrides, train_kwargs = split_kwargs(kwargs)
     tcfg = TrainConfig(**train_kwargs)
+    if out and init_from and os.path.abspath(out) == os.path.abspath(
+            init_from if os.path.isdir(init_from) else os.path.dirname(init_from) or "."):
+        raise MiniSPDFError(f"--out {out} is the folder of --init_from: fine-tune into another folder, so the "
+                            "pre-trained checkpoint survives")
     check_run_dir(out, resume, overwrite)
     if resume:
         _check_resume_matches(out, dict(keep_masks=keep_masks, task=settings["task"], data=data))
@@ -198,7 +218,8 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         if preset is not None:
             if preset not in PRESETS:
                 raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-            check_compatible(info, preset_config(preset, vocab_size=model.config.vocab_size), path=init_from)
+            check_compatible(info, preset_config(preset, vocab_size=model.config.vocab_size,
+                                                     block_size=model.config.block_size), path=init_from)
         source = dict(init_from=init_from, pretrain=info.get("meta", {}))
     else:
         preset = preset or "tiny"
@@ -220,7 +241,7 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         tokens = data_lib.prepare_data(data, tok.name)
         batches = data_lib.TokenBatches(tokens, tcfg.batch_size, model.config.block_size)
     batches.check()
-    prepare_run_dir(out, resume, overwrite)
+    backup = prepare_run_dir(out, resume, overwrite)
 
     if not keep_masks:
         densify(model)  # SPDF: the zeros become ordinary trainable weights
@@ -228,4 +249,4 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         "dense" if init_from else "from scratch")
     meta = dict(phase="finetune", tokenizer=tok.name, task=task if isinstance(task, str) else getattr(task, "name", None),
                 data=data, keep_masks=keep_masks, mode=mode, **source)
-    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings)
+    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup)

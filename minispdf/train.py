@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -95,6 +96,10 @@ class TrainConfig:
 
 
 def pick_device(name: str = "auto") -> str:
+    if not (name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", str(name))):
+        raise MiniSPDFError(f"device={name!r}: choose auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda:") and torch.cuda.is_available() and int(name[5:]) >= torch.cuda.device_count():
+        raise MiniSPDFError(f"device={name} but only {torch.cuda.device_count()} GPU(s) are visible: use --device cuda")
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise MiniSPDFError(f"device={name} but no CUDA GPU is visible: use --device cpu or auto")
@@ -222,6 +227,10 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
         ckpt = read_checkpoint(ckpt_path, map_location=device)
         require_keys(ckpt, RESUME_KEYS, ckpt_path)
         check_compatible(ckpt, model.config, meta.get("tokenizer"), ckpt_path)
+        saved_block = ckpt["model_config"].get("block_size")
+        if saved_block != model.config.block_size:
+            raise MiniSPDFError(f"cannot resume: {ckpt_path} was trained with block_size {saved_block}, not "
+                                f"{model.config.block_size}: pass --block_size {saved_block}")
         try:
             register_masks(model, mask_state_keys(ckpt["model"]))
             model.load_state_dict(ckpt["model"])
@@ -234,6 +243,9 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
             raise MiniSPDFError(f"{ckpt_path} cannot be resumed ({first}): the file is damaged or from another "
                                 "version; start a new run without --resume") from None
         step, flops, flops_dense, tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
+        if step >= cfg.max_steps:
+            raise MiniSPDFError(f"cannot resume: the run in {out_dir} already reached step {step} of max_steps "
+                                f"{cfg.max_steps}: pass a larger --max_steps to train on")
         if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
         if len(data_states) == world:
@@ -315,52 +327,54 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     stopped = False
     t_last = time.perf_counter()
     last_loss = float("nan")
-    while step < cfg.max_steps and not stopped:
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = 0.0
-        step_tokens = 0
-        for micro in range(cfg.grad_accum):
-            x, y, m = batches.get_batch("train", data_gen, device)
-            sync = contextlib.nullcontext()
-            if ddp and micro < cfg.grad_accum - 1:
-                sync = train_model.no_sync()  # all-reduce gradients once, on the last micro-batch
-            with sync:
-                loss_sum += forward_backward(train_model, x, y, m, cfg.grad_accum, autocast)
-            sparse_pt, dense_pt = step_flops(x.size(1))
-            # FLOPs count every token processed (prompt and padding too), on every rank
-            flops += sparse_pt * x.numel() * world
-            flops_dense += dense_pt * x.numel() * world
-            step_tokens += (x.numel() if m is None else int(m.sum())) * world
-        finish_step(model, optimizer, cfg.grad_clip, masked)
-        step += 1
-        tokens += step_tokens
-        last_loss = loss_sum / cfg.grad_accum
-        now = time.perf_counter()
-        record = {"step": step, "loss": last_loss, "lr": lr, "flops": flops, "flops_dense": flops_dense,
-                  "tokens": tokens, "step_ms": 1000 * (now - t_last)}
-        t_last = now
-        if not math.isfinite(last_loss):
-            raise MiniSPDFError(f"loss became {last_loss} at step {step}: lower --lr or check the data")
-        if progress:
-            progress.update(1)
-            progress.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
-        if step % cfg.log_interval == 0 or step == cfg.max_steps:
-            log(record)
-        for cb in callbacks:
-            stopped |= bool(cb("step", record))
-        if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.max_steps:
-            ev = evaluate()
-            log(ev)
+    try:
+        while step < cfg.max_steps and not stopped:
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            step_tokens = 0
+            for micro in range(cfg.grad_accum):
+                x, y, m = batches.get_batch("train", data_gen, device)
+                sync = contextlib.nullcontext()
+                if ddp and micro < cfg.grad_accum - 1:
+                    sync = train_model.no_sync()  # all-reduce gradients once, on the last micro-batch
+                with sync:
+                    loss_sum += forward_backward(train_model, x, y, m, cfg.grad_accum, autocast)
+                sparse_pt, dense_pt = step_flops(x.size(1))
+                # FLOPs count every token processed (prompt and padding too), on every rank
+                flops += sparse_pt * x.numel() * world
+                flops_dense += dense_pt * x.numel() * world
+                step_tokens += (x.numel() if m is None else int(m.sum())) * world
+            finish_step(model, optimizer, cfg.grad_clip, masked)
+            step += 1
+            tokens += step_tokens
+            last_loss = loss_sum / cfg.grad_accum
+            now = time.perf_counter()
+            record = {"step": step, "loss": last_loss, "lr": lr, "flops": flops, "flops_dense": flops_dense,
+                      "tokens": tokens, "step_ms": 1000 * (now - t_last)}
+            t_last = now
+            if not math.isfinite(last_loss):
+                raise MiniSPDFError(f"loss became {last_loss} at step {step}: lower --lr or check the data")
+            if progress:
+                progress.update(1)
+                progress.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
+            if step % cfg.log_interval == 0 or step == cfg.max_steps:
+                log(record)
             for cb in callbacks:
-                stopped |= bool(cb("eval", ev))
-        if cfg.stop_after and step >= cfg.stop_after:
-            stopped = True
-        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and not stopped:
-            checkpoint()
-    if progress:
-        progress.close()
+                stopped |= bool(cb("step", record))
+            if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.max_steps:
+                ev = evaluate()
+                log(ev)
+                for cb in callbacks:
+                    stopped |= bool(cb("eval", ev))
+            if cfg.stop_after and step >= cfg.stop_after:
+                stopped = True
+            if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and not stopped:
+                checkpoint()
+    finally:  # an error message must start on its own line, not after the bar
+        if progress:
+            progress.close()
 
     final_eval = evaluate()
     if step == cfg.max_steps:

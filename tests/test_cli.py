@@ -252,3 +252,83 @@ def test_only_rank_zero_prints_under_torchrun(capsys, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     code, out, _ = run(capsys, "flops", "--preset", "gpt2", "--json")
     assert code == 0 and json.loads(out)["preset"] == "gpt2"
+
+
+def test_failed_overwrite_puts_the_old_run_back(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
+                       "--eval_iters", "1", "--max_steps", "3", "--lr", "1e30", "--out", "run", "--overwrite",
+                       "--progress", "true")
+    assert code == 2 and "loss became nan" in err, err
+    assert [line for line in err.splitlines() if "error:" in line][0].startswith("error:")  # not after a bar
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["data", "run"]  # nothing left beside it
+    _nano_run(capsys, "run", "--overwrite", "--seed", "5")  # a run that finishes does replace it
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() != before["ckpt.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["data", "run"]
+
+
+def test_finetune_into_its_own_checkpoint_folder_and_resuming_a_finished_run_are_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "pre")
+    before = (tmp_path / "pre" / "ckpt.pt").read_bytes()
+    code, _, err = run(capsys, "finetune", "--init_from", "pre", "--data", "builtin", "--max_steps", "1",
+                       "--out", "pre", "--overwrite")
+    assert code == 2 and "is the folder of --init_from" in err, err
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--max_steps", "2",
+                       "--out", "pre", "--resume")
+    assert code == 2 and "already reached step 2 of max_steps 2" in err, err
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "48", "--max_steps", "3",
+                       "--out", "pre", "--resume")
+    assert code == 2 and "pass --block_size 32" in err, err
+    assert (tmp_path / "pre" / "ckpt.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, config, needle", [
+    (["pretrain", "--max_steps", "inf"], None, "expects an integer"),
+    (["pretrain", "--seed", "1e30"], None, "out of range"),
+    (["flops", "--seq_len", "1e400"], None, "expects an integer"),
+    (["pretrain"], {"max_steps": 1e400}, "expects an integer"),
+    (["pretrain", "--sparsity", "0.5"], {"mask_seed": None}, "'mask_seed' is null"),
+    (["pretrain"], {"data": None}, "'data' is null"),
+    (["bench", "--device", "tpu"], None, "device='tpu'"),
+    (["demo", "--block_size", "64"], None, "leaving no room for the input in block_size 64"),
+    (["demo", "--preset", "gpt2"], None, "the demo uses the byte-level tokenizer"),
+    (["demo", "--eval_inputs", "0"], None, "--eval_inputs 0"),
+])
+def test_more_bad_values_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, config, needle):
+    monkeypatch.chdir(tmp_path)
+    if config is not None:
+        (tmp_path / "c.json").write_text(json.dumps(config))
+        argv = argv + ["--config", "c.json"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+
+
+def test_sample_tiny_temperature_and_damaged_tokenizer(capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "run")
+    code, out, err = run(capsys, "sample", "--ckpt", "run", "--temperature", "1e-300", "--max_new_tokens", "3",
+                         "--prompt", "The", "--json")
+    assert code == 0, err  # as greedy, not a NaN crash
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    for key, value, needle in (("tokenizer", "gpt2", "the checkpoint is damaged"),
+                               ("model_config", {**ckpt["model_config"], "dropout": "x"}, "dropout='x'")):
+        torch.save({**ckpt, key: value}, tmp_path / "bad.pt")
+        code, _, err = run(capsys, "sample", "--ckpt", "bad.pt", "--max_new_tokens", "2")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_assign_grade_malformed_notebook(capsys, tmp_path):
+    from minispdf.assignments import main as assign_main
+
+    for name, text in (("broken.ipynb", "{"), ("list.ipynb", "[1, 2]")):
+        (tmp_path / name).write_text(text)
+        code = assign_main(["grade", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and "is not a readable notebook" in err, err
