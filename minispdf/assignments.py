@@ -440,9 +440,16 @@ def grade(notebook_path) -> dict:
 # ------------------------------------------------------------------------------ command line
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a usage mistake is the kit's one line ``error: ...`` (exit 2), not a usage dump."""
+
+    def error(self, message):
+        raise MiniSPDFError(f"{message}: see `minispdf assign --help`")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minispdf.assignments",
-                                     description="Student copies of the notebooks and a grader for their exercises.")
+    parser = _OneLineErrors(prog="python -m minispdf.assignments",
+                            description="Student copies of the notebooks and a grader for their exercises.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("student", help="write student copies (solutions replaced by stubs)")
     p.add_argument("--src", default=DEFAULT_SRC)
@@ -455,8 +462,8 @@ def main(argv=None) -> int:
     p.add_argument("--src", default=DEFAULT_SRC)
     p.add_argument("--dst", default=DEFAULT_DST)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         if args.command == "student":
             written = [str(p) for p in make_student_copies(args.src, args.dst)]
             if args.json:

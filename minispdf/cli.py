@@ -188,6 +188,8 @@ def cmd_sample(argv):
                             f"vocab_size {model.config.vocab_size}: the checkpoint is damaged; use another")
     model.eval()
     gen = torch.Generator().manual_seed(s["seed"])
+    # a terminal in another encoding hands Python undecodable bytes as surrogates: show them as U+FFFD
+    s["prompt"] = s["prompt"].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     ids = tok.encode(s["prompt"])
     if not ids:
         raise MiniSPDFError("--prompt is empty: give some text to continue")
@@ -201,7 +203,7 @@ def cmd_sample(argv):
 
 @command("evaluate", "decode a task's inputs with a checkpoint; BLEU, perplexity, predictions JSONL")
 def cmd_evaluate(argv):
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_out_folder, load_checkpoint
     from .data import get_tokenizer
     from .evaluate import evaluate_task
     from .tasks import resolve_task
@@ -225,9 +227,11 @@ def cmd_evaluate(argv):
         raise MiniSPDFError(f"task {task.name} has no {s['split']} examples: choose another --split or task file")
     pred = s["predictions"]
     if pred is None:
-        import os
         folder = s["ckpt"] if os.path.isdir(s["ckpt"]) else os.path.dirname(s["ckpt"]) or "."
         pred = os.path.join(folder, f"predictions-{s['split']}.jsonl")
+    if os.path.isdir(pred):
+        raise MiniSPDFError(f"--predictions {pred} is a folder: give a file path such as {pred}/predictions.jsonl")
+    check_out_folder(os.path.dirname(os.path.abspath(pred)), "--predictions")
     result = evaluate_task(model, tok, examples, method=s["decode"], num_beams=s["num_beams"],
                            max_new_tokens=s["max_new_tokens"], limit=s["limit"], predictions_path=pred,
                            metric=task.metric)

@@ -407,7 +407,7 @@ def _slug(source: str, max_chars: int | None) -> str:
     else:
         path = os.path.abspath(source)
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "file"
-        slug = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+        slug = f"{stem}-{hashlib.sha1(os.fsencode(path)).hexdigest()[:8]}"
     if max_chars and max_chars != _default_max_chars(source):
         slug += f"-max{max_chars}"
     return slug

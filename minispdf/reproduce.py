@@ -163,8 +163,8 @@ def resolve_grid(name: str = "default", seeds: int | None = None, e2e: str | Non
     if pretrain_data:
         grid["pretrain_data"] = pretrain_data
     if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise MiniSPDFError(f"--seeds {seeds!r} must be a positive integer (3 or more for mean and std)")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+            raise MiniSPDFError(f"--seeds {seeds!r} must be a positive integer up to 100 (3 or more for mean and std)")
         grid["seeds"] = seeds
     extra = {}
     if e2e:

@@ -14,6 +14,7 @@ folder; an existing run folder is never overwritten unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -117,6 +118,13 @@ def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=No
             shutil.rmtree(out, ignore_errors=True)
             os.replace(os.path.join(backup, "run"), out)
             os.rmdir(backup)
+        elif out and not resume and not os.path.exists(os.path.join(out, "ckpt.pt")):
+            # a new run that failed before its first checkpoint: leave no half-made run behind
+            for name in ("settings.json", "log.jsonl", "result.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(out, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(out)  # only if now empty: the user's own files stay
         raise
     if backup:
         shutil.rmtree(backup, ignore_errors=True)

@@ -265,6 +265,9 @@ def test_failed_overwrite_puts_the_old_run_back(capsys, tmp_path, monkeypatch):
     assert [line for line in err.splitlines() if "error:" in line][0].startswith("error:")  # not after a bar
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
     assert sorted(os.listdir(tmp_path)) == ["data", "run"]  # nothing left beside it
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
+                       "--eval_iters", "1", "--max_steps", "3", "--lr", "1e30", "--out", "new")
+    assert code == 2 and not (tmp_path / "new").exists()  # a failed new run leaves no half-made folder
     _nano_run(capsys, "run", "--overwrite", "--seed", "5")  # a run that finishes does replace it
     assert (tmp_path / "run" / "ckpt.pt").read_bytes() != before["ckpt.pt"]
     assert sorted(os.listdir(tmp_path)) == ["data", "run"]
@@ -297,6 +300,8 @@ def test_finetune_into_its_own_checkpoint_folder_and_resuming_a_finished_run_are
     (["demo", "--block_size", "64"], None, "leaving no room for the input in block_size 64"),
     (["demo", "--preset", "gpt2"], None, "the demo uses the byte-level tokenizer"),
     (["demo", "--eval_inputs", "0"], None, "--eval_inputs 0"),
+    (["reproduce", "--seeds", "1e9", "--dry-run"], None, "--seeds 1000000000 must be a positive integer up to 100"),
+    (["assign", "bogus"], None, "invalid choice: 'bogus'"),
 ])
 def test_more_bad_values_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, config, needle):
     monkeypatch.chdir(tmp_path)
@@ -332,3 +337,11 @@ def test_assign_grade_malformed_notebook(capsys, tmp_path):
         code = assign_main(["grade", str(tmp_path / name)])
         err = capsys.readouterr().err
         assert code == 2 and "is not a readable notebook" in err, err
+
+
+def test_undecodable_prompt_bytes_do_not_crash(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _nano_run(capsys, "run")
+    code, out, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "caf\udcff", "--max_new_tokens", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["prompt"] == "caf\ufffd"
