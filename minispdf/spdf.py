@@ -244,7 +244,16 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         from . import tasks as tasks_lib
 
         task_obj = tasks_lib.resolve_task(task, train_file=train_file, val_file=val_file)
-        batches = tasks_lib.TaskBatches(tok, task_obj, model.config.block_size, tcfg.batch_size)
+        try:
+            batches = tasks_lib.TaskBatches(tok, task_obj, model.config.block_size, tcfg.batch_size)
+            batches.check()
+        except MiniSPDFError as e:
+            if not (init_from and "larger --block_size" in str(e)):
+                raise
+            # the context length is the checkpoint's: say where it can be changed
+            raise MiniSPDFError(str(e).replace(
+                "use a larger --block_size", f"the context of {init_from} is fixed: pre-train with a larger "
+                "--block_size for this task")) from None
     else:
         tokens = data_lib.prepare_data(data, tok.name)
         batches = data_lib.TokenBatches(tokens, tcfg.batch_size, model.config.block_size)

@@ -231,6 +231,8 @@ def test_finetune_reports_its_mode_and_checks_the_preset(capsys, tmp_path, monke
     assert code == 0, err
     code, _, err = run(capsys, *ft, "--preset", "tiny")
     assert code == 2 and "from another architecture" in err, err
+    code, _, err = run(capsys, "finetune", "--init_from", "pre", "--task", "builtin", "--max_steps", "1")
+    assert code == 2 and "the context of pre is fixed: pre-train with a larger --block_size" in err, err
     code, _, err = run(capsys, *ft, "--out", "ft")
     assert code == 0, err
     code, _, err = run(capsys, *ft, "--out", "ft", "--resume", "--keep_masks")
