@@ -168,6 +168,7 @@ def cmd_sample(argv):
 
     from .checkpoint import load_checkpoint
     from .data import get_tokenizer
+    from .evaluate import check_tokenizer
 
     schema = {"ckpt": (str, None, "checkpoint or run folder"), "prompt": (str, "\n", "text to continue"),
               "max_new_tokens": (int, 200, "tokens to generate"), "temperature": (float, 0.8, "0 = greedy"),
@@ -183,9 +184,7 @@ def cmd_sample(argv):
             raise MiniSPDFError(f"--{key} {s[key]}: give a positive integer")
     model, info = load_checkpoint(s["ckpt"])
     tok = get_tokenizer(info.get("tokenizer") or "char")
-    if tok.vocab_size > model.config.vocab_size:
-        raise MiniSPDFError(f"{s['ckpt']} says tokenizer {tok.name!r} ({tok.vocab_size} tokens) but its model has "
-                            f"vocab_size {model.config.vocab_size}: the checkpoint is damaged; use another")
+    check_tokenizer(model, tok)  # a damaged checkpoint can name a tokenizer its model cannot hold
     model.eval()
     gen = torch.Generator().manual_seed(s["seed"])
     # a terminal in another encoding hands Python undecodable bytes as surrogates: show them as U+FFFD
@@ -293,12 +292,8 @@ def main(argv=None) -> int:
     except MiniSPDFError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print("error: out of memory: use smaller settings (batch_size, block_size, num_samples, num_beams)",
-              file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+    except (MemoryError, RuntimeError) as e:  # torch reports an allocation failure as a RuntimeError
+        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e) and "out of memory" not in str(e):
             raise
         print("error: out of memory: use smaller settings (batch_size, block_size, num_samples, num_beams)",
               file=sys.stderr)

@@ -42,18 +42,16 @@ def _arm_name(sparsity: float) -> str:
 
 def _check_scale(scale: dict) -> None:
     """Refuse, before ten minutes of pre-training, settings the evaluation would refuse later."""
-    from .model import PRESETS, preset_config
+    from .model import preset_config
     from .spdf import default_tokenizer
 
     for key in ("pretrain_steps", "finetune_steps", "eval_inputs", "max_new_tokens", "n_train", "batch_size"):
         if scale[key] < 1:
             raise MiniSPDFError(f"--{key} {scale[key]}: give a positive integer")
-    if scale["preset"] not in PRESETS:
-        raise MiniSPDFError(f"unknown preset {scale['preset']!r}: choose one of {', '.join(PRESETS)}")
+    preset_config(scale["preset"], block_size=scale["block_size"])  # a known preset, block_size >= 1 etc.
     if default_tokenizer(scale["preset"]) != "char":
         raise MiniSPDFError(f"--preset {scale['preset']}: the demo uses the byte-level tokenizer; choose a "
                             "small preset (nano, tiny, mini, small) or use `minispdf pretrain` / `finetune`")
-    preset_config(scale["preset"], block_size=scale["block_size"])  # block_size >= 1 etc.
 
 
 def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = False, seed: int = 0,

@@ -78,7 +78,7 @@ def _device_of(model, device):
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
-def _check_tokenizer(model, tokenizer) -> int:
+def check_tokenizer(model, tokenizer) -> int:
     eot = int(tokenizer.eot_id)
     if eot >= model.config.vocab_size:
         raise MiniSPDFError(
@@ -239,7 +239,7 @@ def decode(model, tokenizer, inputs: list[str], method: str = "greedy", num_beam
         raise MiniSPDFError(f"max_new_tokens={max_new_tokens} is negative: use 0 or more (or None for a full context)")
     if batch_size < 1:
         raise MiniSPDFError(f"batch_size={batch_size} must be at least 1")
-    eot = _check_tokenizer(model, tokenizer)
+    eot = check_tokenizer(model, tokenizer)
     if model.config.block_size < 2:
         raise MiniSPDFError("the model's block_size is 1: there is no room to decode; use a larger block_size")
     device = _device_of(model, device)
@@ -284,7 +284,7 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
     the end) and scored in fixed consecutive chunks of ``batch_size``. Returns ``{"perplexity":
     exp(loss), "loss": total NLL / tokens (nats per target token), "tokens": target tokens}``.
     """
-    _check_tokenizer(model, tokenizer)
+    check_tokenizer(model, tokenizer)
     block_size = model.config.block_size if block_size is None else int(block_size)
     if block_size > model.config.block_size:
         raise MiniSPDFError(

@@ -28,7 +28,7 @@ from .errors import MiniSPDFError
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, preset_config
 from .sparsity import check_mask_options, check_sparsity, densify, sparsify, target_parameters
-from .train import TrainConfig
+from .train import TrainConfig, dist_info
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
 
@@ -78,7 +78,7 @@ def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> str | Non
     deleted: ``_run`` deletes it once the new run has finished, or puts it back if it fails.
     Returns where the old run was moved (or None)."""
     check_run_dir(out, resume, overwrite)
-    if out is None:
+    if out is None or dist_info()[0] != 0:  # under torchrun, rank 0 alone owns the run folder
         return None
     backup = None
     try:
@@ -110,7 +110,7 @@ def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=No
     from .train import train  # local import keeps `import minispdf.spdf` light for the CLI
 
     try:
-        if out and not resume:
+        if out and not resume and dist_info()[0] == 0:
             write_json(os.path.join(out, "settings.json"), settings)
         result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
     except BaseException:
@@ -118,7 +118,7 @@ def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=No
             shutil.rmtree(out, ignore_errors=True)
             os.replace(os.path.join(backup, "run"), out)
             os.rmdir(backup)
-        elif out and not resume and not os.path.exists(os.path.join(out, "ckpt.pt")):
+        elif out and not resume and dist_info()[0] == 0 and not os.path.exists(os.path.join(out, "ckpt.pt")):
             # a new run that failed before its first checkpoint: leave no half-made run behind
             for name in ("settings.json", "log.jsonl", "result.json"):
                 with contextlib.suppress(FileNotFoundError):
@@ -223,9 +223,7 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         if overrides:
             raise MiniSPDFError(f"cannot change the architecture ({', '.join(overrides)}) of a checkpoint "
                                 "when fine-tuning it: drop those settings")
-        if preset is not None:
-            if preset not in PRESETS:
-                raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        if preset is not None:  # preset_config refuses an unknown name
             check_compatible(info, preset_config(preset, vocab_size=model.config.vocab_size,
                                                      block_size=model.config.block_size), path=init_from)
         source = dict(init_from=init_from, pretrain=info.get("meta", {}))

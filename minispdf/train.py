@@ -86,8 +86,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not (number(v) and v >= 0):
                 raise MiniSPDFError(f"{name}={v!r} must be a number >= 0 (0 turns it off)")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise MiniSPDFError(f"device={self.device!r}: choose auto, cpu, cuda or mps")
+        check_device_name(self.device)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -95,9 +94,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def pick_device(name: str = "auto") -> str:
+def check_device_name(name) -> None:
     if not (name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", str(name))):
         raise MiniSPDFError(f"device={name!r}: choose auto, cpu, cuda, cuda:N or mps")
+
+
+def pick_device(name: str = "auto") -> str:
+    check_device_name(name)
     if name.startswith("cuda:") and torch.cuda.is_available() and int(name[5:]) >= torch.cuda.device_count():
         raise MiniSPDFError(f"device={name} but only {torch.cuda.device_count()} GPU(s) are visible: use --device cuda")
     if name != "auto":
@@ -140,7 +143,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
         return torch.optim.AdamW(groups, **kwargs)
 
 
-def _dist_info() -> tuple[int, int, int]:
+def dist_info() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) under torchrun, else (0, 0, 1)."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
@@ -203,7 +206,7 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     """
     cfg = config or TrainConfig()
     meta = dict(meta or {})
-    rank, local_rank, world = _dist_info()
+    rank, local_rank, world = dist_info()
     ddp = world > 1
     device = pick_device(cfg.device)
     if ddp:

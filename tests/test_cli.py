@@ -324,7 +324,7 @@ def test_sample_tiny_temperature_and_damaged_tokenizer(capsys, tmp_path, monkeyp
                          "--prompt", "The", "--json")
     assert code == 0, err  # as greedy, not a NaN crash
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
-    for key, value, needle in (("tokenizer", "gpt2", "the checkpoint is damaged"),
+    for key, value, needle in (("tokenizer", "gpt2", "use the tokenizer the model was trained with"),
                                ("model_config", {**ckpt["model_config"], "dropout": "x"}, "dropout='x'")):
         torch.save({**ckpt, key: value}, tmp_path / "bad.pt")
         code, _, err = run(capsys, "sample", "--ckpt", "bad.pt", "--max_new_tokens", "2")
