@@ -73,6 +73,43 @@ def _summary(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("model", "history")}
 
 
+@command("prepare", "tokenize a corpus into data/ once and print its size and unigram entropy (or a task's size)")
+def cmd_prepare(argv):
+    from .data import corpus_stats, describe_sources
+
+    schema = {"data": (str, None, "corpus: builtin (default) | shakespeare | tinystories | wikitext2 | wikitext103 "
+                                  "| fineweb-edu | PATH.txt"),
+              "tokenizer": (str, "char", "char | gpt2"),
+              "max_chars": (int, None, "cap on the characters read (hub corpora: 50M unless given)"),
+              "task": (str, None, "or load a task and count its splits: builtin | e2e[:PATH] | dart[:PATH] | "
+                                  "webnlg:PATH | curation[:PATH]")}
+    s = _settings(argv, schema, {"json": False}, "minispdf prepare [--data NAME|PATH] [--tokenizer char|gpt2] "
+                  "[--json]\n       minispdf prepare --task SPEC [--json]\n\ncorpora:\n" + describe_sources()
+                  + "\n\nsee data/README.md for sizes, licences and where the files come from")
+    if s["task"] is not None:
+        if s["data"] is not None:
+            raise MiniSPDFError("prepare takes --data or --task, not both: run it once for each")
+        return _prepare_task(s["task"], s["json"])
+    st = corpus_stats(s["data"] or "builtin", s["tokenizer"], s["max_chars"])
+    tok = st["tokens"]
+    _emit(s["json"], st,
+          f"{st['source']} with the {st['tokenizer']} tokenizer, in {st['folder']}\n"
+          f"  characters       {st['characters']:,}\n"
+          f"  tokens           {tok['train']:,} train + {tok['val']:,} val = {tok['train'] + tok['val']:,}\n"
+          f"  vocabulary used  {st['vocab_used']:,} of {st['vocab_size']:,} ids\n"
+          f"  unigram entropy  {st['unigram_entropy']:.4f} nats/token (train split: the loss of "
+          "predicting by token frequency alone)")
+
+
+def _prepare_task(spec: str, as_json: bool) -> None:
+    from .tasks import resolve_task, task_stats
+
+    st = task_stats(resolve_task(spec))
+    rows = [f"  {split:<5} {n['inputs']:>7,} inputs {n['references']:>8,} references {n['characters']:>12,} characters"
+            for split, n in st["splits"].items()]
+    _emit(as_json, st, f"{st['task']} (metric {st['metric']}): {st['description']}\n" + "\n".join(rows))
+
+
 @command("pretrain", "pre-train a GPT, sparse with --sparsity S (SPDF phase 1)")
 def cmd_pretrain(argv):
     from .spdf import pretrain

@@ -99,6 +99,7 @@ __all__ = [
     "load_task_files",
     "split_task",
     "make_builtin_task",
+    "task_stats",
     "linearize_triples",
     "parse_mr",
     "format_mr",
@@ -196,6 +197,19 @@ def _group(pairs: Iterable[tuple[str, str]], dedupe_from_other_entries: bool = F
 
 def _split_counts(task: Task) -> str:
     return f"{len(task.train)}/{len(task.val)}/{len(task.test)} train/val/test inputs"
+
+
+def task_stats(task: Task) -> dict:
+    """Size of each split of ``task``: inputs, references and characters (inputs + references)."""
+    splits = {}
+    for split in ("train", "val", "test"):
+        examples = getattr(task, split)
+        splits[split] = {
+            "inputs": len(examples),
+            "references": sum(len(ex.references) for ex in examples),
+            "characters": sum(len(ex.input) + sum(map(len, ex.references)) for ex in examples),
+        }
+    return {"task": task.name, "metric": task.metric, "description": task.description, "splits": splits}
 
 
 def _require_file(path: Path, what: str) -> None:
