@@ -68,6 +68,12 @@ def test_flops_table(capsys):
     (["bench", "--block_size", "0"], "block_size=0 must be a positive integer"),
     (["bench", "--peak_tflops", "-1"], "--peak_tflops -1.0"),
     (["pretrain", "--init", "gpt2", "--preset", "tiny"], "--init gpt2 needs --preset gpt2"),
+    (["prepare", "--data", "nosuchcorpus"], "unknown data source 'nosuchcorpus'"),
+    (["prepare", "--data", "tinystories"], "HF_HUB_OFFLINE"),
+    (["prepare", "--tokenizer", "bpe"], "unknown tokenizer 'bpe'"),
+    (["prepare", "--max_chars", "-3"], "max_chars=-3"),
+    (["prepare", "--data", "builtin", "--task", "builtin"], "not both"),
+    (["prepare", "--task", "webnlg"], "webnlg:PATH"),
 ])
 def test_bad_input_is_one_line_error(capsys, tmp_path, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
@@ -347,3 +353,30 @@ def test_undecodable_prompt_bytes_do_not_crash(capsys, tmp_path, monkeypatch):
     code, out, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "caf\udcff", "--max_new_tokens", "2", "--json")
     assert code == 0, err
     assert json.loads(out)["prompt"] == "caf\ufffd"
+
+
+def test_prepare_prints_corpus_statistics(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINISPDF_DATA_DIR", str(tmp_path / "data"))
+    text_file = tmp_path / "t.txt"
+    text_file.write_text("to be or not to be\n" * 50, encoding="utf-8")
+    code, out, _ = run(capsys, "prepare", "--data", str(text_file), "--json")
+    assert code == 0
+    st = json.loads(out)
+    assert st["characters"] == 950 and st["tokens"] == {"train": 855, "val": 95}
+    assert st["vocab_used"] == len(set("to be or not to be\n"))
+    assert os.path.isfile(os.path.join(st["folder"], "meta.json"))
+    assert st["folder"].startswith(str(tmp_path / "data"))
+
+    code, out, _ = run(capsys, "prepare", "--data", str(text_file))
+    assert code == 0
+    assert "855 train + 95 val = 950" in out and f"{st['unigram_entropy']:.4f} nats/token" in out
+
+
+def test_prepare_task_counts_splits(capsys):
+    code, out, _ = run(capsys, "prepare", "--task", "builtin:easy", "--json")
+    assert code == 0
+    st = json.loads(out)["splits"]
+    assert (st["train"]["inputs"], st["val"]["inputs"], st["test"]["inputs"]) == (2000, 200, 200)
+    assert st["train"]["references"] == 2000  # easy: one fixed-template reference per input
+    code, out, _ = run(capsys, "prepare", "--task", "builtin:easy")
+    assert code == 0 and "2,000 inputs" in out

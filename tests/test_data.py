@@ -4,9 +4,12 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network from tests
 
+import collections
 import json
+import math
 import time
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +20,14 @@ from minispdf.data import (
     CharTokenizer,
     GPT2Tokenizer,
     TokenData,
+    corpus_stats,
     describe_sources,
     get_tokenizer,
     load_corpus,
     prepare_data,
 )
 from minispdf.errors import MiniSPDFError
+from minispdf.tasks import TASK_NAMES
 
 
 @pytest.fixture(autouse=True)
@@ -300,3 +305,47 @@ def test_prepared_hub_corpus_is_reused_offline(tmp_path, monkeypatch):
     assert again.path == first.path
     with pytest.raises(MiniSPDFError, match="HF_HUB_OFFLINE"):
         prepare_data("tinystories", "char", data_dir=tmp_path, max_chars=2000, verbose=False)
+
+
+# ---------------------------------------------------------------- corpus statistics
+
+
+def test_corpus_stats_match_an_independent_count(tmp_path):
+    # Uneven letters and a two-byte character, so a wrong split or a wrong log base shows.
+    raw = ("aaab ccd\n" * 30 + "é\n" * 7 + "zzzz\n" * 11).encode("utf-8")
+    path = tmp_path / "uneven.txt"
+    path.write_bytes(raw)
+    stats = corpus_stats(str(path), "char", data_dir=str(tmp_path / "data"))
+
+    train = raw[: int(len(raw) * 0.9)]  # char tokens are the UTF-8 bytes; the first 90% train
+    counts = collections.Counter(train)
+    expected = -sum(c / len(train) * math.log(c / len(train)) for c in counts.values())
+    assert stats["unigram_entropy"] == pytest.approx(expected, rel=1e-12)
+    assert stats["tokens"] == {"train": len(train), "val": len(raw) - len(train)}
+    assert stats["characters"] == len(raw.decode("utf-8"))
+    assert stats["vocab_used"] == len(set(raw))
+    assert (stats["tokenizer"], stats["source"]) == ("char", str(path.resolve()))
+    assert os.path.isfile(os.path.join(stats["folder"], "train.bin"))
+
+
+def test_corpus_stats_gpt2_and_a_constant_text(tmp_path):
+    path = tmp_path / "same.txt"
+    path.write_text("x" * 100, encoding="utf-8")
+    stats = corpus_stats(str(path), "char", data_dir=str(tmp_path))
+    assert stats["unigram_entropy"] == 0.0 and stats["vocab_used"] == 1
+    stats = corpus_stats("builtin", "gpt2", max_chars=5000, data_dir=str(tmp_path))
+    ids = get_tokenizer("gpt2").encode(load_corpus("builtin")[:5000])
+    assert sum(stats["tokens"].values()) == len(ids)
+    assert stats["vocab_used"] == len(set(ids)) and stats["vocab_size"] == 50257
+    assert 0 < stats["unigram_entropy"] <= math.log(stats["vocab_used"])
+    assert os.path.basename(stats["folder"]) == "builtin-max5000-gpt2"
+
+
+def test_data_readme_lists_every_corpus_and_task():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "data" / "README.md").read_text()
+    for name in [*data.BUILTIN_SOURCES, *data.HUB_SOURCES, *TASK_NAMES]:
+        assert f"`{name}" in text, name
+    for hub in data.HUB_SOURCES.values():
+        assert hub.repo in text and (hub.config is None or hub.config in text)
+    assert data.SHAKESPEARE_URL in text and "minispdf prepare" in text
