@@ -13,6 +13,7 @@ import sys
 
 from . import config as cfg_lib
 from .errors import MiniSPDFError
+from .study.grids import REAL_TASKS
 from .train import TrainConfig
 
 TRAIN_HELP = {
@@ -279,26 +280,53 @@ def cmd_evaluate(argv):
 
 @command("demo", "the whole SPDF recipe at small scale on built-in data (--quick: < 1 minute)")
 def cmd_demo(argv):
-    from .demo import SCALES, format_table, run_demo
+    from .demo import SCALE_KEYS, format_table, run_demo
 
-    schema = {"out": (str, "runs/demo", "run folder"), "seed": (int, 0, "seed"),
-              "device": (str, "auto", "auto|cpu|cuda|mps"),
-              **{k: (type(v), None, "scale override") for k, v in SCALES["default"].items()}}
+    schema = {"out": (str, "runs/demo", "run folder"), "seed": (int, 0, "seed of the one run of every arm"),
+              "device": (str, "auto", "auto|cpu|cuda|mps"), "jobs": (int, None, "parallel jobs (default: one per CPU core)"),
+              **{k: (int, None, "scale override") for k in SCALE_KEYS}}
     s = _settings(argv, schema, {"json": False, "quick": False, "overwrite": False},
                   "minispdf demo [--quick] [--out runs/demo] [--overwrite]")
     as_json = s.pop("json")
-    results = run_demo(progress=not as_json, log=(lambda *a: None) if as_json else print, **s)
-    _emit(as_json, results,
-          f"\nSPDF demo ({results['scale']} scale, {results['device']}, {results['seconds']:.0f} s)\n"
-          f"task: {results['task']}\n\n{format_table(results)}\n\n"
-          f"written: {results['out']}/results.json, results.md, loss_vs_flops.png")
+    results = run_demo(log=(lambda *a: None) if as_json else print, **s)
+    _emit(as_json, {k: v for k, v in results.items() if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
+          f"\nSPDF demo ({results['grid']['name']} grid, {results['timing']['wall_s']:.0f} s)\n"
+          f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{format_table(results)}\n\n"
+          f"written: {results['out']}/results.md, results.json, results.csv, loss_vs_flops.png")
 
 
-@command("reproduce", "the small-scale reproduction study: a grid of sparsities, sizes, tasks and seeds")
+@command("reproduce", "the reproduction study: a declared grid of arms, tasks, sizes and seeds, judged against the paper")
 def cmd_reproduce(argv):
-    from .reproduce import main as reproduce_main
+    from .study import GRIDS, resolve_grid, run_study
+    from .study.report import FIGURES, headline_table
 
-    return reproduce_main(argv)
+    schema = {"out": (str, None, "run folder (default runs/study-GRID)"),
+              "grid": (str, None, f"{' | '.join(GRIDS)} (default: default; --quick means quick)"),
+              "seeds": (int, None, "seeds per block (default: the grid's)"),
+              "jobs": (int, None, "parallel jobs, one torch thread each (default: one per CPU core; 1 on a GPU)"),
+              "device": (str, "auto", "auto | cpu | cuda | mps"),
+              **{k: (str, None, f"add the real {k} task: {what}") for k, (what, _) in REAL_TASKS.items()}}
+    s = _settings(argv, schema, {"quick": False, "json": False, "dry_run": False},
+                  "minispdf reproduce [--quick | --grid NAME] [--out DIR] [--jobs N] [--dry-run] [--e2e DIR]")
+    name = s["grid"] or ("quick" if s["quick"] else "default")
+    if s["quick"] and name != "quick":
+        raise MiniSPDFError(f"--quick and --grid {name} disagree: pass one of them")
+    grid = resolve_grid(name, seeds=s["seeds"], real_tasks={k: s[k] for k in REAL_TASKS})
+    out = s["out"] or f"runs/study-{name}"
+    as_json = s["json"]
+
+    def log(msg):
+        print(msg, file=sys.stderr if as_json else sys.stdout, flush=True)
+
+    results = run_study(grid, out, device=s["device"], jobs=s["jobs"], log=log, dry_run=s["dry_run"],
+                        command="minispdf reproduce " + " ".join(argv))
+    if s["dry_run"]:
+        _emit(as_json, results, "(dry run: nothing was trained)")
+        return
+    _emit(as_json, {"out": out, "timing": results["timing"], "claims": results["claims"],
+                    "flop_claim": results["flop_claim"]},
+          f"\n{headline_table(results['claims'])}\n\nwritten to {out}: results.csv, claims.json, results.json, "
+          f"summary.md, claims.md, README_section.md, {', '.join(FIGURES)}")
 
 
 @command("assign", "course mode: student copies of the notebooks (student), grading (grade), sync check (check)")

@@ -368,6 +368,34 @@ def plot_grouped_bars(data: Mapping[str, Mapping[str, float]], ax=None, ylabel: 
     return ax
 
 
+def plot_intervals(rows: Sequence[Mapping], ax=None, xlabel: str = "", title: str = "",
+                   margin: float | None = None, colors: Mapping[str, str] | None = None):
+    """A forest plot: one row per ``{"label", "mean", "low", "high"}`` (a mean with its interval),
+    a line at zero and, with ``margin``, a dashed line at +margin (the declared margin).
+    ``colors`` maps a row's optional ``"group"`` to a colour."""
+    ax = _axes(ax, figsize=(6.4, 0.6 + 0.32 * max(1, len(rows))))
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        color = (colors or {}).get(r.get("group"), "C0")
+        if r.get("mean") is None:
+            ax.text(0, y, "n/a", va="center", fontsize=7, color="gray")
+            continue
+        lo, hi = r.get("low"), r.get("high")
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [y, y], color=color, linewidth=2)
+        ax.plot([r["mean"]], [y], "o", color=color, markersize=5)
+    ax.axvline(0, color="k", linewidth=0.8)
+    if margin is not None:
+        ax.axvline(margin, color="k", linestyle="--", linewidth=0.8, label=f"margin {margin:g}")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r["label"] for r in reversed(rows)], fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return ax
+
+
 # ------------------------------------------------------------------------------ text read-outs
 
 

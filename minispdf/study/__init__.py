@@ -1,0 +1,157 @@
+"""The reproduction study: a declared grid of SPDF runs, run resumably, judged against the paper.
+
+    from minispdf.study import resolve_grid, run_study
+    results = run_study(resolve_grid("quick"), out="runs/study-quick")
+    results["claims"]          # every judged comparison, with its interval and verdict
+
+Modules: :mod:`.grids` (the grids, as data), :mod:`.plan` (jobs and their cost), :mod:`.runner`
+(resumable, parallel execution), :mod:`.stats` (paired intervals and verdict rules),
+:mod:`.claims` (gates and claims), :mod:`.report` (CSV, JSON, tables, figures, README section).
+``minispdf reproduce`` and ``minispdf demo`` are both this runner on different grids.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import MiniSPDFError
+from . import claims as claims_lib
+from . import plan as plan_lib
+from . import report, runner
+from .grids import GRIDS, parse_arm, resolve_grid
+
+__all__ = ["GRIDS", "resolve_grid", "parse_arm", "run_study", "describe_plan", "collect", "default_jobs"]
+
+
+def default_jobs(device: str) -> int:
+    """One job per core on a CPU (each with one thread), one on a GPU."""
+    if device != "cpu":
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def unigram_entropy(grid: dict) -> float | None:
+    """The corpus' unigram entropy in nats per token (the plateau gate), or None if not prepared."""
+    from ..data import corpus_stats
+
+    try:
+        return corpus_stats(grid["corpus"], grid["tokenizer"])["unigram_entropy"]
+    except MiniSPDFError:
+        return None
+
+
+def _runs_on_cpu(grid: dict) -> bool:
+    return grid["tokenizer"] == "char"
+
+
+def describe_plan(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s: float | None,
+                  flops: float | None, todo: tuple[int, int], jobs: int) -> str:
+    sizes = "; ".join(
+        f"{k} ({plan_lib.n_params(grid, k) / 1e6:.2f}M parameters, {plan_lib.pretrain_steps(grid, k)} pre-training "
+        f"steps = {plan_lib.pretrain_steps(grid, k) * grid['pretrain']['batch_size'] * grid['block_size'] / plan_lib.n_params(grid, k):.0f}"
+        f" tokens per parameter, {v['finetune_steps']} fine-tuning steps)" for k, v in grid["sizes"].items())
+    lines = [f"study grid {grid['name']!r}: {grid['description']}", f"  sizes: {sizes}"]
+    for b in grid["blocks"]:
+        lines.append(f"  block: {', '.join(b['sizes'])} x tasks {', '.join(b['tasks'])} x sets {', '.join(b['sets'])}"
+                     f" x arms {', '.join(b['arms'])} x {b['seeds']} seeds")
+    for key, t in grid["tasks"].items():
+        info = tasks[key]["info"] if tasks else None
+        lines.append(f"  task {key}: {t.get('about', t['spec'])}" + (
+            f"; {info['n_train_inputs']} train inputs ({info['n_train_pairs']} pairs), {info['n_test_inputs']} "
+            f"test inputs evaluated" if info else ""))
+    if tasks:
+        for name, frac in grid["sets"].items():
+            for key, entry in tasks.items():
+                n = max(4, round(frac * len(entry["train"])))
+                pairs = sum(len(e.references) for e in entry["train"][:n]) if n < len(entry["train"]) else \
+                    entry["info"]["n_train_pairs"]
+                draws = max(s["finetune_steps"] for s in grid["sizes"].values()) * grid["finetune"]["batch_size"]
+                lines.append(f"  set {name} of {key}: {n} inputs, ~{plan_lib.distinct_seen(pairs, draws):.0f} "
+                             f"distinct pairs seen in {draws} draws")
+    lines.append(f"  jobs: {len(pretrains)} pre-training runs ({todo[0]} to run), {len(cells)} fine-tuning cells "
+                 f"({todo[1]} to run), {jobs} at a time")
+    if flops is not None:
+        lines.append(f"  training FLOPs of the whole grid: {flops:.3g} (theoretical)")
+    if est_s is not None:
+        lines.append(f"  estimated time: {plan_lib.fmt_duration(est_s)} (a cost model timed on this machine just "
+                     "now; other load makes it slower)")
+    else:
+        tflops = grid.get("assumed_tflops", 300)
+        lines.append(f"  estimated time: {plan_lib.fmt_duration(flops / (tflops * 1e12)) if flops else 'unknown'} at "
+                     f"an ASSUMED {tflops} TFLOP/s sustained (bf16 on one current GPU at ~30% of its peak); not run here")
+    return "\n".join(lines)
+
+
+def collect(grid: dict, out: str, timing: dict, invocations: list) -> dict:
+    pretrains, cells = plan_lib.plan(grid)
+    rows = [r for r in (runner.cell_done(out, c) for c in cells) if r is not None]
+    pre = [p for p in (runner.pretrain_done(out, p["name"]) for p in pretrains) if p is not None]
+    entropy = unigram_entropy(grid)
+    judge = claims_lib.Judge(grid, rows, pre, entropy)
+    results = {"format": runner.FORMAT, "grid": grid, "machine": report.machine_info(), "commit": report.git_commit(),
+               "timing": timing, "invocations": invocations, "n_cells": len(cells), "n_cells_done": len(rows),
+               "unigram_entropy": entropy, "pretrains": pre, "rows": rows, "summary": report.summarise(rows),
+               "claims": judge.claims() if rows else [], "flop_claim": claims_lib.flop_claim(grid, pre)}
+    return results
+
+
+def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = None, log=print,
+              command: str | None = None, dry_run: bool = False) -> dict:
+    """Run (or finish) every job of ``grid`` in ``out``, then write the tables, figures and text.
+
+    With ``dry_run`` nothing is trained: the plan and its estimated cost are logged and returned.
+    """
+    import torch
+
+    from ..checkpoint import check_out_folder
+    from ..data import get_tokenizer
+    from ..train import pick_device
+
+    device = pick_device(device)
+    jobs = default_jobs(device) if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 64:
+        raise MiniSPDFError(f"--jobs {jobs!r}: give a number of parallel jobs from 1 to 64")
+    pretrains, cells = plan_lib.plan(grid)
+    on_this_machine = _runs_on_cpu(grid) or device != "cpu"
+    if dry_run and not on_this_machine:  # a GPU grid on a CPU: FLOPs and an assumed throughput only
+        ft = {(c["spec"]["task"], c["spec"]["set"]): grid["block_size"] / 8 for c in cells}
+        flops = plan_lib.training_flops(grid, pretrains, cells, ft)
+        text = describe_plan(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), jobs)
+        log(text)
+        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops}
+    check_out_folder(out)
+    t_start = time.time()
+    tasks = runner.load_tasks(grid)
+    calib = plan_lib.calibrate(grid, tasks)
+    est = plan_lib.estimate(grid, tasks, calib, pretrains, cells)
+    tok = get_tokenizer(grid["tokenizer"])
+    ft = {(c["spec"]["task"], c["spec"]["set"]): plan_lib.mean_pair_tokens(tok, tasks[c["spec"]["task"]]["train"],
+                                                                            grid["block_size"]) for c in cells}
+    flops = plan_lib.training_flops(grid, pretrains, cells, ft)
+    todo_pre = [p for p in pretrains if not runner.pretrain_done(out, p["name"])] if os.path.isdir(out) else pretrains
+    todo_cells = [c for c in cells if not runner.cell_done(out, c)] if os.path.isdir(out) else cells
+    est_s = sum(est[j["name"]] for j in todo_pre + todo_cells) / jobs
+    text = describe_plan(grid, tasks, pretrains, cells, est_s, flops, (len(todo_pre), len(todo_cells)), jobs)
+    log(text)
+    if dry_run:
+        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops, "estimate_s": est_s}
+    with runner.Lock(out):
+        runner.clean_temps(out)
+        runner.write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid, "calibration": calib,
+                                                           "estimate_s": est_s})
+        ran = runner.execute(grid, out, pretrains, cells, tasks, device, jobs, log, est)
+        wall = time.time() - t_start
+        invocations = runner.read_json(os.path.join(out, "invocations.json")) or []
+        invocations.append({"command": command or f"run_study({grid['name']!r})", "started":
+                            time.strftime("%Y-%m-%d %H:%M", time.localtime(t_start)), "wall_s": round(wall, 1),
+                            "estimate_s": round(est_s, 1), "jobs_run": ran, "parallel_jobs": jobs})
+        runner.write_json(os.path.join(out, "invocations.json"), invocations)
+        timing = {"wall_s": sum(i["wall_s"] for i in invocations), "estimate_s": est_s, "jobs": jobs,
+                  "threads": 1 if jobs > 1 else torch.get_num_threads()}
+        results = collect(grid, out, timing, invocations)
+        report.write_outputs(results, out)
+    return results

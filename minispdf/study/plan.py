@@ -1,0 +1,229 @@
+"""From a grid to jobs: pre-training runs, fine-tuning cells, and what they will cost.
+
+Pre-training is shared: one run per (size, pre-training recipe, seed), reused by every cell that
+starts from it. A cell is one fine-tuning run plus its evaluation. Every job's name ends in a
+hash of every setting that affects its result, so a changed grid never reuses a stale result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+from .grids import parse_arm
+
+
+def _hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def model_config(grid: dict, size: str):
+    """The GPTConfig of a grid size (meta device: no memory)."""
+    from ..data import get_tokenizer
+    from ..model import preset_config
+
+    sz = grid["sizes"][size]
+    vocab = get_tokenizer(grid["tokenizer"]).vocab_size
+    return preset_config(sz["preset"], block_size=grid["block_size"], vocab_size=vocab, **sz["overrides"])
+
+
+def n_params(grid: dict, size: str) -> int:
+    import torch
+
+    from ..model import GPT
+
+    with torch.device("meta"):
+        return GPT(model_config(grid, size)).num_params()
+
+
+def pretrain_steps(grid: dict, size: str) -> int:
+    """Declared steps, or the steps that give ``tokens_per_param`` tokens per parameter."""
+    sz = grid["sizes"][size]
+    if "pretrain_steps" in sz:
+        return sz["pretrain_steps"]
+    tokens_per_step = grid["pretrain"]["batch_size"] * grid["block_size"]
+    return max(1, round(sz["tokens_per_param"] * n_params(grid, size) / tokens_per_step))
+
+
+def flop_ratio(grid: dict, size: str, sparsity: float) -> float:
+    """Sparse / dense training FLOPs per step at the grid's context length."""
+    from ..flops import flop_report
+
+    r = flop_report(model_config(grid, size), sparsity=sparsity, seq_len=grid["block_size"])
+    return r.train_sparse / r.train_dense
+
+
+def pretrain_spec(grid: dict, size: str, arm: dict, seed: int) -> dict:
+    sz, p = grid["sizes"][size], grid["pretrain"]
+    steps = pretrain_steps(grid, size)
+    sparsity = arm["sparsity"]
+    if arm["equal_flops"]:  # dense, for the FLOPs of the sparse run: fewer steps
+        steps, sparsity = max(1, round(steps * flop_ratio(grid, size, arm["sparsity"]))), 0.0
+    return {"size": size, "preset": sz["preset"], "overrides": sz["overrides"], "block_size": grid["block_size"],
+            "corpus": grid["corpus"], "tokenizer": grid["tokenizer"], "sparsity": sparsity, "seed": seed,
+            "steps": steps, "batch_size": p["batch_size"], "lr": p["lr"], "weight_decay": p["weight_decay"],
+            "warmup_steps": max(1, round(p["warmup_frac"] * steps)), "eval_iters": p["eval_iters"]}
+
+
+def pretrain_name(spec: dict) -> str:
+    return f"{spec['size']}-s{round(100 * spec['sparsity']):02d}-{spec['steps']}steps-seed{spec['seed']}-{_hash(spec)}"
+
+
+def cell_spec(grid: dict, size: str, task: str, set_name: str, arm: dict, seed: int, pre: str | None) -> dict:
+    f, t = grid["finetune"], grid["tasks"][task]
+    steps = grid["sizes"][size]["finetune_steps"]
+    return {"size": size, "preset": grid["sizes"][size]["preset"], "overrides": grid["sizes"][size]["overrides"],
+            "block_size": grid["block_size"], "tokenizer": grid["tokenizer"], "task": task,
+            "task_def": {k: t[k] for k in ("spec", "options", "eval_inputs", "max_new_tokens", "max_train_inputs")
+                         if k in t},
+            "set": set_name, "set_frac": grid["sets"][set_name], "arm": arm["arm"], "keep_masks": arm["keep_masks"],
+            "seed": seed, "pretrain": pre, "steps": steps, "batch_size": f["batch_size"], "lr": f["lr"],
+            "weight_decay": f["weight_decay"], "warmup_steps": max(1, round(f["warmup_frac"] * steps)),
+            "eval_iters": f["eval_iters"]}
+
+
+def plan(grid: dict) -> tuple[list[dict], list[dict]]:
+    """(pre-training jobs, cells), each ``{"name", "spec"}``; cells carry their pre-training's name.
+
+    Seeds are outermost, so an interrupted run has whole seeds done rather than a ragged grid.
+    """
+    pretrains: dict[str, dict] = {}
+    cells: dict[str, dict] = {}
+    first = grid.get("first_seed", 0)
+    for i in range(max(b["seeds"] for b in grid["blocks"])):
+        seed = first + i
+        for block in grid["blocks"]:
+            if i >= block["seeds"]:
+                continue
+            for size in block["sizes"]:
+                for arm_name in block["arms"]:
+                    arm = parse_arm(arm_name)
+                    pre = None
+                    if arm["pretrained"]:
+                        spec = pretrain_spec(grid, size, arm, seed)
+                        pre = pretrain_name(spec)
+                        pretrains.setdefault(pre, {"name": pre, "spec": spec})
+                    for task in block["tasks"]:
+                        for set_name in block["sets"]:
+                            spec = cell_spec(grid, size, task, set_name, arm, seed, pre)
+                            name = f"{task}-{size}-{set_name}-{arm_name}-seed{seed}-{_hash(spec)}"
+                            cells.setdefault(name, {"name": name, "spec": spec})
+    return list(pretrains.values()), list(cells.values())
+
+
+def distinct_seen(n_pairs: int, draws: int) -> float:
+    """Expected number of distinct pairs among ``draws`` uniform draws with replacement."""
+    return n_pairs * (1 - (1 - 1 / n_pairs) ** draws) if n_pairs else 0.0
+
+
+def training_flops(grid: dict, pretrains: list[dict], cells: list[dict], ft_tokens: dict) -> float:
+    """Theoretical training FLOPs of the whole grid (pre-training at its density, fine-tuning dense);
+    ``ft_tokens[(task, set)]`` is the mean length of a fine-tuning pair."""
+    from ..flops import flop_report
+
+    total = 0.0
+    for p in pretrains:
+        s = p["spec"]
+        r = flop_report(model_config(grid, s["size"]), sparsity=s["sparsity"], seq_len=grid["block_size"])
+        total += s["steps"] * s["batch_size"] * r.train_sparse
+    for c in cells:
+        s = c["spec"]
+        T = max(1, round(ft_tokens[s["task"], s["set"]]))
+        r = flop_report(model_config(grid, s["size"]), sparsity=0.0, seq_len=T)
+        total += s["steps"] * s["batch_size"] * r.train_dense
+    return total
+
+
+def fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+# ------------------------------------------------------------------------------ cost estimate
+
+
+def mean_pair_tokens(tok, examples, block_size: int) -> float:
+    from ..tasks import SEPARATOR
+
+    sep = len(tok.encode(SEPARATOR))
+    lens = [min(block_size, len(tok.encode(e.input)) + sep + len(tok.encode(r)) + 1)
+            for e in examples for r in e.references]
+    return sum(lens) / len(lens) if lens else float(block_size)
+
+
+def _time_steps(model, opt, x, masked, n: int = 4) -> float:
+    """Median seconds of a training step (fwd, bwd, masking, AdamW) after one warm-up step."""
+    import contextlib
+    import statistics
+    import time
+
+    from ..train import finish_step, forward_backward
+
+    times = []
+    for i in range(n + 1):
+        t0 = time.perf_counter()
+        forward_backward(model, x, x, None, 1, contextlib.nullcontext)
+        finish_step(model, opt, 1.0, masked)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def calibrate(grid: dict, tasks: dict) -> dict:
+    """Seconds per pre-training step, fine-tuning step and decoded token of every size, timed on
+    this CPU with one thread (what each parallel job uses). A model, not a measurement."""
+    import time
+
+    import torch
+
+    from ..data import get_tokenizer
+    from ..evaluate import evaluate_task
+    from ..model import GPT
+    from ..sparsity import masked_parameters, sparsify
+    from ..train import TrainConfig, make_optimizer
+
+    tok = get_tokenizer(grid["tokenizer"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        for size in grid["sizes"]:
+            torch.manual_seed(0)
+            model = GPT(model_config(grid, size))
+            sparsify(model, 0.5)  # the masking work is included
+            opt, masked = make_optimizer(model, TrainConfig()), masked_parameters(model)
+            x = torch.randint(tok.vocab_size, (grid["pretrain"]["batch_size"], grid["block_size"]))
+            rec = {"pretrain_step_s": _time_steps(model, opt, x, masked), "finetune_step_s": {}, "decode": {}}
+            for key, entry in tasks.items():
+                T = max(2, round(mean_pair_tokens(tok, entry["train"], grid["block_size"])))
+                xf = torch.randint(tok.vocab_size, (grid["finetune"]["batch_size"], T))
+                rec["finetune_step_s"][key] = _time_steps(model, opt, xf, masked, n=3)
+                probe = entry["test"][:32]
+                t0 = time.perf_counter()
+                evaluate_task(model, tok, probe, max_new_tokens=8)  # an untrained model decodes all 8
+                rec["decode"][key] = {"per_token_s": (time.perf_counter() - t0) / (8 * len(probe)),
+                                      "n_probe": len(probe)}
+            out[size] = rec
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def estimate(grid: dict, tasks: dict, calib: dict, pretrains: list[dict], cells: list[dict]) -> dict:
+    """Estimated single-thread seconds of every job; decoding counted at ``max_new_tokens`` (an upper
+    bound: a model that learnt the task stops at its end-of-text)."""
+    est = {}
+    for p in pretrains:
+        s = p["spec"]
+        est[p["name"]] = calib[s["size"]]["pretrain_step_s"] * (s["steps"] + s["eval_iters"] / 3) + 1.0
+    for c in cells:
+        s = c["spec"]
+        cal, n_eval = calib[s["size"]], len(tasks[s["task"]]["test"])
+        train_s = cal["finetune_step_s"][s["task"]] * (s["steps"] + s["eval_iters"])
+        eval_s = cal["decode"][s["task"]]["per_token_s"] * n_eval * s["task_def"]["max_new_tokens"]
+        est[c["name"]] = train_s + eval_s + 1.0
+    return est

@@ -1,0 +1,287 @@
+"""What a study writes: results.csv, claims.json, per-cell tables, figures and the README section.
+
+Everything here is computed from the rows the runner wrote; nothing is typed in by hand, so the
+README section can be regenerated from a run folder at any time (``minispdf reproduce --report``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import statistics
+import subprocess
+
+from ..checkpoint import atomic_write_bytes
+from . import stats as st
+from .claims import LABEL, _gap, _values
+
+CSV_FIELDS = ("task", "size", "set", "arm", "seed", "n_params", "pretrain_sparsity", "pretrain_steps",
+              "pretrain_tokens", "pretrain_flops", "pretrain_val_loss", "n_train_inputs", "n_train_pairs",
+              "distinct_pairs_seen", "finetune_val_loss", "test_loss", "test_perplexity", "bleu", "n_test_inputs",
+              "finetune_seconds", "eval_seconds", "cell")
+CLAIM_FIELDS = ("claim", "metric", "where", "effect", "ci_low", "ci_high", "ci90_low", "ci90_high", "margin",
+                "n_seeds", "verdict", "reason", "retained", "primary")
+ARM_ORDER = ("dense", "spdf50", "spdf75", "spdf90", "spsf50", "spsf75", "spsf90", "eqflop50", "eqflop75", "scratch")
+FIGURES = ("pretrain_loss_vs_flops.png", "gaps_to_dense.png", "claims.png")
+
+
+def write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def arm_key(arm: str):
+    return (ARM_ORDER.index(arm) if arm in ARM_ORDER else len(ARM_ORDER), arm)
+
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.lower().startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def git_commit() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "minispdf"], cwd=root, capture_output=True,
+                               text=True, timeout=10)
+        return head.stdout.strip() + (" + uncommitted changes to minispdf/" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def _csv(rows, fields) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    return buf.getvalue()
+
+
+def _f(x, fmt="{:.3f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _ci(mean, low, high, fmt="{:+.3f}") -> str:
+    if mean is None:
+        return "-"
+    return fmt.format(mean) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if low is not None else "")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (task, size, set, arm): means over seeds and the paired gap to dense with its 95% interval."""
+    out = []
+    for task, size, set_, arm in sorted({(r["task"], r["size"], r["set"], r["arm"]) for r in rows},
+                                        key=lambda k: (*k[:3], arm_key(k[3]))):
+        cell = dict(task=task, size=size, set=set_)
+        rs = [r for r in rows if r["arm"] == arm and all(r[k] == v for k, v in cell.items())]
+        rec = {**cell, "arm": arm, "n_seeds": len(rs), "n_params": rs[0]["n_params"],
+               "distinct_pairs_seen": rs[0]["distinct_pairs_seen"]}
+        dense_flops = statistics.fmean(_values(rows, "pretrain_flops", arm="dense", **cell).values() or [0.0])
+        rec["pretrain_flops_x_dense"] = (statistics.fmean(r["pretrain_flops"] for r in rs) / dense_flops
+                                         if dense_flops else None)
+        for m in ("pretrain_val_loss", "test_loss", "bleu"):
+            vals = [r[m] for r in rs if r[m] is not None]
+            rec[m] = statistics.fmean(vals) if vals else None
+            rec[m + "_sd"] = statistics.stdev(vals) if len(vals) > 1 else None
+        for m in ("test_loss", "bleu"):
+            ci = st.interval(list(_gap(rows, m, arm, **cell).values())) if arm != "dense" else None
+            rec[f"gap_{m}"] = ci.to_dict() if ci else None
+        out.append(rec)
+    return out
+
+
+def summary_markdown(summary: list[dict]) -> str:
+    lines = []
+    for cell in sorted({(r["task"], r["size"], r["set"]) for r in summary}):
+        rs = [r for r in summary if (r["task"], r["size"], r["set"]) == cell]
+        lines += [f"### task {cell[0]}, model {cell[1]} ({rs[0]['n_params'] / 1e3:.0f}k parameters), "
+                  f"fine-tuning set {cell[2]} (~{rs[0]['distinct_pairs_seen']:.0f} distinct pairs seen)", "",
+                  "| arm | seeds | pre-training FLOPs (x dense) | pre-training val loss | test loss | gap to dense "
+                  "(relative, 95% CI) | BLEU | BLEU gap to dense (points, 95% CI) |", "|---|---|---|---|---|---|---|---|"]
+        for r in rs:
+            gl, gb = r["gap_test_loss"] or {}, r["gap_bleu"] or {}
+            lines.append(f"| {r['arm']} | {r['n_seeds']} | {_f(r['pretrain_flops_x_dense'], '{:.2f}')} | "
+                         f"{_f(r['pretrain_val_loss'])} | {_f(r['test_loss'])} | "
+                         f"{_ci(gl.get('mean'), gl.get('low'), gl.get('high'), '{:+.1%}')} | {_f(r['bleu'], '{:.1f}')} | "
+                         f"{_ci(gb.get('mean'), gb.get('low'), gb.get('high'), '{:+.1f}')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _where(c: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in c["where"].items())
+
+
+def _effect(c: dict) -> str:
+    fmt = "{:+.1%}" if c["metric"] == "test_loss" else "{:+.2f}"
+    return _ci(c["effect"], c["ci_low"], c["ci_high"], fmt)
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    lines = ["| claim | metric | where | effect [95% CI] | margin | seeds | verdict | reason | R |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in claims:
+        margin = "-" if c["margin"] is None else (f"{c['margin']:.0%}" if c["metric"] == "test_loss" else f"{c['margin']:g}")
+        lines.append(f"| {c['claim']} | {LABEL[c['metric']]} | {_where(c)} | {_effect(c)} | {margin} | {c['n_seeds']} "
+                     f"| **{c['verdict']}** | {c['reason']} | {_f(c.get('retained'), '{:.2f}')} |")
+    return "\n".join(lines)
+
+
+def headline_table(claims: list[dict]) -> str:
+    """One row per claim and metric at the grid's primary cell; the other cells as a tally."""
+    lines = ["| claim | metric | effect [95% CI] | margin | verdict | all cells |", "|---|---|---|---|---|---|"]
+    groups: dict = {}
+    for c in claims:
+        groups.setdefault((c["claim"], c["metric"]), []).append(c)
+    for (claim, metric), cs in groups.items():
+        head = next((c for c in cs if c["primary"]), cs[0])
+        tally = ", ".join(f"{n} {v}" for v in (st.HOLDS, st.FAILS, st.INCONCLUSIVE, st.UNTESTABLE)
+                          if (n := sum(c["verdict"] == v for c in cs)))
+        margin = "-" if head["margin"] is None else (f"{head['margin']:.0%}" if metric == "test_loss" else
+                                                      f"{head['margin']:g}")
+        verdict = head["verdict"] + (f" ({head['reason']})" if head["verdict"] == st.UNTESTABLE else "")
+        lines.append(f"| {claim} | {LABEL[metric]} | {_effect(head)} | {margin} | **{verdict}** | {tally} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def plot_pretraining(results: dict, path: str, size: str | None = None) -> None:
+    """Pre-training loss against FLOPs, one line per pre-training recipe (seed 0) of one size."""
+    from .. import plots
+
+    size = size or results["grid"]["primary"]["size"]
+    runs = {}
+    for p in sorted(results["pretrains"], key=lambda p: (p["spec"]["sparsity"], -p["spec"]["steps"])):
+        s = p["spec"]
+        if s["size"] != size or s["seed"] != 0:
+            continue
+        label = f"{s['sparsity']:.0%} sparse" if s["sparsity"] else f"dense, {s['steps']} steps"
+        runs[label] = {"history": [{"step": c[0], "tokens": c[1], "flops": c[2], "loss": c[3]} for c in p["curve"]]}
+    ax = plots.plot_curves(runs, x="flops", y="loss", val=False, logx=True,
+                           title=f"Pre-training loss against FLOPs ({size}, seed 0)")
+    if results.get("unigram_entropy"):
+        ax.axhline(results["unigram_entropy"], color="gray", linestyle=":", linewidth=1,
+                   label="unigram entropy of the corpus")
+        ax.legend(fontsize=8)
+    _save(ax, path)
+
+
+def plot_gaps(results: dict, path: str) -> None:
+    """Gap to dense of every arm, per cell, with 95% intervals: test loss and BLEU side by side."""
+    from .. import plots
+
+    plt = plots._plt()
+    rows = [r for r in results["summary"] if r["arm"] != "dense"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 + 0.3 * max(1, len(rows))))
+    for ax, metric, label in ((axes[0], "test_loss", "test-loss gap to dense (relative; > 0: worse)"),
+                              (axes[1], "bleu", "BLEU gap to dense (points; > 0: worse)")):
+        pts = [{"label": f"{r['task']} {r['size']} {r['set']}: {r['arm']}", "group": r["arm"],
+                **({k: r[f'gap_{metric}'][k] for k in ("mean", "low", "high")} if r[f"gap_{metric}"] else
+                   {"mean": None})} for r in rows]
+        plots.plot_intervals(pts, ax=ax, xlabel=label, margin=results["grid"]["margins"][metric],
+                             colors={a: f"C{i}" for i, a in enumerate(ARM_ORDER)},
+                             title=f"{LABEL[metric]}: arm minus dense, mean of paired seeds")
+    _save(axes[0], path)
+
+
+def plot_claims(results: dict, path: str) -> None:
+    """The primary cell's claims as effects with 95% intervals (oriented: > 0 = as the paper says
+    for directional claims; = sparse worse for "no significant loss")."""
+    from .. import plots
+
+    plt = plots._plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for ax, metric in zip(axes, ("test_loss", "bleu")):
+        cs = [c for c in results["claims"] if c["metric"] == metric and c["primary"]]
+        plots.plot_intervals([{"label": c["claim"][:48], "mean": c["effect"], "low": c["ci_low"],
+                               "high": c["ci_high"]} for c in cs], ax=ax, xlabel=LABEL[metric],
+                             title=f"claims on {LABEL[metric]} (primary cell)")
+    _save(axes[0], path)
+
+
+def _save(ax, path: str) -> None:
+    fig = ax.figure
+    fig.tight_layout()
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+    fig.savefig(tmp, dpi=110, format="png")
+    os.replace(tmp, path)
+    fig.canvas.figure.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ text
+
+
+def readme_section(results: dict) -> str:
+    """The README's results section: how it was run, the gates, one claims table, the figures."""
+    from .plan import fmt_duration
+
+    g, t = results["grid"], results["timing"]
+    inv = results["invocations"][-1] if results["invocations"] else {}
+    dense = [r for r in results["summary"] if r["arm"] == "dense"]
+    flop = results["flop_claim"]
+    lines = [
+        f"Grid `{g['name']}`: {g['description']}. Command: `{inv.get('command', '?')}`; machine: "
+        f"{results['machine']['cpu']} ({results['machine']['cores']} cores), torch {results['machine']['torch']}, "
+        f"{t['jobs']} parallel job(s) of {t['threads']} thread(s); commit `{results['commit']}`; wall time "
+        f"{fmt_duration(t['wall_s'])} over {len(results['invocations'])} invocation(s) "
+        f"(estimate {fmt_duration(t['estimate_s'])}); {results['n_cells_done']}/{results['n_cells']} cells.",
+        "",
+        "Gates: dense BLEU " + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_f(r['bleu'], '{:.1f}')}" for r in dense)
+        + f"; dense pre-training val loss "
+        + ", ".join(sorted({f"{p['spec']['size']} {p['val_loss']:.2f}" for p in results["pretrains"]
+                            if p["spec"]["sparsity"] == 0 and p["spec"]["seed"] == 0}))
+        + f" nats/token (seed 0) against the corpus' unigram entropy {_f(results.get('unigram_entropy'), '{:.2f}')}.",
+        "",
+        f"Claims at the primary cell (task {g['primary']['task']}, model {g['primary']['size']}, set "
+        f"{g['primary']['set']}); effects are paired per-seed means with 95% t-intervals; \"no significant loss\" "
+        "is judged by its 90% interval against the margin declared in the grid (TOST's upper test); directional "
+        "claims by whether the 95% interval excludes zero. Test-loss effects are relative to dense; BLEU in points; "
+        "positive = the sparse (or claimed-worse) arm is worse.",
+        "",
+        headline_table(results["claims"]),
+        "",
+        f"FLOPs (arithmetic, not a measurement): {flop['reason']}; at 75% the formula gives "
+        + ", ".join(f"{k} {v['formula_reduction_75']:.2f}x" for k, v in flop["sizes"].items())
+        + " for this grid's models (the training logs count "
+        + ", ".join(f"{k} {v['logged_reduction_75']:.2f}x" for k, v in flop["sizes"].items() if v["logged_reduction_75"])
+        + ").",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: dict, out: str) -> None:
+    """results.json, results.csv, claims.json, summary.md, claims.md, README_section.md, figures."""
+    from .runner import write_json
+
+    write_json(os.path.join(out, "results.json"), results)
+    write_text(os.path.join(out, "results.csv"), _csv(results["rows"], CSV_FIELDS))
+    write_json(os.path.join(out, "claims.json"), [{k: c.get(k) for k in CLAIM_FIELDS} for c in results["claims"]]
+               + [results["flop_claim"]])
+    write_text(os.path.join(out, "summary.md"), summary_markdown(results["summary"]))
+    write_text(os.path.join(out, "claims.md"), claims_markdown(results["claims"]) + "\n")
+    write_text(os.path.join(out, "README_section.md"), readme_section(results))
+    if results["rows"]:
+        plot_pretraining(results, os.path.join(out, FIGURES[0]))
+        plot_gaps(results, os.path.join(out, FIGURES[1]))
+        plot_claims(results, os.path.join(out, FIGURES[2]))

@@ -1,0 +1,319 @@
+"""Run a grid's jobs, resumably, one or several at a time.
+
+Every finished job leaves one file written atomically (``pretrain/<name>/summary.json`` beside
+its checkpoint, ``cells/<name>.json``) and a rerun skips it; a pre-training run trains in a temp
+folder renamed into place only when complete, so a killed run leaves nothing that looks done.
+One process at a time may use a run folder (``.study.lock`` holds its pid).
+
+On a CPU the jobs run in ``jobs`` worker processes of one torch thread each: for models this
+small, two one-thread processes on two cores do nearly twice the work of one two-thread process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+import time
+
+from ..checkpoint import atomic_write_bytes, usual_permissions
+from ..errors import MiniSPDFError
+from . import plan as plan_lib
+
+FORMAT = "minispdf-study-1"
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------ tasks
+
+
+def _shuffled(examples, salt: str, n: int | None = None) -> list:
+    order = list(range(len(examples)))
+    random.Random(f"minispdf-study:{salt}").shuffle(order)
+    return [examples[i] for i in (sorted(order[:n]) if n is not None else order)]
+
+
+def _fit(examples, tok, block_size: int) -> tuple[list, int]:
+    """Keep the references that fit the context whole with their input; count the dropped ones."""
+    from ..tasks import SEPARATOR, Example
+
+    sep = len(tok.encode(SEPARATOR))
+    kept, dropped = [], 0
+    for ex in examples:
+        n_in = len(tok.encode(ex.input))
+        refs = [r for r in ex.references if n_in + sep + len(tok.encode(r)) + 1 <= block_size + 1]
+        dropped += len(ex.references) - len(refs)
+        if refs:
+            kept.append(Example(ex.input, refs))
+    return kept, dropped
+
+
+def _load(t: dict):
+    from ..tasks import load_task, load_task_files
+
+    spec = t["spec"]
+    kind, _, path = spec.partition(":")
+    if kind == "e2e" and path and os.path.isfile(os.path.join(path, "devset.csv")) and not os.path.isfile(
+            os.path.join(path, "trainset.csv")):  # the dev/test files only: fine-tune on dev
+        return load_task_files("e2e", train=os.path.join(path, "devset.csv"),
+                               test=os.path.join(path, "testset_w_refs.csv"))
+    return load_task(spec, seed=0, **t.get("options", {}))
+
+
+def load_tasks(grid: dict) -> dict:
+    """task key -> {"train" (fitted, capped), "val", "test" (the fixed evaluation inputs), "info"}."""
+    from ..data import get_tokenizer
+
+    tok = get_tokenizer(grid["tokenizer"])
+    out = {}
+    for key, t in grid["tasks"].items():
+        task = _load(t)
+        train = task.train
+        if t.get("max_train_inputs") and len(train) > t["max_train_inputs"]:
+            train = _shuffled(train, f"cap:{key}", t["max_train_inputs"])
+        train, dropped = _fit(train, tok, grid["block_size"])
+        val, _ = _fit(task.val, tok, grid["block_size"])
+        if len(train) < 4 or not task.test:
+            raise MiniSPDFError(f"task {key}: {len(train)} training inputs fit block_size {grid['block_size']} and "
+                                f"{len(task.test)} test inputs: give a task with both splits and shorter examples")
+        test = _shuffled(task.test, f"test:{key}", t["eval_inputs"])
+        out[key] = {"name": task.name, "metric": task.metric, "train": train, "val": val, "test": test,
+                    "info": {"about": t.get("about", task.description), "n_train_inputs": len(train),
+                             "n_train_pairs": sum(len(e.references) for e in train),
+                             "n_test_inputs": len(test), "pairs_dropped_too_long": dropped}}
+    return out
+
+
+def task_for(entry: dict, set_frac: float, task_key: str):
+    """The task a cell fine-tunes on: a fixed (seeded) subset of the training inputs."""
+    from ..tasks import Task
+
+    train = entry["train"]
+    n = max(4, round(set_frac * len(train)))
+    if n < len(train):
+        train = _shuffled(train, f"set:{task_key}:{set_frac}", n)
+    return Task(entry["name"], entry["metric"], train, entry["val"], entry["test"], entry["info"]["about"])
+
+
+# ------------------------------------------------------------------------------ jobs
+
+
+def pretrain_done(out: str, name: str) -> dict | None:
+    summary = read_json(os.path.join(out, "pretrain", name, "summary.json"))
+    ok = summary and summary.get("format") == FORMAT and os.path.exists(os.path.join(out, "pretrain", name, "ckpt.pt"))
+    return summary if ok else None
+
+
+def cell_done(out: str, cell: dict) -> dict | None:
+    d = read_json(os.path.join(out, "cells", cell["name"] + ".json"))
+    return d["row"] if d and d.get("format") == FORMAT and d.get("spec") == cell["spec"] else None
+
+
+def _curve(history: list[dict], points: int = 150) -> list[list[float]]:
+    rec = [h for h in history if "loss" in h]
+    keep = rec[:: max(1, len(rec) // points)]
+    return [[h["step"], h["tokens"], h["flops"], h["loss"]] for h in keep]
+
+
+def run_pretrain(out: str, job: dict, device: str) -> dict:
+    """Train one pre-training job in a temp folder and rename it into place when complete."""
+    from .. import spdf
+
+    s, name = job["spec"], job["name"]
+    final = os.path.join(out, "pretrain", name)
+    shutil.rmtree(final, ignore_errors=True)  # leftovers under the final name are never complete
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=os.path.dirname(final))
+    usual_permissions(tmp)
+    t0 = time.perf_counter()
+    try:
+        r = spdf.pretrain(preset=s["preset"], data=s["corpus"], tokenizer=s["tokenizer"], sparsity=s["sparsity"],
+                          mask_seed=s["seed"], out=tmp, max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
+                          weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], eval_interval=0,
+                          eval_iters=s["eval_iters"], seed=s["seed"], device=device, progress=False,
+                          block_size=s["block_size"], **s["overrides"])
+        summary = {"format": FORMAT, "name": name, "spec": s, "seconds": time.perf_counter() - t0,
+                   "flops": r["flops"], "flops_dense": r["flops_dense"], "tokens": r["tokens"],
+                   "val_loss": r["val_loss"], "n_params": r["model"].num_params(), "curve": _curve(r["history"])}
+        write_json(os.path.join(tmp, "summary.json"), summary)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def run_cell(out: str, cell: dict, tasks: dict, pre: dict | None, device: str) -> dict:
+    """Fine-tune and evaluate one cell; ``cells/<name>.json`` is written last, atomically."""
+    from .. import spdf
+    from ..data import get_tokenizer
+    from ..evaluate import evaluate_task
+
+    s = cell["spec"]
+    task = task_for(tasks[s["task"]], s["set_frac"], s["task"])
+    common = dict(task=task, max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
+                  weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], eval_interval=0,
+                  eval_iters=s["eval_iters"], seed=s["seed"], device=device, progress=False, tokenizer=s["tokenizer"])
+    t0 = time.perf_counter()
+    if s["pretrain"] is None:
+        f = spdf.finetune(preset=s["preset"], block_size=s["block_size"], **s["overrides"], **common)
+    else:
+        f = spdf.finetune(init_from=os.path.join(out, "pretrain", s["pretrain"]), keep_masks=s["keep_masks"], **common)
+    t1 = time.perf_counter()
+    pred = os.path.join(out, "predictions", cell["name"] + ".jsonl")
+    ev = evaluate_task(f["model"], get_tokenizer(s["tokenizer"]), task.test, max_new_tokens=s["task_def"]["max_new_tokens"],
+                       predictions_path=pred, metric=task.metric)
+    pre = pre or {}
+    n_pairs = sum(len(e.references) for e in task.train)
+    row = {"task": s["task"], "size": s["size"], "set": s["set"], "arm": s["arm"], "seed": s["seed"],
+           "n_params": f["model"].num_params(), "pretrain_sparsity": pre.get("spec", {}).get("sparsity"),
+           "pretrain_steps": pre.get("spec", {}).get("steps", 0), "pretrain_tokens": pre.get("tokens", 0),
+           "pretrain_flops": pre.get("flops", 0.0), "pretrain_val_loss": pre.get("val_loss"),
+           "n_train_inputs": len(task.train), "n_train_pairs": n_pairs,
+           "distinct_pairs_seen": round(plan_lib.distinct_seen(n_pairs, s["steps"] * s["batch_size"]), 1),
+           "finetune_val_loss": f["val_loss"], "test_loss": ev["loss"], "test_perplexity": ev["perplexity"],
+           "bleu": ev["bleu"], "n_test_inputs": ev["n_inputs"], "finetune_seconds": round(t1 - t0, 2),
+           "eval_seconds": round(time.perf_counter() - t1, 2), "cell": cell["name"]}
+    write_json(os.path.join(out, "cells", cell["name"] + ".json"), {"format": FORMAT, "name": cell["name"],
+                                                                   "spec": s, "row": row})
+    return row
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+
+class Lock:
+    """``OUT/.study.lock`` holds the pid of the run using OUT; a dead pid's lock is taken over."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, ".study.lock")
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:
+            with open(self.path) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and _alive(pid):
+            raise MiniSPDFError(f"another study run (pid {pid}) is using {os.path.dirname(self.path)}: wait for it "
+                                "to finish or choose another --out")
+        atomic_write_bytes(self.path, lambda f: f.write(str(os.getpid()).encode()))
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_temps(out: str) -> None:
+    """Leftovers of a killed run (we hold the lock, so nothing else is writing them)."""
+    for sub in ("pretrain", "cells", "predictions", ""):
+        folder = os.path.join(out, sub)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.startswith(".tmp-"):
+                p = os.path.join(folder, name)
+                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(grid: dict, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["tasks"] = load_tasks(grid)
+
+
+def _job(kind: str, out: str, job: dict, device: str):
+    """What a worker runs: one pre-training job or one cell (its pre-training summary from disk)."""
+    if kind == "pretrain":
+        return run_pretrain(out, job, device)
+    pre = pretrain_done(out, job["spec"]["pretrain"]) if job["spec"]["pretrain"] else None
+    return run_cell(out, job, _WORKER["tasks"], pre, device)
+
+
+def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], tasks: dict, device: str,
+            jobs: int, log, est: dict) -> int:
+    """Run every unfinished job; a cell starts as soon as its pre-training is done. Returns jobs run.
+
+    A failed job stops the run (after the jobs already running finish); finished jobs stay on disk.
+    """
+    todo_cells = [c for c in cells if cell_done(out, c) is None]
+    needed = {c["spec"]["pretrain"] for c in todo_cells if c["spec"]["pretrain"]}
+    todo_pre = [p for p in pretrains if p["name"] in needed and not pretrain_done(out, p["name"])]
+    pending = {p["name"] for p in todo_pre}
+    waiting: dict[str, list] = {}
+    ready = []
+    for c in todo_cells:
+        (waiting.setdefault(c["spec"]["pretrain"], []) if c["spec"]["pretrain"] in pending else ready).append(c)
+    total, t0 = len(todo_pre) + len(todo_cells), time.perf_counter()
+    est_total = sum(est.get(j["name"], 0.0) for j in todo_pre + todo_cells) / max(1, jobs)
+    done = [0]
+
+    def finished(kind: str, job: dict, result: dict) -> list:
+        done[0] += 1
+        elapsed = time.perf_counter() - t0
+        log(f"[{done[0]}/{total}] {_describe(kind, job, result)} ({plan_lib.fmt_duration(elapsed)} elapsed, "
+            f"estimate {plan_lib.fmt_duration(est_total)})")
+        return waiting.pop(job["name"], []) if kind == "pretrain" else []
+
+    if jobs == 1:  # in this process, in plan order: each pre-training run, then the cells it unlocks
+        _WORKER["tasks"] = tasks
+        queue = [("pretrain", p) for p in todo_pre] + [("cell", c) for c in ready]
+        while queue:
+            kind, job = queue.pop(0)
+            queue[:0] = [("cell", c) for c in finished(kind, job, _job(kind, out, job, device))]
+        return total
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_init_worker, initargs=(grid, 1))
+    futures = {}
+    try:
+        for kind, job in [("pretrain", p) for p in todo_pre] + [("cell", c) for c in ready]:
+            futures[pool.submit(_job, kind, out, job, device)] = (kind, job)
+        while futures:
+            done_now, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+            for fut in done_now:
+                kind, job = futures.pop(fut)
+                for cell in finished(kind, job, fut.result()):
+                    futures[pool.submit(_job, "cell", out, cell, device)] = ("cell", cell)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return total
+
+
+def _describe(kind: str, job: dict, r: dict) -> str:
+    s = job["spec"]
+    if kind == "pretrain":
+        return f"pre-trained {s['size']} at {s['sparsity']:.0%} sparsity, {s['steps']} steps, seed {s['seed']}: " \
+               f"val loss {r['val_loss']:.3f}"
+    bleu = f"BLEU {r['bleu']:.1f}, " if r["bleu"] is not None else ""
+    return f"{r['task']} {r['size']} {r['set']} {r['arm']} seed {r['seed']}: {bleu}test loss {r['test_loss']:.3f}"

@@ -1,0 +1,112 @@
+"""Statistics for a handful of seeds: paired differences, t-intervals and the verdict rules.
+
+Every comparison in the study is *paired by seed*: a seed fixes the initial weights and the data
+order of every arm, so the noise that two arms share cancels in their per-seed difference. For
+``n`` per-seed differences ``d`` the two-sided interval at level ``1 - alpha`` is
+
+    mean(d) +- t(1 - alpha/2, n - 1) * sd(d) / sqrt(n)
+
+and every verdict is read off such an interval, with rules that are fixed before the run (the
+margins live in the grid file). Each rule can come out ``holds``, ``fails`` or ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+
+from scipy.stats import t as student_t
+
+HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE = "holds", "fails", "inconclusive", "untestable"
+
+
+@dataclass
+class Interval:
+    """Mean of ``n`` paired differences with its two-sided interval at ``level``."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    level: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def interval(diffs, level: float = 0.95) -> Interval | None:
+    """The t-interval of the mean of ``diffs``; None with fewer than two values (no spread)."""
+    d = [float(x) for x in diffs if x is not None and math.isfinite(x)]
+    if len(d) < 2:
+        return None
+    mean = statistics.fmean(d)
+    half = student_t.ppf(0.5 + level / 2, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    return Interval(mean, mean - half, mean + half, len(d), level)
+
+
+def paired(a: dict, b: dict) -> list[float]:
+    """Per-seed ``a[seed] - b[seed]`` over the seeds both have."""
+    return [a[s] - b[s] for s in sorted(set(a) & set(b)) if a[s] is not None and b[s] is not None]
+
+
+def non_inferiority(diffs, margin: float) -> tuple[str, Interval | None, Interval | None]:
+    """"No significant loss": ``diffs`` are losses of the new arm (positive = worse) per seed.
+
+    The two one-sided tests (TOST) at 5% each read the 90% interval: the claim *holds* when its
+    upper end is below ``+margin`` (the loss is smaller than the margin, one-sided p < 0.05); it
+    *fails* when its lower end is above ``+margin`` (a loss larger than the margin); otherwise it
+    is inconclusive. Returns (verdict, 90% interval, 95% interval for display).
+    """
+    ci90, ci95 = interval(diffs, 0.90), interval(diffs, 0.95)
+    if ci90 is None:
+        return UNTESTABLE, None, None
+    if ci90.high < margin:
+        return HOLDS, ci90, ci95
+    if ci90.low > margin:
+        return FAILS, ci90, ci95
+    return INCONCLUSIVE, ci90, ci95
+
+
+def equivalent(ci90: Interval | None, margin: float) -> bool | None:
+    """Both one-sided tests of TOST pass: the 90% interval lies inside (-margin, +margin)."""
+    return None if ci90 is None else (-margin < ci90.low and ci90.high < margin)
+
+
+def directional(diffs, level: float = 0.95) -> tuple[str, Interval | None]:
+    """A claimed direction, with ``diffs`` oriented so that positive means "as claimed".
+
+    Holds when the interval excludes zero on the positive side, fails when it excludes zero on
+    the negative side, inconclusive when it contains zero.
+    """
+    ci = interval(diffs, level)
+    if ci is None:
+        return UNTESTABLE, None
+    if ci.low > 0:
+        return HOLDS, ci
+    if ci.high < 0:
+        return FAILS, ci
+    return INCONCLUSIVE, ci
+
+
+def holm(p_values: list[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down: which of k hypotheses are rejected at family-wise level ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def one_sided_p(diffs, margin: float = 0.0) -> float | None:
+    """p-value of ``mean(diffs) > margin`` (one-sided t-test); None with fewer than two values."""
+    d = [float(x) for x in diffs if x is not None and math.isfinite(x)]
+    if len(d) < 2:
+        return None
+    sd = statistics.stdev(d)
+    mean = statistics.fmean(d)
+    if sd == 0:
+        return 0.0 if mean > margin else 1.0
+    return float(student_t.sf((mean - margin) / (sd / math.sqrt(len(d))), len(d) - 1))
