@@ -150,8 +150,10 @@ def cmd_flops(argv):
 def cmd_bench(argv):
     from .bench import bench, format_bench
 
-    if any(a.split("=")[0] == "--kernels" for a in argv):
+    kernels = [a for a in argv if a.split("=")[0] == "--kernels"]
+    if kernels and cfg_lib.convert("kernels", bool, kernels[-1].partition("=")[2] or "true"):
         return cmd_bench_kernels(argv)
+    argv = [a for a in argv if a not in kernels]  # --kernels=false: the step bench
     schema = {"preset": (str, "tiny", "model size"), "sparsity": (float, 0.75, "masked arm's sparsity"),
               "batch_size": (int, 12, "sequences per step"), "block_size": (int, None, "context length"),
               "steps": (int, 30, "timed steps per arm (after warmup)"), "warmup": (int, 5, "untimed steps"),

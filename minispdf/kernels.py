@@ -48,6 +48,7 @@ import warnings
 
 import torch
 
+from .bench import _Arm, _sync, step_autocast
 from .errors import MiniSPDFError
 from .flops import flop_report
 from .model import PRESETS, preset_config
@@ -174,11 +175,6 @@ def relative_error(result: torch.Tensor, expected: torch.Tensor) -> float:
         result = result.to(expected.dtype).reshape(expected.shape)
     scale = expected.abs().max().clamp_min(1e-30)
     return float(((result.float() - expected.float()).abs().max() / scale.float()).item())
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _time_once(fn, inner: int, device: str) -> float:
@@ -343,8 +339,6 @@ def step_profile(preset: str, batch_size: int, block_size: int | None, device: s
     takes (torch.profiler, ``record_shapes``, matched by shape)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from .bench import _Arm, step_autocast
-
     _, autocast = step_autocast(device, dtype)
     arm = _Arm(preset, 0.0, batch_size, block_size, device, False)
     cfg = arm.model.config
@@ -448,14 +442,6 @@ def parse_sparsities(text) -> tuple[float, ...]:
     return tuple(sorted(set(out)))
 
 
-def _kernel_dtype(device: str, dtype: str):
-    if dtype not in ("auto", "fp32", "bf16"):
-        raise MiniSPDFError(f"--dtype {dtype!r}: choose auto, fp32 or bf16")
-    if dtype == "bf16" or (dtype == "auto" and device.startswith("cuda")):
-        return torch.bfloat16
-    return torch.float32
-
-
 def kernel_bench(preset: str = "tiny", sparsities=SPARSITIES, batch_size: int = 12, block_size: int | None = None,
                  repeats: int = 9, device: str = "auto", dtype: str = "auto", threads: int | None = None,
                  step: bool = True, step_steps: int = 3) -> dict:
@@ -468,7 +454,7 @@ def kernel_bench(preset: str = "tiny", sparsities=SPARSITIES, batch_size: int = 
         raise MiniSPDFError(f"--threads {threads}: give a positive number of CPU threads")
     cfg = preset_config(preset, **({"block_size": block_size} if block_size is not None else {}))
     device = pick_device(device)
-    torch_dtype = _kernel_dtype(device, dtype)
+    torch_dtype = torch.bfloat16 if step_autocast(device, dtype)[0] else torch.float32  # as the step runs
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

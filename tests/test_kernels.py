@@ -200,6 +200,7 @@ def test_preset_all(capsys, monkeypatch):
     (["--dtype", "fp8"], "--dtype 'fp8'"),
     (["--steps", "3"], "unknown setting --steps"),
     (["--device", "cuda"], "no CUDA GPU"),
+    (["--kernels=maybe"], "--kernels expects true or false"),
 ])
 def test_bad_input_is_one_line(capsys, argv, needle):
     if argv == ["--device", "cuda"] and torch.cuda.is_available():
