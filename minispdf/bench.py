@@ -123,6 +123,16 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def step_autocast(device: str, dtype: str = "auto"):
+    """(use_bf16, autocast context factory) for --dtype auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16."""
+    if dtype not in ("auto", "fp32", "bf16"):
+        raise MiniSPDFError(f"--dtype {dtype!r}: choose auto, fp32 or bf16")
+    use_bf16 = dtype == "bf16" or (dtype == "auto" and device.startswith("cuda"))
+    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if use_bf16 \
+        else autocast_for("cpu")
+    return use_bf16, autocast
+
+
 def bench(preset: str = "tiny", sparsity: float = 0.75, batch_size: int = 12, block_size: int | None = None,
           steps: int = 30, warmup: int = 5, device: str = "auto", compile: bool = False,
           dtype: str = "auto", peak_tflops: float | None = None, memory: bool = True) -> dict:
@@ -133,11 +143,7 @@ def bench(preset: str = "tiny", sparsity: float = 0.75, batch_size: int = 12, bl
     if peak_tflops is not None and not (0 < peak_tflops < float("inf")):
         raise MiniSPDFError(f"--peak_tflops {peak_tflops}: give the device's peak as a positive number of TFLOP/s")
     device = pick_device(device)
-    if dtype not in ("auto", "fp32", "bf16"):
-        raise MiniSPDFError(f"--dtype {dtype!r}: choose auto, fp32 or bf16")
-    use_bf16 = dtype == "bf16" or (dtype == "auto" and device.startswith("cuda"))
-    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if use_bf16 \
-        else autocast_for("cpu")
+    use_bf16, autocast = step_autocast(device, dtype)
     arms, mem = {}, {}
     for name, s in (("dense", 0.0), ("sparse", sparsity)):  # build and warm up (and compile) each arm
         if device.startswith("cuda"):

@@ -184,10 +184,14 @@ def cmd_flops(argv):
     _emit(s["json"], d, report.format())
 
 
-@command("bench", "time the training step dense vs masked; tokens/s, MFU, peak memory")
+@command("bench", "time the training step dense vs masked; tokens/s, MFU, peak memory (--kernels: sparse kernels)")
 def cmd_bench(argv):
     from .bench import bench, format_bench
 
+    kernels = [a for a in argv if a.split("=")[0] == "--kernels"]
+    if kernels and cfg_lib.convert("kernels", bool, kernels[-1].partition("=")[2] or "true"):
+        return cmd_bench_kernels(argv)
+    argv = [a for a in argv if a not in kernels]  # --kernels=false: the step bench
     schema = {"preset": (str, "tiny", "model size"), "sparsity": (float, 0.75, "masked arm's sparsity"),
               "batch_size": (int, 12, "sequences per step"), "block_size": (int, None, "context length"),
               "steps": (int, 30, "timed steps per arm (after warmup)"), "warmup": (int, 5, "untimed steps"),
@@ -198,6 +202,26 @@ def cmd_bench(argv):
     as_json = s.pop("json")
     result = bench(**s)
     _emit(as_json, result, format_bench(result))
+
+
+def cmd_bench_kernels(argv):
+    from .kernels import format_kernel_bench, kernel_bench_presets
+
+    schema = {"preset": (str, "tiny", "model size whose 4 masked matrix shapes are timed, or all"),
+              "sparsities": (str, "0.5,0.75,0.9,0.95,0.99", "comma-separated sparsities"),
+              "batch_size": (int, 12, "sequences per step (tokens = batch x block)"),
+              "block_size": (int, None, "context length (default: the preset's)"),
+              "repeats": (int, 9, "interleaved repeats (the median is reported)"),
+              "device": (str, "auto", "auto|cpu|cuda|mps"), "dtype": (str, "auto", "auto (bf16 on CUDA) | fp32 | bf16"),
+              "threads": (int, None, "CPU threads (default: torch's)"),
+              "step": (bool, True, "also profile a dense training step and derive its speedups (Amdahl)"),
+              "step_steps": (int, 3, "profiled training steps")}
+    s = _settings(argv, schema, {"json": False, "kernels": True},
+                  "minispdf bench --kernels [--preset tiny|all] [--sparsities 0.5,0.9] [--threads 1] [--json]")
+    as_json = s.pop("json")
+    s.pop("kernels")
+    result = kernel_bench_presets(**s)
+    _emit(as_json, result, format_kernel_bench(result))
 
 
 @command("sample", "generate text from a checkpoint")

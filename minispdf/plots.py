@@ -311,6 +311,44 @@ def plot_bench(results: Sequence[dict], ax=None, title: str | None = None):
     return ax
 
 
+KERNEL_PANELS = {"forward": "forward: Y = X W^T", "grad_input": "backward: dX = dY W",
+                 "grad_weight": "backward: dW = dY^T X (kept entries)", "total": "all three"}
+
+
+def plot_kernel_speedups(result: dict, axes=None, title: str | None = None):
+    """Measured speedup over the dense matmul against sparsity, one panel per matmul
+    (``minispdf.kernels.kernel_bench`` result): CSR solid, zeros-in-dense dotted, 2:4 a star."""
+    rows = result.get("rows") or []
+    if not rows:
+        raise MiniSPDFError("plot_kernel_speedups needs a kernel_bench result with rows")
+    if axes is None:
+        _, axes = _plt().subplots(1, len(KERNEL_PANELS), figsize=(4 * len(KERNEL_PANELS), 3.6), sharey=True)
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    for ax, (kernel, label) in zip(axes, KERNEL_PANELS.items()):
+        ax.axhline(1.0, color="k", lw=0.8)
+        for i, shape in enumerate(shapes):
+            for arm, style in (("csr", "-o"), ("zeros", ":")):
+                pts = sorted((r["sparsity"], r[f"{kernel}_speedup"]) for r in rows
+                             if r["shape"] == shape and r["arm"] == arm and r[f"{kernel}_speedup"] is not None)
+                if pts:
+                    ax.plot(*zip(*pts), style, color=f"C{i}", ms=3, lw=1.5 if arm == "csr" else 1,
+                            label=f"{shape} CSR" if arm == "csr" else ("zeros in dense (dotted)" if i == 0 else None))
+            two = [r for r in rows if r["shape"] == shape and r["arm"] == "2:4" and r[f"{kernel}_speedup"]]
+            for r in two:
+                ax.plot([0.5], [r[f"{kernel}_speedup"]], "*", color=f"C{i}", ms=10, label=f"{shape} 2:4")
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("sparsity")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("speedup over dense (measured; >1 = faster)")
+    axes[0].legend(fontsize=7)
+    fig = axes[0].figure
+    fig.suptitle(title or f"{result['preset']}'s masked matmuls at {result['tokens']} tokens on {result['device']} "
+                 f"({result['threads']} threads): when do sparse kernels pay?", fontsize=10)
+    fig.tight_layout()
+    return axes
+
+
 # ------------------------------------------------------------------------------ comparisons
 
 

@@ -130,6 +130,26 @@ def test_plot_bench_shows_measured_and_theoretical():
         plots.plot_bench([])
 
 
+def test_plot_kernel_speedups_draws_the_measured_speedups():
+    rows = [dict(shape=s, arm="dense", sparsity=0.0, **{f"{k}_speedup": 1.0 for k in plots.KERNEL_PANELS})
+            for s in ("qkv", "mlp_up")]
+    rows += [dict(shape=s, arm=arm, sparsity=sp, **{f"{k}_speedup": sp * 4 for k in plots.KERNEL_PANELS})
+             for s in ("qkv", "mlp_up") for arm in ("zeros", "csr") for sp in (0.5, 0.9)]
+    rows.append(dict(shape="qkv", arm="2:4", sparsity=0.5, forward_speedup=1.4, grad_input_speedup=1.3,
+                     grad_weight_speedup=None, total_speedup=1.2))
+    r = dict(rows=rows, preset="nano", tokens=8, device="cpu", threads=1)
+    axes = plots.plot_kernel_speedups(r)
+    assert len(axes) == 4 and axes[0].get_legend() is not None and axes[0].get_ylabel()
+    for ax in axes:
+        assert ax.get_title() and ax.get_xlabel() == "sparsity" and ax.get_yscale() == "log"
+    csr = [ln for ln in axes[0].lines if ln.get_label() == "qkv CSR"][0]
+    assert list(csr.get_xdata()) == [0.5, 0.9] and list(csr.get_ydata()) == [2.0, 3.6]
+    assert [ln.get_ydata()[0] for ln in axes[0].lines if ln.get_label() == "qkv 2:4"] == [1.4]
+    assert not [ln for ln in axes[2].lines if ln.get_label() == "qkv 2:4"]  # no 2:4 weight-gradient kernel
+    with pytest.raises(MiniSPDFError):
+        plots.plot_kernel_speedups(dict(rows=[]))
+
+
 def test_bars_grouped_bars_tables_and_samples():
     ax = plots.plot_bars({"dense": 1.0, "SPDF": 1.2}, ylabel="loss", title="t", reference=1.0, reference_label="dense")
     _labelled(ax)

@@ -1,0 +1,577 @@
+"""``minispdf bench --kernels``: when does a sparse format make the masked matmuls faster?
+
+``minispdf bench`` shows that a masked training step costs what a dense one costs: the kit
+stores pruned weights as zeros inside dense matrices, and dense kernels multiply the zeros. This
+module times the alternatives for the four masked matrix shapes of a preset (q/k/v, attention
+out, MLP up, MLP down), at the training batch (tokens = batch x block), for each sparsity:
+
+- ``dense``: the dense weight (the baseline; sparsity plays no part);
+- ``zeros``: the dense weight holding the zeros (what minispdf trains with);
+- ``csr``: the kept weights in ``torch.sparse`` CSR format;
+- ``2:4``: ``torch.sparse.to_sparse_semi_structured`` weights (exactly 50%, two of every four
+  consecutive weights kept), on a CUDA GPU of compute capability 8.0 or newer only.
+
+Each arm times the three matmuls a linear layer does per training step (W is out x in, X the
+N x in activations, dY the N x out gradient of the output):
+
+- ``forward``     Y = X W^T.   CSR and 2:4 compute Y^T = W X^T (sparse times dense), with the
+                  activations held feature-major (in x N);
+- ``grad_input``  dX = dY W.   CSR computes dX^T = W^T dY^T with the CSR transpose of W, whose
+                  structure is fixed by the static mask; its values are gathered from W's on
+                  every call (a trainer has new values every step), and that gather is timed;
+- ``grad_weight`` dW = dY^T X, needed only at the mask's nonzeros. ``zeros`` computes it dense
+                  and then multiplies by the mask (what minispdf's training does);
+                  ``csr`` uses ``torch.sparse.sampled_addmm``, which computes only the kept
+                  entries (an SDDMM); ``2:4`` has no such kernel in torch (not timed, counted
+                  as dense in the step estimate).
+
+Times are medians of interleaved repeats: every repeat runs each (arm, sparsity, matmul) once
+(a few calls, for small matmuls), so drift in clock speed or background load hits all alike.
+Outputs are written into preallocated buffers, so only the kernels are timed, not the CPU
+allocator. Before timing, each sparse kernel's result is checked against the dense matmul with
+the zeros.
+
+The step estimate (:func:`step_profile`, :func:`step_estimates`) is Amdahl's law: torch.profiler
+*measures* which fraction of a dense training step each masked matmul takes; the estimate
+*derives* the step speedup if those matmuls ran at the measured kernel speedups and everything
+else (attention, LM head, LayerNorms, optimizer) stayed as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import time
+import warnings
+
+import torch
+
+from .bench import _Arm, _sync, step_autocast
+from .errors import MiniSPDFError
+from .flops import flop_report
+from .model import PRESETS, preset_config
+from .sparsity import check_sparsity
+from .train import pick_device
+
+SPARSITIES = (0.5, 0.75, 0.9, 0.95, 0.99)
+KERNELS = ("forward", "grad_input", "grad_weight")
+SHAPE_NAMES = ("qkv", "attn_out", "mlp_up", "mlp_down")
+MIN_SAMPLE_S = 0.01  # one timed sample runs a small kernel this long, so timer overhead does not count
+TWO_FOUR = "2:4"
+
+
+def matrix_shapes(cfg) -> dict:
+    """The masked weights of one block as nn.Linear stores them: name -> (out, in)."""
+    d = cfg.n_embd
+    return {"qkv": (3 * d, d), "attn_out": (d, d), "mlp_up": (4 * d, d), "mlp_down": (d, 4 * d)}
+
+
+def random_mask(shape, sparsity: float, generator: torch.Generator) -> torch.Tensor:
+    """Exactly round((1 - sparsity) * numel) kept entries, uniformly at random (True = kept)."""
+    numel = shape[0] * shape[1]
+    keep = round((1 - sparsity) * numel)
+    mask = torch.zeros(numel, dtype=torch.bool)
+    mask[torch.randperm(numel, generator=generator)[:keep]] = True
+    return mask.view(shape)
+
+
+def two_four_mask(shape, generator: torch.Generator) -> torch.Tensor:
+    """Two of every four consecutive entries of each row kept, at random: the 2:4 pattern."""
+    rows, cols = shape
+    if cols % 4:
+        raise MiniSPDFError(f"a 2:4 mask needs a column count divisible by 4, not {cols}")
+    scores = torch.rand(rows, cols // 4, 4, generator=generator)
+    top = scores.topk(2, dim=-1).indices
+    return torch.zeros(rows, cols // 4, 4, dtype=torch.bool).scatter_(-1, top, True).view(rows, cols)
+
+
+def csr_transpose_plan(w_csr: torch.Tensor):
+    """(crow, col, order) of the CSR of W^T, where W^T's values are ``w_csr.values()[order]``.
+
+    The mask is static, so this structure is computed once; only the gather runs per step.
+    """
+    out_features, in_features = w_csr.shape
+    crow, col = w_csr.crow_indices(), w_csr.col_indices()
+    row = torch.repeat_interleave(torch.arange(out_features, device=col.device), crow.diff())
+    order = torch.argsort(col * out_features + row)  # W's nonzeros in column-major order
+    counts = torch.bincount(col, minlength=in_features)
+    crow_t = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return crow_t, row[order], order
+
+
+class Operands:
+    """The activations and output gradient of one shape at N tokens, in both layouts."""
+
+    def __init__(self, shape, tokens: int, device: str, dtype, generator: torch.Generator):
+        out_features, in_features = shape
+        self.x = torch.randn(tokens, in_features, generator=generator).to(device, dtype)
+        self.dy = torch.randn(tokens, out_features, generator=generator).to(device, dtype)
+        self.xT = self.x.t().contiguous()
+        self.dyT = self.dy.t().contiguous()
+
+
+def kernels(arm: str, weight: torch.Tensor, mask: torch.Tensor | None, ops: Operands) -> dict:
+    """{matmul name: a function computing it} for one arm; every function returns its result.
+
+    ``weight`` is the dense weight (out x in); ``mask`` the kept entries (None for ``dense``).
+    Outputs go to buffers allocated here (``out=``): a fresh CPU allocation's page faults cost
+    more than a 99%-sparse matmul and depend on what ran before. ``grad_weight`` of ``2:4`` is
+    None: torch has no 2:4 weight-gradient kernel.
+    """
+    x, dy, xT, dyT = ops.x, ops.dy, ops.xT, ops.dyT
+    if arm in ("dense", "zeros"):
+        w = weight if arm == "dense" else weight * mask
+        y, dx, dw = (torch.empty_like(t) for t in (dy, x, weight))
+        grad_weight = ((lambda: torch.mm(dyT, x, out=dw)) if arm == "dense"
+                       else (lambda: torch.mm(dyT, x, out=dw).mul_(mask)))  # what masked training does
+        return {"forward": lambda: torch.mm(x, w.t(), out=y), "grad_input": lambda: torch.mm(dy, w, out=dx),
+                "grad_weight": grad_weight}
+    w_zeros = weight * mask
+    if arm == "csr":
+        w_csr = w_zeros.to_sparse_csr()
+        crow_t, col_t, order = csr_transpose_plan(w_csr)
+        values_t = torch.empty_like(w_csr.values())
+        w_t = torch.sparse_csr_tensor(crow_t, col_t, values_t, (weight.shape[1], weight.shape[0]),
+                                      check_invariants=False)
+        yT, dxT, dw = torch.empty_like(dyT), torch.empty_like(xT), w_csr.clone()
+
+        def grad_input():
+            torch.index_select(w_csr.values(), 0, order, out=values_t)  # this step's values into W^T's layout
+            return torch.mm(w_t, dyT, out=dxT)
+
+        return {"forward": lambda: torch.mm(w_csr, xT, out=yT), "grad_input": grad_input,
+                "grad_weight": lambda: torch.sparse.sampled_addmm(w_csr, dyT, x, beta=0.0, out=dw)}
+    if arm == TWO_FOUR:
+        # W and W^T each need their own 2:4 pattern along rows; ``mask`` is W's, W^T's is drawn alike.
+        # (CUDA's caching allocator makes fresh outputs cheap there, so no out= buffers.)
+        w24 = torch.sparse.to_sparse_semi_structured(w_zeros)
+        w24_t = torch.sparse.to_sparse_semi_structured(_two_four_transpose(weight))
+        return {"forward": lambda: torch.mm(w24, xT), "grad_input": lambda: torch.mm(w24_t, dyT), "grad_weight": None}
+    raise MiniSPDFError(f"unknown kernel arm {arm!r}: choose dense, zeros, csr or 2:4")
+
+
+def _two_four_transpose(weight: torch.Tensor) -> torch.Tensor:
+    """W^T with a 2:4 pattern of its own (a fixed draw, so kernels() and reference() agree)."""
+    w_t = weight.t().contiguous()
+    return w_t * two_four_mask(w_t.shape, torch.Generator().manual_seed(1)).to(weight.device)
+
+
+def reference(arm: str, weight: torch.Tensor, mask: torch.Tensor, ops: Operands) -> dict:
+    """What each of a sparse arm's matmuls must equal, in that arm's (feature-major) layout,
+    computed with dense matmuls."""
+    w_zeros = weight * mask
+    if arm == TWO_FOUR:
+        return {"forward": torch.mm(w_zeros, ops.xT), "grad_input": torch.mm(_two_four_transpose(weight), ops.dyT)}
+    return {"forward": torch.mm(w_zeros, ops.xT), "grad_input": torch.mm(w_zeros.t(), ops.dyT),
+            "grad_weight": torch.mm(ops.dyT, ops.x) * mask}
+
+
+def relative_error(result: torch.Tensor, expected: torch.Tensor) -> float:
+    if result.layout != torch.strided:
+        result = result.to_dense()
+    if result.dtype != expected.dtype or result.shape != expected.shape:
+        result = result.to(expected.dtype).reshape(expected.shape)
+    scale = expected.abs().max().clamp_min(1e-30)
+    return float(((result.float() - expected.float()).abs().max() / scale.float()).item())
+
+
+def _time_once(fn, inner: int, device: str) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t) / inner
+
+
+def time_interleaved(tasks: dict, repeats: int, device: str) -> dict:
+    """{key: median seconds per call}: every repeat calls every task (a few times when it is fast),
+    in an order rotated from repeat to repeat."""
+    inner = {}
+    for key, fn in tasks.items():
+        fn()  # warm-up
+        once = _time_once(fn, 1, device)
+        inner[key] = max(1, min(1000, math.ceil(MIN_SAMPLE_S / max(once, 1e-9))))
+    keys = list(tasks)
+    samples = {k: [] for k in keys}
+    for r in range(repeats):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            samples[key].append(_time_once(tasks[key], inner[key], device))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def two_four_support(device: str, dtype) -> str | None:
+    """None if 2:4 kernels can run here, else the reason they are skipped."""
+    if not device.startswith("cuda"):
+        return f"2:4 semi-structured kernels need a CUDA GPU of compute capability 8.0+ (this run is on {device})"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"2:4 semi-structured kernels need compute capability 8.0+ (this GPU is {major}.{minor})"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return "2:4 semi-structured kernels are timed in fp16/bf16 only: use --dtype bf16"
+    return None
+
+
+def _tolerance(dtype) -> float:
+    return 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
+
+
+def bench_shape(name: str, shape, tokens: int, sparsities, repeats: int, device: str, dtype,
+                two_four: bool, seed: int = 0) -> tuple[list[dict], dict]:
+    """Rows of {shape, arm, sparsity, <kernel>_ms, speedup, ...} for one matrix shape, and
+    {arm: reason} for arms or kernels that could not run."""
+    g = torch.Generator().manual_seed(seed)
+    ops = Operands(shape, tokens, device, dtype, g)
+    weight = (torch.randn(shape, generator=g) * 0.02).to(device, dtype)
+    arms = [("dense", 0.0, None)]
+    for s in sparsities:
+        mask = random_mask(shape, s, g).to(device)
+        arms += [("zeros", s, mask), ("csr", s, mask)]
+    if two_four:
+        arms.append((TWO_FOUR, 0.5, two_four_mask(shape, g).to(device)))
+
+    tasks, skipped, errors = {}, {}, {}
+    for arm, s, mask in arms:
+        try:
+            fns = kernels(arm, weight, mask, ops)
+            expected = reference(arm, weight, mask, ops) if arm in ("csr", TWO_FOUR) else {}
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:
+            skipped[arm] = f"{arm} unavailable for {name} {shape[0]}x{shape[1]}: {str(e).splitlines()[0]}"
+            continue
+        for k, fn in fns.items():
+            if fn is None:
+                continue
+            try:
+                if k in expected:
+                    err = errors[(arm, s, k)] = relative_error(fn(), expected[k])
+                    if not err <= _tolerance(dtype):
+                        skipped[f"{arm} {k}"] = f"{arm} {k} gave a wrong result on {device} (relative error {err:.2g})"
+                        continue
+                else:
+                    fn()
+            except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:
+                skipped[f"{arm} {k}"] = f"{arm} {k} unavailable on {device}: {str(e).splitlines()[0]}"
+                continue
+            tasks[(arm, s, k)] = fn
+    medians = time_interleaved(tasks, repeats, device)
+
+    dense = {k: medians.get(("dense", 0.0, k)) for k in KERNELS}
+    rows = []
+    for arm, s, mask in arms:
+        row = {"shape": name, "out": shape[0], "in": shape[1], "tokens": tokens, "arm": arm, "sparsity": s,
+               "nnz": int(mask.sum()) if mask is not None else shape[0] * shape[1]}
+        for k in KERNELS:
+            t = medians.get((arm, s, k))
+            row[f"{k}_ms"] = None if t is None else 1000 * t
+            row[f"{k}_speedup"] = None if t is None or dense[k] is None else dense[k] / t
+            row[f"{k}_rel_error"] = errors.get((arm, s, k))
+        times = [medians.get((arm, s, k)) for k in KERNELS]
+        row["total_ms"] = None if None in times else 1000 * sum(times)
+        row["total_speedup"] = None if None in times or None in dense.values() else sum(dense.values()) / sum(times)
+        rows.append(row)
+    return rows, skipped
+
+
+def break_even(rows: list[dict], shape: str, kernel: str = "total", arm: str = "csr") -> dict:
+    """The lowest measured sparsity from which ``arm`` beats dense (and stays ahead at every higher
+    sparsity measured), and a linear interpolation between the neighbouring measured sparsities."""
+    pts = sorted((r["sparsity"], r[f"{kernel}_speedup"]) for r in rows
+                 if r["shape"] == shape and r["arm"] == arm and r[f"{kernel}_speedup"] is not None)
+    first = None
+    for i, (s, sp) in enumerate(pts):
+        if all(v > 1 for _, v in pts[i:]):
+            first = i
+            break
+    if first is None:
+        return {"first_faster": None, "estimate": None}
+    s1, v1 = pts[first]
+    if first == 0:
+        return {"first_faster": s1, "estimate": None}  # faster already at the lowest sparsity measured
+    s0, v0 = pts[first - 1]
+    estimate = s0 + (1 - v0) * (s1 - s0) / (v1 - v0)
+    return {"first_faster": s1, "estimate": estimate}
+
+
+# ------------------------------------------------------------------------------ the training step
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the profiler's native start/stop log lines (written straight to file descriptor 2)."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def classify_matmul(name: str, shapes_in: list, weights: dict, tokens: int):
+    """(shape name, matmul) for a profiled aten::addmm/mm of a masked layer, else None.
+
+    Forward is addmm(bias, X, W^T); backward is mm(dY, W) (grad_input) and mm(dY^T, X) (grad_weight).
+    """
+    mats = [s for s in shapes_in if len(s) == 2]
+    if len(mats) < 2:
+        return None
+    (m, k), (k2, n) = mats[-2], mats[-1]
+    if name == "aten::addmm" and m == tokens and (n, k) in weights:
+        return weights[(n, k)], "forward"
+    if name == "aten::mm":
+        if k == tokens and (m, n) in weights:
+            return weights[(m, n)], "grad_weight"
+        if m == tokens and (k, n) in weights:
+            return weights[(k, n)], "grad_input"
+    return None
+
+
+def step_profile(preset: str, batch_size: int, block_size: int | None, device: str, dtype: str = "auto",
+                 steps: int = 3, warmup: int = 1) -> dict:
+    """Measured: the wall time of a dense training step and the share of it each masked matmul
+    takes (torch.profiler, ``record_shapes``, matched by shape)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, autocast = step_autocast(device, dtype)
+    arm = _Arm(preset, 0.0, batch_size, block_size, device, False)
+    cfg = arm.model.config
+    tokens = batch_size * cfg.block_size
+    weights = {shape: name for name, shape in matrix_shapes(cfg).items()}
+    for _ in range(max(1, warmup)):
+        arm.step(autocast)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    walls = []
+    with _quiet_stderr(), profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(steps):
+            _sync(device)
+            t = time.perf_counter()
+            arm.step(autocast)
+            _sync(device)
+            walls.append(time.perf_counter() - t)
+    spent = {(s, k): 0.0 for s in SHAPE_NAMES for k in KERNELS}
+    counts = dict.fromkeys(spent, 0)
+    for e in prof.events():
+        if e.name not in ("aten::addmm", "aten::mm"):
+            continue
+        key = classify_matmul(e.name, e.input_shapes, weights, tokens)
+        if key is None:
+            continue
+        us = getattr(e, "device_time_total", 0) if device.startswith("cuda") else e.cpu_time_total
+        spent[key] += us / 1e6
+        counts[key] += 1
+    total = sum(walls)
+    fraction = {s: {k: spent[(s, k)] / total for k in KERNELS} for s in SHAPE_NAMES}
+    expected = cfg.n_layer * steps
+    return {
+        "preset": preset, "tokens": tokens, "batch_size": batch_size, "block_size": cfg.block_size,
+        "n_layer": cfg.n_layer, "steps": steps,
+        "step_ms": 1000 * statistics.median(walls),
+        "masked_matmul_ms": 1000 * sum(spent.values()) / steps,
+        "masked_fraction": sum(spent.values()) / total,
+        "fraction": fraction,
+        # every masked matmul found once per layer and step: the attribution by shape is complete
+        "attribution_complete": all(c == expected for c in counts.values()),
+        "timer": "torch.profiler " + ("CUDA kernel time" if device.startswith("cuda") else "CPU op time")
+                 + " over the wall time of profiled steps",
+    }
+
+
+def step_estimates(profile_: dict, rows: list[dict], cfg, sparsities) -> list[dict]:
+    """Derived (Amdahl): the dense step's speedup if each masked matmul ran at its measured speedup.
+
+    ``csr``: CSR kernels for every masked matmul; ``csr where faster``: the faster of CSR and dense
+    per matmul; ``flop-proportional``: if masked matmul time fell with their FLOPs (what hardware
+    that skips zeros promises); ``2:4``: 2:4 forward and grad_input, dense grad_weight.
+    """
+    frac = profile_["fraction"]
+    rest = 1.0 - profile_["masked_fraction"]
+
+    def speedups(arm, s):
+        out = {}
+        for r in rows:
+            if r["arm"] == arm and abs(r["sparsity"] - s) < 1e-12:
+                out.update({(r["shape"], k): r[f"{k}_speedup"] for k in KERNELS})
+        return out
+
+    def amdahl(sp, floor=0.0):
+        # a matmul with no measured speedup (not timed, or not available) keeps its dense time
+        return 1 / (rest + sum(frac[s][k] / max(sp.get((s, k)) or 1.0, floor) for s in SHAPE_NAMES for k in KERNELS))
+
+    out = []
+    for s in sparsities:
+        sp = speedups("csr", s)
+        out.append({
+            "sparsity": s, "flop_reduction": flop_report(cfg, sparsity=s).reduction,
+            "csr": amdahl(sp), "csr_where_faster": amdahl(sp, floor=1.0),
+            "flop_proportional": 1 / (rest + profile_["masked_fraction"] * (1 - s)),
+        })
+    two_four = speedups(TWO_FOUR, 0.5)
+    if any(v is not None for v in two_four.values()):
+        out.append({"sparsity": 0.5, "arm": TWO_FOUR, "flop_reduction": flop_report(cfg, sparsity=0.5).reduction,
+                    TWO_FOUR: amdahl(two_four)})
+    return out
+
+
+# ------------------------------------------------------------------------------ the whole bench
+
+
+def parse_sparsities(text) -> tuple[float, ...]:
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        items = [t for t in str(text).replace(" ", "").split(",") if t]
+    if not items:
+        raise MiniSPDFError("--sparsities is empty: give comma-separated fractions such as 0.5,0.9,0.99")
+    out = []
+    for t in items:
+        try:
+            s = float(t)
+        except (TypeError, ValueError):
+            raise MiniSPDFError(f"--sparsities: {t!r} is not a number; give fractions such as 0.5,0.9,0.99") from None
+        if not 0 < s < 1:
+            raise MiniSPDFError(f"--sparsities: {t} is outside (0, 1); give the fraction of weights held at zero, "
+                                "e.g. 0.5,0.9,0.99")
+        out.append(check_sparsity(s))
+    return tuple(sorted(set(out)))
+
+
+def kernel_bench(preset: str = "tiny", sparsities=SPARSITIES, batch_size: int = 12, block_size: int | None = None,
+                 repeats: int = 9, device: str = "auto", dtype: str = "auto", threads: int | None = None,
+                 step: bool = True, step_steps: int = 3) -> dict:
+    """Time dense, zeros-in-dense, CSR (and on CUDA 2:4) matmuls for one preset's masked shapes;
+    with ``step``, also profile a dense training step and derive its speedups (module docstring)."""
+    sparsities = parse_sparsities(sparsities)
+    if batch_size < 1 or repeats < 1 or step_steps < 1:
+        raise MiniSPDFError("--batch_size, --repeats and --step_steps must be >= 1")
+    if threads is not None and threads < 1:
+        raise MiniSPDFError(f"--threads {threads}: give a positive number of CPU threads")
+    cfg = preset_config(preset, **({"block_size": block_size} if block_size is not None else {}))
+    device = pick_device(device)
+    torch_dtype = torch.bfloat16 if step_autocast(device, dtype)[0] else torch.float32  # as the step runs
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        tokens = batch_size * cfg.block_size
+        reason = two_four_support(device, torch_dtype)
+        skipped = {TWO_FOUR: reason} if reason else {}
+        rows = []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            warnings.filterwarnings("ignore", message=".*semi-structured.*prototype.*")
+            for name, shape in matrix_shapes(cfg).items():
+                shape_rows, shape_skipped = bench_shape(name, shape, tokens, sparsities, repeats, device, torch_dtype,
+                                                        two_four=reason is None)
+                rows += shape_rows
+                skipped.update({f"{name}: {k}": v for k, v in shape_skipped.items()})
+        result = {
+            "preset": preset, "batch_size": batch_size, "block_size": cfg.block_size, "tokens": tokens,
+            "n_layer": cfg.n_layer, "sparsities": list(sparsities), "repeats": repeats,
+            "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else device,
+            "threads": torch.get_num_threads(), "dtype": str(torch_dtype).replace("torch.", ""),
+            "torch": torch.__version__,
+            "shapes": {k: list(v) for k, v in matrix_shapes(cfg).items()},
+            "rows": rows, "skipped": skipped,
+            "break_even": {s: {k: break_even(rows, s, k) for k in (*KERNELS, "total")} for s in SHAPE_NAMES},
+            "step": None,
+            "measured": "kernel times (median of interleaved repeats) and their speedups over dense"
+                        + ("; the dense training step and each masked matmul's share of it (torch.profiler)"
+                           if step else ""),
+            "derived": ("step speedups (Amdahl: the measured shares at the measured kernel speedups, the rest "
+                        "unchanged); FLOP reductions are counted (minispdf.flops), not timed") if step else
+                       "FLOP reductions are counted (minispdf.flops), not timed",
+        }
+        if step:
+            prof = step_profile(preset, batch_size, block_size, device, dtype, steps=step_steps)
+            prof["estimates"] = step_estimates(prof, rows, cfg, sparsities)
+            prof["limit"] = 1 / (1 - prof["masked_fraction"]) if prof["masked_fraction"] < 1 else None
+            result["step"] = prof
+        return result
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def kernel_bench_presets(preset: str, **kwargs) -> dict:
+    """``--preset all``: {"presets": {name: result}}; one preset: its result."""
+    if preset != "all":
+        return kernel_bench(preset, **kwargs)
+    return {"presets": {name: kernel_bench(name, **kwargs) for name in PRESETS}}
+
+
+# ------------------------------------------------------------------------------ text
+
+
+def _x(v) -> str:
+    return "   n/a " if v is None else f"{v:6.2f}x"
+
+
+def _pct(s) -> str:
+    return f"{s:.0%}" if round(100 * s, 6) == round(100 * s) else f"{100 * s:.1f}%"
+
+
+def format_break_even(be: dict) -> str:
+    if be["first_faster"] is None:
+        return "never faster in the sparsities measured"
+    if be["estimate"] is None:
+        return f"faster from the lowest sparsity measured ({_pct(be['first_faster'])})"
+    return f"faster from {_pct(be['first_faster'])} (about {_pct(be['estimate'])} interpolated)"
+
+
+def format_kernel_bench(r: dict) -> str:
+    if "presets" in r:
+        return "\n\n".join(format_kernel_bench(v) for v in r["presets"].values())
+    sp = r["sparsities"]
+    lines = [
+        f"kernel bench {r['preset']}: the 4 masked matrix shapes at {r['tokens']} tokens "
+        f"(batch {r['batch_size']} x {r['block_size']}), {r['device']} ({r['threads']} threads), {r['dtype']}, "
+        f"torch {r['torch']}, median of {r['repeats']} interleaved repeats",
+        "measured: speedup over the dense matmul (>1 = faster); dense in ms",
+        f"{'shape':<9} {'out x in':>11} {'matmul':<12} {'dense ms':>9} {'arm':<6}"
+        + "".join(f"{_pct(s):>8}" for s in sp),
+    ]
+    for shape, (o, i) in r["shapes"].items():
+        dense = next(x for x in r["rows"] if x["shape"] == shape and x["arm"] == "dense")
+        for n, k in enumerate((*KERNELS, "total")):
+            label = k.replace("_", " ") if k != "total" else "all three"
+            dense_ms = "n/a" if dense[f"{k}_ms"] is None else f"{dense[f'{k}_ms']:.3f}"
+            for arm in ("zeros", "csr"):
+                by_s = {x["sparsity"]: x[f"{k}_speedup"] for x in r["rows"] if x["shape"] == shape and x["arm"] == arm}
+                head = (f"{shape if n == 0 and arm == 'zeros' else '':<9} "
+                        f"{f'{o} x {i}' if n == 0 and arm == 'zeros' else '':>11} "
+                        f"{label if arm == 'zeros' else '':<12} {dense_ms if arm == 'zeros' else '':>9}")
+                lines.append(f"{head} {arm:<6}" + "".join(f"{_x(by_s.get(s)):>8}" for s in sp))
+        two = next((x for x in r["rows"] if x["shape"] == shape and x["arm"] == TWO_FOUR), None)
+        if two:
+            lines.append(f"{'':<9} {'':>11} 2:4 (50%): forward {_x(two['forward_speedup'])}, grad input "
+                         f"{_x(two['grad_input_speedup'])} (grad weight: no 2:4 kernel, stays dense)")
+        lines.append(f"{'':<9} break-even, CSR all three: {format_break_even(r['break_even'][shape]['total'])}")
+    for reason in dict.fromkeys(r["skipped"].values()):
+        lines.append(f"skipped: {reason}")
+    p = r.get("step")
+    if p:
+        lines += [
+            "",
+            f"training step ({r['preset']}, dense, {p['tokens']} tokens): {p['step_ms']:.1f} ms, of which the masked "
+            f"matmuls take {p['masked_fraction']:.0%} ({p['masked_matmul_ms']:.1f} ms) -- measured, {p['timer']}"
+            + ("" if p["attribution_complete"] else " (some masked matmuls were not matched by shape)"),
+            "what the kernels above would do to it -- derived (Amdahl: masked matmuls at their measured speedups, "
+            "the rest unchanged):",
+            f"{'sparsity':>9} {'FLOPs (counted)':>16} {'step, CSR':>10} {'CSR where faster':>17} {'FLOP-proportional':>18}",
+        ]
+        for e in p["estimates"]:
+            if e.get("arm") == TWO_FOUR:
+                lines.append(f"{'2:4 50%':>9} {e['flop_reduction']:>15.2f}x {e[TWO_FOUR]:>9.2f}x  (2:4 forward and "
+                             "grad input, dense grad weight)")
+            else:
+                lines.append(f"{_pct(e['sparsity']):>9} {e['flop_reduction']:>15.2f}x {e['csr']:>9.2f}x "
+                             f"{e['csr_where_faster']:>16.2f}x {e['flop_proportional']:>17.2f}x")
+        if p["limit"]:
+            lines.append(f"limit if the masked matmuls cost nothing: {p['limit']:.2f}x (derived)")
+    return "\n".join(lines)
