@@ -31,7 +31,7 @@ MEASURED_MINUTES = {
     "02_flop_accounting": 0.1,
     "03_sparse_pretraining": 1.2,
     "04_dense_finetuning": 1.5,
-    "05_paper_findings_small_scale": 2.7,
+    "05_paper_findings_small_scale": 0.1,  # reads the committed study (RERUN=True: the quick grid)
     "06_beyond_the_paper": 2.4,  # 1.8 + 0.6 for the sparse-kernel section (timed at 1 thread, under load)
 }
 
@@ -841,137 +841,113 @@ def nb04_dense_finetuning():
 def nb05_paper_findings():
     return notebook("05_paper_findings_small_scale", [
         md(f"""
-        # 05 · The paper's findings, at toy scale
+        # 05 · The paper's findings, at small scale: reading a study
 
-        **Question:** the paper reports that the gap between SPDF and dense (1) shrinks for larger
-        models, (2) grows with the difficulty of the downstream task, and (3) depends on how much
-        fine-tuning data there is. Do these directions show up when we vary one thing at a time?
+        **Question:** the paper reports that 50-75% sparse pre-training loses nothing significant
+        downstream, that sparse fine-tuning (SPSF) is worse than dense fine-tuning, that harder
+        tasks and smaller models suffer more, and that the fine-tuning set size matters. Which of
+        these can a small study on a CPU confirm, refute, or not test at all?
 
         {runtime("05_paper_findings_small_scale")}
 
-        **The gap** of a setting is SPDF's test loss minus the dense model's test loss (nats per
-        target character; positive = SPDF is worse), both fine-tuned identically. BLEU gaps are
-        printed too. One seed per setting, so read small differences with care.
+        This lesson does not train anything by default: it reads the results of `minispdf
+        reproduce` (the kit's study, committed under `results/`) and shows how to judge a claim
+        with a handful of seeds. Set `RERUN = True` to run the `quick` grid yourself (about 10
+        minutes on a 2-core CPU); its results replace the committed ones in the figures.
         """),
         parameters("""
         SCALES = {
-            # sizes: label -> model settings (a preset and optional overrides); base: the model of the other two axes
-            "default": dict(sizes={"2x64 (nano)": dict(preset="nano"), "2x96": dict(preset="nano", n_embd=96, n_head=3)},
-                            base="2x64 (nano)",
-                            block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10, pretrain_steps=800,
-                            finetune_steps=400, n_train=(100, 1000), n_eval=40, max_new_tokens=150),
-            "gpu": dict(sizes={"tiny": dict(preset="tiny"), "mini": dict(preset="mini"), "small": dict(preset="small")},
-                        base="mini",
-                        block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20, pretrain_steps=3000,
-                        finetune_steps=800, n_train=(200, 4000), n_eval=200, max_new_tokens=200),
-            "smoke": dict(sizes={"2x32": dict(preset="nano", n_embd=32), "2x64 (nano)": dict(preset="nano")}, base="2x32",
-                          block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2, pretrain_steps=6,
-                          finetune_steps=4, n_train=(20, 40), n_eval=4, max_new_tokens=20),
+            # which committed study to read, and which grid a rerun runs
+            "default": dict(results="../results/default/results.json", grid="quick"),
+            "gpu": dict(results="../results/gpu-quick/results.json", grid="gpu-quick"),
+            "smoke": dict(results="../results/quick/results.json", grid="smoke"),
         }
-        SPARSITY = 0.75
-        # task difficulty knobs of make_builtin_task: slot count and fixed vs varied wording
-        TASKS = {"easy": dict(min_slots=3, max_slots=4, wording="fixed"),
-                 "hard": dict(min_slots=4, max_slots=5, wording="varied")}""", extra='RUNS = "runs/05_paper_findings"'),
+        RERUN = False  # True: run P["grid"] here (the smoke grid takes seconds, quick about 10 minutes)""",
+                   extra='RUNS = "runs/05_paper_findings"'),
         code("""
+        import json
+        import os
+
         import matplotlib.pyplot as plt
 
         from minispdf import plots
-        from minispdf.data import get_tokenizer
-        from minispdf.evaluate import evaluate_task
-        from minispdf.spdf import finetune, pretrain
-        from minispdf.tasks import make_builtin_task
+        from minispdf.study import report, resolve_grid, run_study
 
-        tok = get_tokenizer("char")
-        settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
-                        eval_interval=0, device=DEVICE, progress=PROGRESS)
-        BASE = P["base"]  # the model of the task and data-size comparisons
-
-        def pretrained(size, sparsity):
-            \"\"\"Pre-train once per (size, sparsity); later calls reuse the checkpoint.\"\"\"
-            out = f"{RUNS}/pretrain-{list(P['sizes']).index(size)}-{sparsity}"
-            if (size, sparsity) not in done:
-                pretrain(block_size=P["block_size"], sparsity=sparsity, data="builtin", max_steps=P["pretrain_steps"],
-                         out=out, overwrite=True, **P["sizes"][size], **settings)
-                done.add((size, sparsity))
-            return out
-        done = set()
-
-        def gap(size, task_name, n_train):
-            \"\"\"Fine-tune the dense and the SPDF model of one size on one task; return both scores and the gaps.\"\"\"
-            task = make_builtin_task(n_train=n_train, n_val=P["n_eval"], n_test=P["n_eval"], **TASKS[task_name])
-            scores = {}
-            for label, s in (("dense", 0.0), ("SPDF", SPARSITY)):
-                r = finetune(init_from=pretrained(size, s), task=task, max_steps=P["finetune_steps"], weight_decay=0.01,
-                             out=f"{RUNS}/finetune-{label}", overwrite=True, **settings)
-                scores[label] = evaluate_task(r["model"], tok, task.test, limit=P["n_eval"], max_new_tokens=P["max_new_tokens"])
-            result = dict(size=size, task=task_name, n_train=n_train,
-                          dense_loss=scores["dense"]["loss"], spdf_loss=scores["SPDF"]["loss"],
-                          loss_gap=scores["SPDF"]["loss"] - scores["dense"]["loss"],
-                          dense_bleu=scores["dense"]["bleu"], spdf_bleu=scores["SPDF"]["bleu"],
-                          bleu_gap=scores["dense"]["bleu"] - scores["SPDF"]["bleu"])
-            print(f"{size}, {task_name} task, {n_train} training inputs: loss gap {result['loss_gap']:+.3f}, "
-                  f"BLEU dense {result['dense_bleu']:.1f} vs SPDF {result['spdf_bleu']:.1f}")
-            if result["dense_loss"] > 1.5:  # ~2 nats/char: only the language was learned, not the task
-                print("  (the dense model has not learned this task yet, so this gap says little)")
-            return result
+        if RERUN or not os.path.exists(P["results"]):
+            results = run_study(resolve_grid(P["grid"]), out=f"{RUNS}/study-{P['grid']}", device=DEVICE)
+        else:
+            with open(P["results"]) as f:
+                results = json.load(f)
+        grid = results["grid"]
+        print(f"grid {grid['name']!r}: {grid['description']}")
+        print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-training runs, "
+              f"run on {results['machine']['cpu']} at commit {results['commit']}")
         """),
         md("""
-        ## One knob at a time
+        ## Arms, paired by seed
 
-        The base setting is the `hard` task with the larger fine-tuning set. From it we vary the
-        model size, then the task, then the amount of fine-tuning data; settings shared between the
-        three axes are run once.
+        Every arm of a cell (task, model size, fine-tuning set) starts from the same initial weights
+        and sees the same data order for a given seed: `dense`, `spdf50`, `spdf75` (sparse
+        pre-training, dense fine-tuning), `spsf75` (masks kept while fine-tuning), `eqflop75` (dense
+        pre-training stopped at the FLOPs of `spdf75`) and `scratch` (no pre-training). So the
+        noise two arms share cancels in their per-seed difference. The table shows each arm's mean
+        over seeds and its gap to dense with a 95% t-interval.
         """),
         code("""
-        small_n, large_n = P["n_train"]
-        cache = {}
-        def run(size, task_name, n_train):
-            key = (size, task_name, n_train)
-            if key not in cache:
-                cache[key] = gap(*key)
-            return cache[key]
+        print(report.summary_markdown(results["summary"]))
+        """),
+        md("""
+        ## The gaps, with their intervals
 
-        by_size = {size: run(size, "hard", large_n) for size in P["sizes"]}
-        by_task = {name: run(BASE, name, large_n) for name in TASKS}
-        by_data = {f"{n} inputs": run(BASE, "hard", n) for n in (small_n, large_n)}
+        A gap whose interval crosses zero is not distinguishable from dense with these seeds. The
+        dashed line is the margin declared in the grid *before* the run (1% of the dense test loss,
+        1 BLEU point): "no significant loss" holds only when the interval sits left of it.
         """),
         code("""
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
-        for ax, (title, results, xlabel) in zip(axes, [
-                ("(1) model size", by_size, "model: layers x width (hard task)"),
-                ("(2) task difficulty", by_task, f"built-in task ({BASE} model)"),
-                ("(3) fine-tuning set size", by_data, f"training inputs ({BASE} model, hard task)")]):
-            plots.plot_grouped_bars({k: {"loss gap (SPDF - dense)": v["loss_gap"]} for k, v in results.items()},
-                                    ax=ax, xlabel=xlabel, ylabel="test-loss gap (nats/char; > 0: SPDF worse)",
-                                    title=title, fmt="{:+.3f}")
-        fig.suptitle(f"Gap between SPDF ({SPARSITY:.0%} sparse pre-training) and dense, at equal fine-tuning")
+        rows = [r for r in results["summary"] if r["arm"] != "dense"]
+        fig, axes = plt.subplots(1, 2, figsize=(12, 0.9 + 0.32 * len(rows)))
+        for ax, metric in zip(axes, ("test_loss", "bleu")):
+            pts = [{"label": f"{r['task']}/{r['size']}/{r['set']}: {r['arm']}", "group": r["arm"],
+                    **(r[f"gap_{metric}"] or {"mean": None})} for r in rows]
+            plots.plot_intervals(pts, ax=ax, margin=grid["margins"][metric],
+                                 colors={a: f"C{i}" for i, a in enumerate(report.ARM_ORDER)},
+                                 xlabel=("relative test-loss gap" if metric == "test_loss" else "BLEU gap (points)")
+                                 + " to dense, > 0: worse", title=f"{metric}: arm minus dense, 95% intervals")
         fig.tight_layout()
         plt.show()
-        print(plots.format_table(list(cache.values()), {"size": "model", "task": "task", "n_train": "train inputs",
-                                                        "dense_loss": "dense loss", "spdf_loss": "SPDF loss", "loss_gap": "loss gap",
-                                                        "dense_bleu": "dense BLEU", "spdf_bleu": "SPDF BLEU"}))
+        """),
+        md("""
+        ## The verdicts
+
+        Each claim is judged by a rule that could have gone the other way: *holds*, *fails*,
+        *inconclusive* (the interval is too wide to tell) or *untestable* (a gate failed: the dense
+        model did not beat no pre-training, its BLEU is below 10, or pre-training never left the
+        loss of a unigram model). One row per claim at the grid's primary cell; the last column
+        tallies the verdicts over every cell where the claim could be judged.
+        """),
+        code("""
+        print(report.headline_table(results["claims"]))
+        print()
+        print(results["flop_claim"]["reason"])
         """),
         md("""
         **Reading it, against the paper.**
 
-        1. *Model size.* The paper: larger models tolerate higher sparsity. A wider model keeps more
-           weights after masking and spends a larger share of its FLOPs in the masked matrices;
-           expect its gap to be smaller.
-        2. *Task difficulty.* The paper: summarisation suffered more than data-to-text. Our `easy`
-           task has one fixed wording per input (a near-deterministic mapping), `hard` has more
-           slots and several wordings; expect the harder task to need more of what pre-training
-           learned, and so a larger gap.
-        3. *Data size.* With few fine-tuning inputs the model leans on pre-training, so a weaker
-           sparse pre-training could show more; with more data, dense fine-tuning can make up for
-           more. Check whether the bars agree: a direction the paper found at 125M-1.3B
-           parameters need not appear at 100k.
+        1. *No significant loss.* At 0.1-0.3M parameters the models have no capacity to spare:
+           expect the 75% arm to lose more than a 1% margin, and the 50% arm to lose less. The
+           paper's claim is about 125M-1.3B parameters; a failure here does not contradict it, it
+           shows where the claim stops holding.
+        2. *SPSF worse than SPDF.* Dropping the mask gives the fine-tuning the full capacity back;
+           this direction should be visible at any scale.
+        3. *Equal FLOPs.* `eqflop75` asks the question the paper does not: is sparse pre-training
+           better than simply pre-training the dense model for fewer steps? The retained benefit
+           `R = (scratch - spdf) / (scratch - dense)` reads at a glance how much of pre-training's
+           value a sparse run kept.
+        4. *Harder tasks, larger models, set size.* Directional claims are judged on a difference
+           of differences per seed; with 3-5 seeds only large effects clear the interval.
 
-        A gap only means something where the dense model learned the task: a model that failed
-        either way shows a small gap for the wrong reason (the cell above flags those). At toy
-        scale and one seed, differences of a few hundredths of a nat may be noise: rerun with
-        another `seed=` in `pretrain`/`finetune` to see how much the numbers move, or use the `gpu`
-        scale. The point of the lesson is the method: change one knob, keep everything else fixed,
-        and measure the gap, not the absolute score.
+        Try: set `RERUN = True` and rerun with other seeds (`resolve_grid("quick", seeds=5)`), and
+        see which verdicts move.
         """),
     ])
 

@@ -21,7 +21,7 @@ from . import plan as plan_lib
 from . import report, runner
 from .grids import GRIDS, parse_arm, resolve_grid
 
-__all__ = ["GRIDS", "resolve_grid", "parse_arm", "run_study", "describe_plan", "collect", "default_jobs"]
+__all__ = ["GRIDS", "resolve_grid", "parse_arm", "run_study", "collect", "default_jobs"]
 
 
 def default_jobs(device: str) -> int:
@@ -48,49 +48,10 @@ def _runs_on_cpu(grid: dict) -> bool:
     return grid["tokenizer"] == "char"
 
 
-def describe_plan(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s: float | None,
-                  flops: float | None, todo: tuple[int, int], jobs: int) -> str:
-    sizes = "; ".join(
-        f"{k} ({plan_lib.n_params(grid, k) / 1e6:.2f}M parameters, {plan_lib.pretrain_steps(grid, k)} pre-training "
-        f"steps = {plan_lib.pretrain_steps(grid, k) * grid['pretrain']['batch_size'] * grid['block_size'] / plan_lib.n_params(grid, k):.0f}"
-        f" tokens per parameter, {v['finetune_steps']} fine-tuning steps)" for k, v in grid["sizes"].items())
-    lines = [f"study grid {grid['name']!r}: {grid['description']}", f"  sizes: {sizes}"]
-    for b in grid["blocks"]:
-        lines.append(f"  block: {', '.join(b['sizes'])} x tasks {', '.join(b['tasks'])} x sets {', '.join(b['sets'])}"
-                     f" x arms {', '.join(b['arms'])} x {b['seeds']} seeds")
-    for key, t in grid["tasks"].items():
-        info = tasks[key]["info"] if tasks else None
-        lines.append(f"  task {key}: {t.get('about', t['spec'])}" + (
-            f"; {info['n_train_inputs']} train inputs ({info['n_train_pairs']} pairs), {info['n_test_inputs']} "
-            f"test inputs evaluated" if info else ""))
-    if tasks:
-        for name, frac in grid["sets"].items():
-            for key, entry in tasks.items():
-                n = max(4, round(frac * len(entry["train"])))
-                pairs = sum(len(e.references) for e in entry["train"][:n]) if n < len(entry["train"]) else \
-                    entry["info"]["n_train_pairs"]
-                draws = max(s["finetune_steps"] for s in grid["sizes"].values()) * grid["finetune"]["batch_size"]
-                lines.append(f"  set {name} of {key}: {n} inputs, ~{plan_lib.distinct_seen(pairs, draws):.0f} "
-                             f"distinct pairs seen in {draws} draws")
-    lines.append(f"  jobs: {len(pretrains)} pre-training runs ({todo[0]} to run), {len(cells)} fine-tuning cells "
-                 f"({todo[1]} to run), {jobs} at a time")
-    if flops is not None:
-        lines.append(f"  training FLOPs of the whole grid: {flops:.3g} (theoretical)")
-    if est_s is not None:
-        lines.append(f"  estimated time: {plan_lib.fmt_duration(est_s)} (a cost model timed on this machine just "
-                     "now; other load makes it slower)")
-    else:
-        tflops = grid.get("assumed_tflops", 300)
-        lines.append(f"  estimated time: {plan_lib.fmt_duration(flops / (tflops * 1e12)) if flops else 'unknown'} at "
-                     f"an ASSUMED {tflops} TFLOP/s sustained (bf16 on one current GPU at ~30% of its peak); not run here")
-    return "\n".join(lines)
-
-
-def collect(grid: dict, out: str, timing: dict, invocations: list) -> dict:
+def collect(grid: dict, out: str, timing: dict, invocations: list, entropy: float | None) -> dict:
     pretrains, cells = plan_lib.plan(grid)
     rows = [r for r in (runner.cell_done(out, c) for c in cells) if r is not None]
     pre = [p for p in (runner.pretrain_done(out, p["name"]) for p in pretrains) if p is not None]
-    entropy = unigram_entropy(grid)
     judge = claims_lib.Judge(grid, rows, pre, entropy)
     results = {"format": runner.FORMAT, "grid": grid, "machine": report.machine_info(), "commit": report.git_commit(),
                "timing": timing, "invocations": invocations, "n_cells": len(cells), "n_cells_done": len(rows),
@@ -120,7 +81,7 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     if dry_run and not on_this_machine:  # a GPU grid on a CPU: FLOPs and an assumed throughput only
         ft = {(c["spec"]["task"], c["spec"]["set"]): grid["block_size"] / 8 for c in cells}
         flops = plan_lib.training_flops(grid, pretrains, cells, ft)
-        text = describe_plan(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), jobs)
+        text = plan_lib.describe(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), jobs)
         log(text)
         return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops}
     check_out_folder(out)
@@ -135,10 +96,11 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     todo_pre = [p for p in pretrains if not runner.pretrain_done(out, p["name"])] if os.path.isdir(out) else pretrains
     todo_cells = [c for c in cells if not runner.cell_done(out, c)] if os.path.isdir(out) else cells
     est_s = sum(est[j["name"]] for j in todo_pre + todo_cells) / jobs
-    text = describe_plan(grid, tasks, pretrains, cells, est_s, flops, (len(todo_pre), len(todo_cells)), jobs)
+    text = plan_lib.describe(grid, tasks, pretrains, cells, est_s, flops, (len(todo_pre), len(todo_cells)), jobs)
     log(text)
     if dry_run:
         return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops, "estimate_s": est_s}
+    entropy = unigram_entropy(grid)  # also prepares the corpus once, before parallel jobs read it
     with runner.Lock(out):
         runner.clean_temps(out)
         runner.write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid, "calibration": calib,
@@ -152,6 +114,6 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
         runner.write_json(os.path.join(out, "invocations.json"), invocations)
         timing = {"wall_s": sum(i["wall_s"] for i in invocations), "estimate_s": est_s, "jobs": jobs,
                   "threads": 1 if jobs > 1 else torch.get_num_threads()}
-        results = collect(grid, out, timing, invocations)
+        results = collect(grid, out, timing, invocations, entropy)
         report.write_outputs(results, out)
     return results

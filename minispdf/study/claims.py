@@ -38,10 +38,6 @@ def _gap(rows, metric, arm, base="dense", **cell) -> dict:
     return {s: (a[s] - b[s]) / dense[s] for s in set(a) & set(b) & set(dense)}
 
 
-def _diff(x: dict, y: dict) -> list[float]:
-    return st.paired(x, y)
-
-
 class Judge:
     """Gates and claims over one study's rows; ``claims()`` lists every judged comparison."""
 
@@ -87,8 +83,8 @@ class Judge:
         for metric in METRICS:
             for s in self._sparse_levels("spdf"):
                 out += self._no_loss(metric, f"spdf{s}")
-            out += self._spsf(metric)
-            out += self._eqflop(metric)
+            out += self._versus_spdf(metric, "spsf", "spsf{s} (masks kept) worse than spdf{s}")
+            out += self._versus_spdf(metric, "eqflop", "spdf{s} better than dense pre-training of equal FLOPs (eqflop{s})")
             out += self._harder(metric)
             out += self._larger(metric)
             out += self._set_size(metric)
@@ -143,24 +139,15 @@ class Judge:
                   st.INCONCLUSIVE: "95% interval contains zero", st.UNTESTABLE: "fewer than 2 paired seeds"}[verdict]
         return self._entry(claim, metric, where, verdict, ci, reason, **extra)
 
-    def _spsf(self, metric) -> list[dict]:
+    def _versus_spdf(self, metric, kind: str, claim: str) -> list[dict]:
+        """Arm ``{kind}NN`` against ``spdfNN``, per seed: positive = ``{kind}NN`` worse (as claimed)."""
         out = []
-        for s in self._sparse_levels("spsf"):
-            for task, size, set_ in self.cells(("dense", f"spdf{s}", f"spsf{s}")):
+        for s in self._sparse_levels(kind):
+            for task, size, set_ in self.cells(("dense", f"spdf{s}", f"{kind}{s}")):
                 where = dict(task=task, size=size, set=set_)
-                diffs = _diff(_gap(self.rows, metric, f"spsf{s}", **where), _gap(self.rows, metric, f"spdf{s}", **where))
-                out.append(self._directional(f"spsf{s} (masks kept) worse than spdf{s}", metric, where, diffs,
-                                             [(task, size, set_)]))
-        return out
-
-    def _eqflop(self, metric) -> list[dict]:
-        out = []
-        for s in self._sparse_levels("eqflop"):
-            for task, size, set_ in self.cells(("dense", f"spdf{s}", f"eqflop{s}")):
-                where = dict(task=task, size=size, set=set_)
-                diffs = _diff(_gap(self.rows, metric, f"eqflop{s}", **where), _gap(self.rows, metric, f"spdf{s}", **where))
-                out.append(self._directional(f"spdf{s} better than dense pre-training of equal FLOPs (eqflop{s})",
-                                             metric, where, diffs, [(task, size, set_)]))
+                diffs = st.paired(_gap(self.rows, metric, f"{kind}{s}", **where),
+                                  _gap(self.rows, metric, f"spdf{s}", **where))
+                out.append(self._directional(claim.format(s=s), metric, where, diffs, [(task, size, set_)]))
         return out
 
     def _pairs(self, dim: str, order: list[str], arm: str):
@@ -180,7 +167,7 @@ class Judge:
         for a, b in self._pairs(dim, order, arm):
             ga = _gap(self.rows, metric, arm, **dict(zip(("task", "size", "set"), a)))
             gb = _gap(self.rows, metric, arm, **dict(zip(("task", "size", "set"), b)))
-            diffs = [sign * d for d in _diff(gb, ga)]
+            diffs = [sign * d for d in st.paired(gb, ga)]
             where = {k: v for k, v, w in zip(("task", "size", "set"), a, b) if v == w}
             where[dim] = f"{a[('task', 'size', 'set').index(dim)]} vs {b[('task', 'size', 'set').index(dim)]}"
             out.append(self._directional(claim, metric, where, diffs, [a, b]))

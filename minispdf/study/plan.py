@@ -135,6 +135,46 @@ def training_flops(grid: dict, pretrains: list[dict], cells: list[dict], ft_toke
     return total
 
 
+def describe(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s: float | None,
+             flops: float | None, todo: tuple[int, int], jobs: int) -> str:
+    """The plan in words: sizes, blocks, tasks, the distinct pairs each set shows, jobs and cost."""
+    lines = [f"study grid {grid['name']!r}: {grid['description']}"]
+    for k, v in grid["sizes"].items():
+        n, steps = n_params(grid, k), pretrain_steps(grid, k)
+        tpp = steps * grid["pretrain"]["batch_size"] * grid["block_size"] / n
+        lines.append(f"  size {k}: {n / 1e6:.2f}M parameters, {steps} pre-training steps ({tpp:.0f} tokens per "
+                     f"parameter), {v['finetune_steps']} fine-tuning steps")
+    for b in grid["blocks"]:
+        lines.append(f"  block: {', '.join(b['sizes'])} x tasks {', '.join(b['tasks'])} x sets {', '.join(b['sets'])}"
+                     f" x arms {', '.join(b['arms'])} x {b['seeds']} seeds")
+    for key, t in grid["tasks"].items():
+        info = tasks[key]["info"] if tasks else None
+        lines.append(f"  task {key}: {t.get('about', t['spec'])}" + (
+            f"; {info['n_train_inputs']} train inputs ({info['n_train_pairs']} pairs), {info['n_test_inputs']} "
+            "test inputs evaluated" if info else ""))
+    if tasks:
+        from .runner import task_for
+
+        for task, set_name, size in sorted({(c["spec"]["task"], c["spec"]["set"], c["spec"]["size"]) for c in cells}):
+            sub = task_for(tasks[task], grid["sets"][set_name], task)
+            pairs = sum(len(e.references) for e in sub.train)
+            draws = grid["sizes"][size]["finetune_steps"] * grid["finetune"]["batch_size"]
+            lines.append(f"  set {set_name} of {task} ({size}): {len(sub.train)} inputs, ~{distinct_seen(pairs, draws):.0f}"
+                         f" distinct pairs seen in {draws} draws")
+    lines.append(f"  jobs: {len(pretrains)} pre-training runs ({todo[0]} to run), {len(cells)} fine-tuning cells "
+                 f"({todo[1]} to run), {jobs} at a time")
+    if flops is not None:
+        lines.append(f"  training FLOPs of the whole grid: {flops:.3g} (theoretical)")
+    if est_s is not None:
+        lines.append(f"  estimated time: {fmt_duration(est_s)} (a cost model timed on this machine just now; other "
+                     "load makes it slower)")
+    else:
+        tflops = grid.get("assumed_tflops", 300)
+        lines.append(f"  estimated time: {fmt_duration(flops / (tflops * 1e12)) if flops else 'unknown'} at an "
+                     f"ASSUMED {tflops} TFLOP/s sustained (bf16 on one current GPU at ~30% of its peak); not run here")
+    return "\n".join(lines)
+
+
 def fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "unknown"

@@ -218,22 +218,22 @@ def plot_claims(results: dict, path: str) -> None:
 
 
 def _save(ax, path: str) -> None:
+    from .. import plots
+
     fig = ax.figure
     fig.tight_layout()
     tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
     fig.savefig(tmp, dpi=110, format="png")
     os.replace(tmp, path)
-    fig.canvas.figure.clf()
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    plots._plt().close(fig)
 
 
 # ------------------------------------------------------------------------------ text
 
 
-def readme_section(results: dict) -> str:
-    """The README's results section: how it was run, the gates, one claims table, the figures."""
+def readme_section(results: dict, link: str = "") -> str:
+    """The README's results section: how it was run, the gates, one claims table, the figures
+    (linked as ``link + name``, e.g. ``results/default/``)."""
     from .plan import fmt_duration
 
     g, t = results["grid"], results["timing"]
@@ -266,6 +266,9 @@ def readme_section(results: dict) -> str:
         + " for this grid's models (the training logs count "
         + ", ".join(f"{k} {v['logged_reduction_75']:.2f}x" for k, v in flop["sizes"].items() if v["logged_reduction_75"])
         + ").",
+        "",
+        f"![gaps to dense with 95% intervals]({link}{FIGURES[1]})",
+        f"![the primary cell's claims]({link}{FIGURES[2]})",
     ]
     return "\n".join(lines) + "\n"
 
@@ -280,7 +283,7 @@ def write_outputs(results: dict, out: str) -> None:
                + [results["flop_claim"]])
     write_text(os.path.join(out, "summary.md"), summary_markdown(results["summary"]))
     write_text(os.path.join(out, "claims.md"), claims_markdown(results["claims"]) + "\n")
-    write_text(os.path.join(out, "README_section.md"), readme_section(results))
+    write_text(os.path.join(out, "README_section.md"), readme_section(results, link=f"results/{results['grid']['name']}/"))
     if results["rows"]:
         plot_pretraining(results, os.path.join(out, FIGURES[0]))
         plot_gaps(results, os.path.join(out, FIGURES[1]))

@@ -263,51 +263,55 @@ def _job(kind: str, out: str, job: dict, device: str):
 
 def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], tasks: dict, device: str,
             jobs: int, log, est: dict) -> int:
-    """Run every unfinished job; a cell starts as soon as its pre-training is done. Returns jobs run.
+    """Run every unfinished job, ``jobs`` at a time; returns how many ran.
 
-    A failed job stops the run (after the jobs already running finish); finished jobs stay on disk.
+    A cell whose pre-training is done goes before any further pre-training run, so the grid
+    fills in seed by seed: an interrupted or time-limited run leaves whole seeds, not a ragged
+    grid. A failed job stops the run (the jobs already running finish); finished jobs stay on disk.
     """
     todo_cells = [c for c in cells if cell_done(out, c) is None]
     needed = {c["spec"]["pretrain"] for c in todo_cells if c["spec"]["pretrain"]}
     todo_pre = [p for p in pretrains if p["name"] in needed and not pretrain_done(out, p["name"])]
     pending = {p["name"] for p in todo_pre}
     waiting: dict[str, list] = {}
-    ready = []
+    ready: list = []
     for c in todo_cells:
         (waiting.setdefault(c["spec"]["pretrain"], []) if c["spec"]["pretrain"] in pending else ready).append(c)
-    total, t0 = len(todo_pre) + len(todo_cells), time.perf_counter()
-    est_total = sum(est.get(j["name"], 0.0) for j in todo_pre + todo_cells) / max(1, jobs)
-    done = [0]
+    total, t0, done = len(todo_pre) + len(todo_cells), time.perf_counter(), 0
+    est_total = sum(est.get(j["name"], 0.0) for j in todo_pre + todo_cells) / jobs
 
-    def finished(kind: str, job: dict, result: dict) -> list:
-        done[0] += 1
-        elapsed = time.perf_counter() - t0
-        log(f"[{done[0]}/{total}] {_describe(kind, job, result)} ({plan_lib.fmt_duration(elapsed)} elapsed, "
-            f"estimate {plan_lib.fmt_duration(est_total)})")
-        return waiting.pop(job["name"], []) if kind == "pretrain" else []
+    def next_job():
+        if ready:
+            return "cell", ready.pop(0)
+        return ("pretrain", todo_pre.pop(0)) if todo_pre else None
 
-    if jobs == 1:  # in this process, in plan order: each pre-training run, then the cells it unlocks
+    def finished(kind: str, job: dict, result: dict) -> None:
+        nonlocal done
+        done += 1
+        log(f"[{done}/{total}] {_describe(kind, job, result)} ({plan_lib.fmt_duration(time.perf_counter() - t0)} "
+            f"elapsed, estimate {plan_lib.fmt_duration(est_total)})")
+        if kind == "pretrain":  # its cells go first, in plan order
+            ready[:0] = waiting.pop(job["name"], [])
+
+    if jobs == 1:  # in this process: no pool, same order
         _WORKER["tasks"] = tasks
-        queue = [("pretrain", p) for p in todo_pre] + [("cell", c) for c in ready]
-        while queue:
-            kind, job = queue.pop(0)
-            queue[:0] = [("cell", c) for c in finished(kind, job, _job(kind, out, job, device))]
+        while (job := next_job()) is not None:
+            finished(*job, _job(job[0], out, job[1], device))
         return total
     pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_init_worker, initargs=(grid, 1))
-    futures = {}
+    running: dict = {}
     try:
-        for kind, job in [("pretrain", p) for p in todo_pre] + [("cell", c) for c in ready]:
-            futures[pool.submit(_job, kind, out, job, device)] = (kind, job)
-        while futures:
-            done_now, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+        while True:
+            while len(running) < jobs and (job := next_job()) is not None:
+                running[pool.submit(_job, job[0], out, job[1], device)] = job
+            if not running:
+                return total
+            done_now, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for fut in done_now:
-                kind, job = futures.pop(fut)
-                for cell in finished(kind, job, fut.result()):
-                    futures[pool.submit(_job, "cell", out, cell, device)] = ("cell", cell)
+                finished(*running.pop(fut), fut.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return total
 
 
 def _describe(kind: str, job: dict, r: dict) -> str:
