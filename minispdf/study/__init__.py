@@ -53,7 +53,8 @@ def collect(grid: dict, out: str, timing: dict, invocations: list, entropy: floa
     rows = [r for r in (runner.cell_done(out, c) for c in cells) if r is not None]
     pre = [p for p in (runner.pretrain_done(out, p["name"]) for p in pretrains) if p is not None]
     judge = claims_lib.Judge(grid, rows, pre, entropy)
-    results = {"format": runner.FORMAT, "grid": grid, "machine": report.machine_info(), "commit": report.git_commit(),
+    results = {"format": runner.FORMAT, "grid": grid, "machine": report.machine_info(),
+               "commit": invocations[-1]["commit"] if invocations else report.git_commit(),
                "timing": timing, "invocations": invocations, "n_cells": len(cells), "n_cells_done": len(rows),
                "unigram_entropy": entropy, "pretrains": pre, "rows": rows, "summary": report.summarise(rows),
                "claims": judge.claims() if rows else [], "flop_claim": claims_lib.flop_claim(grid, pre)}
@@ -79,13 +80,14 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     pretrains, cells = plan_lib.plan(grid)
     on_this_machine = _runs_on_cpu(grid) or device != "cpu"
     if dry_run and not on_this_machine:  # a GPU grid on a CPU: FLOPs and an assumed throughput only
+        jobs = 1  # as it would run: one job on one GPU
         ft = {(c["spec"]["task"], c["spec"]["set"]): grid["block_size"] / 8 for c in cells}
         flops = plan_lib.training_flops(grid, pretrains, cells, ft)
         text = plan_lib.describe(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), jobs)
         log(text)
         return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops}
     check_out_folder(out)
-    t_start = time.time()
+    t_start, commit = time.time(), report.git_commit()  # the code that trains, not what HEAD is later
     tasks = runner.load_tasks(grid)
     calib = plan_lib.calibrate(grid, tasks)
     est = plan_lib.estimate(grid, tasks, calib, pretrains, cells)
@@ -108,7 +110,7 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
         ran = runner.execute(grid, out, pretrains, cells, tasks, device, jobs, log, est)
         wall = time.time() - t_start
         invocations = runner.read_json(os.path.join(out, "invocations.json")) or []
-        invocations.append({"command": command or f"run_study({grid['name']!r})", "started":
+        invocations.append({"command": command or f"run_study({grid['name']!r})", "commit": commit, "started":
                             time.strftime("%Y-%m-%d %H:%M", time.localtime(t_start)), "wall_s": round(wall, 1),
                             "estimate_s": round(est_s, 1), "jobs_run": ran, "parallel_jobs": jobs})
         runner.write_json(os.path.join(out, "invocations.json"), invocations)

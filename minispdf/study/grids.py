@@ -128,10 +128,11 @@ GRIDS["gpu"] = {**_grid(
              "arms": ["dense", "spdf50", "spdf75", "spsf75", "eqflop75", "scratch"], "seeds": 3}],
     primary={"task": "e2e", "size": "124M", "set": "full"}), **copy.deepcopy(_GPU_TRAINING)}
 GRIDS["gpu-quick"] = {**_grid(
-    "about an hour on one current GPU: the 10M model at 20 tokens per parameter, E2E",
-    sizes={"10M": _GPU_SIZES["10M"]}, tasks={"e2e": {**_E2E, "eval_inputs": 200}},
-    blocks=[{"sizes": ["10M"], "tasks": ["e2e"], "sets": ["full"], "arms": ALL_ARMS, "seeds": 3}],
-    primary={"task": "e2e", "size": "10M", "set": "full"}), **copy.deepcopy(_GPU_TRAINING)}
+    "about an hour on one current GPU: the 40M model at 20 tokens per parameter, E2E, 3 seeds",
+    sizes={"40M": _GPU_SIZES["40M"]}, tasks={"e2e": {**_E2E, "eval_inputs": 200}},
+    blocks=[{"sizes": ["40M"], "tasks": ["e2e"], "sets": ["full"],
+             "arms": ["dense", "spdf75", "spsf75", "eqflop75", "scratch"], "seeds": 3}],
+    primary={"task": "e2e", "size": "40M", "set": "full"}), **copy.deepcopy(_GPU_TRAINING)}
 
 # Real tasks join any grid by path, in their official formats.
 REAL_TASKS = {

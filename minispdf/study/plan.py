@@ -171,7 +171,8 @@ def describe(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s
     else:
         tflops = grid.get("assumed_tflops", 300)
         lines.append(f"  estimated time: {fmt_duration(flops / (tflops * 1e12)) if flops else 'unknown'} at an "
-                     f"ASSUMED {tflops} TFLOP/s sustained (bf16 on one current GPU at ~30% of its peak); not run here")
+                     f"ASSUMED {tflops} TFLOP/s sustained (bf16 on one current GPU at ~30% of its peak; small models reach "
+                     "less, so read it as a lower bound); not run here")
     return "\n".join(lines)
 
 

@@ -247,11 +247,14 @@ def readme_section(results: dict, link: str = "") -> str:
         f"{fmt_duration(t['wall_s'])} over {len(results['invocations'])} invocation(s) "
         f"(estimate {fmt_duration(t['estimate_s'])}); {results['n_cells_done']}/{results['n_cells']} cells.",
         "",
-        "Gates: dense BLEU " + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_f(r['bleu'], '{:.1f}')}" for r in dense)
-        + f"; dense pre-training val loss "
-        + ", ".join(sorted({f"{p['spec']['size']} {p['val_loss']:.2f}" for p in results["pretrains"]
-                            if p["spec"]["sparsity"] == 0 and p["spec"]["seed"] == 0}))
-        + f" nats/token (seed 0) against the corpus' unigram entropy {_f(results.get('unigram_entropy'), '{:.2f}')}.",
+        "Gates, per cell (task/size/set): dense BLEU "
+        + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_f(r['bleu'], '{:.1f}')}" for r in dense)
+        + "; no pre-training (scratch) minus dense, test loss "
+        + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_ci(gap['mean'], gap['low'], gap['high'], '{:+.0%}')}"
+                    for r in results["summary"] if r["arm"] == "scratch" and (gap := r["gap_test_loss"]))
+        + "; dense pre-training val loss "
+        + ", ".join(sorted({f"{r['size']} {r['pretrain_val_loss']:.2f}" for r in dense}))
+        + f" nats/token against the corpus' unigram entropy {_f(results.get('unigram_entropy'), '{:.2f}')}.",
         "",
         f"Claims at the primary cell (task {g['primary']['task']}, model {g['primary']['size']}, set "
         f"{g['primary']['set']}); effects are paired per-seed means with 95% t-intervals; \"no significant loss\" "
