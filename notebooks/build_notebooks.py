@@ -858,9 +858,10 @@ def nb05_paper_findings():
         parameters("""
         SCALES = {
             # which committed study to read, and which grid a rerun runs
-            "default": dict(results="../results/default/results.json", grid="quick"),
-            "gpu": dict(results="../results/gpu-quick/results.json", grid="gpu-quick"),
-            "smoke": dict(results="../results/quick/results.json", grid="smoke"),
+            # jobs: parallel runs of a rerun (None: one per CPU core)
+            "default": dict(results="../results/default/results.json", grid="quick", jobs=None),
+            "gpu": dict(results="../results/gpu-quick/results.json", grid="gpu-quick", jobs=1),
+            "smoke": dict(results="../results/quick/results.json", grid="smoke", jobs=1),
         }
         RERUN = False  # True: run P["grid"] here (the smoke grid takes seconds, quick about 10 minutes)""",
                    extra='RUNS = "runs/05_paper_findings"'),
@@ -874,7 +875,7 @@ def nb05_paper_findings():
         from minispdf.study import report, resolve_grid, run_study
 
         if RERUN or not os.path.exists(P["results"]):
-            results = run_study(resolve_grid(P["grid"]), out=f"{RUNS}/study-{P['grid']}", device=DEVICE)
+            results = run_study(resolve_grid(P["grid"]), out=f"{RUNS}/study-{P['grid']}", device=DEVICE, jobs=P["jobs"])
         else:
             with open(P["results"]) as f:
                 results = json.load(f)
