@@ -30,14 +30,30 @@ contain train/dev/val/test). A single file goes entirely into ``test`` with ``tr
 use :func:`load_task_files` to pick a file per split (e.g. fine-tune on E2E dev, evaluate on E2E
 test) or :func:`split_task` to cut one file into three disjoint splits.
 
-Grouping
---------
+Grouping, and releases spread over several files
+------------------------------------------------
 Every loader groups references by their exact input string: all rows/entries whose input is the
 same string become ONE Example, with its references in file order, placed where the input first
 appeared. This matters for multi-reference BLEU and keeps inputs unique within a split. (For
 XML/JSON entries that repeat an input, a reference string already given by an earlier entry is not
 added again, so a duplicated entry does not double its references; duplicates inside one CSV
 input are kept, as in the official E2E files.)
+
+A split read from several files is merged the same way across files: the WebNLG 2017 test folder
+holds ``testdata_with_lex.xml`` (every test input), ``testdata_unseen_with_lex.xml`` (the
+unseen-category entries again) and ``testdata_no_lex.xml`` (no references). Each input is kept
+once with exactly its own references (the larger file first, so its order is kept), and a file
+with inputs but no references (also E2E's ``testset.csv``) is skipped. ``Task.notes`` says what
+was merged or skipped; ``Task.description`` and :func:`split_counts` give the inputs and
+references per split, to compare with the release's own numbers.
+
+Subsets
+-------
+``Example.meta["subset"]`` is where the release marks one: WebNLG ``seen`` (the 2017 challenge's
+10 training categories, :data:`WEBNLG_SEEN`) or ``unseen`` (its 5 test-only ones,
+:data:`WEBNLG_UNSEEN`) from each entry's ``category``; DART the ``source`` of its annotations
+(``e2e``, ``webnlg``, ``WikiSQL_*``, ``WikiTableQuestions_*``). ``minispdf.metrics`` scores each
+subset and the whole split ("all").
 
 Triples linearisation (WebNLG, DART)
 ------------------------------------
@@ -98,6 +114,9 @@ __all__ = [
     "load_task",
     "load_task_files",
     "split_task",
+    "split_counts",
+    "WEBNLG_SEEN",
+    "WEBNLG_UNSEEN",
     "make_builtin_task",
     "linearize_triples",
     "parse_mr",
