@@ -1121,7 +1121,7 @@ def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1
         raise MiniSPDFError(
             f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on; make them smaller"
         )
-    pool = _group((ex.input, r) for ex in task.train + task.val + task.test for r in ex.references)
+    pool = _group((ex.input, r, None, ex.meta) for ex in task.train + task.val + task.test for r in ex.references)
     if not pool:
         raise MiniSPDFError(f"task {task.name} has no examples to split; load a file with data first")
     order = list(range(len(pool)))
@@ -1133,7 +1133,7 @@ def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1
     val = [pool[i] for i in order[n_test:n_test + n_val]]
     train = [pool[i] for i in order[n_test + n_val:]]
     desc = f"{task.description} | re-split {1 - val_fraction - test_fraction:.2f}/{val_fraction:.2f}/{test_fraction:.2f} seed {seed}"
-    return Task(task.name, task.metric, train, val, test, desc)
+    return Task(task.name, task.metric, train, val, test, desc, notes=list(task.notes))
 
 
 # --------------------------------------------------------------------------------------------

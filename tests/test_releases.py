@@ -7,7 +7,7 @@ import json
 import pytest
 
 from minispdf.errors import MiniSPDFError
-from minispdf.tasks import WEBNLG_SEEN, WEBNLG_UNSEEN, load_task, split_counts
+from minispdf.tasks import WEBNLG_SEEN, WEBNLG_UNSEEN, load_task, split_counts, split_task
 
 
 def write(path, text):
@@ -70,6 +70,10 @@ def test_webnlg_subsets_by_category(tmp_path):
     task = load_task(f"webnlg:{tmp_path}")
     assert [ex.meta["subset"] for ex in task.test] == ["seen", "seen", "unseen", "seen", "unseen"]
     assert [ex.meta["category"] for ex in task.test] == ["Airport", "Food", "Artist", "City", "Politician"]
+    cut = split_task(task, 0.2, 0.2)  # a re-split keeps what the release said about each input
+    assert sorted(ex.meta["category"] for s in (cut.train, cut.val, cut.test) for ex in s
+                  if ex.input in {t.input for t in task.test}) == sorted(ex.meta["category"] for ex in task.test)
+    assert cut.notes == task.notes
     assert len(WEBNLG_SEEN) == 10 and len(WEBNLG_UNSEEN) == 5 and not set(WEBNLG_SEEN) & set(WEBNLG_UNSEEN)
     # a category of a later release is in neither subset (scored in "all" only)
     path = write(tmp_path / "x.xml", webnlg_xml([("Company", "Id1", ["A | b | C"], ["A b C."])]))
