@@ -57,7 +57,7 @@ from .checkpoint import atomic_write_bytes
 from .errors import MiniSPDFError
 from .metrics import bleu, score_predictions
 from .model import KVCache
-from .tasks import Example, FinetuneBatches, encode_prompt, training_pairs
+from .tasks import SEPARATOR, Example, FinetuneBatches, encode_prompt, training_pairs
 
 __all__ = ["decode", "bleu", "perplexity", "evaluate_task", "rescore", "score_file", "read_predictions",
            "greedy_tokens", "beam_tokens"]
@@ -262,8 +262,10 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
     """Perplexity over every (input, reference) pair: target tokens and the eot, as in fine-tuning.
 
     Pairs are encoded by :class:`minispdf.tasks.FinetuneBatches` (inputs that do not fit are cut at
-    the end) and scored in fixed consecutive chunks of ``batch_size``. Returns ``{"perplexity":
-    exp(loss), "loss": total NLL / tokens (nats per target token), "tokens": target tokens}``.
+    the end) and scored in fixed consecutive chunks of ``batch_size``. A pair whose reference alone
+    does not fit the context (with the separator, the eot and one input token) cannot be scored:
+    it is left out and counted. Returns ``{"perplexity": exp(loss), "loss": total NLL / tokens
+    (nats per target token), "tokens": target tokens, "pairs_skipped": pairs left out}``.
     """
     check_tokenizer(model, tokenizer)
     block_size = model.config.block_size if block_size is None else int(block_size)
@@ -274,7 +276,12 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
     pairs = training_pairs(examples)
     if not pairs:
         raise MiniSPDFError("no (input, reference) pairs to score: give examples that have references")
-    batches = FinetuneBatches(tokenizer, pairs, block_size, batch_size, torch.Generator())
+    room = block_size - len(tokenizer.encode(SEPARATOR)) - 1  # tokens a reference may have
+    fitting = [(i, r) for i, r in pairs if len(tokenizer.encode(r)) <= room]
+    if not fitting:
+        raise MiniSPDFError(f"no reference fits the context block_size {block_size} with its input: "
+                            "use a model with a larger block_size")
+    batches = FinetuneBatches(tokenizer, fitting, block_size, batch_size, torch.Generator())
     device = _device_of(model, device)
     total, count = 0.0, 0
     with _eval_mode(model):
@@ -287,7 +294,7 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
             count += int(mask.sum())
     loss = total / count
     ppl = math.exp(loss) if loss < 700 else float("inf")
-    return {"perplexity": ppl, "loss": loss, "tokens": count}
+    return {"perplexity": ppl, "loss": loss, "tokens": count, "pairs_skipped": len(pairs) - len(fitting)}
 
 
 def evaluate_task(model, tokenizer, examples: list[Example], method: str = "greedy", num_beams: int = 4,
@@ -319,8 +326,11 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
     labels = [ex.meta.get("subset") for ex in examples]
     has_subsets = any(label is not None for label in labels)
     result: dict = {"bleu": None}
-    result.update({k: v for k, v in perplexity(model, tokenizer, examples, batch_size=batch_size).items()
-                   if k in ("perplexity", "loss")})
+    ppl = perplexity(model, tokenizer, examples, batch_size=batch_size)
+    result.update(perplexity=ppl["perplexity"], loss=ppl["loss"])
+    ppl_note = [] if not ppl["pairs_skipped"] else [
+        f"perplexity left out {ppl['pairs_skipped']} of {sum(len(ex.references) for ex in examples)} (input, "
+        "reference) pairs: their reference alone does not fit the model's context"]
     written, decoded = None, metrics is None or len(metrics) > 0
     if decoded:
         preds = decode(model, tokenizer, [ex.input for ex in examples], method=method, num_beams=num_beams,
@@ -336,11 +346,14 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
         result["subsets"] = {}
     for name, row in result.get("subsets", {}).items():
         sub = [ex for ex, label in zip(examples, labels) if label == name]
-        ppl = perplexity(model, tokenizer, sub, batch_size=batch_size)
-        row.update(perplexity=ppl["perplexity"], loss=ppl["loss"], n_inputs=len(sub),
+        sub_ppl = perplexity(model, tokenizer, sub, batch_size=batch_size)
+        row.update(perplexity=sub_ppl["perplexity"], loss=sub_ppl["loss"], n_inputs=len(sub),
                    n_references=sum(len(ex.references) for ex in sub))
     result.update(n_inputs=len(examples), n_references=sum(len(ex.references) for ex in examples),
                   method=method if decoded else None, predictions_path=written)
+    if ppl_note:
+        result["perplexity_pairs_skipped"] = ppl["pairs_skipped"]
+        result["notes"] = result.get("notes", []) + ppl_note
     return result
 
 

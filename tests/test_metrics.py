@@ -194,3 +194,18 @@ def test_score_reads_files_from_elsewhere(tmp_path, capsys):
     assert code == 0, err
     d = json.loads(out)
     assert d["bleu"] == bleu(PREDS, REFS) and d["subsets"] == {}
+
+
+def test_perplexity_leaves_out_references_longer_than_the_context():
+    """A reference that cannot fit the context is counted, not a crash: E2E's test set has one of
+    395 bytes, longer than a 384-byte context."""
+    model, tok = _tiny_model(), ByteTokenizer()  # block_size 96
+    fits = Example("a : b", ["A b.", "B of a."], {"subset": "s"})
+    too_long = Example("c : d", ["C d. " * 30, "C is d."], {"subset": "s"})
+    both = perplexity(model, tok, [fits, too_long])
+    assert both["pairs_skipped"] == 1
+    assert both["loss"] == pytest.approx(perplexity(model, tok, [fits, Example("c : d", ["C is d."])])["loss"])
+    res = evaluate_task(model, tok, [fits, too_long], max_new_tokens=4, metrics=["bleu"])
+    assert res["perplexity_pairs_skipped"] == 1 and "left out 1 of 4" in res["notes"][0]
+    with pytest.raises(MiniSPDFError, match="no reference fits the context"):
+        perplexity(model, tok, [Example("c", ["x" * 200])])
