@@ -239,8 +239,8 @@ def cmd_evaluate(argv):
                            metric=task.metric, metrics="default" if s["metrics"] is None else metrics, task=task.name)
     result.update(task=task.name, split=s["split"], ckpt=s["ckpt"], read=task.description, counts=split_counts(task),
                   notes=task.notes + result.get("notes", []))
-    _emit(s["json"], result, format_report(result, f"{task.name} {s['split']} ({s['decode']}), read {task.description}")
-          + f"\npredictions: {pred}")
+    _emit(s["json"], result, format_report(result, f"{task.name} {s['split']} ({s['decode']} decoding)")
+          + f"\nread: {task.description}\npredictions: {pred}")
 
 
 @command("score", "re-score a predictions JSONL (evaluate's, or one from elsewhere) with the same metrics")

@@ -163,9 +163,15 @@ def test_evaluate_and_score_commands_agree_on_a_webnlg_release(capsys, tmp_path,
         for name in ("seen", "unseen"):
             assert sc["subsets"][name][key] == ev["subsets"][name][key]
     assert {k: v for k, v in sc.items() if k != "predictions_path"} == score_file(pred, FAST)
-    # the text report names every subset with its counts
+    # the text reports name every subset with its counts, and evaluate what it read
     code, out, err = run(capsys, "score", pred, "--metrics", FAST)
     assert code == 0 and "seen" in out and "unseen" in out and "chrF++" in out and "ROUGE-L" in out
+    code, out, err = run(capsys, "evaluate", "--ckpt", "run", "--task", f"webnlg:{tmp_path / 'webnlg'}",
+                         "--max_new_tokens", "8", "--metrics", "ter", "--predictions", tmp_path / "p2.jsonl")
+    assert code == 0, err
+    assert "test 5 inputs / 9 references" in out and "note: testdata_no_lex.xml has no references" in out
+    assert [line.split()[:3] for line in out.splitlines()[1:4]] == [
+        ["all", "5", "inputs"], ["seen", "3", "inputs"], ["unseen", "2", "inputs"]]
 
 
 @pytest.mark.parametrize("argv, needle", [
