@@ -262,19 +262,21 @@ def cmd_sample(argv):
           "\n---\n".join(s["prompt"] + t for t in samples))
 
 
-@command("evaluate", "decode a task's inputs with a checkpoint; BLEU, perplexity, predictions JSONL")
+@command("evaluate", "decode a task's inputs with a checkpoint; BLEU, chrF++, TER, ROUGE, METEOR, perplexity")
 def cmd_evaluate(argv):
     from .checkpoint import check_out_folder, load_checkpoint
     from .data import get_tokenizer
     from .evaluate import evaluate_task
-    from .tasks import resolve_task
+    from .metrics import format_report, parse_metrics
+    from .tasks import resolve_task, split_counts
 
     schema = {"ckpt": (str, None, "checkpoint or run folder"), "task": (str, "builtin", "task spec, as finetune"),
               "split": (str, "test", "train|val|test"), "decode": (str, "greedy", "greedy|beam"),
               "num_beams": (int, 4, "beams for --decode beam"), "max_new_tokens": (int, None, "default: fill the context"),
               "limit": (int, None, "evaluate only the first N inputs"),
               "test_file": (str, None, "with a bare --task name: the file to evaluate (e.g. testset_w_refs.csv)"),
-              "predictions": (str, None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)")}
+              "predictions": (str, None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)"),
+              "metrics": (str, None, "comma-separated bleu,chrf,ter,rouge,meteor (default: the task's usual set)")}
     s = _settings(argv, schema, {"json": False}, "minispdf evaluate --ckpt RUN --task builtin [--decode beam]")
     if not s["ckpt"]:
         raise MiniSPDFError("evaluate needs --ckpt: the ckpt.pt or run folder that finetune --out wrote")
@@ -283,6 +285,7 @@ def cmd_evaluate(argv):
     model, info = load_checkpoint(s["ckpt"])
     tok = get_tokenizer(info.get("tokenizer") or "char")
     task = resolve_task(s["task"], test_file=s["test_file"])
+    metrics = parse_metrics(s["metrics"], task.name)  # a typo fails before the model decodes
     examples = getattr(task, s["split"])
     if not examples:
         raise MiniSPDFError(f"task {task.name} has no {s['split']} examples: choose another --split or task file")
@@ -295,11 +298,29 @@ def cmd_evaluate(argv):
     check_out_folder(os.path.dirname(os.path.abspath(pred)), "--predictions")
     result = evaluate_task(model, tok, examples, method=s["decode"], num_beams=s["num_beams"],
                            max_new_tokens=s["max_new_tokens"], limit=s["limit"], predictions_path=pred,
-                           metric=task.metric)
-    result.update(task=task.name, split=s["split"], ckpt=s["ckpt"])
-    bleu = f"BLEU {result['bleu']:.2f}, " if result.get("bleu") is not None else ""
-    _emit(s["json"], result, f"{task.name} {s['split']} ({result['n_inputs']} inputs, {s['decode']}): {bleu}"
-          f"perplexity {result['perplexity']:.3f}\npredictions: {pred}")
+                           metric=task.metric, metrics="default" if s["metrics"] is None else metrics, task=task.name)
+    result.update(task=task.name, split=s["split"], ckpt=s["ckpt"], read=task.description, counts=split_counts(task),
+                  notes=task.notes + result.get("notes", []))
+    _emit(s["json"], result, format_report(result, f"{task.name} {s['split']} ({s['decode']} decoding)")
+          + f"\nread: {task.description}\npredictions: {pred}")
+
+
+@command("score", "re-score a predictions JSONL (evaluate's, or one from elsewhere) with the same metrics")
+def cmd_score(argv):
+    from .evaluate import score_file
+    from .metrics import format_report
+
+    schema = {"metrics": (str, None, "comma-separated bleu,chrf,ter,rouge,meteor (default: the task's usual set)"),
+              "task": (str, "", "task name for the default metrics (curation: ROUGE; others: all)")}
+    usage_ = "minispdf score PREDICTIONS.jsonl [--metrics bleu,chrf,ter,rouge] [--json]"
+    if not argv or argv[0].startswith("-"):
+        if "--help" in argv or "-h" in argv:
+            _settings(argv, schema, {"json": False}, usage_)
+        raise MiniSPDFError(f"score needs a predictions file: {usage_}")
+    s = _settings(argv[1:], schema, {"json": False}, usage_)
+    result = score_file(argv[0], s["metrics"], task=s["task"])
+    result["predictions_path"] = argv[0]
+    _emit(s["json"], result, format_report(result, f"scored {argv[0]}"))
 
 
 @command("demo", "the whole SPDF recipe at small scale on built-in data (--quick: < 1 minute)")

@@ -34,9 +34,11 @@ Metrics
 E2E script's BLEU), multi-reference, with the reference streams padded with ``None`` for inputs
 that have fewer references (padding with ``""`` would change the score). :func:`perplexity` is
 ``exp`` of the mean cross-entropy over the target tokens and the eot of every (input, reference)
-pair, encoded and masked exactly as in fine-tuning (see ``minispdf.tasks``).
-:func:`evaluate_task` does both and can write the predictions as JSONL, which :func:`rescore`
-reads back to recompute the BLEU.
+pair, encoded and masked exactly as in fine-tuning (see ``minispdf.tasks``). The other metrics
+papers print (chrF++, TER, ROUGE, METEOR) live in :mod:`minispdf.metrics`.
+:func:`evaluate_task` decodes and scores, overall and per subset (WebNLG seen/unseen, DART
+source), and can write the predictions as JSONL, which :func:`score_file` (``minispdf score``)
+and :func:`rescore` (BLEU only) read back.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ from torch.nn import functional as F
 
 from .checkpoint import atomic_write_bytes
 from .errors import MiniSPDFError
+from .metrics import bleu, score_predictions
 from .model import KVCache
-from .tasks import Example, FinetuneBatches, encode_prompt, training_pairs
+from .tasks import SEPARATOR, Example, FinetuneBatches, encode_prompt, training_pairs
 
-__all__ = ["decode", "bleu", "perplexity", "evaluate_task", "rescore", "greedy_tokens", "beam_tokens"]
+__all__ = ["decode", "bleu", "perplexity", "evaluate_task", "rescore", "score_file", "read_predictions",
+           "greedy_tokens", "beam_tokens"]
 
 METHODS = ("greedy", "beam")
 METRICS = ("bleu", "perplexity")
@@ -253,36 +257,15 @@ def decode(model, tokenizer, inputs: list[str], method: str = "greedy", num_beam
     return [tokenizer.decode(toks).strip() for toks in token_lists]
 
 
-def bleu(predictions: list[str], references: list[list[str]]) -> float:
-    """Corpus BLEU (0-100) of ``predictions`` against their references; sacrebleu, lowercased.
-
-    ``references[i]`` holds all references of input ``i``; inputs may have different numbers of
-    them (the shorter reference streams are padded with ``None``).
-    """
-    import sacrebleu
-
-    if len(predictions) != len(references):
-        raise MiniSPDFError(
-            f"{len(predictions)} predictions but {len(references)} reference lists: give one list per prediction"
-        )
-    if not predictions:
-        raise MiniSPDFError("no predictions to score: evaluate at least one input")
-    refs = [[references[i]] if isinstance(references[i], str) else list(references[i]) for i in range(len(references))]
-    for i, r in enumerate(refs):
-        if not r:
-            raise MiniSPDFError(f"input {i} has no references: BLEU needs at least one reference per input")
-    n_streams = max(len(r) for r in refs)
-    streams = [[r[j] if j < len(r) else None for r in refs] for j in range(n_streams)]
-    return float(sacrebleu.corpus_bleu(list(predictions), streams, lowercase=True).score)
-
-
 def perplexity(model, tokenizer, examples: list[Example], block_size: int | None = None, batch_size: int = 32,
                device=None) -> dict:
     """Perplexity over every (input, reference) pair: target tokens and the eot, as in fine-tuning.
 
     Pairs are encoded by :class:`minispdf.tasks.FinetuneBatches` (inputs that do not fit are cut at
-    the end) and scored in fixed consecutive chunks of ``batch_size``. Returns ``{"perplexity":
-    exp(loss), "loss": total NLL / tokens (nats per target token), "tokens": target tokens}``.
+    the end) and scored in fixed consecutive chunks of ``batch_size``. A pair whose reference alone
+    does not fit the context (with the separator, the eot and one input token) cannot be scored:
+    it is left out and counted. Returns ``{"perplexity": exp(loss), "loss": total NLL / tokens
+    (nats per target token), "tokens": target tokens, "pairs_skipped": pairs left out}``.
     """
     check_tokenizer(model, tokenizer)
     block_size = model.config.block_size if block_size is None else int(block_size)
@@ -293,7 +276,12 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
     pairs = training_pairs(examples)
     if not pairs:
         raise MiniSPDFError("no (input, reference) pairs to score: give examples that have references")
-    batches = FinetuneBatches(tokenizer, pairs, block_size, batch_size, torch.Generator())
+    room = block_size - len(tokenizer.encode(SEPARATOR)) - 1  # tokens a reference may have
+    fitting = [(i, r) for i, r in pairs if len(tokenizer.encode(r)) <= room]
+    if not fitting:
+        raise MiniSPDFError(f"no reference fits the context block_size {block_size} with its input: "
+                            "use a model with a larger block_size")
+    batches = FinetuneBatches(tokenizer, fitting, block_size, batch_size, torch.Generator())
     device = _device_of(model, device)
     total, count = 0.0, 0
     with _eval_mode(model):
@@ -306,18 +294,22 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
             count += int(mask.sum())
     loss = total / count
     ppl = math.exp(loss) if loss < 700 else float("inf")
-    return {"perplexity": ppl, "loss": loss, "tokens": count}
+    return {"perplexity": ppl, "loss": loss, "tokens": count, "pairs_skipped": len(pairs) - len(fitting)}
 
 
 def evaluate_task(model, tokenizer, examples: list[Example], method: str = "greedy", num_beams: int = 4,
                   max_new_tokens: int | None = None, limit: int | None = None, predictions_path: str | None = None,
-                  metric: str = "bleu", batch_size: int = 64) -> dict:
-    """Score a model on a task split: BLEU of its decoded outputs (metric "bleu") and perplexity.
+                  metric: str = "bleu", batch_size: int = 64, metrics=None, task: str = "") -> dict:
+    """Score a model on a task split: perplexity, and the metrics of its decoded outputs.
 
-    ``limit`` keeps the first N inputs. With metric "perplexity" (summarisation) nothing is
-    decoded, ``bleu`` is None and no predictions file is written. ``predictions_path`` gets one
-    JSON line per input, ``{"input", "prediction", "references"}``, written atomically;
-    :func:`rescore` recomputes the same BLEU from it.
+    ``metrics`` (a list or ``"bleu,chrf,ter,rouge,meteor"``, see :mod:`minispdf.metrics`) chooses
+    what the decoded outputs are scored with; ``"default"`` is ``task``'s usual set. Left at None
+    it is BLEU for ``metric="bleu"`` and nothing for ``metric="perplexity"``, where nothing is
+    decoded, ``bleu`` is None and no predictions file is written (as before ``metrics`` existed).
+    Examples that carry ``meta["subset"]`` are also scored per subset (``result["subsets"]``,
+    perplexity included). ``limit`` keeps the first N inputs. ``predictions_path`` gets one JSON
+    line per input, ``{"input", "prediction", "references"}`` plus the input's ``meta`` (e.g.
+    ``category``, ``subset``), written atomically; :func:`score_file` recomputes the same scores.
     """
     if metric not in METRICS:
         raise MiniSPDFError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
@@ -327,47 +319,102 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
         examples = examples[:limit]
     if not examples:
         raise MiniSPDFError("no examples to evaluate: the split is empty; load a task that has this split")
-    result = {"bleu": None}
-    result.update({k: v for k, v in perplexity(model, tokenizer, examples, batch_size=batch_size).items()
-                   if k in ("perplexity", "loss")})
-    written = None
-    if metric == "bleu":
+    if metrics is None:
+        metrics = ["bleu"] if metric == "bleu" else []
+    elif metrics == "default":
+        metrics = None  # score_predictions picks the task's usual set
+    labels = [ex.meta.get("subset") for ex in examples]
+    has_subsets = any(label is not None for label in labels)
+    result: dict = {"bleu": None}
+    ppl = perplexity(model, tokenizer, examples, batch_size=batch_size)
+    result.update(perplexity=ppl["perplexity"], loss=ppl["loss"])
+    ppl_note = [] if not ppl["pairs_skipped"] else [
+        f"perplexity left out {ppl['pairs_skipped']} of {sum(len(ex.references) for ex in examples)} (input, "
+        "reference) pairs: their reference alone does not fit the model's context"]
+    written, decoded = None, metrics is None or len(metrics) > 0
+    if decoded:
         preds = decode(model, tokenizer, [ex.input for ex in examples], method=method, num_beams=num_beams,
                        max_new_tokens=max_new_tokens, batch_size=batch_size)
         refs = [list(ex.references) for ex in examples]
-        result["bleu"] = bleu(preds, refs)
+        result.update(score_predictions(preds, refs, metrics, labels if has_subsets else None, task=task))
         if predictions_path is not None:
-            text = "".join(json.dumps({"input": ex.input, "prediction": p, "references": r}, ensure_ascii=False) + "\n"
-                           for ex, p, r in zip(examples, preds, refs))
+            text = "".join(json.dumps({"input": ex.input, "prediction": p, "references": r, **ex.meta},
+                                      ensure_ascii=False) + "\n" for ex, p, r in zip(examples, preds, refs))
             atomic_write_bytes(str(predictions_path), lambda f: f.write(text.encode("utf-8")))
             written = str(predictions_path)
+    elif has_subsets:
+        result["subsets"] = {}
+    for name, row in result.get("subsets", {}).items():
+        sub = [ex for ex, label in zip(examples, labels) if label == name]
+        sub_ppl = perplexity(model, tokenizer, sub, batch_size=batch_size)
+        row.update(perplexity=sub_ppl["perplexity"], loss=sub_ppl["loss"], n_inputs=len(sub),
+                   n_references=sum(len(ex.references) for ex in sub))
     result.update(n_inputs=len(examples), n_references=sum(len(ex.references) for ex in examples),
-                  method=method if metric == "bleu" else None, predictions_path=written)
+                  method=method if decoded else None, predictions_path=written)
+    if ppl_note:
+        result["perplexity_pairs_skipped"] = ppl["pairs_skipped"]
+        result["notes"] = result.get("notes", []) + ppl_note
     return result
 
 
-def rescore(predictions_path: str) -> float:
-    """BLEU recomputed from a predictions JSONL written by :func:`evaluate_task`."""
+def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]], list]:
+    """``(predictions, references, subset labels)`` of a predictions JSONL.
+
+    Each line is ``{"prediction": str, "references": [str, ...]}``, optionally with ``"subset"``
+    (a string, a list of strings, or null); other fields (``input``, ``category``) are ignored.
+    """
     path = os.fspath(predictions_path)
     if not os.path.isfile(path):
         raise MiniSPDFError(f"no predictions file at {path}: pass the JSONL that evaluate --predictions wrote")
-    preds, refs = [], []
+    preds, refs, labels = [], [], []
     try:
         with io.open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                row = json.loads(line)
-                pred, ref = row["prediction"], row["references"]
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise ValueError(f"line {lineno} is not JSON") from None
+                pred, ref, label = row["prediction"], row["references"], row.get("subset")
                 if not isinstance(pred, str) or not isinstance(ref, list) or not all(isinstance(r, str) for r in ref):
                     raise ValueError(f"line {lineno} has the wrong field types")
+                if not (label is None or isinstance(label, str)
+                        or (isinstance(label, list) and all(isinstance(x, str) for x in label))):
+                    raise ValueError(f"line {lineno} has a subset that is not a string or a list of strings")
                 preds.append(pred)
                 refs.append(ref)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        kind = f"missing field {e}" if isinstance(e, KeyError) else type(e).__name__
+                labels.append(label)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as e:
+        if isinstance(e, KeyError):
+            kind = f"missing field {e}"
+        elif isinstance(e, UnicodeDecodeError):
+            kind = "not UTF-8 text"
+        elif isinstance(e, ValueError):
+            kind = _one_line(e)
+        else:
+            kind = "a line that is not a JSON object"
         raise MiniSPDFError(
-            f"{path} is not a predictions JSONL ({kind}): the file is corrupt; re-run the evaluation that wrote it"
+            f"{path} is not a predictions JSONL ({kind}): the file is corrupt or in another format; each line "
+            'must be {"prediction": "...", "references": ["...", ...]}; re-run the evaluation that wrote it'
         ) from None
     if not preds:
         raise MiniSPDFError(f"{path} holds no predictions: re-run the evaluation that wrote it")
+    return preds, refs, labels
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def score_file(predictions_path: str, metrics=None, task: str = "") -> dict:
+    """Every metric (and subset) of :func:`minispdf.metrics.score_predictions` for a predictions JSONL."""
+    preds, refs, labels = read_predictions(predictions_path)
+    has_subsets = any(label is not None for label in labels)
+    return score_predictions(preds, refs, metrics, labels if has_subsets else None, task=task)
+
+
+def rescore(predictions_path: str) -> float:
+    """BLEU recomputed from a predictions JSONL written by :func:`evaluate_task`."""
+    preds, refs, _ = read_predictions(predictions_path)
     return bleu(preds, refs)

@@ -30,14 +30,30 @@ contain train/dev/val/test). A single file goes entirely into ``test`` with ``tr
 use :func:`load_task_files` to pick a file per split (e.g. fine-tune on E2E dev, evaluate on E2E
 test) or :func:`split_task` to cut one file into three disjoint splits.
 
-Grouping
---------
+Grouping, and releases spread over several files
+------------------------------------------------
 Every loader groups references by their exact input string: all rows/entries whose input is the
 same string become ONE Example, with its references in file order, placed where the input first
 appeared. This matters for multi-reference BLEU and keeps inputs unique within a split. (For
 XML/JSON entries that repeat an input, a reference string already given by an earlier entry is not
 added again, so a duplicated entry does not double its references; duplicates inside one CSV
 input are kept, as in the official E2E files.)
+
+A split read from several files is merged the same way across files: the WebNLG 2017 test folder
+holds ``testdata_with_lex.xml`` (every test input), ``testdata_unseen_with_lex.xml`` (the
+unseen-category entries again) and ``testdata_no_lex.xml`` (no references). Each input is kept
+once with exactly its own references (the larger file first, so its order is kept), and a file
+with inputs but no references (also E2E's ``testset.csv``) is skipped. ``Task.notes`` says what
+was merged or skipped; ``Task.description`` and :func:`split_counts` give the inputs and
+references per split, to compare with the release's own numbers.
+
+Subsets
+-------
+``Example.meta["subset"]`` is where the release marks one: WebNLG ``seen`` (the 2017 challenge's
+10 training categories, :data:`WEBNLG_SEEN`) or ``unseen`` (its 5 test-only ones,
+:data:`WEBNLG_UNSEEN`) from each entry's ``category``; DART the ``source`` of its annotations
+(``e2e``, ``webnlg``, ``WikiSQL_*``, ``WikiTableQuestions_*``). ``minispdf.metrics`` scores each
+subset and the whole split ("all").
 
 Triples linearisation (WebNLG, DART)
 ------------------------------------
@@ -98,6 +114,9 @@ __all__ = [
     "load_task",
     "load_task_files",
     "split_task",
+    "split_counts",
+    "WEBNLG_SEEN",
+    "WEBNLG_UNSEEN",
     "make_builtin_task",
     "task_stats",
     "linearize_triples",
@@ -128,11 +147,14 @@ class Example:
 
     ``input`` is the source text: an E2E meaning representation, linearised triples
     (:func:`linearize_triples`) or a news article. ``references`` holds one or more reference
-    outputs, in file order.
+    outputs, in file order. ``meta`` holds what the release says about the input beyond that
+    (WebNLG ``category``, DART ``source``) and ``subset``, the subset it is scored in (WebNLG
+    ``seen``/``unseen``, DART its source); it does not take part in ``==``.
     """
 
     input: str
     references: list[str]
+    meta: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -141,7 +163,8 @@ class Task:
 
     ``metric`` is ``"bleu"`` for data-to-text tasks and ``"perplexity"`` for summarisation
     (Curation Corpus), as in the SPDF paper. A split may be empty (e.g. a task loaded from one
-    file has only ``test``).
+    file has only ``test``). ``notes`` says what the loader left out and why (a file without
+    references, inputs that several files repeat).
     """
 
     name: str
@@ -150,6 +173,7 @@ class Task:
     val: list[Example] = field(default_factory=list)
     test: list[Example] = field(default_factory=list)
     description: str = ""
+    notes: list[str] = field(default_factory=list, compare=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +199,8 @@ def _group(pairs: Iterable[tuple[str, str]], dedupe_from_other_entries: bool = F
     """Group (input, reference) pairs by exact input string, keeping first-appearance order.
 
     Pairs may carry an entry id as a third item when ``dedupe_from_other_entries`` is set: then a
-    reference already contributed by an EARLIER entry with the same input is dropped.
+    reference already contributed by an EARLIER entry with the same input is dropped. A fourth
+    item is the entry's ``meta``; the first entry of an input gives the Example's.
     """
     by_input: dict[str, Example] = {}
     owners: dict[str, dict[str, object]] = {}
@@ -183,7 +208,7 @@ def _group(pairs: Iterable[tuple[str, str]], dedupe_from_other_entries: bool = F
         inp, ref = item[0], item[1]
         ex = by_input.get(inp)
         if ex is None:
-            ex = by_input[inp] = Example(inp, [])
+            ex = by_input[inp] = Example(inp, [], dict(item[3]) if len(item) > 3 else {})
             owners[inp] = {}
         if dedupe_from_other_entries:
             entry = item[2]
@@ -195,8 +220,15 @@ def _group(pairs: Iterable[tuple[str, str]], dedupe_from_other_entries: bool = F
     return list(by_input.values())
 
 
+def split_counts(task: Task) -> dict[str, dict[str, int]]:
+    """``{split: {"inputs": n, "references": m}}`` for train, val and test."""
+    return {s: {"inputs": len(getattr(task, s)), "references": sum(len(ex.references) for ex in getattr(task, s))}
+            for s in ("train", "val", "test")}
+
+
 def _split_counts(task: Task) -> str:
-    return f"{len(task.train)}/{len(task.val)}/{len(task.test)} train/val/test inputs"
+    c = split_counts(task)
+    return ", ".join(f"{s} {c[s]['inputs']} inputs / {c[s]['references']} references" for s in c)
 
 
 def task_stats(task: Task) -> dict:
@@ -557,7 +589,7 @@ def _read_table(path: Path, what: str):
     return df
 
 
-def _pick_columns(df, path: Path, wanted: dict[str, tuple[str, ...]], hint: str = "") -> dict[str, str]:
+def _pick_columns(df, path: Path, wanted: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """Map each logical column to the first of its accepted names present in ``df``."""
     found = {}
     missing = []
@@ -570,17 +602,20 @@ def _pick_columns(df, path: Path, wanted: dict[str, tuple[str, ...]], hint: str 
         expected = ", ".join(names[0] for names in wanted.values())
         raise MiniSPDFError(
             f"{path} is missing column(s) {', '.join(missing)}: expected columns {expected}, "
-            f"found {', '.join(map(str, df.columns)) or 'none'}; {hint or 'pass a file with those columns'}"
+            f"found {', '.join(map(str, df.columns)) or 'none'}; pass a file with those columns"
         )
     return found
 
 
 def _table_pairs(path: Path, what: str, in_cols: tuple[str, ...], ref_cols: tuple[str, ...]) -> list[tuple[str, str]]:
     df = _read_table(path, what)
-    hint = ""
-    if path.name.lower() == "testset.csv" and ref_cols[0] == "ref":
-        hint = "the official testset.csv has no references: use testset_w_refs.csv"
-    cols = _pick_columns(df, path, {"input": in_cols, "ref": ref_cols}, hint)
+    if len(df.columns) and set(df.columns) <= set(in_cols):  # inputs only, as in the official testset.csv
+        fix = "use testset_w_refs.csv" if path.name.lower() == "testset.csv" else "use the file with references"
+        raise NoReferencesError(
+            f"{path} has inputs ({'/'.join(in_cols)}) but no reference column ({'/'.join(ref_cols)}), "
+            f"so it cannot be scored; {fix}"
+        )
+    cols = _pick_columns(df, path, {"input": in_cols, "ref": ref_cols})
     if len(df) == 0:
         raise MiniSPDFError(f"{path} has a header but no rows; pass a file in the {what} format that has data in it")
     inputs = [_clean(v) for v in df[cols["input"]].tolist()]
@@ -650,8 +685,17 @@ def _load_dart_json(path: Path) -> list[Example]:
             raise MiniSPDFError(f"{path}: entry {i} has an empty tripleset; fix or delete the entry")
         if not texts:
             raise MiniSPDFError(f"{path}: entry {i} has no non-empty reference text; fix or delete the entry")
-        pairs.extend((inp, t, i) for t in texts)
+        sources = [a.get("source") for a in anns if isinstance(a, dict)]
+        meta = _dart_meta(sources)
+        pairs.extend((inp, t, i, meta) for t in texts)
     return _group(pairs, dedupe_from_other_entries=True)
+
+
+def _dart_meta(sources: Iterable) -> dict:
+    """DART marks each annotation's source data set (webnlg, e2e, WikiSQL_*, WikiTableQuestions_*):
+    an entry is scored in its source's subset (sources joined by '+' when they differ)."""
+    names = sorted({str(x).strip() for x in sources if x is not None and str(x).strip()})
+    return {"source": "+".join(names), "subset": "+".join(names)} if names else {}
 
 
 def _split_mtriple(text: str) -> list[str]:
@@ -662,8 +706,31 @@ def _split_mtriple(text: str) -> list[str]:
     return parts
 
 
+#: The WebNLG 2017 challenge's categories: the 10 of its train/dev data (its test file
+#: testdata_with_lex.xml holds these and the unseen ones) and the 5 that appear only in the test
+#: set (its file testdata_unseen_with_lex.xml), by the entries' ``category`` attribute.
+WEBNLG_SEEN = ("Airport", "Astronaut", "Building", "City", "ComicsCharacter", "Food", "Monument",
+               "SportsTeam", "University", "WrittenWork")
+WEBNLG_UNSEEN = ("Artist", "Athlete", "CelestialBody", "MeanOfTransportation", "Politician")
+
+
+def _webnlg_meta(category: str | None) -> dict:
+    if not category:
+        return {}
+    subset = "seen" if category in WEBNLG_SEEN else "unseen" if category in WEBNLG_UNSEEN else None
+    return {"category": category, **({"subset": subset} if subset else {})}
+
+
+class NoReferencesError(MiniSPDFError):
+    """A file in the official format that holds inputs but no references (e.g. testdata_no_lex.xml)."""
+
+
 def _load_xml(path: Path, what: str) -> list[Example]:
-    """WebNLG-style XML: benchmark/entries/entry, modifiedtripleset/mtriple "s | p | o", lex texts."""
+    """WebNLG-style XML: benchmark/entries/entry, modifiedtripleset/mtriple "s | p | o", lex texts.
+
+    A file in which no entry has a <lex> (the test set without references) raises
+    :class:`NoReferencesError`; a directory loader skips it with a note.
+    """
     _require_file(path, what)
     try:
         root = ET.parse(path).getroot()
@@ -674,6 +741,12 @@ def _load_xml(path: Path, what: str) -> list[Example]:
         raise MiniSPDFError(
             f"{path} has no benchmark/entries/entry elements (root is <{root.tag}>); pass the official {what} file"
         )
+    if not any(entry.find("./lex") is not None for entry in entries):
+        raise NoReferencesError(
+            f"{path} has {len(entries)} inputs but no references (no <lex> elements), so it cannot be scored; "
+            "use the file with references (e.g. testdata_with_lex.xml)"
+        )
+    is_webnlg = what.startswith("WebNLG")
     pairs = []
     for i, entry in enumerate(entries):
         eid = entry.get("eid", str(i))
@@ -698,7 +771,8 @@ def _load_xml(path: Path, what: str) -> list[Example]:
                 texts.append(text)
         if not texts:
             raise MiniSPDFError(f"{path}: entry {eid} has no non-empty <lex> reference; fix or delete the entry")
-        pairs.extend((inp, t, i) for t in texts)
+        meta = _webnlg_meta(entry.get("category")) if is_webnlg else {}
+        pairs.extend((inp, t, i, meta) for t in texts)
     return _group(pairs, dedupe_from_other_entries=True)
 
 
@@ -724,7 +798,7 @@ def _files_with_word(folder: Path, exts: tuple[str, ...], words: tuple[str, ...]
     out = []
     for p in sorted(folder.rglob("*")):
         name = p.name.lower()
-        if p.is_file() and name.endswith(exts) and any(w in name for w in words) and "no_lex" not in name:
+        if p.is_file() and name.endswith(exts) and any(w in name for w in words):
             out.append(p)
     return out
 
@@ -736,8 +810,7 @@ def _split_files_generic(folder: Path, exts: tuple[str, ...]) -> dict[str, list[
     for split, words in _SPLIT_WORDS.items():
         sub = next((subdirs[w] for w in (*words, "validation") if w in subdirs), None)
         if sub is not None:
-            files = [p for p in sorted(sub.rglob("*"))
-                     if p.is_file() and p.name.lower().endswith(exts) and "no_lex" not in p.name.lower()]
+            files = [p for p in sorted(sub.rglob("*")) if p.is_file() and p.name.lower().endswith(exts)]
         else:
             files = [p for p in _files_with_word(folder, exts, words)
                      if not any(p.is_relative_to(s) for s in subdirs.values()
@@ -837,10 +910,11 @@ def _parquet_export(repo: str) -> dict[str, str]:
 _HUB_SPLITS = {"train": "train", "validation": "val", "dev": "val", "test": "test"}
 
 
-def _hub_pairs_to_examples(inputs: list, refs: list) -> list[Example]:
+def _hub_pairs_to_examples(inputs: list, refs: list, metas: list | None = None) -> list[Example]:
     """Group hub rows, silently dropping rows with an empty input or reference (not user-fixable)."""
-    pairs = [(_clean(i), _clean(r)) for i, r in zip(inputs, refs)]
-    return _group((i, r) for i, r in pairs if i and r)
+    metas = metas or [{}] * len(inputs)
+    pairs = [(_clean(i), _clean(r), None, m) for i, r, m in zip(inputs, refs, metas)]
+    return _group(p for p in pairs if p[0] and p[1])
 
 
 def _load_hub(name: str, seed: int) -> Task:
@@ -859,10 +933,11 @@ def _load_hub(name: str, seed: int) -> Task:
             pairs = []
             for ts, ann in zip(rows["tripleset"], rows["annotations"]):
                 texts = ann.get("text", []) if isinstance(ann, dict) else [a.get("text") for a in ann]
-                inp = linearize_triples(ts)
-                pairs.extend((inp, t) for t in texts)
+                sources = ann.get("source", []) if isinstance(ann, dict) else [a.get("source") for a in ann]
+                inp, meta = linearize_triples(ts), _dart_meta(sources)
+                pairs.extend((inp, t, meta) for t in texts)
             splits[_HUB_SPLITS.get(hub_split, hub_split)] = _hub_pairs_to_examples(
-                [p[0] for p in pairs], [p[1] for p in pairs])
+                [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
         metric = "bleu"
     else:  # curation
         repo = "d0rj/curation-corpus"
@@ -904,11 +979,36 @@ _DIR_EXPECTED = {
 }
 
 
-def _load_many(name: str, files: list[Path]) -> list[Example]:
-    pairs: list[tuple[str, str]] = []
+def _load_many(name: str, files: list[Path], notes: list[str]) -> list[Example]:
+    """The examples of all ``files`` of one split, each input once with exactly its own references.
+
+    A release may give an input in several files (WebNLG 2017's testdata_unseen_with_lex.xml
+    repeats entries of testdata_with_lex.xml): the inputs are merged by their text and a
+    reference that another file already gave for that input is not added again. A file without
+    references is skipped. Both are told in ``notes``. Larger files come first (stable), so the
+    full test file gives the order and the subset file only confirms its inputs.
+    """
+    loaded = []
     for f in files:
-        pairs.extend((ex.input, r) for ex in _FILE_LOADERS[name](f) for r in ex.references)
-    return _group(pairs) if len(files) > 1 else _FILE_LOADERS[name](files[0])
+        try:
+            loaded.append((f, _FILE_LOADERS[name](f)))
+        except NoReferencesError:
+            notes.append(f"{f.name} has no references: skipped (it cannot be scored)")
+    merged: dict[str, Example] = {}
+    for f, examples in sorted(loaded, key=lambda fe: -len(fe[1])):
+        repeated = 0
+        for ex in examples:
+            seen = merged.get(ex.input)
+            if seen is None:
+                merged[ex.input] = Example(ex.input, list(ex.references), dict(ex.meta))
+                continue
+            repeated += 1
+            from_others = set(seen.references)
+            seen.references.extend(r for r in ex.references if r not in from_others)
+        if repeated:
+            notes.append(f"{f.name}: {repeated} of its {len(examples)} inputs are also in a larger file of the split; "
+                         "merged, their references not counted twice")
+    return list(merged.values())
 
 
 def load_task_files(
@@ -946,17 +1046,18 @@ def _load_path(name: str, path: Path) -> Task:
     if not path.exists():
         raise MiniSPDFError(f"{name} file not found: {path}; check the path in --task {name}:PATH")
     if path.is_file():
-        examples = _FILE_LOADERS[name](path)
-        return Task(name, _METRICS[name], [], [], examples,
-                    f"{name} file {path} (all in test; see load_task_files/split_task): {len(examples)} test inputs")
+        task = Task(name, _METRICS[name], [], [], _FILE_LOADERS[name](path))
+        task.description = f"{name} file {path} (all in test; see load_task_files/split_task): {_split_counts(task)}"
+        return task
     found = _DIR_FINDERS[name](path)
     if not found:
         raise MiniSPDFError(
             f"no {name} files found in directory {path}; expected {_DIR_EXPECTED[name]}, "
             f"or pass one file as --task {name}:FILE"
         )
-    splits = {s: _load_many(name, found[s]) if s in found else [] for s in ("train", "val", "test")}
-    task = Task(name, _METRICS[name], splits["train"], splits["val"], splits["test"])
+    notes: list[str] = []
+    splits = {s: _load_many(name, found[s], notes) if s in found else [] for s in ("train", "val", "test")}
+    task = Task(name, _METRICS[name], splits["train"], splits["val"], splits["test"], notes=notes)
     listing = "; ".join(f"{s}: {', '.join(p.name for p in found[s])}" for s in found)
     task.description = f"{name} directory {path} ({listing}): {_split_counts(task)}"
     return task
@@ -1034,7 +1135,7 @@ def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1
         raise MiniSPDFError(
             f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on; make them smaller"
         )
-    pool = _group((ex.input, r) for ex in task.train + task.val + task.test for r in ex.references)
+    pool = _group((ex.input, r, None, ex.meta) for ex in task.train + task.val + task.test for r in ex.references)
     if not pool:
         raise MiniSPDFError(f"task {task.name} has no examples to split; load a file with data first")
     order = list(range(len(pool)))
@@ -1046,7 +1147,7 @@ def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1
     val = [pool[i] for i in order[n_test:n_test + n_val]]
     train = [pool[i] for i in order[n_test + n_val:]]
     desc = f"{task.description} | re-split {1 - val_fraction - test_fraction:.2f}/{val_fraction:.2f}/{test_fraction:.2f} seed {seed}"
-    return Task(task.name, task.metric, train, val, test, desc)
+    return Task(task.name, task.metric, train, val, test, desc, notes=list(task.notes))
 
 
 # --------------------------------------------------------------------------------------------

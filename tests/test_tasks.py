@@ -181,9 +181,10 @@ def test_webnlg_directory_with_split_folders(tmp_path):
     write(tmp_path / "train" / "2triples" / "Airport.xml", xml_doc([(["D | e | F", "F | g | H"], ["D e F g H."])]))
     write(tmp_path / "dev" / "1triples" / "Airport.xml", xml_doc([(["X | y | Z"], ["X y Z."])]))
     write(tmp_path / "testdata_with_lex.xml", xml_doc([(["P | q | R"], ["P q R."])]))
-    write(tmp_path / "testdata_no_lex.xml", "<benchmark><entries></entries></benchmark>")
+    write(tmp_path / "testdata_no_lex.xml", xml_doc([(["P | q | R"], [])]))  # inputs without references
     task = load_task(f"webnlg:{tmp_path}")
     assert (len(task.train), len(task.val), len(task.test)) == (2, 1, 1)
+    assert task.notes == ["testdata_no_lex.xml has no references: skipped (it cannot be scored)"]
 
 
 # ---------------------------------------------------------------------------------- Curation
@@ -338,8 +339,8 @@ def test_empty_reference_names_row(tmp_path):
     dart = write(tmp_path / "d.json", json.dumps([{"tripleset": [["a", "b", "c"]], "annotations": [{"source": "x", "text": " "}]}]))
     with pytest.raises(MiniSPDFError, match="entry 0 has no non-empty reference"):
         load_task(f"dart:{dart}")
-    web = write(tmp_path / "w.xml", xml_doc([(["A | b | C"], [])]))
-    with pytest.raises(MiniSPDFError, match="entry Id1 has no non-empty <lex>"):
+    web = write(tmp_path / "w.xml", xml_doc([(["A | b | C"], ["A b C."]), (["D | e | F"], [])]))
+    with pytest.raises(MiniSPDFError, match="entry Id2 has no non-empty <lex>"):
         load_task(f"webnlg:{web}")
 
 
