@@ -76,20 +76,20 @@ def _judge(rows, entropy=3.26, val_loss=2.0):
 
 def test_claims_follow_the_numbers():
     c = _judge(_rows(spdf_loss=1.001))
-    assert c["spdf75: no significant loss against dense", "test_loss"]["verdict"] == stats.HOLDS
-    assert c["spdf75: no significant loss against dense", "bleu"]["verdict"] == stats.HOLDS  # 0.2 < 1 point
+    assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.HOLDS
+    assert c["spdf75: no significant loss vs dense", "bleu"]["verdict"] == stats.HOLDS  # 0.2 < 1 point
     assert c["spsf75 (masks kept) worse than spdf75", "test_loss"]["verdict"] == stats.HOLDS
-    assert c["spdf75: no significant loss against dense", "test_loss"]["retained"] == pytest.approx(0.999, abs=0.01)
+    assert c["spdf75: no significant loss vs dense", "test_loss"]["retained"] == pytest.approx(0.999, abs=0.01)
     c = _judge(_rows(spdf_loss=1.10, spsf_loss=0.9))
-    assert c["spdf75: no significant loss against dense", "test_loss"]["verdict"] == stats.FAILS
+    assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.FAILS
     assert c["spsf75 (masks kept) worse than spdf75", "test_loss"]["verdict"] == stats.FAILS
 
 
 def test_gates_make_claims_untestable_with_a_reason():
     c = _judge(_rows(dense_bleu=4.0))  # BLEU at its floor: BLEU claims untestable, loss claims not
-    bleu = c["spdf75: no significant loss against dense", "bleu"]
+    bleu = c["spdf75: no significant loss vs dense", "bleu"]
     assert bleu["verdict"] == stats.UNTESTABLE and "below 10" in bleu["reason"]
-    assert c["spdf75: no significant loss against dense", "test_loss"]["verdict"] != stats.UNTESTABLE
+    assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] != stats.UNTESTABLE
     c = _judge(_rows(scratch_loss=1.0))  # pre-training does not help
     assert all(v["verdict"] == stats.UNTESTABLE and "does not beat scratch" in v["reason"]
                for k, v in c.items() if k[1] == "test_loss")

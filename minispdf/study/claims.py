@@ -11,7 +11,7 @@ can show it (the gates); otherwise it is ``untestable`` with the reason:
   ``plateau_ratio`` x the corpus' unigram entropy (a unigram model's loss).
 
 Gaps are oriented so that positive means "the sparse arm is worse": for test loss
-``(arm - dense) / dense``, for BLEU ``dense - arm``. The retained benefit
+``(arm - dense) / mean(dense)`` per seed, for BLEU ``dense - arm``. The retained benefit
 ``R = (scratch - spdf) / (scratch - dense)`` (test loss) sits beside every SPDF gap.
 """
 
@@ -30,12 +30,15 @@ def _values(rows, metric, **where) -> dict:
 
 
 def _gap(rows, metric, arm, base="dense", **cell) -> dict:
-    """Per-seed gap of ``arm`` to ``base``, positive = ``arm`` worse."""
+    """Per-seed gap of ``arm`` to ``base``, positive = ``arm`` worse. Test-loss gaps are divided
+    by the cell's mean dense loss (one number for all seeds: a seed whose dense loss is near zero
+    must not blow its ratio up), so a 0.01 gap means 1% of the dense test loss."""
     a, b = _values(rows, metric, arm=arm, **cell), _values(rows, metric, arm=base, **cell)
     if metric == "bleu":
         return {s: b[s] - a[s] for s in set(a) & set(b)}
     dense = _values(rows, metric, arm="dense", **cell)
-    return {s: (a[s] - b[s]) / dense[s] for s in set(a) & set(b) & set(dense)}
+    scale = statistics.fmean(dense.values()) if dense else None
+    return {s: (a[s] - b[s]) / scale for s in set(a) & set(b)} if scale else {}
 
 
 class Judge:
@@ -84,7 +87,7 @@ class Judge:
             for s in self._sparse_levels("spdf"):
                 out += self._no_loss(metric, f"spdf{s}")
             out += self._versus_spdf(metric, "spsf", "spsf{s} (masks kept) worse than spdf{s}")
-            out += self._versus_spdf(metric, "eqflop", "spdf{s} better than dense pre-training of equal FLOPs (eqflop{s})")
+            out += self._versus_spdf(metric, "eqflop", "spdf{s} better than equal-FLOP dense (eqflop{s})")
             out += self._harder(metric)
             out += self._larger(metric)
             out += self._set_size(metric)
@@ -104,7 +107,7 @@ class Judge:
                 "margin": margin, "n_seeds": n, "verdict": verdict, "reason": reason, **extra}
 
     def _no_loss(self, metric, arm) -> list[dict]:
-        claim = f"{arm}: no significant loss against dense"
+        claim = f"{arm}: no significant loss vs dense"
         m = self.margins[metric]
         out = []
         for task, size, set_ in self.cells(("dense", arm)):
@@ -175,18 +178,18 @@ class Judge:
 
     def _harder(self, metric) -> list[dict]:
         order = [t for t in self.grid.get("difficulty", list(self.grid["tasks"])) if t in self.grid["tasks"]]
-        return self._dd("harder tasks lose more from sparse pre-training (spdf75)", metric, "task", order, "spdf75")
+        return self._dd("harder tasks lose more (spdf75)", metric, "task", order, "spdf75")
 
     def _larger(self, metric) -> list[dict]:
         from .plan import n_params
 
         order = sorted(self.grid["sizes"], key=lambda s: n_params(self.grid, s))
-        return self._dd("larger models lose less from sparse pre-training (spdf75)", metric, "size", order, "spdf75",
+        return self._dd("larger models lose less (spdf75)", metric, "size", order, "spdf75",
                         sign=-1)
 
     def _set_size(self, metric) -> list[dict]:
         order = sorted(self.grid["sets"], key=lambda s: -self.grid["sets"][s])  # full set first
-        return self._dd("a smaller fine-tuning set makes sparse pre-training lose more (spdf75)", metric, "set",
+        return self._dd("a smaller fine-tuning set loses more (spdf75)", metric, "set",
                         order, "spdf75")
 
 

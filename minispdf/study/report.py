@@ -143,14 +143,19 @@ def claims_markdown(claims: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def headline_table(claims: list[dict]) -> str:
-    """One row per claim and metric at the grid's primary cell; the other cells as a tally."""
-    lines = ["| claim | metric | effect [95% CI] | margin | verdict | all cells |", "|---|---|---|---|---|---|"]
+def headlines(claims: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """(the claim at the primary cell, or its only comparison; all its comparisons) per claim and metric."""
     groups: dict = {}
     for c in claims:
         groups.setdefault((c["claim"], c["metric"]), []).append(c)
-    for (claim, metric), cs in groups.items():
-        head = next((c for c in cs if c["primary"]), cs[0])
+    return [(next((c for c in cs if c["primary"]), cs[0]), cs) for cs in groups.values()]
+
+
+def headline_table(claims: list[dict]) -> str:
+    """One row per claim and metric at the grid's primary cell; the other cells as a tally."""
+    lines = ["| claim | metric | effect [95% CI] | margin | verdict | all cells |", "|---|---|---|---|---|---|"]
+    for head, cs in headlines(claims):
+        claim, metric = head["claim"], head["metric"]
         tally = ", ".join(f"{n} {v}" for v in (st.HOLDS, st.FAILS, st.INCONCLUSIVE, st.UNTESTABLE)
                           if (n := sum(c["verdict"] == v for c in cs)))
         margin = "-" if head["margin"] is None else (f"{head['margin']:.0%}" if metric == "test_loss" else
@@ -208,12 +213,12 @@ def plot_claims(results: dict, path: str) -> None:
     from .. import plots
 
     plt = plots._plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
     for ax, metric in zip(axes, ("test_loss", "bleu")):
-        cs = [c for c in results["claims"] if c["metric"] == metric and c["primary"]]
-        plots.plot_intervals([{"label": c["claim"][:48], "mean": c["effect"], "low": c["ci_low"],
-                               "high": c["ci_high"]} for c in cs], ax=ax, xlabel=LABEL[metric],
-                             title=f"claims on {LABEL[metric]} (primary cell)")
+        cs = [c for c, _ in headlines(results["claims"]) if c["metric"] == metric]
+        plots.plot_intervals([{"label": c["claim"], "mean": c["effect"], "low": c["ci_low"],
+                               "high": c["ci_high"]} for c in cs], ax=ax, title=f"claims on {LABEL[metric]}",
+                             xlabel="> 0: as the claim says (for \"no significant loss\": the loss)")
     _save(axes[0], path)
 
 
