@@ -337,7 +337,7 @@ def cmd_demo(argv):
     _emit(as_json, {k: v for k, v in results.items() if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
           f"\nSPDF demo ({results['grid']['name']} grid, {results['timing']['wall_s']:.0f} s)\n"
           f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{format_table(results)}\n\n"
-          f"written: {results['out']}/results.md, results.json, results.csv, loss_vs_flops.png")
+          f"written: {results['out']}/results.md, results.json, results.csv, claims.json, pretrain_loss_vs_flops.png")
 
 
 @command("reproduce", "the reproduction study: a declared grid of arms, tasks, sizes and seeds, judged against the paper")
