@@ -5,8 +5,11 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import contextlib
+
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from minispdf.errors import MiniSPDFError
@@ -129,11 +132,12 @@ def _is_attention(name: str) -> bool:
     return "attention" in name or name in {"bmm", "baddbmm"}
 
 
-def _measure(model, B, T, seed=0):
+def _measure(model, B, T, seed=0, backend=None):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, model.config.vocab_size, (B, T), generator=g)
     y = torch.randint(0, model.config.vocab_size, (B, T), generator=g)
-    with FlopCounterMode(display=False) as counter:
+    backends = sdpa_kernel(backend) if backend is not None else contextlib.nullcontext()
+    with backends, FlopCounterMode(display=False) as counter:
         _, loss = model(x, y)
         loss.backward()
     counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
@@ -169,6 +173,22 @@ def test_flop_counter_matches_weight_matmul_flops_exactly(preset, B):
     r = flop_report(cfg, seq_len=T)
     c = r.components
     assert weight == 3 * B * sum(c[k]["dense"] for k in ("qkv", "attn_out", "mlp", "logits"))
+
+
+@pytest.mark.parametrize("preset,B,T", [("nano", 2, 64), ("tiny", 2, 64), ("tiny", 1, 24)])
+def test_flop_counter_measures_the_attention_terms_with_the_math_backend(preset, B, T):
+    # The fused CPU attention kernel is invisible to FlopCounterMode; the math backend runs the
+    # scores (q k^T) and values (att v) matmuls as bmm ops, which it counts, forward and backward.
+    torch.manual_seed(0)
+    cfg = preset_config(preset)
+    counts, weight, attention, other = _measure(GPT(cfg), B, T, backend=SDPBackend.MATH)
+    assert other == {}, f"unexpected FLOP-counted ops: {other}"
+    c = flop_report(cfg, seq_len=T).components
+    assert attention > 0
+    assert attention == 3 * B * (c["attn_scores"]["dense"] + c["attn_values"]["dense"])
+    assert weight == 3 * weight_matmul_flops(cfg, T, B)
+    # so every matmul of the formula is measured; only the softmax (no matmul) is a convention
+    assert weight + attention + 3 * B * c["softmax"]["dense"] == B * flop_report(cfg, seq_len=T).train_dense
 
 
 def test_flop_counter_masked_model_costs_dense_but_reports_sparse():
