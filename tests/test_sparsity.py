@@ -72,6 +72,19 @@ def test_random_masks_deterministic_per_seed_and_differ_across_seeds():
     assert not torch.equal(a[names[0]], a[names[1]])
 
 
+def test_random_masks_are_the_same_on_every_rank(monkeypatch):
+    # each data-parallel rank draws its own masks before any broadcast: they must agree by construction
+    drawn = []
+    for rank in ("0", "1", "3"):
+        for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "4"}.items():
+            monkeypatch.setenv(key, value)
+        drawn.append(sparsify(make(seed=int(rank)), 0.75, seed=11))  # a random mask ignores the weights
+    for masks in drawn[1:]:
+        assert masks.keys() == drawn[0].keys()
+        for name in masks:
+            assert torch.equal(masks[name], drawn[0][name]), name
+
+
 def test_random_mask_does_not_consume_global_rng():
     torch.manual_seed(5)
     model = make()
