@@ -1,4 +1,4 @@
-"""Shared test helpers: a deterministic batch source and the ``slow`` marker."""
+"""Shared test helpers: deterministic batch sources, a small fine-tuning task, the ``slow`` marker."""
 
 import os
 
@@ -33,6 +33,30 @@ class RandomBatches:
         seq = torch.stack(rows)
         # contiguous: GPT.forward calls targets.view(-1), which fails on a strided slice
         return seq[:, :-1].contiguous().to(device), seq[:, 1:].contiguous().to(device), None
+
+
+REF_LEN = 16  # bytes (= char tokens) of every reference of small_task()
+
+
+def small_task(n_train: int = 24, n_val: int = 6):
+    """A data-to-text ``Task`` that fits the nano preset's 64-token context with the char tokenizer.
+
+    Inputs have different lengths (so fine-tuning batches are padded and the prompts differ);
+    every reference is exactly ``REF_LEN`` bytes, so a batch of B pairs holds exactly
+    ``B * (REF_LEN + 1)`` target tokens (the reference and its end of text), whatever was drawn.
+    """
+    from minispdf.tasks import Example, Task
+
+    names = ["Al", "Bea", "Cyrus", "Dorothea", "Eli", "Fitzgerald", "Gus", "Hana"]
+    foods = ["Thai", "French", "Indian", "English"]
+
+    def example(i):
+        ref = f"Place {i:03d} is ok."
+        assert len(ref.encode()) == REF_LEN
+        return Example(f"name[{names[i % len(names)]}], food[{foods[i % len(foods)]}]", [ref])
+
+    return Task("small", "bleu", train=[example(i) for i in range(n_train)],
+                val=[example(n_train + i) for i in range(n_val)])
 
 
 @pytest.fixture(autouse=True)

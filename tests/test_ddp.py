@@ -33,7 +33,7 @@ WORKER = textwrap.dedent('''
     rank = int(os.environ["RANK"])
     torch.manual_seed(0)
     model = GPT(preset_config("nano"))
-    sparsify(model, 0.75, seed=0)
+    sparsify(model, 0.75, seed=0)  # before train(): no process group yet, no broadcast
     torch.save(model.state_dict(), os.path.join(out, f"init{rank}.pt"))
     cfg = TrainConfig(max_steps=5, batch_size=4, lr=1e-2, warmup_steps=1, eval_interval=0, eval_iters=1,
                       device="cpu", progress=False, seed=3)
@@ -78,6 +78,12 @@ def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
         assert p.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
 
     init = torch.load(tmp_path / "init0.pt", weights_only=True)
+    init1 = torch.load(tmp_path / "init1.pt", weights_only=True)
+    # each rank's own sparsify output, saved before DDP's first broadcast could copy rank 0's buffers
+    own_masks = [k for k in init if k.endswith("_mask")]
+    assert len(own_masks) == 8 and init.keys() == init1.keys()
+    for k in init:
+        assert torch.equal(init[k], init1[k]), k
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0.keys() == r1.keys()

@@ -202,6 +202,50 @@ def test_beam_stops_at_eot():
 # ------------------------------------------------------------------------------------------
 
 
+# Official E2E BLEU values: e2e-metrics (github.com/tuetschek/e2e-metrics, commit 1b9c4d8),
+# measure_scores.run_mteval, i.e. NIST mteval-v13a-sig.pl (lowercases by default, 13a tokenization,
+# closest reference length, empty padding references ignored), run by tests/e2e_official_bleu.py
+# with perl 5.36 and XML::Twig 3.52 on 2026-12-01. It prints 4 decimals of a 0-1 score.
+E2E_EXAMPLE = (
+    ["The Eagle is a cheap coffee shop near Burger King.",
+     "Fitzbillies is a family-friendly Italian restaurant with a price range of 20-25 pounds.",
+     "Browns Cambridge serves french food."],
+    [["The Eagle is a low-priced coffee shop near Burger King in the riverside area.",
+      "Near Burger King by the riverside is The Eagle, a cheap coffee shop."],
+     ["Fitzbillies is a kid-friendly Italian restaurant in the 20-25 pound price range.",
+      "For 20-25 pounds, Fitzbillies offers Italian food and is family friendly.",
+      "FITZBILLIES is an Italian restaurant, family-friendly, with prices of 20-25 pounds."],
+     ["Browns Cambridge serves French food and is not family-friendly."]],
+)
+PADDING_EXAMPLE = (
+    ["the cat sat on the mat", "a dog", "birds fly south in winter time"],
+    [["the cat sat on a mat", "there is a cat on the mat", "a cat on the mat"],
+     ["a dog runs in a park"],
+     ["birds fly to the south in winter", "in winter birds fly south"]],
+)
+OFFICIAL_BLEU = {"E2E_EXAMPLE": 0.4868, "PADDING_EXAMPLE": 0.4308}  # "BLEU score = ..." of mteval
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_BLEU))
+def test_bleu_equals_the_official_e2e_script(name):
+    preds, refs = globals()[name]
+    assert evaluate.bleu(preds, refs) == pytest.approx(100 * OFFICIAL_BLEU[name], abs=0.005)
+
+
+def test_bleu_of_the_e2e_example_by_hand():
+    # mteval's report for E2E_EXAMPLE gives the n-gram precisions 0.9697 0.7333 0.5556 0.3750 = 32/33,
+    # 22/30, 15/27, 9/24. Lowercased 13a tokens ("20-25" -> "20 - 25", "." and "," split off):
+    # predictions of 11, 16 and 6 tokens (33); closest references 14, 16 and 11 tokens (41), so
+    # BLEU = exp(1 - 41/33) * (32/33 * 22/30 * 15/27 * 9/24) ** (1/4).
+    expected = 100 * math.exp(1 - 41 / 33) * (32 / 33 * 22 / 30 * 15 / 27 * 9 / 24) ** 0.25
+    assert evaluate.bleu(*E2E_EXAMPLE) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(48.68, abs=0.005)
+    # the example tells lowercasing apart: "french" matches "French" only when lowercased
+    preds, refs = E2E_EXAMPLE
+    streams = [[r[j] if j < len(r) else None for r in refs] for j in range(3)]
+    assert sacrebleu.corpus_bleu(preds, streams).score < expected - 5
+
+
 def test_bleu_perfect_predictions_score_100():
     refs = [["the cat sat on the mat today", "a cat was on the mat"], ["there is a dog in the big garden"]]
     assert evaluate.bleu([refs[0][1], refs[1][0]], refs) == pytest.approx(100.0)

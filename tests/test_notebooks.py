@@ -121,8 +121,12 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     t = time.perf_counter()
     nb = _execute(path, tmp_path)  # raises CellExecutionError on the first failing cell
     print(f"{path.stem}: {time.perf_counter() - t:.1f} s at smoke scale")
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
-    assert not errors
+    # execute() raised on any failing cell; what is left to check is that every cell did run, in order,
+    # and that none swallowed an exception into a printed traceback
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    printed = [o.get("text", "") for c in code for o in c.outputs if o.get("output_type") == "stream"]
+    assert not [t for t in printed if "Traceback (most recent call last)" in t]
     assert not (ROOT / "notebooks" / "runs").exists() and not (ROOT / "notebooks" / "data").exists()
 
 

@@ -20,7 +20,7 @@ def _close():
 
 
 def _labelled(ax, legend=True):
-    assert ax.get_title() and ax.get_xlabel() is not None and ax.get_ylabel()
+    assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     if legend:
         assert ax.get_legend() is not None and ax.get_legend().get_texts()
 
@@ -151,8 +151,10 @@ def test_plot_kernel_speedups_draws_the_measured_speedups():
 
 
 def test_bars_grouped_bars_tables_and_samples():
-    ax = plots.plot_bars({"dense": 1.0, "SPDF": 1.2}, ylabel="loss", title="t", reference=1.0, reference_label="dense")
+    ax = plots.plot_bars({"dense": 1.0, "SPDF": 1.2}, ylabel="loss", title="t", reference=1.0, reference_label="dense",
+                         xlabel="arm")
     _labelled(ax)
+    assert ax.get_xlabel() == "arm" and [t.get_text() for t in ax.get_xticklabels()] == ["dense", "SPDF"]
     ax = plots.plot_grouped_bars({"easy": {"gap": 0.1}, "hard": {"gap": -0.2}}, ylabel="gap", title="t", xlabel="task")
     assert ax.get_title() == "t" and [t.get_text() for t in ax.texts] == ["0.10", "-0.20"]
     table = plots.format_table([{"arm": "dense", "loss": 1.23456, "n": 3}, {"arm": "SPDF", "loss": None, "n": 4}],

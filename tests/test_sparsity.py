@@ -18,11 +18,14 @@ from minispdf.model import GPT, preset_config
 from minispdf.sparsity import (
     DEFAULT_INCLUDE,
     apply_masks,
+    check_mask_options,
     densify,
     erk_densities,
+    format_sparsity_report,
     is_sparse,
     mask_gradients,
     masked_parameters,
+    register_masks,
     sparsify,
     sparsity_report,
     target_parameters,
@@ -70,6 +73,19 @@ def test_random_masks_deterministic_per_seed_and_differ_across_seeds():
     # and not the same mask in every tensor of equal shape
     names = [n for n in a if n.endswith("attn.c_proj.weight")]
     assert not torch.equal(a[names[0]], a[names[1]])
+
+
+def test_random_masks_are_the_same_on_every_rank(monkeypatch):
+    # each data-parallel rank draws its own masks before any broadcast: they must agree by construction
+    drawn = []
+    for rank in ("0", "1", "3"):
+        for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "4"}.items():
+            monkeypatch.setenv(key, value)
+        drawn.append(sparsify(make(seed=int(rank)), 0.75, seed=11))  # a random mask ignores the weights
+    for masks in drawn[1:]:
+        assert masks.keys() == drawn[0].keys()
+        for name in masks:
+            assert torch.equal(masks[name], drawn[0][name]), name
 
 
 def test_random_mask_does_not_consume_global_rng():
@@ -195,17 +211,53 @@ def test_include_matching_nothing_raises():
 
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, "0.5", True, None, float("nan")])
 def test_sparsity_outside_range_raises(bad):
-    with pytest.raises(MiniSPDFError):
+    with pytest.raises(MiniSPDFError, match=r"is outside \[0, 1\): give the fraction of weights held at zero"):
         sparsify(make(), bad)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(method="topk"), dict(distribution="normal"), dict(scope="layer"),
-    dict(scope="global", method="random"), dict(scope="global", method="magnitude", distribution="erk"),
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(method="topk"), "unknown mask method 'topk': choose one of random, magnitude"),
+    (dict(distribution="normal"), "unknown distribution 'normal': choose one of uniform, erk"),
+    (dict(scope="layer"), "unknown scope 'layer': choose 'tensor' or 'global'"),
+    (dict(scope="global", method="random"), "scope='global' works only with method='magnitude'"),
+    (dict(scope="global", method="magnitude", distribution="erk"),
+     "scope='global' works only with method='magnitude' and the default distribution"),
 ])
-def test_bad_method_distribution_scope_raise(kwargs):
-    with pytest.raises(MiniSPDFError):
+def test_bad_method_distribution_scope_raise(kwargs, needle):
+    with pytest.raises(MiniSPDFError, match="^" + re.escape(needle)):
         sparsify(make(), 0.5, **kwargs)
+
+
+def test_check_mask_options_defaults_and_include():
+    check_mask_options("random")  # the defaults (uniform, per tensor) are valid
+    check_mask_options("magnitude", scope="global")
+    with pytest.raises(MiniSPDFError, match="is not a valid regular expression"):
+        check_mask_options("random", include="(")  # the CLI checks --include before any work
+
+
+def test_register_masks_refuses_masks_that_do_not_fit():
+    masks = sparsify(make(), 0.5, seed=0)
+    name = "transformer.h.0.attn.c_attn.weight"
+    with pytest.raises(MiniSPDFError, match="does not fit this model"):
+        register_masks(make(), {name: masks[name].T})  # a wrong shape
+    with pytest.raises(MiniSPDFError, match="does not fit this model"):
+        register_masks(make(), {"transformer.h.7.attn.c_attn.weight": masks[name]})  # no such layer
+    model = make()
+    register_masks(model, {name: masks[name].to(torch.uint8)})  # 0/1 bytes become a bool mask
+    [(n, _, m)] = masked_parameters(model)
+    assert n == name and m.dtype == torch.bool and torch.equal(m, masks[name])
+
+
+def test_any_module_even_with_other_buffers_and_a_single_kept_weight():
+    # BatchNorm holds running statistics (buffers) before the mask, and its weight is top-level (no
+    # module prefix in its name); pruning 15 of 16 keeps exactly one weight, the largest
+    bn = torch.nn.BatchNorm1d(16)
+    with torch.no_grad():
+        bn.weight.copy_(torch.arange(1.0, 17.0))
+    masks = sparsify(bn, 15 / 16, method="magnitude", include=r"^weight$")
+    assert [n for n, _, _ in masked_parameters(bn)] == ["weight"] == list(masks)
+    assert masks["weight"].nonzero().flatten().tolist() == [15]
+    assert bn.weight.detach().nonzero().flatten().tolist() == [15]
 
 
 def test_sparsity_zero_keeps_everything():
@@ -364,6 +416,21 @@ def test_sparsity_report_numbers():
     assert t["params"] == model.num_params()
     dense = sparsity_report(make())
     assert dense["total"]["zeros"] == 0 and dense["total"]["masked"] == 0
+    d = model.config.n_embd
+    proj = sparsity_report(model, include=r"attn\.c_proj\.weight$")["layers"]
+    assert [(r["name"], r["shape"]) for r in proj] == [(f"transformer.h.{i}.attn.c_proj.weight", [d, d]) for i in (0, 1)]
+
+
+def test_format_sparsity_report_lists_every_tensor_and_the_total():
+    model = make()
+    sparsify(model, 0.75, seed=0)
+    lines = format_sparsity_report(sparsity_report(model)).split("\n")
+    assert lines[0].split() == ["tensor", "shape", "sparsity"]
+    assert [line.split() for line in lines[1:5]] == [
+        ["transformer.h.0.attn.c_attn.weight", "192x64", "75.0%"], ["transformer.h.0.attn.c_proj.weight", "64x64", "75.0%"],
+        ["transformer.h.0.mlp.c_fc.weight", "256x64", "75.0%"], ["transformer.h.0.mlp.c_proj.weight", "64x256", "75.0%"]]
+    assert len(lines) == 1 + 8 + 1
+    assert lines[-1].split() == ["all", "sparsified", "tensors", "98,304", "75.0%"]
 
 
 def test_masks_saved_in_state_dict_as_bool_without_weight_copy(tmp_path):
