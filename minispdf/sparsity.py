@@ -250,10 +250,13 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
 
 
 def densify(model: nn.Module) -> nn.Module:
-    """Drop every mask (SPDF's switch to dense fine-tuning). The zeros stay as starting values."""
+    """Drop every mask (SPDF's switch to dense fine-tuning). The zeros stay as starting values.
+
+    The mask slots stay, empty (``None``, as in a layer that was never masked), so the layers
+    still display and describe themselves."""
     for _, module in model.named_modules():
         for buf_name in [b for b in module._buffers if b.endswith(MASK_SUFFIX)]:
-            del module._buffers[buf_name]
+            module._buffers[buf_name] = None
     return model
 
 

@@ -450,3 +450,20 @@ def test_masks_saved_in_state_dict_as_bool_without_weight_copy(tmp_path):
     torch.save(sd, tmp_path / "sd.pt")
     back = torch.load(tmp_path / "sd.pt", weights_only=True)
     assert all(back[k].dtype == torch.bool for k in mask_keys)
+
+
+def test_model_displays_and_reports_before_and_after_densify():
+    from minispdf.model import GPT, preset_config
+    from minispdf.sparsity import densify, sparsify, sparsity_report
+
+    model = GPT(preset_config("nano"))
+    sparsify(model, 0.5)
+    assert "sparsity=0.50" in repr(model)
+    densify(model)
+    text = repr(model)  # used to raise AttributeError: no attribute 'weight_mask'
+    assert "MaskedLinear" in text and "sparsity=" not in text
+    report = sparsity_report(model)
+    assert report["total"]["masked"] == 0 and abs(report["total"]["sparsity"] - 0.5) < 0.01
+    assert not [k for k in model.state_dict() if k.endswith("_mask")]
+    sparsify(model, 0.75)  # a densified model can be masked again
+    assert "sparsity=0.75" in repr(model)
