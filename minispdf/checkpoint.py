@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import tempfile
+import warnings
 
 import torch
 
@@ -88,7 +90,18 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     if not os.path.exists(path):
         raise MiniSPDFError(f"no checkpoint at {path}: pass the ckpt.pt (or run folder) that pretrain --out wrote")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # the one-line error below is the whole message
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise MiniSPDFError(f"{path} is not a readable checkpoint (UnpicklingError): the file is corrupt or "
+                                "truncated; re-run the training that wrote it") from None
+        raise MiniSPDFError(
+            f"{path} holds Python objects that a safe load refuses (loading them could run code): minispdf "
+            "checkpoints hold only tensors and plain values; load this file only if you trust it, with "
+            "torch.load(weights_only=False), or re-run the training that wrote it"
+        ) from None
     except Exception as e:
         raise MiniSPDFError(
             f"{path} is not a readable checkpoint ({type(e).__name__}): the file is corrupt or "

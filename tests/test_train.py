@@ -364,3 +364,16 @@ def test_optimizer_is_fused_where_torch_has_it_and_falls_back_where_not(monkeypa
     monkeypatch.setattr(torch.optim, "AdamW", no_fused)
     opt = train_mod.make_optimizer(model, cfg())
     assert not opt.defaults["fused"]
+
+
+def test_checkpoint_carrying_code_is_named_as_such(tmp_path, capsys):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"format": "minispdf-1", "hook": os.path.join}, path)  # a pickled function: could be any code
+    with pytest.raises(MiniSPDFError, match="Python objects that a safe load refuses") as e:
+        load_checkpoint(str(path))
+    assert "\n" not in str(e.value) and "corrupt" not in str(e.value)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""  # no torch warning before the one error line
+    path.write_bytes(b"\x80\x02garbage that is not a pickle")
+    with pytest.raises(MiniSPDFError, match="corrupt or truncated"):
+        load_checkpoint(str(path))
