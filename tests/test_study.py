@@ -266,3 +266,14 @@ def test_unknown_arm_is_refused():
         parse_arm("sparse75")
     assert parse_arm("eqflop75") == {"arm": "eqflop75", "kind": "eqflop", "sparsity": 0.75, "pretrained": True,
                                      "keep_masks": False, "equal_flops": True}
+
+
+def test_parallel_jobs_give_the_same_rows(smoke, tmp_path):
+    """Two worker processes (one thread each) compute what one process computes."""
+    _, res, _ = smoke
+    serial = {r["cell"]: r for r in res["rows"] if r["seed"] == 0}
+    par = run_study(resolve_grid("smoke", seeds=1), str(tmp_path / "par"), device="cpu", jobs=2, log=lambda *a: None)
+    assert par["timing"]["jobs"] == 2 and {r["cell"] for r in par["rows"]} == set(serial)
+    for r in par["rows"]:
+        assert r["test_loss"] == pytest.approx(serial[r["cell"]]["test_loss"], rel=1e-4)
+        assert r["pretrain_flops"] == serial[r["cell"]]["pretrain_flops"]
