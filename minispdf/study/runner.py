@@ -21,14 +21,11 @@ import tempfile
 import time
 
 from ..checkpoint import atomic_write_bytes, usual_permissions
+from ..spdf import write_json
 from ..errors import MiniSPDFError
 from . import plan as plan_lib
 
 FORMAT = "minispdf-study-1"
-
-
-def write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 def read_json(path: str):
