@@ -871,7 +871,6 @@ def nb05_paper_findings():
 
         import matplotlib.pyplot as plt
 
-        from minispdf import plots
         from minispdf.study import report, resolve_grid, run_study
 
         if RERUN or not os.path.exists(P["results"]):
@@ -905,16 +904,7 @@ def nb05_paper_findings():
         1 BLEU point): "no significant loss" holds only when the interval sits left of it.
         """),
         code("""
-        rows = [r for r in results["summary"] if r["arm"] != "dense"]
-        fig, axes = plt.subplots(1, 2, figsize=(12, 0.9 + 0.32 * len(rows)))
-        for ax, metric in zip(axes, ("test_loss", "bleu")):
-            pts = [{"label": f"{r['task']}/{r['size']}/{r['set']}: {r['arm']}", "group": r["arm"],
-                    **(r[f"gap_{metric}"] or {"mean": None})} for r in rows]
-            plots.plot_intervals(pts, ax=ax, margin=grid["margins"][metric],
-                                 colors={a: f"C{i}" for i, a in enumerate(report.ARM_ORDER)},
-                                 xlabel=("relative test-loss gap" if metric == "test_loss" else "BLEU gap (points)")
-                                 + " to dense, > 0: worse", title=f"{metric}: arm minus dense, 95% intervals")
-        fig.tight_layout()
+        report.plot_gaps(results)
         plt.show()
         """),
         md("""

@@ -189,8 +189,9 @@ def plot_pretraining(results: dict, path: str, size: str | None = None) -> None:
     _save(ax, path)
 
 
-def plot_gaps(results: dict, path: str) -> None:
-    """Gap to dense of every arm, per cell, with 95% intervals: test loss and BLEU side by side."""
+def plot_gaps(results: dict):
+    """Gap to dense of every arm, per cell, with 95% intervals: test loss and BLEU side by side.
+    Returns the figure (``write_outputs`` saves it; a notebook shows it)."""
     from .. import plots
 
     plt = plots._plt()
@@ -204,7 +205,8 @@ def plot_gaps(results: dict, path: str) -> None:
         plots.plot_intervals(pts, ax=ax, xlabel=label, margin=results["grid"]["margins"][metric],
                              colors={a: f"C{i}" for i, a in enumerate(ARM_ORDER)},
                              title=f"{LABEL[metric]}: arm minus dense, mean of paired seeds")
-    _save(axes[0], path)
+    fig.tight_layout()
+    return fig
 
 
 def plot_claims(results: dict, path: str) -> None:
@@ -294,5 +296,5 @@ def write_outputs(results: dict, out: str) -> None:
     write_text(os.path.join(out, "README_section.md"), readme_section(results, link=f"results/{results['grid']['name']}/"))
     if results["rows"]:
         plot_pretraining(results, os.path.join(out, FIGURES[0]))
-        plot_gaps(results, os.path.join(out, FIGURES[1]))
+        _save(plot_gaps(results).axes[0], os.path.join(out, FIGURES[1]))
         plot_claims(results, os.path.join(out, FIGURES[2]))
