@@ -30,3 +30,10 @@ def test_readme_commands_are_the_ci_ones():
     assert TEST_COMMAND in readme
     assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text()
     assert "minispdf demo" in readme
+
+
+def test_progress_bars_can_render_as_widgets_in_jupyter():
+    """Without ipywidgets, tqdm in JupyterLab prints "TqdmWarning: IProgress not found" instead of a bar."""
+    import tqdm.notebook
+
+    assert tqdm.notebook.IProgress is not None
