@@ -16,7 +16,8 @@ from pathlib import Path
 from ..checkpoint import check_out_folder, usual_permissions
 from ..errors import MiniSPDFError
 from .exercises import EXERCISES
-from .notebooks import ANSWER_TAG, BEGIN, DEFAULT_SRC, END, dumps, read_notebook, student_notebook, tags
+from .notebooks import (ANSWER_TAG, BEGIN, DEFAULT_SRC, END, dumps, exercise_name, read_notebook, student_notebook,
+                        tags)
 
 README = """SPDF lessons: student bundle
 ============================
@@ -45,10 +46,11 @@ Exercises (points):
 """
 
 
-def _readme(timeout: float) -> str:
-    lines = [f"  {ex.notebook}.ipynb  {ex.name} ({ex.function}): {ex.points} point{'s' * (ex.points != 1)}"
-             for ex in sorted(EXERCISES.values(), key=lambda e: e.notebook)]
-    return README.format(timeout=f"{timeout:g}", exercises="\n".join(lines))
+def _readme(timeout: float, exercises: list[tuple[str, str]]) -> str:
+    """README.txt; ``exercises``: (notebook file, exercise name) as found in the bundle."""
+    lines = [f"  {nb}  {name} ({EXERCISES[name].function}): {EXERCISES[name].points} "
+             f"point{'s' * (EXERCISES[name].points != 1)}" for nb, name in exercises if name in EXERCISES]
+    return README.format(timeout=f"{timeout:g}", exercises="\n".join(lines) or "  (none)")
 
 
 def _leaks(path: Path) -> list[str]:
@@ -62,10 +64,12 @@ def _leaks(path: Path) -> list[str]:
 
 def _write_bundle(folder: Path, src: Path, results: Path | None, timeout: float) -> list[str]:
     (folder / "notebooks").mkdir()
-    written = []
+    written, exercises = [], []
     for nb_path in sorted(src.glob("*.ipynb")):
         out = folder / "notebooks" / nb_path.name
-        out.write_text(dumps(student_notebook(read_notebook(nb_path), f"notebooks/{nb_path.name}")), encoding="utf-8")
+        nb = student_notebook(read_notebook(nb_path), f"notebooks/{nb_path.name}")
+        out.write_text(dumps(nb), encoding="utf-8")
+        exercises += [(nb_path.name, name) for name in dict.fromkeys(map(exercise_name, nb.cells)) if name]
         leaks = _leaks(out)
         if leaks:
             raise MiniSPDFError(f"refusing to release {'; '.join(leaks)}: remove solution text outside "
@@ -76,7 +80,7 @@ def _write_bundle(folder: Path, src: Path, results: Path | None, timeout: float)
         (folder / rel.parent).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(study, folder / rel)
         written.append(str(rel))
-    (folder / "README.txt").write_text(_readme(timeout), encoding="utf-8")
+    (folder / "README.txt").write_text(_readme(timeout, exercises), encoding="utf-8")
     return written + ["README.txt"]
 
 
