@@ -379,6 +379,10 @@ def test_an_endless_exercise_times_out_and_grading_goes_on(tmp_path):
     bf, lm = r["exercises"]["block_flops"], r["exercises"]["loss_mask"]
     assert bf["points"] == 0 and bf["checks"][0]["message"].startswith("timed out after 3 s")
     assert lm["passed"] and lm["points"] == 2 and r["points"] == 2 and r["max_points"] == 5
+    path = _notebook(tmp_path / "exits.ipynb", ("block_flops", "import os\nos._exit(3)\n"), ("loss_mask", LOSS_MASK_OK))
+    r = A.grade(path)  # an exercise that kills its worker fails alone, too
+    assert "ended the grader's process (exit code 3)" in r["exercises"]["block_flops"]["checks"][0]["message"]
+    assert r["exercises"]["loss_mask"]["passed"]
 
 
 def test_a_helper_from_another_cell_is_warned_about(tmp_path):

@@ -66,7 +66,7 @@ def _context():
 
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["minispdf.assignments.worker"])  # torch and the checks, imported once
+        ctx.set_forkserver_preload(["minispdf.assignments.preload"])  # torch and the checks, imported once
         return ctx
     return mp.get_context("spawn")
 

@@ -13,12 +13,12 @@ import io
 
 import torch
 
-from . import checks  # noqa: F401  (imported here so that forked workers start with it)
 from .exercises import EXERCISES, check_exercise
 
 
-def _warm() -> None:
-    """Load what the checks read once, in the fork server, so that every worker starts with it."""
+def warm() -> None:
+    """Load what the checks read, once, in the fork server (see :mod:`.preload`): every worker
+    forked from it starts with it, and a plain ``import minispdf.assignments`` stays light."""
     from .. import data, flops, sparsity, tasks  # noqa: F401
     from ..study import plan  # noqa: F401
 
@@ -27,8 +27,6 @@ def _warm() -> None:
     except Exception:
         pass  # that check will say what is missing
 
-
-_warm()
 
 PREAMBLE = "import math\nimport torch\nimport numpy as np"  # what the lessons import first
 PREAMBLE_NAMES = ("math", "torch", "np")
