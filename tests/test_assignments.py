@@ -306,6 +306,8 @@ def test_release_refuses_a_non_empty_folder_and_is_atomic(tmp_path, capsys, monk
     assert A.main(["release", str(out), "--src", str(src)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not empty" in err and "--overwrite" in err, err
+    assert A.main(["release", str(tmp_path / "new"), "--src", str(src), "--results", str(tmp_path / "nope")]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
     from minispdf.assignments import bundle
 
     def broken(nb, rel):  # fails on the second notebook: the bundle must not be half-written

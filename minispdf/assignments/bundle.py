@@ -96,6 +96,9 @@ def release(dst, src=DEFAULT_SRC, overwrite: bool = False, results=None, timeout
     check_out_folder(str(dst), flag="release folder")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise MiniSPDFError(f"{dst} is not empty: choose a new folder, or pass --overwrite to replace it")
+    if results is not None and not Path(results).is_dir():
+        raise MiniSPDFError(f"--results {results} is not a folder: pass the folder that holds the study "
+                            "results (results/), or leave it out")
     results = Path(results) if results is not None else src.resolve().parent / "results"
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
