@@ -23,7 +23,6 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,8 +33,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from minispdf.checkpoint import usual_permissions
-from minispdf.errors import MiniSPDFError
+from minispdf.batches import TokenBatches  # noqa: F401  (the training loop's batches of a TokenData)
+from minispdf.errors import MiniSPDFError, one_line
+from minispdf.fileio import publish_folder, write_bytes
 
 # Where prepared token files (and downloads) live; relative to the current directory.
 DATA_DIR = os.environ.get("MINISPDF_DATA_DIR", "data")
@@ -253,10 +253,7 @@ def _load_shakespeare(data_dir: str) -> str:
                 f"no network: cannot download tiny shakespeare from {SHAKESPEARE_URL} ({exc}); "
                 "download it yourself and pass --data path/to/input.txt"
             ) from exc
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(raw)
-        os.replace(tmp, cached)  # atomic: never a half-downloaded cache file
+        write_bytes(str(cached), raw)  # atomic: never a half-downloaded cache file
     return _load_file(str(cached))
 
 
@@ -299,7 +296,7 @@ def _load_hub(name: str, max_chars: int) -> str:
                 break
     except Exception as exc:
         raise MiniSPDFError(
-            f"loading {hub.repo} from Hugging Face failed ({type(exc).__name__}: {exc}); "
+            f"loading {hub.repo} from Hugging Face failed ({type(exc).__name__}: {one_line(exc)}); "
             "check your connection, or pass a local text file with --data path/to/file.txt"
         ) from exc
     return hub.sep.join(pieces)[:max_chars]
@@ -465,30 +462,14 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
 
     data_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(data_dir, folder.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=data_dir))
-    try:
-        usual_permissions(tmp)
-        ids[:n_train].astype(dtype).tofile(tmp / "train.bin")
-        ids[n_train:].astype(dtype).tofile(tmp / "val.bin")
+    with publish_folder(str(folder)) as tmp:  # an interrupted run leaves no half-written folder
+        ids[:n_train].astype(dtype).tofile(os.path.join(tmp, "train.bin"))
+        ids[n_train:].astype(dtype).tofile(os.path.join(tmp, "val.bin"))
         meta = {**expected, "dtype": np.dtype(dtype).name, "text_chars": len(text),
                 "train_tokens": n_train, "val_tokens": len(ids) - n_train}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _swap_into_place(tmp, folder)
-    except BaseException:  # includes KeyboardInterrupt
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            f.write(json.dumps(meta, indent=2) + "\n")
     return TokenData(folder)
-
-
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    """Rename ``tmp`` to ``folder``; an old ``folder`` is moved aside first, then deleted."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-old-", dir=folder.parent))
-        os.replace(folder, old / "x")
-    os.replace(tmp, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_stale_temp_dirs(data_dir: Path, name: str, max_age_s: float = 3600) -> None:
@@ -532,21 +513,3 @@ def _entropy_nats(counts: np.ndarray) -> float:
         return 0.0
     p = counts[counts > 0] / total
     return float(-(p * np.log(p)).sum())
-
-
-class TokenBatches:
-    """Language-model batches for the training loop: ``get_batch(split, generator, device)``.
-
-    Wraps :class:`TokenData` with a fixed batch size and context; the loss mask is ``None``
-    (every position counts).
-    """
-
-    def __init__(self, data: TokenData, batch_size: int, block_size: int):
-        self.data, self.batch_size, self.block_size = data, batch_size, block_size
-
-    def get_batch(self, split: str, generator: torch.Generator, device="cpu"):
-        x, y = self.data.get_batch(split, self.batch_size, self.block_size, generator, device)
-        return x, y, None
-
-    def check(self) -> None:
-        self.data.validate(self.block_size)

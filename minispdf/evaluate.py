@@ -53,8 +53,8 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from .checkpoint import atomic_write_bytes
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, one_line
+from .fileio import write_text
 from .metrics import bleu, score_predictions
 from .model import KVCache
 from .tasks import SEPARATOR, Example, FinetuneBatches, encode_prompt, training_pairs
@@ -340,7 +340,7 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
         if predictions_path is not None:
             text = "".join(json.dumps({"input": ex.input, "prediction": p, "references": r, **ex.meta},
                                       ensure_ascii=False) + "\n" for ex, p, r in zip(examples, preds, refs))
-            atomic_write_bytes(str(predictions_path), lambda f: f.write(text.encode("utf-8")))
+            write_text(str(predictions_path), text)
             written = str(predictions_path)
     elif has_subsets:
         result["subsets"] = {}
@@ -391,7 +391,7 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
         elif isinstance(e, UnicodeDecodeError):
             kind = "not UTF-8 text"
         elif isinstance(e, ValueError):
-            kind = _one_line(e)
+            kind = one_line(e)
         else:
             kind = "a line that is not a JSON object"
         raise MiniSPDFError(
@@ -401,10 +401,6 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
     if not preds:
         raise MiniSPDFError(f"{path} holds no predictions: re-run the evaluation that wrote it")
     return preds, refs, labels
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:200]
 
 
 def score_file(predictions_path: str, metrics=None, task: str = "") -> dict:

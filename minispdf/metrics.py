@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Sequence
 
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, one_line
 
 __all__ = ["METRICS", "default_metrics", "parse_metrics", "meteor_available", "score_predictions", "bleu"]
 
@@ -153,7 +153,7 @@ class _Meteor:
                 self.hyps = tok.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
             self.scorer = Meteor()
         except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
-            why = " ".join(f"{e} {log['text']}".split())[:300]
+            why = one_line(f"{e} {log['text']}", 300)
             raise MiniSPDFError(f"METEOR could not run ({why}); check Java and the pycocoevalcap install, "
                                 "or leave meteor out of --metrics") from None
 
@@ -163,7 +163,7 @@ class _Meteor:
         try:
             return 100 * float(self.scorer.compute_score(gts, res)[0])
         except (OSError, ValueError) as e:  # the Java process died or answered nonsense
-            raise MiniSPDFError(f"METEOR failed ({' '.join(str(e).split())[:200]}); check Java, "
+            raise MiniSPDFError(f"METEOR failed ({one_line(e)}); check Java, "
                                 "or leave meteor out of --metrics") from None
 
     def close(self) -> None:

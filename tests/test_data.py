@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from minispdf import data
+from minispdf import data, fileio
 from minispdf.data import (
     CharTokenizer,
     GPT2Tokenizer,
@@ -200,7 +200,7 @@ def test_leftover_temp_dir_and_interrupt(small_file, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_swap_into_place", interrupted)
+    monkeypatch.setattr(fileio, "replace_folder", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_data(str(small_file), "char", data_dir=out, verbose=False)
     assert sorted(os.listdir(out)) == [leftover.name]

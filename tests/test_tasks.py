@@ -269,7 +269,7 @@ def test_encode_example_truncation():
     tokens, mask = encode_example(TOK, "0123456789", "xyz", block_size=10)
     assert len(tokens) == 11 and TOK.decode(tokens) == "012345\nxyz"
     assert mask == [0] * 6 + [1] * 4
-    with pytest.raises(MiniSPDFError, match=r"example 7 is 15 tokens.*--block_size or --truncate"):
+    with pytest.raises(MiniSPDFError, match=r"example 7 is 15 tokens.*--block_size, or truncate=True"):
         encode_example(TOK, "0123456789", "xyz", block_size=10, truncate=False, index=7)
     with pytest.raises(MiniSPDFError, match="block_size"):
         encode_example(TOK, "0123456789", "a much too long target", block_size=10)
