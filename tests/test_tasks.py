@@ -209,9 +209,7 @@ def test_curation_csv_and_parquet(tmp_path):
 
 
 def test_builtin_deterministic_and_seeded():
-    t0 = time.perf_counter()
     a = load_task("builtin", seed=0)
-    assert time.perf_counter() - t0 < 1.0
     assert len(a.train) == 2000 and len(a.val) == 200 and len(a.test) == 200
     assert a == load_task("builtin", seed=0)
     b = load_task("builtin", seed=1)
@@ -344,23 +342,22 @@ def test_empty_reference_names_row(tmp_path):
         load_task(f"webnlg:{web}")
 
 
-def test_missing_empty_and_malformed_files(tmp_path):
+@pytest.mark.parametrize("name, file, text, message", [
+    ("e2e", "devset.csv", "", "is empty"),
+    ("e2e", "h.csv", "mr,ref\n", "no rows"),
+    ("dart", "bad.json", '[{"tripleset": [', "not valid JSON"),
+    ("webnlg", "bad.xml", "<benchmark><entries><entry>", "not well-formed XML"),
+])
+def test_empty_and_malformed_files(tmp_path, name, file, text, message):
+    with pytest.raises(MiniSPDFError, match=message):
+        load_task(f"{name}:{write(tmp_path / file, text)}")
+
+
+def test_missing_files_and_folders_without_the_official_names(tmp_path):
     with pytest.raises(MiniSPDFError, match="not found"):
         load_task(f"e2e:{tmp_path / 'nope.csv'}")
     with pytest.raises(MiniSPDFError, match="not found"):
         load_task_files("dart", test=tmp_path / "nope.json")
-    empty = write(tmp_path / "devset.csv", "")
-    with pytest.raises(MiniSPDFError, match="is empty"):
-        load_task(f"e2e:{empty}")
-    header_only = write(tmp_path / "h.csv", "mr,ref\n")
-    with pytest.raises(MiniSPDFError, match="no rows"):
-        load_task(f"e2e:{header_only}")
-    bad_json = write(tmp_path / "bad.json", '[{"tripleset": [')
-    with pytest.raises(MiniSPDFError, match="not valid JSON"):
-        load_task(f"dart:{bad_json}")
-    bad_xml = write(tmp_path / "bad.xml", "<benchmark><entries><entry>")
-    with pytest.raises(MiniSPDFError, match="not well-formed XML"):
-        load_task(f"webnlg:{bad_xml}")
     (tmp_path / "sub").mkdir()
     with pytest.raises(MiniSPDFError, match="no e2e files found in directory .*trainset.csv"):
         load_task(f"e2e:{tmp_path / 'sub'}")

@@ -4,6 +4,7 @@ hand-written template references. Needs no files and no network; a pure function
 
 from __future__ import annotations
 
+import functools
 import random
 
 from minispdf.errors import MiniSPDFError
@@ -87,6 +88,7 @@ def _fill(templates: tuple[str, ...], value: str) -> tuple[str, ...]:
     return tuple(t.format(v=value, a=_a(value)) for t in templates)
 
 
+@functools.cache  # a pure function of a few hundred (slot, value) pairs, called for every reference
 def _vp_options(slot: str, value: str) -> tuple[str, ...]:
     """Verb phrases (for the subject "it") stating one slot; the first is the fixed wording."""
     if slot == "priceRange":
@@ -98,6 +100,7 @@ def _vp_options(slot: str, value: str) -> tuple[str, ...]:
     return _fill(_VP_TEMPLATES[slot], value)
 
 
+@functools.cache
 def _pp_options(slot: str, value: str) -> tuple[str, ...]:
     """Prepositional phrases that can follow the intro noun phrase (area and near only)."""
     return _fill(_PP_TEMPLATES[slot], value)
