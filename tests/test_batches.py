@@ -5,7 +5,8 @@ import torch
 
 from conftest import small_task
 from minispdf.batches import Batches, TaskBatches, TokenBatches
-from minispdf.data import CharTokenizer, prepare_data
+from minispdf.data import prepare_data
+from minispdf.tokenizers import CharTokenizer
 from minispdf.errors import MiniSPDFError
 
 

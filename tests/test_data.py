@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from minispdf import data, fileio
+from minispdf import data, fileio, tokenizers
 from minispdf.data import (
-    CharTokenizer,
-    GPT2Tokenizer,
     TokenData,
     corpus_stats,
     describe_sources,
@@ -27,6 +25,7 @@ from minispdf.data import (
     prepare_data,
 )
 from minispdf.errors import MiniSPDFError
+from minispdf.tokenizers import CharTokenizer, GPT2Tokenizer
 from minispdf.tasks import TASK_NAMES
 
 
@@ -77,8 +76,8 @@ def test_gpt2_tokenizer():
 def test_gpt2_bulk_encoding_matches_encode(monkeypatch):
     tok = get_tokenizer("gpt2")
     text = load_corpus("builtin")[:120_000] + "\n\n\n  tail\n"
-    monkeypatch.setattr(data, "ENCODE_CHUNK_CHARS", 5_000)  # force many chunk boundaries
-    assert len(data._split_for_bpe(text, 5_000)) > 10
+    monkeypatch.setattr(tokenizers, "ENCODE_CHUNK_CHARS", 5_000)  # force many chunk boundaries
+    assert len(tokenizers._split_for_bpe(text, 5_000)) > 10
     assert tok.encode_array(text).tolist() == tok.encode(text)
 
 

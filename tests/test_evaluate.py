@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from minispdf import evaluate
-from minispdf.data import CharTokenizer
+from minispdf.tokenizers import CharTokenizer
 from minispdf.errors import MiniSPDFError
 from minispdf.model import GPT, GPTConfig, KVCache
 from minispdf.tasks import Example, encode_example, encode_prompt
