@@ -24,8 +24,10 @@ import re
 import shutil
 import socket
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
@@ -120,25 +122,38 @@ def _load_shakespeare(data_dir: str) -> str:
     return _load_file(str(cached))
 
 
-def _hub_offline_reason() -> str | None:
-    """Why the Hugging Face hub cannot be used right now, or None if it looks reachable."""
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used right now (offline flag, no connection), or None.
+
+    A quick probe, so that corpora and tasks fail at once: ``load_dataset`` itself would retry
+    for ~20 s before giving up.
+    """
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return f"{var}={os.environ[var]} is set"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    try:  # quick probe: load_dataset itself would retry for ~20 s before giving up
-        request = urllib.request.Request(endpoint + "/api/datasets", method="HEAD")
-        urllib.request.urlopen(request, timeout=3).close()
-    except urllib.error.HTTPError:
-        pass  # the server answered, so the network works
-    except (urllib.error.URLError, OSError, socket.timeout) as exc:
-        return f"{endpoint} is unreachable ({exc})"
-    return None
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"offline ({var}={os.environ[var].strip()})"
+    parsed = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    result: list[object] = []
+
+    def probe() -> None:  # in a thread so that a slow DNS lookup is bounded too
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            result.append(None)
+        except OSError as e:
+            result.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(3.5)
+    if result and result[0] is None:
+        return None
+    return f"cannot reach {host}:{port} ({one_line(result[0]) if result else 'timed out'})"
 
 
 def _load_hub(name: str, max_chars: int) -> str:
     hub = HUB_SOURCES[name]
-    reason = _hub_offline_reason()
+    reason = hub_unreachable()
     if reason:
         raise MiniSPDFError(
             f"cannot download {name} from Hugging Face ({reason}): go online, "

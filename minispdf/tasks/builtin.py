@@ -70,7 +70,6 @@ def _a(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-
 # Verb phrases (subject "it") and the phrases after the intro noun phrase, per slot: "{v}" is
 # the value and "{a}" its article; the first template is the "fixed" wording.
 _VP_TEMPLATES = {

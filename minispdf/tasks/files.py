@@ -77,8 +77,6 @@ def _dart_split_files(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-
-
 _FILE_LOADERS: dict[str, Callable[[Path], list[Example]]] = {
     "e2e": load_e2e_file,
     "dart": load_dart_file,

@@ -5,10 +5,6 @@ the local-file alternative.
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-
 from minispdf.errors import MiniSPDFError, one_line
 
 from .core import Example, Task, clean, counts_text, group, split_task
@@ -23,37 +19,12 @@ _HUB_EXAMPLE_FILE = {
 
 def _check_hub(repo: str, name: str) -> None:
     """Fail at once, with the fix, when the hub cannot be reached (offline flag or no network)."""
-    local = _HUB_EXAMPLE_FILE[name]
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            raise MiniSPDFError(
-                f"offline ({var}=1): cannot fetch {repo} from the Hugging Face hub; "
-                f"pass a local file instead: --task {local}"
-            )
-    from urllib.parse import urlparse
+    from minispdf.data import hub_unreachable  # at call time: minispdf.data imports this package
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    result: list[object] = []
-
-    def probe() -> None:  # in a thread so that a slow DNS lookup is bounded too
-        try:
-            socket.create_connection((host, port), timeout=3).close()
-            result.append(True)
-        except OSError as e:
-            result.append(e)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(3.5)
-    if not result or result[0] is not True:
-        why = one_line(result[0]) if result else "timed out"
-        raise MiniSPDFError(
-            f"cannot reach {host}:{port} ({why}) to fetch {repo} from the Hugging Face hub; "
-            f"pass a local file instead: --task {local}"
-        )
+    reason = hub_unreachable()
+    if reason:
+        raise MiniSPDFError(f"{reason}: cannot fetch {repo} from the Hugging Face hub; "
+                            f"pass a local file instead: --task {_HUB_EXAMPLE_FILE[name]}")
 
 
 def _hub_load(repo: str, name: str, data_files: dict[str, str] | None = None):

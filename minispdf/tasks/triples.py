@@ -45,7 +45,6 @@ def linearize_triples(triples: Sequence[Sequence[str]]) -> str:
     return " | ".join(parts)
 
 
-
 def _load_dart_json(path: Path) -> list[Example]:
     require_file(path, "DART JSON")
     try:
@@ -115,7 +114,6 @@ def _webnlg_meta(category: str | None) -> dict:
         return {}
     subset = "seen" if category in WEBNLG_SEEN else "unseen" if category in WEBNLG_UNSEEN else None
     return {"category": category, **({"subset": subset} if subset else {})}
-
 
 
 def _load_xml(path: Path, what: str) -> list[Example]:
