@@ -37,8 +37,6 @@ __all__ = ["METRICS", "default_metrics", "parse_metrics", "meteor_available", "s
 
 METRICS = ("bleu", "chrf", "ter", "rouge", "meteor")
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-#: Result keys each metric adds (``rouge`` adds three).
-METRIC_KEYS = {"bleu": ("bleu",), "chrf": ("chrf",), "ter": ("ter",), "rouge": _ROUGE_TYPES, "meteor": ("meteor",)}
 
 
 def default_metrics(task_name: str) -> tuple[str, ...]:
