@@ -13,6 +13,7 @@ import numpy as np
 
 from minispdf.errors import MiniSPDFError
 
+
 def _as_id_list(ids) -> list[int]:
     """Accept a list/tuple of ints, a numpy array or a (1-D) torch tensor."""
     if hasattr(ids, "tolist"):

@@ -25,6 +25,7 @@ from .core import TASK_NAMES, Task
 from .files import load_path, load_task_files
 from .hub import load_hub
 
+
 def load_task(spec: str, *, seed: int = 0, **builtin_kwargs) -> Task:
     """Load a task from a spec string such as ``builtin:hard``, ``e2e:data/devset.csv`` or ``dart``.
 

@@ -24,6 +24,7 @@ from minispdf.errors import MiniSPDFError, one_line
 
 from .core import Example, NoReferencesError, clean, group, require_file
 
+
 def _norm_name(text: object) -> str:
     return " ".join(str(text).replace("_", " ").split())
 
