@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from test_releases import webnlg_xml, write
 
 from minispdf.errors import MiniSPDFError
 from minispdf.tasks import (
@@ -44,12 +45,6 @@ class ByteTokenizer:
 
 
 TOK = ByteTokenizer()
-
-
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 E2E_CSV = (
@@ -141,14 +136,10 @@ def test_dart_json(tmp_path):
 
 
 def xml_doc(entries):
-    body = []
-    for i, (triples, lexes) in enumerate(entries, start=1):
-        mt = "".join(f"<mtriple>{t}</mtriple>" for t in triples)
-        lx = "".join(f'<lex comment="good" lid="Id{j}">{x}</lex>' for j, x in enumerate(lexes, start=1))
-        body.append(f'<entry category="Airport" eid="Id{i}" size="{len(triples)}">'
-                    f"<originaltripleset><otriple>ignored | ignored | ignored</otriple></originaltripleset>"
-                    f"<modifiedtripleset>{mt}</modifiedtripleset>{lx}</entry>")
-    return f'<?xml version="1.0" ?>\n<benchmark>\n<entries>\n{"".join(body)}\n</entries>\n</benchmark>\n'
+    """WebNLG-style XML of (triples, lexes) entries, category Airport; the original tripleset
+    differs from the modified one, which is the one read."""
+    return webnlg_xml([("Airport", f"Id{i}", t, lx) for i, (t, lx) in enumerate(entries, start=1)],
+                      original="ignored | ignored | ignored")
 
 
 def test_dart_xml(tmp_path):
