@@ -15,7 +15,7 @@ import difflib
 import json
 import os
 import typing
-from dataclasses import MISSING, Field, field, fields, is_dataclass
+from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 
 from .errors import MiniSPDFError
 
@@ -116,6 +116,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog):
         super().__init__(prog, max_help_position=32)
 
+    def _split_lines(self, text, width):  # keep "--no-compile" whole
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
 
 def _describe_default(f: Field, typ) -> str:
     default = f.default if f.default is not MISSING else None
@@ -146,8 +151,11 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
             continue
         help_ = f.metadata["help"] + (" (default: the preset's)" if overrides else _describe_default(f, typ))
         default = None if overrides else (f.default if f.default is not MISSING else f.default_factory())
-        choices = f.metadata.get("choices")
-        metavar = f.metadata.get("metavar") or ("{" + ",".join(map(str, choices)) + "}" if choices else None)
+        choices, metavar = f.metadata.get("choices"), f.metadata.get("metavar")
+        if choices and len(",".join(map(str, choices))) > 24:  # a long list reads better in the help than the usage
+            metavar, help_ = metavar or f.name.upper(), help_ + ": one of " + ", ".join(map(str, choices))
+        elif choices:
+            metavar = metavar or "{" + ",".join(map(str, choices)) + "}"
         if f.metadata.get("positional"):
             action = group.add_argument(f.name, type=CONVERTERS[typ], metavar=metavar or f.name.upper())
         elif typ is bool:
@@ -267,12 +275,47 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     if getattr(args, "config", None):
         parser.set_defaults(**config_defaults(parser, args.config))
         args = parser.parse_args(argv)
+    keys = {arg.partition("=")[0] for arg in argv}
+    args._given = {a.dest for a in parser._actions if keys & set(a.option_strings)}  # set by a flag, not a default
     return args
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="read settings from a JSON or TOML file; flags given here win")
+
+
+def from_keywords(settings: dict, command: str, **slots) -> list:
+    """One settings object per concern from ``slots`` (``name=(cls, obj or None)``), each updated
+    with the flat keyword ``settings`` that name its fields; None values are left out.
+
+    ``pretrain(preset="nano", sparsity=0.5, max_steps=10)`` fills ModelConfig, SparsityConfig and
+    TrainConfig this way; an unknown keyword is an error.
+    """
+    owner = {}  # keyword -> (slot, the dict field it goes into, or None)
+    for slot, (cls, _) in slots.items():
+        for f in fields(cls):
+            sub = f.metadata.get("fields_of")
+            names = [g.name for g in fields(sub) if g.name not in f.metadata.get("skip", ())] if sub else [f.name]
+            owner.update({name: (slot, f.name if sub else None) for name in names})
+    unknown = [k for k in settings if k not in owner]
+    if unknown:
+        raise MiniSPDFError(f"unknown setting(s) {', '.join(unknown)}: see `minispdf {command} --help`")
+    changes: dict = {slot: {} for slot in slots}
+    for key, value in settings.items():
+        slot, into = owner[key]
+        if value is not None and into:
+            changes[slot].setdefault(into, {})[key] = value
+        elif value is not None:
+            changes[slot][key] = value
+    out = []
+    for slot, (cls, obj) in slots.items():
+        if obj is None:
+            out.append(cls(**changes[slot]))
+        else:
+            merged = {k: {**getattr(obj, k), **v} if isinstance(v, dict) else v for k, v in changes[slot].items()}
+            out.append(replace(obj, **merged) if merged else obj)
+    return out
 
 
 def flat(*objs) -> dict:

@@ -279,7 +279,7 @@ def test_failed_overwrite_puts_the_old_run_back(capsys, tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
                        "--eval_iters", "1", "--max_steps", "3", "--lr", "1e30", "--out", "run", "--overwrite",
-                       "--progress", "true")
+                       "--progress")
     assert code == 2 and "loss became nan" in err, err
     assert [line for line in err.splitlines() if "error:" in line][0].startswith("error:")  # not after a bar
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
