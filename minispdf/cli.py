@@ -165,8 +165,9 @@ ARCH = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 
 
 @command("flops", "per-component training FLOPs, dense and sparse, and the reduction",
-         (ModelConfig, dict(only=("preset",))), (GPTConfig, dict(only=ARCH, overrides=True)),
-         (SparsityConfig, dict(only=("sparsity",))), FlopsSettings)
+         (ModelConfig, dict(title="Model", only=("preset",))),
+         (GPTConfig, dict(title="Architecture: changes to the preset's", only=ARCH, overrides=True)),
+         (SparsityConfig, dict(title="Sparsity", only=("sparsity",))), FlopsSettings)
 def cmd_flops(args):
     from .flops import flop_report, flop_table
     from .model import preset_config
@@ -191,15 +192,15 @@ def cmd_flops(args):
 @dataclass
 class BenchSettings(Settings):
     """Training-step benchmark."""
-    preset: str = setting("tiny", "model size (with --kernels also: all)")
+    preset: str = setting("tiny", "model size (with --kernels also: all)", metavar="NAME")
     sparsity: float = setting(0.75, "the masked arm's sparsity")
     batch_size: int = setting(12, "sequences per step")
     block_size: int | None = setting(None, "context length (default: the preset's)")
     steps: int = setting(30, "timed steps per arm (after the warmup)")
     warmup: int = setting(5, "untimed steps first")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
     compile: bool = setting(False, "torch.compile the model")
-    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16", choices=("auto", "fp32", "bf16"))
+    dtype: str = setting("auto", "precision (auto: bf16 on CUDA, fp32 elsewhere)", choices=("auto", "fp32", "bf16"))
     peak_tflops: float | None = setting(None, "the device's peak TFLOP/s, if not in the built-in table")
     kernels: bool = setting(False, "time the masked matrices' matmuls (dense, zeros, CSR, 2:4) instead")
 
@@ -345,7 +346,7 @@ class ScoreSettings(Settings):
     predictions: str = setting(None, "the predictions JSONL (evaluate's, or one in its format)", positional=True,
                                metavar="PREDICTIONS.jsonl")
     metrics: str | None = setting(None, METRICS_HELP)
-    task: str = setting("", "task name for the default metrics (curation: ROUGE; others: all)")
+    task: str | None = setting(None, "task name for the default metrics (curation: ROUGE; others: all)", metavar="NAME")
 
 
 @command("score", "re-score a predictions JSONL (evaluate's, or one from elsewhere) with the same metrics",
@@ -355,7 +356,7 @@ def cmd_score(args):
     from .metrics import format_report
 
     s = build(ScoreSettings, args)
-    result = score_file(s.predictions, s.metrics, task=s.task)
+    result = score_file(s.predictions, s.metrics, task=s.task or "")
     result["predictions_path"] = s.predictions
     _emit(args.json, result, format_report(result, f"scored {s.predictions}"))
 
@@ -366,7 +367,7 @@ def cmd_score(args):
 def _scale_settings():
     from .demo import SCALE_KEYS
 
-    return make_dataclass("DemoScale", [(k, int | None, setting(None, "override the demo grid's value"))
+    return make_dataclass("DemoScale", [(k, int | None, setting(None, k.replace("_", " ")))
                                         for k in SCALE_KEYS], bases=(Settings,))
 
 
@@ -377,7 +378,7 @@ class DemoSettings(Settings):
     out: str = setting("runs/demo", "run folder", metavar="DIR")
     overwrite: bool = setting(False, "replace an earlier demo in --out (once the new one has finished)")
     seed: int = setting(0, "seed of the one run of every arm")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
     jobs: int | None = setting(None, "parallel jobs (default: one per CPU core)")
 
 
@@ -385,7 +386,7 @@ DemoScale = _scale_settings()
 
 
 @command("demo", "the whole SPDF recipe at small scale on built-in data (--quick: < 1 minute)",
-         DemoSettings, (DemoScale, dict(title="scale")))
+         DemoSettings, (DemoScale, dict(title="Scale: overrides of the demo grid's")))
 def cmd_demo(args):
     from .demo import format_table, run_demo
 
@@ -418,7 +419,7 @@ class ReproduceSettings(Settings):
     out: str | None = setting(None, "run folder (default: runs/study-GRID)", metavar="DIR")
     seeds: int | None = setting(None, "seeds per block (default: the grid's)")
     jobs: int | None = setting(None, "parallel jobs, one torch thread each (default: one per CPU core; 1 on a GPU)")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
     dry_run: bool = setting(False, "print the plan and its cost, train nothing")
 
 
@@ -426,7 +427,7 @@ RealTasks = _real_task_settings()
 
 
 @command("reproduce", "the reproduction study: a declared grid of arms, tasks, sizes and seeds, judged against the paper",
-         ReproduceSettings, (RealTasks, dict(title="real tasks")))
+         ReproduceSettings, (RealTasks, dict(title="Real tasks (added to the grid)")))
 def cmd_reproduce(args):
     from .study import resolve_grid, run_study
     from .study.report import FIGURES, headline_table

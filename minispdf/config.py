@@ -138,7 +138,9 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
     that change a preset. A dict field with ``fields_of`` metadata adds that dataclass's fields as
     overrides (see ``spdf.ModelConfig.arch``).
     """
-    group = parser.add_argument_group(title or cls.__doc__.strip().splitlines()[0].rstrip("."))
+    title = title or cls.__doc__.strip().splitlines()[0].rstrip(".")
+    name, colon, about = title.partition(": ")  # "Training: the optimizer, ..." -> "Training (the optimizer, ...):"
+    group = parser.add_argument_group(f"{name} ({about})" if colon else title)
     for f in fields(cls):
         if f.name in skip or (only is not None and f.name not in only):
             continue

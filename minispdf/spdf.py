@@ -106,7 +106,7 @@ class FinetuneConfig(Settings):
     init_from: str | None = setting(None, "checkpoint or run folder to start from, with its architecture (a --preset "
                                           "given must match it); none: a new model, the no-pre-training baseline",
                                     metavar="RUN")
-    task: str | None = setting(None, "downstream task (or a tasks.Task): builtin[:easy|:hard] | e2e[:PATH] | "
+    task: str | None = setting(None, "downstream task: builtin[:easy|:hard] | e2e[:PATH] | "
                                      "dart[:PATH] | webnlg:PATH | curation[:PATH]", metavar="SPEC")
     data: str | None = setting(None, "or continue language modelling on this corpus (as pretrain --data)",
                                metavar="SOURCE")

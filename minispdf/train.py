@@ -62,7 +62,7 @@ class TrainConfig:
     checkpoint_interval: int = setting(0, "steps between checkpoints (0: only at the end, or when stopped)")
     stop_after: int = setting(0, "stop (with a checkpoint) at this step, to continue later with --resume (0: never)")
     seed: int = setting(1337, "seed of the initial weights, dropout and the data order")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
     compile: bool = setting(False, "torch.compile the model")
     progress: bool = setting(True, "show a progress bar")
 
