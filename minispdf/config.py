@@ -264,7 +264,7 @@ def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
         try:
             values[key] = convert(value)
         except argparse.ArgumentTypeError as e:
-            raise MiniSPDFError(f"{key!r} in {path} {e}") from None
+            raise MiniSPDFError(f"{key!r} in {path}: {e}") from None
     return values
 
 

@@ -402,7 +402,7 @@ def test_help_is_argparse_generated_from_the_dataclasses(capsys):
     from dataclasses import fields
 
     from minispdf.cli import COMMANDS
-    from minispdf.spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig, SparsityConfig
+    from minispdf.spdf import FinetuneConfig, PretrainConfig, RunConfig, SparsityConfig
     from minispdf.train import TrainConfig
 
     code, out, _ = run(capsys, "pretrain", "--help")
