@@ -200,7 +200,7 @@ class BenchSettings(Settings):
     warmup: int = setting(5, "untimed steps first")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
     compile: bool = setting(False, "torch.compile the model")
-    dtype: str = setting("auto", "precision (auto: bf16 on CUDA, fp32 elsewhere)", choices=("auto", "fp32", "bf16"))
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16")  # checked where it is used
     peak_tflops: float | None = setting(None, "the device's peak TFLOP/s, if not in the built-in table")
     kernels: bool = setting(False, "time the masked matrices' matmuls (dense, zeros, CSR, 2:4) instead")
 
@@ -227,8 +227,8 @@ def cmd_bench(args):
     s, k = build(BenchSettings, args), build(KernelSettings, args)
     wrong = [name for name in (STEP_ONLY if s.kernels else [f for f in asdict(k)]) if name in args._given]
     if wrong:
-        raise MiniSPDFError(f"--{wrong[0]} is a setting of the {'step bench' if s.kernels else 'kernel bench'}: "
-                            + ("drop it with --kernels" if s.kernels else "add --kernels or drop it"))
+        raise MiniSPDFError(f"unknown setting --{wrong[0]} " + ("with --kernels: it is the step bench's; drop it"
+                                                                 if s.kernels else "without --kernels: add --kernels or drop it"))
     if s.kernels:
         result = kernel_bench_presets(**{**{n: v for n, v in asdict(s).items() if n not in (*STEP_ONLY, "kernels")},
                                          **asdict(k)})
@@ -343,8 +343,8 @@ def cmd_evaluate(args):
 @dataclass
 class ScoreSettings(Settings):
     """Scoring."""
-    predictions: str = setting(None, "the predictions JSONL (evaluate's, or one in its format)", positional=True,
-                               metavar="PREDICTIONS.jsonl")
+    predictions: str | None = setting(None, "the predictions JSONL (evaluate's, or one in its format)",
+                                      positional=True, metavar="PREDICTIONS.jsonl")
     metrics: str | None = setting(None, METRICS_HELP)
     task: str | None = setting(None, "task name for the default metrics (curation: ROUGE; others: all)", metavar="NAME")
 
@@ -356,6 +356,8 @@ def cmd_score(args):
     from .metrics import format_report
 
     s = build(ScoreSettings, args)
+    if s.predictions is None:
+        raise MiniSPDFError("score needs a predictions file: minispdf score PREDICTIONS.jsonl [--metrics bleu,chrf]")
     result = score_file(s.predictions, s.metrics, task=s.task or "")
     result["predictions_path"] = s.predictions
     _emit(args.json, result, format_report(result, f"scored {s.predictions}"))

@@ -159,7 +159,8 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
         elif choices:
             metavar = metavar or "{" + ",".join(map(str, choices)) + "}"
         if f.metadata.get("positional"):
-            action = group.add_argument(f.name, type=CONVERTERS[typ], metavar=metavar or f.name.upper())
+            action = group.add_argument(f.name, type=CONVERTERS[typ], metavar=metavar or f.name.upper(),
+                                        nargs="?" if default is None else None, default=default)
         elif typ is bool:
             action = group.add_argument("--" + f.name, action=argparse.BooleanOptionalAction, default=default)
         else:
@@ -201,12 +202,22 @@ def _options(parser: argparse.ArgumentParser) -> dict:
 
 
 def normalize(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
-    """``--max-steps`` = ``--max_steps`` and ``--no_keep_masks`` = ``--no-keep_masks``."""
+    """``--max-steps`` = ``--max_steps``, ``--no_keep_masks`` = ``--no-keep_masks``, and
+    ``--keep_masks=false`` = ``--no-keep_masks`` (the ``=`` form leaves no doubt what the value is)."""
     spellings = _options(parser)
+    switches = {opt: a for a in parser._actions if isinstance(a, argparse.BooleanOptionalAction)
+                for opt in a.option_strings}
     out = []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        out.append(spellings.get(key, key) + eq + value if arg.startswith("--") else arg)
+        key = spellings.get(key, key) if arg.startswith("--") else key
+        if eq and key in switches:
+            on, off = switches[key].option_strings
+            if value.lower() not in TRUE | FALSE:
+                raise MiniSPDFError(f"{on} expects true or false, got {value!r}: write {on} or {off}")
+            out.append(on if (value.lower() in TRUE) == (key == on) else off)
+        else:
+            out.append(key + eq + value)
     return out
 
 

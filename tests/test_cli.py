@@ -435,6 +435,7 @@ def test_switches_spellings_and_config_files(tmp_path):
     assert parse(ft, ["--keep_masks"]).keep_masks is True
     assert parse(ft, ["--keep-masks", "--no_keep_masks"]).keep_masks is False  # last wins; - and _ alike
     assert parse(pre, ["--max-steps=7"]).max_steps == 7 and parse(pre, []).block_size is None
+    assert parse(ft, ["--keep_masks=false"]).keep_masks is False and parse(ft, ["--no-keep-masks=no"]).keep_masks is True
     (tmp_path / "c.toml").write_text('max_steps = 3\nsparsity = 0.5\nprogress = false\n')
     args = parse(pre, ["--config", str(tmp_path / "c.toml"), "--max_steps", "2"])
     assert (args.max_steps, args.sparsity, args.progress) == (2, 0.5, False)  # the flag wins over the file
@@ -452,9 +453,10 @@ def test_switches_spellings_and_config_files(tmp_path):
     (["pretrain", "--tokenizer", "bpe"], "unknown tokenizer 'bpe'"),
     (["evaluate", "--split", "dev"], "unknown split 'dev': choose one of train, val, test"),
     (["reproduce", "--grid", "huge"], "unknown grid 'huge'"),
-    (["bench", "--kernels", "--steps", "3"], "--steps is a setting of the step bench"),
-    (["bench", "--repeats", "3"], "--repeats is a setting of the kernel bench"),
-    (["score"], "the following arguments are required"),
+    (["bench", "--kernels", "--steps", "3"], "unknown setting --steps with --kernels"),
+    (["bench", "--repeats", "3"], "unknown setting --repeats without --kernels"),
+    (["bench", "--compile=maybe"], "--compile expects true or false, got 'maybe'"),
+    (["score"], "score needs a predictions file"),
     (["finetune", "--task", "builtin", "--vocab_size", "300"], "unknown setting --vocab_size"),
 ])
 def test_generated_parser_errors_are_one_line(capsys, tmp_path, monkeypatch, argv, needle):
