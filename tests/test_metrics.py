@@ -76,6 +76,24 @@ def test_metric_names_and_defaults():
         bleu(["a b", "c d"], [["a b"], []])
 
 
+def test_input_checks_name_the_problem(monkeypatch):
+    with pytest.raises(MiniSPDFError, match="^unknown metric 'x': choose from bleu, chrf, ter, rouge, meteor "):
+        parse_metrics("x")
+    with pytest.raises(MiniSPDFError, match="^--metrics is empty: give some of bleu, chrf, ter, rouge, meteor,"):
+        parse_metrics(",")
+    with pytest.raises(MiniSPDFError, match="^no predictions to score: evaluate at least one input$"):
+        score_predictions([], [], FAST)
+    with pytest.raises(MiniSPDFError, match="input 0 has no references: a metric needs at least one reference"):
+        score_predictions(["a"], [[]], FAST)
+    # a bare string is one reference, not a list of characters
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100)
+    # the METEOR scorer (a Java process) starts only when METEOR is asked for
+    monkeypatch.setattr(metrics, "_Meteor", lambda *a: pytest.fail("METEOR started for bleu alone"))
+    got = score_predictions(PREDS, REFS, "bleu,rouge")
+    assert got["signatures"]["rouge"] == "rouge-score F1, use_stemmer=True, best reference per input"
+    assert "rouge" not in score_predictions(PREDS, REFS, "bleu")["signatures"]
+
+
 def test_meteor_missing_is_a_note_by_default_and_an_error_when_asked(monkeypatch):
     monkeypatch.setattr(metrics, "meteor_available", lambda: "METEOR needs Java: install a JRE")
     got = score_predictions(PREDS, REFS)  # the defaults
