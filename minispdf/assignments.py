@@ -238,6 +238,62 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
 ]}
 
 
+# Minimal graders for the two exercises of issue 12's lessons (03: masked_step, 06: equal_flop_steps),
+# added on the lessons branch so that its notebooks run; the assignments side brings the full ones.
+def _reference_masked_step(params, masks, optimizer) -> None:
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            p.grad.masked_fill_(~m, 0.0)
+        optimizer.step()
+        for p, m in zip(params, masks):
+            for t in (p, optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]):
+                t.masked_fill_(~m, 0.0)
+
+
+def _masked_step_checks(fn) -> list[tuple[str, Callable[[], None]]]:
+    def fifty_steps():
+        g = torch.Generator().manual_seed(0)
+        shapes = [(8, 6), (12,)]
+        masks = [torch.rand(s, generator=g) > 0.75 for s in shapes]
+        mine = [nn.Parameter(torch.randn(s, generator=g)) for s in shapes]  # pruned slots start nonzero
+        ref = [nn.Parameter(p.detach().clone()) for p in mine]
+        opt, ref_opt = (torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1) for ps in (mine, ref))
+        for step in range(1, 51):
+            for p, q in zip(mine, ref):
+                p.grad = torch.randn(p.shape, generator=g)
+                q.grad = p.grad.clone()
+            fn(mine, masks, opt)
+            _reference_masked_step(ref, masks, ref_opt)
+            for p, q, m in zip(mine, ref, masks):
+                _require(bool((p.detach()[~m] == 0).all()), f"step {step}: a pruned weight is not exactly 0")
+                for key in ("exp_avg", "exp_avg_sq"):
+                    _require(key in opt.state[p] and bool((opt.state[p][key][~m] == 0).all()),
+                             f"step {step}: AdamW's {key} is not exactly 0 at a pruned slot")
+                _require(torch.allclose(p.detach(), q.detach(), atol=1e-6),
+                         f"step {step}: the kept weights differ from one AdamW step (call optimizer.step() once)")
+
+    return [("pruned weights and AdamW moments stay exactly 0 for 50 steps, weight decay on", fifty_steps)]
+
+
+def _equal_flop_steps_checks(fn) -> list[tuple[str, Callable[[], None]]]:
+    def cases():
+        for steps, sparse, dense in [(1000, 1.0, 2.49), (400, 3.3e9, 5.6e9), (7, 2.0, 4.0), (1, 1.0, 1.0)]:
+            got, want = fn(steps, sparse, dense), round(steps * sparse / dense)
+            _require(isinstance(got, int) and got == want,
+                     f"{steps} sparse steps of {sparse:g} FLOPs, dense steps of {dense:g} FLOPs: got {got!r}, "
+                     f"expected {want} (total sparse FLOPs / dense FLOPs per step, rounded to the nearest int)")
+
+    return [("dense steps with the sparse run's total FLOPs, rounded to nearest", cases)]
+
+
+EXERCISES.setdefault("masked_step", Exercise(
+    "masked_step", "masked_adamw_step", "03_sparse_pretraining",
+    "one AdamW step that keeps pruned weights and moments at exactly zero", _masked_step_checks))
+EXERCISES.setdefault("equal_flop_steps", Exercise(
+    "equal_flop_steps", "equal_flop_steps", "06_beyond_the_paper",
+    "return the dense steps whose FLOPs equal the sparse run's", _equal_flop_steps_checks))
+
+
 def check_exercise(name: str, fn) -> dict:
     """Run the checks of exercise ``name`` on ``fn``; ``{"name", "passed", "checks": [...]}``."""
     if name not in EXERCISES:
@@ -346,6 +402,7 @@ def student_notebook(nb, rel_path: str):
     import nbformat
 
     nb = copy.deepcopy(nb)
+    nb.cells = [c for c in nb.cells if "answer" not in c.get("metadata", {}).get("tags", [])]  # instructor's only
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []

@@ -20,7 +20,20 @@
 # dense model, and is it better than fine-tuning with the mask kept (SPSF) or than skipping
 # pre-training altogether?
 #
-# *Runs in about 1.5 min on a 2-core CPU (measured, default scale; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about @T04@ min with one thread on a 2-core laptop-class CPU (measured, default scale:
+# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+#
+# **Learning goals.** After this lesson you can
+# - write the loss mask of fine-tuning on a data-to-text task (exercise 4);
+# - set up a fair comparison of four arms (dense, SPDF, SPSF, no pre-training) and read it;
+# - tell a converged comparison from an unconverged one, and judge a gap against one-seed noise;
+# - read generated samples for what BLEU does not show.
+#
+# **Prerequisites.** Lessons 00-03; what BLEU measures (n-gram overlap with references).
+#
+# **Paper.** [arXiv:2303.10464](https://arxiv.org/abs/2303.10464): dense fine-tuning of sparse
+# pre-trained GPTs on data-to-text tasks (E2E, WebNLG, DART, scored with BLEU) and the
+# comparison with sparse fine-tuning (SPSF), which the paper reports generalises worse.
 #
 # Four arms, one task, identical fine-tuning settings:
 #
@@ -30,9 +43,14 @@
 # | SPDF | 75% sparse | dense (masks dropped) |
 # | SPSF | 75% sparse | sparse (masks kept) |
 # | scratch | none | dense |
+#
+# The two sparse recipes on one time axis (the figure is not to scale: fine-tuning is a small
+# fraction of pre-training's tokens):
 
 # %% tags=["parameters"]
 import os
+
+import torch
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
 SCALE = os.environ.get("MINISPDF_SCALE", "default")
@@ -47,7 +65,9 @@ SCALES = {
 assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
 P = SCALES[SCALE]
 DEVICE = "auto"  # cuda if present, else mps, else cpu
-PROGRESS = SCALE != "smoke"  # progress bars while training
+PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
+THREADS = int(os.environ.get("MINISPDF_THREADS", 1))  # the run time above is measured with one thread
+torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/04_dense_finetuning"
 
 # %%
@@ -58,6 +78,9 @@ from minispdf.data import get_tokenizer
 from minispdf.evaluate import decode, evaluate_task
 from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import encode_example, encode_prompt, make_builtin_task
+
+plots.draw_schedules(sparsity=0.75)
+plt.show()
 
 tok = get_tokenizer("char")
 settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
@@ -75,13 +98,50 @@ for s in (0.0, 0.75):
 # Each training sequence is `input + "\n" + reference + <end-of-text>`. The model reads the
 # whole sequence, but the loss counts only the positions whose *next* token belongs to the
 # reference or is the end-of-text: we want it to learn to write descriptions, not to predict
-# meaning representations. Below, `^` marks the characters that are predicted with loss.
+# meaning representations.
 
 # %%
 task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3, max_slots=5)
 print(task.description)
 ex = task.train[0]
-tokens, mask = encode_example(tok, ex.input, ex.references[0], block_size=P["block_size"])
+print("input:    ", ex.input)
+print("reference:", ex.references[0])
+tokens, mask = encode_example(tok, ex.input, ex.references[0], block_size=P["block_size"])  # the library's mask
+
+# %% [markdown]
+# **Exercise 4: the fine-tuning loss mask.** A sequence is `prompt + target + [eot]`, where
+# the prompt (input and separator) has `prompt_len` tokens and the whole sequence `n_tokens`.
+# The model reads `x = tokens[:-1]` and predicts `y = tokens[1:]`. Return a list of
+# `n_tokens - 1` ints, 1 where `y[i]` is a target token or the eot, 0 where it is part of the
+# prompt.
+#
+# <details><summary>Hint</summary>
+#
+# Write a 6-token example on paper: prompt `a b |`, target `c d`, then eot. `y` is `b | c d eot`;
+# which of those five predictions are of the description? The first target token is `y[i]`
+# for `i = prompt_len - 1`.
+#
+# </details>
+
+# %% minispdf={"exercise": "loss_mask"} tags=["exercise"]
+def loss_mask(prompt_len, n_tokens):
+    ### BEGIN SOLUTION
+    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)
+    ### END SOLUTION
+
+
+# %%
+from minispdf.assignments import check
+
+check("loss_mask", loss_mask)
+print("yours equals the library's on the example above:",
+      loss_mask(len(encode_prompt(tok, ex.input)), len(tokens)) == mask)
+
+# %% [markdown]
+# The library's mask for the training example above, drawn under its text: `^` marks the
+# characters that are predicted with loss.
+
+# %%
 text = tok.decode(tokens).replace("\n", "|")
 print(text)
 print("".join("^" if m else " " for m in [0] + mask)[: len(text)])  # mask[i] scores the prediction of tokens[i+1]
@@ -144,25 +204,25 @@ outputs = {label: decode(r["model"], tok, [ex.input for ex in shown], max_new_to
            for label, r in tuned.items()}
 print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references for ex in shown], n=2))
 
-
 # %% [markdown]
-# ## Exercise
+# **What you should see.** @WYSS04@
 #
-# **Exercise 4: the fine-tuning loss mask.** A sequence is `prompt + target + [eot]`, where
-# the prompt (input and separator) has `prompt_len` tokens and the whole sequence `n_tokens`.
-# The model reads `x = tokens[:-1]` and predicts `y = tokens[1:]`. Return a list of
-# `n_tokens - 1` ints, 1 where `y[i]` is a target token or the eot, 0 where it is part of the
-# prompt.
+# ## Check your understanding
+#
+# 1. SPDF and SPSF start from the same checkpoint and fine-tune for the same steps. What is the
+#    only difference, and why does it matter more for fine-tuning than the FLOPs it costs?
+# 2. The fine-tuning curves are still falling at the last step. Would you expect the SPDF-dense
+#    gap to be larger or smaller after more fine-tuning steps, and what would you run to find out?
+# 3. Two arms differ by 0.5 BLEU on 100 test inputs with one seed. What do you conclude?
 
-# %% minispdf={"exercise": "loss_mask"} tags=["exercise"]
-def loss_mask(prompt_len, n_tokens):
-    ### BEGIN SOLUTION
-    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)
-    ### END SOLUTION
-
-
-# %%
-from minispdf.assignments import check
-
-check("loss_mask", loss_mask)
-print(loss_mask(len(encode_prompt(tok, ex.input)), len(tokens)) == mask)
+# %% [markdown] tags=["answer"]
+# **Answers (instructor's copy).**
+# 1. SPSF keeps the mask, so 75% of the block weights stay zero while fine-tuning; SPDF lets
+#    them train. Fine-tuning is a tiny share of the total FLOPs, so giving it the full model
+#    costs little and returns the capacity the task needs.
+# 2. It cannot be read off one unconverged run: both arms are still improving, and the gap at
+#    the last step mixes "how good each arm becomes" with "how fast each arm gets there". Run
+#    longer (e.g. 2-4x the fine-tuning steps) with several seeds and compare the gaps at the
+#    end, or plot the gap against steps and see whether it shrinks.
+# 3. Nothing yet: BLEU of greedy outputs of one seed moves by more than that between seeds;
+#    compare test losses, add seeds and look at a paired interval (lesson 05).

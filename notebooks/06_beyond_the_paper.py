@@ -24,10 +24,26 @@
 #    sparse pre-training, before fine-tuning. Does it close the gap, and at what FLOP cost?
 # 3. **Does sparsity make my hardware faster?**
 #
-# *Runs in about 2.4 min on a 2-core CPU (measured, default scale; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about @T06@ min with one thread on a 2-core laptop-class CPU (measured, default scale:
+# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+#
+# **Learning goals.** After this lesson you can
+# - set up an equal-FLOP comparison in either direction and compute its step counts (exercise 6);
+# - place SPDF, SPSF and Variable SPDF on one timeline and count what each spends;
+# - measure whether masked training is faster on your machine, and find where sparse kernels break even;
+# - explain why unstructured sparsity needs hardware that skips zeros.
+#
+# **Prerequisites.** Lessons 02 (FLOP counts), 03 (sparse pre-training) and 04 (fine-tuning arms).
+#
+# **Paper.** [arXiv:2303.10464](https://arxiv.org/abs/2303.10464) and the authors' follow-up
+# on Variable SPDF (90% sparse pre-training, then a short dense pre-training phase, reported for
+# a 6.7B model). The equal-FLOP comparison and the kernel measurements are this kit's own
+# questions; the paper trained on a Cerebras CS-2, which skips zeros.
 
 # %% tags=["parameters"]
 import os
+
+import torch
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
 SCALE = os.environ.get("MINISPDF_SCALE", "default")
@@ -54,7 +70,9 @@ SCALES = {
 assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
 P = SCALES[SCALE]
 DEVICE = "auto"  # cuda if present, else mps, else cpu
-PROGRESS = SCALE != "smoke"  # progress bars while training
+PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
+THREADS = int(os.environ.get("MINISPDF_THREADS", 1))  # the run time above is measured with one thread
+torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/06_beyond_the_paper"
 
 # %%
@@ -107,13 +125,48 @@ print(f"at equal FLOPs the sparse model is {'better' if equal_loss < dense_loss 
 # of a few hundredths of a nat as a tie. And this is a FLOP comparison, not a time comparison:
 # on this CPU the longer sparse run took proportionally longer (section 3).
 #
-# ## 2 · Variable SPDF: a short dense phase before fine-tuning
+# The comparison can also run the other way: give the *dense* model the sparse run's FLOP
+# budget and stop it early (the `eqflop75` arm of lesson 05). How many dense steps is that?
+#
+# **Exercise 6: equal-FLOP steps.** Return the number of dense pre-training steps whose total
+# FLOPs equal those of `sparse_steps` sparse steps, given the training FLOPs of one sparse step
+# and of one dense step. Round to the nearest step with Python's `round()` and return an `int`.
+#
+# <details><summary>Hint</summary>
+#
+# Total sparse FLOPs are `sparse_steps * sparse_flops_per_step`; divide by what one dense step
+# costs. `round(x)` of a float already returns an `int` (ties go to the even number).
+#
+# </details>
+
+# %% minispdf={"exercise": "equal_flop_steps"} tags=["exercise"]
+def equal_flop_steps(sparse_steps, sparse_flops_per_step, dense_flops_per_step):
+    ### BEGIN SOLUTION
+    return round(sparse_steps * sparse_flops_per_step / dense_flops_per_step)
+    ### END SOLUTION
+
+
+# %%
+from minispdf import assignments
+
+assignments.check("equal_flop_steps", equal_flop_steps)
+sparse_n = lm[f"{P['sparsity']:.0%} sparse, N steps"]
+steps = equal_flop_steps(N, sparse_n["flops"] / N, lm["dense, N steps"]["flops"] / N)
+print(f"{N} steps at {P['sparsity']:.0%} sparsity cost as much as {steps} dense steps (N / {ratio:.2f})")
+
+# %% [markdown]
+# ## 2 · Variable SPDF: a short dense phase before fine-tuning: a short dense phase before fine-tuning
 #
 # Sparse pre-training at high sparsity (the follow-up used 90%), then a short phase of
 # *dense* pre-training on the same language-modelling data, then dense fine-tuning. The
 # dense phase is `finetune(init_from=..., data="builtin")`: it densifies the checkpoint and
 # continues language modelling. We compare it with plain SPDF and with dense, all fine-tuned
-# the same way, and count the pre-training FLOPs of both phases.
+# the same way, and count the pre-training FLOPs of both phases. The three sparse recipes of
+# this kit, on one time axis:
+
+# %%
+plots.draw_schedules(sparsity=P["sparsity"], vspdf_sparsity=P["vspdf_sparsity"], dense_phase=P["dense_phase"])
+plt.show()
 
 # %%
 n, s = P["vspdf_steps"], P["vspdf_sparsity"]
@@ -140,9 +193,9 @@ print(plots.format_table(rows, {"arm": "arm", "pretrain_flops_x_dense": "pre-tra
                                 "test_loss": "test loss", "bleu": "BLEU"}))
 fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
 plots.plot_bars({r["arm"]: r["pretrain_flops_x_dense"] for r in rows}, ax=a, ylabel="pre-training FLOPs (x dense)",
-                title="What each recipe spends", fmt="{:.2f}", xlabel="recipe")
+                title="Pre-training FLOPs per recipe", fmt="{:.2f}", xlabel="recipe")
 plots.plot_bars({r["arm"]: r["test_loss"] for r in rows}, ax=b, ylabel="test loss after fine-tuning (lower is better)",
-                title="What it buys", fmt="{:.3f}", reference=rows[0]["test_loss"], reference_label="dense",
+                title="Test loss after the same fine-tuning", fmt="{:.3f}", reference=rows[0]["test_loss"], reference_label="dense",
                 xlabel="recipe")
 fig.tight_layout()
 plt.show()
@@ -246,3 +299,27 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # doubles), less in practice, and less again on a whole step. That pattern is not SPDF's unstructured mask, and it stops at 50%.
 # What you *can* take from SPDF on ordinary hardware is the training recipe, and the FLOP
 # accounting for the day your hardware can exploit unstructured sparsity.
+#
+# **What you should see.** @WYSS06@
+#
+# ## Check your understanding
+#
+# 1. A 75% sparse step of this lesson's model costs 1/r of a dense step (r printed in section 1).
+#    For the same budget as N dense steps, how many sparse steps can you take, and how many dense
+#    steps match N sparse ones?
+# 2. Variable SPDF spends more pre-training FLOPs than SPDF. What does it buy with them, and how
+#    would you decide whether it is worth it?
+# 3. Why does a CSR kernel lose to the dense kernel at 75% sparsity on a CPU, although it does a
+#    quarter of the multiplications?
+
+# %% [markdown] tags=["answer"]
+# **Answers (instructor's copy).**
+# 1. About r·N sparse steps (section 1's longer run); `equal_flop_steps(N, d / r, d) = round(N / r)`
+#    dense steps for N sparse ones.
+# 2. Dense steps on the language-modelling corpus let the formerly pruned weights learn before
+#    the small task set is seen. Compare the fraction of the SPDF-to-dense gap it recovers with
+#    the extra FLOPs, over several seeds: worth it if it closes the gap for a fraction of the
+#    dense budget.
+# 3. CSR stores an index per kept weight and gathers the matching activations: irregular memory
+#    reads and bookkeeping per multiply. The dense kernel streams regular tiles through wide
+#    vector units, so doing 4x the arithmetic is still cheaper until nearly all weights are zero.

@@ -2,6 +2,7 @@
 every one runs top to bottom at the smoke scale (headless, in a temporary folder, no network)."""
 
 import importlib.util
+import re
 import shutil
 import sys
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from minispdf.model import PRESETS
 
@@ -16,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 STUDENT = sorted((NB_DIR / "student").glob("*.ipynb"))
+NO_TRAINING = {"02_flop_accounting", "05_paper_findings_small_scale"}  # lessons that draw no progress bar
 EXPECTED = ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
             "04_dense_finetuning", "05_paper_findings_small_scale", "06_beyond_the_paper"]
 
@@ -110,10 +113,17 @@ def test_one_parameters_cell_with_three_scales(path, monkeypatch):
     assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
     assert 'os.environ.get("MINISPDF_SCALE", "default")' in first.source
     keys = {}
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("MINISPDF_THREADS", raising=False)
     for scale in ("default", "gpu", "smoke"):
         monkeypatch.setenv("MINISPDF_SCALE", scale)
         ns = {}
-        exec(first.source, ns)
+        try:
+            torch.set_num_threads(3)
+            exec(first.source, ns)
+            assert ns["THREADS"] == 1 and torch.get_num_threads() == 1, "the cell must set one torch thread"
+        finally:
+            torch.set_num_threads(threads)
         assert ns["SCALE"] == scale and ns["DEVICE"] == "auto"
         keys[scale] = set(ns["P"])
         for preset in _presets(ns["P"]):
@@ -129,7 +139,49 @@ def test_lesson_states_question_and_measured_runtime(path):
     first = nbformat.read(str(path), as_version=4).cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     assert "Question" in first.source or "questions" in first.source
-    assert "Runs in about" in first.source and "(measured" in first.source
+    assert "Runs in about" in first.source and "with one thread" in first.source and "(measured" in first.source
+    assert not re.search(r"@\w+@", first.source), "a placeholder is left in the first cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lesson_opens_with_goals_and_paper_and_closes_with_questions(path):
+    cells = nbformat.read(str(path), as_version=4).cells
+    first = cells[0].source
+    for part in ("**Learning goals.**", "**Prerequisites.**", "https://arxiv.org/abs/2303.10464"):
+        assert part in first, f"{path.name}: the first cell lacks {part}"
+    text = "\n".join(c.source for c in cells)
+    assert "**What you should see.**" in text and not re.search(r"@\w+@", text)
+    questions = [i for i, c in enumerate(cells) if "## Check your understanding" in c.source]
+    answers = [i for i, c in enumerate(cells) if "answer" in c.metadata.get("tags", [])]
+    assert questions and answers and min(answers) > questions[-1], "answers follow the questions"
+    assert all(cells[i].cell_type == "markdown" for i in answers)
+
+
+@pytest.mark.parametrize("path", STUDENT, ids=lambda p: p.stem)
+def test_student_copies_drop_the_answers(path):
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert not [c for c in cells if "answer" in c.metadata.get("tags", [])]
+    assert not [c for c in cells if "Answers (instructor's copy)" in c.source]
+    assert any("## Check your understanding" in c.source for c in cells)
+
+
+# exercise -> a source snippet that gives its answer away and must come after the exercise cell
+GIVEAWAYS = {"block_flops": "L·2T·(3d² + d² + 8d²)", "loss_mask": 'print("".join("^" if m else " "'}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_have_a_hint_and_no_answer_above(path):
+    cells = nbformat.read(str(path), as_version=4).cells
+    for i, cell in enumerate(cells):
+        name = cell.metadata.get("minispdf", {}).get("exercise")
+        if not name:
+            continue
+        assert "<details><summary>Hint</summary>" in cells[i - 1].source, f"{path.name}: {name} has no hint above it"
+        assert f'check("{name}"' in cells[i + 1].source, f"{path.name}: the cell under {name} must check it"
+        if name in GIVEAWAYS:
+            before = "\n".join(c.source for c in cells[:i])
+            assert GIVEAWAYS[name] not in before, f"{path.name}: the answer to {name} is shown above it"
+            assert GIVEAWAYS[name] in "\n".join(c.source for c in cells[i:])
 
 
 def _execute(path, workdir):
@@ -160,10 +212,16 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     printed = [o.get("text", "") for c in code for o in c.outputs if o.get("output_type") == "stream"]
     assert not [t for t in printed if "Traceback (most recent call last)" in t]
+    # no warning in any output: a red IProgress/Warning line in a lesson looks broken to a student
+    warned = [line for t in printed for line in t.splitlines() if re.search(r"IProgress|Warning\b", line)]
+    assert not warned, f"{path.stem} prints warnings:\n" + "\n".join(warned)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for c in code for o in c.outputs
+               if o.get("output_type") == "display_data") or path.stem in NO_TRAINING, "no progress bar was drawn"
     assert not (ROOT / "notebooks" / "runs").exists() and not (ROOT / "notebooks" / "data").exists()
 
 
-@pytest.mark.parametrize("stem", ["01_gpt_and_masks", "02_flop_accounting", "04_dense_finetuning"])
+@pytest.mark.parametrize("stem", ["01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
+                                  "04_dense_finetuning", "06_beyond_the_paper"])
 def test_student_copy_runs_until_its_exercise_checks(stem, tmp_path, monkeypatch):
     """A student copy runs like the lesson; only the cells that check an unwritten exercise fail."""
     from nbclient import NotebookClient
