@@ -57,7 +57,7 @@ assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES
 P = SCALES[SCALE]
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", 1))  # the run time above is measured with one thread
+THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
 torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 
 # %%

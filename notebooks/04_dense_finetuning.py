@@ -66,7 +66,7 @@ assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES
 P = SCALES[SCALE]
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", 1))  # the run time above is measured with one thread
+THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
 torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/04_dense_finetuning"
 
@@ -82,6 +82,7 @@ from minispdf.tasks import encode_example, encode_prompt, make_builtin_task
 plots.draw_schedules(sparsity=0.75)
 plt.show()
 
+# %%
 tok = get_tokenizer("char")
 settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
                 device=DEVICE, progress=PROGRESS)
@@ -118,8 +119,7 @@ tokens, mask = encode_example(tok, ex.input, ex.references[0], block_size=P["blo
 # <details><summary>Hint</summary>
 #
 # Write a 6-token example on paper: prompt `a b |`, target `c d`, then eot. `y` is `b | c d eot`;
-# which of those five predictions are of the description? The first target token is `y[i]`
-# for `i = prompt_len - 1`.
+# which of those five predictions are of the description?
 #
 # </details>
 
