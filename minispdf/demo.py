@@ -17,11 +17,10 @@ an interrupted demo leaves no half-written results and never touches an earlier 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
-from .checkpoint import check_out_folder, usual_permissions
+from .checkpoint import check_out_folder
 from .errors import MiniSPDFError
+from .fileio import publish_folder, write_text
 
 SCALE_KEYS = ("pretrain_steps", "finetune_steps", "eval_inputs", "max_new_tokens")
 QUICK = {"pretrain_steps": 60, "finetune_steps": 40, "eval_inputs": 16, "max_new_tokens": 120}
@@ -58,21 +57,10 @@ def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = Fals
     if os.path.exists(out) and not overwrite:
         raise MiniSPDFError(f"{out} already exists: pass --overwrite to replace it (only once the new demo has "
                             "finished) or choose another --out")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".demo-tmp-", dir=parent)
-    usual_permissions(tmp)
-    try:
-        results = run_study(grid, os.path.join(tmp, "run"), device=device, jobs=jobs, log=log,
+    with publish_folder(out) as tmp:  # --overwrite: the old demo is replaced only once the new one is complete
+        results = run_study(grid, tmp, device=device, jobs=jobs, log=log,
                             command="minispdf demo" + (" --quick" if quick else ""))
-        from .study.report import write_text
-
-        write_text(os.path.join(tmp, "run", "results.md"), format_table(results) + "\n")
-        if os.path.exists(out):  # --overwrite: replace the old demo only now that the new one is complete
-            shutil.rmtree(out)
-        os.replace(os.path.join(tmp, "run"), out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_text(os.path.join(tmp, "results.md"), format_table(results) + "\n")
     results["out"] = out
     return results
 

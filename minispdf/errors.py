@@ -1,4 +1,4 @@
-"""One exception type for mistakes a user can fix.
+"""One exception type for mistakes a user can fix, and one way to quote another error.
 
 The CLI prints ``error: <message>`` and exits with status 2 instead of a traceback, so every
 message should name the problem *and* the fix in one line.
@@ -7,3 +7,12 @@ message should name the problem *and* the fix in one line.
 
 class MiniSPDFError(Exception):
     """A user-facing error: bad input, missing data, wrong checkpoint, no network."""
+
+
+def one_line(error: BaseException | str, limit: int = 200) -> str:
+    """A caught error's message as one line to quote inside a :class:`MiniSPDFError`: its lines
+    joined, whitespace collapsed, cut to ``limit`` characters (the type's name if it has no text)."""
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    return text[:limit]

@@ -49,7 +49,7 @@ import warnings
 import torch
 
 from .bench import _Arm, _sync, step_autocast
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, one_line
 from .flops import flop_report
 from .model import PRESETS, preset_config
 from .sparsity import check_sparsity
@@ -238,7 +238,7 @@ def bench_shape(name: str, shape, tokens: int, sparsities, repeats: int, device:
             fns = kernels(arm, weight, mask, ops)
             expected = reference(arm, weight, mask, ops) if arm in ("csr", TWO_FOUR) else {}
         except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:
-            skipped[arm] = f"{arm} unavailable for {name} {shape[0]}x{shape[1]}: {str(e).splitlines()[0]}"
+            skipped[arm] = f"{arm} unavailable for {name} {shape[0]}x{shape[1]}: {one_line(e)}"
             continue
         for k, fn in fns.items():
             if fn is None:
@@ -252,7 +252,7 @@ def bench_shape(name: str, shape, tokens: int, sparsities, repeats: int, device:
                 else:
                     fn()
             except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:
-                skipped[f"{arm} {k}"] = f"{arm} {k} unavailable on {device}: {str(e).splitlines()[0]}"
+                skipped[f"{arm} {k}"] = f"{arm} {k} unavailable on {device}: {one_line(e)}"
                 continue
             tasks[(arm, s, k)] = fn
     medians = time_interleaved(tasks, repeats, device)

@@ -31,14 +31,12 @@ import sys
 import tempfile
 from typing import Sequence
 
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, one_line
 
 __all__ = ["METRICS", "default_metrics", "parse_metrics", "meteor_available", "score_predictions", "bleu"]
 
 METRICS = ("bleu", "chrf", "ter", "rouge", "meteor")
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-#: Result keys each metric adds (``rouge`` adds three).
-METRIC_KEYS = {"bleu": ("bleu",), "chrf": ("chrf",), "ter": ("ter",), "rouge": _ROUGE_TYPES, "meteor": ("meteor",)}
 
 
 def default_metrics(task_name: str) -> tuple[str, ...]:
@@ -153,7 +151,7 @@ class _Meteor:
                 self.hyps = tok.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
             self.scorer = Meteor()
         except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
-            why = " ".join(f"{e} {log['text']}".split())[:300]
+            why = one_line(f"{e} {log['text']}", 300)
             raise MiniSPDFError(f"METEOR could not run ({why}); check Java and the pycocoevalcap install, "
                                 "or leave meteor out of --metrics") from None
 
@@ -163,7 +161,7 @@ class _Meteor:
         try:
             return 100 * float(self.scorer.compute_score(gts, res)[0])
         except (OSError, ValueError) as e:  # the Java process died or answered nonsense
-            raise MiniSPDFError(f"METEOR failed ({' '.join(str(e).split())[:200]}); check Java, "
+            raise MiniSPDFError(f"METEOR failed ({one_line(e)}); check Java, "
                                 "or leave meteor out of --metrics") from None
 
     def close(self) -> None:

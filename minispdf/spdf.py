@@ -15,16 +15,15 @@ folder; an existing run folder is never overwritten unless asked.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import tempfile
 
 import torch
 
 from . import data as data_lib
-from .checkpoint import atomic_write_bytes, check_compatible, check_out_folder, load_checkpoint, read_checkpoint
+from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .errors import MiniSPDFError
+from .fileio import move_aside, put_back, write_json
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, preset_config
 from .sparsity import check_mask_options, check_sparsity, densify, sparsify, target_parameters
@@ -83,9 +82,7 @@ def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> str | Non
     backup = None
     try:
         if not resume and overwrite and os.path.isdir(out) and os.listdir(out):
-            backup = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}-old-",
-                                      dir=os.path.dirname(os.path.abspath(out)))
-            os.replace(out, os.path.join(backup, "run"))
+            backup = move_aside(out)
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise MiniSPDFError(f"cannot make the run folder {out} ({e.strerror or e}): choose a writable --out") from None
@@ -102,10 +99,6 @@ def _check_resume_matches(out: str, given: dict) -> None:
                                 f"pass --{key} {saved[key]} to continue it, or start a new run without --resume")
 
 
-def write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
-
-
 def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=None):
     from .train import train  # local import keeps `import minispdf.spdf` light for the CLI
 
@@ -115,9 +108,7 @@ def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=No
         result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
     except BaseException:
         if backup:  # --overwrite of a run that then failed (or was interrupted): the old run comes back
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(os.path.join(backup, "run"), out)
-            os.rmdir(backup)
+            put_back(backup, out)
         elif out and not resume and dist_info()[0] == 0 and not os.path.exists(os.path.join(out, "ckpt.pt")):
             # a new run that failed before its first checkpoint: leave no half-made run behind
             for name in ("settings.json", "log.jsonl", "result.json"):
@@ -175,7 +166,6 @@ def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None 
             target_parameters(GPT(config), include)
     tokens = data_lib.prepare_data(data, tok.name, max_chars=max_chars)
     batches = data_lib.TokenBatches(tokens, tcfg.batch_size, config.block_size)
-    batches.check()
 
     torch.manual_seed(tcfg.seed)
     if init == "gpt2":
@@ -244,7 +234,6 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
         task_obj = tasks_lib.resolve_task(task, train_file=train_file, val_file=val_file)
         try:
             batches = tasks_lib.TaskBatches(tok, task_obj, model.config.block_size, tcfg.batch_size)
-            batches.check()
         except MiniSPDFError as e:
             if not (init_from and "larger --block_size" in str(e)):
                 raise
@@ -255,7 +244,6 @@ def finetune(init_from: str | None = None, task: str | None = None, data: str | 
     else:
         tokens = data_lib.prepare_data(data, tok.name)
         batches = data_lib.TokenBatches(tokens, tcfg.batch_size, model.config.block_size)
-    batches.check()
     backup = prepare_run_dir(out, resume, overwrite)
 
     if not keep_masks:

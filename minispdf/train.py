@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, one_line
 from .flops import flop_report
 from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks, remask_weights
 
@@ -242,8 +242,7 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             data_states = [s.cpu() for s in ckpt["rng"]["data"]]
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise MiniSPDFError(f"{ckpt_path} cannot be resumed ({first}): the file is damaged or from another "
+            raise MiniSPDFError(f"{ckpt_path} cannot be resumed ({one_line(e)}): the file is damaged or from another "
                                 "version; start a new run without --resume") from None
         step, flops, flops_dense, tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
         if step >= cfg.max_steps:

@@ -12,9 +12,11 @@ from minispdf import assignments as A
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks"
-WITH_EXERCISES = {"01_gpt_and_masks": {"random_mask", "magnitude_mask"}, "02_flop_accounting": {"block_flops"},
-                  "03_sparse_pretraining": {"masked_step"}, "04_dense_finetuning": {"loss_mask"},
-                  "06_beyond_the_paper": {"equal_flop_steps"}}
+# The exercises each lesson holds, read from the notebooks (masked_step and equal_flop_steps join
+# lessons 03 and 06 with the new lesson sources); these four have been there from the start.
+WITH_EXERCISES = {p.stem: names for p in sorted(NB.glob("*.ipynb"))
+                  if (names := {A.exercise_name(c) for c in A.read_notebook(p).cells} - {None})}
+ORIGINAL = {"random_mask", "magnitude_mask", "block_flops", "loss_mask"}
 
 
 def test_committed_student_copies_are_in_sync():
@@ -44,9 +46,9 @@ def test_student_copies_fail_the_grader(stem):
 
 def test_all_exercises_are_in_the_notebooks():
     found = set().union(*WITH_EXERCISES.values())
-    assert found == set(A.EXERCISES)
-    for ex in A.EXERCISES.values():
-        assert ex.name in WITH_EXERCISES[ex.notebook]
+    assert ORIGINAL <= found <= set(A.EXERCISES)
+    for name in found:  # each in the lesson it declares
+        assert name in WITH_EXERCISES[A.EXERCISES[name].notebook]
 
 
 def _notebook_with(tmp_path, name, source):
@@ -150,10 +152,9 @@ def test_make_and_check_student_copies_roundtrip(tmp_path):
     # the student copy is identical to its source outside the exercise cells (plus one note)
     s = nbformat.read(str(dst / "01_gpt_and_masks.ipynb"), as_version=4)
     o = nbformat.read(str(src / "01_gpt_and_masks.ipynb"), as_version=4)
-    answers = [c for c in o.cells if "answer" in c.metadata.get("tags", [])]  # instructor's copy only
-    assert answers and len(s.cells) == len(o.cells) + 1 - len(answers)
+    assert len(s.cells) == len(o.cells) + 1
     assert [c.source for c in s.cells if c.id != A.STUDENT_NOTE_ID and not A.exercise_name(c)] == \
-           [c.source for c in o.cells if not A.exercise_name(c) and c not in answers]
+           [c.source for c in o.cells if not A.exercise_name(c) and A.ANSWER_TAG not in c.metadata.get("tags", [])]
 
 
 def test_command_line(tmp_path, capsys):
@@ -167,3 +168,261 @@ def test_command_line(tmp_path, capsys):
     assert len(list((tmp_path / "s").glob("*.ipynb"))) == len(list(NB.glob("[0-9][0-9]_*.ipynb")))
     assert A.main(["grade", str(tmp_path / "missing.ipynb")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+# ---- the two new exercises: right answers pass, typical wrong ones fail with useful feedback
+
+
+def masked_adamw_step(params, masks, optimizer):  # the reference solution
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            p.grad.mul_(m)
+        optimizer.step()
+        for p, m in zip(params, masks):
+            for t in (p, optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]):
+                t.mul_(m)
+
+
+def forgot_the_moments(params, masks, optimizer):
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            p.grad.mul_(m)
+        optimizer.step()
+        for p, m in zip(params, masks):
+            p.mul_(m)
+
+
+def masks_weights_only(params, masks, optimizer):
+    optimizer.step()
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            p.mul_(m)
+
+
+def steps_twice(params, masks, optimizer):
+    masked_adamw_step(params, masks, optimizer)
+    masked_adamw_step(params, masks, optimizer)
+
+
+def _failures(name, fn):
+    result = A.check_exercise(name, fn)
+    assert not result["passed"] and result["points"] == 0 and result["max_points"] == A.EXERCISES[name].points
+    return " ".join(c["message"] for c in result["checks"] if not c["passed"])
+
+
+def test_masked_step_grader():
+    ok = A.check_exercise("masked_step", masked_adamw_step)
+    assert ok["passed"] and ok["points"] == A.EXERCISES["masked_step"].points, A.format_result(ok)
+    msg = _failures("masked_step", forgot_the_moments)
+    assert "step 1: the exp_avg of parameter 0" in msg and "exp_avg_sq" in msg and "pruned slots" in msg, msg
+    msg = _failures("masked_step", masks_weights_only)
+    assert "step 1: the gradient of parameter 0" in msg and "before optimizer.step()" in msg, msg
+    msg = _failures("masked_step", steps_twice)
+    assert "kept weights of parameter 0" in msg and "exactly once" in msg, msg
+
+
+def test_equal_flop_steps_grader():
+    ok = A.check_exercise("equal_flop_steps", lambda steps, sparse, dense: round(steps * sparse / dense))
+    assert ok["passed"], A.format_result(ok)
+    msg = _failures("equal_flop_steps", lambda steps, sparse, dense: int(steps * sparse / dense))
+    assert "expected 2 steps, got 1" in msg and "grid default, size nano, sparsity 0.75" in msg, msg
+    msg = _failures("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense)
+    assert "(an int), got 750.0 (float)" in msg, msg
+    msg = _failures("equal_flop_steps", lambda steps, sparse, dense: round(steps * dense / sparse))  # inverted
+    assert "equal_flop_steps(1000, 3.0, 4.0): expected 750 steps, got 1333" in msg, msg
+
+
+def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
+    from minispdf.assignments.checks import _study_cases
+
+    cases = list(_study_cases())
+    assert {c[1] for c in cases} == {"nano", "micro", "10M", "40M", "124M"}
+    for grid, size, s, steps, sparse, dense, want in cases:
+        assert (want == steps) == (s == 0.0), (grid, size, s)  # sparsity 0: the same steps, else fewer
+        assert 0 < want <= steps
+
+
+def test_hints(capsys):
+    assert set(A.EXERCISES) == {"random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step",
+                                "equal_flop_steps"}
+    for name, ex in A.EXERCISES.items():
+        A.hint(name)
+        out = capsys.readouterr().out
+        assert out.startswith(f"hint for {name} ({ex.function}") and len(ex.hint) > 80
+    assert "round(" not in A.EXERCISES["equal_flop_steps"].hint  # hints guide, they do not give the answer
+    assert "mul_" not in A.EXERCISES["masked_step"].hint and "topk(" not in A.EXERCISES["magnitude_mask"].hint
+    with pytest.raises(A.MiniSPDFError, match="unknown exercise 'nope'"):
+        A.hint("nope")
+    assert A.main(["hint", "masked_step"]) == 0 and "exp_avg" in capsys.readouterr().out
+
+
+# ---- release: the student bundle
+
+
+def _with_answers(tmp_path):
+    """A copy of two lessons with instructor answers (tagged "answer") and a study result."""
+    src = tmp_path / "course" / "notebooks"
+    src.mkdir(parents=True)
+    for stem in ("00_quickstart", "01_gpt_and_masks"):
+        nb = A.read_notebook(NB / f"{stem}.ipynb")
+        for cell in (nbformat.v4.new_markdown_cell("**Answer.** SECRET-ANSWER"),
+                     nbformat.v4.new_code_cell("print('SECRET-ANSWER')")):
+            cell.metadata["tags"] = ["answer"]
+            nb.cells.append(cell)
+        nbformat.write(nb, str(src / f"{stem}.ipynb"))
+    (tmp_path / "course" / "results" / "default").mkdir(parents=True)
+    (tmp_path / "course" / "results" / "default" / "results.json").write_text("{}")
+    return src
+
+
+def test_release_writes_a_bundle_without_solutions_or_answers(tmp_path, capsys):
+    src, out = _with_answers(tmp_path), tmp_path / "bundle"
+    assert A.main(["release", str(out), "--src", str(src)]) == 0
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["README.txt", "notebooks/00_quickstart.ipynb", "notebooks/01_gpt_and_masks.ipynb",
+                     "results/default/results.json"]
+    readme = (out / "README.txt").read_text()
+    assert "minispdf assign grade" in readme and "hint(" in readme and "2303.10464" in readme
+    for path in out.rglob("*"):
+        text = path.read_text() if path.is_file() else ""
+        assert A.BEGIN not in text and A.END not in text and "SECRET-ANSWER" not in text, path
+    nb = A.read_notebook(out / "notebooks" / "01_gpt_and_masks.ipynb")
+    assert not any("answer" in c.metadata.get("tags", []) for c in nb.cells)
+    calls = {"random_mask": ((4, 4), 0.5), "magnitude_mask": (torch.ones(4, 4), 0.5)}
+    exercise_cells = [c for c in nb.cells if A.exercise_name(c)]
+    assert len(exercise_cells) == 2
+    for cell in exercise_cells:  # every stub raises NotImplementedError
+        namespace = {"torch": torch}
+        exec(cell.source, namespace)
+        name = A.exercise_name(cell)
+        with pytest.raises(NotImplementedError, match="exercise:"):
+            namespace[A.EXERCISES[name].function](*calls[name])
+
+
+def test_release_refuses_a_non_empty_folder_and_is_atomic(tmp_path, capsys, monkeypatch):
+    src, out = _with_answers(tmp_path), tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("the previous bundle")
+    assert A.main(["release", str(out), "--src", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not empty" in err and "--overwrite" in err, err
+    assert A.main(["release", str(tmp_path / "new"), "--src", str(src), "--results", str(tmp_path / "nope")]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    from minispdf.assignments import bundle
+
+    def broken(nb, rel):  # fails on the second notebook: the bundle must not be half-written
+        if "01_" in rel:
+            raise A.MiniSPDFError("disk trouble")
+        return A.student_notebook(nb, rel)
+
+    monkeypatch.setattr(bundle, "student_notebook", broken)
+    assert A.main(["release", str(out), "--src", str(src), "--overwrite"]) == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    monkeypatch.undo()
+    assert A.main(["release", str(out), "--src", str(src), "--overwrite"]) == 0
+    assert not (out / "old.txt").exists() and (out / "notebooks" / "01_gpt_and_masks.ipynb").exists()
+
+
+# ---- grading: folders, points, time limits, warnings, the CSV
+
+
+LOSS_MASK_OK = "def loss_mask(prompt_len, n_tokens):\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)\n"
+
+
+def _notebook(path, *cells):
+    """A notebook of ``(exercise name or None, source)`` cells."""
+    nb = nbformat.v4.new_notebook()
+    for name, source in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        if name:
+            cell.metadata["minispdf"] = {"exercise": name}
+        nb.cells.append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
+    subs = tmp_path / "subs"
+    _notebook(subs / "alice.ipynb", ("loss_mask", LOSS_MASK_OK))
+    shutil.copy(NB / "student" / "04_dense_finetuning.ipynb", subs / "bob.ipynb")  # not written yet
+    _notebook(subs / "carol" / "04_dense_finetuning.ipynb", ("loss_mask", LOSS_MASK_OK))
+    shutil.copy(NB / "00_quickstart.ipynb", subs / "carol" / "00_quickstart.ipynb")  # no exercises
+    (subs / "dave.ipynb").write_text("not a notebook")
+    (subs / "carol" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(subs / "bob.ipynb", subs / "carol" / ".ipynb_checkpoints" / "x.ipynb")  # ignored
+    grades = tmp_path / "grades.csv"
+    assert A.main(["grade", str(subs), "--csv", str(grades)]) == 1  # some fail
+    out = capsys.readouterr().out
+    assert "no exercises in 00_quickstart.ipynb" in out and "0/0 exercises" not in out
+    assert "wrote " + str(grades) + " (5 rows)" in out
+    assert out.splitlines()[-6:-1] == ["student  points", "alice    2/2", "bob      0/2", "dave     0/0",
+                                       "carol    2/2"]
+    import csv
+
+    rows = list(csv.DictReader(grades.open()))
+    assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook"]
+    got = [(r["student"], r["exercise"], r["points"], r["max_points"]) for r in rows]
+    assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"), ("dave", "", "0", "0"),
+                   ("carol", "", "0", "0"), ("carol", "loss_mask", "2", "2")]
+    assert rows[0]["feedback"] == "pass"
+    assert "not written yet" in rows[1]["feedback"] and "\n" not in rows[1]["feedback"]
+    assert rows[2]["feedback"].startswith("not graded: ") and "not a readable notebook" in rows[2]["feedback"]
+    assert rows[3]["feedback"] == "no exercises in 00_quickstart.ipynb"
+
+
+def test_an_endless_exercise_times_out_and_grading_goes_on(tmp_path):
+    path = _notebook(tmp_path / "eve.ipynb",
+                     ("block_flops", "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n"
+                                     "    while True:\n        pass\n"),
+                     ("loss_mask", LOSS_MASK_OK))
+    r = A.grade(path, timeout=3)
+    bf, lm = r["exercises"]["block_flops"], r["exercises"]["loss_mask"]
+    assert bf["points"] == 0 and bf["checks"][0]["message"].startswith("timed out after 3 s")
+    assert lm["passed"] and lm["points"] == 2 and r["points"] == 2 and r["max_points"] == 5
+    path = _notebook(tmp_path / "exits.ipynb", ("block_flops", "import os\nos._exit(3)\n"), ("loss_mask", LOSS_MASK_OK))
+    r = A.grade(path)  # an exercise that kills its worker fails alone, too
+    assert "ended the grader's process (exit code 3)" in r["exercises"]["block_flops"]["checks"][0]["message"]
+    assert r["exercises"]["loss_mask"]["passed"]
+
+
+def test_a_helper_from_another_cell_is_warned_about(tmp_path):
+    assert A.outside_names("import torch\nK = 2\ndef f(x, y=K):\n    global G\n    G = 1\n"
+                           "    z = [helper(q) + G + np.pi for q in range(x)]\n    return torch.tensor(z) + W\n") \
+        == ["W", "helper"]
+    assert A.outside_names("def f(x):\n    return x +\n") == []  # a syntax error is the worker's to report
+    path = _notebook(tmp_path / "frank.ipynb",
+                     (None, "def first(n):\n    return [0] * n\n"),
+                     ("loss_mask", "def loss_mask(prompt_len, n_tokens):\n"
+                                   "    return first(prompt_len - 1) + [1] * (n_tokens - prompt_len)\n"))
+    ex = A.grade(path)["exercises"]["loss_mask"]
+    assert not ex["passed"] and "NameError" in ex["checks"][0]["message"]
+    assert ex["warnings"] == ["loss_mask uses first, defined outside its cell: the grader runs only the exercise "
+                              "cells (after `import math, torch, numpy as np`), so define or import them in this cell"]
+    assert A.grade(_notebook(tmp_path / "ok.ipynb", ("loss_mask", LOSS_MASK_OK)))["exercises"]["loss_mask"][
+        "warnings"] == []
+
+
+def test_a_lesson_without_exercises_says_so(capsys):
+    r = A.grade(NB / "00_quickstart.ipynb")
+    assert r["note"] == "no exercises in 00_quickstart.ipynb" and r["total"] == 0
+    assert A.main(["grade", str(NB / "00_quickstart.ipynb")]) == 0
+    out = capsys.readouterr().out
+    assert "no exercises in 00_quickstart.ipynb" in out and "0/0 exercises" not in out
+
+
+def test_help_names_the_command_as_typed(capsys):
+    assert A.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: minispdf assign ") and "python -m" not in out
+    for command in ("release", "grade"):
+        assert A.main([command, "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"usage: minispdf assign {command} ")
+    from minispdf.cli import main as cli_main
+
+    assert cli_main(["assign", "grade", "--help"]) == 0
+    assert "usage: minispdf assign grade" in capsys.readouterr().out
+    assert A.main(["grade", "--timeout", "0", str(NB / "02_flop_accounting.ipynb")]) == 2
+    assert A.main(["grade", "--nope"]) == 2
+    assert "see `minispdf assign --help`" in capsys.readouterr().err

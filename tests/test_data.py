@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from minispdf import data
+from minispdf import data, fileio, tokenizers
 from minispdf.data import (
-    CharTokenizer,
-    GPT2Tokenizer,
     TokenData,
     corpus_stats,
     describe_sources,
@@ -27,6 +25,7 @@ from minispdf.data import (
     prepare_data,
 )
 from minispdf.errors import MiniSPDFError
+from minispdf.tokenizers import CharTokenizer, GPT2Tokenizer
 from minispdf.tasks import TASK_NAMES
 
 
@@ -77,8 +76,8 @@ def test_gpt2_tokenizer():
 def test_gpt2_bulk_encoding_matches_encode(monkeypatch):
     tok = get_tokenizer("gpt2")
     text = load_corpus("builtin")[:120_000] + "\n\n\n  tail\n"
-    monkeypatch.setattr(data, "ENCODE_CHUNK_CHARS", 5_000)  # force many chunk boundaries
-    assert len(data._split_for_bpe(text, 5_000)) > 10
+    monkeypatch.setattr(tokenizers, "ENCODE_CHUNK_CHARS", 5_000)  # force many chunk boundaries
+    assert len(tokenizers._split_for_bpe(text, 5_000)) > 10
     assert tok.encode_array(text).tolist() == tok.encode(text)
 
 
@@ -200,7 +199,7 @@ def test_leftover_temp_dir_and_interrupt(small_file, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_swap_into_place", interrupted)
+    monkeypatch.setattr(fileio, "replace_folder", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_data(str(small_file), "char", data_dir=out, verbose=False)
     assert sorted(os.listdir(out)) == [leftover.name]

@@ -34,7 +34,7 @@ def test_quick_demo_writes_table_plot_and_results(quick_demo):
     assert arms["scratch"]["pretrain_flops_x_dense"] == 0.0  # the from-scratch baseline
     table = (out / "results.md").read_text()
     assert table.count("\n") == 2 + 5 and "| spsf75 |" in table
-    assert not [p for p in os.listdir(out.parent) if p.startswith(".demo-tmp-")]
+    assert not [p for p in os.listdir(out.parent) if p.startswith(".tmp-")]  # fileio.TMP_PREFIX
 
 
 def test_bleu_in_table_equals_rescored_predictions(quick_demo):

@@ -11,11 +11,11 @@ import sacrebleu
 import torch
 from torch.nn import functional as F
 
-from minispdf import evaluate
-from minispdf.data import CharTokenizer
+from minispdf import decoding, evaluate
 from minispdf.errors import MiniSPDFError
 from minispdf.model import GPT, GPTConfig, KVCache
 from minispdf.tasks import Example, encode_example, encode_prompt
+from minispdf.tokenizers import CharTokenizer
 
 TOK = CharTokenizer()
 INPUTS = [
@@ -82,7 +82,7 @@ def test_cached_greedy_equals_naive_argmax_loop_up_to_full_context():
     model = tiny_model(block_size=64)
     prompts = prompts_for(model)
     with torch.no_grad():
-        got = evaluate.greedy_tokens(model, prompts, TOK.eot_id, max_new_tokens=None, batch_size=8)
+        got = decoding.greedy_tokens(model, prompts, TOK.eot_id, max_new_tokens=None, batch_size=8)
     want = [naive_greedy(model, p, TOK.eot_id) for p in prompts]
     assert got == want
     # No eot from a random model: every row fills its context exactly.
@@ -93,7 +93,7 @@ def test_cached_greedy_equals_naive_with_max_new_tokens():
     model = tiny_model(block_size=128, seed=3)
     prompts = prompts_for(model)
     with torch.no_grad():
-        got = evaluate.greedy_tokens(model, prompts, TOK.eot_id, max_new_tokens=10)
+        got = decoding.greedy_tokens(model, prompts, TOK.eot_id, max_new_tokens=10)
     assert got == [naive_greedy(model, p, TOK.eot_id, 10) for p in prompts]
     assert all(len(g) == 10 for g in got)
 
@@ -102,11 +102,11 @@ def test_greedy_stops_at_eot_per_row():
     model = tiny_model(block_size=64, seed=1)
     prompts = prompts_for(model)
     with torch.no_grad():
-        free = evaluate.greedy_tokens(model, prompts, TOK.eot_id, max_new_tokens=20)
+        free = decoding.greedy_tokens(model, prompts, TOK.eot_id, max_new_tokens=20)
     # Pick as "eot" a token the model does produce, late enough in some row to stop it mid-way.
     eot = next(t for row in free for i, t in enumerate(row) if i >= 2 and t not in row[:i])
     with torch.no_grad():
-        got = evaluate.greedy_tokens(model, prompts, eot, max_new_tokens=20, batch_size=3)
+        got = decoding.greedy_tokens(model, prompts, eot, max_new_tokens=20, batch_size=3)
     want = [naive_greedy(model, p, eot, 20) for p in prompts]
     assert got == want
     assert all(eot not in row for row in got)
@@ -166,7 +166,7 @@ def test_beam_with_one_beam_equals_greedy():
     assert evaluate.decode(model, TOK, INPUTS, method="beam", num_beams=1) == greedy
     with torch.no_grad():
         for p in prompts_for(model)[:3]:
-            toks, _ = evaluate.beam_tokens(model, p, TOK.eot_id, num_beams=1, max_new_tokens=15)
+            toks, _ = decoding.beam_tokens(model, p, TOK.eot_id, num_beams=1, max_new_tokens=15)
             assert toks == naive_greedy(model, p, TOK.eot_id, 15)
 
 
@@ -177,7 +177,7 @@ def test_beam_search_finds_at_least_greedys_logprob():
     with torch.no_grad():
         for p in prompts_for(model):
             greedy = naive_greedy(model, p, TOK.eot_id, 8)
-            beam, score = evaluate.beam_tokens(model, p, TOK.eot_id, num_beams=4, max_new_tokens=8,
+            beam, score = decoding.beam_tokens(model, p, TOK.eot_id, num_beams=4, max_new_tokens=8,
                                                length_penalty=0.0)
             limit = min(8, model.config.block_size - len(p))  # the long prompt fills the context first
             ended = len(beam) < limit  # stopped by an eot (counted in its score) rather than the limit
@@ -192,7 +192,7 @@ def test_beam_stops_at_eot():
     with torch.no_grad():
         free = naive_greedy(model, p, TOK.eot_id, 10)
         eot = free[3]
-        toks, score = evaluate.beam_tokens(model, p, eot, num_beams=1, max_new_tokens=10)
+        toks, score = decoding.beam_tokens(model, p, eot, num_beams=1, max_new_tokens=10)
     assert toks == free[:free.index(eot)]
     assert score == pytest.approx(total_logprob(model, p, toks, eot) / (len(toks) + 1), abs=1e-4)
 

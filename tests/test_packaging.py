@@ -37,3 +37,13 @@ def test_progress_bars_can_render_as_widgets_in_jupyter():
     import tqdm.notebook
 
     assert tqdm.notebook.IProgress is not None
+
+
+def test_every_subpackage_is_installed_by_a_wheel():
+    """A package folder missing from the wheel works in an editable install and breaks a plain one."""
+    from setuptools import find_packages
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    found = set(find_packages(str(ROOT), include=cfg["include"]))
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "minispdf").rglob("__init__.py")}
+    assert on_disk <= found

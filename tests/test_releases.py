@@ -16,11 +16,12 @@ def write(path, text):
     return path
 
 
-def webnlg_xml(entries):
-    """WebNLG 2017 XML; entries are (category, eid, [mtriple], [lex])."""
+def webnlg_xml(entries, original=None):
+    """WebNLG 2017 XML; entries are (category, eid, [mtriple], [lex]); the original tripleset is
+    the modified one unless ``original`` (one otriple for every entry) is given."""
     body = []
     for cat, eid, triples, lexes in entries:
-        ot = "".join(f"<otriple>{t}</otriple>" for t in triples)
+        ot = "".join(f"<otriple>{t}</otriple>" for t in ([original] if original else triples))
         mt = "".join(f"<mtriple>{t}</mtriple>" for t in triples)
         lx = "".join(f'<lex comment="good" lid="Id{j}">{x}</lex>' for j, x in enumerate(lexes, start=1))
         body.append(f'<entry category="{cat}" eid="{eid}" size="{len(triples)}">'

@@ -41,13 +41,10 @@ def test_non_inferiority_reads_the_90_percent_interval_against_the_margin(diffs,
     assert stats.non_inferiority(diffs, 0.01)[0] == verdict
 
 
-def test_directional_and_holm():
+def test_directional():
     assert stats.directional([1.0, 1.2, 0.9])[0] == stats.HOLDS
     assert stats.directional([-1.0, -1.2, -0.9])[0] == stats.FAILS
     assert stats.directional([1.0, -1.0, 0.1])[0] == stats.INCONCLUSIVE
-    assert stats.holm([0.01, 0.04, 0.03]) == [True, False, False]  # 0.01 < 0.05/3; 0.03 > 0.05/2
-    assert stats.holm([0.001, 0.02, 0.04]) == [True, True, True]
-    assert stats.one_sided_p([1.0, 1.2, 0.9]) < 0.01 and stats.one_sided_p([-1.0, -1.2, -0.9]) > 0.99
 
 
 # ------------------------------------------------------------------------------ claims on made-up rows

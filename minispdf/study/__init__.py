@@ -16,6 +16,7 @@ import os
 import time
 
 from ..errors import MiniSPDFError
+from ..fileio import write_json
 from . import claims as claims_lib
 from . import plan as plan_lib
 from . import report, runner
@@ -105,15 +106,15 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     entropy = unigram_entropy(grid)  # also prepares the corpus once, before parallel jobs read it
     with runner.Lock(out):
         runner.clean_temps(out)
-        runner.write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid, "calibration": calib,
-                                                           "estimate_s": est_s})
+        write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid, "calibration": calib,
+                                                    "estimate_s": est_s})
         ran = runner.execute(grid, out, pretrains, cells, tasks, device, jobs, log, est)
         wall = time.time() - t_start
         invocations = runner.read_json(os.path.join(out, "invocations.json")) or []
         invocations.append({"command": command or f"run_study({grid['name']!r})", "commit": commit, "started":
                             time.strftime("%Y-%m-%d %H:%M", time.localtime(t_start)), "wall_s": round(wall, 1),
                             "estimate_s": round(est_s, 1), "jobs_run": ran, "parallel_jobs": jobs})
-        runner.write_json(os.path.join(out, "invocations.json"), invocations)
+        write_json(os.path.join(out, "invocations.json"), invocations)
         timing = {"wall_s": sum(i["wall_s"] for i in invocations), "estimate_s": est_s, "jobs": jobs,
                   "threads": 1 if jobs > 1 else torch.get_num_threads()}
         results = collect(grid, out, timing, invocations, entropy)

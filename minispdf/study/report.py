@@ -13,7 +13,7 @@ import platform
 import statistics
 import subprocess
 
-from ..checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes, write_json, write_text
 from . import stats as st
 from .claims import LABEL, _gap, _values
 
@@ -25,10 +25,6 @@ CLAIM_FIELDS = ("claim", "metric", "where", "effect", "ci_low", "ci_high", "ci90
                 "n_seeds", "verdict", "reason", "retained", "primary")
 ARM_ORDER = ("dense", "spdf50", "spdf75", "spdf90", "spsf50", "spsf75", "spsf90", "eqflop50", "eqflop75", "scratch")
 FIGURES = ("pretrain_loss_vs_flops.png", "gaps_to_dense.png", "claims.png")
-
-
-def write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def arm_key(arm: str):
@@ -229,9 +225,7 @@ def _save(ax, path: str) -> None:
 
     fig = ax.figure
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plots._plt().close(fig)
 
 
@@ -285,8 +279,6 @@ def readme_section(results: dict, link: str = "") -> str:
 
 def write_outputs(results: dict, out: str) -> None:
     """results.json, results.csv, claims.json, summary.md, claims.md, README_section.md, figures."""
-    from .runner import write_json
-
     write_json(os.path.join(out, "results.json"), results)
     write_text(os.path.join(out, "results.csv"), _csv(results["rows"], CSV_FIELDS))
     write_json(os.path.join(out, "claims.json"), [{k: c.get(k) for k in CLAIM_FIELDS} for c in results["claims"]]

@@ -17,12 +17,10 @@ import multiprocessing
 import os
 import random
 import shutil
-import tempfile
 import time
 
-from ..checkpoint import atomic_write_bytes, usual_permissions
-from ..spdf import write_json
 from ..errors import MiniSPDFError
+from ..fileio import TMP_PREFIX, publish_folder, write_json, write_text
 from . import plan as plan_lib
 
 FORMAT = "minispdf-study-1"
@@ -133,12 +131,8 @@ def run_pretrain(out: str, job: dict, device: str) -> dict:
 
     s, name = job["spec"], job["name"]
     final = os.path.join(out, "pretrain", name)
-    shutil.rmtree(final, ignore_errors=True)  # leftovers under the final name are never complete
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=os.path.dirname(final))
-    usual_permissions(tmp)
     t0 = time.perf_counter()
-    try:
+    with publish_folder(final) as tmp:  # leftovers under the final name are never complete: replaced
         r = spdf.pretrain(preset=s["preset"], data=s["corpus"], tokenizer=s["tokenizer"], sparsity=s["sparsity"],
                           mask_seed=s["seed"], out=tmp, max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
                           weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], eval_interval=0,
@@ -148,10 +142,6 @@ def run_pretrain(out: str, job: dict, device: str) -> dict:
                    "flops": r["flops"], "flops_dense": r["flops_dense"], "tokens": r["tokens"],
                    "val_loss": r["val_loss"], "n_params": r["model"].num_params(), "curve": _curve(r["history"])}
         write_json(os.path.join(tmp, "summary.json"), summary)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 
@@ -210,7 +200,7 @@ class Lock:
         if pid and pid != os.getpid() and _alive(pid):
             raise MiniSPDFError(f"another study run (pid {pid}) is using {os.path.dirname(self.path)}: wait for it "
                                 "to finish or choose another --out")
-        atomic_write_bytes(self.path, lambda f: f.write(str(os.getpid()).encode()))
+        write_text(self.path, str(os.getpid()))
         return self
 
     def __exit__(self, *exc):
@@ -235,7 +225,7 @@ def clean_temps(out: str) -> None:
     for sub in ("pretrain", "cells", "predictions", ""):
         folder = os.path.join(out, sub)
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            if name.startswith(".tmp-"):
+            if name.startswith(TMP_PREFIX):
                 p = os.path.join(folder, name)
                 shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
 

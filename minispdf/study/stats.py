@@ -87,26 +87,3 @@ def directional(diffs, level: float = 0.95) -> tuple[str, Interval | None]:
     if ci.high < 0:
         return FAILS, ci
     return INCONCLUSIVE, ci
-
-
-def holm(p_values: list[float], alpha: float = 0.05) -> list[bool]:
-    """Holm's step-down: which of k hypotheses are rejected at family-wise level ``alpha``."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    rejected = [False] * len(p_values)
-    for rank, i in enumerate(order):
-        if p_values[i] > alpha / (len(p_values) - rank):
-            break
-        rejected[i] = True
-    return rejected
-
-
-def one_sided_p(diffs, margin: float = 0.0) -> float | None:
-    """p-value of ``mean(diffs) > margin`` (one-sided t-test); None with fewer than two values."""
-    d = [float(x) for x in diffs if x is not None and math.isfinite(x)]
-    if len(d) < 2:
-        return None
-    sd = statistics.stdev(d)
-    mean = statistics.fmean(d)
-    if sd == 0:
-        return 0.0 if mean > margin else 1.0
-    return float(student_t.sf((mean - margin) / (sd / math.sqrt(len(d))), len(d) - 1))

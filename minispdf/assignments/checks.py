@@ -1,0 +1,322 @@
+"""The checks of each exercise: the student's function against the library's own implementation.
+
+Each ``*_checks(fn)`` returns ``[(description, run), ...]``; ``run()`` raises :class:`CheckFailed`
+with a message that says what was expected and why. The oracles are the library: ``sparsify``
+for the masks, ``flop_report`` for the FLOPs, ``tasks.encode_example`` for the loss mask, an
+AdamW step on masked gradients for the masked step, and the study's plan for equal-FLOP steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+Checks = list[tuple[str, Callable[[], None]]]
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise CheckFailed(message)
+
+
+def _library_mask(shape, sparsity: float, method: str, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The mask the library's ``sparsify`` draws for one weight of this shape (the oracle)."""
+    from ..sparsity import sparsify
+
+    layer = nn.Linear(shape[1], shape[0], bias=False)
+    if weight is not None:
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+    masks = sparsify(layer, sparsity, method=method, include=r"^weight$", seed=0)
+    return masks["weight"]
+
+
+def _as_bool_mask(out, shape, what: str) -> torch.Tensor:
+    _require(isinstance(out, torch.Tensor), f"{what} must return a torch.Tensor, got {type(out).__name__}")
+    _require(out.dtype == torch.bool, f"{what} must return a bool tensor (True = kept), got dtype {out.dtype}")
+    _require(tuple(out.shape) == tuple(shape), f"{what} returned shape {tuple(out.shape)}, expected {tuple(shape)}")
+    return out
+
+
+MASK_CASES = [((16, 16), 0.5), ((48, 16), 0.75), ((7, 13), 0.3), ((64, 192), 0.9), ((10, 10), 0.0), ((5, 3), 0.99)]
+
+
+def _random_mask_checks(fn) -> Checks:
+    def exact_count():
+        for shape, s in MASK_CASES:
+            out = _as_bool_mask(fn(shape, s, torch.Generator().manual_seed(1)), shape, "random_mask")
+            want = int(_library_mask(shape, s, "random").sum())
+            _require(int(out.sum()) == want,
+                     f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, the library keeps exactly {want} "
+                     "(round((1 - sparsity) * numel)); a Bernoulli draw such as rand() > sparsity only gets it on average")
+
+    def seeded():
+        a = fn((32, 32), 0.75, torch.Generator().manual_seed(7))
+        b = fn((32, 32), 0.75, torch.Generator().manual_seed(7))
+        c = fn((32, 32), 0.75, torch.Generator().manual_seed(8))
+        _require(torch.equal(a, b), "the same generator seed must give the same mask: draw all randomness from `generator`")
+        _require(not torch.equal(a, c), "different generator seeds gave the same mask: the mask must be random")
+
+    def uniform():
+        g = torch.Generator().manual_seed(3)
+        draws = 400
+        freq = torch.zeros(8, 8)
+        for _ in range(draws):
+            freq += fn((8, 8), 0.75, g).float()
+        freq /= draws
+        # each position is kept with probability 0.25; 0.12 and 0.40 are ~6 standard deviations away
+        _require(float(freq.min()) > 0.12 and float(freq.max()) < 0.40,
+                 f"over {draws} masks some positions were kept with frequency {float(freq.min()):.2f} or "
+                 f"{float(freq.max()):.2f}, not ~0.25: every weight must be equally likely to be kept "
+                 "(unstructured), not e.g. the first columns of each row")
+
+    return [("exact count of kept weights, as the library's sparsify", exact_count),
+            ("reproducible from the generator, different for another seed", seeded),
+            ("every position equally likely to be kept (unstructured)", uniform)]
+
+
+def _magnitude_mask_checks(fn) -> Checks:
+    def matches_library():
+        g = torch.Generator().manual_seed(11)
+        for shape, s in MASK_CASES:
+            w = torch.randn(shape, generator=g) * torch.rand(shape[1], generator=g)  # columns of different scale
+            before = w.clone()
+            out = _as_bool_mask(fn(w, s), shape, "magnitude_mask")
+            _require(torch.equal(w, before), "magnitude_mask must not change the weight it is given")
+            want = _library_mask(shape, s, "magnitude", weight=w)
+            _require(int(out.sum()) == int(want.sum()),
+                     f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, expected exactly {int(want.sum())}")
+            _require(torch.equal(out, want),
+                     f"shape {shape}, sparsity {s}: kept the wrong weights; keep the largest |w| "
+                     "(absolute value: a large negative weight matters as much as a large positive one)")
+
+    def keeps_largest():
+        w = torch.tensor([[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]])
+        out = _as_bool_mask(fn(w, 0.5), w.shape, "magnitude_mask")
+        want = torch.tensor([[False, True, False, True], [False, True, True, False]])
+        _require(torch.equal(out, want), "for w = [[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]] at 50% the kept "
+                                         f"weights must be -3.0, 2.0, 0.3 and -1.0 (the 4 largest |w|); got {out.tolist()}")
+
+    return [("keeps the 4 largest |w| of a small example", keeps_largest),
+            ("equals the library's magnitude mask, exact count", matches_library)]
+
+
+FLOP_CASES = [  # (d_model, seq_len, n_head, sparsity)
+    (64, 64, 2, 0.0), (128, 256, 4, 0.75), (768, 1024, 12, 0.5), (2048, 2048, 16, 0.75), (96, 100, 3, 0.9),
+]
+
+
+def _block_flops_checks(fn) -> Checks:
+    from ..flops import flop_report
+    from ..model import GPTConfig
+
+    def library_block(d, T, h, s):
+        cfg = GPTConfig(n_layer=1, n_embd=d, n_head=h, block_size=T, vocab_size=257)
+        rep = flop_report(cfg, sparsity=s, seq_len=T)
+        return sum(v["sparse"] for k, v in rep.components.items() if k not in ("embedding", "logits"))
+
+    def dense_case():
+        d, T, h = 64, 64, 2
+        got = fn(d, T, h, 0.0)
+        want = library_block(d, T, h, 0.0)
+        _require(isinstance(got, (int, float)), f"block_forward_flops must return a number, got {type(got).__name__}")
+        _require(math.isclose(got, want, rel_tol=1e-9),
+                 f"dense block, d={d}, T={T}, heads={h}: got {got:.6g} FLOPs, the library counts {want:.6g} "
+                 "(qkv + attention scores + softmax + attention x values + output projection + MLP, one sequence)")
+
+    def sparse_cases():
+        for d, T, h, s in FLOP_CASES:
+            got = fn(d, T, h, s)
+            want = library_block(d, T, h, s)
+            _require(math.isclose(got, want, rel_tol=1e-9),
+                     f"d={d}, T={T}, heads={h}, sparsity {s}: got {got:.6g}, the library counts {want:.6g}; "
+                     "only the weight matmuls (qkv, output projection, MLP) shrink with density, "
+                     "the attention matmuls between activations and the softmax stay dense")
+
+    return [("dense block matches flop_report", dense_case),
+            ("sparse blocks (up to GPT-3 XL size) match flop_report", sparse_cases)]
+
+
+def _loss_mask_checks(fn) -> Checks:
+    from ..data import get_tokenizer
+    from ..tasks import encode_example, encode_prompt, make_builtin_task
+
+    def against_library(examples, tokenizer_name="char"):
+        tok = get_tokenizer(tokenizer_name)
+        for inp, ref in examples:
+            tokens, want = encode_example(tok, inp, ref, block_size=4096)
+            prompt_len = len(encode_prompt(tok, inp))
+            got = fn(prompt_len, len(tokens))
+            _require(isinstance(got, (list, tuple, torch.Tensor)), f"loss_mask must return a list, got {type(got).__name__}")
+            got = [int(v) for v in (got.tolist() if isinstance(got, torch.Tensor) else got)]
+            _require(len(got) == len(want),
+                     f"prompt_len={prompt_len}, n_tokens={len(tokens)}: mask has {len(got)} entries, expected "
+                     f"{len(want)} (one per input position x = tokens[:-1])")
+            _require(got == want,
+                     f"prompt_len={prompt_len}, n_tokens={len(tokens)}: got {got}, expected {want}; position i "
+                     "predicts tokens[i + 1], which counts when it is a target token or the end-of-text")
+
+    def tiny_case():
+        against_library([("ab", "cd")])
+
+    def task_cases():
+        task = make_builtin_task(n_train=5, n_val=0, n_test=0, seed=0)
+        against_library([(ex.input, ex.references[0]) for ex in task.train])
+
+    return [("a 2-token input and 2-token target", tiny_case),
+            ("equals tasks.encode_example on built-in task examples", task_cases)]
+
+
+# ---- masked_step: pruned weights and AdamW moments stay exactly zero
+
+MASKED_STEPS = 50
+ADAMW = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+MASKED_ADVICE = {
+    "gradient": "zero the pruned gradient slots (p.grad) before optimizer.step()",
+    "weight": "after optimizer.step() set the pruned weights to zero: old moments still move them",
+    "exp_avg": "after optimizer.step() zero optimizer.state[p]['exp_avg'] at the pruned slots",
+    "exp_avg_sq": "after optimizer.step() zero optimizer.state[p]['exp_avg_sq'] at the pruned slots",
+}
+
+
+def _masked_problem(seed: int):
+    """Weights, masks from the library's ``sparsify`` and an AdamW whose moments are non-zero
+    everywhere (three dense steps first, as when a mask is drawn for a model already training)."""
+    from ..sparsity import sparsify
+
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(12, 16), nn.Linear(16, 8))
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, **ADAMW)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        opt.step()
+    masks = sparsify(model, 0.6, method="random", include=r"weight$", seed=seed)  # zeros the pruned weights
+    named = list(model.named_parameters())
+    return [p for _, p in named], [masks.get(n, torch.ones(p.shape, dtype=torch.bool)) for n, p in named], opt, g
+
+
+def _reference_step(params, masks, opt) -> None:
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            p.grad = torch.where(m, p.grad, 0.0)
+        opt.step()
+        for p, m in zip(params, masks):
+            for t in (p, opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]):
+                t.copy_(torch.where(m, t, 0.0))
+
+
+def _pruned_leaks(params, masks, opt) -> list[tuple[str, int, tuple, int, float]]:
+    """(what, parameter index, shape, non-zero pruned slots, largest |value|) for every leak."""
+    leaks = []
+    for i, (p, m) in enumerate(zip(params, masks)):
+        state = opt.state.get(p, {})
+        for what, t in (("gradient", p.grad), ("weight", p.detach()),
+                        ("exp_avg", state.get("exp_avg")), ("exp_avg_sq", state.get("exp_avg_sq"))):
+            if t is None:
+                continue
+            bad = t.detach()[~m] != 0
+            if bool(bad.any()):
+                leaks.append((what, i, tuple(p.shape), int(bad.sum()), float(t.detach()[~m].abs().max())))
+    return leaks
+
+
+def _student_steps(fn, seed: int = 5):
+    """Yield ``(step, params, masks, optimizer, grads)``: the start (step 0), then the state after
+    each of the student's ``MASKED_STEPS`` calls, with fresh random gradients every step."""
+    params, masks, opt, g = _masked_problem(seed)
+    yield 0, params, masks, opt, None
+    for step in range(1, MASKED_STEPS + 1):
+        grads = [torch.randn(p.shape, generator=g) for p in params]
+        for p, grad in zip(params, grads):
+            p.grad = grad.clone()
+        fn(params, [m.clone() for m in masks], opt)
+        yield step, params, masks, opt, grads
+
+
+def _masked_step_checks(fn) -> Checks:
+    def stays_zero():
+        for step, params, masks, opt, _ in _student_steps(fn):
+            leaks = _pruned_leaks(params, masks, opt)
+            if step and leaks:
+                what, i, shape, n, big = leaks[0]
+                others = "".join(f", the {w} of parameter {j}" for w, j, *_ in leaks[1:4])
+                raise CheckFailed(f"step {step}: the {what} of parameter {i} (shape {shape}) is non-zero at {n} pruned "
+                                  f"slots (largest |value| {big:.3g}){others}; {MASKED_ADVICE[what]}")
+
+    def matches_reference():
+        steps = _student_steps(fn)
+        _, params, masks, opt, _ = next(steps)
+        ref_params = [p.detach().clone().requires_grad_() for p in params]  # same start, own optimizer
+        ref_opt = torch.optim.AdamW(ref_params, **ADAMW)
+        ref_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict would share the tensors
+        for step, params, masks, opt, grads in steps:
+            for r, grad in zip(ref_params, grads):
+                r.grad = grad.clone()
+            _reference_step(ref_params, masks, ref_opt)
+            for i, (p, r, m) in enumerate(zip(params, ref_params, masks)):
+                got, want = p.detach()[m], r.detach()[m]
+                if not torch.allclose(got, want, rtol=1e-6, atol=1e-9):
+                    raise CheckFailed(f"step {step}: the kept weights of parameter {i} (shape {tuple(p.shape)}) differ "
+                                      f"by up to {float((got - want).abs().max()):.3g} from one AdamW step on the "
+                                      "masked gradients; call optimizer.step() exactly once, and change nothing "
+                                      "else at the kept slots")
+
+    return [(f"pruned gradients, weights and AdamW moments exactly zero after each of {MASKED_STEPS} steps "
+             f"(weight decay {ADAMW['weight_decay']})", stays_zero),
+            ("kept weights equal an AdamW step on the masked gradients", matches_reference)]
+
+
+# ---- equal_flop_steps: the dense steps that cost the FLOPs of a sparse run
+
+EQFLOP_BY_HAND = [(1000, 3.0, 4.0, 750), (7, 1.0, 3.0, 2), (5, 1.0, 3.0, 2), (100, 5.0, 5.0, 100), (1, 2.0, 2.0, 1)]
+EQFLOP_GRIDS = {"default": ("nano", "micro"), "gpu": ("10M", "40M", "124M")}  # real model configs
+EQFLOP_SPARSITIES = (0.0, 0.5, 0.75, 0.9)
+
+
+def _study_cases():
+    """(grid, size, sparsity, sparse steps, sparse and dense FLOPs per step, the study's eqflop steps)."""
+    from ..flops import flop_report
+    from ..study.grids import resolve_grid
+    from ..study.plan import model_config, pretrain_spec, pretrain_steps
+
+    for name, sizes in EQFLOP_GRIDS.items():
+        grid = resolve_grid(name)
+        tokens = grid["pretrain"]["batch_size"]  # sequences per step
+        for size in sizes:
+            cfg = model_config(grid, size)
+            grid["sizes"][size]["pretrain_steps"] = pretrain_steps(grid, size)  # counted once, not per sparsity
+            for s in EQFLOP_SPARSITIES:
+                rep = flop_report(cfg, sparsity=s, seq_len=grid["block_size"])
+                want = pretrain_spec(grid, size, {"sparsity": s, "equal_flops": True}, seed=0)["steps"]
+                yield name, size, s, pretrain_steps(grid, size), rep.train_sparse * tokens, rep.train_dense * tokens, want
+
+
+def _equal_flop_steps_checks(fn) -> Checks:
+    def call(steps, sparse, dense, want, where):
+        got = fn(steps, sparse, dense)
+        _require(isinstance(got, int) and not isinstance(got, bool),
+                 f"{where}: must return a whole number of steps (an int), got {got!r} ({type(got).__name__})")
+        _require(got == want, f"{where}: expected {want} steps, got {got}; the dense run takes as many FLOPs in "
+                              "all as the sparse run, rounded to the nearest step")
+
+    def by_hand():
+        for steps, sparse, dense, want in EQFLOP_BY_HAND:
+            call(steps, sparse, dense, want, f"equal_flop_steps({steps}, {sparse}, {dense})")
+
+    def study():
+        for grid, size, s, steps, sparse, dense, want in _study_cases():
+            call(steps, sparse, dense, want, f"grid {grid}, size {size}, sparsity {s}: equal_flop_steps({steps}, "
+                                             f"{sparse:.6g}, {dense:.6g})")
+
+    return [("small cases by hand (an int, rounded to the nearest step; sparsity 0 keeps the steps)", by_hand),
+            ("the study's eqflop step counts for the grids' models at sparsity 0 to 0.9", study)]

@@ -1,0 +1,126 @@
+"""The six exercises: where each lives, what it is worth, its hint, and how it is checked."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import MiniSPDFError
+from . import checks as C
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str
+    function: str  # the function the student writes
+    notebook: str  # where it lives
+    summary: str  # one line, also the stub's message
+    checks: Callable  # fn -> list of (description, callable)
+    points: int = 1  # awarded when every check passes
+    hint: str = ""  # guides without giving the answer away (see hint())
+
+
+EXERCISES: dict[str, Exercise] = {e.name: e for e in [
+    Exercise("random_mask", "random_mask", "01_gpt_and_masks",
+             "return a bool mask keeping exactly round((1 - sparsity) * numel) random weights",
+             C._random_mask_checks, points=2, hint=(
+                 "Decide first how many weights to keep: round((1 - sparsity) * numel), exactly, every time. "
+                 "A coin flip per weight (torch.rand(shape) > sparsity) is right only on average. Then choose "
+                 "that many distinct positions, every position equally likely, drawing all randomness from "
+                 "`generator`: which torch function shuffles the integers 0..n-1? Fill a flat bool tensor, "
+                 "then give it the shape back.")),
+    Exercise("magnitude_mask", "magnitude_mask", "01_gpt_and_masks",
+             "return a bool mask keeping the largest |w|, exact count", C._magnitude_mask_checks, points=2, hint=(
+                 "Keep the same number of weights as random_mask, but choose the largest in size: a weight of "
+                 "-3 matters more than one of 0.2. torch.topk on a flat view returns the indices of the k "
+                 "largest values; what should it rank? Do not change `weight` itself.")),
+    Exercise("block_flops", "block_forward_flops", "02_flop_accounting",
+             "return the forward FLOPs of one sparse transformer block for one sequence",
+             C._block_flops_checks, points=3, hint=(
+                 "Multiplying a (T x k) matrix by a (k x n) matrix costs 2*T*k*n FLOPs. List the matmuls of one "
+                 "block for T tokens: the q/k/v projection, the attention scores (q times k), the scores times v, "
+                 "the output projection and the two MLP matrices (4x wider). Which of them multiply a weight "
+                 "matrix, and so shrink with the density (1 - sparsity)? Which multiply two activations and "
+                 "stay dense? The softmax counts 3 FLOPs per score per head.")),
+    Exercise("loss_mask", "loss_mask", "04_dense_finetuning",
+             "return the fine-tuning loss mask (1 where the next token is target or end-of-text)",
+             C._loss_mask_checks, points=2, hint=(
+                 "The model reads x = tokens[:-1] and predicts y = tokens[1:], so the mask has n_tokens - 1 "
+                 "entries. Position i predicts tokens[i + 1]: count it when that token is part of the target "
+                 "(which starts at index prompt_len) or the end-of-text. Write out a 6-token example with a "
+                 "3-token prompt on paper before coding.")),
+    Exercise("masked_step", "masked_adamw_step", "03_sparse_pretraining",
+             "zero the pruned gradients, take the AdamW step, then zero the pruned weights and moments",
+             C._masked_step_checks, points=3, hint=(
+                 "Think about three moments. Before optimizer.step(): what must the pruned slots of p.grad "
+                 "hold? During the step, weight decay and the running moments from earlier steps still move "
+                 "a pruned weight, even with a zero gradient. After it: the weight and AdamW's state for it, "
+                 "optimizer.state[p]['exp_avg'] and ['exp_avg_sq'], must be zero where the mask is False. "
+                 "Work in place under torch.no_grad(); a bool mask can select (torch.where) or multiply.")),
+    Exercise("equal_flop_steps", "equal_flop_steps", "06_beyond_the_paper",
+             "return the dense steps that cost the FLOPs of the sparse run, rounded to the nearest step",
+             C._equal_flop_steps_checks, points=1, hint=(
+                 "A run's training FLOPs are its steps times its FLOPs per step. Write down that the dense "
+                 "run's total equals the sparse run's, and solve for the one unknown. A step count is a whole "
+                 "number: int() cuts 1.9 down to 1; which Python built-in goes to the nearest one?")),
+]}
+
+
+def _unknown(name) -> MiniSPDFError:
+    return MiniSPDFError(f"unknown exercise {name!r}: choose one of {', '.join(EXERCISES)}")
+
+
+def hint(name: str) -> None:
+    """Print the hint of exercise ``name`` (call it in the notebook: ``hint("random_mask")``)."""
+    if name not in EXERCISES:
+        raise _unknown(name)
+    ex = EXERCISES[name]
+    print(f"hint for {name} ({ex.function}, {ex.points} points): {ex.hint}")
+
+
+def _run_check(desc: str, run) -> dict:
+    try:
+        run()
+        return dict(check=desc, passed=True, message="")
+    except NotImplementedError as e:
+        return dict(check=desc, passed=False, message=f"not written yet ({e})")
+    except C.CheckFailed as e:
+        return dict(check=desc, passed=False, message=str(e))
+    except Exception as e:  # the student's code crashed
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return dict(check=desc, passed=False,
+                    message=f"{type(e).__name__}: {e} (line {where.lineno} of {where.filename})")
+
+
+def check_exercise(name: str, fn) -> dict:
+    """Run the checks of exercise ``name`` on ``fn``: ``{"name", "passed", "points", "max_points", "checks"}``."""
+    if name not in EXERCISES:
+        raise _unknown(name)
+    ex = EXERCISES[name]
+    if not callable(fn):
+        checks = [dict(check=f"{ex.function} is a function", passed=False,
+                       message=f"{ex.function} is not defined as a function")]
+    else:
+        checks = [_run_check(desc, run) for desc, run in ex.checks(fn)]
+    passed = all(c["passed"] for c in checks)
+    return dict(name=name, passed=passed, points=ex.points if passed else 0, max_points=ex.points, checks=checks)
+
+
+def format_result(result: dict) -> str:
+    score = f" ({result['points']}/{result['max_points']} points)" if "max_points" in result else ""
+    lines = [f"exercise {result['name']}: {'PASS' if result['passed'] else 'FAIL'}{score}"]
+    for c in result["checks"]:
+        lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['check']}" + (f"\n         {c['message']}" if c["message"] else ""))
+    lines += [f"  warning: {w}" for w in result.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def check(name: str, fn) -> dict:
+    """The visible test under an exercise cell: prints the checks, raises AssertionError on failure."""
+    result = check_exercise(name, fn)
+    print(format_result(result))
+    if not result["passed"]:
+        raise AssertionError(f"exercise {name} is not solved yet: see the failed checks above"
+                             f" (stuck? hint({name!r}) prints a hint)")
+    return result

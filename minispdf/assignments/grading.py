@@ -1,0 +1,266 @@
+"""Grading: one notebook or a folder of submissions, with time limits, points and a CSV.
+
+Only the exercise cells run, each exercise in a fresh namespace inside a worker process (see
+:mod:`.worker`), so an endless loop costs its time limit and nothing else. Students are named by
+where their notebooks are: ``DIR/alice.ipynb`` is alice's, and so is every notebook under
+``DIR/alice/`` (one folder per student, as learning systems export them).
+"""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import io
+import symtable
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from ..checkpoint import atomic_write_bytes
+from ..errors import MiniSPDFError
+from .exercises import EXERCISES
+from .notebooks import exercise_name, read_notebook
+from .worker import PREAMBLE_NAMES, _strip_magics
+
+DEFAULT_TIMEOUT = 60.0  # seconds per exercise: the checks take about a second
+START_TIMEOUT = 300.0  # a worker's first start imports torch (only with the spawn fallback)
+CSV_COLUMNS = ("student", "exercise", "points", "max_points", "feedback", "notebook")
+
+
+# ---- the static check: names an exercise cell takes from elsewhere
+
+
+def _tables(table):
+    yield table
+    for child in table.get_children():
+        yield from _tables(child)
+
+
+def outside_names(source: str) -> list[str]:
+    """Global names the cell reads but neither defines nor imports, that are not builtins and not
+    what the grader imports first: they come from other cells, which the grader does not run."""
+    try:
+        top = symtable.symtable(_strip_magics(source), "<cell>", "exec")
+    except SyntaxError:
+        return []  # the worker reports it
+    tables = list(_tables(top))
+    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    defined |= {s.get_name() for t in tables for s in t.get_symbols() if s.is_declared_global() and s.is_assigned()}
+    used = {s.get_name() for t in tables for s in t.get_symbols() if s.is_referenced() and s.is_global()}
+    return sorted(used - defined - set(dir(builtins)) - set(PREAMBLE_NAMES))
+
+
+def _outside_warning(ex_name: str, cells) -> list[str]:
+    names = outside_names("\n".join(source for _, source in cells))
+    if not names:
+        return []
+    return [f"{EXERCISES[ex_name].function if ex_name in EXERCISES else ex_name} uses {', '.join(names)}, "
+            "defined outside its cell: the grader runs only the exercise cells (after `import math, torch, "
+            "numpy as np`), so define or import them in this cell"]
+
+
+# ---- running the exercises of one notebook in worker processes
+
+
+def _context():
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["minispdf.assignments.preload"])  # torch and the checks, imported once
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _failed(name: str, check: str, message: str) -> dict:
+    points = EXERCISES[name].points if name in EXERCISES else 0
+    return dict(name=name, passed=False, points=0, max_points=points,
+                checks=[dict(check=check, passed=False, message=message)])
+
+
+def _receive(conn, proc, timeout):
+    """The worker's next message; "timeout" when none came in time; "died" when it ended first."""
+    ready = wait([conn, proc.sentinel], timeout)
+    if conn in ready or conn.poll():
+        try:
+            return conn.recv()
+        except EOFError:
+            return "died"
+    return "died" if ready else "timeout"
+
+
+def _run_isolated(jobs: list[tuple[str, list]], timeout: float) -> dict[str, dict]:
+    """Results of ``jobs`` (``(name, cells)``), a worker per notebook, a new one after a time-out."""
+    from .worker import run_jobs
+
+    ctx, results, pending = _context(), {}, list(jobs)
+    while pending:
+        conn, child_conn = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=run_jobs, args=(child_conn, pending), daemon=True)
+        proc.start()
+        child_conn.close()
+        try:
+            if _receive(conn, proc, START_TIMEOUT) != ("ready", None):
+                for name, _ in pending:
+                    results[name] = _failed(name, "grader runs", "the grader's worker process did not start")
+                break
+            while pending:
+                name = pending[0][0]
+                msg = _receive(conn, proc, timeout)
+                if msg == "timeout":
+                    results[name] = _failed(name, f"finishes within {timeout:g} s",
+                                            f"timed out after {timeout:g} s: an endless loop, or far too slow? "
+                                            "Grading stopped this exercise and went on")
+                elif msg == "died":
+                    proc.join(1)
+                    results[name] = _failed(name, "grader runs", f"the exercise ended the grader's process "
+                                                                 f"(exit code {proc.exitcode}): sys.exit or a crash?")
+                else:
+                    results[name] = msg[1]
+                pending.pop(0)
+                if isinstance(msg, str):
+                    break  # this worker is gone or stuck: a fresh one takes the rest
+        finally:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+            conn.close()
+    return results
+
+
+def _exercise_cells(nb, label: str) -> dict[str, list[tuple[str, str]]]:
+    cells: dict[str, list] = {}
+    for i, cell in enumerate(nb.cells):
+        name = exercise_name(cell)
+        if name:
+            cells.setdefault(name, []).append((f"<{label} cell {i} ({name})>", cell.source))
+    return cells
+
+
+def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT) -> dict:
+    """Run the exercise cells of a notebook and check each exercise; nothing else is executed.
+
+    Returns ``{"notebook", "exercises": {name: {"passed", "points", "max_points", "checks",
+    "warnings"}}, "passed", "total", "points", "max_points", "all_passed"}``, plus ``"note"``
+    when the notebook has no exercises. An exercise whose cell does not run, crashes or runs past
+    ``timeout`` seconds fails with a message saying so.
+    """
+    path = Path(notebook_path)
+    if not path.is_file():
+        raise MiniSPDFError(f"no notebook at {path}: pass the .ipynb to grade")
+    if not timeout > 0:
+        raise MiniSPDFError(f"--timeout {timeout} must be a positive number of seconds")
+    cells = _exercise_cells(read_notebook(path), path.name)
+    known = [(name, c) for name, c in cells.items() if name in EXERCISES]
+    results = _run_isolated(known, timeout) if known else {}
+    exercises = {}
+    for name, c in cells.items():
+        r = results.get(name) or _failed(name, "known exercise", f"unknown exercise {name!r}")
+        exercises[name] = {**r, "warnings": _outside_warning(name, c)}
+    passed = sum(e["passed"] for e in exercises.values())
+    out = dict(notebook=str(path), exercises=exercises, passed=passed, total=len(exercises),
+               points=sum(e["points"] for e in exercises.values()),
+               max_points=sum(e["max_points"] for e in exercises.values()), all_passed=passed == len(exercises))
+    if not exercises:
+        out["note"] = f"no exercises in {path.name}"
+    return out
+
+
+# ---- submissions, the CSV and the summary
+
+
+def _notebooks_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.ipynb")
+                  if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def submissions(paths) -> list[tuple[str, Path, bool]]:
+    """``(student, notebook, named)`` for each path: a notebook is its stem's; in a folder, each
+    ``*.ipynb`` is its stem's and each subfolder's notebooks are the subfolder's. ``named``: the
+    user named this file (a problem with it is an error, not a row of the CSV)."""
+    found = []
+    for arg in map(Path, paths):
+        if arg.is_dir():
+            inside = [(p.stem, p, False) for p in sorted(arg.glob("*.ipynb"))]
+            inside += [(sub.name, p, False) for sub in sorted(arg.iterdir())
+                       if sub.is_dir() and not sub.name.startswith(".") for p in _notebooks_under(sub)]
+            if not inside:
+                raise MiniSPDFError(f"no notebooks in {arg}: put each student's .ipynb (or a folder per "
+                                    "student) there")
+            found += inside
+        elif arg.is_file():
+            found.append((arg.stem, arg, True))
+        else:
+            raise MiniSPDFError(f"no notebook or folder at {arg}: pass .ipynb files or a folder of submissions")
+    return found
+
+
+def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
+    """:func:`grade` for every submission under ``paths``, each result with its ``"student"``."""
+    results = []
+    for student, path, named in submissions(paths):
+        try:
+            results.append({"student": student, **grade(path, timeout)})
+        except MiniSPDFError as e:
+            if named:
+                raise
+            results.append(dict(student=student, notebook=str(path), exercises={}, passed=0, total=0, points=0,
+                                max_points=0, all_passed=False, note=f"not graded: {e}"))
+    return results
+
+
+def feedback(ex: dict) -> str:
+    """One line for a spreadsheet: "pass", or what failed; then any warnings."""
+    parts = ["pass"] if ex["passed"] else [f"{c['check']}: {c['message']}" for c in ex["checks"] if not c["passed"]]
+    parts += [f"warning: {w}" for w in ex.get("warnings", [])]
+    return " | ".join(" ".join(p.split()) for p in parts)
+
+
+def csv_rows(results: list[dict]) -> list[dict]:
+    rows = []
+    for r in results:
+        base = dict(student=r.get("student", Path(r["notebook"]).stem), notebook=r["notebook"])
+        if "note" in r:
+            rows.append({**base, "exercise": "", "points": 0, "max_points": 0, "feedback": r["note"]})
+        for ex in r["exercises"].values():
+            rows.append({**base, "exercise": ex["name"], "points": ex["points"], "max_points": ex["max_points"],
+                         "feedback": feedback(ex)})
+    return rows
+
+
+def write_csv(path: str, results: list[dict]) -> int:
+    """Write one row per (student, exercise) to ``path`` atomically; returns the number of rows."""
+    if Path(path).is_dir():
+        raise MiniSPDFError(f"--csv {path} is a folder: pass a file name such as grades.csv")
+    rows = csv_rows(results)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+    return len(rows)
+
+
+def summary(results: list[dict]) -> str:
+    """Per notebook its exercises; with more than one student, a points table at the end."""
+    from .exercises import format_result
+
+    lines = []
+    for r in results:
+        who = f"{r['student']}: " if "student" in r else ""
+        if "note" in r:
+            lines.append(f"{who}{r['note']}")
+            continue
+        lines.append(f"{who}{r['notebook']}: {r['passed']}/{r['total']} exercises pass, "
+                     f"{r['points']}/{r['max_points']} points")
+        lines += ["  " + format_result(e).replace("\n", "\n  ") for e in r["exercises"].values()]
+    students: dict[str, list[int]] = {}
+    for r in results:
+        if "student" in r:
+            tot = students.setdefault(r["student"], [0, 0])
+            tot[0] += r["points"]
+            tot[1] += r["max_points"]
+    if len(students) > 1:
+        width = max(len(s) for s in [*students, "student"])
+        lines += ["", f"{'student':<{width}}  points"]
+        lines += [f"{s:<{width}}  {p}/{m}" for s, (p, m) in students.items()]
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Files and folders written so that an interruption never leaves a half-written result.
+
+Everything the kit keeps (checkpoints, prepared token files, run folders, study tables and
+figures, predictions) is written through here. A file goes to a temporary name beside its target
+and is renamed over it; a folder is built under a temporary name and renamed into place once
+complete. ``os.replace`` is atomic within one file system, so a crash, a full disk or Ctrl-C
+leaves the previous version intact. Temporary names start with :data:`TMP_PREFIX`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterator
+
+from .errors import MiniSPDFError
+
+TMP_PREFIX = ".tmp-"
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def usual_permissions(path) -> None:
+    """Give a file or folder made by ``tempfile`` (owner-only, 0600/0700) the permissions that
+    ``open``/``mkdir`` would have given it, so that renamed-into-place results can be shared."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
+def atomic_write_bytes(path: str, write: Callable) -> None:
+    """Call ``write(binary_file)`` on a temp file in the same folder, then rename it to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
+    except OSError as e:
+        raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}): choose a writable folder") from None
+    try:
+        usual_permissions(tmp)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):  # disk full, quota, folder removed under us: the old file is intact
+            raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}); the previous version, if any, "
+                                "is intact: free some space or choose another folder") from None
+        raise
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def publish_folder(final: str) -> Iterator[str]:
+    """Build a folder under a temporary name beside ``final``: ``with publish_folder(out) as tmp:``.
+
+    When the block ends normally the folder replaces ``final`` (an old ``final`` is moved aside,
+    then deleted); on any error or interrupt it is deleted and ``final`` is left as it was.
+    """
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(final))}-", dir=parent)
+    try:
+        usual_permissions(tmp)
+        yield tmp
+        replace_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_folder(new: str, final: str) -> None:
+    """Rename the folder ``new`` to ``final``; an old ``final`` is moved aside first, then deleted."""
+    old = move_aside(final) if os.path.exists(final) else None
+    try:
+        os.replace(new, final)
+    except BaseException:
+        if old:
+            put_back(old, final)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def move_aside(folder: str) -> str:
+    """Move ``folder`` into a new hidden holder folder beside it; returns the holder, which
+    :func:`put_back` restores (or ``shutil.rmtree`` discards)."""
+    name = os.path.basename(os.path.abspath(folder))
+    holder = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-old-", dir=os.path.dirname(os.path.abspath(folder)))
+    os.replace(folder, os.path.join(holder, name))
+    return holder
+
+
+def put_back(holder: str, folder: str) -> None:
+    """Undo :func:`move_aside`: whatever is at ``folder`` now is deleted and the old one returns."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(os.path.join(holder, os.path.basename(os.path.abspath(folder))), folder)
+    os.rmdir(holder)

@@ -1,0 +1,47 @@
+"""Downstream tasks for dense fine-tuning, as one small uniform structure::
+
+    Task(name, metric, train=[Example, ...], val=[...], test=[...], description)
+    Example(input="name[The Copper Kettle], eatType[pub], ...", references=["...", "..."])
+
+The SPDF paper fine-tunes on three data-to-text tasks (E2E, WebNLG, DART; metric BLEU) and one
+summarisation task (Curation Corpus; metric perplexity). One module per concern:
+
+=============  ===================================================================
+``core``       Task, Example, grouping by input, split counts, ``split_task``
+``builtin``    the built-in generator (E2E-style MRs, template references)
+``tables``     E2E CSV and Curation CSV/Parquet; E2E meaning representations
+``triples``    DART JSON/XML and WebNLG XML; ``linearize_triples``
+``files``      a file, a file per split, or a directory of the official files
+``hub``        the Hugging Face hub copies
+``spec``       ``--task SPEC``: ``load_task``, ``resolve_task``
+``finetune``   the fine-tuning format: tokens, loss mask, padded batches
+=============  ===================================================================
+
+The batches the training loop reads from a task (``TaskBatches``) live in :mod:`minispdf.batches`,
+next to the pre-training batches.
+"""
+
+from .builtin import BUILTIN_LEVELS, make_builtin_task
+from .core import TASK_NAMES, Example, NoReferencesError, Task, split_counts, split_task, task_stats
+from .files import load_task_files
+from .finetune import (SEPARATOR, FinetuneBatches, encode_example, encode_prompt, make_finetune_batches,
+                       training_pairs)
+from .spec import load_task, resolve_task
+from .tables import E2E_SLOTS, format_mr, parse_mr
+from .triples import WEBNLG_SEEN, WEBNLG_UNSEEN, linearize_triples
+
+__all__ = [
+    "Example", "Task", "TASK_NAMES", "SEPARATOR", "load_task", "load_task_files", "resolve_task", "split_task",
+    "split_counts", "WEBNLG_SEEN", "WEBNLG_UNSEEN", "make_builtin_task", "task_stats", "linearize_triples",
+    "parse_mr", "format_mr", "training_pairs", "encode_example", "encode_prompt", "make_finetune_batches",
+    "FinetuneBatches", "TaskBatches", "BUILTIN_LEVELS", "E2E_SLOTS", "NoReferencesError",
+]
+
+
+def __getattr__(name: str):
+    # minispdf.batches imports this package, so TaskBatches is fetched from it on first use
+    if name == "TaskBatches":
+        from minispdf.batches import TaskBatches
+
+        return TaskBatches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

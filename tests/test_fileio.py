@@ -1,0 +1,106 @@
+"""One way to write results: atomic files, folders published whole, one line per quoted error."""
+
+import os
+
+import pytest
+
+from minispdf import fileio
+from minispdf.errors import MiniSPDFError, one_line
+
+
+def leftovers(folder):
+    return [p for p in os.listdir(folder) if p.startswith(fileio.TMP_PREFIX)]
+
+
+def test_interrupted_write_leaves_the_old_file_intact(tmp_path):
+    path = tmp_path / "result.json"
+    fileio.write_json(str(path), {"old": 1})
+    before = path.read_bytes()
+
+    def half_then_interrupt(f):
+        f.write(b'{"new": ')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fileio.atomic_write_bytes(str(path), half_then_interrupt)
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_a_failed_write_is_a_one_line_error_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "notes.txt"
+    fileio.write_text(str(path), "old\n")
+
+    def disk_full(f):
+        f.write(b"new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(MiniSPDFError, match="No space left on device.*previous version.*intact"):
+        fileio.atomic_write_bytes(str(path), disk_full)
+    assert path.read_text() == "old\n" and leftovers(tmp_path) == []
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    path = tmp_path / "sub" / "a.txt"  # the folder is made too
+    fileio.write_text(str(path), "é\n")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.read_text(encoding="utf-8") == "é\n"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's owner-only 0600
+
+
+def test_published_folder_appears_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "run"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.publish_folder(str(final)) as tmp:
+            (tmp_path / "run" / "old.txt").read_text()  # the old folder is untouched while building
+            with open(os.path.join(tmp, "new.txt"), "w") as f:
+                f.write("half")
+            raise KeyboardInterrupt
+    assert os.listdir(final) == ["old.txt"] and leftovers(tmp_path) == []
+
+    with fileio.publish_folder(str(final)) as tmp:
+        with open(os.path.join(tmp, "new.txt"), "w") as f:
+            f.write("new")
+        assert os.listdir(final) == ["old.txt"]  # nothing new shows before the block ends
+    assert os.listdir(final) == ["new.txt"] and leftovers(tmp_path) == []
+
+
+def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    final = tmp_path / "data"
+    final.mkdir()
+    (final / "meta.json").write_text("{}")
+    real_replace = os.replace
+
+    def fail_on_the_new_folder(src, dst):
+        if os.path.basename(str(src)).startswith(fileio.TMP_PREFIX + "data-") and "-old-" not in str(src):
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", fail_on_the_new_folder)
+    with pytest.raises(OSError):
+        with fileio.publish_folder(str(final)) as tmp:
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                f.write('{"new": true}')
+    assert (final / "meta.json").read_text() == "{}" and leftovers(tmp_path) == []
+
+
+def test_move_aside_and_put_back(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ckpt.pt").write_bytes(b"old")
+    holder = fileio.move_aside(str(run))
+    assert not run.exists()
+    run.mkdir()
+    (run / "ckpt.pt").write_bytes(b"half-made")
+    fileio.put_back(holder, str(run))
+    assert (run / "ckpt.pt").read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def test_one_line():
+    assert one_line(RuntimeError("Error(s) in loading:\n\tsize mismatch  for w")) == \
+        "Error(s) in loading: size mismatch for w"
+    assert one_line(KeyError()) == "KeyError"  # no message: the type says what happened
+    assert one_line(ValueError("x" * 500)) == "x" * 200
+    assert one_line("a\nb", limit=2) == "a "
