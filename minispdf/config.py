@@ -1,15 +1,21 @@
-"""Settings for the command line: a preset or a config file, then ``--key value`` overrides.
+"""Settings as dataclasses, and the command line generated from them.
 
-Every command declares its settings as a schema ``{name: (type, default, help)}``. Values come,
-in order of precedence, from the command line, a ``--config`` file (JSON or TOML), and the
-defaults. Unknown keys and values of the wrong type are errors that name the fix.
+A setting is declared once, as a dataclass field made with :func:`setting` (its default, one line
+of help, and the choices if there is a fixed list). The Python API takes these dataclasses; the
+command line is built from the same fields with argparse (:func:`add_settings`), and
+:func:`parse` reads a ``--config`` file (JSON or TOML) under the flags given. Every mistake --
+an unknown key, a value of the wrong type, an unknown choice -- is a one-line
+:class:`~minispdf.errors.MiniSPDFError` that names the fix.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
 import os
-from dataclasses import MISSING, fields
+import typing
+from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 
 from .errors import MiniSPDFError
 
@@ -17,54 +23,216 @@ TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
 
 
-def schema_from_dataclass(cls, skip=(), helps=None) -> dict:
-    """A schema from a dataclass's fields (type taken from the default value)."""
-    out = {}
+def setting(default, help: str, choices=None, metavar: str | None = None, **extra) -> Field:
+    """A dataclass field with its help text (and its choices, listed in ``--help`` and checked)."""
+    meta = dict(help=help, choices=tuple(choices) if choices is not None else None, metavar=metavar, **extra)
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class Settings:
+    """Base of the settings dataclasses: a field that lists its choices only takes one of them."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise MiniSPDFError(f"unknown {f.name} {value!r}: choose one of {', '.join(map(str, choices))}")
+
+
+# ------------------------------------------------------------------------------ values
+
+
+def to_int(raw):
+    """An integer from text or a file value; "1e3" is 1000, "1.5" and true are refused."""
+    if isinstance(raw, bool):
+        raise argparse.ArgumentTypeError(f"expects an integer, got {raw!r}")
+    try:
+        value = raw if isinstance(raw, int) else float(raw)
+        if value != int(value):
+            raise ValueError
+        value = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expects an integer, got {raw!r}") from None
+    if not -2**63 <= value < 2**63:  # what torch (seeds, sizes) can hold
+        raise argparse.ArgumentTypeError(f"{raw!r} is out of range: give an integer below 2**63")
+    return value
+
+
+def to_float(raw):
+    if isinstance(raw, bool):
+        raise argparse.ArgumentTypeError(f"expects a number, got {raw!r}")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expects a number, got {raw!r}") from None
+
+
+def to_str(raw):
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise argparse.ArgumentTypeError(f"expects text, got {raw!r}")
+    return str(raw)
+
+
+def to_bool(raw):  # only for config files: on the command line a switch is --x / --no-x
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in TRUE | FALSE:
+        return str(raw).lower() in TRUE
+    raise argparse.ArgumentTypeError(f"expects true or false, got {raw!r}")
+
+
+CONVERTERS = {int: to_int, float: to_float, str: to_str, bool: to_bool}
+for _name, _conv in (("int", to_int), ("float", to_float), ("str", to_str)):
+    _conv.__name__ = _name  # argparse names the type in some of its messages
+
+
+def value_type(cls, f: Field):
+    """The plain type (bool, int, float, str) a field takes from the command line, or None."""
+    hint = typing.get_type_hints(cls)[f.name]
+    for t in typing.get_args(hint) or (hint,):
+        if t in CONVERTERS:
+            return t
+    return None
+
+
+# ------------------------------------------------------------------------------ the parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the kit's errors: one line ``error: ...`` (exit status 2), no usage dump."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --max would silently mean --max_steps
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise MiniSPDFError(f"{message}: see `{self.prog} --help`")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32)
+
+    def _split_lines(self, text, width):  # keep "--no-compile" whole
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _describe_default(f: Field, typ) -> str:
+    default = f.default if f.default is not MISSING else None
+    if default is None:
+        return ""
+    if typ is bool:
+        return f" (default: --{f.name})" if default else f" (default: --no-{f.name})"
+    return f" (default: {default!r})" if isinstance(default, str) and not default.strip() else f" (default: {default})"
+
+
+def add_settings(parser, cls, title: str | None = None, only=None, skip=(), overrides: bool = False):
+    """Add a ``--name`` option to ``parser`` for each field of the dataclass ``cls``.
+
+    ``overrides``: every option defaults to None ("the preset's"); used for the GPTConfig fields
+    that change a preset. A dict field with ``fields_of`` metadata adds that dataclass's fields as
+    overrides (see ``spdf.ModelConfig.arch``).
+    """
+    title = title or cls.__doc__.strip().splitlines()[0].rstrip(".")
+    name, colon, about = title.partition(": ")  # "Training: the optimizer, ..." -> "Training (the optimizer, ...):"
+    group = parser.add_argument_group(f"{name} ({about})" if colon else title)
     for f in fields(cls):
-        if f.name in skip:
+        if f.name in skip or (only is not None and f.name not in only):
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        out[f.name] = (type(default), default, (helps or {}).get(f.name, ""))
+        sub = f.metadata.get("fields_of")
+        if sub is not None:
+            add_settings(parser, sub, title=f.metadata["help"], skip=f.metadata.get("skip", ()), overrides=True)
+            continue
+        typ = value_type(cls, f)
+        if typ is None or "help" not in f.metadata:
+            continue
+        help_ = f.metadata["help"] + (" (default: the preset's)" if overrides else _describe_default(f, typ))
+        default = None if overrides else (f.default if f.default is not MISSING else f.default_factory())
+        choices, metavar = f.metadata.get("choices"), f.metadata.get("metavar")
+        if choices and len(",".join(map(str, choices))) > 24:  # a long list reads better in the help than the usage
+            metavar, help_ = metavar or f.name.upper(), help_ + ": one of " + ", ".join(map(str, choices))
+        elif choices:
+            metavar = metavar or "{" + ",".join(map(str, choices)) + "}"
+        if f.metadata.get("positional"):
+            action = group.add_argument(f.name, type=CONVERTERS[typ], metavar=metavar or f.name.upper(),
+                                        nargs="?" if default is None else None, default=default)
+        elif typ is bool:
+            action = group.add_argument("--" + f.name, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            action = group.add_argument("--" + f.name, type=CONVERTERS[typ], default=default,
+                                        metavar=metavar or {int: "N", float: "X", str: "TEXT"}[typ])
+        action.help = help_.replace("%", "%%")  # set after: BooleanOptionalAction adds its own default
+    return group
+
+
+def build(cls, args: argparse.Namespace, **changes):
+    """An instance of the settings dataclass ``cls`` from parsed arguments (plus ``changes``)."""
+    values = {}
+    for f in fields(cls):
+        sub = f.metadata.get("fields_of")
+        if sub is not None:  # the overrides of another dataclass's fields, those that were given
+            values[f.name] = {g.name: getattr(args, g.name) for g in fields(sub)
+                              if getattr(args, g.name, None) is not None}
+        elif hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    return cls(**{**values, **changes})
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def _options(parser: argparse.ArgumentParser) -> dict:
+    """``{spelling: option}``: every option string, also with '-' and '_' swapped in its name."""
+    out = {}
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                name = opt[2:]
+                prefix = "no-" if isinstance(action, argparse.BooleanOptionalAction) and name.startswith("no-") else ""
+                rest = name[len(prefix):]
+                for variant in (rest, rest.replace("_", "-"), rest.replace("-", "_")):
+                    for p in {prefix, prefix.replace("-", "_")}:
+                        out["--" + p + variant] = opt
     return out
 
 
-def convert(name: str, typ, raw):
-    """Convert ``raw`` (a string from the command line, or a value from a file) to ``typ``."""
-    if raw is None:
-        return None
-    if typ is bool:
-        if isinstance(raw, bool):
-            return raw
-        if str(raw).lower() in TRUE:
-            return True
-        if str(raw).lower() in FALSE:
-            return False
-        raise MiniSPDFError(f"--{name} expects true or false, got {raw!r}")
-    if typ is int:
-        if isinstance(raw, bool):
-            raise MiniSPDFError(f"--{name} expects an integer, got {raw!r}")
-        try:
-            value = float(raw) if not isinstance(raw, int) else raw
-            if value != int(value):
-                raise ValueError
-            value = int(value)
-        except (TypeError, ValueError, OverflowError):
-            raise MiniSPDFError(f"--{name} expects an integer, got {raw!r}") from None
-        if not -2**63 <= value < 2**63:  # what torch (seeds, sizes) can hold
-            raise MiniSPDFError(f"--{name} {raw!r} is out of range: give an integer below 2**63")
-        return value
-    if typ is float:
-        if isinstance(raw, bool):
-            raise MiniSPDFError(f"--{name} expects a number, got {raw!r}")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise MiniSPDFError(f"--{name} expects a number, got {raw!r}") from None
-    if typ is str:
-        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
-            raise MiniSPDFError(f"--{name} expects text, got {raw!r}")
-        return str(raw)
-    raise AssertionError(typ)
+def normalize(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--max-steps`` = ``--max_steps``, ``--no_keep_masks`` = ``--no-keep_masks``, and
+    ``--keep_masks=false`` = ``--no-keep_masks`` (the ``=`` form leaves no doubt what the value is)."""
+    spellings = _options(parser)
+    switches = {opt: a for a in parser._actions if isinstance(a, argparse.BooleanOptionalAction)
+                for opt in a.option_strings}
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        key = spellings.get(key, key) if arg.startswith("--") else key
+        if eq and key in switches:
+            on, off = switches[key].option_strings
+            if value.lower() not in TRUE | FALSE:
+                raise MiniSPDFError(f"{on} expects true or false, got {value!r}: write {on} or {off}")
+            out.append(on if (value.lower() in TRUE) == (key == on) else off)
+        else:
+            out.append(key + eq + value)
+    return out
+
+
+def _unknown(parser: argparse.ArgumentParser, extra: list[str], argv: list[str]) -> MiniSPDFError:
+    arg, where = extra[0], f"`{parser.prog} --help` lists the settings"
+    if arg.startswith("-"):
+        key = arg.partition("=")[0]
+        close = difflib.get_close_matches(key, [o for a in parser._actions for o in a.option_strings], n=1)
+        return MiniSPDFError(f"unknown setting {key}" + (f" (did you mean {close[0]}?)" if close else "") + f": {where}")
+    before = argv[argv.index(arg) - 1] if argv.index(arg) > 0 else ""
+    switch = [a for a in parser._actions if before in a.option_strings and a.nargs == 0]
+    if switch and isinstance(switch[0], argparse.BooleanOptionalAction):  # the old `--progress false`
+        on, off = switch[0].option_strings
+        return MiniSPDFError(f"{before} is a switch and takes no value: write {on} or {off}, not {before} {arg}")
+    return MiniSPDFError(f"unexpected argument {arg!r}: settings are given as --name value; {where}")
 
 
 def read_config_file(path: str) -> dict:
@@ -86,75 +254,91 @@ def read_config_file(path: str) -> dict:
     return data
 
 
-def parse_settings(argv: list[str], schema: dict, flags: dict | None = None) -> dict:
-    """Parse ``--key value`` / ``--key=value`` / bare boolean ``--key`` against ``schema``.
-
-    ``flags`` maps extra switch names (no value, like ``--json``) to their defaults.
-    ``--config FILE`` loads a JSON/TOML file first; command-line values win.
-    Dashes and underscores in keys are interchangeable (``--max-steps`` = ``--max_steps``).
-    """
-    flags = dict(flags or {})
-    given: dict = {}
-    config_path = None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or arg == "--":
-            raise MiniSPDFError(f"unexpected argument {arg!r}: settings are given as --key value")
-        key, eq, value = arg[2:].partition("=")
+def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The settings in a config file, checked and converted like the command line's."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    values = {}
+    for key, value in read_config_file(path).items():
         key = key.replace("-", "_")
-        if key in flags:
-            if eq:
-                flags[key] = convert(key, bool, value)
-            else:
-                flags[key] = True
-            i += 1
+        if key not in actions:
+            close = difflib.get_close_matches(key, actions, n=1)
+            raise MiniSPDFError(f"unknown setting {key!r} in {path}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                                + f": `{parser.prog} --help` lists the settings")
+        action = actions[key]
+        if value is None:
+            if action.default is not None:
+                raise MiniSPDFError(f"{key!r} is null in {path}: give a value or leave the key out "
+                                    f"(default {action.default!r})")
+            values[key] = None
             continue
-        if key == "config":
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise MiniSPDFError("--config needs a file path")
-                value = argv[i + 1]
-                i += 1
-            config_path = value
-            i += 1
-            continue
-        if key not in schema:
-            raise MiniSPDFError(f"unknown setting --{key}: valid settings are "
-                                + ", ".join("--" + k for k in sorted(schema)) + (", " if flags else "")
-                                + ", ".join("--" + k for k in sorted(flags)))
-        typ = schema[key][0]
-        if not eq:
-            nxt = argv[i + 1] if i + 1 < len(argv) else None
-            if typ is bool and (nxt is None or nxt.startswith("--")):
-                value = "true"
-            elif nxt is None:
-                raise MiniSPDFError(f"--{key} needs a value")
-            else:
-                value = nxt
-                i += 1
-        given[key] = value
-        i += 1
-
-    values = {k: spec[1] for k, spec in schema.items()}
-    if config_path:
-        for k, v in read_config_file(config_path).items():
-            k = k.replace("-", "_")
-            if k not in schema:
-                raise MiniSPDFError(f"unknown setting {k!r} in {config_path}: valid settings are "
-                                    + ", ".join(sorted(schema)))
-            if v is None and schema[k][1] is not None:
-                raise MiniSPDFError(f"{k!r} is null in {config_path}: give a value or leave the key out "
-                                    f"(default {schema[k][1]!r})")
-            values[k] = convert(k, schema[k][0], v)
-    for k, v in given.items():
-        values[k] = convert(k, schema[k][0], v)
-    values.update(flags)
+        convert = to_bool if action.nargs == 0 else action.type
+        try:
+            values[key] = convert(value)
+        except argparse.ArgumentTypeError as e:
+            raise MiniSPDFError(f"{key!r} in {path}: {e}") from None
     return values
 
 
-def describe(schema: dict) -> str:
-    lines = []
-    for k, (typ, default, help_) in sorted(schema.items()):
-        lines.append(f"  --{k} {typ.__name__.upper():<6} {help_} (default: {default})")
-    return "\n".join(lines)
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; a ``--config FILE`` fills in the settings that no flag gives."""
+    argv = normalize(parser, argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        raise _unknown(parser, extra, argv)
+    if getattr(args, "config", None):
+        parser.set_defaults(**config_defaults(parser, args.config))
+        args = parser.parse_args(argv)
+    keys = {arg.partition("=")[0] for arg in argv}
+    args._given = {a.dest for a in parser._actions if keys & set(a.option_strings)}  # set by a flag, not a default
+    return args
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="read settings from a JSON or TOML file; flags given here win")
+
+
+def from_keywords(settings: dict, command: str, **slots) -> list:
+    """One settings object per concern from ``slots`` (``name=(cls, obj or None)``), each updated
+    with the flat keyword ``settings`` that name its fields; None values are left out.
+
+    ``pretrain(preset="nano", sparsity=0.5, max_steps=10)`` fills ModelConfig, SparsityConfig and
+    TrainConfig this way; an unknown keyword is an error.
+    """
+    owner = {}  # keyword -> (slot, the dict field it goes into, or None)
+    for slot, (cls, _) in slots.items():
+        for f in fields(cls):
+            sub = f.metadata.get("fields_of")
+            names = [g.name for g in fields(sub) if g.name not in f.metadata.get("skip", ())] if sub else [f.name]
+            owner.update({name: (slot, f.name if sub else None) for name in names})
+    unknown = [k for k in settings if k not in owner]
+    if unknown:
+        raise MiniSPDFError(f"unknown setting(s) {', '.join(unknown)}: see `minispdf {command} --help`")
+    changes: dict = {slot: {} for slot in slots}
+    for key, value in settings.items():
+        slot, into = owner[key]
+        if value is not None and into:
+            changes[slot].setdefault(into, {})[key] = value
+        elif value is not None:
+            changes[slot][key] = value
+    out = []
+    for slot, (cls, obj) in slots.items():
+        if obj is None:
+            out.append(cls(**changes[slot]))
+        else:
+            merged = {k: {**getattr(obj, k), **v} if isinstance(v, dict) else v for k, v in changes[slot].items()}
+            out.append(replace(obj, **merged) if merged else obj)
+    return out
+
+
+def flat(*objs) -> dict:
+    """The settings of several dataclasses as one flat dict (the shape ``--config`` reads)."""
+    out = {}
+    for obj in objs:
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("fields_of") is not None:
+                out.update(value)
+            elif not is_dataclass(value):
+                out[f.name] = value
+    return out

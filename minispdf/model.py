@@ -24,18 +24,20 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .config import setting
 from .errors import MiniSPDFError
 
 
 @dataclass
 class GPTConfig:
-    block_size: int = 64  # context length T
-    vocab_size: int = 257  # 257 = the byte-level "char" tokenizer; 50257 = GPT-2 BPE
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
+    """The architecture: a preset's values, any of which a run may change."""
+    block_size: int = setting(64, "context length T (tokens)")
+    vocab_size: int = setting(257, "vocabulary: 257 is the byte-level char tokenizer, 50257 GPT-2's BPE")
+    n_layer: int = setting(4, "transformer blocks")
+    n_head: int = setting(4, "attention heads per block")
+    n_embd: int = setting(128, "width of the residual stream (a multiple of n_head)")
+    dropout: float = setting(0.0, "dropout probability")
+    bias: bool = setting(True, "biases in Linear layers and LayerNorms, as GPT-2")
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):

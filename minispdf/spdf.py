@@ -8,8 +8,12 @@ the notebooks call::
     sparse = pretrain(preset="tiny", sparsity=0.75, max_steps=300, out="runs/s75")
     tuned = finetune(init_from="runs/s75", task="builtin", max_steps=200, out="runs/s75-spdf")
 
-Every setting is validated before anything is written, so a typo never leaves a half-made run
-folder; an existing run folder is never overwritten unless asked.
+Settings are one dataclass per concern -- ``ModelConfig``, ``SparsityConfig``,
+``train.TrainConfig``, ``RunConfig``, and what each phase reads (``PretrainConfig``,
+``FinetuneConfig``) -- declared once: the command line is generated from them (``config``),
+and the keywords above fill them by field name. Every setting is validated before anything is
+written, so a typo never leaves a half-made run folder; an existing run folder is never
+overwritten unless asked.
 """
 
 from __future__ import annotations
@@ -17,46 +21,109 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
 from . import data as data_lib
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
+from .config import Settings, flat, from_keywords, setting
 from .errors import MiniSPDFError
 from .fileio import move_aside, put_back, write_json
+from .tokenizers import TOKENIZERS
 from .flops import flop_report
-from .model import GPT, PRESETS, PRETRAINED, preset_config
-from .sparsity import check_mask_options, check_sparsity, densify, sparsify, target_parameters
+from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
+from .sparsity import DISTRIBUTIONS, METHODS, check_mask_options, check_sparsity, densify, sparsify, target_parameters
 from .train import TrainConfig, dist_info
 
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
+# ------------------------------------------------------------------------------ the settings, one object per concern
+
+
+@dataclass
+class ModelConfig(Settings):
+    """Model: a preset, any of its architecture changed, and the tokenizer."""
+    preset: str | None = setting(None, "model size (default: tiny)", choices=PRESETS)
+    tokenizer: str | None = setting(None, "char (bytes, 257 ids) or gpt2 (BPE, 50257 ids); default from the preset",
+                                    choices=TOKENIZERS)
+    arch: dict = setting({}, "Architecture: changes to the preset's", fields_of=GPTConfig, skip=("vocab_size",))
+
+    def __post_init__(self):
+        super().__post_init__()
+        allowed = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]  # the vocabulary is the tokenizer's
+        unknown = [k for k in self.arch if k not in allowed]
+        if unknown:
+            raise MiniSPDFError(f"unknown architecture setting(s) {', '.join(unknown)}: choose from {', '.join(allowed)}")
+        preset_config(self.preset or "tiny", **self.arch)  # a bad value fails here, before any work
+
+    def gpt_config(self, vocab_size: int) -> GPTConfig:
+        return preset_config(self.preset or "tiny", **{**self.arch, "vocab_size": vocab_size})
+
+
+@dataclass
+class SparsityConfig(Settings):
+    """Sparsity: how much of each masked matrix is pruned, and how the masks are drawn."""
+    sparsity: float = setting(0.0, "fraction of the q/k/v, attention-out and MLP weights held at zero")
+    method: str = setting("random", "how masks are drawn", choices=METHODS)
+    distribution: str = setting("uniform", "sparsity per layer: uniform (the paper's) or erk", choices=DISTRIBUTIONS)
+    scope: str = setting("tensor", "rank weights per tensor, or globally (magnitude only)", choices=("tensor", "global"))
+    include: str | None = setting(None, "regex of the parameter names to sparsify (default: the block matrices)",
+                                  metavar="REGEX")
+    mask_seed: int = setting(0, "seed of random masks")
+
+    def __post_init__(self):
+        check_sparsity(self.sparsity)
+        check_mask_options(self.method, self.distribution, self.scope, self.include)
+        super().__post_init__()
+
+
+@dataclass
+class RunConfig(Settings):
+    """Run folder: where the checkpoint, log and results go."""
+    out: str | None = setting(None, "run folder for ckpt.pt, log.jsonl, settings.json and result.json "
+                                    "(none: nothing is written)", metavar="DIR")
+    resume: bool = setting(False, "continue the run in --out from its checkpoint")
+    overwrite: bool = setting(False, "replace the run in --out (it is put back if the new run fails)")
+
+
+@dataclass
+class PretrainConfig(Settings):
+    """Pre-training: the corpus and the initial weights."""
+    data: str = setting("builtin", "corpus: " + ", ".join([*data_lib.BUILTIN_SOURCES, *data_lib.HUB_SOURCES])
+                        + " or a path to a .txt file (see `minispdf prepare --help`)", metavar="SOURCE")
+    max_chars: int | None = setting(None, "cap on the characters read (hub corpora: the first 50M unless given)")
+    init: str = setting("scratch", "initial weights: scratch, or gpt2 (OpenAI's; needs transformers and the network)",
+                        choices=("scratch", "gpt2"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_chars is not None and self.max_chars < 1:
+            raise MiniSPDFError(f"max_chars={self.max_chars}: give a positive number of characters (or leave it out)")
+
+
+@dataclass
+class FinetuneConfig(Settings):
+    """Fine-tuning: the checkpoint it starts from, and the task (or corpus) it trains on."""
+    init_from: str | None = setting(None, "checkpoint or run folder to start from, with its architecture (a --preset "
+                                          "given must match it); none: a new model, the no-pre-training baseline",
+                                    metavar="RUN")
+    task: str | None = setting(None, "downstream task: builtin[:easy|:hard] | e2e[:PATH] | "
+                                     "dart[:PATH] | webnlg:PATH | curation[:PATH]", metavar="SPEC")
+    data: str | None = setting(None, "or continue language modelling on this corpus (as pretrain --data)",
+                               metavar="SOURCE")
+    keep_masks: bool = setting(False, "keep the pre-training masks: sparse fine-tuning (SPSF)")
+    train_file: str | None = setting(None, "with a bare --task name: the file to fine-tune on (e.g. trainset.csv)",
+                                     metavar="FILE")
+    val_file: str | None = setting(None, "with a bare --task name: the validation file", metavar="FILE")
 
 
 def default_tokenizer(preset: str) -> str:
     return "char" if PRESETS.get(preset, {}).get("vocab_size", 257) <= 512 else "gpt2"
 
 
-def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
-    """Split keyword settings into (model overrides, TrainConfig fields); unknown keys are errors."""
-    train_keys = set(TrainConfig.__dataclass_fields__)
-    model, train, unknown = {}, {}, []
-    for k, v in kwargs.items():
-        if v is None:
-            continue
-        if k in MODEL_KEYS:
-            model[k] = v
-        elif k in train_keys:
-            train[k] = v
-        else:
-            unknown.append(k)
-    if unknown:
-        raise MiniSPDFError(f"unknown setting(s) {', '.join(unknown)}: see `minispdf pretrain --help`")
-    return model, train
-
-
-def check_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
+def check_run_dir(run: RunConfig) -> None:
     """Refuse to clobber a finished or running experiment by accident, and refuse an ``out`` that
     cannot become a folder; touches nothing on disk."""
+    out, resume, overwrite = run.out, run.resume, run.overwrite
     if out is None:
         if resume:
             raise MiniSPDFError("--resume needs --out DIR: the run folder to continue")
@@ -72,11 +139,12 @@ def check_run_dir(out: str | None, resume: bool, overwrite: bool) -> None:
                             "replace it, or choose another --out")
 
 
-def prepare_run_dir(out: str | None, resume: bool, overwrite: bool) -> str | None:
+def prepare_run_dir(run: RunConfig) -> str | None:
     """``check_run_dir``, then make the folder. With ``overwrite`` an old run is moved aside, not
     deleted: ``_run`` deletes it once the new run has finished, or puts it back if it fails.
     Returns where the old run was moved (or None)."""
-    check_run_dir(out, resume, overwrite)
+    check_run_dir(run)
+    out, resume, overwrite = run.out, run.resume, run.overwrite
     if out is None or dist_info()[0] != 0:  # under torchrun, rank 0 alone owns the run folder
         return None
     backup = None
@@ -99,9 +167,11 @@ def _check_resume_matches(out: str, given: dict) -> None:
                                 f"pass --{key} {saved[key]} to continue it, or start a new run without --resume")
 
 
-def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=None):
-    from .train import train  # local import keeps `import minispdf.spdf` light for the CLI
+def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callbacks, settings: dict, backup=None):
+    """Train in the run folder; ``settings.json`` (readable by ``--config``) first, ``result.json`` last."""
+    from .train import train
 
+    out, resume = run.out, run.resume
     try:
         if out and not resume and dist_info()[0] == 0:
             write_json(os.path.join(out, "settings.json"), settings)
@@ -130,126 +200,115 @@ def _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup=No
     return result
 
 
-def pretrain(preset: str = "tiny", data: str = "builtin", tokenizer: str | None = None,
-             sparsity: float = 0.0, method: str = "random", distribution: str = "uniform",
-             scope: str = "tensor", include: str | None = None, mask_seed: int = 0,
-             init: str = "scratch", out: str | None = None, resume: bool = False,
-             overwrite: bool = False, max_chars: int | None = None, callbacks=(), **kwargs) -> dict:
-    """Pre-train a GPT, sparse if ``sparsity > 0``. Returns the train summary plus the model.
+def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | None = None,
+             masks: SparsityConfig | None = None, training: TrainConfig | None = None,
+             run: RunConfig | None = None, callbacks=(), **settings) -> dict:
+    """Pre-train a GPT, sparse if ``masks.sparsity > 0``. Returns the train summary plus the model.
 
-    ``kwargs`` are model overrides (n_layer, n_embd, block_size, ...) and TrainConfig fields
-    (max_steps, lr, batch_size, ...). ``init="gpt2"`` starts from OpenAI's GPT-2 weights.
+    The settings come as one object per concern (what the CLI passes), or as keywords named like
+    their fields, which fill the same objects (handy in a notebook)::
+
+        pretrain(preset="nano", block_size=32, sparsity=0.75, max_steps=100, out="runs/s75")
     """
-    settings = dict(preset=preset, data=data, tokenizer=tokenizer, sparsity=sparsity, method=method,
-                    distribution=distribution, scope=scope, include=include, mask_seed=mask_seed,
-                    init=init, max_chars=max_chars, **kwargs)
-    check_sparsity(sparsity)
-    check_mask_options(method, distribution, scope, include)
-    if max_chars is not None and max_chars < 1:
-        raise MiniSPDFError(f"max_chars={max_chars}: give a positive number of characters (or leave it out)")
-    if preset not in PRESETS:
-        raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    if init not in ("scratch", "gpt2"):
-        raise MiniSPDFError(f"init={init!r}: choose scratch or gpt2 (OpenAI's weights)")
-    if init == "gpt2" and preset not in PRETRAINED:
+    pre, spec, masks, tcfg, run = from_keywords(
+        settings, "pretrain", pretraining=(PretrainConfig, pretraining), model=(ModelConfig, model),
+        masks=(SparsityConfig, masks), training=(TrainConfig, training), run=(RunConfig, run))
+    preset = spec.preset or "tiny"
+    if pre.init == "gpt2" and preset not in PRETRAINED:
         raise MiniSPDFError(f"--init gpt2 needs --preset {' or '.join(PRETRAINED)} (OpenAI's sizes), not {preset!r}")
-    overrides, train_kwargs = split_kwargs(kwargs)
-    tcfg = TrainConfig(**train_kwargs)
-    check_run_dir(out, resume, overwrite)
-    if resume:
-        _check_resume_matches(out, dict(sparsity=sparsity, method=method, distribution=distribution, data=data,
-                                        scope=scope, include=include, max_chars=max_chars))
-    tok = data_lib.get_tokenizer(tokenizer or ("gpt2" if init == "gpt2" else default_tokenizer(preset)))
-    config = preset_config(preset, **{**overrides, "vocab_size": tok.vocab_size})
-    if sparsity > 0:
+    check_run_dir(run)
+    if run.resume:
+        _check_resume_matches(run.out, {**asdict(pre), **asdict(masks)})
+    tok = data_lib.get_tokenizer(spec.tokenizer or ("gpt2" if pre.init == "gpt2" else default_tokenizer(preset)))
+    config = spec.gpt_config(tok.vocab_size)
+    if masks.sparsity > 0:
         with torch.device("meta"):  # names only, no memory: a bad --include fails before any work
-            target_parameters(GPT(config), include)
-    tokens = data_lib.prepare_data(data, tok.name, max_chars=max_chars)
+            target_parameters(GPT(config), masks.include)
+    tokens = data_lib.prepare_data(pre.data, tok.name, max_chars=pre.max_chars)
+    tokens.validate(config.block_size)  # a corpus too short for the context fails before the run folder is made
     batches = data_lib.TokenBatches(tokens, tcfg.batch_size, config.block_size)
 
     torch.manual_seed(tcfg.seed)
-    if init == "gpt2":
-        model = GPT.from_pretrained(preset)
-    else:
-        model = GPT(config)
-    if sparsity > 0:
-        sparsify(model, sparsity, method=method, distribution=distribution, include=include,
-                 scope=scope, seed=mask_seed)
-    backup = prepare_run_dir(out, resume, overwrite)  # only now, when nothing is left to fail on the settings
-    meta = dict(phase="pretrain", tokenizer=tok.name, data=data, sparsity=sparsity, method=method,
-                distribution=distribution, scope=scope, include=include, max_chars=max_chars, preset=preset)
-    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup)
+    net = GPT.from_pretrained(preset) if pre.init == "gpt2" else GPT(config)
+    if masks.sparsity > 0:
+        sparsify(net, masks.sparsity, method=masks.method, distribution=masks.distribution, include=masks.include,
+                 scope=masks.scope, seed=masks.mask_seed)
+    backup = prepare_run_dir(run)  # only now, when nothing is left to fail on the settings
+    meta = dict(phase="pretrain", tokenizer=tok.name, preset=preset, **asdict(pre), **asdict(masks))
+    return _run(net, batches, tcfg, run, meta, callbacks, flat(pre, spec, masks, tcfg), backup)
 
 
-def finetune(init_from: str | None = None, task: str | None = None, data: str | None = None,
-             keep_masks: bool = False, train_file: str | None = None, val_file: str | None = None,
-             preset: str | None = None, tokenizer: str | None = None,
-             out: str | None = None, resume: bool = False, overwrite: bool = False,
-             callbacks=(), **kwargs) -> dict:
+def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | None = None,
+             training: TrainConfig | None = None, run: RunConfig | None = None, callbacks=(), **settings) -> dict:
     """Fine-tune a pre-trained checkpoint: dense by default (SPDF), masks kept with ``keep_masks``.
 
     ``init_from`` is a checkpoint (or run folder); without it the model starts from scratch
     (the no-pre-training baseline) with the ``preset`` architecture (default ``tiny``); with
     ``init_from`` the architecture is the checkpoint's, and a ``preset`` given too must match it.
-    Train on a downstream ``task`` (see ``minispdf.tasks``) or continue language modelling on ``data``.
+    Train on a downstream ``task`` (a spec, or a ``minispdf.tasks.Task``) or continue language
+    modelling on ``data``. Settings come as objects or keywords, as for :func:`pretrain`.
     """
-    settings = dict(init_from=init_from, task=task if task is None or isinstance(task, str) else task.name,
-                    train_file=train_file, val_file=val_file, data=data, keep_masks=keep_masks, preset=preset, tokenizer=tokenizer, **kwargs)
-    if (task is None) == (data is None):
+    ft, spec, tcfg, run = from_keywords(
+        settings, "finetune", finetuning=(FinetuneConfig, finetuning), model=(ModelConfig, model),
+        training=(TrainConfig, training), run=(RunConfig, run))
+    task_name = ft.task if ft.task is None or isinstance(ft.task, str) else ft.task.name
+    if (ft.task is None) == (ft.data is None):
         raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data SOURCE (language modelling)")
-    overrides, train_kwargs = split_kwargs(kwargs)
-    tcfg = TrainConfig(**train_kwargs)
-    if out and init_from and os.path.abspath(out) == os.path.abspath(
-            init_from if os.path.isdir(init_from) else os.path.dirname(init_from) or "."):
-        raise MiniSPDFError(f"--out {out} is the folder of --init_from: fine-tune into another folder, so the "
+    if run.out and ft.init_from and os.path.abspath(run.out) == os.path.abspath(
+            ft.init_from if os.path.isdir(ft.init_from) else os.path.dirname(ft.init_from) or "."):
+        raise MiniSPDFError(f"--out {run.out} is the folder of --init_from: fine-tune into another folder, so the "
                             "pre-trained checkpoint survives")
-    check_run_dir(out, resume, overwrite)
-    if resume:
-        _check_resume_matches(out, dict(keep_masks=keep_masks, task=settings["task"], data=data))
-    if init_from:
-        model, info = load_checkpoint(init_from)
-        tok_name = tokenizer or info.get("tokenizer") or "char"
-        check_compatible(info, None, tok_name, init_from)
-        if overrides:
-            raise MiniSPDFError(f"cannot change the architecture ({', '.join(overrides)}) of a checkpoint "
-                                "when fine-tuning it: drop those settings")
-        if preset is not None:  # preset_config refuses an unknown name
-            check_compatible(info, preset_config(preset, vocab_size=model.config.vocab_size,
-                                                     block_size=model.config.block_size), path=init_from)
-        source = dict(init_from=init_from, pretrain=info.get("meta", {}))
-    else:
-        preset = preset or "tiny"
-        tok_name = tokenizer or default_tokenizer(preset)
-        if preset not in PRESETS:
-            raise MiniSPDFError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-        info = None
-        source = dict(init_from=None)
-    tok = data_lib.get_tokenizer(tok_name)
-    if not init_from:
+    check_run_dir(run)
+    if run.resume:
+        _check_resume_matches(run.out, dict(keep_masks=ft.keep_masks, task=task_name, data=ft.data))
+    net, info, tok = _starting_model(ft, spec, tcfg)
+    batches = _finetune_batches(ft, tok, net.config.block_size, tcfg.batch_size)
+    backup = prepare_run_dir(run)
+
+    if not ft.keep_masks:
+        densify(net)  # SPDF: the zeros become ordinary trainable weights
+    mode = "sparse (SPSF)" if ft.keep_masks and info and info.get("meta", {}).get("sparsity") else (
+        "dense" if ft.init_from else "from scratch")
+    source = dict(init_from=ft.init_from, pretrain=info.get("meta", {}) if info else None)
+    meta = dict(phase="finetune", tokenizer=tok.name, task=task_name, data=ft.data, keep_masks=ft.keep_masks,
+                mode=mode, **source)
+    settings = {**flat(ft, spec, tcfg), "task": task_name}
+    return _run(net, batches, tcfg, run, meta, callbacks, settings, backup)
+
+
+def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
+    """(model, checkpoint info or None, tokenizer): the checkpoint's, or a new model from the preset."""
+    if not ft.init_from:
+        tok = data_lib.get_tokenizer(spec.tokenizer or default_tokenizer(spec.preset or "tiny"))
         torch.manual_seed(tcfg.seed)
-        model = GPT(preset_config(preset, **{**overrides, "vocab_size": tok.vocab_size}))
-    if task is not None:
-        from . import tasks as tasks_lib
+        return GPT(spec.gpt_config(tok.vocab_size)), None, tok
+    net, info = load_checkpoint(ft.init_from)
+    tok_name = spec.tokenizer or info.get("tokenizer") or "char"
+    check_compatible(info, None, tok_name, ft.init_from)
+    if spec.arch:
+        raise MiniSPDFError(f"cannot change the architecture ({', '.join(spec.arch)}) of a checkpoint "
+                            "when fine-tuning it: drop those settings")
+    if spec.preset is not None:
+        check_compatible(info, preset_config(spec.preset, vocab_size=net.config.vocab_size,
+                                             block_size=net.config.block_size), path=ft.init_from)
+    return net, info, data_lib.get_tokenizer(tok_name)
 
-        task_obj = tasks_lib.resolve_task(task, train_file=train_file, val_file=val_file)
-        try:
-            batches = tasks_lib.TaskBatches(tok, task_obj, model.config.block_size, tcfg.batch_size)
-        except MiniSPDFError as e:
-            if not (init_from and "larger --block_size" in str(e)):
-                raise
-            # the context length is the checkpoint's: say where it can be changed
-            raise MiniSPDFError(str(e).replace(
-                "use a larger --block_size", f"the context of {init_from} is fixed: pre-train with a larger "
-                "--block_size for this task")) from None
-    else:
-        tokens = data_lib.prepare_data(data, tok.name)
-        batches = data_lib.TokenBatches(tokens, tcfg.batch_size, model.config.block_size)
-    backup = prepare_run_dir(out, resume, overwrite)
 
-    if not keep_masks:
-        densify(model)  # SPDF: the zeros become ordinary trainable weights
-    mode = "sparse (SPSF)" if keep_masks and info and info.get("meta", {}).get("sparsity") else (
-        "dense" if init_from else "from scratch")
-    meta = dict(phase="finetune", tokenizer=tok.name, task=task if isinstance(task, str) else getattr(task, "name", None),
-                data=data, keep_masks=keep_masks, mode=mode, **source)
-    return _run(model, batches, tcfg, out, resume, meta, callbacks, settings, backup)
+def _finetune_batches(ft: FinetuneConfig, tok, block_size: int, batch_size: int):
+    """The task's batches (prompt masked out of the loss), or a corpus's for language modelling."""
+    if ft.task is None:
+        tokens = data_lib.prepare_data(ft.data, tok.name)
+        tokens.validate(block_size)
+        return data_lib.TokenBatches(tokens, batch_size, block_size)
+    from . import tasks as tasks_lib
+
+    task = tasks_lib.resolve_task(ft.task, train_file=ft.train_file, val_file=ft.val_file)
+    try:
+        return tasks_lib.TaskBatches(tok, task, block_size, batch_size)
+    except MiniSPDFError as e:
+        if not (ft.init_from and "larger --block_size" in str(e)):
+            raise
+        # the context length is the checkpoint's: say where it can be changed
+        raise MiniSPDFError(str(e).replace(
+            "use a larger --block_size", f"the context of {ft.init_from} is fixed: pre-train with a larger "
+            "--block_size for this task")) from None

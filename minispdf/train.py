@@ -14,6 +14,10 @@ and AdamW moments after each step); otherwise it is a plain dense loop.
 sampling must draw from ``generator`` so that a checkpoint of its state restores the data
 position exactly. Callbacks are callables ``cb(event, record)`` with event "step", "eval" or
 "end"; one that returns True stops training after the current step.
+
+Reading order: ``train`` is ``setup`` (device, seed, optimizer), ``restore`` (from a checkpoint,
+with ``resume``) and ``loop`` (the steps), then a final evaluation and ``save``. The log file and
+the progress bar are callbacks too (``RunLog``, ``ProgressBar``), so the loop holds no bookkeeping.
 """
 
 from __future__ import annotations
@@ -25,39 +29,43 @@ import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
+from .config import setting
 from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
 from .errors import MiniSPDFError, one_line
+from .fileio import write_text
 from .flops import flop_report
 from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks, remask_weights
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 200  # optimizer steps; also the length of the LR schedule
-    batch_size: int = 12  # sequences per micro-batch (per rank)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3  # peak learning rate
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 20
-    weight_decay: float = 0.1  # on matrices only (no decay on 1-D tensors: biases, LayerNorms)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # 0 disables
-    eval_interval: int = 50  # 0 disables periodic evaluation (the end is always evaluated)
-    eval_iters: int = 10
-    log_interval: int = 1
-    checkpoint_interval: int = 0  # 0: only at the end (and when stopped)
-    stop_after: int = 0  # stop (with a checkpoint) at this step, to continue later with resume
-    seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda | mps
-    compile: bool = False
-    progress: bool = True
+    """Training: the optimizer, its schedule, evaluation, checkpoints and the device."""
+    max_steps: int = setting(200, "optimizer steps; also the length of the LR schedule")
+    batch_size: int = setting(12, "sequences per micro-batch (per rank)")
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    lr: float = setting(1e-3, "peak learning rate")
+    min_lr_ratio: float = setting(0.1, "the cosine decays to lr * min_lr_ratio")
+    warmup_steps: int = setting(20, "linear warmup steps")
+    weight_decay: float = setting(0.1, "AdamW weight decay, on matrices only (not biases, LayerNorms)")
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.95, "AdamW beta2")
+    eps: float = setting(1e-8, "AdamW epsilon")
+    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)")
+    eval_interval: int = setting(50, "steps between evaluations (0: only at the end)")
+    eval_iters: int = setting(10, "batches per evaluation")
+    log_interval: int = setting(1, "steps between log.jsonl records")
+    checkpoint_interval: int = setting(0, "steps between checkpoints (0: only at the end, or when stopped)")
+    stop_after: int = setting(0, "stop (with a checkpoint) at this step, to continue later with --resume (0: never)")
+    seed: int = setting(1337, "seed of the initial weights, dropout and the data order")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    compile: bool = setting(False, "torch.compile the model")
+    progress: bool = setting(True, "show a progress bar")
 
     def __post_init__(self):
         positive = ("max_steps", "batch_size", "grad_accum", "eval_iters", "log_interval")
@@ -87,11 +95,6 @@ class TrainConfig:
             if not (number(v) and v >= 0):
                 raise MiniSPDFError(f"{name}={v!r} must be a number >= 0 (0 turns it off)")
         check_device_name(self.device)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def check_device_name(name) -> None:
@@ -196,6 +199,189 @@ def autocast_for(device: str):
     return contextlib.nullcontext
 
 
+# ------------------------------------------------------------------------------ the state of a run
+
+
+@dataclass
+class TrainState:
+    """What the loop changes, and so what a checkpoint must hold to resume it exactly."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    device: str
+    data_gen: torch.Generator  # draws the batches: its state is the data position
+    rank: int = 0
+    world: int = 1
+    ckpt_path: str | None = None
+    meta: dict = field(default_factory=dict)  # stored in the checkpoint: tokenizer, data, phase, ...
+    step: int = 0
+    flops: float = 0.0  # training FLOPs so far, counting the masks
+    flops_dense: float = 0.0  # the same steps if every weight were dense
+    tokens: int = 0  # tokens that count in the loss (targets only, when fine-tuning)
+    masked: list = field(default_factory=list)  # sparsity.masked_parameters(model), fixed for the run
+    _flop_cache: dict = field(default_factory=dict)
+    _t_last: float = field(default_factory=time.perf_counter)
+
+    def count(self, x, loss_mask) -> None:
+        """Add one micro-batch's FLOPs (every position, prompt and padding too) and tokens, on all ranks."""
+        T = x.size(1)
+        if T not in self._flop_cache:  # training FLOPs per token at this sequence length
+            r = flop_report(self.model, seq_len=T)
+            self._flop_cache[T] = (r.train_flops_per_token(True), r.train_flops_per_token(False))
+        sparse, dense = self._flop_cache[T]
+        self.flops += sparse * x.numel() * self.world
+        self.flops_dense += dense * x.numel() * self.world
+        self.tokens += (x.numel() if loss_mask is None else int(loss_mask.sum())) * self.world
+
+    def record(self, **values) -> dict:
+        now = time.perf_counter()
+        rec = {"step": self.step, **values, "flops": self.flops, "flops_dense": self.flops_dense,
+               "tokens": self.tokens, "step_ms": 1000 * (now - self._t_last)}
+        self._t_last = now
+        return rec
+
+
+def setup(model, cfg: TrainConfig, ckpt_path: str | None, meta: dict) -> TrainState:
+    """Pick the device (joining the process group under torchrun), seed, move the model, make the optimizer."""
+    rank, local_rank, world = dist_info()
+    device = pick_device(cfg.device)
+    if world > 1:
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    return TrainState(model, make_optimizer(model, cfg), cfg, device, torch.Generator().manual_seed(cfg.seed + 1000 * rank),
+                      rank, world, ckpt_path, dict(meta))
+
+
+def restore(s: TrainState) -> None:
+    """Load model, masks, optimizer, counters and every RNG from ``s.ckpt_path``, checking they fit."""
+    ckpt = read_checkpoint(s.ckpt_path, map_location=s.device)
+    require_keys(ckpt, RESUME_KEYS, s.ckpt_path)
+    check_compatible(ckpt, s.model.config, s.meta.get("tokenizer"), s.ckpt_path)
+    saved_block = ckpt["model_config"].get("block_size")
+    if saved_block != s.model.config.block_size:
+        raise MiniSPDFError(f"cannot resume: {s.ckpt_path} was trained with block_size {saved_block}, not "
+                            f"{s.model.config.block_size}: pass --block_size {saved_block}")
+    try:
+        register_masks(s.model, mask_state_keys(ckpt["model"]))
+        s.model.load_state_dict(ckpt["model"])
+        s.optimizer = make_optimizer(s.model, s.cfg)  # over the parameters as they are now
+        s.optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        data_states = [d.cpu() for d in ckpt["rng"]["data"]]
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+        raise MiniSPDFError(f"{s.ckpt_path} cannot be resumed ({one_line(e)}): the file is damaged or from another "
+                            "version; start a new run without --resume") from None
+    s.step, s.flops, s.flops_dense, s.tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
+    if s.step >= s.cfg.max_steps:
+        raise MiniSPDFError(f"cannot resume: the run in {os.path.dirname(s.ckpt_path)} already reached step {s.step} "
+                            f"of max_steps {s.cfg.max_steps}: pass a larger --max_steps to train on")
+    if s.device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+    if len(data_states) == s.world:
+        s.data_gen.set_state(data_states[s.rank])
+    elif s.rank == 0:
+        print(f"warning: checkpoint has data positions for {len(data_states)} ranks, running {s.world}: the data "
+              "order is reseeded, so this run will not match an unsplit one", file=sys.stderr)
+    s.meta = {**ckpt.get("meta", {}), **s.meta}
+
+
+def save(s: TrainState) -> None:
+    """Write ``s.ckpt_path`` (rank 0), with every rank's data position (a collective under DDP)."""
+    data_states = [s.data_gen.get_state()]
+    if s.world > 1:
+        data_states = [None] * s.world
+        dist.all_gather_object(data_states, s.data_gen.get_state())
+    if s.rank != 0 or not s.ckpt_path:
+        return
+    save_checkpoint(s.ckpt_path, dict(
+        model=s.model.state_dict(), model_config=s.model.config.to_dict(), optimizer=s.optimizer.state_dict(),
+        train_config=asdict(s.cfg), step=s.step, flops=s.flops, flops_dense=s.flops_dense, tokens=s.tokens,
+        rng=dict(torch=torch.get_rng_state(), data=data_states,
+                 cuda=torch.cuda.get_rng_state() if s.device.startswith("cuda") else None),
+        tokenizer=s.meta.get("tokenizer"), meta=s.meta,
+    ))
+
+
+def evaluate(s: TrainState, batches) -> dict:
+    autocast = autocast_for(s.device)
+    val_loss = estimate_loss(s.model, batches, "val", s.cfg.eval_iters, s.device, s.cfg.seed, autocast)
+    return {"step": s.step, "flops": s.flops, "flops_dense": s.flops_dense, "val_loss": val_loss}
+
+
+def wrap(model, cfg: TrainConfig, s: TrainState):
+    """The module the loop calls: compiled if asked, and inside DistributedDataParallel under torchrun."""
+    if cfg.compile:
+        model = torch.compile(model)
+    if s.world > 1:
+        model = DDP(model, device_ids=[int(s.device[5:])] if s.device.startswith("cuda") else None)
+    return model
+
+
+def sync_gradients(model, now: bool):
+    """Under DDP, all-reduce the gradients once per step: on its last micro-batch, not on every one."""
+    return model.no_sync() if isinstance(model, DDP) and not now else contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------ bookkeeping, as callbacks
+
+
+class RunLog:
+    """Keeps ``history`` and (on rank 0, with a run folder) appends it to ``log.jsonl``: every
+    ``log_interval``-th step record, the last one, and every evaluation."""
+
+    def __init__(self, out_dir: str | None, s: TrainState, resume: bool):
+        self.every, self.last = s.cfg.log_interval, s.cfg.max_steps
+        self.history: list[dict] = []
+        self.path = os.path.join(out_dir, "log.jsonl") if out_dir and s.rank == 0 else None
+        if self.path:
+            os.makedirs(out_dir, exist_ok=True)
+            if resume and os.path.exists(self.path):  # drop the records written after the checkpoint
+                with open(self.path) as f:
+                    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= s.step]
+                write_text(self.path, "".join(kept))  # atomic: an interrupt keeps the old log
+            elif not resume:
+                open(self.path, "w").close()
+
+    def __call__(self, event: str, record: dict) -> None:
+        if event == "eval" or (event == "step" and (record["step"] % self.every == 0 or record["step"] == self.last)):
+            self.history.append(record)
+            if self.path:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+
+
+class ProgressBar:
+    """A tqdm bar with the current loss; a log file (not a terminal) gets an update every 30 s."""
+
+    def __init__(self, s: TrainState):
+        from tqdm.auto import tqdm
+
+        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+        self.bar = tqdm(total=s.cfg.max_steps, initial=s.step, desc=s.meta.get("phase", "train"), leave=False,
+                        mininterval=0.2 if interactive else 30)
+
+    def __call__(self, event: str, record: dict) -> None:
+        if event == "step":
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def notify(callbacks, event: str, record: dict) -> bool:
+    """Tell every callback (none is skipped); True if any of them asks to stop."""
+    return any([bool(cb(event, record)) for cb in callbacks])
+
+
+# ------------------------------------------------------------------------------ training
+
+
 def train(model, batches, config: TrainConfig | None = None, out_dir: str | None = None,
           callbacks=(), resume: bool = False, meta: dict | None = None) -> dict:
     """Train ``model`` on ``batches``; returns a summary dict (losses, flops, history, paths).
@@ -205,190 +391,61 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     ``meta`` is stored in the checkpoint (tokenizer name, data source, phase, ...).
     """
     cfg = config or TrainConfig()
-    meta = dict(meta or {})
-    rank, local_rank, world = dist_info()
-    ddp = world > 1
-    device = pick_device(cfg.device)
-    if ddp:
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    master = rank == 0
     ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
-    log_path = os.path.join(out_dir, "log.jsonl") if out_dir else None
     if resume and not (ckpt_path and os.path.exists(ckpt_path)):
         raise MiniSPDFError(f"cannot resume: no checkpoint in {out_dir}: drop --resume to start a new run")
-
-    torch.manual_seed(cfg.seed)
-    model.to(device)
-    optimizer = make_optimizer(model, cfg)
-    data_gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
-    step, flops, flops_dense, tokens = 0, 0.0, 0.0, 0
+    s = setup(model, cfg, ckpt_path, meta or {})
     if resume:
-        ckpt = read_checkpoint(ckpt_path, map_location=device)
-        require_keys(ckpt, RESUME_KEYS, ckpt_path)
-        check_compatible(ckpt, model.config, meta.get("tokenizer"), ckpt_path)
-        saved_block = ckpt["model_config"].get("block_size")
-        if saved_block != model.config.block_size:
-            raise MiniSPDFError(f"cannot resume: {ckpt_path} was trained with block_size {saved_block}, not "
-                                f"{model.config.block_size}: pass --block_size {saved_block}")
-        try:
-            register_masks(model, mask_state_keys(ckpt["model"]))
-            model.load_state_dict(ckpt["model"])
-            optimizer = make_optimizer(model, cfg)
-            optimizer.load_state_dict(ckpt["optimizer"])
-            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-            data_states = [s.cpu() for s in ckpt["rng"]["data"]]
-        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
-            raise MiniSPDFError(f"{ckpt_path} cannot be resumed ({one_line(e)}): the file is damaged or from another "
-                                "version; start a new run without --resume") from None
-        step, flops, flops_dense, tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
-        if step >= cfg.max_steps:
-            raise MiniSPDFError(f"cannot resume: the run in {out_dir} already reached step {step} of max_steps "
-                                f"{cfg.max_steps}: pass a larger --max_steps to train on")
-        if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
-        if len(data_states) == world:
-            data_gen.set_state(data_states[rank])
-        elif master:
-            print(f"warning: checkpoint has data positions for {len(data_states)} ranks, running "
-                  f"{world}: the data order is reseeded, so this run will not match an unsplit one",
-                  file=sys.stderr)
-        meta = {**ckpt.get("meta", {}), **meta}
-    masked = masked_parameters(model)  # fixed for the whole run: computed once
-    if masked:
-        apply_masks(model, optimizer, masked)  # establish the invariant: pruned weights and moments are 0
-
-    train_model = model
-    if cfg.compile:
-        train_model = torch.compile(model)
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(train_model, device_ids=[local_rank] if device.startswith("cuda") else None)
-
-    autocast = autocast_for(device)
-
-    flop_cache: dict[int, tuple[float, float]] = {}
-
-    def step_flops(T: int) -> tuple[float, float]:
-        if T not in flop_cache:  # training FLOPs per token at this sequence length
-            r = flop_report(model, seq_len=T)
-            flop_cache[T] = (r.train_flops_per_token(True), r.train_flops_per_token(False))
-        return flop_cache[T]
-
-    history: list[dict] = []
-    if master and log_path:
-        os.makedirs(out_dir, exist_ok=True)
-        if resume and os.path.exists(log_path):  # drop records written after the checkpoint
-            with open(log_path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-            with open(log_path, "w") as f:
-                f.writelines(kept)
-        elif not resume:
-            open(log_path, "w").close()
-
-    def log(record: dict) -> None:
-        history.append(record)
-        if master and log_path:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def checkpoint() -> None:
-        data_states = [data_gen.get_state()]
-        if ddp:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, data_gen.get_state())
-            data_states = gathered
-        if not (master and ckpt_path):
-            return
-        save_checkpoint(ckpt_path, dict(
-            model=model.state_dict(), model_config=model.config.to_dict(), optimizer=optimizer.state_dict(),
-            train_config=asdict(cfg), step=step, flops=flops, flops_dense=flops_dense, tokens=tokens,
-            rng=dict(torch=torch.get_rng_state(),
-                     cuda=torch.cuda.get_rng_state() if device.startswith("cuda") else None,
-                     data=data_states),
-            tokenizer=meta.get("tokenizer"), meta=meta,
-        ))
-
-    def evaluate() -> dict:
-        out = {"step": step, "flops": flops, "flops_dense": flops_dense}
-        for split in ("val",):
-            out[f"{split}_loss"] = estimate_loss(model, batches, split, cfg.eval_iters, device, cfg.seed, autocast)
-        return out
-
-    progress = None
-    if master and cfg.progress:
-        from tqdm.auto import tqdm
-        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules  # a log file gets few updates
-        progress = tqdm(total=cfg.max_steps, initial=step, desc=meta.get("phase", "train"), leave=False,
-                        mininterval=0.2 if interactive else 30)
-
+        restore(s)
+    s.masked = masked_parameters(model)  # fixed for the whole run: computed once
+    if s.masked:
+        apply_masks(model, s.optimizer, s.masked)  # establish the invariant: pruned weights and moments are 0
+    log = RunLog(out_dir, s, resume)
+    bar = ProgressBar(s) if cfg.progress and s.rank == 0 else None
     model.train()
-    stopped = False
-    t_last = time.perf_counter()
-    last_loss = float("nan")
     try:
-        while step < cfg.max_steps and not stopped:
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            step_tokens = 0
-            for micro in range(cfg.grad_accum):
-                x, y, m = batches.get_batch("train", data_gen, device)
-                sync = contextlib.nullcontext()
-                if ddp and micro < cfg.grad_accum - 1:
-                    sync = train_model.no_sync()  # all-reduce gradients once, on the last micro-batch
-                with sync:
-                    loss_sum += forward_backward(train_model, x, y, m, cfg.grad_accum, autocast)
-                sparse_pt, dense_pt = step_flops(x.size(1))
-                # FLOPs count every token processed (prompt and padding too), on every rank
-                flops += sparse_pt * x.numel() * world
-                flops_dense += dense_pt * x.numel() * world
-                step_tokens += (x.numel() if m is None else int(m.sum())) * world
-            finish_step(model, optimizer, cfg.grad_clip, masked)
-            step += 1
-            tokens += step_tokens
-            last_loss = loss_sum / cfg.grad_accum
-            now = time.perf_counter()
-            record = {"step": step, "loss": last_loss, "lr": lr, "flops": flops, "flops_dense": flops_dense,
-                      "tokens": tokens, "step_ms": 1000 * (now - t_last)}
-            t_last = now
-            if not math.isfinite(last_loss):
-                raise MiniSPDFError(f"loss became {last_loss} at step {step}: lower --lr or check the data")
-            if progress:
-                progress.update(1)
-                progress.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
-            if step % cfg.log_interval == 0 or step == cfg.max_steps:
-                log(record)
-            for cb in callbacks:
-                stopped |= bool(cb("step", record))
-            if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.max_steps:
-                ev = evaluate()
-                log(ev)
-                for cb in callbacks:
-                    stopped |= bool(cb("eval", ev))
-            if cfg.stop_after and step >= cfg.stop_after:
-                stopped = True
-            if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and not stopped:
-                checkpoint()
+        train_loss = loop(s, batches, wrap(model, cfg, s), [log, *([bar] if bar else []), *callbacks])
     finally:  # an error message must start on its own line, not after the bar
-        if progress:
-            progress.close()
-
-    final_eval = evaluate()
-    if step == cfg.max_steps:
-        log(final_eval)
-    checkpoint()
+        if bar:
+            bar.close()
+    final = evaluate(s, batches)
+    if s.step == cfg.max_steps:
+        notify([log, *callbacks], "eval", final)
+    save(s)
     result = {
-        "step": step, "max_steps": cfg.max_steps, "finished": step >= cfg.max_steps,
-        "train_loss": last_loss, "val_loss": final_eval["val_loss"],
-        "flops": flops, "flops_dense": flops_dense, "tokens": tokens,
-        "sparsity": flop_report(model).sparsity, "device": device, "world_size": world,
-        "out_dir": out_dir, "history": history,
+        "step": s.step, "max_steps": cfg.max_steps, "finished": s.step >= cfg.max_steps,
+        "train_loss": train_loss, "val_loss": final["val_loss"],
+        "flops": s.flops, "flops_dense": s.flops_dense, "tokens": s.tokens,
+        "sparsity": flop_report(model).sparsity, "device": s.device, "world_size": s.world,
+        "out_dir": out_dir, "history": log.history,
     }
-    for cb in callbacks:
-        cb("end", result)
+    notify(callbacks, "end", result)
     return result
+
+
+def loop(s: TrainState, batches, train_model, callbacks) -> float:
+    """The training loop. Returns the last step's training loss."""
+    cfg, optimizer, autocast = s.cfg, s.optimizer, autocast_for(s.device)
+    loss, stop = float("nan"), False
+    while s.step < cfg.max_steps and not stop:
+        lr = lr_at(s.step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y, m = batches.get_batch("train", s.data_gen, s.device)
+            with sync_gradients(train_model, now=micro == cfg.grad_accum - 1):
+                loss += forward_backward(train_model, x, y, m, cfg.grad_accum, autocast)
+            s.count(x, m)
+        finish_step(s.model, optimizer, cfg.grad_clip, s.masked)
+        s.step += 1
+        loss /= cfg.grad_accum
+        if not math.isfinite(loss):
+            raise MiniSPDFError(f"loss became {loss} at step {s.step}: lower --lr or check the data")
+        stop = notify(callbacks, "step", s.record(loss=loss, lr=lr))
+        if cfg.eval_interval and s.step % cfg.eval_interval == 0 and s.step < cfg.max_steps:
+            stop |= notify(callbacks, "eval", evaluate(s, batches))
+        stop |= bool(cfg.stop_after) and s.step >= cfg.stop_after
+        if cfg.checkpoint_interval and s.step % cfg.checkpoint_interval == 0 and not stop:
+            save(s)
+    return loss

@@ -2,12 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from minispdf.cli import main
+from minispdf.errors import MiniSPDFError
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -279,7 +281,7 @@ def test_failed_overwrite_puts_the_old_run_back(capsys, tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
                        "--eval_iters", "1", "--max_steps", "3", "--lr", "1e30", "--out", "run", "--overwrite",
-                       "--progress", "true")
+                       "--progress")
     assert code == 2 and "loss became nan" in err, err
     assert [line for line in err.splitlines() if "error:" in line][0].startswith("error:")  # not after a bar
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
@@ -391,3 +393,87 @@ def test_prepare_task_counts_splits(capsys):
     assert st["train"]["references"] == 2000  # easy: one fixed-template reference per input
     code, out, _ = run(capsys, "prepare", "--task", "builtin:easy")
     assert code == 0 and "2,000 inputs" in out
+
+
+# ---------------------------------------------------------------- the parser generated from the settings dataclasses
+
+
+def test_help_is_argparse_generated_from_the_dataclasses(capsys):
+    from dataclasses import fields
+
+    from minispdf.cli import COMMANDS
+    from minispdf.spdf import FinetuneConfig, PretrainConfig, RunConfig, SparsityConfig
+    from minispdf.train import TrainConfig
+
+    code, out, _ = run(capsys, "pretrain", "--help")
+    assert code == 0 and out.startswith("usage: minispdf pretrain") and "\noptions:\n" in out
+    for cls in (PretrainConfig, SparsityConfig, TrainConfig, RunConfig):
+        for f in fields(cls):
+            assert f"--{f.name} " in out or f"--{f.name}," in out, f.name
+            assert f.metadata["help"][:20] in " ".join(out.split()), f.name  # its help text, however wrapped
+    assert "--n_layer N" in out and "--vocab_size" not in out  # the vocabulary is the tokenizer's
+    assert "(default: None)" not in out and "one of nano, tiny, mini" in " ".join(out.split())
+    code, out, _ = run(capsys, "finetune", "--help")
+    assert "--keep_masks, --no-keep_masks" in out and "(default: --no-keep_masks)" in " ".join(out.split())
+    assert {f.name for f in fields(FinetuneConfig)} | {"preset", "tokenizer"} <= {
+        w[2:].rstrip(",") for w in out.split() if w.startswith("--")}
+    for name in COMMANDS:
+        code, out, _ = run(capsys, name, "--help")
+        assert code == 0 and out.startswith(f"usage: minispdf {name}"), name
+    code, out, _ = run(capsys)
+    assert code == 0 and all(name in out for name in [*COMMANDS, "assign"])
+    code, out, _ = run(capsys, "assign", "--help")
+    assert code == 0 and "student" in out and "grade" in out
+
+
+def test_switches_spellings_and_config_files(tmp_path):
+    from minispdf.cli import build_parser
+    from minispdf.config import parse
+
+    _, parsers = build_parser()
+    ft, pre = parsers["finetune"], parsers["pretrain"]
+    assert parse(ft, ["--keep_masks"]).keep_masks is True
+    assert parse(ft, ["--keep-masks", "--no_keep_masks"]).keep_masks is False  # last wins; - and _ alike
+    assert parse(pre, ["--max-steps=7"]).max_steps == 7 and parse(pre, []).block_size is None
+    assert parse(ft, ["--keep_masks=false"]).keep_masks is False and parse(ft, ["--no-keep-masks=no"]).keep_masks is True
+    (tmp_path / "c.toml").write_text('max_steps = 3\nsparsity = 0.5\nprogress = false\n')
+    args = parse(pre, ["--config", str(tmp_path / "c.toml"), "--max_steps", "2"])
+    assert (args.max_steps, args.sparsity, args.progress) == (2, 0.5, False)  # the flag wins over the file
+    assert args._given == {"config", "max_steps"}
+    for argv, needle in ((["--progress", "false"], "--progress is a switch and takes no value: write --progress "
+                                                   "or --no-progress"),
+                         (["--max", "3"], "unknown setting --max"),  # no abbreviations
+                         (["--max_step", "3"], "did you mean --max_steps?")):
+        with pytest.raises(MiniSPDFError, match=re.escape(needle)):
+            parse(pre, argv)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["pretrain", "--progress", "false"], "--progress is a switch"),
+    (["pretrain", "--tokenizer", "bpe"], "unknown tokenizer 'bpe'"),
+    (["evaluate", "--split", "dev"], "unknown split 'dev': choose one of train, val, test"),
+    (["reproduce", "--grid", "huge"], "unknown grid 'huge'"),
+    (["bench", "--kernels", "--steps", "3"], "unknown setting --steps with --kernels"),
+    (["bench", "--repeats", "3"], "unknown setting --repeats without --kernels"),
+    (["bench", "--compile=maybe"], "--compile expects true or false, got 'maybe'"),
+    (["score"], "score needs a predictions file"),
+    (["finetune", "--task", "builtin", "--vocab_size", "300"], "unknown setting --vocab_size"),
+])
+def test_generated_parser_errors_are_one_line(capsys, tmp_path, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+
+
+def test_settings_json_is_a_config_file_that_repeats_the_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = _nano_run(capsys, "a", "--sparsity", "0.5", "--lr", "2e-3", "--no-bias")
+    saved = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert saved["sparsity"] == 0.5 and saved["bias"] is False and saved["block_size"] == 32
+    assert "out" not in saved and "resume" not in saved  # the run folder is not a setting of the run
+    code, out, err = run(capsys, "pretrain", "--config", "a/settings.json", "--out", "b", "--json")
+    assert code == 0, err
+    again = json.loads(out)
+    assert (again["train_loss"], again["val_loss"], again["flops"]) == (first["train_loss"], first["val_loss"],
+                                                                        first["flops"])

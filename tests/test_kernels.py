@@ -171,7 +171,7 @@ def test_classify_profiled_matmuls():
 
 def test_cli_json_and_text(capsys):
     args = ["bench", "--kernels", "--preset", "nano", "--batch_size", "1", "--block_size", "8",
-            "--sparsities", "0.5,0.99", "--repeats", "1", "--step", "false", "--threads", "1"]
+            "--sparsities", "0.5,0.99", "--repeats", "1", "--no-step", "--threads", "1"]
     code, out, err = run(capsys, *args, "--json")
     assert code == 0, err
     d = json.loads(out)

@@ -64,6 +64,7 @@ def test_subsets_score_like_their_slices():
 def test_metric_names_and_defaults():
     assert parse_metrics(None, "e2e") == ["bleu", "chrf", "ter", "rouge", "meteor"]
     assert parse_metrics(None, "curation") == ["rouge"]
+    assert parse_metrics(None, "curation:/data/curation") == ["rouge"]  # a task spec with a path
     assert parse_metrics(" TER, bleu ,ter", "") == ["ter", "bleu"]
     with pytest.raises(MiniSPDFError, match="unknown metric 'cider'"):
         parse_metrics("bleu,cider")
@@ -71,6 +72,8 @@ def test_metric_names_and_defaults():
         parse_metrics(" , ")
     with pytest.raises(MiniSPDFError, match="3 predictions but 4 reference lists"):
         score_predictions(PREDS[:3], REFS, FAST)
+    with pytest.raises(MiniSPDFError, match="input 1 has no references: BLEU needs at least one"):
+        bleu(["a b", "c d"], [["a b"], []])
 
 
 def test_meteor_missing_is_a_note_by_default_and_an_error_when_asked(monkeypatch):

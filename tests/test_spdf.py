@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import minispdf.tasks as tasks_lib
 from conftest import REF_LEN, RandomBatches, small_task
 from minispdf.checkpoint import read_checkpoint
+from minispdf.errors import MiniSPDFError
 from minispdf.model import GPT, preset_config
 from minispdf.sparsity import is_sparse, mask_state_keys, masked_parameters, sparsify
 from minispdf.spdf import finetune
@@ -157,3 +158,23 @@ def test_finetune_resume_with_dropout_and_grad_accum_is_bit_exact(pretrained, tm
     for i in opt_full:
         for k in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(opt_full[i][k], opt_split[i][k]), (i, k)
+
+
+# ---------------------------------------------------------------- settings: objects or keywords
+
+
+def test_settings_objects_and_keywords_are_the_same_run():
+    from minispdf.spdf import ModelConfig, RunConfig, SparsityConfig, pretrain
+
+    train_kw = dict(max_steps=2, batch_size=2, eval_iters=1, eval_interval=0, device="cpu", progress=False)
+    by_keyword = pretrain(preset="nano", block_size=32, sparsity=0.5, mask_seed=3, **train_kw)
+    by_object = pretrain(model=ModelConfig("nano", arch=dict(block_size=32)), masks=SparsityConfig(0.5, mask_seed=3),
+                         training=TrainConfig(**train_kw), run=RunConfig())
+    assert by_object["model"].config.block_size == 32
+    assert (by_object["val_loss"], by_object["flops"]) == (by_keyword["val_loss"], by_keyword["flops"])
+    with pytest.raises(MiniSPDFError, match="unknown setting.*colour"):
+        pretrain(preset="nano", colour="red")
+    with pytest.raises(MiniSPDFError, match="unknown architecture setting.*vocab_size"):
+        ModelConfig("nano", arch=dict(vocab_size=300))  # the tokenizer's, not a setting
+    with pytest.raises(MiniSPDFError, match="unknown mask method 'lottery'"):
+        SparsityConfig(0.5, method="lottery")

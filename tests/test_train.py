@@ -377,3 +377,13 @@ def test_checkpoint_carrying_code_is_named_as_such(tmp_path, capsys):
     path.write_bytes(b"\x80\x02garbage that is not a pickle")
     with pytest.raises(MiniSPDFError, match="corrupt or truncated"):
         load_checkpoint(str(path))
+
+
+def test_a_finished_run_tells_callbacks_its_final_evaluation_once():
+    events = []
+
+    def cb(event, record):
+        events.append((event, record.get("step")))
+
+    train(sparse_nano(), batches(), cfg(max_steps=4, eval_interval=2), callbacks=[cb])
+    assert events == [("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("step", 4), ("eval", 4), ("end", 4)]

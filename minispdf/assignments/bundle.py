@@ -8,17 +8,24 @@ is either the old bundle or the whole new one, never half of one.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..checkpoint import check_out_folder
-from ..fileio import usual_permissions
 from ..errors import MiniSPDFError
+from ..fileio import publish_folder
 from .exercises import EXERCISES
-from .notebooks import (ANSWER_TAG, BEGIN, DEFAULT_SRC, END, dumps, exercise_name, read_notebook, student_notebook,
-                        tags)
+from .notebooks import (
+    ANSWER_TAG,
+    BEGIN,
+    DEFAULT_SRC,
+    END,
+    dumps,
+    exercise_name,
+    read_notebook,
+    student_notebook,
+    tags,
+)
 
 README = """SPDF lessons: student bundle
 ============================
@@ -101,25 +108,10 @@ def release(dst, src=DEFAULT_SRC, overwrite: bool = False, results=None, timeout
         raise MiniSPDFError(f"--results {results} is not a folder: pass the folder that holds the study "
                             "results (results/), or leave it out")
     results = Path(results) if results is not None else src.resolve().parent / "results"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    old = None
     try:
-        usual_permissions(tmp)
-        written = _write_bundle(tmp, src, results, timeout)
-        if dst.exists():
-            old = dst.parent / f"{tmp.name}-old"
-            os.rename(dst, old)
-        os.rename(tmp, dst)
-    except BaseException as e:
-        if old is not None and not dst.exists():
-            os.rename(old, dst)  # put the previous bundle back
-            old = None
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise MiniSPDFError(f"cannot write the bundle {dst} ({e.strerror or e}); the previous one, if any, "
-                                "is intact: free some space or choose another folder") from None
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        with publish_folder(str(dst)) as tmp:
+            written = _write_bundle(Path(tmp), src, results, timeout)
+    except OSError as e:
+        raise MiniSPDFError(f"cannot write the bundle {dst} ({e.strerror or e}); the previous one, if any, "
+                            "is intact: free some space or choose another folder") from None
     return written

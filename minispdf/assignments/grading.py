@@ -15,7 +15,7 @@ import symtable
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from ..errors import MiniSPDFError
 from .exercises import EXERCISES
 from .notebooks import exercise_name, read_notebook
