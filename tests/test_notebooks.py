@@ -1,7 +1,8 @@
-"""The lesson notebooks: generated from build_notebooks.py, committed without outputs, and every one
-runs top to bottom at the smoke scale (headless, in a temporary folder, no network)."""
+"""The lesson notebooks: jupytext .py sources paired with their .ipynb, committed without outputs, and
+every one runs top to bottom at the smoke scale (headless, in a temporary folder, no network)."""
 
 import importlib.util
+import re
 import shutil
 import sys
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from minispdf.model import PRESETS
 
@@ -16,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 STUDENT = sorted((NB_DIR / "student").glob("*.ipynb"))
+NO_TRAINING = {"02_flop_accounting", "05_paper_findings_small_scale"}  # lessons that draw no progress bar
 EXPECTED = ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
             "04_dense_finetuning", "05_paper_findings_small_scale", "06_beyond_the_paper"]
 
 
-def _builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks", NB_DIR / "build_notebooks.py")
+def _sync():
+    spec = importlib.util.spec_from_file_location("sync", NB_DIR / "sync.py")
     module = importlib.util.module_from_spec(spec)
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ among the lessons
     try:
@@ -44,16 +47,49 @@ def test_all_lessons_are_there():
 def test_committed_without_outputs(path):
     nbformat.validate(nbformat.read(str(path), as_version=4))
     for cell in _code_cells(path):
-        assert cell.outputs == [], f"{path.name}: cell {cell.id} has outputs; rebuild with build_notebooks.py"
+        assert cell.outputs == [], f"{path.name}: cell {cell.id} has outputs; run python notebooks/sync.py"
         assert cell.execution_count is None, f"{path.name}: cell {cell.id} has an execution count"
 
 
-def test_notebooks_match_their_generator():
-    built = _builder().build()
-    assert sorted(built) == [p.name for p in NOTEBOOKS]
-    for name, text in built.items():
-        assert (NB_DIR / name).read_text(encoding="utf-8") == text, (
-            f"notebooks/{name} differs from build_notebooks.py: run python notebooks/build_notebooks.py")
+def test_each_notebook_is_paired_with_its_source_and_in_sync():
+    sources = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
+    assert [p.stem for p in sources] == EXPECTED
+    for source in sources:
+        assert "formats: ipynb,py:percent" in source.read_text(encoding="utf-8"), f"{source.name}: not paired"
+    assert _sync().out_of_sync() == [], "run python notebooks/sync.py"
+
+
+def test_sync_sees_an_edited_source(tmp_path):
+    """The pair check can fail: a source edited after its notebook was written is reported."""
+    for path in [NB_DIR / "00_quickstart.py", NB_DIR / "00_quickstart.ipynb"]:
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "student").mkdir()
+    sync = _sync()
+    source = tmp_path / "00_quickstart.py"
+    source.write_text(source.read_text(encoding="utf-8") + "\n# %%\nprint('new cell')\n", encoding="utf-8")
+    problems = sync.out_of_sync(tmp_path)
+    assert any("00_quickstart.ipynb differs from 00_quickstart.py" in p for p in problems)
+    assert any("student" in p and "missing" in p for p in problems)
+
+
+def test_exercise_metadata_survives_the_py_source():
+    """jupytext's cell metadata keeps the exercise tag and name the grader looks for."""
+    import jupytext
+
+    cells = [c for c in jupytext.read(NB_DIR / "01_gpt_and_masks.py").cells if c.cell_type == "code"]
+    exercises = {c.metadata["minispdf"]["exercise"]: c.metadata["tags"] for c in cells if "minispdf" in c.metadata}
+    assert exercises == {"random_mask": ["exercise"], "magnitude_mask": ["exercise"]}
+
+
+def test_sources_are_lint_clean():
+    """The lesson sources are code: pyflakes finds no undefined or unused names in them."""
+    pyflakes = pytest.importorskip("pyflakes.api")
+    from pyflakes.reporter import Reporter
+    import io
+
+    out = io.StringIO()
+    n = sum(pyflakes.checkPath(str(p), Reporter(out, out)) for p in sorted(NB_DIR.glob("[0-9][0-9]_*.py")))
+    assert n == 0, out.getvalue()
 
 
 def _presets(P):
@@ -77,10 +113,17 @@ def test_one_parameters_cell_with_three_scales(path, monkeypatch):
     assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
     assert 'os.environ.get("MINISPDF_SCALE", "default")' in first.source
     keys = {}
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("MINISPDF_THREADS", raising=False)
     for scale in ("default", "gpu", "smoke"):
         monkeypatch.setenv("MINISPDF_SCALE", scale)
         ns = {}
-        exec(first.source, ns)
+        try:
+            torch.set_num_threads(3)
+            exec(first.source, ns)
+            assert ns["THREADS"] == 1 and torch.get_num_threads() == 1, "the cell must set one torch thread"
+        finally:
+            torch.set_num_threads(threads)
         assert ns["SCALE"] == scale and ns["DEVICE"] == "auto"
         keys[scale] = set(ns["P"])
         for preset in _presets(ns["P"]):
@@ -96,7 +139,49 @@ def test_lesson_states_question_and_measured_runtime(path):
     first = nbformat.read(str(path), as_version=4).cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     assert "Question" in first.source or "questions" in first.source
-    assert "Runs in about" in first.source and "(measured" in first.source
+    assert "Runs in about" in first.source and "with one thread" in first.source and "(measured" in first.source
+    assert not re.search(r"@\w+@", first.source), "a placeholder is left in the first cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lesson_opens_with_goals_and_paper_and_closes_with_questions(path):
+    cells = nbformat.read(str(path), as_version=4).cells
+    first = cells[0].source
+    for part in ("**Learning goals.**", "**Prerequisites.**", "https://arxiv.org/abs/2303.10464"):
+        assert part in first, f"{path.name}: the first cell lacks {part}"
+    text = "\n".join(c.source for c in cells)
+    assert "**What you should see.**" in text and not re.search(r"@\w+@", text)
+    questions = [i for i, c in enumerate(cells) if "## Check your understanding" in c.source]
+    answers = [i for i, c in enumerate(cells) if "answer" in c.metadata.get("tags", [])]
+    assert questions and answers and min(answers) > questions[-1], "answers follow the questions"
+    assert all(cells[i].cell_type == "markdown" for i in answers)
+
+
+@pytest.mark.parametrize("path", STUDENT, ids=lambda p: p.stem)
+def test_student_copies_drop_the_answers(path):
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert not [c for c in cells if "answer" in c.metadata.get("tags", [])]
+    assert not [c for c in cells if "Answers (instructor's copy)" in c.source]
+    assert any("## Check your understanding" in c.source for c in cells)
+
+
+# exercise -> a source snippet that gives its answer away and must come after the exercise cell
+GIVEAWAYS = {"block_flops": "L·2T·(3d² + d² + 8d²)", "loss_mask": 'print("".join("^" if m else " "'}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_have_a_hint_and_no_answer_above(path):
+    cells = nbformat.read(str(path), as_version=4).cells
+    for i, cell in enumerate(cells):
+        name = cell.metadata.get("minispdf", {}).get("exercise")
+        if not name:
+            continue
+        assert "<details><summary>Hint</summary>" in cells[i - 1].source, f"{path.name}: {name} has no hint above it"
+        assert f'check("{name}"' in cells[i + 1].source, f"{path.name}: the cell under {name} must check it"
+        if name in GIVEAWAYS:
+            before = "\n".join(c.source for c in cells[:i])
+            assert GIVEAWAYS[name] not in before, f"{path.name}: the answer to {name} is shown above it"
+            assert GIVEAWAYS[name] in "\n".join(c.source for c in cells[i:])
 
 
 def _execute(path, workdir):
@@ -127,10 +212,16 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     printed = [o.get("text", "") for c in code for o in c.outputs if o.get("output_type") == "stream"]
     assert not [t for t in printed if "Traceback (most recent call last)" in t]
+    # no warning in any output: a red IProgress/Warning line in a lesson looks broken to a student
+    warned = [line for t in printed for line in t.splitlines() if re.search(r"IProgress|Warning\b", line)]
+    assert not warned, f"{path.stem} prints warnings:\n" + "\n".join(warned)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for c in code for o in c.outputs
+               if o.get("output_type") == "display_data") or path.stem in NO_TRAINING, "no progress bar was drawn"
     assert not (ROOT / "notebooks" / "runs").exists() and not (ROOT / "notebooks" / "data").exists()
 
 
-@pytest.mark.parametrize("stem", ["01_gpt_and_masks", "02_flop_accounting", "04_dense_finetuning"])
+@pytest.mark.parametrize("stem", ["01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
+                                  "04_dense_finetuning", "06_beyond_the_paper"])
 def test_student_copy_runs_until_its_exercise_checks(stem, tmp_path, monkeypatch):
     """A student copy runs like the lesson; only the cells that check an unwritten exercise fail."""
     from nbclient import NotebookClient

@@ -164,3 +164,38 @@ def test_bars_grouped_bars_tables_and_samples():
     assert plots.format_table([]) == "(no rows)"
     text = plots.format_samples(["in1", "in2", "in3"], {"a": ["x1", "x2", "x3"]}, [["r1"], ["r2"], ["r3"]], n=2)
     assert "input: in1" in text and "reference: r2" in text and "in3" not in text
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_draw_block_highlights_the_four_masked_matrices():
+    assert plots.masked_block_matrices() == ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+    ax = plots.draw_block()
+    _labelled(ax)
+    texts = _texts(ax)
+    masked = [t for t in texts if t.endswith("[masked]")]
+    assert len(masked) == 4
+    for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        assert sum(name in t for t in masked) == 1, name
+    dense = [t for t in texts if t.endswith("[dense]")]
+    for part in ("LM head", "embedding", "ln_1", "ln_2", "final LayerNorm"):
+        assert any(part in t for t in dense), part
+    assert "biases" in ax.get_xlabel()
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 4  # only the masked matrices are drawn hatched
+
+
+def test_draw_schedules_shows_the_three_recipes_on_one_axis():
+    ax = plots.draw_schedules(sparsity=0.75, vspdf_sparsity=0.9, dense_phase=0.15, finetune=0.25)
+    _labelled(ax)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Variable SPDF", "SPSF", "SPDF"]
+    texts = [t.replace("\n", " ") for t in _texts(ax)]
+    assert texts.count("sparse pre-training (75%)") == 2 and texts.count("sparse pre-training (90%)") == 1
+    assert texts.count("dense fine-tuning") == 2 and texts.count("sparse fine-tuning") == 1
+    assert texts.count("dense pre-training") == 1
+    bars = {row: [b.get_paths()[0].get_extents().x1 for b in ax.collections if
+                  abs(b.get_paths()[0].get_extents().y0 - (row - 0.35)) < 1e-9] for row in range(3)}
+    assert max(bars[0]) == pytest.approx(1.0 + 0.15 + 0.25)  # Variable SPDF: its dense phase lengthens it
+    assert max(bars[2]) == pytest.approx(1.25)

@@ -1,0 +1,315 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · The GPT and its masks
+#
+# **Question:** where exactly does SPDF's mask act, what does a mask look like, and what
+# changes when it is dropped for fine-tuning?
+#
+# *Runs in about 0.5 min with one thread on a 2-core laptop-class CPU (measured, default scale:
+# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+#
+# **Learning goals.** After this lesson you can
+# - point to the four weight matrices of a GPT-2 block that SPDF masks, and say why the rest stays dense;
+# - write a random mask with an exact count and a magnitude mask (exercises 1 and 2), and tell them apart in a picture;
+# - compare ways of spreading 75% sparsity over the layers (uniform, ERK, global magnitude);
+# - say what `densify` changes and what it leaves alone.
+#
+# **Prerequisites.** Lesson 00; PyTorch tensors and `nn.Linear` (a weight of shape out x in).
+#
+# **Paper.** [arXiv:2303.10464](https://arxiv.org/abs/2303.10464), the method: which weights are
+# sparsified (attention and MLP projections, static unstructured masks with the same sparsity in
+# every matrix), and the switch to dense for fine-tuning.
+
+# %% tags=["parameters"]
+import os
+
+import torch
+
+# default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
+SCALE = os.environ.get("MINISPDF_SCALE", "default")
+SCALES = {
+    "default": dict(preset="nano", block_size=128, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
+                    train_steps=600, dense_steps=200),
+    "gpu": dict(preset="small", block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20,
+                train_steps=2000, dense_steps=400),
+    "smoke": dict(preset="nano", block_size=64, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
+                  train_steps=8, dense_steps=4),
+}
+assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
+P = SCALES[SCALE]
+DEVICE = "auto"  # cuda if present, else mps, else cpu
+PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
+THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
+torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
+RUNS = "runs/01_gpt_and_masks"
+
+# %%
+import copy
+
+import matplotlib.pyplot as plt
+
+from minispdf import GPT, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
+from minispdf.sparsity import format_sparsity_report, masked_parameters, target_parameters
+from minispdf.spdf import finetune, pretrain
+
+settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
+                eval_interval=0, device=DEVICE, progress=PROGRESS)
+
+# %% [markdown]
+# ## 1 · Where the masks act
+#
+# Each GPT-2 block has four weight matrices: the fused q/k/v projection `attn.c_attn`, the
+# attention output `attn.c_proj`, and the MLP's `mlp.c_fc` and `mlp.c_proj`. The paper masks
+# exactly these, because they carry most of the parameters and most of the FLOPs. The token
+# embedding is a lookup (nothing to save), the LM head shares its weight with it, and
+# LayerNorms and biases are tiny, so all of those stay dense. The diagram is drawn from the
+# library: the hatched matrices are the ones `sparsify` targets.
+
+# %%
+plots.draw_block()
+plt.show()
+
+# %% [markdown]
+# The table lists the model's tensors and marks the maskable ones:
+
+# %%
+model = GPT(preset_config(P["preset"], block_size=P["block_size"]))
+targets = {name for name, _ in target_parameters(model)}
+rows = [dict(parameter=name, shape="x".join(map(str, p.shape)), numel=p.numel(), masked="yes" if name in targets else "")
+        for name, p in model.named_parameters()]
+print(plots.format_table(rows[:8] + rows[-2:]))
+print(f"... {len(rows)} tensors in all")
+
+share = {}
+for name in (P["preset"], "gpt2", "gpt3-xl"):
+    with torch.device("meta"):  # shapes only: no memory for GPT-3 XL's 1.3B weights
+        m = GPT(preset_config(name))
+    share[name] = sum(p.numel() for _, p in target_parameters(m)) / m.num_params()
+print({k: f"{v:.0%} of the parameters are maskable" for k, v in share.items()})
+
+# %% [markdown]
+# GPT-2 small has a 50k-token vocabulary, so its embedding is a third of the model and only
+# ~68% of the weights can be masked; in GPT-3 XL it is ~92%. The kit's small models read bytes
+# (257 tokens), so their embedding is small and, like the large model, most weights are maskable.
+#
+# ## 2 · A random mask
+#
+# `sparsify` gives each target matrix a bool buffer `weight_mask` (True = kept) and sets the
+# pruned weights to exactly 0.0. The random mask keeps an *exact* count per matrix, so every
+# matrix is exactly 75% sparse, as in the paper's "uniform" distribution.
+
+# %%
+masks = sparsify(model, 0.75, method="random", seed=0)
+layer = model.transformer.h[0].attn.c_attn
+print(layer)
+print("mask:", layer.weight_mask.dtype, tuple(layer.weight_mask.shape),
+      f"kept {int(layer.weight_mask.sum())} of {layer.weight_mask.numel()}")
+print("pruned weights are exactly zero:", bool((layer.weight[~layer.weight_mask] == 0).all()))
+
+# %% [markdown]
+# **Exercise 1: random mask.** Return a bool tensor of `shape` (True = kept) that keeps
+# **exactly** `round((1 - sparsity) * numel)` weights chosen uniformly at random, drawing all
+# randomness from `generator`. (Why exact? A Bernoulli draw `rand() > sparsity` is right only
+# on average, and the FLOP count assumes the exact density.) The cell under it checks your
+# function against the library's `sparsify`, with the same checks the grader runs.
+#
+# <details><summary>Hint</summary>
+#
+# A random permutation of `numel` positions (`torch.randperm(numel, generator=generator)`)
+# picks every position with the same chance; keep its first `n_keep` entries, then reshape a
+# flat bool tensor to `shape`.
+#
+# </details>
+
+# %% minispdf={"exercise": "random_mask"} tags=["exercise"]
+import torch
+
+
+def random_mask(shape, sparsity, generator=None):
+    ### BEGIN SOLUTION
+    numel = 1
+    for n in shape:
+        numel *= n
+    n_keep = round((1.0 - sparsity) * numel)
+    order = torch.randperm(numel, generator=generator)
+    mask = torch.zeros(numel, dtype=torch.bool)
+    mask[order[:n_keep]] = True
+    return mask.view(*shape)
+    ### END SOLUTION
+
+
+# %%
+from minispdf.assignments import check
+
+check("random_mask", random_mask)
+
+
+
+# %% [markdown]
+# ## 3 · Random vs magnitude masks, drawn
+#
+# A magnitude mask keeps the largest |w| and so needs trained weights to mean anything. We
+# train a dense model briefly, then mask copies of it both ways. The random mask is uniform
+# noise by construction; the magnitude mask follows the structure the weights learned
+# (stripes where whole input or output features are large or small). SPDF uses random masks:
+# they need no trained model, and they prune every feature evenly.
+# (Exercise 2 below has you write the magnitude mask; this section draws the library's.)
+
+# %%
+dense_run = pretrain(preset=P["preset"], block_size=P["block_size"], max_steps=P["train_steps"],
+                     out=f"{RUNS}/dense", overwrite=True, **settings)
+trained = dense_run["model"].cpu()
+by_method = {}
+for method in ("random", "magnitude"):
+    m = copy.deepcopy(trained)
+    by_method[method] = sparsify(m, 0.75, method=method, seed=0)
+name_qkv, name_fc = "transformer.h.0.attn.c_attn.weight", "transformer.h.0.mlp.c_fc.weight"
+plots.show_masks({
+    "random, layer 0 q/k/v": by_method["random"][name_qkv],
+    "magnitude, layer 0 q/k/v": by_method["magnitude"][name_qkv],
+    "random, layer 0 MLP in": by_method["random"][name_fc],
+    "magnitude, layer 0 MLP in": by_method["magnitude"][name_fc],
+}, crop=64, title="75% masks (black = kept), top-left 64x64 corner")
+plt.show()
+
+# %% [markdown]
+# **Exercise 2: magnitude mask.** Return a bool tensor shaped like `weight` that keeps the
+# `round((1 - sparsity) * numel)` weights with the largest absolute value. Do not modify
+# `weight`.
+#
+# <details><summary>Hint</summary>
+#
+# `weight.detach().abs().flatten().topk(n_keep).indices` are the flat positions of the largest
+# |w|. Mind `n_keep = 0` (sparsity 1.0 or a tiny matrix): keep nothing.
+#
+# </details>
+
+# %% minispdf={"exercise": "magnitude_mask"} tags=["exercise"]
+import torch
+
+
+def magnitude_mask(weight, sparsity):
+    ### BEGIN SOLUTION
+    n_keep = round((1.0 - sparsity) * weight.numel())
+    mask = torch.zeros(weight.numel(), dtype=torch.bool)
+    if n_keep > 0:
+        mask[weight.detach().abs().flatten().topk(n_keep).indices] = True
+    return mask.view_as(weight)
+    ### END SOLUTION
+
+
+# %%
+check("magnitude_mask", magnitude_mask)
+w = trained.transformer.h[0].attn.c_attn.weight.detach()
+plots.show_masks({"your random mask": random_mask(tuple(w.shape), 0.75, torch.Generator().manual_seed(0)),
+                  "your magnitude mask": magnitude_mask(w, 0.75)}, crop=64)
+plt.show()
+
+
+# %% [markdown]
+# ## 4 · Sparsity per layer
+#
+# "75% sparse" can be spread over the layers in different ways. The paper's **uniform**
+# distribution gives every matrix 75%. **ERK** (from RigL) keeps more of the small matrices
+# (here the attention output) and less of the big ones. A **global magnitude** mask keeps the
+# largest weights of the whole network, so layers end up wherever their weights put them.
+
+# %%
+reports = {}
+for label, kwargs in {"uniform random (paper)": dict(method="random"),
+                      "ERK random": dict(method="random", distribution="erk"),
+                      "global magnitude": dict(method="magnitude", scope="global")}.items():
+    m = copy.deepcopy(trained)
+    sparsify(m, 0.75, seed=0, **kwargs)
+    reports[label] = sparsity_report(m)
+plots.plot_layer_sparsity(reports, title="Three ways to be 75% sparse")
+plt.show()
+
+# %% [markdown]
+# ## 5 · Sparse training keeps the zeros at zero
+#
+# During sparse pre-training the library keeps each mask with hooks: a gradient hook zeroes the
+# gradients of the pruned weights, and a hook after every optimizer step sets the pruned weights
+# and their Adam moments back to exactly zero (lesson 03 has you write such a step). After
+# training, every masked weight is still exactly zero.
+
+# %%
+sparse_run = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0.75, max_steps=P["train_steps"],
+                      out=f"{RUNS}/sparse75", overwrite=True, **settings)
+report = sparsity_report(sparse_run["model"])
+print(format_sparsity_report(report))
+print("zeros == masked in every matrix:", all(r["zeros"] == r["masked"] for r in report["layers"]))
+print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['val_loss']:.3f} (same steps)")
+
+# %% [markdown]
+# ## 6 · What densify changes
+#
+# `densify` deletes the mask buffers and nothing else: the weights are unchanged, still 75%
+# zeros. What changes is that the optimizer may now move them. We densify the sparse
+# checkpoint and continue pre-training it densely for a few steps
+# (`finetune(init_from=..., data="builtin")`), then look at the formerly pruned weights.
+
+# %%
+sparse_model, _ = load_checkpoint(f"{RUNS}/sparse75")
+old_masks = {name: mask.clone() for name, _, mask in masked_parameters(sparse_model)}
+densify(sparse_model)
+print("after densify: masks left =", len(masked_parameters(sparse_model)),
+      f"| block sparsity still {sparsity_report(sparse_model)['total']['sparsity']:.0%}")
+
+cont = finetune(init_from=f"{RUNS}/sparse75", data="builtin", max_steps=P["dense_steps"], seed=2,
+                out=f"{RUNS}/densified", overwrite=True, **settings)
+stats = plots.regrowth(old_masks, cont["model"])
+nonzero = sum(r["nonzero_fraction"] * r["pruned"] for r in stats["layers"]) / sum(r["pruned"] for r in stats["layers"])
+print(f"after {P['dense_steps']} dense steps: {nonzero:.1%} of the formerly pruned weights are nonzero; "
+      f"val loss {sparse_run['val_loss']:.3f} -> {cont['val_loss']:.3f}")
+plots.plot_regrowth(stats)
+plt.show()
+
+# %% [markdown]
+# Every pruned weight moves after the first dense step (AdamW's first update has the size of
+# the learning rate, whatever the gradient), but they start far below the trained weights:
+# dense fine-tuning adds capacity gently, on top of what sparse pre-training learned.
+#
+# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
+# torch 2.13.0, one thread) printed: 81% of the `nano` model's parameters are maskable (GPT-2
+# small 68%, GPT-3 XL 92%); every masked matrix exactly 75.0% sparse and `zeros == masked`
+# True after 600 steps of sparse training; validation loss 2.116 dense vs 2.197 at 75% after
+# the same 600 steps; after densify and 200 dense steps 100.0% of the formerly pruned weights
+# were nonzero and the loss went from 2.197 to 2.138. In the mask pictures the random masks
+# look like even noise and the magnitude masks show stripes; in the regrowth histogram the
+# formerly pruned weights had mean |w| 0.010 after the 200 dense steps, against 0.046 for the
+# weights the mask kept. The 600-step runs are short: both losses were still
+# falling, so the 0.08-nat dense-sparse gap is a snapshot, not a converged difference.
+#
+# ## Check your understanding
+#
+# 1. A GPT-2 small has ~124M parameters but only ~68% of them can be masked; GPT-3 XL ~92%. What
+#    makes the difference?
+# 2. Why does a magnitude mask need a trained model while a random mask does not, and what do
+#    the stripes in the magnitude mask say about the weights?
+# 3. Right after `densify`, is the model's output different from the sparse model's? What is
+#    different about its next training step?
+
+# %% [markdown] tags=["answer"]
+# **Answers (instructor's copy).**
+# 1. The embedding: GPT-2's 50257-token vocabulary times 768 is a third of the model and stays
+#    dense (tied with the LM head). GPT-3 XL is wider and deeper, so its block matrices dominate.
+# 2. Magnitude ranks weights by |w|, which means something only after training (at
+#    initialisation every |w| comes from the same distribution). Stripes: whole rows or columns
+#    (output or input features) are larger or smaller than others, and the mask follows them.
+# 3. No: `densify` removes the masks and nothing else, so the weights (75% zeros) and the
+#    output are the same. The next optimizer step may move the formerly pruned weights.

@@ -1,0 +1,338 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Beyond the paper
+#
+# Three questions the paper leaves open, each answered by measurement:
+#
+# 1. **Equal FLOPs.** A sparse step is cheaper, so for the same FLOP budget a sparse model can
+#    see more tokens. Does it then beat the dense model?
+# 2. **Variable SPDF.** The authors' follow-up adds a short *dense pre-training* phase after
+#    sparse pre-training, before fine-tuning. Does it close the gap, and at what FLOP cost?
+# 3. **Does sparsity make my hardware faster?**
+#
+# *Runs in about 4.1 min with one thread on a 2-core laptop-class CPU (measured, default scale:
+# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+#
+# **Learning goals.** After this lesson you can
+# - set up an equal-FLOP comparison in either direction and compute its step counts (exercise 6);
+# - place SPDF, SPSF and Variable SPDF on one timeline and count what each spends;
+# - measure whether masked training is faster on your machine, and find where sparse kernels break even;
+# - explain why unstructured sparsity needs hardware that skips zeros.
+#
+# **Prerequisites.** Lessons 02 (FLOP counts), 03 (sparse pre-training) and 04 (fine-tuning arms).
+#
+# **Paper.** [arXiv:2303.10464](https://arxiv.org/abs/2303.10464) and the authors' follow-up
+# on Variable SPDF (90% sparse pre-training, then a short dense pre-training phase, reported for
+# a 6.7B model). The equal-FLOP comparison and the kernel measurements are this kit's own
+# questions; the paper trained on a Cerebras CS-2, which skips zeros.
+
+# %% tags=["parameters"]
+import os
+
+import torch
+
+# default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
+SCALE = os.environ.get("MINISPDF_SCALE", "default")
+SCALES = {
+    "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
+                    lm_steps=400, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=800, dense_phase=0.2,
+                    finetune_steps=600, n_train=1000, n_eval=60, max_new_tokens=150,
+                    bench_presets=("nano", "tiny"), bench_steps=10,
+                    kernel_sparsities=(0.5, 0.75, 0.9, 0.95, 0.99), kernel_repeats=3, gpt2_batch=1,
+                    gpt2_block=128, gpt2_step=False),
+    "gpu": dict(preset="small", block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20,
+                lm_steps=2000, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=3000, dense_phase=0.15,
+                finetune_steps=800, n_train=4000, n_eval=200, max_new_tokens=200,
+                bench_presets=("small", "gpt2"), bench_steps=20,
+                kernel_sparsities=(0.5, 0.75, 0.9, 0.95, 0.99), kernel_repeats=9, gpt2_batch=8,
+                gpt2_block=1024, gpt2_step=True),
+    "smoke": dict(preset="nano", block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
+                  lm_steps=4, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=4, dense_phase=0.5,
+                  finetune_steps=3, n_train=40, n_eval=4, max_new_tokens=20,
+                  bench_presets=("nano",), bench_steps=2,
+                  kernel_sparsities=(0.5, 0.99), kernel_repeats=1, gpt2_batch=1, gpt2_block=8,
+                  gpt2_step=False),
+}
+assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
+P = SCALES[SCALE]
+DEVICE = "auto"  # cuda if present, else mps, else cpu
+PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
+THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
+torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
+RUNS = "runs/06_beyond_the_paper"
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+
+from minispdf import flop_report, plots, preset_config
+from minispdf.bench import bench
+from minispdf.data import get_tokenizer
+from minispdf.evaluate import evaluate_task
+from minispdf.kernels import format_break_even, kernel_bench
+from minispdf.spdf import finetune, pretrain
+from minispdf.tasks import make_builtin_task
+
+tok = get_tokenizer("char")
+settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
+                device=DEVICE, progress=PROGRESS)
+
+# %% [markdown]
+# ## 1 · Sparse and longer vs dense, at equal FLOPs
+#
+# The dense model trains for N steps. The sparse model trains once for the same N steps and
+# once for N x (FLOP reduction) steps, which costs the same FLOPs as the dense run. Each run
+# has its own full learning-rate schedule, so each is a finished training run of its budget.
+
+# %%
+cfg = preset_config(P["preset"], block_size=P["block_size"])
+ratio = flop_report(cfg, sparsity=P["sparsity"]).reduction
+N = P["lm_steps"]
+plan = {"dense, N steps": (0.0, N), f"{P['sparsity']:.0%} sparse, N steps": (P["sparsity"], N),
+        f"{P['sparsity']:.0%} sparse, {ratio:.2f}N steps (equal FLOPs)": (P["sparsity"], math.ceil(N * ratio))}
+lm = {}
+for label, (s, steps) in plan.items():
+    lm[label] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=s, data="builtin",
+                         max_steps=steps, eval_interval=max(1, steps // 6), out=f"{RUNS}/lm-{s}-{steps}",
+                         overwrite=True, **settings)
+print(plots.format_table([dict(run=k, steps=r["step"], tokens=r["tokens"], flops=r["flops"], val_loss=r["val_loss"])
+                          for k, r in lm.items()]))
+plots.plot_curves(lm, x="flops", y="val_loss", title="Validation loss against FLOPs spent")
+plt.show()
+dense_loss, equal_loss = lm["dense, N steps"]["val_loss"], list(lm.values())[-1]["val_loss"]
+print(f"at equal FLOPs the sparse model is {'better' if equal_loss < dense_loss else 'worse'} by "
+      f"{abs(equal_loss - dense_loss):.3f} nats ({equal_loss:.3f} vs dense {dense_loss:.3f})")
+
+# %% [markdown]
+# At equal FLOPs the sparse model sees more tokens (the reduction factor above) with a quarter
+# of the block weights. Whether that wins depends on the regime: a model far from convergence
+# gains more from extra tokens than it loses to fewer weights. With one seed, treat a difference
+# of a few hundredths of a nat as a tie. And this is a FLOP comparison, not a time comparison:
+# on this CPU the longer sparse run took proportionally longer (section 3).
+#
+# The comparison can also run the other way: give the *dense* model the sparse run's FLOP
+# budget and stop it early (the `eqflop75` arm of lesson 05). How many dense steps is that?
+#
+# **Exercise 6: equal-FLOP steps.** Return the number of dense pre-training steps whose total
+# FLOPs equal those of `sparse_steps` sparse steps, given the training FLOPs of one sparse step
+# and of one dense step. Round to the nearest step with Python's `round()` and return an `int`.
+#
+# <details><summary>Hint</summary>
+#
+# Total sparse FLOPs are `sparse_steps * sparse_flops_per_step`; divide by what one dense step
+# costs. `round(x)` of a float already returns an `int` (ties go to the even number).
+#
+# </details>
+
+# %% minispdf={"exercise": "equal_flop_steps"} tags=["exercise"]
+def equal_flop_steps(sparse_steps, sparse_flops_per_step, dense_flops_per_step):
+    ### BEGIN SOLUTION
+    return round(sparse_steps * sparse_flops_per_step / dense_flops_per_step)
+    ### END SOLUTION
+
+
+# %%
+from minispdf import assignments
+
+assignments.check("equal_flop_steps", equal_flop_steps)
+sparse_n = lm[f"{P['sparsity']:.0%} sparse, N steps"]
+steps = equal_flop_steps(N, sparse_n["flops"] / N, lm["dense, N steps"]["flops"] / N)
+print(f"{N} steps at {P['sparsity']:.0%} sparsity cost as much as {steps} dense steps (N / {ratio:.2f})")
+
+# %% [markdown]
+# ## 2 · Variable SPDF: a short dense phase before fine-tuning: a short dense phase before fine-tuning
+#
+# Sparse pre-training at high sparsity (the follow-up used 90%), then a short phase of
+# *dense* pre-training on the same language-modelling data, then dense fine-tuning. The
+# dense phase is `finetune(init_from=..., data="builtin")`: it densifies the checkpoint and
+# continues language modelling. We compare it with plain SPDF and with dense, all fine-tuned
+# the same way, and count the pre-training FLOPs of both phases. The three sparse recipes of
+# this kit, on one time axis:
+
+# %%
+plots.draw_schedules(sparsity=P["sparsity"], vspdf_sparsity=P["vspdf_sparsity"], dense_phase=P["dense_phase"])
+plt.show()
+
+# %%
+n, s = P["vspdf_steps"], P["vspdf_sparsity"]
+base = dict(preset=P["preset"], block_size=P["block_size"], data="builtin", max_steps=n, eval_interval=0,
+            overwrite=True, **settings)
+dense_pt = pretrain(sparsity=0.0, out=f"{RUNS}/vspdf-dense", **base)
+sparse_pt = pretrain(sparsity=s, out=f"{RUNS}/vspdf-sparse", **base)
+dense_phase_steps = max(1, round(P["dense_phase"] * n))
+# seed=2: the dense phase draws other windows than pre-training did
+phase = finetune(init_from=f"{RUNS}/vspdf-sparse", data="builtin", max_steps=dense_phase_steps, eval_interval=0,
+                 seed=2, out=f"{RUNS}/vspdf-dense-phase", overwrite=True, **settings)
+pretraining = {"dense": (f"{RUNS}/vspdf-dense", dense_pt["flops"]),
+               f"SPDF ({s:.0%})": (f"{RUNS}/vspdf-sparse", sparse_pt["flops"]),
+               f"Variable SPDF ({s:.0%}, then {P['dense_phase']:.0%} more steps dense)": (f"{RUNS}/vspdf-dense-phase", sparse_pt["flops"] + phase["flops"])}
+
+task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3, max_slots=5)
+rows = []
+for label, (ckpt, pt_flops) in pretraining.items():
+    r = finetune(init_from=ckpt, task=task, max_steps=P["finetune_steps"], weight_decay=0.01,
+                 eval_interval=0, out=f"{RUNS}/vspdf-finetune", overwrite=True, **settings)
+    ev = evaluate_task(r["model"], tok, task.test, limit=P["n_eval"], max_new_tokens=P["max_new_tokens"])
+    rows.append(dict(arm=label, pretrain_flops_x_dense=pt_flops / dense_pt["flops"], test_loss=ev["loss"], bleu=ev["bleu"]))
+print(plots.format_table(rows, {"arm": "arm", "pretrain_flops_x_dense": "pre-training FLOPs (x dense)",
+                                "test_loss": "test loss", "bleu": "BLEU"}))
+fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+plots.plot_bars({r["arm"]: r["pretrain_flops_x_dense"] for r in rows}, ax=a, ylabel="pre-training FLOPs (x dense)",
+                title="Pre-training FLOPs per recipe", fmt="{:.2f}", xlabel="recipe")
+plots.plot_bars({r["arm"]: r["test_loss"] for r in rows}, ax=b, ylabel="test loss after fine-tuning (lower is better)",
+                title="Test loss after the same fine-tuning", fmt="{:.3f}", reference=rows[0]["test_loss"], reference_label="dense",
+                xlabel="recipe")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The dense phase lets the pruned weights learn from the large language-modelling corpus
+# rather than from the small task set, at the price of a few dense steps: look at how much of
+# the SPDF-to-dense gap it recovers per extra FLOP. The follow-up reported matching dense
+# quality with 64% fewer pre-training FLOPs at 6.7B parameters; at toy scale treat this as a
+# method to measure, not a number to reproduce.
+#
+# ## 3 · Does sparsity make my hardware faster?
+#
+# `minispdf.bench` on this machine, dense vs masked, at the sparsities used above.
+
+# %%
+results = [bench(preset=p, sparsity=sp, batch_size=8, steps=P["bench_steps"], warmup=2, device=DEVICE, memory=False)
+           for p in P["bench_presets"] for sp in (P["sparsity"], P["vspdf_sparsity"])]
+plots.plot_bench(results)
+plt.show()
+worst = max(r["sparse_over_dense"] for r in results)
+best = min(r["sparse_over_dense"] for r in results)
+print(f"masked step / dense step: {best:.2f}x to {worst:.2f}x; theory would allow "
+      f"{max(r['theoretical_flop_reduction'] for r in results):.2f}x fewer FLOPs")
+
+# %% [markdown]
+# **No, not as the kit trains.** On a CPU or GPU with dense kernels a masked step costs what a
+# dense step costs (give or take noise and the small cost of re-applying the masks): the
+# zeros are stored inside dense matrices and multiplied like any other number.
+#
+# ### Sparse kernels: when does a sparse format pay off?
+#
+# A sparse format stores only the kept weights and their positions, and its kernels skip the
+# rest. `minispdf.kernels.kernel_bench` (the command line's `minispdf bench --kernels`) times
+# the three matmuls of each masked layer -- forward, the gradient with respect to the input,
+# and the weight gradient at the kept entries only -- for the four masked matrix shapes, at
+# the tokens of one training batch: dense weights, dense weights holding zeros, and
+# `torch.sparse` CSR weights (on a recent NVIDIA GPU also 2:4 semi-structured weights).
+# Below: the speedup over dense against sparsity, for this lesson's model and for GPT-2
+# Small's shapes (at fewer tokens than GPT-2's training batch on a CPU, to keep it quick).
+
+# %%
+kern = kernel_bench(P["preset"], sparsities=P["kernel_sparsities"], batch_size=P["batch_size"],
+                    block_size=P["block_size"], repeats=P["kernel_repeats"], device=DEVICE)
+kern_gpt2 = kernel_bench("gpt2", sparsities=P["kernel_sparsities"], batch_size=P["gpt2_batch"],
+                         block_size=P["gpt2_block"], repeats=P["kernel_repeats"], device=DEVICE,
+                         step=P["gpt2_step"])
+for r in (kern, kern_gpt2):
+    plots.plot_kernel_speedups(r)
+    plt.show()
+    for shape, be in r["break_even"].items():
+        print(f"{r['preset']} {shape:<9} CSR, all three matmuls: {format_break_even(be['total'])}")
+
+# %% [markdown]
+# The dotted lines (zeros in dense) stay near 1, up to timing noise: dense kernels do not care
+# what the numbers are.
+# The CSR lines start well below 1 -- a CSR kernel does irregular memory accesses and
+# bookkeeping per kept weight, so at 50% or 75% sparsity it is *slower* than the dense kernel
+# that does twice or four times the arithmetic -- and cross 1 only at high sparsity (the
+# break-even above). On the 2-core CPU we measured, the break-even fell between 71% and 86%
+# sparsity, so SPDF's 75% sat below it for every shape but one (`nano`'s MLP input matrix, at
+# 71%); timings on a shared machine move by several points between runs: look where it sits on yours.
+#
+# ### What it means for a training step
+#
+# The masked matmuls are only part of a step: attention between activations, the dense LM
+# head, LayerNorms and the optimizer stay. The kernel bench also profiles one dense training
+# step with `torch.profiler` (**measured**: which fraction of the step each masked matmul
+# takes) and applies Amdahl's law with the measured kernel speedups (**derived**): the step
+# speedup if the masked matmuls used CSR, if they used CSR only where it beats dense, and if
+# their time fell in proportion to their FLOPs (what hardware that skips zeros promises). The
+# FLOP reduction beside it is counted, not timed.
+
+# %%
+p = kern["step"]
+print(f"{kern['preset']} training step: {p['step_ms']:.1f} ms, masked matmuls {p['masked_fraction']:.0%} of it (measured)")
+print(plots.format_table(
+    [dict(sparsity=e["sparsity"], flops=e["flop_reduction"], csr=e["csr"], best=e["csr_where_faster"],
+          ideal=e["flop_proportional"]) for e in p["estimates"] if "csr" in e],
+    {"sparsity": "sparsity", "flops": "FLOP reduction (counted)", "csr": "step speedup, CSR (derived)",
+     "best": "CSR where faster (derived)", "ideal": "FLOP-proportional (derived)"}))
+print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
+
+# %% [markdown]
+# Read the table row of SPDF's 75%: a FLOP count that promises a saving, and a measured
+# wall-clock change that (on a CPU) is a slowdown with CSR and nothing with dense kernels. Even
+# at 99% the step gains less than the FLOP reduction says, because the rest of the step does
+# not shrink -- and at small width that rest is a large share. (`minispdf bench --kernels
+# --preset gpt2` runs the same for GPT-2 Small's step; the README shows one CPU's table.)
+#
+# **Why unstructured sparsity needs hardware that skips zeros.** A CPU or GPU is fastest on
+# dense, regular blocks of numbers: wide vector units and tensor cores multiply whole tiles
+# at once, fed by predictable memory reads. An unstructured mask scatters the kept weights, so
+# a sparse kernel must read an index for every weight and gather the matching activations;
+# that costs more per useful multiply than the dense kernel wastes on zeros, until almost
+# all weights are zero. The Cerebras CS-2 that the paper trained on is built the other way:
+# its cores are driven by the data, store only the non-zero weights and do no work for a
+# zero, so a 75%-sparse matmul does about a quarter of the dense work -- SPDF's FLOP saving
+# becomes time there. NVIDIA GPUs since Ampere accelerate one *structured* pattern,
+# 2:4 (two of every four consecutive weights zero, exactly 50%): the tensor cores skip the
+# zeros because their positions follow a fixed rule: at most 2x on the matmul (the math rate
+# doubles), less in practice, and less again on a whole step. That pattern is not SPDF's unstructured mask, and it stops at 50%.
+# What you *can* take from SPDF on ordinary hardware is the training recipe, and the FLOP
+# accounting for the day your hardware can exploit unstructured sparsity.
+#
+# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
+# torch 2.13.0, one thread, with other jobs on the cores) printed: with N = 400 steps, validation
+# loss 2.134 (dense), 2.140 (75% sparse, N steps) and **2.099** (75% sparse, 673 = 1.68N steps,
+# equal FLOPs 8.94e11): at equal FLOPs the sparse run was better by 0.035 nats, one seed, all
+# three curves still falling at the end (the 673-step run by 0.008 over its last 112 steps).
+# Exercise 6 gives 238 dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of
+# 0.584 / 14.5 (dense), 1.230 / 2.2 (SPDF at 90%, 0.51x the pre-training FLOPs) and **0.844 /
+# 10.0** (Variable SPDF, 0.71x): the dense phase recovered about 60% of the SPDF-to-dense gap
+# in test loss for 0.20x more FLOPs. The bench timed masked steps at 1.03x-1.23x of the dense
+# step (slower, not faster), against up to 4.96x fewer FLOPs in theory; CSR broke even between
+# 71% and 86% sparsity; the `nano` step spent 35% of its 61.8 ms in the masked matmuls, so even
+# free masked matmuls would speed it up at most 1.55x. These are one seed at toy scale: read the
+# directions and the method, not the digits.
+#
+# ## Check your understanding
+#
+# 1. A 75% sparse step of this lesson's model costs 1/r of a dense step (r printed in section 1).
+#    For the same budget as N dense steps, how many sparse steps can you take, and how many dense
+#    steps match N sparse ones?
+# 2. Variable SPDF spends more pre-training FLOPs than SPDF. What does it buy with them, and how
+#    would you decide whether it is worth it?
+# 3. Why does a CSR kernel lose to the dense kernel at 75% sparsity on a CPU, although it does a
+#    quarter of the multiplications?
+
+# %% [markdown] tags=["answer"]
+# **Answers (instructor's copy).**
+# 1. About r·N sparse steps (section 1's longer run); `equal_flop_steps(N, d / r, d) = round(N / r)`
+#    dense steps for N sparse ones.
+# 2. Dense steps on the language-modelling corpus let the formerly pruned weights learn before
+#    the small task set is seen. Compare the fraction of the SPDF-to-dense gap it recovers with
+#    the extra FLOPs, over several seeds: worth it if it closes the gap for a fraction of the
+#    dense budget.
+# 3. CSR stores an index per kept weight and gathers the matching activations: irregular memory
+#    reads and bookkeeping per multiply. The dense kernel streams regular tiles through wide
+#    vector units, so doing 4x the arithmetic is still cheaper until nearly all weights are zero.
