@@ -7,8 +7,7 @@ the CLI calls it, ``torchrun`` calls it. The phases differ only in what they are
 * dense fine-tuning: the same model after ``sparsity.densify`` and task batches with a loss mask;
 * sparse fine-tuning (SPSF): the masked model, not densified.
 
-If the model has masks the loop keeps them (masked gradients before clipping, re-masked weights
-and AdamW moments after each step); otherwise it is a plain dense loop.
+The loop is the same for both: a masked model keeps its own zeros (see ``sparsity``).
 
 ``batches`` is any object with ``get_batch(split, generator, device) -> (x, y, loss_mask|None)``;
 sampling must draw from ``generator`` so that a checkpoint of its state restores the data
@@ -33,7 +32,7 @@ import torch.distributed as dist
 from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
 from .errors import MiniSPDFError
 from .flops import flop_report
-from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks, remask_weights
+from .sparsity import mask_state_keys, register_masks
 
 
 @dataclass
@@ -174,18 +173,15 @@ def forward_backward(model, x, y, loss_mask, grad_accum: int, autocast) -> float
     return loss.item()
 
 
-def finish_step(model, optimizer, grad_clip: float, masked) -> None:
-    """Mask gradients, clip, step, re-mask weights, clear gradients: the end of every step.
+def finish_step(model, optimizer, grad_clip: float) -> None:
+    """Clip, step, clear gradients: the end of every step.
 
-    ``masked`` is ``sparsity.masked_parameters(model)`` (empty for a dense model).
+    A masked model needs nothing more: its masks keep the pruned weights, gradients and AdamW
+    moments at zero by themselves (hooks installed by ``sparsity.sparsify``).
     """
-    if masked:
-        mask_gradients(model, masked)  # before clipping, so pruned slots do not enter the norm
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    if masked:
-        remask_weights(masked)  # their AdamW moments stay exactly 0 too (see remask_weights)
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -258,9 +254,6 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
                   f"{world}: the data order is reseeded, so this run will not match an unsplit one",
                   file=sys.stderr)
         meta = {**ckpt.get("meta", {}), **meta}
-    masked = masked_parameters(model)  # fixed for the whole run: computed once
-    if masked:
-        apply_masks(model, optimizer, masked)  # establish the invariant: pruned weights and moments are 0
 
     train_model = model
     if cfg.compile:
@@ -349,7 +342,7 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
                 flops += sparse_pt * x.numel() * world
                 flops_dense += dense_pt * x.numel() * world
                 step_tokens += (x.numel() if m is None else int(m.sum())) * world
-            finish_step(model, optimizer, cfg.grad_clip, masked)
+            finish_step(model, optimizer, cfg.grad_clip)
             step += 1
             tokens += step_tokens
             last_loss = loss_sum / cfg.grad_accum
