@@ -151,9 +151,13 @@ def _attach(model: nn.Module, name: str, mask: torch.Tensor) -> None:
     """Give parameter ``name`` the bool ``mask`` (a buffer), zero its pruned weights, hook it up."""
     module, attr = _owner(model, name)
     module.register_buffer(attr + MASK_SUFFIX, mask)  # replaces an old mask, or fills an empty slot
-    param = module._parameters[attr]
-    torch.where(mask, param, param.new_zeros(()), out=param)  # a select: clears a NaN too
+    _zero_pruned(module._parameters[attr], mask)
     _keep(module)
+
+
+@torch.no_grad()
+def _zero_pruned(tensor: torch.Tensor, mask: torch.Tensor) -> None:
+    torch.where(mask, tensor, tensor.new_zeros(()), out=tensor)  # a select: clears a NaN or inf too
 
 
 def _mask_slots(module: nn.Module):
@@ -230,7 +234,7 @@ def _mask_gradient(param: torch.Tensor) -> None:
         grad.mul_(mask.view(torch.uint8))
         if grad.sum().isfinite():
             return
-    torch.where(mask, grad, grad.new_zeros(()), out=grad)
+    _zero_pruned(grad, mask)
 
 
 @torch.no_grad()
@@ -250,7 +254,9 @@ def _remask_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
 
 
 def _reattach(module: nn.Module, args=None) -> None:
-    """Hook 3 (and the setup of hook 1): give each masked weight of ``module`` its gradient hook."""
+    """Hook 3 (and the setup of hook 1): give each masked weight of ``module`` its gradient hook.
+    A weight met for the first time (e.g. one loaded with ``load_state_dict(assign=True)``) has
+    its pruned slots zeroed too."""
     if torch.compiler.is_compiling():  # a compiled forward runs on the weights hooked before
         return
     for attr, param, mask in _mask_slots(module):
@@ -259,6 +265,7 @@ def _reattach(module: nn.Module, args=None) -> None:
             _unhook(param)
             handle = param.register_post_accumulate_grad_hook(_mask_gradient)
             _HOOKED[param] = (weakref.ref(module), attr, handle)
+            _zero_pruned(param, mask)
 
 
 def _unhook(param: torch.Tensor) -> None:
