@@ -100,6 +100,21 @@ def test_hand_written_sgd_momentum_loop_keeps_zeros(nesterov):
         assert_pruned_zero(model, masks, optimizer, step)
 
 
+def test_sparsify_in_the_middle_of_training_clears_the_optimizer_state_it_had():
+    model = make()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for step, (x, y, _) in enumerate(micro_batches(6)):
+        if step == 2:
+            masks = sparsify(model, 0.5, seed=0)  # the moments are dense by now
+        if step == 4:
+            masks = sparsify(model, 0.75, seed=1)  # a new mask prunes slots whose moments are not 0
+        model(x, y)[1].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step >= 2:
+            assert_pruned_zero(model, masks, optimizer, step)
+
+
 def nan_at_zero_penalty(model):
     """sum(sqrt(|w|)) over the masked matrices, a sparsity-promoting L1/2 penalty: finite, but its
     gradient at w == 0 is NaN (sign(0) * inf), so backward() itself puts NaN in every pruned slot."""
