@@ -197,10 +197,9 @@ def mask_state_keys(state_dict: dict) -> dict[str, torch.Tensor]:
 # 1. a gradient hook on each masked weight clears the pruned slots of ``.grad`` as soon as
 #    backward() has accumulated into it: before any clipping (so pruned slots stay out of the
 #    norm), before DDP's all-reduce, after every micro-batch of gradient accumulation;
-# 2. one optimizer step hook (torch's global one, so it sees every optimizer) re-zeros, after
-#    each step, the pruned weights and the pruned slots of their optimizer state (AdamW's
-#    moments, SGD's momentum). With masked gradients these stay zero by themselves; the hook
-#    re-asserts it (as the authors' stack does) and clears state that came from elsewhere;
+# 2. one optimizer step hook (torch's global one, so it sees every optimizer) re-zeros the
+#    pruned weights after each step (as the authors' stack does), and the pruned slots of their
+#    optimizer state (AdamW's moments, SGD's momentum) the first time it meets that state;
 # 3. a forward pre-hook on each masked module gives hook 1 to its weight if that is a new tensor
 #    (a ``copy.deepcopy`` of the model, a Parameter replaced by assignment).
 #
@@ -272,9 +271,13 @@ def _cleared_for(state: torch.Tensor, mask: torch.Tensor) -> bool:
     entry = _CLEARED.get(id(state))
     if entry is not None and entry[0]() is state and entry[1]() is mask:
         return True
-    forget = weakref.ref(state, lambda _, key=id(state): _CLEARED.pop(key, None))
-    _CLEARED[id(state)] = (forget, weakref.ref(mask))
+    _CLEARED[id(state)] = (_forget_when_freed(_CLEARED, state), weakref.ref(mask))
     return False
+
+
+def _forget_when_freed(registry: dict, obj) -> weakref.ref:
+    """A weak reference to ``obj`` that deletes ``registry[id(obj)]`` when ``obj`` is freed."""
+    return weakref.ref(obj, lambda _, key=id(obj): registry.pop(key, None))
 
 
 def _reattach(module: nn.Module, args=None) -> None:
@@ -288,8 +291,7 @@ def _reattach(module: nn.Module, args=None) -> None:
         if mask is not None and param.requires_grad and (entry is None or entry[1]() is not module):
             _unhook(param)
             handle = param.register_post_accumulate_grad_hook(_mask_gradient)
-            forget = weakref.ref(param, lambda _, key=id(param): _HOOKED.pop(key, None))  # when it is freed
-            _HOOKED[id(param)] = (forget, weakref.ref(module), attr, handle)
+            _HOOKED[id(param)] = (_forget_when_freed(_HOOKED, param), weakref.ref(module), attr, handle)
             _zero_pruned(param, mask)
 
 
