@@ -12,8 +12,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import copy
 import gc
 import io
-import subprocess
-import sys
 import textwrap
 import weakref
 
@@ -242,22 +240,9 @@ DDP_WORKER = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_hand_written_ddp_loop_keeps_zeros_on_both_ranks(tmp_path):
-    from test_ddp import free_port
+    from test_ddp import run_two_ranks
 
-    script = tmp_path / "worker.py"
-    script.write_text(DDP_WORKER)
-    port = free_port()
-    procs = []
-    for rank in range(2):
-        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
-                   PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), os.path.join(ROOT, "tests")],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    for rank, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
+    run_two_ranks(DDP_WORKER, tmp_path, os.path.join(ROOT, "tests"))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     init = make().state_dict()
     for k in r0:

@@ -4,8 +4,6 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import copy
-import math
 import re
 
 import pytest
