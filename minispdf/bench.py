@@ -1,6 +1,7 @@
 """``minispdf bench``: what a masked training step really costs on your hardware.
 
-Times the full training step (forward, backward, gradient masking, clipping, AdamW, re-masking)
+Times the full training step (forward, backward with the masks' gradient hooks, clipping, AdamW
+and the masks' step hook)
 of one preset dense and masked, interleaved step by step so that drift in clock speed or
 background load hits both arms alike, and reports medians, tokens/s, MFU and peak memory.
 
@@ -68,7 +69,6 @@ class _Arm:
         self.model = GPT(preset_config(preset, **overrides)).to(device)
         if sparsity > 0:
             sparsify(self.model, sparsity, seed=seed)
-        self.masked = masked_parameters(self.model)
         self.optimizer = make_optimizer(self.model, TrainConfig())
         self.run_model = torch.compile(self.model) if compile_ else self.model
         T = self.model.config.block_size
@@ -79,7 +79,7 @@ class _Arm:
 
     def step(self, autocast):
         forward_backward(self.run_model, self.x, self.y, None, 1, autocast)
-        finish_step(self.model, self.optimizer, 1.0, self.masked)
+        finish_step(self.model, self.optimizer, 1.0)
 
 
 def training_state_bytes(model, optimizer) -> dict:
@@ -205,7 +205,7 @@ def bench(preset: str = "tiny", sparsity: float = 0.75, batch_size: int = 12, bl
         "sparse_mfu": step_flops / (sparse_ms / 1000) / peak if peak else None,
         "peak_memory_mb": mem or None,
         "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "peak RSS of a fresh process",
-        "mask_bytes": sum(m.numel() * m.element_size() for _, _, m in arms["sparse"].masked),
+        "mask_bytes": sum(m.numel() * m.element_size() for _, _, m in masked_parameters(arms["sparse"].model)),
         "state_bytes": {k: training_state_bytes(a.model, a.optimizer) for k, a in arms.items()},
         "note": HONESTY_NOTE + ("" if peak else " MFU: unknown peak for this device (pass --peak_tflops)."),
     }

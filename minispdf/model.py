@@ -91,8 +91,8 @@ class MaskedLinear(nn.Linear):
 
     ``weight_mask`` is ``None`` (dense) or a bool tensor shaped like ``weight``: True = kept.
     The forward pass is an ordinary dense matmul: the pruned weights are *stored* as exact
-    zeros, and the training loop keeps them there (gradients masked after ``backward()``, weights
-    re-masked after every step; see ``minispdf.sparsity``). So a mask costs one
+    zeros, and the mask's hooks keep them there under any training loop (see
+    ``minispdf.sparsity``). So a mask costs one
     byte per weight and no second copy of the weights, and -- on dense hardware -- no speed-up
     either: the matmul still multiplies the zeros.
     """

@@ -6,10 +6,10 @@ SPDF's recipe (and the authors' Cerebras stack):
    attention-output and MLP matrices of every block (embeddings, the LM head, LayerNorms and
    biases stay dense). A mask is a bool buffer ``<param>_mask`` on the owning module (True =
    kept), saved in checkpoints with the weights; the pruned weights are set to exactly zero.
-2. During sparse training the loop calls :func:`mask_gradients` after ``backward()`` and
-   :func:`remask_weights` after ``optimizer.step()`` (and :func:`apply_masks`, which also clears
-   the optimizer moments, once at the start). Together they keep the pruned weights, their
-   gradients and the AdamW moments at exactly zero, with weight decay and clipping on.
+2. The masks keep themselves: hooks that ``sparsify`` installs hold the pruned weights, their
+   gradients and their optimizer state (AdamW moments, SGD momentum) at exactly zero under any
+   ordinary PyTorch loop -- weight decay, gradient clipping, accumulation, DDP -- with no
+   masking call in the loop (see "keeping the zeros" below).
 3. :func:`densify` drops the masks for dense fine-tuning: the pruned weights start at 0.0 and
    become trainable. Not calling it is sparse fine-tuning (SPSF).
 
@@ -21,10 +21,13 @@ Distributions: ``uniform`` (every sparsified tensor at the same sparsity, the pa
 
 from __future__ import annotations
 
+import math
 import re
+import weakref
 
 import torch
 import torch.nn as nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .errors import MiniSPDFError
 
@@ -138,30 +141,38 @@ def sparsify(model: nn.Module, sparsity: float, method: str = "random", distribu
                 scores = p.detach().abs().float().cpu()
             new_masks.append(_keep_topk(scores, round(d * p.numel())).to(p.device))
 
-    result = {}
-    for (name, p), mask in zip(targets, new_masks):
-        module, attr = _owner(model, name)
-        if attr + MASK_SUFFIX in module._buffers:
-            module._buffers[attr + MASK_SUFFIX] = mask
-        else:
-            module.register_buffer(attr + MASK_SUFFIX, mask)
-        p.masked_fill_(~mask, 0.0)
-        result[name] = mask
-    return result
+    for (name, _), mask in zip(targets, new_masks):
+        _attach(model, name, mask)
+    return {name: mask for (name, _), mask in zip(targets, new_masks)}
+
+
+@torch.no_grad()
+def _attach(model: nn.Module, name: str, mask: torch.Tensor) -> None:
+    """Give parameter ``name`` the bool ``mask`` (a buffer), zero its pruned weights, hook it up."""
+    module, attr = _owner(model, name)
+    module.register_buffer(attr + MASK_SUFFIX, mask)  # replaces an old mask, or fills an empty slot
+    _zero_pruned(module._parameters[attr], mask)
+    _keep(module)
+
+
+@torch.no_grad()
+def _zero_pruned(tensor: torch.Tensor, mask: torch.Tensor) -> None:
+    torch.where(mask, tensor, tensor.new_zeros(()), out=tensor)  # a select: clears a NaN or inf too
+
+
+def _mask_slots(module: nn.Module):
+    """(attribute, parameter, mask or None) for each ``<param>_mask`` buffer slot of one module."""
+    for buf_name, mask in list(module._buffers.items()):
+        attr = buf_name[: -len(MASK_SUFFIX)]
+        if buf_name.endswith(MASK_SUFFIX) and module._parameters.get(attr) is not None:
+            yield attr, module._parameters[attr], mask
 
 
 def masked_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter, torch.Tensor]]:
     """(parameter name, parameter, bool mask) for every parameter that currently has a mask."""
-    out = []
-    for module_name, module in model.named_modules():
-        for buf_name, mask in module._buffers.items():
-            if mask is None or not buf_name.endswith(MASK_SUFFIX):
-                continue
-            attr = buf_name[: -len(MASK_SUFFIX)]
-            param = module._parameters.get(attr)
-            if param is not None:
-                out.append((f"{module_name}.{attr}" if module_name else attr, param, mask))
-    return out
+    return [(f"{module_name}.{attr}" if module_name else attr, param, mask)
+            for module_name, module in model.named_modules()
+            for attr, param, mask in _mask_slots(module) if mask is not None]
 
 
 def register_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
@@ -170,8 +181,7 @@ def register_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         if name not in params or params[name].shape != mask.shape:
             raise MiniSPDFError(f"mask for {name!r} does not fit this model: wrong checkpoint for this architecture?")
-        module, attr = _owner(model, name)
-        module.register_buffer(attr + MASK_SUFFIX, mask.to(device=params[name].device, dtype=torch.bool))
+        _attach(model, name, mask.to(device=params[name].device, dtype=torch.bool))
 
 
 def mask_state_keys(state_dict: dict) -> dict[str, torch.Tensor]:
@@ -179,84 +189,139 @@ def mask_state_keys(state_dict: dict) -> dict[str, torch.Tensor]:
     return {k[: -len(MASK_SUFFIX)]: v for k, v in state_dict.items() if k.endswith(MASK_SUFFIX)}
 
 
-@torch.no_grad()
-def mask_gradients(model: nn.Module, masked=None) -> None:
-    """Zero the gradients of pruned weights, so that not even a NaN in a pruned slot can leak.
+# ---------------------------------------------------------------- keeping the zeros
+#
+# The mask keeps its own invariant -- pruned weights, their gradients and their optimizer state
+# exactly zero -- under any training loop, through three hooks:
+#
+# 1. a gradient hook on each masked weight clears the pruned slots of ``.grad`` as soon as
+#    backward() has accumulated into it: before any clipping (so pruned slots stay out of the
+#    norm), before DDP's all-reduce, after every micro-batch of gradient accumulation;
+# 2. one optimizer step hook (torch's global one, so it sees every optimizer) re-zeros the
+#    pruned weights after each step (as the authors' stack does), and the pruned slots of their
+#    optimizer state (AdamW's moments, SGD's momentum) the first time it meets that state;
+# 3. a forward pre-hook on each masked module gives hook 1 to its weight if that is a new tensor
+#    (a ``copy.deepcopy`` of the model, a Parameter replaced by assignment).
+#
+# The hooks read the mask from the module on every call, so ``model.to(device)``,
+# ``load_state_dict`` and a new ``sparsify`` need no re-registration. :func:`densify` removes them.
 
-    The fast path multiplies each gradient by its mask, read as bytes (a ``uint8`` view of the
-    bool mask: no copy, and on a CPU four times faster than a bool operand). A multiply alone
-    is not enough: a NaN or inf in a pruned slot survives ``x * 0``. So the masked gradients'
-    norm is checked, and only if it is not finite is the job redone with a select
-    (``torch.where``), which clears anything. The result is always that of the select; the
-    usual cost is the multiply and one norm (and, on a GPU, one synchronisation).
+# id(parameter) -> (weakref to it, weakref to its module, attribute name, hook handle). Keyed by id:
+# a plain dict lookup is ~20x faster than a WeakKeyDictionary's, and it is on every step's path.
+_HOOKED: dict[int, tuple] = {}
+_STEP_HOOK = None  # the handle of hook 2, registered once per process
 
-    ``masked`` is an optional precomputed ``masked_parameters(model)`` list (the training loop
-    passes it to skip the module walk on every step).
+
+def _mask_of(param: torch.Tensor) -> torch.Tensor | None:
+    """The current mask of a hooked parameter (None: not hooked, or densified)."""
+    entry = _HOOKED.get(id(param))
+    module = entry[1]() if entry and entry[0]() is param else None
+    return None if module is None else module._buffers.get(entry[2] + MASK_SUFFIX)
+
+
+def _mask_gradient(param: torch.Tensor) -> None:
+    """Hook 1: zero the pruned slots of ``param.grad``, so that not even a NaN there can leak.
+    (Autograd runs it in no-grad mode.)
+
+    On a CPU a multiply by the mask read as bytes (no copy, and four times faster than a select);
+    a NaN or inf survives ``x * 0``, so if the result is not finite the job is redone with a
+    select, which clears anything. On other devices always the select: as cheap as a multiply
+    there, and checking finiteness would stall the GPU.
     """
-    pairs = [(p.grad, mask) for _, p, mask in (masked if masked is not None else masked_parameters(model))
-             if p.grad is not None]
-    if not pairs:
+    mask, grad = _mask_of(param), param.grad
+    if mask is None or grad is None:
         return
-    grads = [g for g, _ in pairs]
-    torch._foreach_mul_(grads, [_as_bytes(m) for _, m in pairs])
-    if not torch.stack(torch._foreach_norm(grads)).sum().isfinite():
-        for g, mask in pairs:
-            torch.where(mask, g, _zero(g), out=g)
+    if grad.device.type == "cpu":
+        grad.mul_(mask.view(torch.uint8))
+        if math.isfinite(grad.sum().item()):
+            return
+    _zero_pruned(grad, mask)
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, masked=None) -> None:
-    """Zero the pruned slots of the weights and, given an optimizer, of their moments
-    (``exp_avg``, ``exp_avg_sq``, ...). A select, so it also clears a NaN or inf written there.
+def _remask_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Hook 2: after any optimizer's step, re-zero the pruned weights it holds, and clear the
+    pruned slots of optimizer state it has not cleared before for this mask.
 
-    Use it whenever weights or optimizer state come from outside the loop (a new mask, a loaded
-    checkpoint); the training loop calls it once at the start of a run.
+    The weights get a multiply every step (cheap; it also undoes writes from outside). The state
+    needs clearing only once: a zero moment fed zero gradients stays exactly zero (AdamW, SGD,
+    RMSprop, ...). So only state new to this hook -- a loaded optimizer, state built while the
+    model was dense, a new mask -- is cleared, which saves two passes over the weights per step.
     """
-    for _, p, mask in masked if masked is not None else masked_parameters(model):
-        tensors = [p.data]
-        if optimizer is not None:
-            tensors += [v for v in optimizer.state.get(p, {}).values() if torch.is_tensor(v) and v.shape == p.shape]
-        for t in tensors:
-            torch.where(mask, t, _zero(t), out=t)
+    weights, masks = [], []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            mask = _mask_of(p)
+            if mask is None:
+                continue
+            weights.append(p)
+            masks.append(mask.view(torch.uint8))
+            for v in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(v) and v.shape == p.shape and not _cleared_for(v, mask):
+                    _zero_pruned(v, mask)
+    if weights:
+        torch._foreach_mul_(weights, masks)  # one call for all tensors: per-op overhead dominates on a CPU
 
 
-@torch.no_grad()
-def remask_weights(masked) -> None:
-    """The per-step re-mask of the training loop: multiply each weight by its mask.
-
-    With masked gradients, AdamW's update of a pruned weight is exactly zero (zero gradient, zero
-    moments, and decoupled decay multiplies 0), so the pruned weights and moments stay 0 without
-    help; this cheap multiply only re-asserts it, as the authors' stack does after every step.
-    ``masked`` is ``masked_parameters(model)``.
-    """
-    if masked:
-        torch._foreach_mul_([p.data for _, p, _ in masked], [_as_bytes(m) for _, _, m in masked])
+_CLEARED: dict[int, tuple] = {}  # id(optimizer state tensor) -> (weakref to it, weakref to the mask)
 
 
-def _as_bytes(mask: torch.Tensor) -> torch.Tensor:
-    """The bool mask's own storage seen as uint8 (0/1): a multiply operand that costs no copy and
-    takes a faster CPU kernel than a bool one."""
-    return mask.view(torch.uint8)
+def _cleared_for(state: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether ``state`` was already cleared for ``mask``; if not, record that it now will be."""
+    entry = _CLEARED.get(id(state))
+    if entry is not None and entry[0]() is state and entry[1]() is mask:
+        return True
+    _CLEARED[id(state)] = (_forget_when_freed(_CLEARED, state), weakref.ref(mask))
+    return False
 
 
-_ZEROS: dict = {}
+def _forget_when_freed(registry: dict, obj) -> weakref.ref:
+    """A weak reference to ``obj`` that deletes ``registry[id(obj)]`` when ``obj`` is freed."""
+    return weakref.ref(obj, lambda _, key=id(obj): registry.pop(key, None))
 
 
-def _zero(like: torch.Tensor) -> torch.Tensor:
-    key = (like.dtype, like.device)
-    if key not in _ZEROS:
-        _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
-    return _ZEROS[key]
+def _reattach(module: nn.Module, args=None) -> None:
+    """Hook 3 (and the setup of hook 1): give each masked weight of ``module`` its gradient hook.
+    A weight met for the first time (e.g. one loaded with ``load_state_dict(assign=True)``) has
+    its pruned slots zeroed too."""
+    if torch.compiler.is_compiling():  # a compiled forward runs on the weights hooked before
+        return
+    for attr, param, mask in _mask_slots(module):
+        entry = _HOOKED.get(id(param))
+        if mask is not None and param.requires_grad and (entry is None or entry[1]() is not module):
+            _unhook(param)
+            handle = param.register_post_accumulate_grad_hook(_mask_gradient)
+            _HOOKED[id(param)] = (_forget_when_freed(_HOOKED, param), weakref.ref(module), attr, handle)
+            _zero_pruned(param, mask)
+
+
+def _unhook(param: torch.Tensor) -> None:
+    entry = _HOOKED.pop(id(param), None)
+    if entry is not None:
+        entry[3].remove()
+
+
+def _keep(module: nn.Module) -> None:
+    """Install the hooks that keep ``module``'s masks (idempotent)."""
+    global _STEP_HOOK
+    if _STEP_HOOK is None:
+        _STEP_HOOK = register_optimizer_step_post_hook(_remask_after_step)
+    if _reattach not in module._forward_pre_hooks.values():
+        module.register_forward_pre_hook(_reattach)
+    _reattach(module)
 
 
 def densify(model: nn.Module) -> nn.Module:
     """Drop every mask (SPDF's switch to dense fine-tuning). The zeros stay as starting values.
 
     The mask slots stay, empty (``None``, as in a layer that was never masked), so the layers
-    still display and describe themselves."""
+    still display and describe themselves. The hooks that kept the masks go too."""
     for _, module in model.named_modules():
-        for buf_name in [b for b in module._buffers if b.endswith(MASK_SUFFIX)]:
-            module._buffers[buf_name] = None
+        for attr, param, _ in _mask_slots(module):
+            module._buffers[attr + MASK_SUFFIX] = None
+            _unhook(param)
+        for key in [k for k, hook in module._forward_pre_hooks.items() if hook is _reattach]:
+            del module._forward_pre_hooks[key]
     return model
 
 

@@ -7,8 +7,7 @@ the CLI calls it, ``torchrun`` calls it. The phases differ only in what they are
 * dense fine-tuning: the same model after ``sparsity.densify`` and task batches with a loss mask;
 * sparse fine-tuning (SPSF): the masked model, not densified.
 
-If the model has masks the loop keeps them (masked gradients before clipping, re-masked weights
-and AdamW moments after each step); otherwise it is a plain dense loop.
+The loop is the same for both: a masked model keeps its own zeros (see ``sparsity``).
 
 ``batches`` is any object with ``get_batch(split, generator, device) -> (x, y, loss_mask|None)``;
 sampling must draw from ``generator`` so that a checkpoint of its state restores the data
@@ -40,7 +39,7 @@ from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_
 from .errors import MiniSPDFError, one_line
 from .fileio import write_text
 from .flops import flop_report
-from .sparsity import apply_masks, mask_gradients, mask_state_keys, masked_parameters, register_masks, remask_weights
+from .sparsity import mask_state_keys, register_masks
 
 
 @dataclass
@@ -177,18 +176,15 @@ def forward_backward(model, x, y, loss_mask, grad_accum: int, autocast) -> float
     return loss.item()
 
 
-def finish_step(model, optimizer, grad_clip: float, masked) -> None:
-    """Mask gradients, clip, step, re-mask weights, clear gradients: the end of every step.
+def finish_step(model, optimizer, grad_clip: float) -> None:
+    """Clip, step, clear gradients: the end of every step.
 
-    ``masked`` is ``sparsity.masked_parameters(model)`` (empty for a dense model).
+    A masked model needs nothing more: its masks keep the pruned weights, gradients and AdamW
+    moments at zero by themselves (hooks installed by ``sparsity.sparsify``).
     """
-    if masked:
-        mask_gradients(model, masked)  # before clipping, so pruned slots do not enter the norm
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    if masked:
-        remask_weights(masked)  # their AdamW moments stay exactly 0 too (see remask_weights)
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -218,7 +214,6 @@ class TrainState:
     flops: float = 0.0  # training FLOPs so far, counting the masks
     flops_dense: float = 0.0  # the same steps if every weight were dense
     tokens: int = 0  # tokens that count in the loss (targets only, when fine-tuning)
-    masked: list = field(default_factory=list)  # sparsity.masked_parameters(model), fixed for the run
     _flop_cache: dict = field(default_factory=dict)
     _t_last: float = field(default_factory=time.perf_counter)
 
@@ -397,9 +392,6 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     s = setup(model, cfg, ckpt_path, meta or {})
     if resume:
         restore(s)
-    s.masked = masked_parameters(model)  # fixed for the whole run: computed once
-    if s.masked:
-        apply_masks(model, s.optimizer, s.masked)  # establish the invariant: pruned weights and moments are 0
     log = RunLog(out_dir, s, resume)
     bar = ProgressBar(s) if cfg.progress and s.rank == 0 else None
     model.train()
@@ -437,7 +429,7 @@ def loop(s: TrainState, batches, train_model, callbacks) -> float:
             with sync_gradients(train_model, now=micro == cfg.grad_accum - 1):
                 loss += forward_backward(train_model, x, y, m, cfg.grad_accum, autocast)
             s.count(x, m)
-        finish_step(s.model, optimizer, cfg.grad_clip, s.masked)
+        finish_step(s.model, optimizer, cfg.grad_clip)
         s.step += 1
         loss /= cfg.grad_accum
         if not math.isfinite(loss):

@@ -51,10 +51,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
+def run_two_ranks(worker: str, tmp_path, *args: str) -> None:
+    """Run the script text ``worker`` as two gloo ranks (argv: tmp_path, *args); both must succeed."""
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(worker)
     port = free_port()
     procs = []
     for rank in range(2):
@@ -63,7 +63,7 @@ def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HF_HUB_OFFLINE="1",
                    OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                    PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, cwd=str(tmp_path),
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), *args], env=env, cwd=str(tmp_path),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = []
     try:
@@ -77,6 +77,10 @@ def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
     for rank, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
 
+
+@pytest.mark.slow
+def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
+    run_two_ranks(WORKER, tmp_path)
     init = torch.load(tmp_path / "init0.pt", weights_only=True)
     init1 = torch.load(tmp_path / "init1.pt", weights_only=True)
     # each rank's own sparsify output, saved before DDP's first broadcast could copy rank 0's buffers

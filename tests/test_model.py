@@ -102,6 +102,27 @@ def test_block_matrices_are_masked_linears_without_masks():
     assert all(m.weight_mask is None for m in model.modules() if isinstance(m, MaskedLinear))
 
 
+def test_print_shows_each_masked_layers_sparsity_before_and_after_densify():
+    import re
+
+    from minispdf.sparsity import densify, sparsify, sparsity_report
+
+    model = make("nano")
+    masks = sparsify(model, 0.75, distribution="erk", seed=0)  # ERK: the layers differ
+    assert "sparsity=0.62" in str(model)  # print(model) folds equal blocks: look at each block
+    for i, block in enumerate(model.transformer.h):
+        shown = [float(s) for s in re.findall(r"MaskedLinear\(.*sparsity=([0-9.]+)\)", str(block))]
+        expected = [1 - m.float().mean().item() for n, m in masks.items() if n.startswith(f"transformer.h.{i}.")]
+        assert shown == [round(s, 2) for s in expected] and len(set(shown)) > 1  # each layer, in order
+    densify(model)
+    text = str(model)  # used to raise AttributeError: no attribute 'weight_mask'
+    assert "MaskedLinear(in_features=64, out_features=192, bias=True)" in text and "sparsity=" not in text
+    # the report of a densified model: nothing masked, the zeros measured from the weights
+    rows = {r["name"]: r for r in sparsity_report(model)["layers"]}
+    for name, mask in masks.items():
+        assert rows[name]["masked"] == 0 and rows[name]["zeros"] == int((~mask).sum()), name
+
+
 def test_init_stds_on_mini():
     model = make("mini", seed=123)
     L = model.config.n_layer

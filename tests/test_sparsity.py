@@ -4,8 +4,6 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import copy
-import math
 import re
 
 import pytest
@@ -17,13 +15,11 @@ from minispdf.errors import MiniSPDFError
 from minispdf.model import GPT, preset_config
 from minispdf.sparsity import (
     DEFAULT_INCLUDE,
-    apply_masks,
     check_mask_options,
     densify,
     erk_densities,
     format_sparsity_report,
     is_sparse,
-    mask_gradients,
     masked_parameters,
     register_masks,
     sparsify,
@@ -298,12 +294,21 @@ def test_zeros_stay_zero_through_train_with_adamw():
         assert not torch.equal(p[~pruned], before[n][~pruned])  # the kept weights did train
 
 
-def test_weights_and_adam_moments_zero_after_every_step():
+def _raw_gradients(model):
+    """Record each masked weight's gradient as backward() computes it, before the mask's hook."""
+    raw = {}
+    for n, p, _ in masked_parameters(model):
+        p.register_hook(lambda g, n=n: raw.__setitem__(n, g.clone()))
+    return raw
+
+
+def test_weights_and_adam_moments_zero_after_every_step_of_the_kit_loop():
     model = make()
     sparsify(model, 0.75, seed=0)
     cfg = TrainConfig(lr=1e-2, weight_decay=0.1, grad_clip=1.0, device="cpu", progress=False)
     opt = make_optimizer(model, cfg)
     masked = masked_parameters(model)
+    raw = _raw_gradients(model)
     batches = RandomBatches(257, 32, 4)
     gen = torch.Generator().manual_seed(0)
     model.train()
@@ -311,70 +316,89 @@ def test_weights_and_adam_moments_zero_after_every_step():
         x, y, _ = batches.get_batch("train", gen, "cpu")
         _, loss = model(x, y)
         loss.backward()
-        # before masking, pruned slots do receive gradient: masking is doing real work
-        if step == 0:
-            assert any(torch.count_nonzero(p.grad[~m]) > 0 for _, p, m in masked)
-        finish_step(model, opt, cfg.grad_clip, masked)
+        for n, p, m in masked:  # backward gives pruned slots gradient; the hook clears it in .grad
+            assert torch.count_nonzero(raw[n][~m]) > 0 and torch.all(p.grad[~m] == 0), (step, n)
+            assert torch.equal(p.grad[m], raw[n][m]), (step, n)
+        finish_step(model, opt, cfg.grad_clip)
         for n, p, m in masked:
             assert torch.all(p[~m] == 0), (step, n)
             st = opt.state[p]
             assert torch.all(st["exp_avg"][~m] == 0), (step, n)
             assert torch.all(st["exp_avg_sq"][~m] == 0), (step, n)
             assert torch.count_nonzero(st["exp_avg_sq"][m]) > 0
-    # with the optimizer, apply_masks re-zeros moments that something else disturbed
+    # weights written from outside, and optimizer state from a dense run, are re-zeroed by the next step
+    dense = make()
+    dense_opt = make_optimizer(dense, cfg)
+    dense(x, y)[1].backward()
+    finish_step(dense, dense_opt, cfg.grad_clip)
+    opt.load_state_dict(dense_opt.state_dict())
     n, p, m = masked[0]
-    opt.state[p]["exp_avg"].fill_(1.0)
+    assert torch.all(opt.state[p]["exp_avg"] != 0)
     with torch.no_grad():
         p.fill_(1.0)
-    apply_masks(model, opt, masked)
-    assert torch.all(opt.state[p]["exp_avg"][~m] == 0) and torch.all(opt.state[p]["exp_avg"][m] == 1)
-    assert torch.all(p[~m] == 0) and torch.all(p[m] == 1)
+    model(x, y)[1].backward()
+    finish_step(model, opt, cfg.grad_clip)
+    for n, p, m in masked:
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.all(opt.state[p][key][~m] == 0) and torch.all(opt.state[p][key][m] != 0), (n, key)
+        assert torch.all(p[~m] == 0) and torch.count_nonzero(p[m]) > 0.99 * int(m.sum()), n
+
+
+def _poison(model, bad, where):
+    """A tensor hook (it runs before the mask's hook) that writes ``bad`` into the gradient that
+    backward() computes: in every pruned slot, one pruned slot of the last tensor, or one kept slot."""
+    masked = masked_parameters(model)
+    for i, (_, p, m) in enumerate(masked):
+        if where == "all-pruned":
+            slots = (~m).view(-1).nonzero().flatten()
+        elif i == len(masked) - 1:
+            slots = (~m if where == "one-pruned" else m).view(-1).nonzero()[0]
+        else:
+            continue
+
+        def hook(g, slots=slots):
+            g = g.clone()
+            g.view(-1)[slots] = bad
+            return g
+
+        p.register_hook(hook)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-@pytest.mark.parametrize("everywhere", [True, False], ids=["all-tensors", "one-slot"])
-def test_non_finite_pruned_gradient_does_not_leak(bad, everywhere):
-    # the fast multiply keeps nan/inf * 0 = nan: mask_gradients must notice and fall back to a select
+@pytest.mark.parametrize("where", ["all-pruned", "one-pruned"])
+def test_non_finite_pruned_gradient_does_not_leak(bad, where):
+    # the fast multiply keeps nan/inf * 0 = nan: the hook must notice and fall back to a select
     model = make()
     sparsify(model, 0.5, seed=0)
-    masked = masked_parameters(model)
-    for i, (_, p, m) in enumerate(masked):
-        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
-        if everywhere:
-            p.grad[~m] = bad
-        elif i == len(masked) - 1:
-            p.grad.view(-1)[(~m).view(-1).nonzero()[0]] = bad  # a single poisoned slot in the last tensor
-    kept_before = {n: p.grad[m].clone() for n, p, m in masked}
-    mask_gradients(model)
+    raw = _raw_gradients(model)  # registered first, so it sees the gradient before the poison
+    _poison(model, bad, where)
+    x, y, _ = RandomBatches(257, 32, 4).get_batch("train", torch.Generator().manual_seed(0))
+    model(x, y)[1].backward()
     for n, p, m in masked_parameters(model):
         assert torch.all(p.grad[~m] == 0), n
         assert torch.isfinite(p.grad).all(), n
-        assert torch.equal(p.grad[m], kept_before[n])
+        assert torch.equal(p.grad[m], raw[n][m]), n
 
 
-def test_mask_gradients_equals_a_select_and_keeps_a_kept_nan():
-    # a NaN in a *kept* slot is the model's own problem: it stays visible (as with torch.where)
+def test_a_kept_nan_stays_visible():
+    # a NaN in a *kept* slot is the model's own problem: it stays in the gradient (as with torch.where)
     model = make()
     sparsify(model, 0.75, seed=0)
-    masked = masked_parameters(model)
-    for i, (_, p, m) in enumerate(masked):
-        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
-    _, p0, m0 = masked[0]
-    p0.grad.view(-1)[m0.view(-1).nonzero()[0]] = float("nan")
-    expected = [torch.where(m, p.grad, torch.zeros(())) for _, p, m in masked]
-    mask_gradients(model, masked)
-    for (n, p, m), e in zip(masked, expected):
-        assert torch.equal(torch.nan_to_num(p.grad, nan=7.0), torch.nan_to_num(e, nan=7.0)), n
-    assert torch.isnan(p0.grad).sum() == 1
+    _poison(model, float("nan"), "one-kept")
+    x, y, _ = RandomBatches(257, 32, 4).get_batch("train", torch.Generator().manual_seed(0))
+    model(x, y)[1].backward()
+    grads = [p.grad for _, p, _ in masked_parameters(model)]
+    assert [int(torch.isnan(g).sum()) for g in grads] == [0] * (len(grads) - 1) + [1]
 
 
-def test_apply_masks_clears_nan_in_pruned_weights():
+def test_register_masks_clears_nan_in_pruned_weights():
+    masks = sparsify(make(), 0.5, seed=0)
     model = make()
-    sparsify(model, 0.5, seed=0)
-    for _, p, m in masked_parameters(model):
-        with torch.no_grad():
-            p[~m] = float("nan")
-    apply_masks(model)
+    for n, p in model.named_parameters():
+        if n in masks:
+            with torch.no_grad():
+                p[~masks[n]] = float("nan")
+    register_masks(model, masks)
     for n, p, m in masked_parameters(model):
         assert torch.all(p[~m] == 0), n
 
@@ -395,7 +419,7 @@ def test_densify_removes_masks_keeps_zeros_then_dense_step_fills_them():
     x, y, _ = RandomBatches(257, 32, 4).get_batch("train", torch.Generator().manual_seed(0))
     _, loss = model(x, y)
     loss.backward()
-    finish_step(model, opt, 1.0, masked_parameters(model))
+    finish_step(model, opt, 1.0)
     for n, m in masks.items():
         assert torch.count_nonzero(p[n][~m]) > 0.5 * int((~m).sum()), n
 

@@ -289,17 +289,16 @@ def test_pruned_slots_are_masked_before_clipping_so_they_stay_out_of_the_norm():
     model = sparse_nano().double()  # float64: w - (w - g) gives g back to ~1e-16
     masked = masked_parameters(model)
     gen = torch.Generator().manual_seed(0)
-    for p in model.parameters():
-        p.grad = 0.01 * torch.randn(p.shape, generator=gen, dtype=torch.float64)
-    for _, p, m in masked:
-        p.grad[~m] = 100.0
+    grads = {n: 0.01 * torch.randn(p.shape, generator=gen, dtype=torch.float64) for n, p in model.named_parameters()}
+    for n, _, m in masked:
+        grads[n][~m] = 100.0
+    sum((p * grads[n]).sum() for n, p in model.named_parameters()).backward()  # d/dp = grads[n], through the hooks
     pruned = {n: ~m for n, _, m in masked}
-    expected = {n: p.grad.masked_fill(pruned[n], 0.0) if n in pruned else p.grad.clone()
-                for n, p in model.named_parameters()}
+    expected = {n: g.masked_fill(pruned[n], 0.0) if n in pruned else g for n, g in grads.items()}
     norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in expected.values()])).item()
     clip = norm / 4  # clipping is active: every gradient is scaled by clip / norm
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    train_mod.finish_step(model, torch.optim.SGD(model.parameters(), lr=1.0), clip, masked)  # w -= g
+    train_mod.finish_step(model, torch.optim.SGD(model.parameters(), lr=1.0), clip)  # w -= g
     for n, p in model.named_parameters():
         assert torch.allclose(before[n] - p.detach(), expected[n] * (clip / norm), rtol=1e-5, atol=1e-15), n  # clip_grad_norm_ divides by norm + 1e-6
 
@@ -311,10 +310,10 @@ def _first_step_grads(monkeypatch, grad_accum, batch_size):
     captured = {}
     real_finish = train_mod.finish_step
 
-    def spy(model, optimizer, grad_clip, masked):
+    def spy(model, optimizer, grad_clip):
         if not captured:
             captured.update({n: p.grad.detach().clone() for n, p in model.named_parameters()})
-        return real_finish(model, optimizer, grad_clip, masked)
+        return real_finish(model, optimizer, grad_clip)
 
     monkeypatch.setattr(train_mod, "finish_step", spy)
     res = train(sparse_nano(), batches(batch_size), cfg(max_steps=1, grad_accum=grad_accum, batch_size=batch_size,

@@ -196,7 +196,7 @@ def mean_pair_tokens(tok, examples, block_size: int) -> float:
     return sum(lens) / len(lens) if lens else float(block_size)
 
 
-def _time_steps(model, opt, x, masked, n: int = 4) -> float:
+def _time_steps(model, opt, x, n: int = 4) -> float:
     """Median seconds of a training step (fwd, bwd, masking, AdamW) after one warm-up step."""
     import contextlib
     import statistics
@@ -208,7 +208,7 @@ def _time_steps(model, opt, x, masked, n: int = 4) -> float:
     for i in range(n + 1):
         t0 = time.perf_counter()
         forward_backward(model, x, x, None, 1, contextlib.nullcontext)
-        finish_step(model, opt, 1.0, masked)
+        finish_step(model, opt, 1.0)
         if i:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -224,7 +224,7 @@ def calibrate(grid: dict, tasks: dict) -> dict:
     from ..data import get_tokenizer
     from ..evaluate import evaluate_task
     from ..model import GPT
-    from ..sparsity import masked_parameters, sparsify
+    from ..sparsity import sparsify
     from ..train import TrainConfig, make_optimizer
 
     tok = get_tokenizer(grid["tokenizer"])
@@ -236,13 +236,13 @@ def calibrate(grid: dict, tasks: dict) -> dict:
             torch.manual_seed(0)
             model = GPT(model_config(grid, size))
             sparsify(model, 0.5)  # the masking work is included
-            opt, masked = make_optimizer(model, TrainConfig()), masked_parameters(model)
+            opt = make_optimizer(model, TrainConfig())
             x = torch.randint(tok.vocab_size, (grid["pretrain"]["batch_size"], grid["block_size"]))
-            rec = {"pretrain_step_s": _time_steps(model, opt, x, masked), "finetune_step_s": {}, "decode": {}}
+            rec = {"pretrain_step_s": _time_steps(model, opt, x), "finetune_step_s": {}, "decode": {}}
             for key, entry in tasks.items():
                 T = max(2, round(mean_pair_tokens(tok, entry["train"], grid["block_size"])))
                 xf = torch.randint(tok.vocab_size, (grid["finetune"]["batch_size"], T))
-                rec["finetune_step_s"][key] = _time_steps(model, opt, xf, masked, n=3)
+                rec["finetune_step_s"][key] = _time_steps(model, opt, xf, n=3)
                 probe = entry["test"][:32]
                 t0 = time.perf_counter()
                 evaluate_task(model, tok, probe, max_new_tokens=8)  # an untrained model decodes all 8
