@@ -386,3 +386,84 @@ def test_a_finished_run_tells_callbacks_its_final_evaluation_once():
 
     train(sparse_nano(), batches(), cfg(max_steps=4, eval_interval=2), callbacks=[cb])
     assert events == [("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("step", 4), ("eval", 4), ("end", 4)]
+
+
+# ---------------------------------------------------------------- resume refusals and the progress bar
+
+
+@pytest.fixture
+def two_step_run(tmp_path):
+    out = str(tmp_path / "run")
+    train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=out, meta={"tokenizer": "char"})
+    return out, os.path.join(out, "ckpt.pt")
+
+
+def _rewrite(ckpt_path, **changes):
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for key, value in changes.items():
+        target = ckpt
+        *parents, last = key.split("__")
+        for p in parents:
+            target = target[p]
+        target[last] = value
+    torch.save(ckpt, ckpt_path)
+
+
+def test_resume_refusals_name_the_file_and_the_fix(two_step_run):
+    out, ckpt = two_step_run
+    with pytest.raises(MiniSPDFError) as e:
+        train(sparse_nano(), batches(), cfg(max_steps=4), out_dir=out, resume=True, meta={"tokenizer": "gpt2"})
+    assert str(e.value) == f"{ckpt} was trained with the 'char' tokenizer, not 'gpt2': use --tokenizer char"
+    torch.manual_seed(0)
+    longer = GPT(preset_config("nano", block_size=128))
+    with pytest.raises(MiniSPDFError) as e:
+        train(longer, batches(), cfg(max_steps=4), out_dir=out, resume=True)
+    saved = preset_config("nano").block_size
+    assert str(e.value) == (f"cannot resume: {ckpt} was trained with block_size {saved}, not 128: "
+                            f"pass --block_size {saved}")
+    with pytest.raises(MiniSPDFError) as e:  # step 2 of 2: nothing left to train
+        train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=out, resume=True)
+    assert str(e.value) == (f"cannot resume: the run in {out} already reached step 2 of max_steps 2: "
+                            "pass a larger --max_steps to train on")
+
+
+def test_resume_of_a_damaged_checkpoint_says_so(two_step_run):
+    out, ckpt = two_step_run
+    _rewrite(ckpt, rng__data="not a list of states")
+    with pytest.raises(MiniSPDFError) as e:
+        train(sparse_nano(), batches(), cfg(max_steps=4), out_dir=out, resume=True)
+    assert str(e.value) == (f"{ckpt} cannot be resumed ('str' object has no attribute 'cpu'): the file is damaged "
+                            "or from another version; start a new run without --resume")
+    _rewrite(ckpt, step="2")
+    with pytest.raises(MiniSPDFError, match=f"^{ckpt} "):  # require_keys names the file
+        train(sparse_nano(), batches(), cfg(max_steps=4), out_dir=out, resume=True)
+
+
+def test_resume_with_another_world_size_warns_that_the_data_order_changes(two_step_run, capsys):
+    out, ckpt = two_step_run
+    state = torch.load(ckpt, weights_only=True)["rng"]["data"][0]
+    _rewrite(ckpt, rng__data=[state, state])  # as if written by two ranks
+    train(sparse_nano(), batches(), cfg(max_steps=3), out_dir=out, resume=True)
+    captured = capsys.readouterr()
+    assert captured.err.strip() == ("warning: checkpoint has data positions for 2 ranks, running 1: the data "
+                                    "order is reseeded, so this run will not match an unsplit one")
+    assert "warning" not in captured.out
+
+
+def test_progress_bar_counts_steps_and_shows_the_loss(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
+    state = SimpleNamespace(cfg=SimpleNamespace(max_steps=10), step=3, meta={"phase": "pretrain"})
+    bar = train_mod.ProgressBar(state)
+    assert (bar.bar.total, bar.bar.n, bar.bar.desc, bar.bar.leave) == (10, 3, "pretrain", False)
+    assert bar.bar.mininterval == 30  # not a terminal: a log file gets few updates
+    bar("step", {"loss": 1.23456})
+    bar("eval", {"val_loss": 9.0})
+    assert bar.bar.n == 4 and bar.bar.postfix == "loss=1.235"
+    bar.close()
+    monkeypatch.setitem(__import__("sys").modules, "ipykernel", object())
+    unnamed = train_mod.ProgressBar(SimpleNamespace(cfg=state.cfg, step=0, meta={})).bar
+    assert unnamed.mininterval == 0.2 and unnamed.desc == "train"  # in a notebook: live updates
+    train(sparse_nano(), batches(), cfg(max_steps=2, progress=True), meta={"phase": "finetune"})
+    assert "finetune:" in capsys.readouterr().err
