@@ -63,7 +63,8 @@ def run_two_ranks(worker: str, tmp_path, *args: str) -> None:
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HF_HUB_OFFLINE="1",
                    OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                    PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), *args], env=env, cwd=str(tmp_path),
+        # cwd is the repo root, where mutmut (which runs this test on mutated code) finds its config
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), *args], env=env, cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = []
     try:
