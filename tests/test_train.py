@@ -467,3 +467,122 @@ def test_progress_bar_counts_steps_and_shows_the_loss(monkeypatch, capsys):
     assert unnamed.mininterval == 0.2 and unnamed.desc == "train"  # in a notebook: live updates
     train(sparse_nano(), batches(), cfg(max_steps=2, progress=True), meta={"phase": "finetune"})
     assert "finetune:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the loop's bookkeeping, devices, DDP helpers
+
+
+class FixedMaskedBatch:
+    """The same loss-masked batch every time: the logged loss can be computed by hand."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(3)
+        self.x, self.y = torch.randint(0, 257, (2, T), generator=g), torch.randint(0, 257, (2, T), generator=g)
+        self.m = torch.zeros(2, T)
+        self.m[:, T // 2:] = 1.0  # the loss counts only the second half (the "target")
+
+    def get_batch(self, split, generator, device="cpu"):
+        return self.x, self.y, self.m
+
+
+def test_logged_loss_is_the_masked_loss_of_the_batch_before_the_step():
+    model, data = sparse_nano(), FixedMaskedBatch()
+    with torch.no_grad():
+        want = model(data.x, data.y, data.m)[1].item()
+        unmasked = model(data.x, data.y)[1].item()
+    steps = []
+    train(model, data, cfg(max_steps=2, grad_accum=2), callbacks=[lambda e, r: steps.append(r) if e == "step" else None])
+    assert steps[0]["loss"] == pytest.approx(want, rel=1e-6) and abs(want - unmasked) > 1e-3
+    assert 0 < steps[0]["step_ms"] < 60_000
+    assert steps[0]["tokens"] == 2 * 2 * (T - T // 2)  # target tokens only, both micro-batches
+
+
+def test_the_optimizer_runs_at_the_scheduled_learning_rate(monkeypatch):
+    seen, real = [], train_mod.finish_step
+
+    def spy(model, optimizer, grad_clip):
+        seen.append(optimizer.param_groups[0]["lr"])
+        real(model, optimizer, grad_clip)
+
+    monkeypatch.setattr(train_mod, "finish_step", spy)
+    c = cfg(max_steps=6, warmup_steps=2)
+    train(sparse_nano(), batches(), c)
+    assert seen == [lr_at(step, c) for step in range(6)]
+
+
+def test_log_keeps_every_interval_and_the_last_step_and_a_new_run_empties_it(tmp_path):
+    out = str(tmp_path / "run")
+    train(sparse_nano(), batches(), cfg(max_steps=10, log_interval=3), out_dir=out)
+    log = os.path.join(out, "log.jsonl")
+    assert [r["step"] for r in read_log(log) if "loss" in r] == [3, 6, 9, 10]
+    assert [r for r in read_log(log) if "val_loss" in r][-1]["val_loss"] > 0  # the final evaluation
+    with open(log, "a") as f:
+        f.write("\n")  # a blank line (an editor's) is not a record
+    state = train_mod.TrainState.__new__(train_mod.TrainState)
+    state.cfg, state.rank, state.step = cfg(max_steps=20), 0, 6
+    train_mod.RunLog(out, state, resume=True)
+    assert [r["step"] for r in read_log(log) if "loss" in r] == [3, 6]
+    train_mod.RunLog(out, state, resume=False)
+    assert read_log(log) == []
+
+
+def test_checkpoint_records_the_training_settings_and_every_rng(tmp_path):
+    out = str(tmp_path / "run")
+    c = cfg(max_steps=2)
+    res = train(sparse_nano(), batches(), c, out_dir=out)
+    ckpt = read_checkpoint(os.path.join(out, "ckpt.pt"))
+    assert ckpt["train_config"]["max_steps"] == 2 and ckpt["train_config"]["lr"] == c.lr
+    assert set(ckpt["rng"]) == {"torch", "cuda", "data"} and ckpt["rng"]["cuda"] is None
+    assert res["val_loss"] > 0 and math.isfinite(res["val_loss"])
+
+
+def test_compile_wraps_the_model_the_loop_calls(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
+    model = sparse_nano()
+    train(model, batches(), cfg(max_steps=1, compile=True))
+    assert compiled == [model]
+
+
+def test_pick_device_explains_what_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert train_mod.pick_device("auto") == "cpu" and train_mod.pick_device("cpu") == "cpu"
+    with pytest.raises(MiniSPDFError) as e:
+        train_mod.pick_device("cuda")
+    assert str(e.value) == "device=cuda but no CUDA GPU is visible: use --device cpu or auto"
+    with pytest.raises(MiniSPDFError) as e:
+        train_mod.pick_device("mps")
+    assert str(e.value) == "device=mps but MPS is not available: use --device cpu or auto"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert train_mod.pick_device("auto") == "mps" and train_mod.pick_device("mps") == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert train_mod.pick_device("auto") == "cuda" and train_mod.pick_device("cuda:1") == "cuda:1"
+    with pytest.raises(MiniSPDFError) as e:
+        train_mod.pick_device("cuda:2")
+    assert str(e.value) == "device=cuda:2 but only 2 GPU(s) are visible: use --device cuda"
+
+
+def test_dist_info_reads_torchrun_variables(monkeypatch):
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert train_mod.dist_info() == (0, 0, 1)
+    monkeypatch.setenv("RANK", "3")
+    assert train_mod.dist_info() == (0, 0, 1)  # RANK alone is not torchrun
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert train_mod.dist_info() == (3, 0, 4)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert train_mod.dist_info() == (3, 1, 4)
+
+
+def test_autocast_is_bf16_on_cuda_and_off_elsewhere():
+    import contextlib
+    import warnings
+
+    assert train_mod.autocast_for("cpu") is contextlib.nullcontext
+    assert train_mod.autocast_for("mps") is contextlib.nullcontext
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available": the object is still made
+        ctx = train_mod.autocast_for("cuda:1")()
+    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
