@@ -20,7 +20,8 @@ import torch
 
 from conftest import RandomBatches
 from minispdf.model import GPT, preset_config
-from minispdf.sparsity import densify, sparsify
+from minispdf import sparsity
+from minispdf.sparsity import densify, masked_parameters, sparsify
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -200,9 +201,16 @@ def test_a_sparse_model_that_is_dropped_is_freed():
     model(*micro_batches(1)[0][:2])[1].backward()
     optimizer.step()
     refs = [weakref.ref(model), *(weakref.ref(p) for p in model.parameters())]
+    hooked = {id(p) for _, p, _ in masked_parameters(model)}
+    states = {id(t) for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)}
+    assert hooked <= set(sparsity._HOOKED) and states & set(sparsity._CLEARED)
+    model(*micro_batches(1)[0][:2])  # a second forward re-hooks nothing: one entry per weight
+    assert len(hooked & set(sparsity._HOOKED)) == len(hooked)
     del model, optimizer
     gc.collect()
     assert all(r() is None for r in refs)  # the hooks' registry holds the model only weakly
+    # ... and forgets it: no entry is left to leak, or to match a new tensor at a reused address
+    assert not hooked & set(sparsity._HOOKED) and not states & set(sparsity._CLEARED)
 
 
 DDP_WORKER = textwrap.dedent('''
