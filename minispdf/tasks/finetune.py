@@ -22,7 +22,7 @@ predictions of the target and of the end of text, never over the prompt. Padded 
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -108,12 +108,13 @@ def _encode_ids(inp: list[int], sep: list[int], tgt: list[int], eot: int, block_
 class FinetuneBatches:
     """Random padded batches of encoded (input, reference) pairs; see :func:`make_finetune_batches`.
 
-    Call it (``get_batch()`` or ``get_batch(generator)``) or iterate over it (endless) to get
-    ``(x, y, mask)``: ``x``, ``y`` LongTensors and ``mask`` a BoolTensor, all ``(B, T)`` with
-    ``T`` = the longest ``len(tokens) - 1`` in the batch (<= block_size). ``y`` is ``x`` shifted by
-    one; ``mask[b, t]`` is True iff ``y[b, t]`` is a target or eot token; padding (``pad_id`` in
-    both ``x`` and ``y``) is masked out. Examples are drawn with ``torch.randint(generator=...)``,
-    so saving and restoring the generator's state restores the data position.
+    Call it (``get_batch()`` or ``get_batch(generator)``) to get ``(x, y, mask)``: ``x``, ``y``
+    LongTensors and ``mask`` a BoolTensor, all ``(B, T)`` with ``T`` = the longest
+    ``len(tokens) - 1`` in the batch (<= block_size). ``y`` is ``x`` shifted by one; ``mask[b, t]``
+    is True iff ``y[b, t]`` is a target or eot token; padding (``pad_id`` in both ``x`` and ``y``)
+    is masked out. Examples are drawn with ``torch.randint(generator=...)``, so saving and
+    restoring the generator's state restores the data position. ``n_truncated`` counts the pairs
+    whose input was cut; ``n_target_tokens`` the loss terms (target tokens + eot) of all pairs.
     """
 
     def __init__(self, tokenizer, pairs: Sequence[tuple[str, str]], block_size: int, batch_size: int,
@@ -164,10 +165,6 @@ class FinetuneBatches:
             y[b, :n] = s[1:]
             mask[b, self.prompt_lens[i] - 1:n] = True
         return x, y, mask
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        while True:
-            yield self()
 
 
 def make_finetune_batches(
