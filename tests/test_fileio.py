@@ -1,6 +1,7 @@
 """One way to write results: atomic files, folders published whole, one line per quoted error."""
 
 import os
+import shutil
 
 import pytest
 
@@ -104,3 +105,70 @@ def test_one_line():
     assert one_line(KeyError()) == "KeyError"  # no message: the type says what happened
     assert one_line(ValueError("x" * 500)) == "x" * 200
     assert one_line("a\nb", limit=2) == "a "
+
+
+def test_the_temp_file_sits_beside_the_target_under_a_recognisable_name(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    seen = []
+    fileio.atomic_write_bytes(str(path), lambda f: seen.extend(os.listdir(tmp_path)))
+    [tmp] = seen  # same folder, so the final rename is atomic
+    assert tmp.startswith(fileio.TMP_PREFIX) and tmp.endswith("ckpt.pt") and os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_unwritable_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    path = tmp_path / "f" / "sub" / "out.json"  # its folder would have to be made inside a file
+    with pytest.raises(MiniSPDFError) as info:
+        fileio.write_json(str(path), {})
+    assert str(info.value) == f"cannot write {path} (Not a directory): choose a writable folder"
+
+
+def test_folder_removed_during_the_write_keeps_the_one_line_error(tmp_path):
+    folder = tmp_path / "run"
+    path = folder / "log.json"
+    with pytest.raises(MiniSPDFError) as info:
+        fileio.atomic_write_bytes(str(path), lambda f: shutil.rmtree(folder))
+    assert str(info.value) == (f"cannot write {path} (No such file or directory); the previous version, if any, "
+                               "is intact: free some space or choose another folder")
+    assert os.listdir(tmp_path) == []
+
+
+def test_json_is_written_indented_for_people(tmp_path):
+    path = tmp_path / "r.json"
+    fileio.write_json(str(path), {"a": [1, 2]})
+    assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+
+
+def test_published_folders_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with fileio.publish_folder(str(tmp_path / "run")):
+        pass
+    assert (tmp_path / "run").stat().st_mode & 0o7777 == 0o777 & ~mask  # not mkdtemp's owner-only 0700
+
+
+def test_an_old_folder_that_cannot_be_fully_deleted_does_not_undo_the_publish(tmp_path, monkeypatch):
+    final = tmp_path / "run"
+    final.mkdir()
+    (final / "busy.bin").write_bytes(b"old")
+    real_unlink = os.unlink
+
+    def busy(name, *args, **kwargs):  # e.g. a file still open on a network file system
+        if os.path.basename(str(name)) == "busy.bin":
+            raise OSError(16, "Device or resource busy")
+        real_unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", busy)
+    with fileio.publish_folder(str(final)) as tmp:
+        with open(os.path.join(tmp, "new.txt"), "w") as f:
+            f.write("new")
+    assert os.listdir(final) == ["new.txt"]
+
+
+def test_move_aside_holds_the_folder_in_a_hidden_holder_beside_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = fileio.move_aside(str(run))
+    assert os.path.dirname(holder) == str(tmp_path)  # same file system: the move is a rename
+    assert os.path.basename(holder).startswith(fileio.TMP_PREFIX + "run-old-")
+    assert os.listdir(holder) == ["run"]
