@@ -85,7 +85,8 @@ def require_keys(ckpt: dict, keys: dict, path: str) -> None:
     for key, typ in keys.items():
         value = ckpt.get(key)
         if value is None or not isinstance(value, (int, float) if typ is float else typ) or isinstance(value, bool):
-            raise MiniSPDFError(f"{path} is damaged: its {key!r} entry is missing or not a {typ.__name__}; "
+            kind = {int: "an integer", float: "a number", dict: "a dictionary"}.get(typ, typ.__name__)
+            raise MiniSPDFError(f"{path} is damaged: its {key!r} entry is missing or not {kind}; "
                                 "re-run the training that wrote it, or use another checkpoint")
 
 

@@ -127,7 +127,7 @@ def test_tagged_file_without_a_model_names_the_path_and_entry(tmp_path):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(str(path), {"model_config": {}})
     assert error_text(read_checkpoint, str(tmp_path)) == (  # a run folder: its ckpt.pt
-        f"{path} is damaged: its 'model' entry is missing or not a dict; {RERUN}, or use another checkpoint")
+        f"{path} is damaged: its 'model' entry is missing or not a dictionary; {RERUN}, or use another checkpoint")
 
 
 # ---------------------------------------------------------------- require_keys
@@ -137,13 +137,13 @@ def test_tagged_file_without_a_model_names_the_path_and_entry(tmp_path):
 def test_require_keys_refuses_missing_and_wrong_types(value):
     ckpt = {} if value is None else {"step": value}
     assert error_text(require_keys, ckpt, {"step": int}, "run/ckpt.pt") == (
-        f"run/ckpt.pt is damaged: its 'step' entry is missing or not a int; {RERUN}, or use another checkpoint")
+        f"run/ckpt.pt is damaged: its 'step' entry is missing or not an integer; {RERUN}, or use another checkpoint")
 
 
 def test_require_keys_accepts_the_right_types():
     require_keys({"step": 3, "flops": 7, "flops_dense": 7.5, "rng": {}},
                  {"step": int, "flops": float, "flops_dense": float, "rng": dict}, "p")  # an int is a float count
-    with pytest.raises(MiniSPDFError, match="'flops' entry is missing or not a float"):
+    with pytest.raises(MiniSPDFError, match="'flops' entry is missing or not a number"):
         require_keys({"flops": False}, {"flops": float}, "p")
 
 
