@@ -586,3 +586,57 @@ def test_autocast_is_bf16_on_cuda_and_off_elsewhere():
         warnings.simplefilter("ignore")  # "CUDA is not available": the object is still made
         ctx = train_mod.autocast_for("cuda:1")()
     assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(eval_iters=0), "training setting eval_iters=0 must be a positive integer"),
+    (dict(log_interval=True), "training setting log_interval=True must be a positive integer"),
+    (dict(warmup_steps=-1), "training setting warmup_steps=-1 must be a non-negative integer"),
+    (dict(stop_after=1.5), "training setting stop_after=1.5 must be a non-negative integer"),
+    (dict(lr=float("inf")), "lr=inf must be a positive number"),
+    (dict(lr="1e-3"), "lr='1e-3' must be a positive number"),
+    (dict(min_lr_ratio=1.5), "min_lr_ratio=1.5 must be between 0 and 1"),
+    (dict(min_lr_ratio=-0.1), "min_lr_ratio=-0.1 must be between 0 and 1"),
+    (dict(beta1=1.0), "beta1=1.0 must be in [0, 1) (AdamW's default is 0.9 / 0.95)"),
+    (dict(beta2=-0.5), "beta2=-0.5 must be in [0, 1) (AdamW's default is 0.9 / 0.95)"),
+    (dict(beta2=1.5), "beta2=1.5 must be in [0, 1) (AdamW's default is 0.9 / 0.95)"),
+    (dict(eps=0.0), "eps=0.0 must be a positive number (e.g. 1e-8)"),
+    (dict(eps=False), "eps=False must be a positive number (e.g. 1e-8)"),
+    (dict(weight_decay=-1e-3), "weight_decay=-0.001 must be a number >= 0 (0 turns it off)"),
+    (dict(grad_clip=float("nan")), "grad_clip=nan must be a number >= 0 (0 turns it off)"),
+    (dict(device="CUDA"), "device='CUDA': choose auto, cpu, cuda, cuda:N or mps"),
+    (dict(device="cuda:x"), "device='cuda:x': choose auto, cpu, cuda, cuda:N or mps"),
+])
+def test_bad_training_settings_say_what_is_allowed(bad, message):
+    with pytest.raises(MiniSPDFError) as e:
+        TrainConfig(**bad)
+    assert str(e.value) == message
+
+
+def test_edge_values_that_are_allowed():
+    for ok in (dict(min_lr_ratio=0.0), dict(min_lr_ratio=1.0), dict(beta1=0.0), dict(weight_decay=0, grad_clip=0),
+               dict(device="cuda"), dict(device="mps"), dict(device="cuda:12"), dict(warmup_steps=0)):
+        TrainConfig(**ok)
+
+
+def test_optimizer_takes_every_adamw_setting():
+    c = cfg(lr=2e-3, beta1=0.8, beta2=0.9, eps=1e-6, weight_decay=0.05)
+    opt = train_mod.make_optimizer(sparse_nano(), c)
+    for group in opt.param_groups:
+        assert (group["lr"], group["betas"], group["eps"]) == (2e-3, (0.8, 0.9), 1e-6)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # matrices, then biases and norms
+
+
+def test_grad_clip_zero_leaves_gradients_alone_and_step_clears_them(monkeypatch):
+    model = sparse_nano(sparsity=0.0)
+    opt = train_mod.make_optimizer(model, cfg())
+    clipped = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: clipped.append(a))
+    model(*batches().get_batch("train", torch.Generator().manual_seed(0))[:2])[1].backward()
+    train_mod.finish_step(model, opt, 0.0)
+    assert clipped == [] and all(p.grad is None for p in model.parameters())
+
+
+def test_result_reports_the_run(tmp_path):
+    res = train(sparse_nano(), batches(), cfg(max_steps=2))
+    assert (res["step"], res["max_steps"], res["finished"], res["device"], res["world_size"]) == (2, 2, True, "cpu", 1)
