@@ -640,3 +640,24 @@ def test_grad_clip_zero_leaves_gradients_alone_and_step_clears_them(monkeypatch)
 def test_result_reports_the_run(tmp_path):
     res = train(sparse_nano(), batches(), cfg(max_steps=2))
     assert (res["step"], res["max_steps"], res["finished"], res["device"], res["world_size"]) == (2, 2, True, "cpu", 1)
+
+
+def test_optimizer_without_fused_kernels_keeps_the_settings(monkeypatch):
+    real = torch.optim.AdamW
+
+    def no_fused(groups, fused=None, **kw):
+        if fused:
+            raise RuntimeError("fused=True requires ...")
+        return real(groups, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    opt = train_mod.make_optimizer(sparse_nano(), cfg(lr=2e-3, beta1=0.8, beta2=0.9, eps=1e-6))
+    assert all((g["lr"], g["betas"], g["eps"]) == (2e-3, (0.8, 0.9), 1e-6) for g in opt.param_groups)
+
+
+def test_resume_keeps_the_runs_own_notes(two_step_run):
+    out, ckpt = two_step_run
+    _rewrite(ckpt, meta={"tokenizer": "char", "phase": "pretrain", "data": "builtin"})
+    train(sparse_nano(), batches(), cfg(max_steps=3), out_dir=out, resume=True, meta={"phase": "again"})
+    meta = read_checkpoint(ckpt)["meta"]
+    assert meta == {"tokenizer": "char", "phase": "again", "data": "builtin"}  # given notes win, the rest stay
