@@ -640,6 +640,7 @@ def test_grad_clip_zero_leaves_gradients_alone_and_step_clears_them(monkeypatch)
 def test_result_reports_the_run(tmp_path):
     res = train(sparse_nano(), batches(), cfg(max_steps=2))
     assert (res["step"], res["max_steps"], res["finished"], res["device"], res["world_size"]) == (2, 2, True, "cpu", 1)
+    assert res["out_dir"] is None and [r["step"] for r in res["history"] if "loss" in r] == [1, 2]
 
 
 def test_optimizer_without_fused_kernels_keeps_the_settings(monkeypatch):
