@@ -662,3 +662,14 @@ def test_resume_keeps_the_runs_own_notes(two_step_run):
     train(sparse_nano(), batches(), cfg(max_steps=3), out_dir=out, resume=True, meta={"phase": "again"})
     meta = read_checkpoint(ckpt)["meta"]
     assert meta == {"tokenizer": "char", "phase": "again", "data": "builtin"}  # given notes win, the rest stay
+
+
+def test_a_stop_asked_at_a_step_holds_through_that_steps_evaluation():
+    events = []
+
+    def stop_at_two(event, record):
+        events.append((event, record["step"]))
+        return event == "step" and record["step"] == 2
+
+    res = train(sparse_nano(), batches(), cfg(max_steps=6, eval_interval=2), callbacks=[stop_at_two])
+    assert res["step"] == 2 and ("eval", 2) in events
