@@ -407,52 +407,97 @@ def _real_task_settings():
                                         for k, (what, _) in REAL_TASKS.items()], bases=(Settings,))
 
 
-def _grids():
-    from .study import GRIDS
+def _grid_names() -> str:
+    from .study.grids import builtin_names
 
-    return tuple(GRIDS)
+    return ", ".join(builtin_names())
 
 
 @dataclass
 class ReproduceSettings(Settings):
     """Study."""
-    grid: str | None = setting(None, "the grid to run (default: default; --quick means quick)", choices=_grids())
+    grid: str | None = setting(None, f"a built-in grid ({_grid_names()}; default: default, --quick means quick) or "
+                                     "a TOML grid file of your own", metavar="NAME|FILE")
     quick: bool = setting(False, "the quick grid")
     out: str | None = setting(None, "run folder (default: runs/study-GRID)", metavar="DIR")
     seeds: int | None = setting(None, "seeds per block (default: the grid's)")
     jobs: int | None = setting(None, "parallel jobs, one torch thread each (default: one per CPU core; 1 on a GPU)")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
-    dry_run: bool = setting(False, "print the plan and its cost, train nothing")
+    dry_run: bool = setting(False, "print the plan, its cost and each claim's expected power; train nothing")
+    power_from: str | None = setting(None, "a finished study whose seed-to-seed spread predicts the power (default: "
+                                           "results/GRID or results/default when present)", metavar="DIR")
+    redeclare: bool = setting(False, "record new judging rules for a run folder that declared others (declared-N.json)")
+    report: str | None = setting(None, "judge a finished study again with its declaration and rewrite its report; "
+                                       "trains nothing", metavar="DIR")
+    verify: str | None = setting(None, "re-run cells of a finished study and compare every logged number bit for bit",
+                                 metavar="DIR")
+    cells: str = setting("2", "with --verify: how many cells to re-run at random, or their names (comma-separated)",
+                         metavar="N|NAMES")
 
 
 RealTasks = _real_task_settings()
 
 
+def _verify_cells(text: str) -> int | list[str]:
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise MiniSPDFError("--cells is empty: give a number of cells or their names from results.csv")
+    return names
+
+
+def _reproduce_verify(s, args) -> None:
+    from .study.verify import verify
+
+    def log(msg):
+        print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    result = verify(s.verify, _verify_cells(s.cells), device="cpu" if s.device == "auto" else s.device, log=log)
+    bad = [c["cell"] for c in result["cells"] if c["differences"]]
+    _emit(args.json, result, f"{len(result['cells']) - len(bad)} of {len(result['cells'])} cells identical to "
+                             f"{s.verify}/results.csv")
+    if bad:
+        raise MiniSPDFError(f"{len(bad)} cell(s) differ from {s.verify}: {', '.join(bad)} (listed above): the code "
+                            "or the machine computes other numbers than the committed study")
+
+
 @command("reproduce", "the reproduction study: a declared grid of arms, tasks, sizes and seeds, judged against the paper",
          ReproduceSettings, (RealTasks, dict(title="Real tasks (added to the grid)")))
 def cmd_reproduce(args):
-    from .study import resolve_grid, run_study
+    from .study import rejudge, resolve_grid, run_study
     from .study.report import FIGURES, headline_table
 
     s = build(ReproduceSettings, args)
+    if s.verify:
+        return _reproduce_verify(s, args)
+    if s.report:
+        results = rejudge(s.report)
+        _emit(args.json, {"out": s.report, "claims": results["claims"]},
+              f"{headline_table(results['claims'])}\n\nrewritten in {s.report}: claims.json, claims.md, summary.md, "
+              f"README_section.md, figures")
+        return None
     name = s.grid or ("quick" if s.quick else "default")
     if s.quick and name != "quick":
         raise MiniSPDFError(f"--quick and --grid {name} disagree: pass one of them")
     grid = resolve_grid(name, seeds=s.seeds, real_tasks=asdict(build(RealTasks, args)))
-    out = s.out or f"runs/study-{name}"
+    out = s.out or f"runs/study-{grid['name']}"
 
     def log(msg):
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     results = run_study(grid, out, device=s.device, jobs=s.jobs, log=log, dry_run=s.dry_run,
-                        command="minispdf reproduce " + " ".join(args._argv))
+                        command="minispdf reproduce " + " ".join(args._argv), power_from=s.power_from,
+                        redeclare=s.redeclare)
     if s.dry_run:
         _emit(args.json, results, "(dry run: nothing was trained)")
-        return
+        return None
     _emit(args.json, {"out": out, "timing": results["timing"], "claims": results["claims"],
                       "flop_claim": results["flop_claim"]},
-          f"\n{headline_table(results['claims'])}\n\nwritten to {out}: results.csv, claims.json, results.json, "
-          f"summary.md, claims.md, README_section.md, {', '.join(FIGURES)}")
+          f"\n{headline_table(results['claims'])}\n\nwritten to {out}: declared.json, results.csv, claims.json, "
+          f"results.json, summary.md, claims.md, README_section.md, {', '.join(FIGURES)}")
+    return None
 
 
 ASSIGN_HELP = "course mode: student copies of the notebooks, grading, sync check (`minispdf assign --help`)"

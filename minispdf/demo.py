@@ -60,7 +60,7 @@ def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = Fals
     with publish_folder(out) as tmp:  # --overwrite: the old demo is replaced only once the new one is complete
         results = run_study(grid, tmp, device=device, jobs=jobs, log=log,
                             command="minispdf demo" + (" --quick" if quick else ""))
-        write_text(os.path.join(tmp, "results.md"), format_table(results) + "\n")
+        write_text(os.path.join(tmp, "results.md"), format_table(results) + "\n\n" + caption(results) + "\n")
     results["out"] = out
     return results
 
@@ -77,3 +77,14 @@ def format_table(results: dict) -> str:
         bleu = "-" if r["bleu"] is None else f"{r['bleu']:.1f}"
         rows.append(f"| {r['arm']} | {flops} | {pv} | {r['test_loss']:.3f} | {sum(ppl) / len(ppl):.2f} | {bleu} |")
     return "\n".join(rows)
+
+
+def caption(results: dict) -> str:
+    """How the table was made, from the results themselves: scale, time, machine, commit."""
+    g, t, m = results["grid"], results["timing"], results["machine"]
+    size, task = next(iter(g["sizes"].values())), next(iter(g["tasks"].values()))
+    return (f"One seed of each arm (`{g['name']}` grid: {size['pretrain_steps']:,} pre-training and "
+            f"{size['finetune_steps']:,} fine-tuning steps of {g['pretrain']['batch_size']} x {g['block_size']} "
+            f"tokens, {task['eval_inputs']} test inputs, greedy decoding); {t['wall_s']:.0f} s in the runner with "
+            f"{t['jobs']} job(s) of {t['threads']} thread(s) on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
+            f"commit `{results['commit']}`.")

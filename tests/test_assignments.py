@@ -237,7 +237,7 @@ def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
     from minispdf.assignments.checks import _study_cases
 
     cases = list(_study_cases())
-    assert {c[1] for c in cases} == {"nano", "micro", "10M", "40M", "124M"}
+    assert {c[1] for c in cases} == {"small", "nano", "large", "10M", "40M", "124M"}
     for grid, size, s, steps, sparse, dense, want in cases:
         assert (want == steps) == (s == 0.0), (grid, size, s)  # sparsity 0: the same steps, else fewer
         assert 0 < want <= steps

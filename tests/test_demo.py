@@ -33,7 +33,8 @@ def test_quick_demo_writes_table_plot_and_results(quick_demo):
     assert ratios[0] == 1.0 and 1.0 > ratios[1] > ratios[2] > 0  # sparser pre-training, fewer FLOPs
     assert arms["scratch"]["pretrain_flops_x_dense"] == 0.0  # the from-scratch baseline
     table = (out / "results.md").read_text()
-    assert table.count("\n") == 2 + 5 and "| spsf75 |" in table
+    assert sum(line.startswith("|") for line in table.splitlines()) == 2 + 5 and "| spsf75 |" in table
+    assert "One seed of each arm (`demo --quick` grid" in table and results["commit"].split()[0] in table
     assert not [p for p in os.listdir(out.parent) if p.startswith(".tmp-")]  # fileio.TMP_PREFIX
 
 

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 
 import pytest
 
@@ -16,7 +17,8 @@ from minispdf.study import plan as plan_lib
 from minispdf.study import report, resolve_grid, run_study, stats
 
 REQUIRED_CSV = ("task", "size", "set", "arm", "seed", "pretrain_flops", "pretrain_val_loss", "test_loss", "bleu")
-REQUIRED_CLAIM = ("claim", "metric", "effect", "ci_low", "ci_high", "margin", "n_seeds", "verdict", "reason")
+REQUIRED_CLAIM = ("claim", "metric", "measure", "effect", "ci_low", "ci_high", "margin", "n_seeds", "verdict", "reason",
+                  "abs_effect", "abs_ci_low", "abs_ci_high", "mde", "declaration")
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -50,12 +52,14 @@ def test_directional():
 # ------------------------------------------------------------------------------ claims on made-up rows
 
 
-def _rows(spdf_loss=1.0, spsf_loss=1.3, dense_bleu=20.0, scratch_loss=2.0, seeds=4, size="nano"):
+def _rows(spdf_loss=1.0, spsf_loss=1.3, dense_bleu=20.0, scratch_loss=2.0, seeds=4, size="nano", task="easy",
+          spdf_noise=1.5):
     rows = []
     noise = [0.0, 0.004, -0.004, 0.002, -0.002][:seeds]
     for seed, e in enumerate(noise):
-        common = dict(task="easy", size=size, set="full", seed=seed, pretrain_flops=1.0)
-        for arm, loss, bleu in (("dense", 1.0 + e, dense_bleu + 10 * e), ("spdf75", spdf_loss + 1.5 * e, dense_bleu - 0.2),
+        common = dict(task=task, size=size, set="full", seed=seed, pretrain_flops=1.0)
+        for arm, loss, bleu in (("dense", 1.0 + e, dense_bleu + 10 * e),
+                                ("spdf75", spdf_loss + spdf_noise * e, dense_bleu - 0.2),
                                 ("spsf75", spsf_loss + e, dense_bleu - 5), ("scratch", scratch_loss + e, 1.0)):
             rows.append(dict(common, arm=arm, test_loss=loss, bleu=bleu))
     return rows
@@ -65,33 +69,108 @@ def _grid():
     return resolve_grid("smoke")
 
 
-def _judge(rows, entropy=3.26, val_loss=2.0):
+def _declaration(rows, grid=None):
+    from minispdf.study import declaration
+
+    grid = grid or _grid()
+    cells = [{"spec": {k: r[k] for k in ("task", "size", "set", "arm", "seed")}} for r in rows]
+    return declaration.build(grid, cells, "test")
+
+
+def _judge(rows, entropy=3.26, val_loss=2.0, grid=None):
     for r in rows:
         r["pretrain_val_loss"] = None if r["arm"] == "scratch" else val_loss
-    return {(c["claim"], c["metric"]): c for c in claims_lib.Judge(_grid(), rows, [], entropy).claims()}
+    decl = _declaration(rows, grid)
+    return {(c["claim"], c["measure"]): c for c in claims_lib.Judge(decl, rows, entropy, "declared.json").claims()}
+
+
+def test_benefit_lost_is_the_hand_computed_share_per_seed():
+    """L = (arm - dense) / (scratch - dense) on loss, (dense - arm) / (dense - scratch) on BLEU."""
+    rows = []
+    hand = {"test_loss": [], "bleu": []}
+    for seed, (d, s, a, db, sb, ab) in enumerate([(1.0, 2.0, 1.1, 20.0, 0.0, 18.0), (0.8, 2.0, 1.1, 30.0, 2.0, 23.0),
+                                                  (1.2, 1.6, 1.24, 10.0, 1.0, 10.9)]):
+        for arm, loss, bleu in (("dense", d, db), ("scratch", s, sb), ("spdf75", a, ab)):
+            rows.append(dict(task="easy", size="nano", set="full", seed=seed, arm=arm, test_loss=loss, bleu=bleu))
+        hand["test_loss"].append((a - d) / (s - d))
+        hand["bleu"].append((db - ab) / (db - sb))
+    assert hand["test_loss"] == pytest.approx([0.1, 0.25, 0.1]) and hand["bleu"] == pytest.approx([0.1, 0.25, -0.1])
+    c = _judge(rows)
+    for m in ("test_loss", "bleu"):
+        got = c["spdf75: no significant loss vs dense", m]
+        mean, sd = statistics.fmean(hand[m]), statistics.stdev(hand[m])
+        half95 = 4.302653 * sd / math.sqrt(3)  # t(0.975, 2)
+        assert got["metric"] == "L" and got["effect"] == pytest.approx(mean)
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx((mean - half95, mean + half95))
+        assert got["ci90_high"] == pytest.approx(mean + 2.919986 * sd / math.sqrt(3))
+        assert got["margin"] == 0.10 and got["n_seeds"] == 3
+    loss = c["spdf75: no significant loss vs dense", "test_loss"]
+    assert loss["abs_effect"] == pytest.approx(statistics.fmean([0.1, 0.3, 0.04])) and loss["abs_unit"] == "nats"
+    bleu = c["spdf75: no significant loss vs dense", "bleu"]
+    assert bleu["abs_effect"] == pytest.approx(statistics.fmean([2.0, 7.0, -0.9])) and bleu["abs_unit"] == "BLEU points"
 
 
 def test_claims_follow_the_numbers():
-    c = _judge(_rows(spdf_loss=1.001))
+    c = _judge(_rows(spdf_loss=1.01))  # loses 1% of the benefit: well inside the 0.10 margin
     assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.HOLDS
-    assert c["spdf75: no significant loss vs dense", "bleu"]["verdict"] == stats.HOLDS  # 0.2 < 1 point
-    assert c["spsf75 (masks kept) worse than spdf75", "test_loss"]["verdict"] == stats.HOLDS
-    assert c["spdf75: no significant loss vs dense", "test_loss"]["retained"] == pytest.approx(0.999, abs=0.01)
-    c = _judge(_rows(spdf_loss=1.10, spsf_loss=0.9))
+    assert c["spdf75: no significant loss vs dense", "bleu"]["verdict"] == stats.HOLDS  # 0.2 of 19 points
+    assert c["spsf75 (masks kept) loses more than spdf75", "test_loss"]["verdict"] == stats.HOLDS
+    c = _judge(_rows(spdf_loss=1.30, spsf_loss=1.1))  # loses 30% of the benefit
     assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.FAILS
-    assert c["spsf75 (masks kept) worse than spdf75", "test_loss"]["verdict"] == stats.FAILS
+    assert c["spsf75 (masks kept) loses more than spdf75", "test_loss"]["verdict"] == stats.FAILS
+    c = _judge(_rows(spdf_loss=1.10, spdf_noise=3.0))  # centred on the margin: the interval straddles it
+    assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.INCONCLUSIVE
+
+
+def test_a_wide_inconclusive_interval_is_underpowered():
+    c = _judge(_rows(spdf_loss=1.10, spdf_noise=60.0))  # L +-0.24 per seed around the margin
+    got = c["spdf75: no significant loss vs dense", "test_loss"]
+    assert got["verdict"] == stats.UNDERPOWERED and "more seeds" in got["reason"]
+    assert got["ci90_high"] - got["ci90_low"] > 2 * 0.10 and got["mde"] > 0.1
 
 
 def test_gates_make_claims_untestable_with_a_reason():
     c = _judge(_rows(dense_bleu=4.0))  # BLEU at its floor: BLEU claims untestable, loss claims not
     bleu = c["spdf75: no significant loss vs dense", "bleu"]
-    assert bleu["verdict"] == stats.UNTESTABLE and "below 10" in bleu["reason"]
+    assert bleu["verdict"] == stats.UNTESTABLE and "below 10" in bleu["reason"] and "floor" in bleu["reason"]
     assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] != stats.UNTESTABLE
+    c = _judge(_rows(dense_bleu=95.0))  # BLEU at its ceiling
+    assert "ceiling" in c["spdf75: no significant loss vs dense", "bleu"]["reason"]
     c = _judge(_rows(scratch_loss=1.0))  # pre-training does not help
     assert all(v["verdict"] == stats.UNTESTABLE and "does not beat scratch" in v["reason"]
                for k, v in c.items() if k[1] == "test_loss")
+    c = _judge(_rows(scratch_loss=1.05))  # helps, but by 5% of scratch's loss: too close to the floor
+    assert "floor" in c["spdf75: no significant loss vs dense", "test_loss"]["reason"]
     c = _judge(_rows(), val_loss=3.2)  # pre-training still on its plateau (unigram entropy 3.26)
     assert all(v["verdict"] == stats.UNTESTABLE and "plateau" in v["reason"] for v in c.values())
+    rows = _rows()
+    for r in rows:
+        r["test_loss"] /= 200  # dense test loss 0.005 nats: at the ceiling
+    assert "ceiling" in _judge(rows)["spdf75: no significant loss vs dense", "test_loss"]["reason"]
+
+
+def test_power_before_the_run_is_the_t_half_width_of_the_prior_spread():
+    from minispdf.study import power
+
+    prior = _rows(spdf_loss=1.10, spdf_noise=20.0, seeds=5)
+    decl = _declaration(_rows(seeds=4))  # the planned study: 4 seeds
+    claim = next(c for c in decl["claims"] if c["claim"] == "spdf75: no significant loss vs dense"
+                 and c["measure"] == "test_loss")
+    lost = [(a["test_loss"] - d["test_loss"]) / (s["test_loss"] - d["test_loss"])
+            for d, a, s in zip(*[[r for r in prior if r["arm"] == arm] for arm in ("dense", "spdf75", "scratch")])]
+    sd = statistics.stdev(lost)
+    got = power.expected(decl["claims"], (prior, "prior"))["claims"][claim["id"]]
+    assert got["sd"] == pytest.approx(sd) and got["n_planned"] == 4 and got["from"] == "same cells"
+    assert got["halfwidth"] == pytest.approx(2.353363 * sd / 2)  # t(0.95, 3) * sd / sqrt(4)
+    assert got["underpowered"] == (got["halfwidth"] > 0.10)
+    n = got["seeds_needed"]
+    assert stats.halfwidth(sd, n, 0.95) <= 0.10 < stats.halfwidth(sd, n - 1, 0.95)
+    assert power.expected(decl["claims"], None)["claims"][claim["id"]]["sd"] is None  # no prior: no estimate
+
+
+def test_mde_is_the_distance_80_percent_power_detects():
+    assert stats.mde(1.0, 9, 0.975) == pytest.approx((2.306004 + 0.888890) / 3, rel=1e-5)
+    assert stats.halfwidth(1.0, 9, 0.975) == pytest.approx(2.306004 / 3, rel=1e-5)
 
 
 # ------------------------------------------------------------------------------ the smoke grid
@@ -148,12 +227,17 @@ def test_smoke_grid_writes_every_output(smoke):
     assert len(rows) == len(cells) and set(REQUIRED_CSV) <= set(rows[0])
     claims = json.load(open(os.path.join(out, "claims.json")))
     assert claims and all(set(REQUIRED_CLAIM) <= set(c) for c in claims)
-    assert {c["verdict"] for c in claims} <= {"holds", "fails", "inconclusive", "untestable", "arithmetic"}
+    assert {c["verdict"] for c in claims} <= set(stats.VERDICTS) and {c["metric"] for c in claims} == {"L"}
+    judged = claims
+    assert judged and all(c["declaration"] == "declared.json" for c in judged)
+    assert {c["claim"] for c in judged} >= {"harder tasks lose more (spdf75)", "larger models lose less (spdf75)",
+                                             "a smaller fine-tuning set loses more (spdf75)"}
     for png in report.FIGURES:
         with open(os.path.join(out, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     section = open(os.path.join(out, "README_section.md")).read()
-    assert "| claim | metric | effect [95% CI] | margin | verdict |" in section and res["commit"].split()[0] in section
+    assert "| claim | measure | where | L [95% CI] | absolute gap | verdict |" in section
+    assert res["commit"].split()[0] in section and "declared.json" in section
     assert not os.path.exists(os.path.join(out, ".study.lock"))
 
 
@@ -223,12 +307,18 @@ def test_changed_grid_does_not_reuse_stale_cells():
     assert sum(c["name"] not in old for c in changed) == sum(c["spec"]["size"] == "nano" for c in changed)
 
 
-def test_default_grid_compares_sizes_at_equal_tokens_per_parameter():
+def test_default_grid_is_designed_so_each_claim_can_show():
+    from minispdf.study.runner import load_tasks
+
     grid = resolve_grid("default")
     tpp = {s: plan_lib.pretrain_steps(grid, s) * 8 * 256 / plan_lib.n_params(grid, s) for s in grid["sizes"]}
-    assert tpp["nano"] == pytest.approx(20, rel=0.01) and tpp["micro"] == pytest.approx(20, rel=0.01)
-    frac = grid["sets"]
-    assert frac["small"] <= 0.05 and frac["full"] == 1.0
+    assert all(t == pytest.approx(20, rel=0.01) for t in tpp.values())
+    assert plan_lib.n_params(grid, "large") >= 4 * plan_lib.n_params(grid, "small")
+    assert grid["primary"]["task"] == "hard" and grid["blocks"][0]["seeds"] >= 8
+    assert grid["sets"]["small"] <= 0.05 and grid["sets"]["full"] == 1.0
+    tasks = load_tasks({**grid, "tasks": {k: grid["tasks"][k] for k in grid["difficulty"]}})
+    counts = {k: (t["info"]["n_train_inputs"], t["info"]["n_train_pairs"]) for k, t in tasks.items()}
+    assert len(set(counts.values())) == 1, counts  # difficulty is not confounded with set size
 
 
 def test_dry_run_trains_nothing_and_gpu_grid_dry_runs_on_a_cpu(tmp_path, monkeypatch, capsys, data_dir):
@@ -274,3 +364,113 @@ def test_parallel_jobs_give_the_same_rows(smoke, tmp_path):
     for r in par["rows"]:
         assert r["test_loss"] == pytest.approx(serial[r["cell"]]["test_loss"], rel=1e-4)
         assert r["pretrain_flops"] == serial[r["cell"]]["pretrain_flops"]
+
+
+# ------------------------------------------------------------------------------ declaration, verify, grid files
+
+
+def test_declaration_is_written_before_the_first_job_and_rules_cannot_change_after(tmp_path, monkeypatch, data_dir):
+    out = str(tmp_path / "out")
+    grid = resolve_grid("smoke", seeds=1)
+    seen = []
+    real = spdf.pretrain
+
+    def first_job(*a, **k):
+        seen.append(os.path.exists(os.path.join(out, "declared.json")))
+        return real(*a, **k)
+    monkeypatch.setattr(spdf, "pretrain", first_job)
+    run_study(grid, out, device="cpu", jobs=1, log=lambda *a: None)
+    assert seen and all(seen)
+    decl = json.load(open(os.path.join(out, "declared.json")))
+    assert {"grid", "claims", "metric", "margins", "gates", "seeds", "commit", "written", "power"} <= set(decl)
+    grid["margins"]["test_loss"] = 0.5  # a looser rule after the data are in
+    with pytest.raises(MiniSPDFError, match="declared other margins"):
+        run_study(grid, out, device="cpu", jobs=1, log=lambda *a: None)
+    res = run_study(grid, out, device="cpu", jobs=1, log=lambda *a: None, redeclare=True)
+    assert os.path.exists(os.path.join(out, "declared-2.json"))
+    assert {c["declaration"] for c in res["claims"]} == {"declared-2.json"}
+    assert {c["margin"] for c in res["claims"] if c["measure"] == "test_loss"} == {0.5}
+
+
+def test_verify_reruns_cells_bit_for_bit_and_names_the_ones_that_differ(smoke, tmp_path, capsys):
+    from minispdf.study.verify import verify
+
+    src, res, _ = smoke
+    out = str(tmp_path / "committed")
+    os.makedirs(out)
+    for name in ("results.json", "results.csv"):  # what a committed study keeps
+        shutil.copy(os.path.join(src, name), out)
+    result = verify(out, 2, log=lambda *a: None, seed=1)
+    assert result["ok"] and len(result["cells"]) == 2
+    cell = next(r for r in res["rows"] if r["arm"] == "spdf75")["cell"]
+    with open(os.path.join(out, "results.csv")) as f:
+        text = f.read()
+    row = next(line for line in text.splitlines() if line.endswith(cell))
+    tampered = row.replace(f",{next(r for r in res['rows'] if r['cell'] == cell)['test_loss']!r},", ",0.5,")
+    assert tampered != row
+    with open(os.path.join(out, "results.csv"), "w") as f:
+        f.write(text.replace(row, tampered))
+    assert cli_main(["reproduce", "--verify", out, "--cells", cell]) == 2
+    captured = capsys.readouterr()
+    assert "test_loss: logged '0.5'" in captured.out and cell in captured.err
+
+
+def test_report_rejudges_a_committed_study_from_its_results_alone(smoke, tmp_path):
+    src, res, _ = smoke
+    out = str(tmp_path / "committed")
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("cells", "pretrain", "predictions"))
+    os.remove(os.path.join(out, "claims.json"))
+    assert cli_main(["reproduce", "--report", out]) == 0
+    again = json.load(open(os.path.join(out, "claims.json")))
+    assert [c["verdict"] for c in again] == [c["verdict"] for c in res["claims"]]
+
+
+def test_a_grid_file_from_outside_the_package_runs(tmp_path, data_dir):
+    path = tmp_path / "mine.toml"
+    path.write_text('''description = "my grid"
+inherit = "smoke"   # a built-in grid; tables merge key by key
+
+[[blocks]]
+sizes = ["nano"]
+tasks = ["easy"]
+sets = ["full"]
+arms = ["dense", "spdf75", "scratch"]
+seeds = 1
+''')
+    grid = resolve_grid(str(path))
+    assert grid["name"] == "mine" and grid["source"] == str(path.resolve()) and len(grid["blocks"]) == 1
+    assert set(grid["sizes"]) == {"nano"} and set(grid["sets"]) == {"full"}  # unused ones dropped
+    res = run_study(grid, str(tmp_path / "out"), device="cpu", jobs=1, log=lambda *a: None)
+    assert {r["arm"] for r in res["rows"]} == {"dense", "spdf75", "scratch"}
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('inherit = "smoke"\nwarmup = 3\n', "unknown key warmup"),
+    ('inherit = "smoke"\n[sizes.nano]\nfinetune_steps = "many"\n', "key sizes.nano.finetune_steps must be an integer"),
+    ('inherit = "smoke"\n[margins]\ntest_loss = 1.5\n', "key margins.test_loss = 1.5"),
+    ('inherit = "smoke"\nprimary = { task = "nope", size = "nano", set = "full" }\n', "key primary.task"),
+    ('inherit = "smoke"\n[[blocks]]\nsizes = ["huge"]\ntasks = ["easy"]\nsets = ["full"]\narms = ["dense"]\n'
+     'seeds = 1\n', "blocks[0].sizes names undeclared sizes ['huge']"),
+    ('description = "x"\n', "missing key block_size"),
+    ('inherit = "smoke"\nblocks = [\n', "is not valid TOML"),
+])
+def test_a_bad_grid_file_is_one_line_naming_the_key(tmp_path, capsys, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert cli_main(["reproduce", "--grid", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+
+
+def test_the_readme_study_numbers_are_the_committed_results():
+    """Every study block of the README is the text its results folder generated, so it cannot drift."""
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    blocks = dict(re.findall(r"<!-- include: (\S+) -->\n(.*?)<!-- /include -->", readme, flags=re.S))
+    assert {"results/default/README_section.md", "results/quick/README_section.md", "results/demo/results.md"} <= set(blocks)
+    for path, text in blocks.items():
+        with open(os.path.join(root, path)) as f:
+            assert text == f.read().rstrip() + "\n", f"{path} changed: run python -m minispdf.study.report README.md"

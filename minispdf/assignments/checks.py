@@ -279,7 +279,7 @@ def _masked_step_checks(fn) -> Checks:
 # ---- equal_flop_steps: the dense steps that cost the FLOPs of a sparse run
 
 EQFLOP_BY_HAND = [(1000, 3.0, 4.0, 750), (7, 1.0, 3.0, 2), (5, 1.0, 3.0, 2), (100, 5.0, 5.0, 100), (1, 2.0, 2.0, 1)]
-EQFLOP_GRIDS = {"default": ("nano", "micro"), "gpu": ("10M", "40M", "124M")}  # real model configs
+EQFLOP_GRIDS = {"default": ("small", "nano", "large"), "gpu": ("10M", "40M", "124M")}  # real model configs
 EQFLOP_SPARSITIES = (0.0, 0.5, 0.75, 0.9)
 
 

@@ -4,9 +4,12 @@
     results = run_study(resolve_grid("quick"), out="runs/study-quick")
     results["claims"]          # every judged comparison, with its interval and verdict
 
-Modules: :mod:`.grids` (the grids, as data), :mod:`.plan` (jobs and their cost), :mod:`.runner`
-(resumable, parallel execution), :mod:`.stats` (paired intervals and verdict rules),
-:mod:`.claims` (gates and claims), :mod:`.report` (CSV, JSON, tables, figures, README section).
+Modules: :mod:`.grids` (the grids, TOML files), :mod:`.plan` (jobs and their cost), :mod:`.runner`
+(resumable, parallel execution), :mod:`.stats` (paired intervals, verdict rules, power),
+:mod:`.claims` (declared claims, gates, verdicts on L), :mod:`.declaration` (``declared.json``,
+written before the first job), :mod:`.power` (expected interval widths before the run),
+:mod:`.verify` (re-run cells of a finished study and compare bit for bit), :mod:`.report` (CSV,
+JSON, tables, figures, README section).
 ``minispdf reproduce`` and ``minispdf demo`` are both this runner on different grids.
 """
 
@@ -18,11 +21,11 @@ import time
 from ..errors import MiniSPDFError
 from ..fileio import write_json
 from . import claims as claims_lib
+from . import declaration, power, report, runner
 from . import plan as plan_lib
-from . import report, runner
 from .grids import GRIDS, parse_arm, resolve_grid
 
-__all__ = ["GRIDS", "resolve_grid", "parse_arm", "run_study", "collect", "default_jobs"]
+__all__ = ["GRIDS", "resolve_grid", "parse_arm", "run_study", "rejudge", "collect", "default_jobs"]
 
 
 def default_jobs(device: str) -> int:
@@ -50,23 +53,48 @@ def _runs_on_cpu(grid: dict) -> bool:
 
 
 def collect(grid: dict, out: str, timing: dict, invocations: list, entropy: float | None) -> dict:
+    """Everything the report shows, from the finished jobs in ``out``."""
     pretrains, cells = plan_lib.plan(grid)
     rows = [r for r in (runner.cell_done(out, c) for c in cells) if r is not None]
     pre = [p for p in (runner.pretrain_done(out, p["name"]) for p in pretrains) if p is not None]
-    judge = claims_lib.Judge(grid, rows, pre, entropy)
     results = {"format": runner.FORMAT, "grid": grid, "machine": report.machine_info(),
                "commit": invocations[-1]["commit"] if invocations else report.git_commit(),
                "timing": timing, "invocations": invocations, "n_cells": len(cells), "n_cells_done": len(rows),
-               "unigram_entropy": entropy, "pretrains": pre, "rows": rows, "summary": report.summarise(rows),
-               "claims": judge.claims() if rows else [], "flop_claim": claims_lib.flop_claim(grid, pre)}
-    return results
+               "unigram_entropy": entropy, "pretrains": pre, "rows": rows}
+    return judged(results, out)
+
+
+def judged(results: dict, out: str) -> dict:
+    """``results`` with its summary and claims, judged with the latest declaration in ``out``."""
+    found = declaration.latest(out)
+    if found is None:
+        raise MiniSPDFError(f"{out} has no {declaration.FILE}: a study is judged only by rules declared before it "
+                            "ran; run `minispdf reproduce` on it to declare them")
+    name, decl = found
+    rows = results["rows"]
+    return {**results, "declaration": {"file": name, "written": decl["written"], "commit": decl["commit"]},
+            "summary": report.summarise(rows),
+            "claims": claims_lib.Judge(decl, rows, results["unigram_entropy"], name).claims() if rows else [],
+            "flop_claim": claims_lib.flop_claim(results["grid"], results["pretrains"])}
+
+
+def default_power_from(grid: dict) -> str | None:
+    """Committed results of this grid (or of the default grid) in the working folder, if any."""
+    for name in (grid["name"], "default"):
+        path = os.path.join("results", name)
+        if os.path.isfile(os.path.join(path, "results.json")):
+            return path
+    return None
 
 
 def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = None, log=print,
-              command: str | None = None, dry_run: bool = False) -> dict:
-    """Run (or finish) every job of ``grid`` in ``out``, then write the tables, figures and text.
+              command: str | None = None, dry_run: bool = False, power_from: str | None = None,
+              redeclare: bool = False) -> dict:
+    """Declare, then run (or finish) every job of ``grid`` in ``out``, then judge and report.
 
-    With ``dry_run`` nothing is trained: the plan and its estimated cost are logged and returned.
+    ``OUT/declared.json`` (claims, margins, gates, seeds, and the power expected from the results
+    in ``power_from``) is written before the first job. With ``dry_run`` nothing is trained or
+    written: the plan, its estimated cost and the power of each claim are logged and returned.
     """
     import torch
 
@@ -80,13 +108,18 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
         raise MiniSPDFError(f"--jobs {jobs!r}: give a number of parallel jobs from 1 to 64")
     pretrains, cells = plan_lib.plan(grid)
     on_this_machine = _runs_on_cpu(grid) or device != "cpu"
+    power_from = power_from or default_power_from(grid)
+    decl = declaration.build(grid, cells, report.git_commit(), None)
+    decl["power"] = power.expected(decl["claims"], power.read_prior(power_from))
     if dry_run and not on_this_machine:  # a GPU grid on a CPU: FLOPs and an assumed throughput only
         jobs = 1  # as it would run: one job on one GPU
         ft = {(c["spec"]["task"], c["spec"]["set"]): grid["block_size"] / 8 for c in cells}
         flops = plan_lib.training_flops(grid, pretrains, cells, ft)
         text = plan_lib.describe(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), jobs)
+        text += "\n" + power.table(decl["claims"], decl["power"])
         log(text)
-        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops}
+        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops,
+                "power": decl["power"]}
     check_out_folder(out)
     t_start, commit = time.time(), report.git_commit()  # the code that trains, not what HEAD is later
     tasks = runner.load_tasks(grid)
@@ -100,11 +133,15 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     todo_cells = [c for c in cells if not runner.cell_done(out, c)] if os.path.isdir(out) else cells
     est_s = sum(est[j["name"]] for j in todo_pre + todo_cells) / jobs
     text = plan_lib.describe(grid, tasks, pretrains, cells, est_s, flops, (len(todo_pre), len(todo_cells)), jobs)
+    text += "\n" + power.table(decl["claims"], decl["power"])
     log(text)
     if dry_run:
-        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops, "estimate_s": est_s}
+        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops, "estimate_s": est_s,
+                "power": decl["power"]}
     entropy = unigram_entropy(grid)  # also prepares the corpus once, before parallel jobs read it
     with runner.Lock(out):
+        name = declaration.register(out, decl, redeclare)  # before any job: the rules cannot follow the data
+        log(f"  judging rules: {os.path.join(out, name)}")
         runner.clean_temps(out)
         write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid, "calibration": calib,
                                                     "estimate_s": est_s})
@@ -120,3 +157,16 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
         results = collect(grid, out, timing, invocations, entropy)
         report.write_outputs(results, out)
     return results
+
+
+def rejudge(out: str) -> dict:
+    """Judge a finished study again with its declaration and rewrite its report, from its
+    results.json alone (a committed study has no cells/ or checkpoints); trains nothing."""
+    results = runner.read_json(os.path.join(out, "results.json"))
+    if not results or results.get("format") != runner.FORMAT:
+        raise MiniSPDFError(f"{out} holds no finished study of this version (results.json, format {runner.FORMAT}): "
+                            "run `minispdf reproduce --out DIR` first")
+    with runner.Lock(out):
+        fresh = judged({k: results[k] for k in results if k not in ("summary", "claims", "flop_claim")}, out)
+        report.write_outputs(fresh, out)
+    return fresh

@@ -1,18 +1,28 @@
-"""The paper's claims, judged on the study's rows by rules declared before the run.
+"""The paper's claims: declared from the grid before the run, judged on the study's rows after it.
 
-Each claim is judged per *cell* (task, model size, fine-tuning set) on paired per-seed
-differences (see :mod:`.stats`), on two metrics: test loss (the perplexity of the references,
-as a gap relative to the dense arm) and BLEU (points). A claim is judged only where the setting
-can show it (the gates); otherwise it is ``untestable`` with the reason:
+Every claim is judged on **L, the share of the pre-training benefit an arm loses**, per seed:
 
-* the dense pre-trained arm beats the no-pre-training arm downstream (95% interval above zero);
-* for BLEU claims the dense arm reaches the grid's ``min_bleu``;
-* pre-training left its initial plateau: the dense pre-training loss is at most
-  ``plateau_ratio`` x the corpus' unigram entropy (a unigram model's loss).
+    test loss:  L = (arm - dense) / (scratch - dense)
+    BLEU:       L = (dense - arm) / (dense - scratch)
 
-Gaps are oriented so that positive means "the sparse arm is worse": for test loss
-``(arm - dense) / mean(dense)`` per seed, for BLEU ``dense - arm``. The retained benefit
-``R = (scratch - spdf) / (scratch - dense)`` (test loss) sits beside every SPDF gap.
+L = 0: the arm kept everything dense pre-training buys over no pre-training (``scratch``);
+L = 1: it kept nothing. Unlike a gap relative to the dense loss, L does not blow up when the
+dense loss is near zero, and every task shares its scale. The absolute gap (nats, BLEU points)
+is reported beside it.
+
+* "spdfNN: no significant loss vs dense" is a non-inferiority claim on L with the grid's margin
+  (0.10: "keeps at least 90% of the benefit"): it holds when the 90% interval of L lies below
+  the margin, fails when it lies above, otherwise it is inconclusive.
+* Directional claims ("SPSF loses more than SPDF", "harder tasks lose more", ...) are per-seed
+  differences of L oriented so that positive means "as claimed"; the 95% interval decides.
+* An inconclusive interval wider than ``precision`` x the margin is ``underpowered``: more seeds
+  are needed, the data do not lean either way.
+
+A claim is judged only where its cells can show it (the gates); otherwise it is ``untestable``
+with the reason: dense must beat scratch (95% interval), dense BLEU must lie between
+``min_bleu`` and ``max_bleu``, the dense test loss above ``min_test_loss``, dense pre-training
+must cut scratch's test loss by at least ``min_benefit``, and pre-training must have left its
+plateau (dense pre-training loss at most ``plateau_ratio`` x the corpus' unigram entropy).
 """
 
 from __future__ import annotations
@@ -21,176 +31,224 @@ import statistics
 
 from . import stats as st
 
-METRICS = ("test_loss", "bleu")
-LABEL = {"test_loss": "test loss (relative)", "bleu": "BLEU (points)"}
+MEASURES = ("test_loss", "bleu")
+LABEL = {"test_loss": "L on test loss", "bleu": "L on BLEU"}
+UNIT = {"test_loss": "nats", "bleu": "BLEU points"}
+DIMS = ("task", "size", "set")
 
 
-def _values(rows, metric, **where) -> dict:
-    return {r["seed"]: r[metric] for r in rows if all(r[k] == v for k, v in where.items()) and r[metric] is not None}
+def _values(rows, measure, **where) -> dict:
+    return {r["seed"]: r[measure] for r in rows if all(r[k] == v for k, v in where.items()) and r[measure] is not None}
 
 
-def _gap(rows, metric, arm, base="dense", **cell) -> dict:
-    """Per-seed gap of ``arm`` to ``base``, positive = ``arm`` worse. Test-loss gaps are divided
-    by the cell's mean dense loss (one number for all seeds: a seed whose dense loss is near zero
-    must not blow its ratio up), so a 0.01 gap means 1% of the dense test loss."""
-    a, b = _values(rows, metric, arm=arm, **cell), _values(rows, metric, arm=base, **cell)
-    if metric == "bleu":
-        return {s: b[s] - a[s] for s in set(a) & set(b)}
-    dense = _values(rows, metric, arm="dense", **cell)
-    scale = statistics.fmean(dense.values()) if dense else None
-    return {s: (a[s] - b[s]) / scale for s in set(a) & set(b)} if scale else {}
+def _cell(key) -> dict:
+    return dict(zip(DIMS, key))
+
+
+def abs_gap(rows, measure, arm, cell) -> dict:
+    """Per seed: how much worse ``arm`` is than dense (nats of test loss, or BLEU points)."""
+    a, d = _values(rows, measure, arm=arm, **cell), _values(rows, measure, arm="dense", **cell)
+    sign = -1 if measure == "bleu" else 1
+    return {s: sign * (a[s] - d[s]) for s in set(a) & set(d)}
+
+
+def benefit(rows, measure, cell) -> dict:
+    """Per seed: what dense pre-training buys over scratch (positive = it helps)."""
+    return abs_gap(rows, measure, "scratch", cell)
+
+
+def benefit_lost(rows, measure, arm, cell) -> dict:
+    """Per seed: L = the arm's gap to dense over scratch's gap to dense (seeds where dense beats
+    scratch; elsewhere L is undefined)."""
+    gap, ben = abs_gap(rows, measure, arm, cell), benefit(rows, measure, cell)
+    return {s: gap[s] / ben[s] for s in set(gap) & set(ben) if ben[s] > 0}
+
+
+# ------------------------------------------------------------------------------ declaring
+
+
+def _levels(arms, kind: str) -> list[int]:
+    return sorted({int(a[len(kind):]) for a in arms if a.startswith(kind) and a[len(kind):].isdigit()})
+
+
+def declare(grid: dict, cells: list[dict]) -> list[dict]:
+    """Every comparison the grid's plan can judge, fixed before any job runs."""
+    arms, seeds = {}, {}
+    for c in cells:
+        s = c["spec"]
+        key = (s["task"], s["size"], s["set"])
+        arms.setdefault(key, set()).add(s["arm"])
+        seeds.setdefault((key, s["arm"]), set()).add(s["seed"])
+    judged = {k: a for k, a in arms.items() if {"dense", "scratch"} <= a}
+
+    def n(*terms):
+        return min(len(seeds[(k, a)] & seeds[(k, "dense")] & seeds[(k, "scratch")]) for k, a in terms)
+
+    out = []
+    for m in MEASURES:
+        for k in sorted(judged):
+            a = judged[k]
+            for lv in _levels(a, "spdf"):
+                out.append({"kind": "no_loss", "claim": f"spdf{lv}: no significant loss vs dense", "measure": m,
+                            "where": _cell(k), "arm": [k, f"spdf{lv}"], "n_planned": n((k, f"spdf{lv}"))})
+            for kind, text in (("spsf", "spsf{lv} (masks kept) loses more than spdf{lv}"),
+                               ("eqflop", "spdf{lv} loses less than equal-FLOP dense (eqflop{lv})")):
+                for lv in _levels(a, kind):
+                    if f"spdf{lv}" in a:
+                        worse, better = [k, f"{kind}{lv}"], [k, f"spdf{lv}"]
+                        out.append(_directional(text.format(lv=lv), m, _cell(k), worse, better,
+                                                n((k, f"{kind}{lv}"), (k, f"spdf{lv}"))))
+        out += _across(grid, judged, m, n)
+    p = grid["primary"]
+    for c in out:
+        c["margin"] = grid["margins"][c["measure"]]
+        c["primary"] = all(str(c["where"].get(d, p[d])) == p[d] for d in DIMS)
+        c["id"] = f"{c['claim']} | {c['measure']} | " + ", ".join(f"{d} {c['where'][d]}" for d in DIMS)
+    return out
+
+
+ACROSS = (("task", "harder tasks lose more (spdf75)", True),
+          ("size", "larger models lose less (spdf75)", False),
+          ("set", "a smaller fine-tuning set loses more (spdf75)", True))
+
+
+def _across(grid: dict, judged: dict, measure: str, n) -> list[dict]:
+    """Claims across cells: a block with two or more tasks (in the grid's ``difficulty`` order),
+    sizes (by parameter count) or sets (largest first) compares its neighbours on spdf75's L."""
+    from .plan import n_params
+
+    order = {"task": grid.get("difficulty", []),
+             "size": sorted(grid["sizes"], key=lambda s: n_params(grid, s)),
+             "set": sorted(grid["sets"], key=lambda s: -grid["sets"][s])}
+    out, seen = [], set()
+    for block in grid["blocks"]:
+        for dim, text, hi_loses_more in ACROSS:
+            values = [v for v in order[dim] if v in block[dim + "s"]]
+            i = DIMS.index(dim)
+            for lo, hi in zip(values, values[1:]):
+                for k in sorted(judged):
+                    other = tuple(hi if j == i else v for j, v in enumerate(k))
+                    if k[i] != lo or other not in judged or not {"spdf75"} <= judged[k] & judged[other] or \
+                            (k, other) in seen:
+                        continue
+                    seen.add((k, other))
+                    where = {d: v for d, v in zip(DIMS, k) if d != dim} | {dim: f"{lo} vs {hi}"}
+                    lo_t, hi_t = [k, "spdf75"], [other, "spdf75"]
+                    worse, better = (hi_t, lo_t) if hi_loses_more else (lo_t, hi_t)
+                    out.append(_directional(text, measure, where, worse, better, n((k, "spdf75"), (other, "spdf75"))))
+    return out
+
+
+def _directional(claim, measure, where, worse, better, n_planned) -> dict:
+    return {"kind": "directional", "claim": claim, "measure": measure, "where": where, "worse": worse,
+            "better": better, "n_planned": n_planned}
+
+
+def per_seed(rows, claim: dict, scale=benefit_lost) -> dict:
+    """The claim's per-seed values (oriented: positive = the loss, or the claimed direction) on
+    ``scale`` (``benefit_lost`` for L, ``abs_gap`` for nats / BLEU points)."""
+    m = claim["measure"]
+    if claim["kind"] == "no_loss":
+        key, arm = claim["arm"]
+        return scale(rows, m, arm, _cell(key))
+    (kw, aw), (kb, ab) = claim["worse"], claim["better"]
+    w, b = scale(rows, m, aw, _cell(kw)), scale(rows, m, ab, _cell(kb))
+    return {s: w[s] - b[s] for s in set(w) & set(b)}
+
+
+def cells_of(claim: dict) -> list[tuple]:
+    return [tuple(claim["arm"][0])] if claim["kind"] == "no_loss" else \
+        list(dict.fromkeys([tuple(claim["worse"][0]), tuple(claim["better"][0])]))
+
+
+# ------------------------------------------------------------------------------ judging
 
 
 class Judge:
-    """Gates and claims over one study's rows; ``claims()`` lists every judged comparison."""
+    """Gates and verdicts of a declaration's claims over one study's rows."""
 
-    def __init__(self, grid: dict, rows: list[dict], pretrains: list[dict], unigram_entropy: float | None):
-        self.grid, self.rows, self.pretrains, self.entropy = grid, rows, pretrains, unigram_entropy
-        self.margins, self.gates = grid["margins"], grid["gates"]
+    def __init__(self, declaration: dict, rows: list[dict], unigram_entropy: float | None, name: str = ""):
+        self.decl, self.rows, self.entropy, self.name = declaration, rows, unigram_entropy, name
+        self.gates = declaration["gates"]
 
-    def cells(self, arms=("dense",)) -> list[tuple[str, str, str]]:
-        keys = sorted({(r["task"], r["size"], r["set"]) for r in self.rows})
-        return [k for k in keys if all(_values(self.rows, "test_loss", arm=a, task=k[0], size=k[1], set=k[2])
-                                       for a in arms)]
-
-    # ------------------------------------------------------------------ gates
-    def gate(self, metric: str, task: str, size: str, set_: str) -> str | None:
-        """None when the cell can show a claim on ``metric``; else the reason it cannot."""
-        cell = dict(task=task, size=size, set=set_)
-        if not _values(self.rows, metric, arm="scratch", **cell):
-            return "no scratch arm in this cell, so the pre-training benefit cannot be checked"
-        benefit = st.interval(list(_gap(self.rows, metric, "scratch", **cell).values()))
-        if benefit is None:
-            return "fewer than 2 seeds"
-        if benefit.low <= 0:
-            return f"pre-training does not beat scratch (95% interval {benefit.low:+.3g}..{benefit.high:+.3g})"
-        if metric == "bleu":
-            bleu = statistics.fmean(_values(self.rows, "bleu", arm="dense", **cell).values())
-            if bleu < self.gates["min_bleu"]:
-                return f"dense BLEU {bleu:.1f} below {self.gates['min_bleu']:g}"
-        return self.plateau_gate(size)
+    def gate(self, measure: str, key) -> str | None:
+        """None when the cell can show a claim on ``measure``; else the reason it cannot."""
+        cell, g = _cell(key), self.gates
+        where = "/".join(key)
+        ben = st.interval(list(benefit(self.rows, measure, cell).values()))
+        if ben is None:
+            return f"{where}: fewer than 2 seeds with dense and scratch"
+        if ben.low <= 0:
+            return f"{where}: pre-training does not beat scratch (95% interval {ben.low:+.3g}..{ben.high:+.3g})"
+        dense = statistics.fmean(_values(self.rows, measure, arm="dense", **cell).values())
+        if measure == "bleu":
+            if dense < g["min_bleu"]:
+                return f"{where}: dense BLEU {dense:.1f} below {g['min_bleu']:g} (floor)"
+            if dense > g["max_bleu"]:
+                return f"{where}: dense BLEU {dense:.1f} above {g['max_bleu']:g} (ceiling)"
+        else:
+            scratch = statistics.fmean(_values(self.rows, measure, arm="scratch", **cell).values())
+            if dense < g["min_test_loss"]:
+                return f"{where}: dense test loss {dense:.3f} below {g['min_test_loss']:g} (ceiling)"
+            if (scratch - dense) / scratch < g["min_benefit"]:
+                return (f"{where}: dense pre-training cuts scratch's test loss by only "
+                        f"{(scratch - dense) / scratch:.0%} (floor: {g['min_benefit']:.0%})")
+        return self.plateau_gate(key[1])
 
     def plateau_gate(self, size: str) -> str | None:
         """The dense arm's pre-training must end clearly below a unigram model's loss."""
         losses = _values(self.rows, "pretrain_val_loss", arm="dense", size=size)
-        if self.entropy is None or not losses:
-            return None if self.entropy is None else "no dense pre-training run of this size"
+        if self.entropy is None:
+            return None
+        if not losses:
+            return f"no dense pre-training run of size {size}"
         loss = statistics.fmean(losses.values())
         if loss > self.gates["plateau_ratio"] * self.entropy:
-            return f"pre-training still on its plateau ({loss:.2f} vs unigram entropy {self.entropy:.2f} nats/token)"
+            return f"{size}: pre-training still on its plateau ({loss:.2f} vs unigram entropy {self.entropy:.2f})"
         return None
 
-    # ------------------------------------------------------------------ claims
     def claims(self) -> list[dict]:
-        out = []
-        for metric in METRICS:
-            for s in self._sparse_levels("spdf"):
-                out += self._no_loss(metric, f"spdf{s}")
-            out += self._versus_spdf(metric, "spsf", "spsf{s} (masks kept) worse than spdf{s}")
-            out += self._versus_spdf(metric, "eqflop", "spdf{s} better than equal-FLOP dense (eqflop{s})")
-            out += self._harder(metric)
-            out += self._larger(metric)
-            out += self._set_size(metric)
-        primary = self.grid["primary"]
-        for c in out:
-            c["primary"] = all(c["where"].get(k, primary[k]) == primary[k] for k in ("task", "size", "set"))
-        return out
+        return [self.judge(c) for c in self.decl["claims"]]
 
-    def _sparse_levels(self, kind: str) -> list[int]:
-        return sorted({int(r["arm"][len(kind):]) for r in self.rows if r["arm"].startswith(kind)})
+    def judge(self, claim: dict) -> dict:
+        m, margin = claim["measure"], claim["margin"]
+        diffs = list(per_seed(self.rows, claim).values())
+        absolute = st.interval(list(per_seed(self.rows, claim, abs_gap).values()))
+        if claim["kind"] == "no_loss":
+            verdict, ci90, ci = st.non_inferiority(diffs, margin)
+            decisive, q = ci90, 0.95
+        else:
+            verdict, ci = st.directional(diffs)
+            ci90, decisive, q = st.interval(diffs, 0.90), ci, 0.975
+        reason = next((r for r in (self.gate(m, k) for k in cells_of(claim)) if r), None)
+        if reason:
+            verdict = st.UNTESTABLE
+        elif decisive is None:
+            verdict, reason = st.UNTESTABLE, "fewer than 2 paired seeds"
+        elif verdict == st.INCONCLUSIVE and decisive.high - decisive.low > self.gates["precision"] * margin:
+            verdict = st.UNDERPOWERED
+            reason = (f"interval {decisive.high - decisive.low:.3f} wide, over {self.gates['precision']:g} x the "
+                      f"margin: more seeds needed")
+        else:
+            reason = _reason(claim["kind"], verdict, margin)
+        sd = statistics.stdev(diffs) if len(diffs) > 1 else None
+        return {"id": claim["id"], "claim": claim["claim"], "kind": claim["kind"], "metric": "L", "measure": m,
+                "where": claim["where"], "effect": ci.mean if ci else None, "ci_low": ci.low if ci else None,
+                "ci_high": ci.high if ci else None, "ci90_low": ci90.low if ci90 else None,
+                "ci90_high": ci90.high if ci90 else None, "margin": margin, "n_seeds": len(diffs),
+                "sd": sd, "mde": st.mde(sd, len(diffs), q) if sd is not None else None,
+                "abs_effect": absolute.mean if absolute else None, "abs_ci_low": absolute.low if absolute else None,
+                "abs_ci_high": absolute.high if absolute else None, "abs_unit": UNIT[m],
+                "verdict": verdict, "reason": reason, "primary": claim["primary"], "declaration": self.name}
 
-    def _entry(self, claim, metric, where, verdict, ci, reason, margin=None, ci90=None, **extra) -> dict:
-        n = ci.n if ci else len({r["seed"] for r in self.rows})
-        return {"claim": claim, "metric": metric, "where": where, "effect": ci.mean if ci else None,
-                "ci_low": ci.low if ci else None, "ci_high": ci.high if ci else None,
-                "ci90_low": ci90.low if ci90 else None, "ci90_high": ci90.high if ci90 else None,
-                "margin": margin, "n_seeds": n, "verdict": verdict, "reason": reason, **extra}
 
-    def _no_loss(self, metric, arm) -> list[dict]:
-        claim = f"{arm}: no significant loss vs dense"
-        m = self.margins[metric]
-        out = []
-        for task, size, set_ in self.cells(("dense", arm)):
-            where = dict(task=task, size=size, set=set_)
-            gaps = list(_gap(self.rows, metric, arm, **where).values())
-            verdict, ci90, ci95 = st.non_inferiority(gaps, m)
-            reason = self.gate(metric, task, size, set_)
-            if reason:
-                verdict = st.UNTESTABLE
-            else:
-                reason = (f"90% interval of the gap {'below' if verdict == st.HOLDS else 'above' if verdict == st.FAILS else 'straddles'}"
-                          f" the margin {m:g}" + (" (and inside +-margin: equivalent)" if st.equivalent(ci90, m) else ""))
-            out.append(self._entry(claim, metric, where, verdict, ci95, reason, margin=m, ci90=ci90,
-                                   retained=self.retained(arm, **where)))
-        return out
-
-    def retained(self, arm, **cell) -> float | None:
-        """R = (scratch - arm) / (scratch - dense) on mean test loss: 1 = all of dense's benefit kept."""
-        mean = {a: _values(self.rows, "test_loss", arm=a, **cell) for a in ("scratch", "dense", arm)}
-        if not all(mean.values()):
-            return None
-        mean = {a: statistics.fmean(v.values()) for a, v in mean.items()}
-        denom = mean["scratch"] - mean["dense"]
-        return (mean["scratch"] - mean[arm]) / denom if denom > 0 else None
-
-    def _directional(self, claim, metric, where, diffs, gate_cells, **extra) -> dict:
-        verdict, ci = st.directional(diffs)
-        reasons = [r for r in (self.gate(metric, *c) for c in gate_cells) if r]
-        if reasons:
-            return self._entry(claim, metric, where, st.UNTESTABLE, ci, reasons[0], **extra)
-        reason = {st.HOLDS: "95% interval above zero", st.FAILS: "95% interval below zero (the other direction)",
-                  st.INCONCLUSIVE: "95% interval contains zero", st.UNTESTABLE: "fewer than 2 paired seeds"}[verdict]
-        return self._entry(claim, metric, where, verdict, ci, reason, **extra)
-
-    def _versus_spdf(self, metric, kind: str, claim: str) -> list[dict]:
-        """Arm ``{kind}NN`` against ``spdfNN``, per seed: positive = ``{kind}NN`` worse (as claimed)."""
-        out = []
-        for s in self._sparse_levels(kind):
-            for task, size, set_ in self.cells(("dense", f"spdf{s}", f"{kind}{s}")):
-                where = dict(task=task, size=size, set=set_)
-                diffs = st.paired(_gap(self.rows, metric, f"{kind}{s}", **where),
-                                  _gap(self.rows, metric, f"spdf{s}", **where))
-                out.append(self._directional(claim.format(s=s), metric, where, diffs, [(task, size, set_)]))
-        return out
-
-    def _pairs(self, dim: str, order: list[str], arm: str):
-        """(fixed dims, lesser, greater) where both values of ``dim`` have the arm and dense."""
-        cells = self.cells(("dense", arm))
-        idx = {"task": 0, "size": 1, "set": 2}[dim]
-        for lo, hi in zip(order, order[1:]):
-            for c in cells:
-                if c[idx] == lo:
-                    other = tuple(hi if i == idx else v for i, v in enumerate(c))
-                    if other in cells:
-                        yield c, other
-
-    def _dd(self, claim, metric, dim, order, arm, sign=+1) -> list[dict]:
-        """Difference of gaps between neighbours in ``order``; ``sign`` orients it as claimed."""
-        out = []
-        for a, b in self._pairs(dim, order, arm):
-            ga = _gap(self.rows, metric, arm, **dict(zip(("task", "size", "set"), a)))
-            gb = _gap(self.rows, metric, arm, **dict(zip(("task", "size", "set"), b)))
-            diffs = [sign * d for d in st.paired(gb, ga)]
-            where = {k: v for k, v, w in zip(("task", "size", "set"), a, b) if v == w}
-            where[dim] = f"{a[('task', 'size', 'set').index(dim)]} vs {b[('task', 'size', 'set').index(dim)]}"
-            out.append(self._directional(claim, metric, where, diffs, [a, b]))
-        return out
-
-    def _harder(self, metric) -> list[dict]:
-        order = [t for t in self.grid.get("difficulty", list(self.grid["tasks"])) if t in self.grid["tasks"]]
-        return self._dd("harder tasks lose more (spdf75)", metric, "task", order, "spdf75")
-
-    def _larger(self, metric) -> list[dict]:
-        from .plan import n_params
-
-        order = sorted(self.grid["sizes"], key=lambda s: n_params(self.grid, s))
-        return self._dd("larger models lose less (spdf75)", metric, "size", order, "spdf75",
-                        sign=-1)
-
-    def _set_size(self, metric) -> list[dict]:
-        order = sorted(self.grid["sets"], key=lambda s: -self.grid["sets"][s])  # full set first
-        return self._dd("a smaller fine-tuning set loses more (spdf75)", metric, "set",
-                        order, "spdf75")
+def _reason(kind: str, verdict: str, margin: float) -> str:
+    if kind == "no_loss":
+        return {st.HOLDS: f"90% interval of L below the margin {margin:g}",
+                st.FAILS: f"90% interval of L above the margin {margin:g}",
+                st.INCONCLUSIVE: f"90% interval of L straddles the margin {margin:g}"}[verdict]
+    return {st.HOLDS: "95% interval above zero", st.FAILS: "95% interval below zero (the other direction)",
+            st.INCONCLUSIVE: "95% interval contains zero"}[verdict]
 
 
 def flop_claim(grid: dict, pretrains: list[dict]) -> dict:
@@ -221,7 +279,8 @@ def flop_claim(grid: dict, pretrains: list[dict]) -> dict:
                        "counter_agrees": counted == formula}
     agree = all(s["counter_agrees"] for s in sizes.values())
     return {"claim": "2.5x fewer pre-training FLOPs at 75% sparsity (GPT-3 XL)", "metric": "FLOPs (arithmetic)",
-            "where": {}, "effect": xl, "ci_low": None, "ci_high": None, "margin": None, "n_seeds": None, "verdict": "arithmetic" if abs(xl - 2.5) < 0.05 and agree else "formula disagrees",
+            "where": {}, "effect": xl, "ci_low": None, "ci_high": None, "margin": None, "n_seeds": None,
+            "verdict": "arithmetic" if abs(xl - 2.5) < 0.05 and agree else "formula disagrees",
             "reason": f"the kit's formula gives {xl:.2f}x for GPT-3 XL at T=2048 (embedding not counted); its "
                       "weight-matmul count " + ("equals" if agree else "DIFFERS FROM") +
                       " torch's FlopCounterMode for this grid's models", "sizes": sizes}

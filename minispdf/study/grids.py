@@ -1,9 +1,15 @@
-"""The study grids, declared as data: what is trained, for how long, and how it is judged.
+"""The study grids: TOML files that say what is trained, for how long, and how it is judged.
 
 A grid names its model sizes, tasks, fine-tuning set sizes and *blocks*. A block crosses some
 sizes, tasks, set sizes and arms over a number of seeds; the study runs the union of its blocks
 (a job shared by two blocks runs once). The margins and gates are part of the grid, so they are
-fixed before the run and stored with its results.
+fixed before the run; ``reproduce`` writes them to ``declared.json`` before its first job.
+
+The built-in grids are the files in ``builtin_grids/`` (``smoke``, ``demo``, ``quick``,
+``default``, ``gpu``, ``gpu-quick``); ``minispdf reproduce --grid my.toml`` runs a file of your
+own. A file may ``inherit`` another (a built-in name such as ``"_cpu"``, or a path relative to
+it): tables merge key by key, other values replace. Sizes, tasks and sets that no block uses are
+dropped.
 
 Arms (one set of names everywhere: the demo, the study, the tables):
 
@@ -16,10 +22,6 @@ Arms (one set of names everywhere: the demo, the study, the tables):
               fine-tuning: "is sparse pre-training better than training dense for less?"
 ``scratch``   no pre-training at all, dense fine-tuning (how much pre-training is worth)
 ========== ====================================================================================
-
-Budgets are chosen so that the models learn (measured, see the README): 1,000 or more steps
-of 8 x 256 byte tokens for the 0.13M-parameter ``nano`` (15-20 tokens per parameter), with
-fine-tuning long enough for the dense arm to pass BLEU 10 on the built-in tasks.
 """
 
 from __future__ import annotations
@@ -27,125 +29,42 @@ from __future__ import annotations
 import copy
 import os
 import re
+from pathlib import Path
 
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, one_line
 
 ARM_RE = re.compile(r"^(dense|scratch|(spdf|spsf|eqflop)(\d{1,2}))$")
+BUILTIN_DIR = Path(__file__).parent / "builtin_grids"
 
-# How every CPU grid pre-trains and fine-tunes (the demo's settings, which learn on a CPU).
-CPU_TRAINING = {
-    "block_size": 256, "tokenizer": "char", "corpus": "builtin",
-    "pretrain": {"batch_size": 8, "lr": 3e-3, "weight_decay": 0.1, "warmup_frac": 0.05, "eval_iters": 20},
-    "finetune": {"batch_size": 8, "lr": 3e-3, "weight_decay": 0.01, "warmup_frac": 0.05, "eval_iters": 5},
-}
-# Declared before any run: what "no significant loss" means, and when a claim can be judged.
-JUDGING = {
-    "margins": {"test_loss": 0.01, "bleu": 1.0},  # test loss: relative (1% of dense); BLEU: points
-    "gates": {"min_bleu": 10.0, "plateau_ratio": 0.9},  # dense pre-training loss <= 0.9 x unigram entropy
-}
-NANO = {"preset": "nano", "overrides": {}}  # 2 layers, d=64: 0.13M parameters at block 256
-PICO = {"preset": "nano", "overrides": {"n_embd": 32}}  # 2 layers, d=32: 0.04M parameters (too small to learn)
-MICRO = {"preset": "nano", "overrides": {"n_embd": 96}}  # 2 layers, d=96: 0.27M parameters
-EASY = {"spec": "builtin:easy", "options": {"n_train": 2000},
-        "about": "3-4 slots, one fixed-template reference per input", "eval_inputs": 100, "max_new_tokens": 160}
-HARD = {"spec": "builtin", "options": {"n_train": 2000, "min_slots": 3, "max_slots": 5, "wording": "varied"},
-        "about": "3-5 slots, 3-5 references in varied wording (the demo's task)", "eval_inputs": 100,
-        "max_new_tokens": 200}
-ALL_ARMS = ["dense", "spdf50", "spdf75", "spsf75", "eqflop75", "scratch"]
+# The keys a grid may have, with what each must be; nested tables are checked below.
+TOP_KEYS = {"description": str, "inherit": str, "block_size": int, "tokenizer": str, "corpus": str,
+            "pretrain": dict, "finetune": dict, "margins": dict, "gates": dict, "sizes": dict, "tasks": dict,
+            "sets": dict, "blocks": list, "primary": dict, "difficulty": list, "assumed_tflops": (int, float),
+            "first_seed": int}
+REQUIRED = ("description", "block_size", "tokenizer", "corpus", "pretrain", "finetune", "margins", "gates", "sizes",
+            "tasks", "sets", "blocks", "primary")
+TRAINING_KEYS = {"batch_size": int, "lr": float, "weight_decay": float, "warmup_frac": float, "eval_iters": int}
+MARGIN_KEYS = ("test_loss", "bleu")
+GATE_KEYS = ("min_bleu", "max_bleu", "min_test_loss", "min_benefit", "plateau_ratio", "precision")
+SIZE_KEYS = {"preset": str, "overrides": dict, "pretrain_steps": int, "tokens_per_param": (int, float),
+             "finetune_steps": int}
+TASK_KEYS = {"spec": str, "options": dict, "about": str, "eval_inputs": int, "max_new_tokens": int,
+             "max_train_inputs": int, "train_refs": int}
+BLOCK_KEYS = {"sizes": list, "tasks": list, "sets": list, "arms": list, "seeds": int}
 
-
-def _grid(description, sizes, tasks, blocks, primary, sets=None, **extra):
-    return {"description": description, **copy.deepcopy(CPU_TRAINING), **copy.deepcopy(JUDGING),
-            "sizes": sizes, "tasks": tasks, "sets": sets or {"full": 1.0}, "blocks": blocks,
-            "primary": primary, **extra}
-
-
-GRIDS: dict[str, dict] = {
-    "smoke": _grid(
-        "toy budgets, seconds on a CPU: checks the whole pipeline (the tests use it)",
-        sizes={"pico": {**PICO, "pretrain_steps": 4, "finetune_steps": 3},
-               "nano": {**NANO, "pretrain_steps": 4, "finetune_steps": 3}},
-        tasks={"easy": {**EASY, "options": {"n_train": 40, "n_val": 4, "n_test": 8}, "eval_inputs": 3,
-                        "max_new_tokens": 8}},
-        sets={"full": 1.0, "small": 0.25},
-        blocks=[{"sizes": ["nano"], "tasks": ["easy"], "sets": ["full", "small"], "arms": ALL_ARMS, "seeds": 2},
-                {"sizes": ["pico"], "tasks": ["easy"], "sets": ["full"], "arms": ["dense", "spdf75", "scratch"],
-                 "seeds": 2}],
-        primary={"task": "easy", "size": "nano", "set": "full"},
-    ),
-    "demo": _grid(
-        "the demo: one seed of five arms on the built-in task, about 4 minutes on a 2-core CPU",
-        sizes={"nano": {**NANO, "pretrain_steps": 1500, "finetune_steps": 600}},
-        tasks={"hard": HARD},
-        blocks=[{"sizes": ["nano"], "tasks": ["hard"], "sets": ["full"],
-                 "arms": ["dense", "spdf50", "spdf75", "spsf75", "scratch"], "seeds": 1}],
-        primary={"task": "hard", "size": "nano", "set": "full"},
-    ),
-    "quick": _grid(
-        "3 seeds of six arms on the built-in easy task: under 15 minutes on a 2-core CPU",
-        sizes={"nano": {**NANO, "pretrain_steps": 1000, "finetune_steps": 800}},
-        tasks={"easy": {**EASY, "eval_inputs": 60}},
-        blocks=[{"sizes": ["nano"], "tasks": ["easy"], "sets": ["full"], "arms": ALL_ARMS, "seeds": 3}],
-        primary={"task": "easy", "size": "nano", "set": "full"},
-    ),
-    "default": _grid(
-        "the CPU study: 5 seeds, easy and hard tasks, two set sizes, two model sizes at 20 tokens per "
-        "parameter; about two hours on a 2-core CPU, resumable",
-        sizes={"nano": {**NANO, "tokens_per_param": 20, "finetune_steps": 1000},
-               "micro": {**MICRO, "tokens_per_param": 20, "finetune_steps": 1000}},
-        tasks={"easy": EASY, "hard": HARD},
-        sets={"full": 1.0, "small": 0.05},  # 100 of 2,000 inputs: ~40 epochs of the small set
-        blocks=[{"sizes": ["nano"], "tasks": ["easy", "hard"], "sets": ["full"], "arms": ALL_ARMS, "seeds": 5},
-                {"sizes": ["nano"], "tasks": ["easy"], "sets": ["small"], "arms": ["dense", "spdf75", "scratch"],
-                 "seeds": 5},
-                {"sizes": ["micro"], "tasks": ["easy"], "sets": ["full"], "arms": ["dense", "spdf75", "scratch"],
-                 "seeds": 3}],
-        primary={"task": "easy", "size": "nano", "set": "full"}, difficulty=["easy", "hard"],
-    ),
-}
-
-# GPU grids: GPT-2 tokenizer, a real corpus, ~20 tokens per parameter. Declared and dry-runnable
-# anywhere; not run by this project's sessions unless the README says so.
-_GPU_TRAINING = {
-    "block_size": 1024, "tokenizer": "gpt2", "corpus": "fineweb-edu",
-    "pretrain": {"batch_size": 32, "lr": 6e-4, "weight_decay": 0.1, "warmup_frac": 0.02, "eval_iters": 50},
-    "finetune": {"batch_size": 32, "lr": 1e-4, "weight_decay": 0.01, "warmup_frac": 0.1, "eval_iters": 20},
-}
-_GPU_SIZES = {
-    "10M": {"preset": "gpt2", "overrides": {"n_layer": 4, "n_head": 4, "n_embd": 128}, "tokens_per_param": 20,
-            "finetune_steps": 2000},
-    "40M": {"preset": "gpt2", "overrides": {"n_layer": 8, "n_head": 8, "n_embd": 384}, "tokens_per_param": 20,
-            "finetune_steps": 2000},
-    "124M": {"preset": "gpt2", "overrides": {}, "tokens_per_param": 20, "finetune_steps": 2000},
-}
-_E2E = {"spec": "e2e", "options": {}, "about": "E2E NLG (official train/test from the hub or --e2e DIR)",
-        "eval_inputs": 630, "max_new_tokens": 128}
-GRIDS["smoke"]["pretrain"]["eval_iters"] = GRIDS["smoke"]["finetune"]["eval_iters"] = 2
-GRIDS["gpu"] = {**_grid(
-    "one GPU, days: 10M/40M/124M parameters, 20 tokens per parameter of FineWeb-Edu, full E2E fine-tuning",
-    sizes=_GPU_SIZES, tasks={"e2e": _E2E},
-    blocks=[{"sizes": list(_GPU_SIZES), "tasks": ["e2e"], "sets": ["full"],
-             "arms": ["dense", "spdf50", "spdf75", "spsf75", "eqflop75", "scratch"], "seeds": 3}],
-    primary={"task": "e2e", "size": "124M", "set": "full"}), **copy.deepcopy(_GPU_TRAINING)}
-GRIDS["gpu-quick"] = {**_grid(
-    "about an hour on one current GPU: the 40M model at 20 tokens per parameter, E2E, 3 seeds",
-    sizes={"40M": _GPU_SIZES["40M"]}, tasks={"e2e": {**_E2E, "eval_inputs": 200}},
-    blocks=[{"sizes": ["40M"], "tasks": ["e2e"], "sets": ["full"],
-             "arms": ["dense", "spdf75", "spsf75", "eqflop75", "scratch"], "seeds": 3}],
-    primary={"task": "e2e", "size": "40M", "set": "full"}), **copy.deepcopy(_GPU_TRAINING)}
-
-# Real tasks join any grid by path, in their official formats.
+# Real tasks join any grid by path, in their official formats, as a block of their own.
 REAL_TASKS = {
     "e2e": ("the folder with the official E2E devset.csv / testset_w_refs.csv (or train/dev/test csv)", 160),
     "webnlg": ("the folder of the WebNLG release (XML)", 200),
     "dart": ("the folder of the official DART release (JSON)", 200),
     "curation": ("the Curation Corpus CSV/Parquet with article and summary columns", 0),
 }
+REAL_TASK_ARMS = ("dense", "spdf75", "scratch")
 
 
 def parse_arm(arm: str) -> dict:
     """``spdf75`` -> pre-training sparsity 0.75, dense fine-tuning; see the module docstring."""
-    m = ARM_RE.match(arm)
+    m = ARM_RE.match(arm) if isinstance(arm, str) else None
     if not m:
         raise MiniSPDFError(f"unknown arm {arm!r}: use dense, scratch, spdfNN, spsfNN or eqflopNN (NN = sparsity %)")
     kind = m.group(2) or m.group(1)
@@ -156,26 +75,163 @@ def parse_arm(arm: str) -> dict:
             "keep_masks": kind == "spsf", "equal_flops": kind == "eqflop"}
 
 
-def _check(grid: dict, name: str) -> None:
-    for b in grid["blocks"]:
+# ------------------------------------------------------------------------------ files
+
+
+def _read_toml(path: Path) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise MiniSPDFError(f"grid file {path} cannot be read ({e.strerror}): check the path") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MiniSPDFError(f"grid file {path} is not valid TOML ({one_line(e)}): fix the syntax") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _load(path: Path, seen: tuple = ()) -> dict:
+    if path in seen:
+        raise MiniSPDFError(f"grid file {path}: inherit makes a loop ({' -> '.join(map(str, seen))}): break it")
+    data = _read_toml(path)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise MiniSPDFError(f"grid file {path}: key inherit must be a grid name or a path, not {parent!r}")
+    ppath = BUILTIN_DIR / f"{parent}.toml" if (BUILTIN_DIR / f"{parent}.toml").is_file() else path.parent / parent
+    if not ppath.is_file():
+        raise MiniSPDFError(f"grid file {path}: key inherit names {parent!r}, which is neither a built-in grid nor "
+                            "a file next to it")
+    return _merge(_load(ppath, seen + (path,)), data)
+
+
+def builtin_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in BUILTIN_DIR.glob("*.toml") if not p.stem.startswith("_")))
+
+
+def _where(source) -> str:
+    return f"grid {source}"
+
+
+def _typed(source, key: str, value, kind) -> None:
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float or kind == (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        want = {str: "a string", int: "an integer", float: "a number", dict: "a table", list: "a list"}.get(
+            kind, "a number")
+        raise MiniSPDFError(f"{_where(source)}: key {key} must be {want}, not {value!r}")
+
+
+def _check_table(source, prefix: str, table: dict, keys: dict) -> None:
+    for k, v in table.items():
+        if k not in keys:
+            raise MiniSPDFError(f"{_where(source)}: unknown key {prefix}{k}: use one of {', '.join(keys)}")
+        _typed(source, prefix + k, v, keys[k])
+
+
+def check_grid(grid: dict, source) -> None:
+    """One ``error:`` line naming the first bad key of ``grid`` (from ``source``)."""
+    for key in REQUIRED:
+        if key not in grid:
+            raise MiniSPDFError(f"{_where(source)}: missing key {key} (or inherit = \"_cpu\" for the CPU settings)")
+    _check_table(source, "", grid, {**TOP_KEYS, "name": str, "source": str})
+    for phase in ("pretrain", "finetune"):
+        _check_table(source, f"{phase}.", grid[phase], TRAINING_KEYS)
+    _check_table(source, "margins.", grid["margins"], dict.fromkeys(MARGIN_KEYS, float))
+    for k, v in grid["margins"].items():
+        if not 0 < v < 1:
+            raise MiniSPDFError(f"{_where(source)}: key margins.{k} = {v} must lie between 0 and 1 (a share of "
+                                "the pre-training benefit; 0.1 = keep at least 90%)")
+    _check_table(source, "gates.", grid["gates"], dict.fromkeys(GATE_KEYS, float))
+    for name, sz in grid["sizes"].items():
+        _typed(source, f"sizes.{name}", sz, dict)
+        _check_table(source, f"sizes.{name}.", sz, SIZE_KEYS)
+        if ("pretrain_steps" in sz) == ("tokens_per_param" in sz) or "finetune_steps" not in sz or "preset" not in sz:
+            raise MiniSPDFError(f"{_where(source)}: key sizes.{name} needs preset, finetune_steps and one of "
+                                "pretrain_steps or tokens_per_param")
+        sz.setdefault("overrides", {})
+    for name, t in grid["tasks"].items():
+        _typed(source, f"tasks.{name}", t, dict)
+        _check_table(source, f"tasks.{name}.", t, TASK_KEYS)
+        for k in ("spec", "eval_inputs", "max_new_tokens"):
+            if k not in t:
+                raise MiniSPDFError(f"{_where(source)}: missing key tasks.{name}.{k}")
+        t.setdefault("options", {})
+    for name, frac in grid["sets"].items():
+        _typed(source, f"sets.{name}", frac, float)
+        if not 0 < frac <= 1:
+            raise MiniSPDFError(f"{_where(source)}: key sets.{name} = {frac} must be a fraction in (0, 1]")
+    for i, b in enumerate(grid["blocks"]):
+        _typed(source, f"blocks[{i}]", b, dict)
+        _check_table(source, f"blocks[{i}].", b, BLOCK_KEYS)
         for key, table in (("sizes", grid["sizes"]), ("tasks", grid["tasks"]), ("sets", grid["sets"])):
-            missing = [k for k in b[key] if k not in table]
-            if missing:
-                raise MiniSPDFError(f"grid {name}: block names unknown {key} {missing}: declare them in the grid")
-        for arm in b["arms"]:
-            parse_arm(arm)
+            missing = [k for k in b.get(key, []) if k not in table]
+            if key not in b or missing:
+                raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].{key} names undeclared {key} {missing}: "
+                                    f"declare them under [{key}]")
+        if not isinstance(b.get("seeds"), int) or not 1 <= b["seeds"] <= 100:
+            raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].seeds must be an integer from 1 to 100")
+        for arm in b.get("arms", []):
+            try:
+                parse_arm(arm)
+            except MiniSPDFError as e:
+                raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].arms: {e}") from None
     for key in ("task", "size", "set"):
-        if grid["primary"][key] not in grid[key + ("s" if key != "set" else "s")]:
-            raise MiniSPDFError(f"grid {name}: primary {key} {grid['primary'][key]!r} is not in the grid")
+        if grid["primary"].get(key) not in grid[key + "s"]:
+            raise MiniSPDFError(f"{_where(source)}: key primary.{key} = {grid['primary'].get(key)!r} is not a "
+                                f"declared {key} of a block")
+    for task in grid.get("difficulty", []):
+        if task not in grid["tasks"]:
+            raise MiniSPDFError(f"{_where(source)}: key difficulty names undeclared task {task!r}")
+
+
+def _drop_unused(grid: dict) -> None:
+    for key in ("sizes", "tasks", "sets"):
+        used = {k for b in grid["blocks"] for k in b.get(key, [])}
+        grid[key] = {k: v for k, v in grid[key].items() if k in used}
+
+
+def load_grid(name_or_path: str) -> dict:
+    """A built-in grid by name, or a TOML grid file by path, merged, pruned and checked."""
+    builtin = BUILTIN_DIR / f"{name_or_path}.toml"
+    if isinstance(name_or_path, str) and not name_or_path.startswith("_") and builtin.is_file():
+        path, name = builtin, name_or_path
+    elif isinstance(name_or_path, str) and (name_or_path.endswith(".toml") or os.sep in name_or_path):
+        path = Path(os.path.expanduser(name_or_path))
+        if not path.is_file():
+            raise MiniSPDFError(f"grid file {name_or_path} does not exist: give a TOML grid file or one of "
+                                f"{', '.join(builtin_names())}")
+        name = path.stem
+    else:
+        raise MiniSPDFError(f"unknown grid {name_or_path!r}: choose one of {', '.join(builtin_names())} or give a "
+                            "TOML grid file (--grid my-grid.toml)")
+    grid = _load(path)
+    grid.setdefault("description", f"grid file {path}")
+    if isinstance(grid.get("blocks"), list) and isinstance(grid.get("sizes"), dict) and all(
+            isinstance(b, dict) for b in grid["blocks"]):
+        _drop_unused(grid)
+    check_grid(grid, path if path.parent != BUILTIN_DIR else name)
+    grid["name"] = name
+    grid["source"] = "built-in" if path.parent == BUILTIN_DIR else str(path.resolve())
+    return grid
+
+
+GRIDS: dict[str, dict] = {name: load_grid(name) for name in builtin_names()}
 
 
 def resolve_grid(name: str = "default", seeds: int | None = None, real_tasks: dict | None = None) -> dict:
-    """The grid ``name`` as a plain JSON-able dict; ``seeds`` overrides every block's seed count,
-    ``real_tasks`` ({"e2e": DIR, ...}) adds real tasks to the primary size's first block."""
-    if name not in GRIDS:
-        raise MiniSPDFError(f"unknown grid {name!r}: choose one of {', '.join(GRIDS)}")
-    grid = copy.deepcopy(GRIDS[name])
-    grid["name"] = name
+    """The grid ``name`` (built-in, or a TOML file path) as a plain JSON-able dict; ``seeds``
+    overrides every block's seed count, ``real_tasks`` ({"e2e": DIR, ...}) adds a block per real task."""
+    grid = copy.deepcopy(GRIDS[name]) if name in GRIDS else load_grid(name)
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
             raise MiniSPDFError(f"--seeds {seeds!r} must be a positive integer up to 100 (3 or more for intervals)")
@@ -184,15 +240,21 @@ def resolve_grid(name: str = "default", seeds: int | None = None, real_tasks: di
     for kind, path in (real_tasks or {}).items():
         if path:
             _add_real_task(grid, kind, path)
-    _check(grid, name)
     return grid
 
 
 def _add_real_task(grid: dict, kind: str, path: str) -> None:
+    """A block of the real task: the primary size, the full set, dense / SPDF / scratch, and the
+    primary block's seeds, reusing its pre-training runs."""
     what, max_new = REAL_TASKS[kind]
     full = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(full):
         raise MiniSPDFError(f"--{kind} {path} does not exist: pass {what}")
+    p = grid["primary"]
+    first = next(b for b in grid["blocks"] if p["size"] in b["sizes"] and p["task"] in b["tasks"])
     grid["tasks"][kind] = {"spec": f"{kind}:{full}", "options": {}, "about": f"{kind} from {full}",
                            "eval_inputs": 200, "max_new_tokens": max_new or 200, "max_train_inputs": 5000}
-    grid["blocks"][0]["tasks"].append(kind)
+    grid["sets"].setdefault("full", 1.0)
+    arms = [a for a in REAL_TASK_ARMS if a in first["arms"]]
+    grid["blocks"].append({"sizes": [p["size"]], "tasks": [kind], "sets": ["full"], "arms": arms,
+                           "seeds": first["seeds"]})

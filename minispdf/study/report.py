@@ -1,7 +1,8 @@
 """What a study writes: results.csv, claims.json, per-cell tables, figures and the README section.
 
-Everything here is computed from the rows the runner wrote; nothing is typed in by hand, so the
-README section can be regenerated from a run folder at any time (``minispdf reproduce --report``).
+Everything here is computed from the rows the runner wrote and the run's declaration; nothing is
+typed in by hand, so the report can be regenerated from a run folder at any time
+(``minispdf reproduce --report DIR``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import subprocess
 
 from ..fileio import atomic_write_bytes, write_json, write_text
 from . import stats as st
-from .claims import LABEL, _gap, _values
+from .claims import LABEL, UNIT, _values, abs_gap, benefit_lost
 
 CSV_FIELDS = ("task", "size", "set", "arm", "seed", "n_params", "pretrain_sparsity", "pretrain_steps",
               "pretrain_tokens", "pretrain_flops", "pretrain_val_loss", "n_train_inputs", "n_train_pairs",
               "distinct_pairs_seen", "finetune_val_loss", "test_loss", "test_perplexity", "bleu", "n_test_inputs",
               "finetune_seconds", "eval_seconds", "cell")
-CLAIM_FIELDS = ("claim", "metric", "where", "effect", "ci_low", "ci_high", "ci90_low", "ci90_high", "margin",
-                "n_seeds", "verdict", "reason", "retained", "primary")
+CLAIM_FIELDS = ("id", "claim", "kind", "metric", "measure", "where", "effect", "ci_low", "ci_high", "ci90_low",
+                "ci90_high", "margin", "n_seeds", "sd", "mde", "abs_effect", "abs_ci_low", "abs_ci_high", "abs_unit",
+                "verdict", "reason", "primary", "declaration")
 ARM_ORDER = ("dense", "spdf50", "spdf75", "spdf90", "spsf50", "spsf75", "spsf90", "eqflop50", "eqflop75", "scratch")
 FIGURES = ("pretrain_loss_vs_flops.png", "gaps_to_dense.png", "claims.png")
 
@@ -96,8 +98,10 @@ def summarise(rows: list[dict]) -> list[dict]:
             rec[m] = statistics.fmean(vals) if vals else None
             rec[m + "_sd"] = statistics.stdev(vals) if len(vals) > 1 else None
         for m in ("test_loss", "bleu"):
-            ci = st.interval(list(_gap(rows, m, arm, **cell).values())) if arm != "dense" else None
-            rec[f"gap_{m}"] = ci.to_dict() if ci else None
+            lost = st.interval(list(benefit_lost(rows, m, arm, cell).values())) if arm not in ("dense", "scratch") \
+                else None
+            gap = st.interval(list(abs_gap(rows, m, arm, cell).values())) if arm != "dense" else None
+            rec[f"lost_{m}"], rec[f"gap_{m}"] = (lost.to_dict() if lost else None), (gap.to_dict() if gap else None)
         out.append(rec)
     return out
 
@@ -109,13 +113,14 @@ def summary_markdown(summary: list[dict]) -> str:
         lines += [f"### task {cell[0]}, model {cell[1]} ({rs[0]['n_params'] / 1e3:.0f}k parameters), "
                   f"fine-tuning set {cell[2]} (~{rs[0]['distinct_pairs_seen']:.0f} distinct pairs seen)", "",
                   "| arm | seeds | pre-training FLOPs (x dense) | pre-training val loss | test loss | gap to dense "
-                  "(relative, 95% CI) | BLEU | BLEU gap to dense (points, 95% CI) |", "|---|---|---|---|---|---|---|---|"]
+                  "(nats, 95% CI) | L on test loss | BLEU | BLEU gap (points) | L on BLEU |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
-            gl, gb = r["gap_test_loss"] or {}, r["gap_bleu"] or {}
+            cis = {k: r[k] or {} for k in ("gap_test_loss", "lost_test_loss", "gap_bleu", "lost_bleu")}
+            show = {k: _ci(v.get("mean"), v.get("low"), v.get("high"), "{:+.1f}" if k == "gap_bleu" else "{:+.3f}")
+                    for k, v in cis.items()}
             lines.append(f"| {r['arm']} | {r['n_seeds']} | {_f(r['pretrain_flops_x_dense'], '{:.2f}')} | "
-                         f"{_f(r['pretrain_val_loss'])} | {_f(r['test_loss'])} | "
-                         f"{_ci(gl.get('mean'), gl.get('low'), gl.get('high'), '{:+.1%}')} | {_f(r['bleu'], '{:.1f}')} | "
-                         f"{_ci(gb.get('mean'), gb.get('low'), gb.get('high'), '{:+.1f}')} |")
+                         f"{_f(r['pretrain_val_loss'])} | {_f(r['test_loss'])} | {show['gap_test_loss']} | "
+                         f"{show['lost_test_loss']} | {_f(r['bleu'], '{:.1f}')} | {show['gap_bleu']} | {show['lost_bleu']} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -125,40 +130,78 @@ def _where(c: dict) -> str:
 
 
 def _effect(c: dict) -> str:
-    fmt = "{:+.1%}" if c["metric"] == "test_loss" else "{:+.2f}"
-    return _ci(c["effect"], c["ci_low"], c["ci_high"], fmt)
+    return _ci(c["effect"], c["ci_low"], c["ci_high"], "{:+.3f}")
+
+
+def _absolute(c: dict) -> str:
+    fmt = "{:+.1f}" if c["measure"] == "bleu" else "{:+.3f}"
+    return _ci(c["abs_effect"], c["abs_ci_low"], c["abs_ci_high"], fmt) + f" {UNIT[c['measure']]}"
 
 
 def claims_markdown(claims: list[dict]) -> str:
-    lines = ["| claim | metric | where | effect [95% CI] | margin | seeds | verdict | reason | R |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | measure | where | L [95% CI] | absolute gap [95% CI] | margin | seeds | MDE | verdict | reason |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in claims:
-        margin = "-" if c["margin"] is None else (f"{c['margin']:.0%}" if c["metric"] == "test_loss" else f"{c['margin']:g}")
-        lines.append(f"| {c['claim']} | {LABEL[c['metric']]} | {_where(c)} | {_effect(c)} | {margin} | {c['n_seeds']} "
-                     f"| **{c['verdict']}** | {c['reason']} | {_f(c.get('retained'), '{:.2f}')} |")
+        lines.append(f"| {c['claim']} | {LABEL[c['measure']]} | {_where(c)} | {_effect(c)} | {_absolute(c)} | "
+                     f"{c['margin']:g} | {c['n_seeds']} | {_f(c['mde'], '{:.3f}')} | **{c['verdict']}** | "
+                     f"{c['reason']} |")
     return "\n".join(lines)
 
 
 def headlines(claims: list[dict]) -> list[tuple[dict, list[dict]]]:
-    """(the claim at the primary cell, or its only comparison; all its comparisons) per claim and metric."""
+    """(the claim at the primary cell, or its first comparison; all its comparisons) per claim and measure."""
     groups: dict = {}
     for c in claims:
-        groups.setdefault((c["claim"], c["metric"]), []).append(c)
+        groups.setdefault((c["claim"], c["measure"]), []).append(c)
     return [(next((c for c in cs if c["primary"]), cs[0]), cs) for cs in groups.values()]
 
 
 def headline_table(claims: list[dict]) -> str:
-    """One row per claim and metric at the grid's primary cell; the other cells as a tally."""
-    lines = ["| claim | metric | effect [95% CI] | margin | verdict | all cells |", "|---|---|---|---|---|---|"]
+    """One row per claim and measure at the grid's primary cell (or its one comparison); the other
+    cells as a tally."""
+    lines = ["| claim | measure | where | L [95% CI] | absolute gap | verdict | all cells |", "|---|---|---|---|---|---|---|"]
     for head, cs in headlines(claims):
-        claim, metric = head["claim"], head["metric"]
-        tally = ", ".join(f"{n} {v}" for v in (st.HOLDS, st.FAILS, st.INCONCLUSIVE, st.UNTESTABLE)
-                          if (n := sum(c["verdict"] == v for c in cs)))
-        margin = "-" if head["margin"] is None else (f"{head['margin']:.0%}" if metric == "test_loss" else
-                                                      f"{head['margin']:g}")
-        verdict = head["verdict"] + (f" ({head['reason']})" if head["verdict"] == st.UNTESTABLE else "")
-        lines.append(f"| {claim} | {LABEL[metric]} | {_effect(head)} | {margin} | **{verdict}** | {tally} |")
+        tally = ", ".join(f"{n} {v}" for v in st.VERDICTS if (n := sum(c["verdict"] == v for c in cs)))
+        verdict = head["verdict"] + (f" ({head['reason']})" if head["verdict"] in (st.UNTESTABLE, st.UNDERPOWERED)
+                                     else "")
+        lines.append(f"| {head['claim']} | {LABEL[head['measure']]} | {_where(head)} | {_effect(head)} | "
+                     f"{_absolute(head)} | **{verdict}** | {tally} |")
     return "\n".join(lines)
+
+
+PLAIN = {st.HOLDS: "supports", st.FAILS: "contradicts", st.INCONCLUSIVE: "cannot decide",
+         st.UNDERPOWERED: "cannot decide with these seeds", st.UNTESTABLE: "cannot test"}
+
+
+def plain_words(claims: list[dict]) -> str:
+    """What the study supports, contradicts and cannot test, per claim and measure (its primary
+    comparison, or its first), in words generated from the verdicts."""
+    groups: dict[str, list[str]] = {v: [] for v in PLAIN.values()}
+    for head, _ in headlines(claims):
+        why = f"; {head['reason']}" if head["verdict"] == st.UNTESTABLE else ""
+        groups[PLAIN[head["verdict"]]].append(
+            f"{head['claim']} on {head['measure'].replace('_', ' ')} ({_where(head)}: L {_effect(head)}{why})")
+    return "\n".join(f"- **This study {k}:** " + "; ".join(v) + "." for k, v in groups.items() if v)
+
+
+def sync_includes(path: str, root: str | None = None) -> bool:
+    """Refresh the blocks of ``path`` between ``<!-- include: FILE -->`` and ``<!-- /include -->``
+    with the current text of FILE (relative to ``root``, default the folder of ``path``); returns
+    whether anything changed. The README's study numbers come from results/ this way."""
+    import re
+
+    root = root or os.path.dirname(os.path.abspath(path))
+    with open(path) as f:
+        text = f.read()
+
+    def fill(m):
+        with open(os.path.join(root, m.group(1))) as g:
+            return f"<!-- include: {m.group(1)} -->\n{g.read().rstrip()}\n<!-- /include -->"
+
+    new = re.sub(r"<!-- include: (\S+) -->\n.*?<!-- /include -->", fill, text, flags=re.S)
+    if new != text:
+        write_text(path, new)
+    return new != text
 
 
 # ------------------------------------------------------------------------------ figures
@@ -186,37 +229,37 @@ def plot_pretraining(results: dict, path: str, size: str | None = None) -> None:
 
 
 def plot_gaps(results: dict):
-    """Gap to dense of every arm, per cell, with 95% intervals: test loss and BLEU side by side.
-    Returns the figure (``write_outputs`` saves it; a notebook shows it)."""
+    """L, the share of the pre-training benefit each arm loses, per cell, with 95% intervals and
+    the declared margin: test loss and BLEU side by side. Returns the figure."""
     from .. import plots
 
     plt = plots._plt()
-    rows = [r for r in results["summary"] if r["arm"] != "dense"]
+    rows = [r for r in results["summary"] if r["arm"] not in ("dense", "scratch")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 + 0.3 * max(1, len(rows))))
-    for ax, metric, label in ((axes[0], "test_loss", "test-loss gap to dense (relative; > 0: worse)"),
-                              (axes[1], "bleu", "BLEU gap to dense (points; > 0: worse)")):
+    for ax, m in zip(axes, ("test_loss", "bleu")):
         pts = [{"label": f"{r['task']} {r['size']} {r['set']}: {r['arm']}", "group": r["arm"],
-                **({k: r[f'gap_{metric}'][k] for k in ("mean", "low", "high")} if r[f"gap_{metric}"] else
-                   {"mean": None})} for r in rows]
-        plots.plot_intervals(pts, ax=ax, xlabel=label, margin=results["grid"]["margins"][metric],
-                             colors={a: f"C{i}" for i, a in enumerate(ARM_ORDER)},
-                             title=f"{LABEL[metric]}: arm minus dense, mean of paired seeds")
+                **({k: r[f'lost_{m}'][k] for k in ("mean", "low", "high")} if r[f"lost_{m}"] else {"mean": None})}
+               for r in rows]
+        plots.plot_intervals(pts, ax=ax, xlabel="share of the pre-training benefit lost (> 0: worse than dense)",
+                             margin=results["grid"]["margins"][m], colors={a: f"C{i}" for i, a in enumerate(ARM_ORDER)},
+                             title=f"{LABEL[m]}, mean of seeds")
     fig.tight_layout()
     return fig
 
 
 def plot_claims(results: dict, path: str) -> None:
-    """The primary cell's claims as effects with 95% intervals (oriented: > 0 = as the paper says
-    for directional claims; = sparse worse for "no significant loss")."""
+    """One point per claim (its primary or first comparison): L with its 95% interval, oriented
+    so that > 0 is the loss ("no significant loss") or the claimed direction."""
     from .. import plots
 
     plt = plots._plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
-    for ax, metric in zip(axes, ("test_loss", "bleu")):
-        cs = [c for c, _ in headlines(results["claims"]) if c["metric"] == metric]
-        plots.plot_intervals([{"label": c["claim"], "mean": c["effect"], "low": c["ci_low"],
-                               "high": c["ci_high"]} for c in cs], ax=ax, title=f"claims on {LABEL[metric]}",
-                             xlabel="> 0: as the claim says (for \"no significant loss\": the loss)")
+    for ax, m in zip(axes, ("test_loss", "bleu")):
+        cs = [c for c, _ in headlines(results["claims"]) if c["measure"] == m]
+        plots.plot_intervals([{"label": f"{c['claim']} [{c['verdict']}]", "mean": c["effect"], "low": c["ci_low"],
+                               "high": c["ci_high"]} for c in cs], ax=ax, title=f"claims on {LABEL[m]}",
+                             margin=results["grid"]["margins"][m],
+                             xlabel="> 0: as the claim says (for \"no significant loss\": the share lost)")
     _save(axes[0], path)
 
 
@@ -250,20 +293,25 @@ def readme_section(results: dict, link: str = "") -> str:
         "",
         "Gates, per cell (task/size/set): dense BLEU "
         + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_f(r['bleu'], '{:.1f}')}" for r in dense)
-        + "; no pre-training (scratch) minus dense, test loss "
-        + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_ci(gap['mean'], gap['low'], gap['high'], '{:+.0%}')}"
+        + "; what dense pre-training buys over none (scratch minus dense, test loss, nats) "
+        + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_ci(gap['mean'], gap['low'], gap['high'], '{:.2f}')}"
                     for r in results["summary"] if r["arm"] == "scratch" and (gap := r["gap_test_loss"]))
         + "; dense pre-training val loss "
         + ", ".join(sorted({f"{r['size']} {r['pretrain_val_loss']:.2f}" for r in dense}))
         + f" nats/token against the corpus' unigram entropy {_f(results.get('unigram_entropy'), '{:.2f}')}.",
         "",
-        f"Claims at the primary cell (task {g['primary']['task']}, model {g['primary']['size']}, set "
-        f"{g['primary']['set']}); effects are paired per-seed means with 95% t-intervals; \"no significant loss\" "
-        "is judged by its 90% interval against the margin declared in the grid (TOST's upper test); directional "
-        "claims by whether the 95% interval excludes zero. Test-loss effects are relative to dense; BLEU in points; "
-        "positive = the sparse (or claimed-worse) arm is worse.",
+        f"Every claim is judged on L, the share of the pre-training benefit an arm loses, per seed "
+        "((arm - dense) / (scratch - dense) on test loss; (dense - arm) / (dense - scratch) on BLEU), by the rules "
+        f"in `{results['declaration']['file']}` (written {results['declaration']['written']}, before the first job): "
+        f"\"no significant loss\" holds when the 90% interval of L lies below the margin "
+        f"{g['margins']['test_loss']:g}, directional claims when the 95% interval of their difference of L excludes "
+        f"zero; an inconclusive interval wider than {g['gates']['precision']:g} x the margin is underpowered. Rows "
+        f"show the primary cell (task {g['primary']['task']}, model {g['primary']['size']}, set "
+        f"{g['primary']['set']}) or the claim's one comparison; all cells are in `claims.md`.",
         "",
         headline_table(results["claims"]),
+        "",
+        plain_words(results["claims"]),
         "",
         f"FLOPs (arithmetic, not a measurement): {flop['reason']}; at 75% the formula gives "
         + ", ".join(f"{k} {v['formula_reduction_75']:.2f}x" for k, v in flop["sizes"].items())
@@ -278,11 +326,12 @@ def readme_section(results: dict, link: str = "") -> str:
 
 
 def write_outputs(results: dict, out: str) -> None:
-    """results.json, results.csv, claims.json, summary.md, claims.md, README_section.md, figures."""
+    """results.json, results.csv, claims.json (the judged claims), flop_claim.json (arithmetic),
+    summary.md, claims.md, README_section.md, figures."""
     write_json(os.path.join(out, "results.json"), results)
     write_text(os.path.join(out, "results.csv"), _csv(results["rows"], CSV_FIELDS))
-    write_json(os.path.join(out, "claims.json"), [{k: c.get(k) for k in CLAIM_FIELDS} for c in results["claims"]]
-               + [results["flop_claim"]])
+    write_json(os.path.join(out, "claims.json"), [{k: c.get(k) for k in CLAIM_FIELDS} for c in results["claims"]])
+    write_json(os.path.join(out, "flop_claim.json"), results["flop_claim"])
     write_text(os.path.join(out, "summary.md"), summary_markdown(results["summary"]))
     write_text(os.path.join(out, "claims.md"), claims_markdown(results["claims"]) + "\n")
     write_text(os.path.join(out, "README_section.md"), readme_section(results, link=f"results/{results['grid']['name']}/"))
@@ -290,3 +339,10 @@ def write_outputs(results: dict, out: str) -> None:
         plot_pretraining(results, os.path.join(out, FIGURES[0]))
         _save(plot_gaps(results).axes[0], os.path.join(out, FIGURES[1]))
         plot_claims(results, os.path.join(out, FIGURES[2]))
+
+
+if __name__ == "__main__":  # python -m minispdf.study.report README.md: refresh its included results
+    import sys
+
+    for p in sys.argv[1:]:
+        print(f"{p}: {'updated' if sync_includes(p) else 'already in sync'}")

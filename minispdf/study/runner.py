@@ -23,7 +23,7 @@ from ..errors import MiniSPDFError
 from ..fileio import TMP_PREFIX, publish_folder, write_json, write_text
 from . import plan as plan_lib
 
-FORMAT = "minispdf-study-1"
+FORMAT = "minispdf-study-2"
 
 
 def read_json(path: str):
@@ -73,15 +73,18 @@ def _load(t: dict):
 def load_tasks(grid: dict) -> dict:
     """task key -> {"train" (fitted, capped), "val", "test" (the fixed evaluation inputs), "info"}."""
     from ..data import get_tokenizer
+    from ..tasks import Example
 
     tok = get_tokenizer(grid["tokenizer"])
     out = {}
     for key, t in grid["tasks"].items():
         task = _load(t)
-        train = task.train
-        if t.get("max_train_inputs") and len(train) > t["max_train_inputs"]:
+        train, dropped = _fit(task.train, tok, grid["block_size"])
+        if t.get("max_train_inputs") and len(train) > t["max_train_inputs"]:  # after fitting: exact counts
             train = _shuffled(train, f"cap:{key}", t["max_train_inputs"])
-        train, dropped = _fit(train, tok, grid["block_size"])
+        if t.get("train_refs"):  # fewer references per training input: a seeded choice of each's
+            train = [Example(e.input, _shuffled(e.references, f"refs:{key}:{i}", t["train_refs"]))
+                     for i, e in enumerate(train)]
         val, _ = _fit(task.val, tok, grid["block_size"])
         if len(train) < 4 or not task.test:
             raise MiniSPDFError(f"task {key}: {len(train)} training inputs fit block_size {grid['block_size']} and "
@@ -94,14 +97,15 @@ def load_tasks(grid: dict) -> dict:
     return out
 
 
-def task_for(entry: dict, set_frac: float, task_key: str):
-    """The task a cell fine-tunes on: a fixed (seeded) subset of the training inputs."""
+def task_for(entry: dict, set_frac: float, task_key: str, seed: int = 0):
+    """The task a cell fine-tunes on: a subset of the training inputs drawn with the cell's seed, so
+    that a set-size claim holds over subsets, not for one lucky (or unlucky) draw."""
     from ..tasks import Task
 
     train = entry["train"]
     n = max(4, round(set_frac * len(train)))
     if n < len(train):
-        train = _shuffled(train, f"set:{task_key}:{set_frac}", n)
+        train = _shuffled(train, f"set:{task_key}:{set_frac}:seed{seed}", n)
     return Task(entry["name"], entry["metric"], train, entry["val"], entry["test"], entry["info"]["about"])
 
 
@@ -152,7 +156,7 @@ def run_cell(out: str, cell: dict, tasks: dict, pre: dict | None, device: str) -
     from ..evaluate import evaluate_task
 
     s = cell["spec"]
-    task = task_for(tasks[s["task"]], s["set_frac"], s["task"])
+    task = task_for(tasks[s["task"]], s["set_frac"], s["task"], s["seed"])
     common = dict(task=task, max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
                   weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], eval_interval=0,
                   eval_iters=s["eval_iters"], seed=s["seed"], device=device, progress=False, tokenizer=s["tokenizer"])

@@ -8,6 +8,12 @@ order of every arm, so the noise that two arms share cancels in their per-seed d
 
 and every verdict is read off such an interval, with rules that are fixed before the run (the
 margins live in the grid file). Each rule can come out ``holds``, ``fails`` or ``inconclusive``.
+
+Power, before and after a run: with per-seed differences of spread ``sd``, ``n`` seeds give an
+interval of half-width ``t(q, n - 1) * sd / sqrt(n)`` (``halfwidth``); the smallest distance from
+the decision boundary that ``n`` seeds detect with 80% power is
+``(t(q, n - 1) + t(0.8, n - 1)) * sd / sqrt(n)`` (``mde``); ``q`` is 0.95 for the 90% interval of
+a non-inferiority claim and 0.975 for the 95% interval of a directional one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import asdict, dataclass
 from scipy.stats import t as student_t
 
 HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE = "holds", "fails", "inconclusive", "untestable"
+UNDERPOWERED = "underpowered"  # inconclusive, and the interval is too wide to lean either way
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, UNDERPOWERED, UNTESTABLE)
 
 
 @dataclass
@@ -41,7 +49,7 @@ def interval(diffs, level: float = 0.95) -> Interval | None:
     if len(d) < 2:
         return None
     mean = statistics.fmean(d)
-    half = student_t.ppf(0.5 + level / 2, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    half = float(student_t.ppf(0.5 + level / 2, len(d) - 1)) * statistics.stdev(d) / math.sqrt(len(d))
     return Interval(mean, mean - half, mean + half, len(d), level)
 
 
@@ -87,3 +95,24 @@ def directional(diffs, level: float = 0.95) -> tuple[str, Interval | None]:
     if ci.high < 0:
         return FAILS, ci
     return INCONCLUSIVE, ci
+
+
+def halfwidth(sd: float, n: int, q: float) -> float:
+    """Expected half-width of the interval of ``n`` differences with spread ``sd`` (``q``: 0.95 or 0.975)."""
+    return float(student_t.ppf(q, n - 1)) * sd / math.sqrt(n) if n > 1 else math.inf
+
+
+def mde(sd: float, n: int, q: float, power: float = 0.8) -> float:
+    """Minimum detectable effect: the distance from the decision boundary that ``n`` seeds detect
+    with probability ``power``."""
+    return float(student_t.ppf(q, n - 1) + student_t.ppf(power, n - 1)) * sd / math.sqrt(n) if n > 1 else math.inf
+
+
+def seeds_needed(sd: float, margin: float, q: float, most: int = 10_000) -> int | None:
+    """The fewest seeds whose expected half-width is within ``margin`` (None beyond ``most``)."""
+    n = 2
+    while halfwidth(sd, n, q) > margin:
+        n = n + 1 if n < 64 else n * 2
+        if n > most:
+            return None
+    return n
