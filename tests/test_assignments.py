@@ -363,7 +363,8 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     import csv
 
     rows = list(csv.DictReader(grades.open()))
-    assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook"]
+    assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook", "notes"]
+    assert rows[0]["notes"].startswith("sandbox: own process group") and rows[2]["notes"] == ""  # dave: not run
     got = [(r["student"], r["exercise"], r["points"], r["max_points"]) for r in rows]
     assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"), ("dave", "", "0", "0"),
                    ("carol", "", "0", "0"), ("carol", "loss_mask", "2", "2")]
