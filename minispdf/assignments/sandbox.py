@@ -112,10 +112,15 @@ def confine(box: Sandbox, keep_fd: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (box.file_size, box.file_size))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.chdir(box.folder)
+    home = box.folder
+    if box.uid is not None:  # root: the private folder becomes the whole file system it sees
+        os.chroot(box.folder)
+        os.chdir("/")
+        home = "/"
     keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL") if k in os.environ}
     os.environ.clear()
-    os.environ.update(keep, HOME=box.folder, TMPDIR=box.folder)
-    tempfile.tempdir = box.folder
+    os.environ.update(keep, HOME=home, TMPDIR=home)
+    tempfile.tempdir = home
     os.umask(0o077)
     if box.uid is not None:
         resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))  # this process only: no fork, no thread
