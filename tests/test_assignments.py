@@ -539,3 +539,51 @@ def test_attacks_on_the_grader_score_zero_and_classmates_keep_their_points(tmp_p
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(files_before + ["grades.csv"])
     time.sleep(3.5)  # the forked child, had there been one, would write this now
     assert not outside.exists()
+
+
+def _record(name, fn):
+    """The JSON record a worker makes of ``fn`` under exercise ``name``'s checks."""
+    from minispdf.assignments.replay import Recorder
+
+    rec = Recorder(fn)
+    for i, (_, run) in enumerate(A.EXERCISES[name].checks(rec)):
+        rec.start(i)
+        try:
+            run()
+        except Exception:
+            pass
+    return json.loads(json.dumps({"defined": True, "checks": rec.records}))
+
+
+def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot_make():
+    import copy
+
+    from minispdf.assignments.grading import judge
+    from minispdf.assignments.replay import decode, encode
+
+    record = _record("loss_mask", lambda p, n: [0] * (p - 1) + [1] * (n - p))
+    assert judge("loss_mask", {**record, "points": 1000, "passed": False})["points"] == 2  # only the calls count
+    tampered = copy.deepcopy(record)
+    tampered["checks"][0][0]["out"] = encode([1, 1, 1, 1, 1])
+    r = judge("loss_mask", tampered)
+    assert r["points"] == 0 and "got [1, 1, 1, 1, 1], expected [0, 0, 1, 1, 1]" in r["checks"][0]["message"], r
+    for junk in ({"t": "tensor", "dtype": "bool", "shape": [4], "data": "AAA="}, {"t": "pickle", "v": "gASV"},
+                 {"t": "int", "v": "1e9"}, {"t": "list", "v": [{"t": "list", "v": []}] * 2 + [7]}, [0, 1]):
+        bad = copy.deepcopy(record)
+        bad["checks"][1][0]["out"] = junk
+        r = judge("loss_mask", bad)
+        assert r["points"] == 0 and "malformed record" in r["checks"][1]["message"], (junk, r)
+    for value in (None, True, 3, -2.5, float("inf"), "s", (1, [2.0]), torch.arange(6).view(2, 3) > 2,
+                  torch.randn(3, dtype=torch.bfloat16), torch.empty(0, 4)):
+        back = decode(json.loads(json.dumps(encode(value))))
+        assert type(back) is type(value) and (torch.equal(back, value) if isinstance(value, torch.Tensor)
+                                               else back == value), value
+    assert repr(decode(encode({"a": 1}))) == "<dict object>"  # messages still name what was returned
+    r = judge("equal_flop_steps", _record("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense))
+    assert "(an int), got 750.0 (float)" in r["checks"][0]["message"]
+    r = judge("masked_step", _record("masked_step", masked_adamw_step))
+    assert r["passed"] and r["points"] == 3, r
+    r = judge("masked_step", _record("masked_step", forgot_the_moments))
+    assert "step 1: the exp_avg of parameter 0" in r["checks"][0]["message"] and r["points"] == 0
+    r = judge("loss_mask", _record("loss_mask", lambda p, n: 1 / 0))
+    assert r["checks"][0]["message"].startswith("ZeroDivisionError: division by zero (line ")
