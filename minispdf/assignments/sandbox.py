@@ -4,13 +4,14 @@ Each submission's worker (see :mod:`.worker`) calls :func:`confine` before any s
 a new session and process group (the grader kills the whole group), stdin/stdout/stderr on
 /dev/null and every other inherited file descriptor closed except its result channel, a scrubbed
 environment, a private working folder, and resource limits (address space, CPU time, file size,
-no core files). When the grader runs as root the worker also drops to a fresh uid/gid that no
-account and no process uses (so it can write only its private folder and world-writable places,
-cannot signal the grader or read its files, and with ``RLIMIT_NPROC`` 1 cannot start a process);
-after the worker the grader kills whatever still runs as that uid and removes what it left in
-the temp folders. Not confined: reading world-readable files (``/etc/hostname``, a submission
-folder left readable to all), CPU and memory bandwidth; and without root it runs as the grader's
-own user, which can read and write what the grader can and signal its processes.
+no core files). When the grader runs as root the worker also ``chroot``s into its private folder
+(it sees no other file) and drops to a fresh uid/gid that no account and no process uses (so it
+cannot signal the grader, and with ``RLIMIT_NPROC`` 1 cannot start a process or a thread); after
+the worker the grader kills whatever still runs as that uid and removes what it left in the temp
+folders. It can import only modules loaded before (see :func:`.worker.warm`). Not confined: CPU
+and memory bandwidth, the kernel; and without root there is no chroot and no user switch: the
+worker runs as the grader's own user, which can read and write what the grader can and signal
+its processes.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ class Sandbox:
 
     def describe(self) -> str:
         """One line for the CSV's notes column: what confined this submission."""
-        who = (f"as fresh uid {self.uid} (no account; no new processes)" if self.uid is not None
-               else "as the grader's own user (not root: no user switch)")
-        return (f"sandbox: own process group, {who}, private folder, no stdio or inherited files; limits: "
+        who = (f"as fresh uid {self.uid} (no account; no new processes), chroot to a private folder"
+               if self.uid is not None else "as the grader's own user (not root: no user switch, no chroot), "
+                                            "private working folder")
+        return (f"sandbox: own process group, {who}, no stdio or inherited files; limits: "
                 f"memory +{self.memory >> 20} MiB, CPU {self.cpu} s, files {self.file_size >> 20} MiB")
 
 

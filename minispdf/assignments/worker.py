@@ -35,12 +35,10 @@ def warm() -> None:
     ``torch._dynamo`` on first use) are done before a worker drops its privileges."""
     import importlib
 
-    import numpy  # noqa: F401  (the lessons' preamble)
-
     from .. import data
     from . import checks
 
-    for name in STDLIB:
+    for name in ("numpy",) + STDLIB:  # numpy: the lessons' preamble
         importlib.import_module(name)
     try:
         data.get_tokenizer("gpt2")  # the equal-FLOP check's GPT-2 sized models
