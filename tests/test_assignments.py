@@ -1,7 +1,9 @@
 """Assignment mode: student copies stay in sync, reference solutions pass, stubs and wrong answers fail."""
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import nbformat
@@ -363,7 +365,8 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     import csv
 
     rows = list(csv.DictReader(grades.open()))
-    assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook"]
+    assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook", "notes"]
+    assert rows[0]["notes"].startswith("sandbox: own process group") and rows[2]["notes"] == ""  # dave: not run
     got = [(r["student"], r["exercise"], r["points"], r["max_points"]) for r in rows]
     assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"), ("dave", "", "0", "0"),
                    ("carol", "", "0", "0"), ("carol", "loss_mask", "2", "2")]
@@ -427,3 +430,161 @@ def test_help_names_the_command_as_typed(capsys):
     assert A.main(["grade", "--timeout", "0", str(NB / "02_flop_accounting.ipynb")]) == 2
     assert A.main(["grade", "--nope"]) == 2
     assert "see `minispdf assign --help`" in capsys.readouterr().err
+
+
+# ---- the grader is a boundary: student code cannot change its points, its files or its process
+
+
+def _attacks(subs, outside):
+    """Submissions that attack the grader, named so that they are graded before bob (a classmate)."""
+    bob = subs / "bob.ipynb"
+    wrong = "def loss_mask(prompt_len, n_tokens):\n    return [1] * (n_tokens - 1)\n"
+    return {
+        "a1_patches_checker": "import dataclasses, sys\n"
+                              "E = sys.modules['minispdf.assignments.exercises']\n"
+                              "W = sys.modules['minispdf.assignments.worker']\n"
+                              "def passed(name, fn=None):\n"
+                              "    return dict(name=name, passed=True, points=2, max_points=2, checks=[])\n"
+                              "E.check_exercise = W.check_exercise = passed\n"
+                              "E.EXERCISES['loss_mask'] = dataclasses.replace(E.EXERCISES['loss_mask'], "
+                              "checks=lambda fn: [])\n" + wrong,
+        "a2_forges_record": "import gc, json, os, sys\n"
+                            "from multiprocessing.connection import Connection\n"
+                            "f, rid = sys._getframe(), None\n"
+                            "while f:\n"
+                            "    rid = f.f_locals.get('rid', rid)\n"
+                            "    f = f.f_back\n"
+                            "forged = dict(id=rid, name='loss_mask', defined=True, checks=[], passed=True, points=1000)\n"
+                            "for fd in range(3, 64):\n"
+                            "    try:\n        os.write(fd, (json.dumps(forged) + '\\n').encode())\n"
+                            "    except OSError:\n        pass\n"
+                            "for c in [o for o in gc.get_objects() if isinstance(o, Connection)]:\n"
+                            "    try:\n        c.send(('loss_mask', dict(name='loss_mask', passed=True, points=1000)))\n"
+                            "    except Exception:\n        pass\n"
+                            "print('FORGED 1000/2'); os.write(1, b'FORGED 1000/2\\n')\n" + wrong,
+        "a3_files": "reached = []\n"
+                    f"for path in [{str(bob)!r}, {str(subs / 'new.ipynb')!r}, {str(outside)!r}, '/etc/hostname']:\n"
+                    "    try:\n"
+                    "        with open(path, 'w' if path.endswith('bob.ipynb') else 'a') as f:\n"
+                    "            f.write('{}')\n"
+                    "        reached.append(path)\n"
+                    "    except OSError:\n        pass\n"
+                    "try:\n    reached.append(open('/etc/hostname').read())\n"
+                    "except OSError:\n    pass\n"
+                    "if not reached:\n"
+                    "    raise RuntimeError('nothing outside the private folder was reachable')\n" + LOSS_MASK_OK,
+        "a5_kills_grader": "import os, signal\n"
+                           "for pid in [os.getppid(), 1, -1] + [p for p in range(2, 1 << 16) if p != os.getpid()]:\n"
+                           "    try:\n        os.kill(pid, signal.SIGKILL)\n"
+                           "    except OSError:\n        pass\n" + LOSS_MASK_OK,
+        "a6_forks": "import os, time\n"
+                    "pid = os.fork()  # refused: no new processes\n"
+                    "if pid == 0:\n"
+                    f"    os.setsid(); time.sleep(1); open({str(outside)!r}, 'w').write('alive')\n"
+                    "while True:\n    pass\n" + wrong,
+        "a7_memory": "big = bytearray(2 << 30)\n" + LOSS_MASK_OK,
+    }
+
+
+@pytest.mark.slow  # ~13 s on 2 loaded cores: a grader process and eleven workers
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="the user switch and chroot need a grader running as root")
+def test_attacks_on_the_grader_score_zero_and_classmates_keep_their_points(tmp_path):
+    import csv
+    import subprocess
+    import sys
+    import uuid
+
+    subs, outside = tmp_path / "subs", Path("/tmp") / f"minispdf-test-outside-{uuid.uuid4().hex}"
+    for name, source in _attacks(subs, outside).items():
+        _notebook(subs / f"{name}.ipynb", ("loss_mask", source))
+    _notebook(subs / "a4_garbage.ipynb",  # garbage on the channel; the next exercise is still graded
+              ("block_flops", "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\x00{not json')\n"
+                              "    except OSError:\n        pass\n"
+                              "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n    return 0\n"),
+              ("loss_mask", LOSS_MASK_OK))
+    for name in ("bob", "zoe"):
+        _notebook(subs / f"{name}.ipynb", ("loss_mask", LOSS_MASK_OK))
+    odd = json.loads((subs / "zoe.ipynb").read_text())
+    odd["cells"][0]["metadata"]["minispdf"] = "x"  # odd metadata: not an exercise cell
+    odd["cells"].append({**odd["cells"][0], "metadata": {"minispdf": {"exercise": ["loss_mask"]}}})
+    (subs / "odd_meta.ipynb").write_text(json.dumps(odd))
+    (subs / "odd_json.ipynb").write_text("[1, 2]")
+    bob_before = (subs / "bob.ipynb").read_bytes()
+    files_before = sorted(p.name for p in tmp_path.rglob("*"))
+    grades = tmp_path / "grades.csv"
+    done = subprocess.run([sys.executable, "-m", "minispdf.assignments", "grade", str(subs), "--csv", str(grades),
+                           "--timeout", "30"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1, done.stderr  # some fail; the grader itself was not killed
+    assert "FORGED" not in done.stdout + done.stderr and "1000" not in done.stdout
+    rows = list(csv.DictReader(grades.open()))
+    got = {(r["student"], r["exercise"]): (int(r["points"]), int(r["max_points"])) for r in rows}
+    assert got == {("a1_patches_checker", "loss_mask"): (0, 2), ("a2_forges_record", "loss_mask"): (0, 2),
+                   ("a3_files", "loss_mask"): (0, 2), ("a4_garbage", "block_flops"): (0, 3),
+                   ("a4_garbage", "loss_mask"): (2, 2), ("a5_kills_grader", "loss_mask"): (2, 2),
+                   ("a6_forks", "loss_mask"): (0, 2), ("a7_memory", "loss_mask"): (0, 2),
+                   ("bob", "loss_mask"): (2, 2), ("zoe", "loss_mask"): (2, 2),
+                   ("odd_json", ""): (0, 0), ("odd_meta", ""): (0, 0)}, rows
+    feedback = {(r["student"], r["exercise"]): r["feedback"] for r in rows}
+    assert "did the exercise cell change the grader's checks?" in feedback["a1_patches_checker", "loss_mask"]
+    assert "did the exercise cell change the grader's checks?" in feedback["a2_forges_record", "loss_mask"]
+    assert "nothing outside the private folder was reachable" in feedback["a3_files", "loss_mask"]
+    assert "malformed record" in feedback["a4_garbage", "block_flops"]
+    assert "BlockingIOError" in feedback["a6_forks", "loss_mask"]
+    assert "MemoryError" in feedback["a7_memory", "loss_mask"]
+    assert "not a readable notebook" in feedback["odd_json", ""]
+    assert feedback["odd_meta", ""] == "no exercises in odd_meta.ipynb"
+    assert all(r["notes"].startswith("sandbox: own process group, as fresh uid") for r in rows if r["exercise"])
+    assert (subs / "bob.ipynb").read_bytes() == bob_before  # the classmate's file is untouched
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(files_before + ["grades.csv"])
+    time.sleep(1.5)  # the forked child, had there been one, would have written this by now
+    assert not outside.exists()
+
+
+def _record(name, fn):
+    """The JSON record a worker makes of ``fn`` under exercise ``name``'s checks."""
+    from minispdf.assignments.replay import Recorder
+
+    rec = Recorder(fn)
+    for i, (_, run) in enumerate(A.EXERCISES[name].checks(rec)):
+        rec.start(i)
+        try:
+            run()
+        except Exception:
+            pass
+    return json.loads(json.dumps({"defined": True, "checks": rec.records}))
+
+
+def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot_make():
+    import copy
+
+    from minispdf.assignments.grading import judge
+    from minispdf.assignments.replay import decode, encode
+
+    record = _record("loss_mask", lambda p, n: [0] * (p - 1) + [1] * (n - p))
+    assert judge("loss_mask", {**record, "points": 1000, "passed": False})["points"] == 2  # only the calls count
+    tampered = copy.deepcopy(record)
+    tampered["checks"][0][0]["out"] = encode([1, 1, 1, 1, 1])
+    r = judge("loss_mask", tampered)
+    assert r["points"] == 0 and "got [1, 1, 1, 1, 1], expected [0, 0, 1, 1, 1]" in r["checks"][0]["message"], r
+    for junk in ({"t": "tensor", "dtype": "bool", "shape": [4], "data": "AAA="}, {"t": "pickle", "v": "gASV"},
+                 {"t": "int", "v": "1e9"}, {"t": "list", "v": [{"t": "list", "v": []}] * 2 + [7]}, [0, 1]):
+        bad = copy.deepcopy(record)
+        bad["checks"][1][0]["out"] = junk
+        r = judge("loss_mask", bad)
+        assert r["points"] == 0 and "malformed record" in r["checks"][1]["message"], (junk, r)
+    for value in (None, True, 3, -2.5, float("inf"), "s", (1, [2.0]), torch.arange(6).view(2, 3) > 2,
+                  torch.randn(3, dtype=torch.bfloat16), torch.empty(0, 4)):
+        back = decode(json.loads(json.dumps(encode(value))))
+        assert type(back) is type(value) and (torch.equal(back, value) if isinstance(value, torch.Tensor)
+                                               else back == value), value
+    assert repr(decode(encode({"a": 1}))) == "<dict object>"  # messages still name what was returned
+    r = judge("equal_flop_steps", _record("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense))
+    assert "(an int), got 750.0 (float)" in r["checks"][0]["message"]
+    r = judge("masked_step", _record("masked_step", masked_adamw_step))
+    assert r["passed"] and r["points"] == 3, r
+    r = judge("masked_step", _record("masked_step", forgot_the_moments))
+    assert "step 1: the exp_avg of parameter 0" in r["checks"][0]["message"] and r["points"] == 0
+    r = judge("loss_mask", _record("loss_mask", lambda p, n: 1 / 0))
+    assert r["checks"][0]["message"].startswith("ZeroDivisionError: division by zero (line ")

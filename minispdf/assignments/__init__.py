@@ -16,8 +16,10 @@ reference solution::
   ``answer`` (the instructor's answers) are dropped; :func:`check_student_copies` says whether
   the committed copies are in sync; :func:`release` writes the bundle handed to students.
 * :func:`grade` runs only the exercise cells of a notebook, each exercise in a fresh namespace
-  in a worker process with a time limit, and checks each exercise's function against the
-  library's own implementation; :func:`grade_submissions` does so for a folder of students.
+  in a confined worker process with a time limit (:mod:`.sandbox`), records its function's calls
+  under the checks, and decides pass or fail in the grader by replaying that record into its own
+  checks against the library's implementation (:mod:`.replay`); :func:`grade_submissions` does
+  so for a folder of students.
   The same checks run inside the notebook, in the cell under each exercise (:func:`check`), so
   the tests a student is graded by are visible to them; :func:`hint` prints an exercise's hint.
 

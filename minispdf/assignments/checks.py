@@ -4,6 +4,10 @@ Each ``*_checks(fn)`` returns ``[(description, run), ...]``; ``run()`` raises :c
 with a message that says what was expected and why. The oracles are the library: ``sparsify``
 for the masks, ``flop_report`` for the FLOPs, ``tasks.encode_example`` for the loss mask, an
 AdamW step on masked gradients for the masked step, and the study's plan for equal-FLOP steps.
+
+Every input a check makes must be the same each time it is made (its own seeded generators, never
+torch's global one): the grader runs the checks twice, in its worker on the student's function and
+in its own process on the worker's record of that function's calls (see :mod:`.replay`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ Checks = list[tuple[str, Callable[[], None]]]
 
 class CheckFailed(AssertionError):
     pass
+
+
+class StudentRaised(Exception):
+    """What the student's function raised in the grader's worker, replayed in the grader: the
+    exception's type name, message and line, as data (the exception itself never leaves the worker)."""
+
+    def __init__(self, kind: str, message: str, where: str):
+        super().__init__(message)
+        self.kind, self.message, self.where = kind, message, where
 
 
 def _require(cond: bool, message: str) -> None:
@@ -195,6 +208,9 @@ def _masked_problem(seed: int):
     g = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Linear(12, 16), nn.Linear(16, 8))
     params = list(model.parameters())
+    with torch.no_grad():  # from g, not torch's global generator: the grader makes this problem again
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     opt = torch.optim.AdamW(params, **ADAMW)
     for _ in range(3):
         for p in params:

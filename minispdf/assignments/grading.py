@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import builtins
 import csv
+import dataclasses
 import io
+import json
+import os
+import secrets
+import select
 import symtable
-from multiprocessing.connection import wait
+import time
 from pathlib import Path
 
 from ..fileio import atomic_write_bytes
-from ..errors import MiniSPDFError
-from .exercises import EXERCISES
+from ..errors import MiniSPDFError, one_line
+from . import sandbox
+from .exercises import EXERCISES, result, run_checks
 from .notebooks import exercise_name, read_notebook
+from .replay import MAX_TEXT, Malformed, Replayer
 from .worker import PREAMBLE_NAMES, _strip_magics
 
 DEFAULT_TIMEOUT = 60.0  # seconds per exercise: the checks take about a second
 START_TIMEOUT = 300.0  # a worker's first start imports torch (only with the spawn fallback)
-CSV_COLUMNS = ("student", "exercise", "points", "max_points", "feedback", "notebook")
+MAX_RECORD = 64 << 20  # bytes of one exercise's record from the worker
+CSV_COLUMNS = ("student", "exercise", "points", "max_points", "feedback", "notebook", "notes")
 
 
 # ---- the static check: names an exercise cell takes from elsewhere
@@ -58,7 +66,7 @@ def _outside_warning(ex_name: str, cells) -> list[str]:
             "numpy as np`), so define or import them in this cell"]
 
 
-# ---- running the exercises of one notebook in worker processes
+# ---- running the exercises of one notebook in a confined worker, judging them here
 
 
 def _context():
@@ -77,54 +85,131 @@ def _failed(name: str, check: str, message: str) -> dict:
                 checks=[dict(check=check, passed=False, message=message)])
 
 
-def _receive(conn, proc, timeout):
-    """The worker's next message; "timeout" when none came in time; "died" when it ended first."""
-    ready = wait([conn, proc.sentinel], timeout)
-    if conn in ready or conn.poll():
-        try:
-            return conn.recv()
-        except EOFError:
-            return "died"
-    return "died" if ready else "timeout"
+class _Channel:
+    """Lines from the worker's end of a pipe, read with a deadline (a worker that writes half a
+    line and stops cannot hang the grader) and a size limit."""
+
+    def __init__(self, fd: int, sentinel: int):
+        self.fd, self.sentinel, self.buf, self.eof = fd, sentinel, b"", False
+
+    def line(self, timeout: float):
+        """The next line; "timeout" when none came in time; "died" when the worker ended first;
+        "too long" past :data:`MAX_RECORD` bytes."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if len(self.buf) > MAX_RECORD:
+                return "too long"
+            if self.eof:
+                return "died"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            ready, _, _ = select.select([self.fd, self.sentinel], [], [], left)
+            if self.fd in ready:
+                chunk = os.read(self.fd, 1 << 20)
+                self.buf += chunk
+                self.eof = not chunk
+            elif ready:  # the worker ended: take what it wrote, then stop
+                while select.select([self.fd], [], [], 0)[0] and (chunk := os.read(self.fd, 1 << 20)):
+                    self.buf += chunk
+                self.eof = True
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
 
 
-def _run_isolated(jobs: list[tuple[str, list]], timeout: float) -> dict[str, dict]:
-    """Results of ``jobs`` (``(name, cells)``), a worker per notebook, a new one after a time-out."""
-    from .worker import run_jobs
+def _parse(line: bytes, rid: str, name: str):
+    """The worker's record for request ``rid``, or None if it is not one (any other line: forged)."""
+    try:
+        msg = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(msg, dict) or msg.get("id") != rid or msg.get("name") != name:
+        return None
+    return msg
+
+
+def judge(name: str, msg: dict) -> dict:
+    """Pass or fail and the points of exercise ``name``, decided here by the grader's checks on the
+    worker's record of the student's function (see :mod:`.replay`)."""
+    if "cell_error" in msg:
+        error = msg["cell_error"]
+        return _failed(name, "cell runs", f"the exercise cell does not run: {error if isinstance(error, str) else '?'}"
+                                          [:MAX_TEXT])
+    if msg.get("defined") is not True:
+        return result(name, run_checks(name, None))
+    try:
+        replayer = Replayer(msg.get("checks"))
+    except Malformed as e:
+        return _failed(name, "grader's record", str(e))
+    return result(name, run_checks(name, replayer, before=replayer.start))
+
+
+def _run_isolated(jobs: list[tuple[str, list]], timeout: float) -> tuple[dict[str, dict], str]:
+    """Results of ``jobs`` (``(name, cells)``), a worker per notebook, a new one after a time-out or
+    a malformed record; and what confined the workers (for the CSV's notes)."""
+    from .worker import serve
 
     ctx, results, pending = _context(), {}, list(jobs)
-    while pending:
-        conn, child_conn = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=run_jobs, args=(child_conn, pending), daemon=True)
-        proc.start()
-        child_conn.close()
+    box = sandbox.prepare(timeout * len(jobs) + 10)
+    try:
+        while pending:
+            requests = [(secrets.token_hex(8), name, cells) for name, cells in pending]
+            box_now = dataclasses.replace(box, cpu=int(timeout * len(pending)) + 10)
+            conn, child_conn = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=serve, args=(child_conn, requests, box_now), daemon=True)
+            proc.start()
+            child_conn.close()
+            channel = _Channel(conn.fileno(), proc.sentinel)
+            try:
+                hello = _parse_hello(channel.line(START_TIMEOUT))
+                if hello is not True:
+                    for name, _ in pending:
+                        results[name] = _failed(name, "grader runs", hello)
+                    break
+                for rid, name, _ in requests:
+                    line = channel.line(timeout)
+                    msg = _parse(line, rid, name) if isinstance(line, bytes) else None
+                    if line == "timeout":
+                        results[name] = _failed(name, f"finishes within {timeout:g} s",
+                                                f"timed out after {timeout:g} s: an endless loop, or far too slow? "
+                                                "Grading stopped this exercise and went on")
+                    elif line == "died":
+                        proc.join(1)
+                        results[name] = _failed(name, "grader runs", f"the exercise ended the grader's process "
+                                                                     f"(exit code {proc.exitcode}): sys.exit, a "
+                                                                     "crash, or a limit (memory, CPU time)?")
+                    elif msg is None:
+                        results[name] = _failed(name, "grader's record", "the grader's worker sent a malformed "
+                                                "record: did the exercise cell write to the grader's channel?")
+                    else:
+                        results[name] = judge(name, msg)
+                    pending.pop(0)
+                    if msg is None:
+                        break  # this worker is gone, stuck or not to be trusted: a fresh one takes the rest
+            finally:
+                sandbox.stop(box, proc.pid)
+                if proc.is_alive():
+                    proc.kill()
+                proc.join()
+                conn.close()
+    finally:
+        sandbox.clean_up(box)
+    return results, box.describe()
+
+
+def _parse_hello(line):
+    if line == "timeout":
+        return "the grader's worker process did not start"
+    if isinstance(line, bytes):
         try:
-            if _receive(conn, proc, START_TIMEOUT) != ("ready", None):
-                for name, _ in pending:
-                    results[name] = _failed(name, "grader runs", "the grader's worker process did not start")
-                break
-            while pending:
-                name = pending[0][0]
-                msg = _receive(conn, proc, timeout)
-                if msg == "timeout":
-                    results[name] = _failed(name, f"finishes within {timeout:g} s",
-                                            f"timed out after {timeout:g} s: an endless loop, or far too slow? "
-                                            "Grading stopped this exercise and went on")
-                elif msg == "died":
-                    proc.join(1)
-                    results[name] = _failed(name, "grader runs", f"the exercise ended the grader's process "
-                                                                 f"(exit code {proc.exitcode}): sys.exit or a crash?")
-                else:
-                    results[name] = msg[1]
-                pending.pop(0)
-                if isinstance(msg, str):
-                    break  # this worker is gone or stuck: a fresh one takes the rest
-        finally:
-            if proc.is_alive():
-                proc.kill()
-            proc.join()
-            conn.close()
-    return results
+            msg = json.loads(line)
+        except ValueError:
+            msg = None
+        if msg == {"ready": True}:
+            return True
+        if isinstance(msg, dict) and isinstance(msg.get("unconfined"), str):
+            return f"the grader could not confine its worker, so it ran nothing: {msg['unconfined']}"[:MAX_TEXT]
+    return "the grader's worker process did not start"
 
 
 def _exercise_cells(nb, label: str) -> dict[str, list[tuple[str, str]]]:
@@ -132,26 +217,35 @@ def _exercise_cells(nb, label: str) -> dict[str, list[tuple[str, str]]]:
     for i, cell in enumerate(nb.cells):
         name = exercise_name(cell)
         if name:
-            cells.setdefault(name, []).append((f"<{label} cell {i} ({name})>", cell.source))
+            source = cell.get("source")
+            if not isinstance(source, str):
+                raise MiniSPDFError(f"cell {i} of {label} ({name}) has no text source: save the notebook "
+                                    "with Jupyter again")
+            cells.setdefault(name, []).append((f"<{label} cell {i} ({name})>", source))
     return cells
 
 
-def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT) -> dict:
+def _load(path: Path) -> dict[str, list[tuple[str, str]]]:
+    if not path.is_file():
+        raise MiniSPDFError(f"no notebook at {path}: pass the .ipynb to grade")
+    return _exercise_cells(read_notebook(path), path.name)
+
+
+def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None) -> dict:
     """Run the exercise cells of a notebook and check each exercise; nothing else is executed.
 
     Returns ``{"notebook", "exercises": {name: {"passed", "points", "max_points", "checks",
-    "warnings"}}, "passed", "total", "points", "max_points", "all_passed"}``, plus ``"note"``
-    when the notebook has no exercises. An exercise whose cell does not run, crashes or runs past
-    ``timeout`` seconds fails with a message saying so.
+    "warnings"}}, "passed", "total", "points", "max_points", "all_passed", "isolation"}``, plus
+    ``"note"`` when the notebook has no exercises. An exercise whose cell does not run, crashes or
+    runs past ``timeout`` seconds fails with a message saying so. ``cells``: the notebook's
+    exercise cells, read before (:func:`grade_submissions` reads every notebook first).
     """
     path = Path(notebook_path)
-    if not path.is_file():
-        raise MiniSPDFError(f"no notebook at {path}: pass the .ipynb to grade")
     if not timeout > 0:
         raise MiniSPDFError(f"--timeout {timeout} must be a positive number of seconds")
-    cells = _exercise_cells(read_notebook(path), path.name)
+    cells = _load(path) if cells is None else cells
     known = [(name, c) for name, c in cells.items() if name in EXERCISES]
-    results = _run_isolated(known, timeout) if known else {}
+    results, isolation = _run_isolated(known, timeout) if known else ({}, "")
     exercises = {}
     for name, c in cells.items():
         r = results.get(name) or _failed(name, "known exercise", f"unknown exercise {name!r}")
@@ -159,7 +253,8 @@ def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT) -> dict:
     passed = sum(e["passed"] for e in exercises.values())
     out = dict(notebook=str(path), exercises=exercises, passed=passed, total=len(exercises),
                points=sum(e["points"] for e in exercises.values()),
-               max_points=sum(e["max_points"] for e in exercises.values()), all_passed=passed == len(exercises))
+               max_points=sum(e["max_points"] for e in exercises.values()), all_passed=passed == len(exercises),
+               isolation=isolation)
     if not exercises:
         out["note"] = f"no exercises in {path.name}"
     return out
@@ -194,17 +289,41 @@ def submissions(paths) -> list[tuple[str, Path, bool]]:
     return found
 
 
+def _not_graded(student: str, path: Path, reason: str) -> dict:
+    return dict(student=student, notebook=str(path), exercises={}, passed=0, total=0, points=0, max_points=0,
+                all_passed=False, note=f"not graded: {reason}")
+
+
 def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
-    """:func:`grade` for every submission under ``paths``, each result with its ``"student"``."""
-    results = []
-    for student, path, named in submissions(paths):
+    """:func:`grade` for every submission under ``paths``, each result with its ``"student"``.
+
+    Every notebook is read before any student code runs (a cell that rewrites a classmate's file
+    on disk does not change what is graded), and a notebook that cannot be read or graded is a
+    row saying why: one submission never stops the rest of the class being graded.
+    """
+    found = submissions(paths)
+    loaded = []
+    for student, path, named in found:
         try:
-            results.append({"student": student, **grade(path, timeout)})
+            loaded.append((student, path, _load(path)))
         except MiniSPDFError as e:
             if named:
                 raise
-            results.append(dict(student=student, notebook=str(path), exercises={}, passed=0, total=0, points=0,
-                                max_points=0, all_passed=False, note=f"not graded: {e}"))
+            loaded.append((student, path, str(e)))
+        except Exception as e:  # a notebook shaped in a way nothing here expects
+            if named:
+                raise MiniSPDFError(f"{path} cannot be graded ({type(e).__name__}: {one_line(e)})") from None
+            loaded.append((student, path, f"{path.name} cannot be graded ({type(e).__name__}: {one_line(e)})"))
+    results = []
+    for student, path, cells in loaded:
+        if isinstance(cells, str):
+            results.append(_not_graded(student, path, cells))
+            continue
+        try:
+            results.append({"student": student, **grade(path, timeout, cells=cells)})
+        except Exception as e:
+            results.append(_not_graded(student, path, f"the grader failed on {path.name} "
+                                                       f"({type(e).__name__}: {one_line(e)})"))
     return results
 
 
@@ -218,7 +337,8 @@ def feedback(ex: dict) -> str:
 def csv_rows(results: list[dict]) -> list[dict]:
     rows = []
     for r in results:
-        base = dict(student=r.get("student", Path(r["notebook"]).stem), notebook=r["notebook"])
+        base = dict(student=r.get("student", Path(r["notebook"]).stem), notebook=r["notebook"],
+                    notes=r.get("isolation", ""))
         if "note" in r:
             rows.append({**base, "exercise": "", "points": 0, "max_points": 0, "feedback": r["note"]})
         for ex in r["exercises"].values():
@@ -244,7 +364,8 @@ def summary(results: list[dict]) -> str:
     """Per notebook its exercises; with more than one student, a points table at the end."""
     from .exercises import format_result
 
-    lines = []
+    isolation = {r.get("isolation") for r in results} - {"", None}
+    lines = [f"isolation: {isolation.pop()}"] if len(isolation) == 1 else []
     for r in results:
         who = f"{r['student']}: " if "student" in r else ""
         if "note" in r:

@@ -51,21 +51,30 @@ def dumps(nb) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def _metadata(cell) -> dict:
+    meta = cell.get("metadata", {})
+    return meta if isinstance(meta, dict) else {}
+
+
 def tags(cell) -> list:
-    return cell.get("metadata", {}).get("tags", [])
+    found = _metadata(cell).get("tags", [])
+    return found if isinstance(found, list) else []
 
 
 def exercise_name(cell) -> str | None:
     """The exercise a code cell holds: from its metadata, else (tagged ``exercise`` or with solution
-    markers) from a ``def`` of a known exercise function. None for an ordinary cell."""
+    markers) from a ``def`` of a known exercise function. None for an ordinary cell. Metadata of
+    another shape (``{"minispdf": "x"}``) is ignored, so odd metadata cannot stop grading."""
     if cell.get("cell_type") != "code":
         return None
-    name = cell.get("metadata", {}).get(META_KEY, {}).get("exercise")
-    if name:
+    ours = _metadata(cell).get(META_KEY)
+    name = ours.get("exercise") if isinstance(ours, dict) else None
+    if isinstance(name, str) and name:
         return name
-    if BEGIN in cell.source or EXERCISE_TAG in tags(cell):
+    source = cell.get("source")
+    if isinstance(source, str) and (BEGIN in source or EXERCISE_TAG in tags(cell)):
         for ex in EXERCISES.values():
-            if re.search(rf"^\s*def\s+{ex.function}\s*\(", cell.source, re.M):
+            if re.search(rf"^\s*def\s+{ex.function}\s*\(", source, re.M):
                 return ex.name
     return None
 

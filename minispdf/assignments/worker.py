@@ -1,31 +1,76 @@
-"""The grader's worker process: runs exercise cells and their checks, one exercise at a time.
+"""The grader's worker process: runs one submission's exercise cells and records its function's calls.
 
 It is started per notebook (one student's work), forked from a server that has imported torch
-and the library once, so a start costs milliseconds. Each exercise runs in a fresh namespace
-holding only what the lessons import first; the parent kills the worker when an exercise runs
-past its time limit and starts a new one for the rest.
+and the library once, so a start costs milliseconds. Before any student code runs it confines
+itself (:func:`.sandbox.confine`: own process group, limits, a fresh uid when the grader is root).
+Each exercise runs in a fresh namespace holding only what the lessons import first; then the
+exercise's checks run with a :class:`.replay.Recorder` in place of the student's function, and
+the worker sends the grader, as one line of JSON per exercise, what each call returned and left
+in its arguments. It sends no verdict and no points: the grader replays the record into its own
+copy of the checks (:mod:`.replay`). The parent kills the worker's process group when an
+exercise runs past its time limit and starts a new worker for the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import json
+import os
 
 import torch
 
-from .exercises import EXERCISES, check_exercise
+from .exercises import EXERCISES
+from .replay import MAX_TEXT, Recorder
+
+
+# Imported in the fork server, for cells that import them: a worker running as a fresh uid may
+# not be able to read the Python installation (e.g. under /root), so it can import only what is loaded.
+STDLIB = ("bisect", "collections", "copy", "dataclasses", "decimal", "fractions", "functools", "heapq",
+          "itertools", "math", "operator", "random", "re", "statistics", "string", "typing")
 
 
 def warm() -> None:
     """Load what the checks read, once, in the fork server (see :mod:`.preload`): every worker
-    forked from it starts with it, and a plain ``import minispdf.assignments`` stays light."""
-    from .. import data, flops, sparsity, tasks  # noqa: F401
-    from ..study import plan  # noqa: F401
+    forked from it starts with it, and a plain ``import minispdf.assignments`` stays light. The
+    checks' own paths run once here, so that their lazy imports (torch's optimizers import
+    ``torch._dynamo`` on first use) are done before a worker drops its privileges."""
+    import importlib
 
+    from .. import data
+    from . import checks
+
+    for name in ("numpy",) + STDLIB:  # numpy: the lessons' preamble
+        importlib.import_module(name)
     try:
         data.get_tokenizer("gpt2")  # the equal-FLOP check's GPT-2 sized models
     except Exception:
         pass  # that check will say what is missing
+    for name, solution in _SOLUTIONS.items():
+        for _, run in EXERCISES[name].checks(solution):
+            try:
+                run()
+            except Exception:
+                pass  # the worker will report it
+    checks._library_mask((4, 4), 0.5, "magnitude", torch.randn(4, 4))
+
+
+def _masked_step(params, masks, optimizer):
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            p.grad.mul_(m)
+        optimizer.step()
+        for p, m in zip(params, masks):
+            for t in (p, optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]):
+                t.mul_(m)
+
+
+# cheap stand-ins that take the checks down all their paths once (see warm): not every one passes
+_SOLUTIONS = {
+    "masked_step": _masked_step,
+    "equal_flop_steps": lambda steps, sparse, dense: round(steps * sparse / dense),
+    "loss_mask": lambda prompt_len, n_tokens: [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len),
+    "block_flops": lambda d_model, seq_len, n_head, sparsity: 0,
+    "random_mask": lambda shape, sparsity, generator=None: torch.zeros(shape, dtype=torch.bool),
+}
 
 
 PREAMBLE = "import math\nimport torch\nimport numpy as np"  # what the lessons import first
@@ -37,25 +82,50 @@ def _strip_magics(source: str) -> str:
 
 
 def run_exercise(name: str, cells: list[tuple[str, str]]) -> dict:
-    """Execute an exercise's cells (``(label, source)``) in a fresh namespace, then check it."""
+    """Execute an exercise's cells (``(label, source)``) in a fresh namespace, then run its checks
+    with a recorder: ``{"cell_error"}``, ``{"defined": False}`` or ``{"defined": True, "checks"}``."""
     namespace: dict = {"__name__": "__exercise__"}
     exec(PREAMBLE, namespace)
-    quiet = io.StringIO()  # a student's prints must not reach the grader's output
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-        for label, source in cells:
-            try:
-                exec(compile(_strip_magics(source), label, "exec"), namespace)
-            except Exception as e:
-                return dict(name=name, passed=False, points=0, max_points=EXERCISES[name].points,
-                            checks=[dict(check="cell runs", passed=False,
-                                         message=f"the exercise cell does not run: {type(e).__name__}: {e}")])
-        return check_exercise(name, namespace.get(EXERCISES[name].function))
+    for label, source in cells:
+        try:
+            exec(compile(_strip_magics(source), label, "exec"), namespace)
+        except Exception as e:
+            return {"cell_error": f"{type(e).__name__}: {e}"[:MAX_TEXT]}
+    fn = namespace.get(EXERCISES[name].function)
+    if not callable(fn):
+        return {"defined": False}
+    recorder = Recorder(fn)
+    try:
+        checks = EXERCISES[name].checks(recorder)
+    except Exception:
+        checks = []
+    for i, (_, run) in enumerate(checks):
+        recorder.start(i)
+        try:
+            run()
+        except Exception:
+            pass  # the grader's own checks decide; a failure here only ends this check's calls
+    return {"defined": True, "checks": recorder.records}
 
 
-def run_jobs(conn, jobs: list[tuple[str, list]]) -> None:
-    """Worker entry point: say ready, then send ``(name, result)`` after each exercise."""
+def _send(fd: int, msg: dict) -> None:
+    data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def serve(conn, jobs: list[tuple[str, str, list]], box) -> None:
+    """Worker entry point: confine, say ready, then send one record per ``(request id, name, cells)``."""
+    from .sandbox import confine
+
+    fd = conn.fileno()
+    try:
+        confine(box, fd)
+    except Exception as e:
+        _send(fd, {"unconfined": f"{type(e).__name__}: {e}"[:MAX_TEXT]})
+        os._exit(1)
     torch.set_num_threads(1)  # tiny tensors; and graders run side by side on shared machines
-    conn.send(("ready", None))
-    for name, cells in jobs:
-        conn.send((name, run_exercise(name, cells)))
-    conn.close()
+    _send(fd, {"ready": True})
+    for rid, name, cells in jobs:
+        _send(fd, {"id": rid, "name": name, **run_exercise(name, cells)})
+    os._exit(0)  # no exit handlers: nothing of the student's runs after the last record
