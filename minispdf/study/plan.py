@@ -75,7 +75,8 @@ def cell_spec(grid: dict, size: str, task: str, set_name: str, arm: dict, seed: 
     steps = grid["sizes"][size]["finetune_steps"]
     return {"size": size, "preset": grid["sizes"][size]["preset"], "overrides": grid["sizes"][size]["overrides"],
             "block_size": grid["block_size"], "tokenizer": grid["tokenizer"], "task": task,
-            "task_def": {k: t[k] for k in ("spec", "options", "eval_inputs", "max_new_tokens", "max_train_inputs", "train_refs")
+            "task_def": {k: t[k] for k in ("spec", "options", "eval_inputs", "max_new_tokens", "max_train_inputs",
+                                           "train_refs")
                          if k in t},
             "set": set_name, "set_frac": grid["sets"][set_name], "arm": arm["arm"], "keep_masks": arm["keep_masks"],
             "seed": seed, "pretrain": pre, "steps": steps, "batch_size": f["batch_size"], "lr": f["lr"],

@@ -70,7 +70,8 @@ def expected(claims: list[dict], prior: tuple[list[dict], str] | None) -> dict:
         rec = {"sd": sd, "from": src, "n_planned": c["n_planned"], "margin": c["margin"]}
         if sd is not None:
             half = st.halfwidth(sd, c["n_planned"], q)
-            rec.update(halfwidth=half, underpowered=half > c["margin"], seeds_needed=st.seeds_needed(sd, c["margin"], q))
+            rec.update(halfwidth=half, underpowered=half > c["margin"],
+                       seeds_needed=st.seeds_needed(sd, c["margin"], q))
         out["claims"][c["id"]] = rec
     return out
 
@@ -83,7 +84,8 @@ def table(claims: list[dict], power: dict) -> str:
         p = power["claims"][c["id"]]
         where = ", ".join(f"{k} {v}" for k, v in c["where"].items())
         if p["sd"] is None:
-            lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} seeds, no estimate ({p['from']})")
+            lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} seeds, no estimate "
+                         f"({p['from']})")
             continue
         flag = "UNDERPOWERED" if p["underpowered"] else "ok"
         need = p["seeds_needed"] if p["seeds_needed"] is not None else ">10000"

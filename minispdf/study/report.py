@@ -113,14 +113,15 @@ def summary_markdown(summary: list[dict]) -> str:
         lines += [f"### task {cell[0]}, model {cell[1]} ({rs[0]['n_params'] / 1e3:.0f}k parameters), "
                   f"fine-tuning set {cell[2]} (~{rs[0]['distinct_pairs_seen']:.0f} distinct pairs seen)", "",
                   "| arm | seeds | pre-training FLOPs (x dense) | pre-training val loss | test loss | gap to dense "
-                  "(nats, 95% CI) | L on test loss | BLEU | BLEU gap (points) | L on BLEU |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "(nats, 95% CI) | L on test loss | BLEU | BLEU gap (points) | L on BLEU |", "|---" * 10 + "|"]
         for r in rs:
             cis = {k: r[k] or {} for k in ("gap_test_loss", "lost_test_loss", "gap_bleu", "lost_bleu")}
             show = {k: _ci(v.get("mean"), v.get("low"), v.get("high"), "{:+.1f}" if k == "gap_bleu" else "{:+.3f}")
                     for k, v in cis.items()}
             lines.append(f"| {r['arm']} | {r['n_seeds']} | {_f(r['pretrain_flops_x_dense'], '{:.2f}')} | "
                          f"{_f(r['pretrain_val_loss'])} | {_f(r['test_loss'])} | {show['gap_test_loss']} | "
-                         f"{show['lost_test_loss']} | {_f(r['bleu'], '{:.1f}')} | {show['gap_bleu']} | {show['lost_bleu']} |")
+                         f"{show['lost_test_loss']} | {_f(r['bleu'], '{:.1f}')} | {show['gap_bleu']} | "
+                         f"{show['lost_bleu']} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -139,7 +140,8 @@ def _absolute(c: dict) -> str:
 
 
 def claims_markdown(claims: list[dict]) -> str:
-    lines = ["| claim | measure | where | L [95% CI] | absolute gap [95% CI] | margin | seeds | MDE | verdict | reason |",
+    lines = ["| claim | measure | where | L [95% CI] | absolute gap [95% CI] | margin | seeds | MDE | verdict "
+             "| reason |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in claims:
         lines.append(f"| {c['claim']} | {LABEL[c['measure']]} | {_where(c)} | {_effect(c)} | {_absolute(c)} | "
@@ -159,7 +161,7 @@ def headlines(claims: list[dict]) -> list[tuple[dict, list[dict]]]:
 def headline_table(claims: list[dict]) -> str:
     """One row per claim and measure at the grid's primary cell (or its one comparison); the other
     cells as a tally."""
-    lines = ["| claim | measure | where | L [95% CI] | absolute gap | verdict | all cells |", "|---|---|---|---|---|---|---|"]
+    lines = ["| claim | measure | where | L [95% CI] | absolute gap | verdict | all cells |", "|---" * 7 + "|"]
     for head, cs in headlines(claims):
         tally = ", ".join(f"{n} {v}" for v in st.VERDICTS if (n := sum(c["verdict"] == v for c in cs)))
         verdict = head["verdict"] + (f" ({head['reason']})" if head["verdict"] in (st.UNTESTABLE, st.UNDERPOWERED)
@@ -289,7 +291,8 @@ def readme_section(results: dict, link: str = "") -> str:
         f"{results['machine']['cpu']} ({results['machine']['cores']} cores), torch {results['machine']['torch']}, "
         f"{t['jobs']} parallel job(s) of {t['threads']} thread(s); commit `{results['commit']}`; wall time "
         f"{fmt_duration(t['wall_s'])} over {len(results['invocations'])} invocation(s) "
-        f"(estimate {fmt_duration(t['estimate_s'])}); {results['n_cells_done']}/{results['n_cells']} cells.",
+        f"(estimate {fmt_duration(t['estimate_s'])}); {results['n_cells_done']}/{results['n_cells']} cells."
+        + (f" Note: {inv['note']}" if inv.get("note") else ""),
         "",
         "Gates, per cell (task/size/set): dense BLEU "
         + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_f(r['bleu'], '{:.1f}')}" for r in dense)
@@ -316,7 +319,8 @@ def readme_section(results: dict, link: str = "") -> str:
         f"FLOPs (arithmetic, not a measurement): {flop['reason']}; at 75% the formula gives "
         + ", ".join(f"{k} {v['formula_reduction_75']:.2f}x" for k, v in flop["sizes"].items())
         + " for this grid's models (the training logs count "
-        + ", ".join(f"{k} {v['logged_reduction_75']:.2f}x" for k, v in flop["sizes"].items() if v["logged_reduction_75"])
+        + ", ".join(f"{k} {v['logged_reduction_75']:.2f}x" for k, v in flop["sizes"].items()
+                    if v["logged_reduction_75"])
         + ").",
         "",
         f"![gaps to dense with 95% intervals]({link}{FIGURES[1]})",
