@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, make_dataclass
 from .config import Parser, Settings, add_config_option, add_settings, build, parse, setting
 from .tokenizers import TOKENIZERS
 from .errors import MiniSPDFError
+from .fileio import writer_lock
 from .model import GPTConfig
 from .spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig, SparsityConfig
 from .train import TrainConfig
@@ -331,9 +332,11 @@ def cmd_evaluate(args):
     if os.path.isdir(pred):
         raise MiniSPDFError(f"--predictions {pred} is a folder: give a file path such as {pred}/predictions.jsonl")
     check_out_folder(os.path.dirname(os.path.abspath(pred)), "--predictions")
-    result = evaluate_task(model, tok, examples, method=s.decode, num_beams=s.num_beams,
-                           max_new_tokens=s.max_new_tokens, limit=s.limit, predictions_path=pred,
-                           metric=task.metric, metrics="default" if s.metrics is None else metrics, task=task.name)
+    with writer_lock(pred, "evaluate"):  # one writer per predictions file
+        result = evaluate_task(model, tok, examples, method=s.decode, num_beams=s.num_beams,
+                               max_new_tokens=s.max_new_tokens, limit=s.limit, predictions_path=pred,
+                               metric=task.metric, metrics="default" if s.metrics is None else metrics,
+                               task=task.name)
     result.update(task=task.name, split=s.split, ckpt=s.ckpt, read=task.description, counts=split_counts(task),
                   notes=task.notes + result.get("notes", []))
     _emit(args.json, result, format_report(result, f"{task.name} {s.split} ({s.decode} decoding)")

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Callable, Iterator
 
@@ -117,3 +118,66 @@ def put_back(holder: str, folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(os.path.join(holder, os.path.basename(os.path.abspath(folder))), folder)
     os.rmdir(holder)
+
+
+def lock_path(target: str) -> str:
+    """The lock file that guards the name ``target``: a hidden sibling, ``.NAME.minispdf.lock``.
+
+    Beside the target, not inside it, so that it guards the *name*: a folder published by
+    renaming a temp folder over it, or moved aside by ``--overwrite``, stays guarded. A symlink
+    is followed, so a link and its target are one name."""
+    real = os.path.realpath(target)
+    return os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.minispdf.lock")
+
+
+@contextlib.contextmanager
+def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[str]:
+    """``with writer_lock(out):`` -- one writer at a time for the file or folder ``target``.
+
+    An OS lock (``fcntl.flock``) on :func:`lock_path`, which also holds the holder's pid for the
+    message. A second process gets one :class:`MiniSPDFError` naming that pid (or, with ``wait``,
+    waits for it). The OS drops the lock when its holder dies, so a killed run's lock is taken over
+    with no questions asked. The file is removed on release; a process that locked a file just
+    removed (inode check) starts over, so two processes can never both hold one name.
+    """
+    import fcntl
+
+    path = lock_path(target)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as e:
+        raise MiniSPDFError(f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise MiniSPDFError(f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                if not wait:
+                    raise MiniSPDFError(f"{target} is in use by another minispdf {what} (pid {holder}): wait for "
+                                        "it to finish (or stop it), or choose another folder") from None
+                print(f"waiting for pid {holder}, which is writing {target}", file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder removed it as we opened it: lock the new one
+                os.close(fd)
+                continue
+        except BaseException:
+            os.close(fd)
+            raise
+        break
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # still holding it: a process waiting on this inode sees it gone and starts over
+        os.close(fd)

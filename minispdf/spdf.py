@@ -29,7 +29,7 @@ from . import data as data_lib
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .config import Settings, flat, from_keywords, setting
 from .errors import MiniSPDFError
-from .fileio import move_aside, put_back, write_json
+from .fileio import move_aside, put_back, write_json, writer_lock
 from .tokenizers import TOKENIZERS
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
@@ -139,6 +139,14 @@ def check_run_dir(run: RunConfig) -> None:
                             "replace it, or choose another --out")
 
 
+def run_lock(run: RunConfig):
+    """One writer per run folder (``fileio.writer_lock``), held from the folder checks to result.json.
+    Under torchrun rank 0 holds it: the other ranks write nothing there."""
+    if run.out is None or dist_info()[0] != 0:
+        return contextlib.nullcontext()
+    return writer_lock(run.out, "run")
+
+
 def prepare_run_dir(run: RunConfig) -> str | None:
     """``check_run_dir``, then make the folder. With ``overwrite`` an old run is moved aside, not
     deleted: ``_run`` deletes it once the new run has finished, or puts it back if it fails.
@@ -233,9 +241,10 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | 
     if masks.sparsity > 0:
         sparsify(net, masks.sparsity, method=masks.method, distribution=masks.distribution, include=masks.include,
                  scope=masks.scope, seed=masks.mask_seed)
-    backup = prepare_run_dir(run)  # only now, when nothing is left to fail on the settings
     meta = dict(phase="pretrain", tokenizer=tok.name, preset=preset, **asdict(pre), **asdict(masks))
-    return _run(net, batches, tcfg, run, meta, callbacks, flat(pre, spec, masks, tcfg), backup)
+    with run_lock(run):
+        backup = prepare_run_dir(run)  # only now, when nothing is left to fail on the settings
+        return _run(net, batches, tcfg, run, meta, callbacks, flat(pre, spec, masks, tcfg), backup)
 
 
 def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | None = None,
@@ -263,7 +272,6 @@ def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | N
         _check_resume_matches(run.out, dict(keep_masks=ft.keep_masks, task=task_name, data=ft.data))
     net, info, tok = _starting_model(ft, spec, tcfg)
     batches = _finetune_batches(ft, tok, net.config.block_size, tcfg.batch_size)
-    backup = prepare_run_dir(run)
 
     if not ft.keep_masks:
         densify(net)  # SPDF: the zeros become ordinary trainable weights
@@ -273,7 +281,9 @@ def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | N
     meta = dict(phase="finetune", tokenizer=tok.name, task=task_name, data=ft.data, keep_masks=ft.keep_masks,
                 mode=mode, **source)
     settings = {**flat(ft, spec, tcfg), "task": task_name}
-    return _run(net, batches, tcfg, run, meta, callbacks, settings, backup)
+    with run_lock(run):
+        backup = prepare_run_dir(run)
+        return _run(net, batches, tcfg, run, meta, callbacks, settings, backup)
 
 
 def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
