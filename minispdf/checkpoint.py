@@ -9,6 +9,7 @@ the tokenizer name and where the data came from. It is written atomically
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
@@ -43,7 +44,14 @@ def check_out_folder(out: str, flag: str = "--out") -> None:
 
 def save_checkpoint(path: str, payload: dict) -> None:
     payload = {"format": FORMAT, **payload}
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+    def write(f):
+        try:
+            torch.save(payload, f)
+        except RuntimeError as e:  # torch's writer reports a failed write (disk full, file too large) so
+            raise OSError(errno.EIO, f"torch.save failed: {one_line(e, 120)}") from None
+
+    atomic_write_bytes(path, write)
 
 
 def read_checkpoint(path: str, map_location="cpu") -> dict:

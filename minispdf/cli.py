@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, make_dataclass
 
 from .config import Parser, Settings, add_config_option, add_settings, build, parse, setting
 from .tokenizers import TOKENIZERS
-from .errors import MiniSPDFError
+from .errors import Interrupted, MiniSPDFError
 from .fileio import writer_lock
 from .model import GPTConfig
 from .spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig, SparsityConfig
@@ -483,9 +483,24 @@ def main(argv=None) -> int:
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"error: {e.strerror or e}{where}: check the path, its permissions and the free space", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        if e.saved and argv and argv[0] in ("pretrain", "finetune"):
+            print(f"continue with: {resume_command(argv)}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint (if any) is intact; continue with --resume", file=sys.stderr)
+        print("interrupted: nothing new was saved; a run folder's last checkpoint (if any) is intact",
+              file=sys.stderr)
         return 130
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted ``argv``: the same, with --resume, without --overwrite."""
+    import shlex
+
+    drop = ("--overwrite", "--no-overwrite", "--no_overwrite", "--resume", "--no-resume", "--no_resume")
+    kept = [a for a in argv if a.partition("=")[0] not in drop]
+    return "minispdf " + shlex.join([*kept, "--resume"])
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -28,7 +28,7 @@ import torch
 from . import data as data_lib
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .config import Settings, flat, from_keywords, setting
-from .errors import MiniSPDFError
+from .errors import Interrupted, MiniSPDFError
 from .fileio import move_aside, put_back, write_json, writer_lock
 from .tokenizers import TOKENIZERS
 from .flops import flop_report
@@ -184,8 +184,11 @@ def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callback
         if out and not resume and dist_info()[0] == 0:
             write_json(os.path.join(out, "settings.json"), settings)
         result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
-    except BaseException:
-        if backup:  # --overwrite of a run that then failed (or was interrupted): the old run comes back
+    except BaseException as e:
+        if backup and isinstance(e, Interrupted) and e.saved:  # both runs are kept: the new one to resume
+            kept = _keep_beside(backup, out)
+            e.args = (f"{e.args[0]}; the run it replaced is kept in {kept}",)
+        elif backup:  # --overwrite of a run that then failed: the old run comes back
             put_back(backup, out)
         elif out and not resume and dist_info()[0] == 0 and not os.path.exists(os.path.join(out, "ckpt.pt")):
             # a new run that failed before its first checkpoint: leave no half-made run behind
@@ -206,6 +209,17 @@ def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callback
         summary = {k: v for k, v in result.items() if k not in ("model", "history")}
         write_json(os.path.join(out, "result.json"), summary)
     return result
+
+
+def _keep_beside(holder: str, out: str) -> str:
+    """Move the run that ``move_aside`` put in ``holder`` to a visible ``OUT.old``, ``OUT.old2``, ..."""
+    n, kept = 1, f"{out.rstrip(os.sep)}.old"
+    while os.path.lexists(kept):
+        n += 1
+        kept = f"{out.rstrip(os.sep)}.old{n}"
+    os.replace(os.path.join(holder, os.path.basename(os.path.abspath(out))), kept)
+    os.rmdir(holder)
+    return kept
 
 
 def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | None = None,

@@ -19,9 +19,20 @@ TINY = ["--preset", "nano", "--block_size", "16", "--n_embd", "32", "--batch_siz
         "--eval_interval", "0", "--no-progress", "--device", "cpu"]
 
 
+DATA = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_data(tmp_path_factory):
+    """One prepared corpus for every process of this module (each would tokenize it again)."""
+    DATA["dir"] = str(tmp_path_factory.mktemp("data"))
+    yield
+    DATA.clear()
+
+
 def env():
     return {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1"}
+            "OMP_NUM_THREADS": "1", "MINISPDF_DATA_DIR": DATA["dir"]}
 
 
 def minispdf(cwd, *args, **kw):
@@ -83,8 +94,9 @@ def test_a_symlink_and_its_target_are_one_name(tmp_path):
                 pass
 
 
+@pytest.mark.slow
 def test_two_pretrains_into_one_folder_one_is_refused_with_the_holders_pid(tmp_path):
-    args = ["pretrain", *TINY, "--max_steps", "200", "--out", "race"]
+    args = ["pretrain", *TINY, "--max_steps", "120", "--out", "race"]
     minispdf(tmp_path, "prepare").wait()  # the corpus once, so that both start training at once
     a, b = minispdf(tmp_path, *args), minispdf(tmp_path, *args)
     (ca, _, ea), (cb, _, eb) = finish(a), finish(b)
@@ -94,6 +106,96 @@ def test_two_pretrains_into_one_folder_one_is_refused_with_the_holders_pid(tmp_p
     assert f"(pid {winner.pid})" in loser_err and "race is in use" in loser_err, loser_err
     run = tmp_path / "race"
     assert sorted(os.listdir(run)) == ["ckpt.pt", "log.jsonl", "result.json", "settings.json"]
-    assert [r["step"] for r in log_steps(run / "log.jsonl") if "loss" in r] == list(range(1, 201))
-    assert json.loads((run / "result.json").read_text())["step"] == 200
+    assert [r["step"] for r in log_steps(run / "log.jsonl") if "loss" in r] == list(range(1, 121))
+    assert json.loads((run / "result.json").read_text())["step"] == 120
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".lock")]
+
+
+# ------------------------------------------------------------------------------ interrupts keep the work
+
+STEPS = 24
+RUN = ["pretrain", *TINY, "--max_steps", str(STEPS), "--warmup_steps", "4", "--out", "run"]
+
+
+def trajectory(path):
+    """What a bit-exact resume must repeat: every step's loss and lr, and the counters."""
+    return [(r["step"], r["loss"], r["lr"], r["flops"], r["tokens"]) for r in log_steps(path) if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run, in another process like the interrupted ones."""
+    folder = tmp_path_factory.mktemp("reference")
+    code, _, err = finish(minispdf(folder, *RUN))
+    assert code == 0, err
+    return trajectory(folder / "run" / "log.jsonl")
+
+
+def interrupt(folder, sig, limit=None):
+    """Start RUN in ``folder``, send ``sig`` once a random number of steps is logged; returns (code, stderr)."""
+    import random
+
+    at = random.randint(2, STEPS // 2)
+    proc = minispdf(folder, *RUN)
+    log = folder / "run" / "log.jsonl"
+    while proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= at):
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    code, _, err = finish(proc)
+    return code, err
+
+
+def resume_command(err):
+    import shlex
+
+    line = [line for line in err.splitlines() if line.startswith("continue with: minispdf ")]
+    assert len(line) == 1, err
+    return shlex.split(line[0][len("continue with: minispdf "):])
+
+
+def checkpoint_step(path):
+    import torch
+
+    return torch.load(path, weights_only=True)["step"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_and_the_printed_command_resumes_bit_exactly(tmp_path, reference):
+    code, err = interrupt(tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err
+    step = checkpoint_step(tmp_path / "run" / "ckpt.pt")
+    assert 2 <= step < STEPS and f"SIGTERM at step {step} of {STEPS}" in err, err
+    assert trajectory(tmp_path / "run" / "log.jsonl")[-1][0] == step
+    code, _, err = finish(minispdf(tmp_path, *resume_command(err)))
+    assert code == 0, err
+    assert trajectory(tmp_path / "run" / "log.jsonl") == reference
+
+
+@pytest.mark.slow
+def test_sigint_then_a_failed_write_then_a_torn_log_and_the_run_still_ends_as_if_never_stopped(tmp_path, reference):
+    import resource
+
+    code, err = interrupt(tmp_path, signal.SIGINT)
+    assert code == 130 and "checkpoint run/ckpt.pt is saved" in err, err
+    assert sorted(os.listdir(tmp_path / "run")) == ["ckpt.pt", "log.jsonl", "settings.json"]  # kept, not deleted
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    before, step = ckpt.read_bytes(), checkpoint_step(ckpt)
+    assert step < STEPS
+    again = resume_command(err)
+
+    def small_files():  # the OS refuses to grow any file past half the checkpoint
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, len(before) // 2))
+
+    code, _, err = finish(minispdf(tmp_path, *again, preexec_fn=small_files))
+    assert code == 2 and len(errors(err)) == 1 and "Traceback" not in err, err
+    assert "cannot write run/ckpt.pt" in err and "previous version" in err and "intact" in err, err
+    assert ckpt.read_bytes() == before
+    assert not [n for n in os.listdir(tmp_path / "run") if n.startswith(".tmp-")]
+
+    with open(tmp_path / "run" / "log.jsonl", "a") as f:
+        f.write('{"step": 9999, "loss": 1.2')  # a run killed while writing its log
+    code, _, err = finish(minispdf(tmp_path, *again))
+    assert code == 0, err
+    assert "dropped the torn last line" in err, err
+    assert trajectory(tmp_path / "run" / "log.jsonl") == reference
