@@ -163,6 +163,9 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
                                         nargs="?" if default is None else None, default=default)
         elif typ is bool:
             action = group.add_argument("--" + f.name, action=argparse.BooleanOptionalAction, default=default)
+        elif f.metadata.get("append"):  # repeatable: a list of the values given
+            action = group.add_argument("--" + f.name, action="append", type=CONVERTERS[typ], default=default,
+                                        metavar=metavar or "TEXT")
         else:
             action = group.add_argument("--" + f.name, type=CONVERTERS[typ], default=default,
                                         metavar=metavar or {int: "N", float: "X", str: "TEXT"}[typ])
@@ -260,6 +263,8 @@ def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     values = {}
     for key, value in read_config_file(path).items():
         key = key.replace("-", "_")
+        if key == "history":  # a run's settings.json: the changes made on --resume, a record, not a setting
+            continue
         if key not in actions:
             close = difflib.get_close_matches(key, actions, n=1)
             raise MiniSPDFError(f"unknown setting {key!r} in {path}" + (f" (did you mean {close[0]!r}?)" if close else "")

@@ -199,3 +199,38 @@ def test_sigint_then_a_failed_write_then_a_torn_log_and_the_run_still_ends_as_if
     assert code == 0, err
     assert "dropped the torn last line" in err, err
     assert trajectory(tmp_path / "run" / "log.jsonl") == reference
+
+
+# ------------------------------------------------------------------------------ resume says what changed
+
+
+def test_a_changed_lr_on_resume_is_refused_then_allowed_by_name_and_recorded(tmp_path, monkeypatch, capsys):
+    from minispdf.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINISPDF_DATA_DIR", DATA["dir"])
+    base = ["pretrain", *TINY, "--max_steps", "4", "--out", "run"]
+    assert main([*base, "--stop_after", "2"]) == 0
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--resume", "--lr", "2e-3", "--batch_size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert errors(err) == [err.strip()], err
+    assert "(batch_size 2 -> 3, lr 0.001 -> 0.002)" in err and "--allow_change batch_size,lr" in err, err
+    assert main([*base, "--resume", "--allow_change", "lrr"]) == 2
+    assert "--allow_change lrr: no such setting" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before  # refusals touch nothing
+
+    assert main([*base, "--resume", "--lr", "2e-3", "--allow_change", "lr", "--stop_after", "3"]) == 0
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert saved["lr"] == 0.002 and saved["history"] == [{"step": 2, "changed": {"lr": [0.001, 0.002]}}]
+    # settings.json is still a config file: it continues the run as it is now; a larger max_steps is free
+    assert main(["pretrain", "--config", "run/settings.json", "--out", "run", "--resume", "--max_steps", "5",
+                 "--stop_after", "0"]) == 0
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert saved["history"][-1] == {"step": 3, "changed": {"max_steps": [4, 5]}}
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["step"] == 5
+    import torch
+
+    assert torch.load(ckpt, weights_only=True)["train_config"]["lr"] == 0.002  # the new lr was used
