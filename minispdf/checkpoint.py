@@ -65,7 +65,7 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):
+        if "unsupported global" not in str(e).lower():  # torch 2.13: "unsupported GLOBAL"
             raise MiniSPDFError(f"{path} is not a readable checkpoint (UnpicklingError): the file is corrupt or "
                                 "truncated; re-run the training that wrote it") from None
         raise MiniSPDFError(
@@ -81,7 +81,11 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise MiniSPDFError(f"{path} is not a minispdf checkpoint (no '{FORMAT}' format tag)")
     require_keys(ckpt, {"model": dict, "model_config": dict}, path)
+    require_keys(ckpt, {k: dict for k in OPTIONAL_DICTS if k in ckpt}, path)  # read with .get(...) everywhere
     return ckpt
+
+
+OPTIONAL_DICTS = ("meta", "train_config", "rng")
 
 
 # What ``--resume`` needs beyond the model: the rest of the training state.

@@ -96,7 +96,7 @@ def cmd_prepare(args):
         if s.data is not None:
             raise MiniSPDFError("prepare takes --data or --task, not both: run it once for each")
         return _prepare_task(s.task, args.json)
-    st = corpus_stats(s.data or "builtin", s.tokenizer, s.max_chars)
+    st = corpus_stats("builtin" if s.data is None else s.data, s.tokenizer, s.max_chars)
     tok = st["tokens"]
     _emit(args.json, st,
           f"{st['source']} with the {st['tokenizer']} tokenizer, in {st['folder']}\n"
@@ -181,7 +181,7 @@ def cmd_flops(args):
                          f"{r['reduction']:.2f}x" for r in rows)
         _emit(args.json, {"rows": rows}, text)
         return
-    preset = build(ModelConfig, args).preset or "tiny"
+    preset = build(ModelConfig, args, arch={}).preset or "tiny"  # the overrides (vocab_size too) are read below
     overrides = {k: getattr(args, k) for k in ARCH if getattr(args, k) is not None}
     report = flop_report(preset_config(preset, **overrides), sparsity=build(SparsityConfig, args).sparsity,
                          seq_len=s.seq_len, count_embedding=s.count_embedding)

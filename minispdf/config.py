@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import typing
 from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 
@@ -239,8 +238,11 @@ def _unknown(parser: argparse.ArgumentParser, extra: list[str], argv: list[str])
 
 
 def read_config_file(path: str) -> dict:
-    if not os.path.exists(path):
-        raise MiniSPDFError(f"config file {path} does not exist: check the path given to --config")
+    from .fileio import file_problem
+
+    why = file_problem(path)
+    if why:
+        raise MiniSPDFError(f"config file {path} {why}: check the path given to --config")
     try:
         if path.endswith(".toml"):
             import tomllib

@@ -37,7 +37,7 @@ import torch
 
 from minispdf.batches import TokenBatches  # noqa: F401  (spdf builds them as data.TokenBatches)
 from minispdf.errors import MiniSPDFError, one_line
-from minispdf.fileio import publish_folder, write_bytes, writer_lock
+from minispdf.fileio import file_problem, publish_folder, write_bytes, writer_lock
 from minispdf.tokenizers import get_tokenizer
 
 # Where prepared token files (and downloads) live; relative to the current directory.
@@ -95,8 +95,8 @@ def _load_builtin() -> str:
 
 def _load_file(path: str) -> str:
     p = Path(path)
-    if not p.is_file():
-        what = "is a directory" if p.is_dir() else "does not exist"
+    what = file_problem(p)
+    if what:
         raise MiniSPDFError(f"data file {path!r} {what}: pass a text file or one of: {_choices()}")
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -193,6 +193,8 @@ def load_corpus(source: str, max_chars: int | None = None, data_dir: str | None 
 
     Named sources win over files of the same name; write ``./builtin`` to mean a file.
     """
+    if not str(source).strip():
+        raise MiniSPDFError(f"--data is empty: pass one of {_choices()}, or a path to a .txt file")
     data_dir = data_dir or os.environ.get("MINISPDF_DATA_DIR") or DATA_DIR
     max_chars = max_chars or _default_max_chars(source)
     if source == "builtin":

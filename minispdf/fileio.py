@@ -77,8 +77,10 @@ def publish_folder(final: str) -> Iterator[str]:
     """Build a folder under a temporary name beside ``final``: ``with publish_folder(out) as tmp:``.
 
     When the block ends normally the folder replaces ``final`` (an old ``final`` is moved aside,
-    then deleted); on any error or interrupt it is deleted and ``final`` is left as it was.
+    then deleted); on any error or interrupt it is deleted and ``final`` is left as it was. A
+    symlink ``final`` stays: the folder it points to is the one replaced.
     """
+    final = os.path.realpath(final)
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(final))}-", dir=parent)
@@ -93,6 +95,7 @@ def publish_folder(final: str) -> Iterator[str]:
 
 def replace_folder(new: str, final: str) -> None:
     """Rename the folder ``new`` to ``final``; an old ``final`` is moved aside first, then deleted."""
+    final = os.path.realpath(final)  # a symlink names its target: the link stays, the target is replaced
     old = move_aside(final) if os.path.exists(final) else None
     try:
         os.replace(new, final)
@@ -106,7 +109,8 @@ def replace_folder(new: str, final: str) -> None:
 
 def move_aside(folder: str) -> str:
     """Move ``folder`` into a new hidden holder folder beside it; returns the holder, which
-    :func:`put_back` restores (or ``shutil.rmtree`` discards)."""
+    :func:`put_back` restores (or ``shutil.rmtree`` discards). A symlink's target is moved, not the link."""
+    folder = os.path.realpath(folder)
     name = os.path.basename(os.path.abspath(folder))
     holder = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-old-", dir=os.path.dirname(os.path.abspath(folder)))
     os.replace(folder, os.path.join(holder, name))
@@ -115,9 +119,22 @@ def move_aside(folder: str) -> str:
 
 def put_back(holder: str, folder: str) -> None:
     """Undo :func:`move_aside`: whatever is at ``folder`` now is deleted and the old one returns."""
+    folder = os.path.realpath(folder)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(os.path.join(holder, os.path.basename(os.path.abspath(folder))), folder)
     os.rmdir(holder)
+
+
+def file_problem(path) -> str | None:
+    """Why ``path`` cannot be read as a file ("does not exist", "is a directory", "is not a regular
+    file ..."), or None. A FIFO would block the reader forever and /dev/null reads as empty."""
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isfile(path):
+        return "is not a regular file (a pipe, device or socket)"
+    return None
 
 
 def lock_path(target: str) -> str:

@@ -170,8 +170,8 @@ def prepare_run_dir(run: RunConfig) -> str | None:
     backup = None
     try:
         if not resume and overwrite and os.path.isdir(out) and os.listdir(out):
-            backup = move_aside(out)
-        os.makedirs(out, exist_ok=True)
+            backup = move_aside(out)  # a symlinked --out: its target (the run) is moved, the link stays
+        os.makedirs(os.path.realpath(out), exist_ok=True)
     except OSError as e:
         raise MiniSPDFError(f"cannot make the run folder {out} ({e.strerror or e}): choose a writable --out") from None
     return backup
@@ -290,11 +290,12 @@ def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callback
 
 def _keep_beside(holder: str, out: str) -> str:
     """Move the run that ``move_aside`` put in ``holder`` to a visible ``OUT.old``, ``OUT.old2``, ..."""
-    n, kept = 1, f"{out.rstrip(os.sep)}.old"
+    real = os.path.realpath(out)
+    n, kept = 1, f"{real}.old"
     while os.path.lexists(kept):
         n += 1
-        kept = f"{out.rstrip(os.sep)}.old{n}"
-    os.replace(os.path.join(holder, os.path.basename(os.path.abspath(out))), kept)
+        kept = f"{real}.old{n}"
+    os.replace(os.path.join(holder, os.path.basename(real)), kept)
     os.rmdir(holder)
     return kept
 

@@ -234,3 +234,88 @@ def test_a_changed_lr_on_resume_is_refused_then_allowed_by_name_and_recorded(tmp
     import torch
 
     assert torch.load(ckpt, weights_only=True)["train_config"]["lr"] == 0.002  # the new lr was used
+
+
+# ------------------------------------------------------------------------------ the smaller cases: one line each
+
+
+def one_error(capsys, *argv):
+    from minispdf.cli import main
+
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code == 2 and errors(err) == [err.strip()], err
+    return err
+
+
+def test_deep_nesting_and_wrong_types_in_task_and_predictions_files_are_one_line(tmp_path, capsys):
+    from minispdf.evaluate import score_file
+    from minispdf.tasks.triples import load_dart_file
+
+    deep = "[" * 200_000 + "]" * 200_000
+    (tmp_path / "deep.json").write_text(deep)
+    with pytest.raises(MiniSPDFError, match="nested too deeply"):
+        load_dart_file(tmp_path / "deep.json")
+    (tmp_path / "five.json").write_text(json.dumps([{"tripleset": [["a", "b", "c"]], "annotations": 5}]))
+    with pytest.raises(MiniSPDFError, match="entry 0 has 'annotations' 5, not a list"):
+        load_dart_file(tmp_path / "five.json")
+    (tmp_path / "deep.jsonl").write_text('{"prediction": "a", "references": ' + deep + "}\n")
+    with pytest.raises(MiniSPDFError, match="nested too deeply"):
+        score_file(tmp_path / "deep.jsonl")
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"prediction": "a", "references": ["b", ""]}) + "\n")
+    err = one_error(capsys, "score", str(tmp_path / "empty.jsonl"))
+    assert "line 1 has an empty reference" in err
+
+
+def test_a_checkpoint_whose_meta_is_not_a_dictionary_is_damaged(tmp_path):
+    import torch
+
+    from minispdf.checkpoint import FORMAT, read_checkpoint
+
+    torch.save({"format": FORMAT, "model": {}, "model_config": {}, "meta": "oops"}, tmp_path / "c.pt")
+    with pytest.raises(MiniSPDFError, match="damaged: its 'meta' entry is missing or not a dictionary"):
+        read_checkpoint(str(tmp_path / "c.pt"))
+
+
+def test_flops_takes_the_vocab_size_its_help_lists(capsys):
+    from minispdf.cli import main
+
+    assert main(["flops", "--vocab_size", "50304", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["vocab_size"] == 50304
+
+
+def test_a_fifo_or_dev_null_is_not_a_regular_file_and_empty_data_is_not_builtin(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / "pipe.txt")  # reading it would block forever
+    for path in ("pipe.txt", os.devnull):
+        assert "is not a regular file" in one_error(capsys, "prepare", "--data", path)
+        assert "is not a regular file" in one_error(capsys, "score", path)
+        assert "is not a regular file" in one_error(capsys, "pretrain", "--config", path)
+    assert "--data is empty" in one_error(capsys, "prepare", "--data=")
+    assert "does not exist" in one_error(capsys, "prepare", "--data", "nowhere.txt")
+
+
+def test_overwrite_through_a_symlink_replaces_the_run_in_its_target(tmp_path, monkeypatch, capsys):
+    from minispdf.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINISPDF_DATA_DIR", DATA["dir"])
+    (tmp_path / "disk").mkdir()
+    os.symlink("disk/run", "run", target_is_directory=True)
+    args = ["pretrain", *TINY, "--max_steps", "2", "--out", "run"]
+    assert main(args) == 0
+    before = (tmp_path / "disk" / "run" / "ckpt.pt").read_bytes()
+    assert main([*args, "--overwrite", "--seed", "7"]) == 0
+    assert os.path.islink("run") and (tmp_path / "disk" / "run" / "ckpt.pt").read_bytes() != before
+    assert sorted(os.listdir(tmp_path / "disk")) == ["run"] and sorted(os.listdir(tmp_path)) == ["disk", "run"]
+
+
+def test_a_checkpoint_carrying_a_system_call_is_named_as_code_not_as_corrupt(tmp_path):
+    import torch
+
+    from minispdf.checkpoint import read_checkpoint
+
+    torch.save({"format": "minispdf-1", "hook": os.system}, tmp_path / "c.pt")  # torch 2.13: "unsupported GLOBAL"
+    with pytest.raises(MiniSPDFError, match="Python objects that a safe load refuses") as e:
+        read_checkpoint(str(tmp_path / "c.pt"))
+    assert "corrupt" not in str(e.value)
