@@ -445,13 +445,13 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
     if resume and not (ckpt_path and os.path.exists(ckpt_path)):
         raise MiniSPDFError(f"cannot resume: no checkpoint in {out_dir}: drop --resume to start a new run")
-    s = setup(model, cfg, ckpt_path, meta or {})
-    if resume:
-        restore(s)
-    log = RunLog(out_dir, s, resume)
-    bar = ProgressBar(s) if cfg.progress and s.rank == 0 else None
-    model.train()
-    with StopSignals(enabled=s.world == 1) as signals:
+    with StopSignals(enabled=dist_info()[2] == 1) as signals:  # from here, Ctrl-C stops at a step and saves it
+        s = setup(model, cfg, ckpt_path, meta or {})
+        if resume:
+            restore(s)
+        log = RunLog(out_dir, s, resume)
+        bar = ProgressBar(s) if cfg.progress and s.rank == 0 else None
+        model.train()
         try:
             train_loss = loop(s, batches, wrap(model, cfg, s), [log, *([bar] if bar else []), *callbacks, signals])
         finally:  # an error message must start on its own line, not after the bar
