@@ -125,6 +125,16 @@ def put_back(holder: str, folder: str) -> None:
     os.rmdir(holder)
 
 
+def read_json(path: str):
+    """The JSON value in ``path``, or None if it is missing or unreadable (a bookkeeping file that a
+    killed run may have left half-written is simply not there)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def file_problem(path) -> str | None:
     """Why ``path`` cannot be read as a file ("does not exist", "is a directory", "is not a regular
     file ..."), or None. A FIFO would block the reader forever and /dev/null reads as empty."""

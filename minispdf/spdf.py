@@ -19,7 +19,6 @@ overwritten unless asked.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass, fields
@@ -30,7 +29,7 @@ from . import data as data_lib
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .config import Settings, flat, from_keywords, setting
 from .errors import Interrupted, MiniSPDFError
-from .fileio import move_aside, put_back, write_json, writer_lock
+from .fileio import move_aside, put_back, read_json, write_json, writer_lock
 from .tokenizers import TOKENIZERS
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
@@ -237,11 +236,7 @@ def _resume_changes(out: str, settings: dict, allowed: tuple) -> dict | None:
 
 def read_settings(out: str) -> dict | None:
     """The run's settings.json, or None if it is missing or unreadable."""
-    try:
-        with open(os.path.join(out, "settings.json")) as f:
-            saved = json.load(f)
-    except (OSError, ValueError, RecursionError):
-        return None
+    saved = read_json(os.path.join(out, "settings.json"))
     return saved if isinstance(saved, dict) else None
 
 

@@ -12,7 +12,6 @@ small, two one-thread processes on two cores do nearly twice the work of one two
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import multiprocessing
 import os
 import random
@@ -20,18 +19,10 @@ import shutil
 import time
 
 from ..errors import MiniSPDFError
-from ..fileio import TMP_PREFIX, publish_folder, write_json, writer_lock
+from ..fileio import TMP_PREFIX, publish_folder, read_json, write_json, writer_lock
 from . import plan as plan_lib
 
 FORMAT = "minispdf-study-1"
-
-
-def read_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------------------------ tasks
