@@ -59,30 +59,69 @@ def log_steps(path):
 
 
 HOLD = textwrap.dedent("""
-    import sys, time
+    import contextlib, sys, time
     from minispdf.fileio import writer_lock
-    with writer_lock(sys.argv[1]):
+    with contextlib.ExitStack() as stack:
+        for target in sys.argv[1:]:
+            stack.enter_context(writer_lock(target))
         print("locked", flush=True)
         time.sleep(60)
 """)
 
 
-def test_a_held_lock_names_its_holder_and_a_killed_holders_lock_is_taken_over(tmp_path):
+@pytest.fixture
+def holder(tmp_path):
+    """Start a process that holds the locks of the given targets; it is killed at the end."""
+    procs = []
+
+    def start(*targets):
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, *map(str, targets)], env=env(), stdout=subprocess.PIPE,
+                                text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_held_lock_names_its_holder_and_a_killed_holders_lock_is_taken_over(tmp_path, holder):
     target = str(tmp_path / "run")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, target], env=env(), stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(MiniSPDFError, match=rf"in use by another minispdf run \(pid {holder.pid}\)"):
-            with writer_lock(target):
-                pass
-    finally:
-        holder.kill()  # SIGKILL: no clean-up, the lock file stays with a dead pid in it
-        holder.wait()
+    proc = holder(target)
+    with pytest.raises(MiniSPDFError, match=rf"in use by another minispdf run \(pid {proc.pid}\)"):
+        with writer_lock(target):
+            pass
+    proc.kill()  # SIGKILL: no clean-up, the lock file stays with a dead pid in it
+    proc.wait()
     assert os.path.exists(lock_path(target))
     with writer_lock(target) as path:  # the OS dropped the lock with its holder
         assert open(path).read() == str(os.getpid())
     assert not os.path.exists(lock_path(target))  # released: nothing left beside the folder
     assert os.listdir(tmp_path) == []
+
+
+def test_every_command_that_writes_a_folder_refuses_a_held_one(tmp_path, holder, monkeypatch, capsys):
+    from minispdf.cli import main
+    from minispdf.study import runner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINISPDF_DATA_DIR", DATA["dir"])
+    assert main(["pretrain", *TINY, "--max_steps", "1", "--out", "done"]) == 0
+    proc = holder("run", "demo", "study", "done/predictions-test.jsonl")
+    capsys.readouterr()
+    for argv in (["pretrain", *TINY, "--max_steps", "1", "--out", "run"],
+                 ["finetune", "--data", "builtin", *TINY, "--max_steps", "1", "--out", "run"],
+                 ["demo", "--quick", "--out", "demo"],
+                 ["evaluate", "--ckpt", "done", "--limit", "1", "--max_new_tokens", "1"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert errors(err) == [err.strip()] and f"(pid {proc.pid})" in err, (argv, err)
+    with pytest.raises(MiniSPDFError, match=f"study run \\(pid {proc.pid}\\)"):
+        with runner.Lock("study"):
+            pass
+    assert not os.path.exists("run") and not os.path.exists("demo") and not os.path.exists("study")
 
 
 def test_a_symlink_and_its_target_are_one_name(tmp_path):
