@@ -372,3 +372,25 @@ def test_a_checkpoint_carrying_a_system_call_is_named_as_code_not_as_corrupt(tmp
     with pytest.raises(MiniSPDFError, match="Python objects that a safe load refuses") as e:
         read_checkpoint(str(tmp_path / "c.pt"))
     assert "corrupt" not in str(e.value)
+
+
+def test_an_interrupted_overwrite_keeps_both_runs(tmp_path, monkeypatch):
+    from minispdf.errors import Interrupted
+    from minispdf.spdf import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINISPDF_DATA_DIR", DATA["dir"])
+    kw = dict(preset="nano", block_size=16, n_embd=32, batch_size=2, eval_iters=1, eval_interval=0, progress=False,
+              device="cpu", out="run")
+    pretrain(max_steps=2, **kw)
+    old = (tmp_path / "run" / "ckpt.pt").read_bytes()
+
+    def ctrl_c_at_step_3(event, record):  # a real SIGINT to this process, mid-run
+        if event == "step" and record["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted, match="SIGINT at step 3 of 6: .* the run it replaced is kept in .*run.old"):
+        pretrain(max_steps=6, overwrite=True, seed=5, callbacks=[ctrl_c_at_step_3], **kw)
+    assert checkpoint_step(tmp_path / "run" / "ckpt.pt") == 3  # the new run, to resume
+    assert (tmp_path / "run.old" / "ckpt.pt").read_bytes() == old  # the old one, untouched
+    assert sorted(os.listdir(tmp_path)) == ["run", "run.old"]
