@@ -9,6 +9,7 @@ the tokenizer name and where the data came from. It is written atomically
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
@@ -43,7 +44,14 @@ def check_out_folder(out: str, flag: str = "--out") -> None:
 
 def save_checkpoint(path: str, payload: dict) -> None:
     payload = {"format": FORMAT, **payload}
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+    def write(f):
+        try:
+            torch.save(payload, f)
+        except RuntimeError as e:  # torch's writer reports a failed write (disk full, file too large) so
+            raise OSError(errno.EIO, f"torch.save failed: {one_line(e, 120)}") from None
+
+    atomic_write_bytes(path, write)
 
 
 def read_checkpoint(path: str, map_location="cpu") -> dict:
@@ -57,7 +65,7 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):
+        if "unsupported global" not in str(e).lower():  # torch 2.13: "unsupported GLOBAL"
             raise MiniSPDFError(f"{path} is not a readable checkpoint (UnpicklingError): the file is corrupt or "
                                 "truncated; re-run the training that wrote it") from None
         raise MiniSPDFError(
@@ -73,7 +81,11 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise MiniSPDFError(f"{path} is not a minispdf checkpoint (no '{FORMAT}' format tag)")
     require_keys(ckpt, {"model": dict, "model_config": dict}, path)
+    require_keys(ckpt, {k: dict for k in OPTIONAL_DICTS if k in ckpt}, path)  # read with .get(...) everywhere
     return ckpt
+
+
+OPTIONAL_DICTS = ("meta", "train_config", "rng")
 
 
 # What ``--resume`` needs beyond the model: the rest of the training state.

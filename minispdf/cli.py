@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, make_dataclass
 
 from .config import Parser, Settings, add_config_option, add_settings, build, parse, setting
 from .tokenizers import TOKENIZERS
-from .errors import MiniSPDFError
+from .errors import Interrupted, MiniSPDFError
+from .fileio import writer_lock
 from .model import GPTConfig
 from .spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig, SparsityConfig
 from .train import TrainConfig
@@ -95,7 +96,7 @@ def cmd_prepare(args):
         if s.data is not None:
             raise MiniSPDFError("prepare takes --data or --task, not both: run it once for each")
         return _prepare_task(s.task, args.json)
-    st = corpus_stats(s.data or "builtin", s.tokenizer, s.max_chars)
+    st = corpus_stats("builtin" if s.data is None else s.data, s.tokenizer, s.max_chars)
     tok = st["tokens"]
     _emit(args.json, st,
           f"{st['source']} with the {st['tokenizer']} tokenizer, in {st['folder']}\n"
@@ -180,7 +181,7 @@ def cmd_flops(args):
                          f"{r['reduction']:.2f}x" for r in rows)
         _emit(args.json, {"rows": rows}, text)
         return
-    preset = build(ModelConfig, args).preset or "tiny"
+    preset = build(ModelConfig, args, arch={}).preset or "tiny"  # the overrides (vocab_size too) are read below
     overrides = {k: getattr(args, k) for k in ARCH if getattr(args, k) is not None}
     report = flop_report(preset_config(preset, **overrides), sparsity=build(SparsityConfig, args).sparsity,
                          seq_len=s.seq_len, count_embedding=s.count_embedding)
@@ -331,9 +332,11 @@ def cmd_evaluate(args):
     if os.path.isdir(pred):
         raise MiniSPDFError(f"--predictions {pred} is a folder: give a file path such as {pred}/predictions.jsonl")
     check_out_folder(os.path.dirname(os.path.abspath(pred)), "--predictions")
-    result = evaluate_task(model, tok, examples, method=s.decode, num_beams=s.num_beams,
-                           max_new_tokens=s.max_new_tokens, limit=s.limit, predictions_path=pred,
-                           metric=task.metric, metrics="default" if s.metrics is None else metrics, task=task.name)
+    with writer_lock(pred, "evaluate"):  # one writer per predictions file
+        result = evaluate_task(model, tok, examples, method=s.decode, num_beams=s.num_beams,
+                               max_new_tokens=s.max_new_tokens, limit=s.limit, predictions_path=pred,
+                               metric=task.metric, metrics="default" if s.metrics is None else metrics,
+                               task=task.name)
     result.update(task=task.name, split=s.split, ckpt=s.ckpt, read=task.description, counts=split_counts(task),
                   notes=task.notes + result.get("notes", []))
     _emit(args.json, result, format_report(result, f"{task.name} {s.split} ({s.decode} decoding)")
@@ -525,9 +528,24 @@ def main(argv=None) -> int:
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"error: {e.strerror or e}{where}: check the path, its permissions and the free space", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        if e.saved and argv and argv[0] in ("pretrain", "finetune"):
+            print(f"continue with: {resume_command(argv)}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint (if any) is intact; continue with --resume", file=sys.stderr)
+        print("interrupted: nothing new was saved; a run folder's last checkpoint (if any) is intact",
+              file=sys.stderr)
         return 130
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted ``argv``: the same, with --resume, without --overwrite."""
+    import shlex
+
+    drop = ("--overwrite", "--no-overwrite", "--no_overwrite", "--resume", "--no-resume", "--no_resume")
+    kept = [a for a in argv if a.partition("=")[0] not in drop]
+    return "minispdf " + shlex.join([*kept, "--resume"])
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import typing
 from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 
@@ -163,6 +162,9 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
                                         nargs="?" if default is None else None, default=default)
         elif typ is bool:
             action = group.add_argument("--" + f.name, action=argparse.BooleanOptionalAction, default=default)
+        elif f.metadata.get("append"):  # repeatable: a list of the values given
+            action = group.add_argument("--" + f.name, action="append", type=CONVERTERS[typ], default=default,
+                                        metavar=metavar or "TEXT")
         else:
             action = group.add_argument("--" + f.name, type=CONVERTERS[typ], default=default,
                                         metavar=metavar or {int: "N", float: "X", str: "TEXT"}[typ])
@@ -236,8 +238,11 @@ def _unknown(parser: argparse.ArgumentParser, extra: list[str], argv: list[str])
 
 
 def read_config_file(path: str) -> dict:
-    if not os.path.exists(path):
-        raise MiniSPDFError(f"config file {path} does not exist: check the path given to --config")
+    from .fileio import file_problem
+
+    why = file_problem(path)
+    if why:
+        raise MiniSPDFError(f"config file {path} {why}: check the path given to --config")
     try:
         if path.endswith(".toml"):
             import tomllib
@@ -260,6 +265,8 @@ def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     values = {}
     for key, value in read_config_file(path).items():
         key = key.replace("-", "_")
+        if key == "history":  # a run's settings.json: the changes made on --resume, a record, not a setting
+            continue
         if key not in actions:
             close = difflib.get_close_matches(key, actions, n=1)
             raise MiniSPDFError(f"unknown setting {key!r} in {path}" + (f" (did you mean {close[0]!r}?)" if close else "")

@@ -37,7 +37,7 @@ import torch
 
 from minispdf.batches import TokenBatches  # noqa: F401  (spdf builds them as data.TokenBatches)
 from minispdf.errors import MiniSPDFError, one_line
-from minispdf.fileio import publish_folder, write_bytes
+from minispdf.fileio import file_problem, publish_folder, write_bytes, writer_lock
 from minispdf.tokenizers import get_tokenizer
 
 # Where prepared token files (and downloads) live; relative to the current directory.
@@ -95,8 +95,8 @@ def _load_builtin() -> str:
 
 def _load_file(path: str) -> str:
     p = Path(path)
-    if not p.is_file():
-        what = "is a directory" if p.is_dir() else "does not exist"
+    what = file_problem(p)
+    if what:
         raise MiniSPDFError(f"data file {path!r} {what}: pass a text file or one of: {_choices()}")
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -193,6 +193,8 @@ def load_corpus(source: str, max_chars: int | None = None, data_dir: str | None 
 
     Named sources win over files of the same name; write ``./builtin`` to mean a file.
     """
+    if not str(source).strip():
+        raise MiniSPDFError(f"--data is empty: pass one of {_choices()}, or a path to a .txt file")
     data_dir = data_dir or os.environ.get("MINISPDF_DATA_DIR") or DATA_DIR
     max_chars = max_chars or _default_max_chars(source)
     if source == "builtin":
@@ -339,15 +341,22 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
     n_train = int(len(ids) * (1 - val_fraction))
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_dirs(data_dir, folder.name)
+    with writer_lock(str(folder), "prepare", wait=True):  # a shared cache: a second process waits, then reuses it
+        if _matches(folder, expected):
+            return TokenData(folder)
+        _remove_stale_temp_dirs(data_dir, folder.name)
+        _publish_tokens(folder, ids, n_train, dtype, meta={**expected, "dtype": np.dtype(dtype).name,
+                                                          "text_chars": len(text), "train_tokens": n_train,
+                                                          "val_tokens": len(ids) - n_train})
+    return TokenData(folder)
+
+
+def _publish_tokens(folder: Path, ids, n_train: int, dtype, meta: dict) -> None:
     with publish_folder(str(folder)) as tmp:  # an interrupted run leaves no half-written folder
         ids[:n_train].astype(dtype).tofile(os.path.join(tmp, "train.bin"))
         ids[n_train:].astype(dtype).tofile(os.path.join(tmp, "val.bin"))
-        meta = {**expected, "dtype": np.dtype(dtype).name, "text_chars": len(text),
-                "train_tokens": n_train, "val_tokens": len(ids) - n_train}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             f.write(json.dumps(meta, indent=2) + "\n")
-    return TokenData(folder)
 
 
 def _remove_stale_temp_dirs(data_dir: Path, name: str, max_age_s: float = 3600) -> None:

@@ -20,7 +20,7 @@ import os
 
 from .checkpoint import check_out_folder
 from .errors import MiniSPDFError
-from .fileio import publish_folder, write_text
+from .fileio import publish_folder, write_text, writer_lock
 
 SCALE_KEYS = ("pretrain_steps", "finetune_steps", "eval_inputs", "max_new_tokens")
 QUICK = {"pretrain_steps": 60, "finetune_steps": 40, "eval_inputs": 16, "max_new_tokens": 120}
@@ -54,15 +54,22 @@ def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = Fals
 
     grid = demo_grid(quick, seed, **scale)
     check_out_folder(out)
-    if os.path.exists(out) and not overwrite:
-        raise MiniSPDFError(f"{out} already exists: pass --overwrite to replace it (only once the new demo has "
-                            "finished) or choose another --out")
-    with publish_folder(out) as tmp:  # --overwrite: the old demo is replaced only once the new one is complete
+    # The lock guards the final name (publish_folder renames the finished demo into place); the
+    # check that ``out`` is new runs once it is held (a `with A, B:` enters A before making B).
+    with writer_lock(out, "demo"), publish_folder(_new_or_overwritten(out, overwrite)) as tmp:
         results = run_study(grid, tmp, device=device, jobs=jobs, log=log,
                             command="minispdf demo" + (" --quick" if quick else ""))
         write_text(os.path.join(tmp, "results.md"), format_table(results) + "\n\n" + caption(results) + "\n")
     results["out"] = out
     return results
+
+
+def _new_or_overwritten(out: str, overwrite: bool) -> str:
+    """``out``, if it does not exist or may be replaced (the new demo replaces it only once finished)."""
+    if os.path.exists(out) and not overwrite:
+        raise MiniSPDFError(f"{out} already exists: pass --overwrite to replace it (only once the new demo has "
+                            "finished) or choose another --out")
+    return out
 
 
 def format_table(results: dict) -> str:

@@ -16,3 +16,12 @@ def one_line(error: BaseException | str, limit: int = 200) -> str:
     if not text and isinstance(error, BaseException):
         text = type(error).__name__
     return text[:limit]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT or SIGTERM after its current step. ``saved`` is the checkpoint
+    written at that step (None without a run folder); ``signum`` the signal; the text says both."""
+
+    def __init__(self, message: str, signum: int, step: int, saved: str | None):
+        super().__init__(message)
+        self.signum, self.step, self.saved = signum, step, saved

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from .decoding import check_tokenizer, decode, device_of, eval_mode
 from .errors import MiniSPDFError, one_line
-from .fileio import write_text
+from .fileio import file_problem, write_text
 from .metrics import bleu, score_predictions
 from .tasks import SEPARATOR, Example, FinetuneBatches, training_pairs
 
@@ -141,8 +141,10 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
     (a string, a list of strings, or null); other fields (``input``, ``category``) are ignored.
     """
     path = os.fspath(predictions_path)
-    if not os.path.isfile(path):
-        raise MiniSPDFError(f"no predictions file at {path}: pass the JSONL that evaluate --predictions wrote")
+    why = file_problem(path)
+    if why:
+        where = f"no predictions file at {path}" if why == "does not exist" else f"predictions file {path} {why}"
+        raise MiniSPDFError(f"{where}: pass the JSONL that evaluate --predictions wrote")
     preds, refs, labels = [], [], []
     try:
         with io.open(path, encoding="utf-8") as f:
@@ -156,14 +158,18 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
                 pred, ref, label = row["prediction"], row["references"], row.get("subset")
                 if not isinstance(pred, str) or not isinstance(ref, list) or not all(isinstance(r, str) for r in ref):
                     raise ValueError(f"line {lineno} has the wrong field types")
+                if not ref or not all(r.strip() for r in ref):
+                    raise ValueError(f"line {lineno} has an empty reference: every reference needs some text")
                 if not (label is None or isinstance(label, str)
                         or (isinstance(label, list) and all(isinstance(x, str) for x in label))):
                     raise ValueError(f"line {lineno} has a subset that is not a string or a list of strings")
                 preds.append(pred)
                 refs.append(ref)
                 labels.append(label)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as e:
-        if isinstance(e, KeyError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError, RecursionError) as e:
+        if isinstance(e, RecursionError):
+            kind = "a line nested too deeply"
+        elif isinstance(e, KeyError):
             kind = f"missing field {e}"
         elif isinstance(e, UnicodeDecodeError):
             kind = "not UTF-8 text"

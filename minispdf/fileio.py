@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Callable, Iterator
 
@@ -76,8 +77,10 @@ def publish_folder(final: str) -> Iterator[str]:
     """Build a folder under a temporary name beside ``final``: ``with publish_folder(out) as tmp:``.
 
     When the block ends normally the folder replaces ``final`` (an old ``final`` is moved aside,
-    then deleted); on any error or interrupt it is deleted and ``final`` is left as it was.
+    then deleted); on any error or interrupt it is deleted and ``final`` is left as it was. A
+    symlink ``final`` stays: the folder it points to is the one replaced.
     """
+    final = os.path.realpath(final)
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(final))}-", dir=parent)
@@ -92,6 +95,7 @@ def publish_folder(final: str) -> Iterator[str]:
 
 def replace_folder(new: str, final: str) -> None:
     """Rename the folder ``new`` to ``final``; an old ``final`` is moved aside first, then deleted."""
+    final = os.path.realpath(final)  # a symlink names its target: the link stays, the target is replaced
     old = move_aside(final) if os.path.exists(final) else None
     try:
         os.replace(new, final)
@@ -105,7 +109,8 @@ def replace_folder(new: str, final: str) -> None:
 
 def move_aside(folder: str) -> str:
     """Move ``folder`` into a new hidden holder folder beside it; returns the holder, which
-    :func:`put_back` restores (or ``shutil.rmtree`` discards)."""
+    :func:`put_back` restores (or ``shutil.rmtree`` discards). A symlink's target is moved, not the link."""
+    folder = os.path.realpath(folder)
     name = os.path.basename(os.path.abspath(folder))
     holder = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-old-", dir=os.path.dirname(os.path.abspath(folder)))
     os.replace(folder, os.path.join(holder, name))
@@ -114,6 +119,92 @@ def move_aside(folder: str) -> str:
 
 def put_back(holder: str, folder: str) -> None:
     """Undo :func:`move_aside`: whatever is at ``folder`` now is deleted and the old one returns."""
+    folder = os.path.realpath(folder)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(os.path.join(holder, os.path.basename(os.path.abspath(folder))), folder)
     os.rmdir(holder)
+
+
+def read_json(path: str):
+    """The JSON value in ``path``, or None if it is missing or unreadable (a bookkeeping file that a
+    killed run may have left half-written is simply not there)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def file_problem(path) -> str | None:
+    """Why ``path`` cannot be read as a file ("does not exist", "is a directory", "is not a regular
+    file ..."), or None. A FIFO would block the reader forever and /dev/null reads as empty."""
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isfile(path):
+        return "is not a regular file (a pipe, device or socket)"
+    return None
+
+
+def lock_path(target: str) -> str:
+    """The lock file that guards the name ``target``: a hidden sibling, ``.NAME.minispdf.lock``.
+
+    Beside the target, not inside it, so that it guards the *name*: a folder published by
+    renaming a temp folder over it, or moved aside by ``--overwrite``, stays guarded. A symlink
+    is followed, so a link and its target are one name."""
+    real = os.path.realpath(target)
+    return os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.minispdf.lock")
+
+
+@contextlib.contextmanager
+def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[str]:
+    """``with writer_lock(out):`` -- one writer at a time for the file or folder ``target``.
+
+    An OS lock (``fcntl.flock``) on :func:`lock_path`, which also holds the holder's pid for the
+    message. A second process gets one :class:`MiniSPDFError` naming that pid (or, with ``wait``,
+    waits for it). The OS drops the lock when its holder dies, so a killed run's lock is taken over
+    with no questions asked. The file is removed on release; a process that locked a file just
+    removed (inode check) starts over, so two processes can never both hold one name.
+    """
+    import fcntl
+
+    path = lock_path(target)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as e:
+        raise MiniSPDFError(f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise MiniSPDFError(f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                if not wait:
+                    raise MiniSPDFError(f"{target} is in use by another minispdf {what} (pid {holder}): wait for "
+                                        "it to finish (or stop it), or choose another folder") from None
+                print(f"waiting for pid {holder}, which is writing {target}", file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder removed it as we opened it: lock the new one
+                os.close(fd)
+                continue
+        except BaseException:
+            os.close(fd)
+            raise
+        break
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # still holding it: a process waiting on this inode sees it gone and starts over
+        os.close(fd)

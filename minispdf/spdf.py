@@ -28,8 +28,8 @@ import torch
 from . import data as data_lib
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .config import Settings, flat, from_keywords, setting
-from .errors import MiniSPDFError
-from .fileio import move_aside, put_back, write_json
+from .errors import Interrupted, MiniSPDFError
+from .fileio import move_aside, put_back, read_json, write_json, writer_lock
 from .tokenizers import TOKENIZERS
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
@@ -81,8 +81,19 @@ class RunConfig(Settings):
     """Run folder: where the checkpoint, log and results go."""
     out: str | None = setting(None, "run folder for ckpt.pt, log.jsonl, settings.json and result.json "
                                     "(none: nothing is written)", metavar="DIR")
-    resume: bool = setting(False, "continue the run in --out from its checkpoint")
+    resume: bool = setting(False, "continue the run in --out from its checkpoint (with the same settings; a larger "
+                                  "--max_steps is allowed)")
+    allow_change: str | None = setting(None, "with --resume: let these settings differ from the run's (e.g. lr; "
+                                             "repeatable or comma-separated); settings.json records the change",
+                                       metavar="NAME", append=True)
     overwrite: bool = setting(False, "replace the run in --out (it is put back if the new run fails)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        names = self.allow_change if isinstance(self.allow_change, (list, tuple)) else [self.allow_change or ""]
+        self.allow_change = tuple(n.strip().lstrip("-") for part in names for n in str(part).split(",") if n.strip())
+        if self.allow_change and not self.resume:
+            raise MiniSPDFError("--allow_change only applies to a resumed run: add --resume, or drop it")
 
 
 @dataclass
@@ -139,6 +150,14 @@ def check_run_dir(run: RunConfig) -> None:
                             "replace it, or choose another --out")
 
 
+def run_lock(run: RunConfig):
+    """One writer per run folder (``fileio.writer_lock``), held from the folder checks to result.json.
+    Under torchrun rank 0 holds it: the other ranks write nothing there."""
+    if run.out is None or dist_info()[0] != 0:
+        return contextlib.nullcontext()
+    return writer_lock(run.out, "run")
+
+
 def prepare_run_dir(run: RunConfig) -> str | None:
     """``check_run_dir``, then make the folder. With ``overwrite`` an old run is moved aside, not
     deleted: ``_run`` deletes it once the new run has finished, or puts it back if it fails.
@@ -150,8 +169,8 @@ def prepare_run_dir(run: RunConfig) -> str | None:
     backup = None
     try:
         if not resume and overwrite and os.path.isdir(out) and os.listdir(out):
-            backup = move_aside(out)
-        os.makedirs(out, exist_ok=True)
+            backup = move_aside(out)  # a symlinked --out: its target (the run) is moved, the link stays
+        os.makedirs(os.path.realpath(out), exist_ok=True)
     except OSError as e:
         raise MiniSPDFError(f"cannot make the run folder {out} ({e.strerror or e}): choose a writable --out") from None
     return backup
@@ -167,7 +186,62 @@ def _check_resume_matches(out: str, given: dict) -> None:
                                 f"pass --{key} {saved[key]} to continue it, or start a new run without --resume")
 
 
-def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callbacks, settings: dict, backup=None):
+# Settings that change nothing a run computes: free on --resume.
+OPERATIONAL = ("device", "compile", "progress", "checkpoint_interval", "stop_after")
+# Checked on resume by their own messages (the checkpoint's architecture, tokenizer and masks), and
+# never changeable: the checkpoint holds them.
+FIXED = ("preset", "tokenizer", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "init", "sparsity",
+         "method", "distribution", "scope", "include", "mask_seed", "keep_masks")
+MISSING = "(not set)"
+
+
+def _resume_changes(out: str, settings: dict, allowed: tuple) -> dict | None:
+    """Compare every saved setting of the run in ``out`` with ``settings`` (those of this command).
+
+    A larger ``max_steps`` is allowed; any other change is refused with one line listing the old
+    and new values, unless named in ``allowed`` (``--allow_change``). Returns the history entry
+    to record in settings.json (``{"step": N, "changed": {name: [old, new]}}``), or None."""
+    ckpt = read_checkpoint(os.path.join(out, "ckpt.pt"))
+    step = ckpt.get("step")
+    if isinstance(step, int) and step >= settings.get("max_steps", 0):
+        return None  # train() refuses it, saying how far the run got
+    saved = read_settings(out)
+    if saved is None:  # a run written by an older version: its checkpoint's training settings
+        saved = ckpt.get("train_config") if isinstance(ckpt.get("train_config"), dict) else {}
+        settings = {k: v for k, v in settings.items() if k in saved}
+    known = set(saved) | set(settings)
+    wrong = [n for n in allowed if n not in known or n in OPERATIONAL or n in FIXED]
+    if wrong:
+        n = wrong[0]
+        why = ("it is free on --resume anyway" if n in OPERATIONAL else "the checkpoint fixes it"
+               if n in FIXED else "no such setting of this run")
+        raise MiniSPDFError(f"--allow_change {n}: {why}; name settings such as lr, batch_size, dropout")
+
+    def effective(d, key):  # an architecture setting left out means the preset's
+        if d.get(key) is None and key in ("dropout",):
+            return getattr(preset_config(d.get("preset") or "tiny"), key)
+        return d.get(key, MISSING)
+
+    changed = {k: [effective(saved, k), effective(settings, k)] for k in sorted(known - {"history"})
+               if k not in OPERATIONAL and k not in FIXED and effective(saved, k) != effective(settings, k)}
+    refused = {k: v for k, v in changed.items() if k not in allowed
+               and not (k == "max_steps" and isinstance(v[0], int) and v[1] > v[0])}
+    if refused:
+        listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in refused.items())
+        raise MiniSPDFError(f"cannot resume {out} with other settings ({listed}): repeat the run's settings "
+                            f"(--config {os.path.join(out, 'settings.json')}), or pass --allow_change "
+                            f"{','.join(refused)} to continue with the new values")
+    return {"step": step, "changed": changed} if changed else None
+
+
+def read_settings(out: str) -> dict | None:
+    """The run's settings.json, or None if it is missing or unreadable."""
+    saved = read_json(os.path.join(out, "settings.json"))
+    return saved if isinstance(saved, dict) else None
+
+
+def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callbacks, settings: dict, backup=None,
+         changes: dict | None = None):
     """Train in the run folder; ``settings.json`` (readable by ``--config``) first, ``result.json`` last."""
     from .train import train
 
@@ -175,9 +249,18 @@ def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callback
     try:
         if out and not resume and dist_info()[0] == 0:
             write_json(os.path.join(out, "settings.json"), settings)
+        elif out and dist_info()[0] == 0:  # resumed: today's settings, after the history of the changes
+            old = read_settings(out) or {}
+            history = [*old.get("history", []), *([changes] if changes else [])]
+            new = {**settings, **({"history": history} if history else {})}
+            if new != old:
+                write_json(os.path.join(out, "settings.json"), new)
         result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
-    except BaseException:
-        if backup:  # --overwrite of a run that then failed (or was interrupted): the old run comes back
+    except BaseException as e:
+        if backup and isinstance(e, Interrupted) and e.saved:  # both runs are kept: the new one to resume
+            kept = _keep_beside(backup, out)
+            e.args = (f"{e.args[0]}; the run it replaced is kept in {kept}",)
+        elif backup:  # --overwrite of a run that then failed: the old run comes back
             put_back(backup, out)
         elif out and not resume and dist_info()[0] == 0 and not os.path.exists(os.path.join(out, "ckpt.pt")):
             # a new run that failed before its first checkpoint: leave no half-made run behind
@@ -200,6 +283,18 @@ def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callback
     return result
 
 
+def _keep_beside(holder: str, out: str) -> str:
+    """Move the run that ``move_aside`` put in ``holder`` to a visible ``OUT.old``, ``OUT.old2``, ..."""
+    real = os.path.realpath(out)
+    n, kept = 1, f"{real}.old"
+    while os.path.lexists(kept):
+        n += 1
+        kept = f"{real}.old{n}"
+    os.replace(os.path.join(holder, os.path.basename(real)), kept)
+    os.rmdir(holder)
+    return kept
+
+
 def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | None = None,
              masks: SparsityConfig | None = None, training: TrainConfig | None = None,
              run: RunConfig | None = None, callbacks=(), **settings) -> dict:
@@ -217,8 +312,11 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | 
     if pre.init == "gpt2" and preset not in PRETRAINED:
         raise MiniSPDFError(f"--init gpt2 needs --preset {' or '.join(PRETRAINED)} (OpenAI's sizes), not {preset!r}")
     check_run_dir(run)
+    settings = flat(pre, spec, masks, tcfg)
+    changes = None
     if run.resume:
         _check_resume_matches(run.out, {**asdict(pre), **asdict(masks)})
+        changes = _resume_changes(run.out, settings, run.allow_change)
     tok = data_lib.get_tokenizer(spec.tokenizer or ("gpt2" if pre.init == "gpt2" else default_tokenizer(preset)))
     config = spec.gpt_config(tok.vocab_size)
     if masks.sparsity > 0:
@@ -233,9 +331,10 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | 
     if masks.sparsity > 0:
         sparsify(net, masks.sparsity, method=masks.method, distribution=masks.distribution, include=masks.include,
                  scope=masks.scope, seed=masks.mask_seed)
-    backup = prepare_run_dir(run)  # only now, when nothing is left to fail on the settings
     meta = dict(phase="pretrain", tokenizer=tok.name, preset=preset, **asdict(pre), **asdict(masks))
-    return _run(net, batches, tcfg, run, meta, callbacks, flat(pre, spec, masks, tcfg), backup)
+    with run_lock(run):
+        backup = prepare_run_dir(run)  # only now, when nothing is left to fail on the settings
+        return _run(net, batches, tcfg, run, meta, callbacks, settings, backup, changes)
 
 
 def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | None = None,
@@ -259,11 +358,13 @@ def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | N
         raise MiniSPDFError(f"--out {run.out} is the folder of --init_from: fine-tune into another folder, so the "
                             "pre-trained checkpoint survives")
     check_run_dir(run)
+    settings = {**flat(ft, spec, tcfg), "task": task_name}
+    changes = None
     if run.resume:
         _check_resume_matches(run.out, dict(keep_masks=ft.keep_masks, task=task_name, data=ft.data))
+        changes = _resume_changes(run.out, settings, run.allow_change)
     net, info, tok = _starting_model(ft, spec, tcfg)
     batches = _finetune_batches(ft, tok, net.config.block_size, tcfg.batch_size)
-    backup = prepare_run_dir(run)
 
     if not ft.keep_masks:
         densify(net)  # SPDF: the zeros become ordinary trainable weights
@@ -272,8 +373,9 @@ def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | N
     source = dict(init_from=ft.init_from, pretrain=info.get("meta", {}) if info else None)
     meta = dict(phase="finetune", tokenizer=tok.name, task=task_name, data=ft.data, keep_masks=ft.keep_masks,
                 mode=mode, **source)
-    settings = {**flat(ft, spec, tcfg), "task": task_name}
-    return _run(net, batches, tcfg, run, meta, callbacks, settings, backup)
+    with run_lock(run):
+        backup = prepare_run_dir(run)
+        return _run(net, batches, tcfg, run, meta, callbacks, settings, backup, changes)
 
 
 def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):

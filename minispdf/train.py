@@ -26,7 +26,9 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -36,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .config import setting
 from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
-from .errors import MiniSPDFError, one_line
+from .errors import Interrupted, MiniSPDFError, one_line
 from .fileio import write_text
 from .flops import flop_report
 from .sparsity import mask_state_keys, register_masks
@@ -59,7 +61,8 @@ class TrainConfig:
     eval_interval: int = setting(50, "steps between evaluations (0: only at the end)")
     eval_iters: int = setting(10, "batches per evaluation")
     log_interval: int = setting(1, "steps between log.jsonl records")
-    checkpoint_interval: int = setting(0, "steps between checkpoints (0: only at the end, or when stopped)")
+    checkpoint_interval: int = setting(0, "steps between checkpoints (0: only at the end; Ctrl-C, SIGTERM and "
+                                                    "--stop_after always save one at the current step)")
     stop_after: int = setting(0, "stop (with a checkpoint) at this step, to continue later with --resume (0: never)")
     seed: int = setting(1337, "seed of the initial weights, dropout and the data order")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
@@ -336,11 +339,32 @@ class RunLog:
         if self.path:
             os.makedirs(out_dir, exist_ok=True)
             if resume and os.path.exists(self.path):  # drop the records written after the checkpoint
-                with open(self.path) as f:
-                    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= s.step]
+                kept = [line for line, rec in self.read(self.path) if rec["step"] <= s.step]
                 write_text(self.path, "".join(kept))  # atomic: an interrupt keeps the old log
             elif not resume:
                 open(self.path, "w").close()
+
+    @staticmethod
+    def read(path: str) -> list[tuple[str, dict]]:
+        """``(line, record)`` of every record; a torn last line (the run was killed while writing
+        it) is dropped with a note, any other unreadable line is an error."""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if line.strip()]
+        out = []
+        for i, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+                if not (isinstance(rec, dict) and isinstance(rec.get("step"), int)):
+                    raise ValueError("not a record with a step")
+            except ValueError as e:
+                if i == len(lines):
+                    print(f"note: dropped the torn last line of {path} (the run was stopped while writing it)",
+                          file=sys.stderr)
+                    break
+                raise MiniSPDFError(f"{path} line {i} is not a log record ({one_line(e, 80)}): move the file away "
+                                    "to resume without the old log") from None
+            out.append((line if line.endswith("\n") else line + "\n", rec))
+        return out
 
     def __call__(self, event: str, record: dict) -> None:
         if event == "eval" or (event == "step" and (record["step"] % self.every == 0 or record["step"] == self.last)):
@@ -369,6 +393,38 @@ class ProgressBar:
         self.bar.close()
 
 
+class StopSignals:
+    """``with StopSignals() as signals:`` SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after the
+    current step (it is a callback that then returns True), so that ``train`` saves a checkpoint at
+    a step boundary; a second signal stops at once (KeyboardInterrupt). Off outside the main thread
+    (signal handlers cannot be set there) and under DDP (the ranks would stop at different steps)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt  # the second: now
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def __call__(self, event: str, record: dict) -> bool:
+        return self.signum is not None
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def notify(callbacks, event: str, record: dict) -> bool:
     """Tell every callback (none is skipped); True if any of them asks to stop."""
     return any([bool(cb(event, record)) for cb in callbacks])
@@ -389,21 +445,28 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
     if resume and not (ckpt_path and os.path.exists(ckpt_path)):
         raise MiniSPDFError(f"cannot resume: no checkpoint in {out_dir}: drop --resume to start a new run")
-    s = setup(model, cfg, ckpt_path, meta or {})
-    if resume:
-        restore(s)
-    log = RunLog(out_dir, s, resume)
-    bar = ProgressBar(s) if cfg.progress and s.rank == 0 else None
-    model.train()
-    try:
-        train_loss = loop(s, batches, wrap(model, cfg, s), [log, *([bar] if bar else []), *callbacks])
-    finally:  # an error message must start on its own line, not after the bar
-        if bar:
-            bar.close()
-    final = evaluate(s, batches)
-    if s.step == cfg.max_steps:
-        notify([log, *callbacks], "eval", final)
-    save(s)
+    with StopSignals(enabled=dist_info()[2] == 1) as signals:  # from here, Ctrl-C stops at a step and saves it
+        s = setup(model, cfg, ckpt_path, meta or {})
+        if resume:
+            restore(s)
+        log = RunLog(out_dir, s, resume)
+        bar = ProgressBar(s) if cfg.progress and s.rank == 0 else None
+        model.train()
+        try:
+            train_loss = loop(s, batches, wrap(model, cfg, s), [log, *([bar] if bar else []), *callbacks, signals])
+        finally:  # an error message must start on its own line, not after the bar
+            if bar:
+                bar.close()
+        if signals.signum is not None and s.step < cfg.max_steps:
+            save(s)  # whatever checkpoint_interval: the work so far is kept
+            name = signal.Signals(signals.signum).name
+            raise Interrupted(f"{name} at step {s.step} of {cfg.max_steps}: " + (
+                f"the checkpoint {ckpt_path} is saved at this step" if ckpt_path else "nothing saved (no run folder)"),
+                signals.signum, s.step, ckpt_path)
+        final = evaluate(s, batches)
+        if s.step == cfg.max_steps:
+            notify([log, *callbacks], "eval", final)
+        save(s)
     result = {
         "step": s.step, "max_steps": cfg.max_steps, "finished": s.step >= cfg.max_steps,
         "train_loss": train_loss, "val_loss": final["val_loss"],

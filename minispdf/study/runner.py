@@ -3,7 +3,7 @@
 Every finished job leaves one file written atomically (``pretrain/<name>/summary.json`` beside
 its checkpoint, ``cells/<name>.json``) and a rerun skips it; a pre-training run trains in a temp
 folder renamed into place only when complete, so a killed run leaves nothing that looks done.
-One process at a time may use a run folder (``.study.lock`` holds its pid).
+One process at a time may use a run folder (``fileio.writer_lock``).
 
 On a CPU the jobs run in ``jobs`` worker processes of one torch thread each: for models this
 small, two one-thread processes on two cores do nearly twice the work of one two-thread process.
@@ -12,7 +12,6 @@ small, two one-thread processes on two cores do nearly twice the work of one two
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import multiprocessing
 import os
 import random
@@ -20,18 +19,10 @@ import shutil
 import time
 
 from ..errors import MiniSPDFError
-from ..fileio import TMP_PREFIX, publish_folder, write_json, write_text
+from ..fileio import TMP_PREFIX, publish_folder, read_json, write_json, writer_lock
 from . import plan as plan_lib
 
 FORMAT = "minispdf-study-2"
-
-
-def read_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------------------------ tasks
@@ -188,40 +179,9 @@ def run_cell(out: str, cell: dict, tasks: dict, pre: dict | None, device: str) -
 # ------------------------------------------------------------------------------ scheduling
 
 
-class Lock:
-    """``OUT/.study.lock`` holds the pid of the run using OUT; a dead pid's lock is taken over."""
-
-    def __init__(self, out: str):
-        self.path = os.path.join(out, ".study.lock")
-
-    def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        try:
-            with open(self.path) as f:
-                pid = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        if pid and pid != os.getpid() and _alive(pid):
-            raise MiniSPDFError(f"another study run (pid {pid}) is using {os.path.dirname(self.path)}: wait for it "
-                                "to finish or choose another --out")
-        write_text(self.path, str(os.getpid()))
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def Lock(out: str):
+    """``with Lock(out):`` one study run per folder: :func:`minispdf.fileio.writer_lock` on OUT."""
+    return writer_lock(out, "study run")
 
 
 def clean_temps(out: str) -> None:

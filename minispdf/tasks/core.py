@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from minispdf.errors import MiniSPDFError
+from minispdf.fileio import file_problem
 
 #: The task names :func:`minispdf.tasks.load_task` accepts (before an optional ``:PATH`` or ``:easy``/``:hard``).
 TASK_NAMES = ("builtin", "e2e", "dart", "webnlg", "curation")
@@ -91,8 +92,11 @@ def group(pairs: Iterable[tuple], dedupe_from_other_entries: bool = False) -> li
 
 
 def require_file(path: Path, what: str) -> None:
-    if not path.exists():
+    why = file_problem(path)
+    if why == "does not exist":
         raise MiniSPDFError(f"{what} file not found: {path}; check the path (--task NAME:PATH)")
+    if why and why != "is a directory":
+        raise MiniSPDFError(f"{what} file {path} {why}; pass the {what} file itself (--task NAME:PATH)")
     if path.is_file() and path.stat().st_size == 0:
         raise MiniSPDFError(f"{path} is empty; pass a {what} file that has data in it (in the official format)")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from minispdf.errors import MiniSPDFError
+from minispdf.fileio import file_problem
 
 from .core import Example, NoReferencesError, Task, counts_text
 from .tables import load_curation_file, load_e2e_file
@@ -164,6 +165,8 @@ def load_task_files(
 def load_path(name: str, path: Path) -> Task:
     if not path.exists():
         raise MiniSPDFError(f"{name} file not found: {path}; check the path in --task {name}:PATH")
+    if not path.is_dir() and file_problem(path):  # a FIFO or a device: reading would block or find nothing
+        raise MiniSPDFError(f"{name} file {path} {file_problem(path)}; check the path in --task {name}:PATH")
     if path.is_file():
         task = Task(name, _METRICS[name], [], [], _FILE_LOADERS[name](path))
         task.description = f"{name} file {path} (all in test; see load_task_files/split_task): {counts_text(task)}"

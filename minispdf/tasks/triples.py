@@ -55,6 +55,8 @@ def _load_dart_json(path: Path) -> list[Example]:
         raise MiniSPDFError(f"{path} is not valid JSON ({one_line(e)}); pass the official DART JSON file") from None
     except UnicodeDecodeError as e:
         raise MiniSPDFError(f"{path} is not UTF-8 text ({one_line(e)}); pass the official DART JSON file") from None
+    except RecursionError:
+        raise MiniSPDFError(f"{path} is nested too deeply to be DART JSON; pass the official DART JSON file") from None
     if not isinstance(data, list):
         raise MiniSPDFError(
             f"{path}: expected a JSON list of entries {{tripleset, annotations}}, found {type(data).__name__}; "
@@ -75,6 +77,9 @@ def _load_dart_json(path: Path) -> list[Example]:
         except (MiniSPDFError, TypeError) as e:
             raise MiniSPDFError(f"{path}: entry {i}: {one_line(e)}") from None
         anns = entry["annotations"] or []
+        if not isinstance(anns, list):
+            raise MiniSPDFError(f"{path}: entry {i} has 'annotations' {anns!r}, not a list of {{source, text}}; "
+                                "fix or delete the entry")
         texts = [clean(a.get("text")) if isinstance(a, dict) else clean(a) for a in anns]
         texts = [t for t in texts if t]
         if not inp:
