@@ -72,15 +72,22 @@ import matplotlib.pyplot as plt
 
 from minispdf.study import report, resolve_grid, run_study
 
-if RERUN or not os.path.exists(P["results"]):
+path = P["results"]
+run_here = RERUN or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
+if not run_here and not os.path.exists(path):  # never start a long study by surprise
+    print(f"{path} is not committed yet: reading the default study instead; set RERUN = True to run "
+          f"the {P['grid']!r} grid here")
+    path = SCALES["default"]["results"]
+if run_here:
     results = run_study(resolve_grid(P["grid"]), out=f"{RUNS}/study-{P['grid']}", device=DEVICE, jobs=P["jobs"])
 else:
-    with open(P["results"]) as f:
+    with open(path) as f:
         results = json.load(f)
 grid = results["grid"]
 print(f"grid {grid['name']!r}: {grid['description']}")
 print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-training runs, "
-      f"run on {results['machine']['cpu']} at commit {results['commit']}")
+      f"run on {results['machine']['cpu']} at commit {results['commit']}; judged by "
+      f"{results['declaration']['file']}, declared {results['declaration']['written']}")
 
 # %% [markdown]
 # ## Arms, paired by seed
@@ -89,18 +96,31 @@ print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-trainin
 # and sees the same data order for a given seed: `dense`, `spdf50`, `spdf75` (sparse
 # pre-training, dense fine-tuning), `spsf75` (masks kept while fine-tuning), `eqflop75` (dense
 # pre-training stopped at the FLOPs of `spdf75`) and `scratch` (no pre-training). So the
-# noise two arms share cancels in their per-seed difference. The table shows each arm's mean
-# over seeds and its gap to dense with a 95% t-interval.
+# noise two arms share cancels in their per-seed difference.
+#
+# ## The share of the benefit lost
+#
+# Pre-training is worth something: the dense arm ends far below `scratch`. The question SPDF
+# asks is how much of that worth a sparse run keeps. Per seed, on test loss,
+#
+# $$L = \frac{\text{arm} - \text{dense}}{\text{scratch} - \text{dense}}$$
+#
+# (on BLEU, $(\text{dense} - \text{arm}) / (\text{dense} - \text{scratch})$): $L = 0$ keeps all of
+# it, $L = 1$ keeps nothing. A gap *relative to the dense loss* would be the wrong scale: when
+# dense fine-tuning drives the test loss near zero, 1% of it is smaller than the seed-to-seed
+# noise, and no number of seeds a course can afford would show "no loss". $L$ shares one scale
+# across tasks. The table shows each arm's mean over seeds, its gap to dense in nats and BLEU
+# points, and its $L$, each with a 95% t-interval over the paired seeds.
 
 # %%
 print(report.summary_markdown(results["summary"]))
 
 # %% [markdown]
-# ## The gaps, with their intervals
+# ## L, with its intervals
 #
-# A gap whose interval crosses zero is not distinguishable from dense with these seeds. The
-# dashed line is the margin declared in the grid *before* the run (1% of the dense test loss,
-# 1 BLEU point): "no significant loss" holds only when the interval sits left of it.
+# The dashed line is the margin declared *before* the run (0.10: "keeps at least 90% of what
+# dense pre-training buys"; it is in `declared.json`, written before the first job): "no
+# significant loss" holds only when the interval sits left of it.
 
 # %%
 report.plot_gaps(results)
@@ -110,61 +130,60 @@ plt.show()
 # ## The verdicts
 #
 # Each claim is judged by a rule that could have gone the other way: *holds*, *fails*,
-# *inconclusive* (the interval is too wide to tell) or *untestable* (a gate failed: the dense
-# model did not beat no pre-training, its BLEU is below 10, or pre-training never left the
-# loss of a unigram model). One row per claim at the grid's primary cell; the last column
-# tallies the verdicts over every cell where the claim could be judged.
+# *inconclusive* (the interval straddles the line), *underpowered* (inconclusive, and the
+# interval is wider than twice the margin: more seeds needed, the data do not lean either way)
+# or *untestable* (a gate failed: the dense model did not beat no pre-training by enough, its
+# BLEU sits at the floor or the ceiling, or pre-training never left the loss of a unigram
+# model). One row per claim at the grid's primary cell (or its one comparison); the last column
+# tallies the verdicts over every cell where the claim was judged.
 
 # %%
 print(report.headline_table(results["claims"]))
+print()
+print(report.plain_words(results["claims"]))
 print()
 print(results["flop_claim"]["reason"])
 
 # %% [markdown]
 # **Reading it, against the paper.**
 #
-# 1. *No significant loss.* At 0.1-0.3M parameters the models have no capacity to spare:
-#    expect the 75% arm to lose more than a 1% margin, and the 50% arm to lose less. The
-#    paper's claim is about 125M-1.3B parameters; a failure here does not contradict it, it
-#    shows where the claim stops holding.
-# 2. *SPSF worse than SPDF.* Dropping the mask gives the fine-tuning the full capacity back;
-#    this direction should be visible at any scale.
+# 1. *No significant loss.* The paper's claim is about 125M-1.3B parameters trained on billions
+#    of tokens; here the models have 0.08-0.38M. A claim that holds here is a claim that
+#    survives a much harder setting; one that fails shows where it stops holding, not that the
+#    paper is wrong at its scale.
+# 2. *SPSF loses more than SPDF.* Dropping the mask gives the fine-tuning the full capacity
+#    back; this direction should be visible at any scale.
 # 3. *Equal FLOPs.* `eqflop75` asks the question the paper does not: is sparse pre-training
-#    better than simply pre-training the dense model for fewer steps? The retained benefit
-#    `R = (scratch - spdf) / (scratch - dense)` reads at a glance how much of pre-training's
-#    value a sparse run kept.
-# 4. *Harder tasks, larger models, set size.* Directional claims are judged on a difference
-#    of differences per seed; with 3-5 seeds only large effects clear the interval.
+#    better than simply pre-training the dense model for fewer steps?
+# 4. *Harder tasks, larger models, set size.* Each compares $L$ between two cells of one block
+#    (the easy and hard tasks have the same number of inputs and pairs; the sizes are 4.7x
+#    apart at 20 tokens per parameter; the small set is a fresh 5% draw per seed), per seed.
+#    Directional claims need large effects to clear the interval with 4-6 seeds.
 #
-# Try: set `RERUN = True` and rerun with other seeds (`resolve_grid("quick", seeds=5)`), and
-# see which verdicts move.
+# Try: run `minispdf reproduce --dry-run` and read the power table: the half-width each claim's
+# interval is expected to reach with the planned seeds, from the spread of the committed study.
+# Then set `RERUN = True` and rerun with other seeds (`resolve_grid("quick", seeds=5)`).
 #
-# **What you should see.** At the default scale the lesson reads the committed study
-# (`results/default/results.json`: grid `default`, 5 seeds, run on a 2-core AMD EPYC CPU at
-# commit f313f12; if the study is rerun, the numbers below change with it). At its primary cell
-# (easy task, `nano` model, full fine-tuning set) the test losses were 0.060 (dense), 0.100
-# (spdf50), **0.109** (spdf75), 0.181 (spsf75), 0.113 (eqflop75) and 0.368 (scratch); BLEU 69.1
-# for dense against 42.2 for spdf75. The verdicts: *no significant loss* **fails** for spdf50
-# (+66% [+34%, +98%]) and spdf75 (+81% [+33%, +129%]); *SPSF worse than SPDF* **holds**
-# (+118% [+57%, +179%]); *better than equal-FLOP dense* is **inconclusive**; *harder tasks
-# lose more* and *a smaller set loses more* **fail** (the hard task lost less here: +4.2%
-# [-3.7%, +12.1%]); *larger models lose less* is **inconclusive** (3 seeds of `micro`). In the
-# gap figure, read each interval against zero and against the dashed margin: wide intervals
-# (the `micro` cell's [-199%, +203%]) say that those seeds cannot tell, not that there is no gap.
+# **What you should see.** The tables and sentences above are printed from the committed study
+# (`results/default/`, its declaration, commit and machine are printed at the top), never typed
+# in by hand: when the study is rerun, they change with it. Read each verdict against its
+# interval: an *underpowered* or *untestable* row says what these seeds or this setting cannot
+# tell, not that there is no effect.
 #
 # ## Check your understanding
 #
 # 1. Why compare arms by their per-seed differences rather than by their separate means?
-# 2. A gap's 95% interval is [-0.01, 0.04] nats and the margin is 0.02. Holds, fails or
-#    inconclusive?
-# 3. The 75% arm fails "no significant loss" here. Does that refute the paper?
+# 2. The 90% interval of $L$ for spdf75 is [0.02, 0.14] and the margin is 0.10. Holds, fails,
+#    inconclusive or underpowered?
+# 3. Suppose the 75% arm fails "no significant loss" here. Does that refute the paper?
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
 # 1. Arms of one seed share the initial weights and the data order, so most of the seed-to-seed
 #    noise is common to both and cancels in the difference: the paired interval is much narrower.
-# 2. Inconclusive: the interval crosses the margin (it contains both gaps below 0.02 and above),
-#    so these seeds cannot tell.
-# 3. No. The claim is for 125M-1.3B models trained on billions of tokens; models of 0.1-0.3M
-#    parameters have no capacity to spare. The result locates where the claim stops holding at
+# 2. Inconclusive: the interval crosses the margin (it contains losses below 0.10 and above),
+#    and it is 0.12 wide, less than twice the margin, so it is not underpowered: a few more
+#    seeds could decide it.
+# 3. No. The claim is for 125M-1.3B models trained on billions of tokens; models of 0.08-0.38M
+#    parameters trained on a few million characters are another regime. The result locates where the claim stops holding at
 #    small scale; it does not test the paper's scale.

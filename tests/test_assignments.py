@@ -228,7 +228,7 @@ def test_equal_flop_steps_grader():
     ok = A.check_exercise("equal_flop_steps", lambda steps, sparse, dense: round(steps * sparse / dense))
     assert ok["passed"], A.format_result(ok)
     msg = _failures("equal_flop_steps", lambda steps, sparse, dense: int(steps * sparse / dense))
-    assert "expected 2 steps, got 1" in msg and "grid default, size nano, sparsity 0.75" in msg, msg
+    assert "expected 2 steps, got 1" in msg and "grid default, size small, sparsity 0.75" in msg, msg
     msg = _failures("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense)
     assert "(an int), got 750.0 (float)" in msg, msg
     msg = _failures("equal_flop_steps", lambda steps, sparse, dense: round(steps * dense / sparse))  # inverted

@@ -19,7 +19,7 @@ from . import claims as claims_lib
 
 FILE = "declared.json"
 FORMAT = "minispdf-declaration-1"
-RULES = ("grid", "claims", "margins", "gates")
+RULES = ("margins", "gates", "claims", "grid")  # the most specific difference is named first
 _NAME = re.compile(r"^declared(?:-(\d+))?\.json$")
 
 

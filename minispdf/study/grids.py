@@ -198,6 +198,8 @@ def _drop_unused(grid: dict) -> None:
     for key in ("sizes", "tasks", "sets"):
         used = {k for b in grid["blocks"] for k in b.get(key, [])}
         grid[key] = {k: v for k, v in grid[key].items() if k in used}
+    if isinstance(grid.get("difficulty"), list):  # an order of tasks: keep the ones still in the grid
+        grid["difficulty"] = [t for t in grid["difficulty"] if t in grid["tasks"]]
 
 
 def load_grid(name_or_path: str) -> dict:
