@@ -16,7 +16,7 @@ import subprocess
 
 from ..fileio import atomic_write_bytes, write_json, write_text
 from . import stats as st
-from .claims import LABEL, UNIT, _values, abs_gap, benefit_lost
+from .claims import LABEL, MEASURES, UNIT, _values, abs_gap, benefit_lost
 
 CSV_FIELDS = ("task", "size", "set", "arm", "seed", "n_params", "pretrain_sparsity", "pretrain_steps",
               "pretrain_tokens", "pretrain_flops", "pretrain_val_loss", "n_train_inputs", "n_train_pairs",
@@ -155,7 +155,8 @@ def headlines(claims: list[dict]) -> list[tuple[dict, list[dict]]]:
     groups: dict = {}
     for c in claims:
         groups.setdefault((c["claim"], c["measure"]), []).append(c)
-    return [(next((c for c in cs if c["primary"]), cs[0]), cs) for cs in groups.values()]
+    order = sorted(groups, key=lambda k: (MEASURES.index(k[1]), not groups[k][0]["kind"] == "no_loss", k[0]))
+    return [(next((c for c in groups[k] if c["primary"]), groups[k][0]), groups[k]) for k in order]
 
 
 def headline_table(claims: list[dict]) -> str:
