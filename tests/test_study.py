@@ -473,4 +473,4 @@ def test_the_readme_study_numbers_are_the_committed_results():
     assert {"results/default/README_section.md", "results/quick/README_section.md", "results/demo/results.md"} <= set(blocks)
     for path, text in blocks.items():
         with open(os.path.join(root, path)) as f:
-            assert text == f.read().rstrip() + "\n", f"{path} changed: run python -m minispdf.study.report README.md"
+            assert text == f.read().rstrip() + "\n", f"{path} changed: run python -m minispdf.study README.md"

@@ -345,9 +345,3 @@ def write_outputs(results: dict, out: str) -> None:
         _save(plot_gaps(results).axes[0], os.path.join(out, FIGURES[1]))
         plot_claims(results, os.path.join(out, FIGURES[2]))
 
-
-if __name__ == "__main__":  # python -m minispdf.study.report README.md: refresh its included results
-    import sys
-
-    for p in sys.argv[1:]:
-        print(f"{p}: {'updated' if sync_includes(p) else 'already in sync'}")
