@@ -157,6 +157,31 @@ def lock_path(target: str) -> str:
     return os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.minispdf.lock")
 
 
+def in_use(target: str, what: str, holder: str) -> MiniSPDFError:
+    return MiniSPDFError(f"{target} is in use by another minispdf {what} (pid {holder}): wait for it to finish "
+                         "(or stop it), or choose another folder")
+
+
+def check_not_in_use(target: str, what: str = "run") -> None:
+    """Refuse at once, naming the pid, if another process holds ``target``'s writer lock; so that a
+    second writer hears "in use", not a complaint about the files the first one is writing. The
+    lock itself is taken later with :func:`writer_lock`."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_path(target), os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        if holder != str(os.getpid()):  # this process's own writer_lock is not another writer
+            raise in_use(target, what, holder) from None
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[str]:
     """``with writer_lock(out):`` -- one writer at a time for the file or folder ``target``.
@@ -185,8 +210,7 @@ def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 if not wait:
-                    raise MiniSPDFError(f"{target} is in use by another minispdf {what} (pid {holder}): wait for "
-                                        "it to finish (or stop it), or choose another folder") from None
+                    raise in_use(target, what, holder) from None
                 print(f"waiting for pid {holder}, which is writing {target}", file=sys.stderr, flush=True)
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:

@@ -29,7 +29,7 @@ from . import data as data_lib
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .config import Settings, flat, from_keywords, setting
 from .errors import Interrupted, MiniSPDFError
-from .fileio import move_aside, put_back, read_json, write_json, writer_lock
+from .fileio import check_not_in_use, move_aside, put_back, read_json, write_json, writer_lock
 from .tokenizers import TOKENIZERS
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
@@ -140,6 +140,7 @@ def check_run_dir(run: RunConfig) -> None:
             raise MiniSPDFError("--resume needs --out DIR: the run folder to continue")
         return
     check_out_folder(out)
+    check_not_in_use(out)  # a run being written: say so, before judging its half-written files
     ckpt = os.path.join(out, "ckpt.pt")
     if resume:
         if not os.path.exists(ckpt):

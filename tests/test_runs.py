@@ -103,6 +103,21 @@ def test_a_held_lock_names_its_holder_and_a_killed_holders_lock_is_taken_over(tm
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("extra", [[], ["--resume"]])
+def test_a_run_folder_being_written_is_in_use_not_a_finished_run(tmp_path, holder, capsys, extra):
+    """While a run writes its folder (files half there, no checkpoint yet), a second writer hears
+    who holds it, not "already holds a run" or "has no ckpt.pt"."""
+    from minispdf.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 1}\n')
+    proc = holder(str(run))
+    assert main(["pretrain", *TINY, "--max_steps", "2", "--out", str(run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"is in use by another minispdf run (pid {proc.pid})" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_every_command_that_writes_a_folder_refuses_a_held_one(tmp_path, holder, monkeypatch, capsys):
     from minispdf.cli import main
     from minispdf.study import runner
