@@ -210,6 +210,14 @@ def mask_state_keys(state_dict: dict) -> dict[str, torch.Tensor]:
 # a plain dict lookup is ~20x faster than a WeakKeyDictionary's, and it is on every step's path.
 _HOOKED: dict[int, tuple] = {}
 _STEP_HOOK = None  # the handle of hook 2, registered once per process
+_DENSE_GRADIENT_TAP = None  # f(param, grad, mask), shown the gradient before hook 1 clears it (RigL)
+
+
+def tap_dense_gradients(fn) -> None:
+    """Show every masked weight's gradient to ``fn(param, grad, mask)`` before its pruned slots are
+    cleared (a mask schedule that regrows by gradient reads it); ``None`` stops it."""
+    global _DENSE_GRADIENT_TAP
+    _DENSE_GRADIENT_TAP = fn
 
 
 def _mask_of(param: torch.Tensor) -> torch.Tensor | None:
@@ -231,6 +239,8 @@ def _mask_gradient(param: torch.Tensor) -> None:
     mask, grad = _mask_of(param), param.grad
     if mask is None or grad is None:
         return
+    if _DENSE_GRADIENT_TAP is not None:
+        _DENSE_GRADIENT_TAP(param, grad, mask)
     if grad.device.type == "cpu":
         grad.mul_(mask.view(torch.uint8))
         if math.isfinite(grad.sum().item()):

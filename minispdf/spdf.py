@@ -33,7 +33,8 @@ from .fileio import check_not_in_use, move_aside, put_back, read_json, write_jso
 from .tokenizers import TOKENIZERS
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
-from .sparsity import DISTRIBUTIONS, METHODS, check_mask_options, check_sparsity, densify, sparsify, target_parameters
+from .schedules import SCHEDULES, check_schedule, make_schedule
+from .sparsity import DISTRIBUTIONS, METHODS, check_mask_options, check_sparsity, densify, target_parameters
 from .train import TrainConfig, dist_info
 
 # ------------------------------------------------------------------------------ the settings, one object per concern
@@ -69,11 +70,34 @@ class SparsityConfig(Settings):
     include: str | None = setting(None, "regex of the parameter names to sparsify (default: the block matrices)",
                                   metavar="REGEX")
     mask_seed: int = setting(0, "seed of random masks")
+    schedule: str = setting("static", "how the masks change during pre-training: static (SPDF's one mask), set, rigl, "
+                                      "gmp or nm (see minispdf.schedules)", choices=SCHEDULES)
+    update_interval: int = setting(100, "set, rigl, gmp: steps between mask updates")
+    drop_fraction: float = setting(0.3, "set, rigl: fraction of each tensor's kept weights dropped and regrown at "
+                                        "the first update, decayed by a cosine to 0 at --stop_fraction")
+    stop_fraction: float = setting(0.75, "set, rigl: the mask stays fixed after this fraction of the steps")
+    gmp_start: float = setting(0.25, "gmp: dense until this fraction of the steps, then pruning starts")
+    gmp_end: float = setting(0.75, "gmp: the full --sparsity is reached at this fraction of the steps")
+    nm: str = setting("2:4", "nm: keep the N largest of every M consecutive weights along the input dimension",
+                      metavar="N:M")
+    dense_from: float = setting(0.0, "drop the masks at this fraction of pre-training: Variable SPDF's dense tail "
+                                     "(0: never)")
 
     def __post_init__(self):
         check_sparsity(self.sparsity)
         check_mask_options(self.method, self.distribution, self.scope, self.include)
         super().__post_init__()
+        self.sparsity = check_schedule(self.schedule, self.sparsity, **self.schedule_options(), scope=self.scope)
+
+    def schedule_options(self) -> dict:
+        return {k: getattr(self, k) for k in ("update_interval", "drop_fraction", "stop_fraction", "gmp_start",
+                                              "gmp_end", "nm", "dense_from")}
+
+    def make_schedule(self, max_steps: int):
+        """The mask schedule of these settings for a run of ``max_steps`` (its ``start`` draws the masks)."""
+        return make_schedule(self.schedule, self.sparsity, max_steps, method=self.method,
+                             distribution=self.distribution, include=self.include, scope=self.scope,
+                             seed=self.mask_seed, **self.schedule_options())
 
 
 @dataclass
@@ -192,7 +216,8 @@ OPERATIONAL = ("device", "compile", "progress", "checkpoint_interval", "stop_aft
 # Checked on resume by their own messages (the checkpoint's architecture, tokenizer and masks), and
 # never changeable: the checkpoint holds them.
 FIXED = ("preset", "tokenizer", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "init", "sparsity",
-         "method", "distribution", "scope", "include", "mask_seed", "keep_masks")
+         "method", "distribution", "scope", "include", "mask_seed", "keep_masks", "schedule", "update_interval",
+         "drop_fraction", "stop_fraction", "gmp_start", "gmp_end", "nm", "dense_from")
 MISSING = "(not set)"
 
 
@@ -242,7 +267,7 @@ def read_settings(out: str) -> dict | None:
 
 
 def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callbacks, settings: dict, backup=None,
-         changes: dict | None = None):
+         changes: dict | None = None, schedule=None):
     """Train in the run folder; ``settings.json`` (readable by ``--config``) first, ``result.json`` last."""
     from .train import train
 
@@ -256,7 +281,8 @@ def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callback
             new = {**settings, **({"history": history} if history else {})}
             if new != old:
                 write_json(os.path.join(out, "settings.json"), new)
-        result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta)
+        result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=resume, meta=meta,
+                       schedule=schedule)
     except BaseException as e:
         if backup and isinstance(e, Interrupted) and e.saved:  # both runs are kept: the new one to resume
             kept = _keep_beside(backup, out)
@@ -327,15 +353,15 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | 
     tokens.validate(config.block_size)  # a corpus too short for the context fails before the run folder is made
     batches = data_lib.TokenBatches(tokens, tcfg.batch_size, config.block_size)
 
+    schedule = masks.make_schedule(tcfg.max_steps) if masks.sparsity > 0 else None  # bad timing fails here
     torch.manual_seed(tcfg.seed)
     net = GPT.from_pretrained(preset) if pre.init == "gpt2" else GPT(config)
-    if masks.sparsity > 0:
-        sparsify(net, masks.sparsity, method=masks.method, distribution=masks.distribution, include=masks.include,
-                 scope=masks.scope, seed=masks.mask_seed)
+    if schedule is not None:
+        schedule.start(net)
     meta = dict(phase="pretrain", tokenizer=tok.name, preset=preset, **asdict(pre), **asdict(masks))
     with run_lock(run):
         backup = prepare_run_dir(run)  # only now, when nothing is left to fail on the settings
-        return _run(net, batches, tcfg, run, meta, callbacks, settings, backup, changes)
+        return _run(net, batches, tcfg, run, meta, callbacks, settings, backup, changes, schedule)
 
 
 def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | None = None,

@@ -41,7 +41,7 @@ from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_
 from .errors import Interrupted, MiniSPDFError, one_line
 from .fileio import write_text
 from .flops import flop_report
-from .sparsity import mask_state_keys, register_masks
+from .sparsity import densify, mask_state_keys, register_masks
 
 
 @dataclass
@@ -213,6 +213,7 @@ class TrainState:
     world: int = 1
     ckpt_path: str | None = None
     meta: dict = field(default_factory=dict)  # stored in the checkpoint: tokenizer, data, phase, ...
+    schedule: object = None  # a ``schedules.MaskSchedule`` that moves the masks, or None
     step: int = 0
     flops: float = 0.0  # training FLOPs so far, counting the masks
     flops_dense: float = 0.0  # the same steps if every weight were dense
@@ -221,12 +222,18 @@ class TrainState:
     _t_last: float = field(default_factory=time.perf_counter)
 
     def count(self, x, loss_mask) -> None:
-        """Add one micro-batch's FLOPs (every position, prompt and padding too) and tokens, on all ranks."""
+        """Add one micro-batch's FLOPs (every position, prompt and padding too) and tokens, on all ranks.
+
+        At the masks' density now (a schedule's move empties the cache); a backward that computes
+        the dense weight gradient (RigL's update step) costs the dense weight-gradient matmuls."""
         T = x.size(1)
         if T not in self._flop_cache:  # training FLOPs per token at this sequence length
             r = flop_report(self.model, seq_len=T)
-            self._flop_cache[T] = (r.train_flops_per_token(True), r.train_flops_per_token(False))
-        sparse, dense = self._flop_cache[T]
+            self._flop_cache[T] = (r.train_flops_per_token(True), r.train_flops_per_token(False),
+                                   (r.forward_dense - r.forward_sparse) / T)
+        sparse, dense, dense_grad_extra = self._flop_cache[T]
+        if self.schedule is not None and self.schedule.reading_dense_gradient:
+            sparse += dense_grad_extra
         self.flops += sparse * x.numel() * self.world
         self.flops_dense += dense * x.numel() * self.world
         self.tokens += (x.numel() if loss_mask is None else int(loss_mask.sum())) * self.world
@@ -239,7 +246,7 @@ class TrainState:
         return rec
 
 
-def setup(model, cfg: TrainConfig, ckpt_path: str | None, meta: dict) -> TrainState:
+def setup(model, cfg: TrainConfig, ckpt_path: str | None, meta: dict, schedule=None) -> TrainState:
     """Pick the device (joining the process group under torchrun), seed, move the model, make the optimizer."""
     rank, local_rank, world = dist_info()
     device = pick_device(cfg.device)
@@ -251,8 +258,10 @@ def setup(model, cfg: TrainConfig, ckpt_path: str | None, meta: dict) -> TrainSt
             dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     torch.manual_seed(cfg.seed)
     model.to(device)
+    if schedule is not None and schedule.kind == "rigl" and world > 1:
+        raise MiniSPDFError("schedule rigl reads each rank's own dense gradient: run it on one process (not torchrun)")
     return TrainState(model, make_optimizer(model, cfg), cfg, device, torch.Generator().manual_seed(cfg.seed + 1000 * rank),
-                      rank, world, ckpt_path, dict(meta))
+                      rank, world, ckpt_path, dict(meta), schedule)
 
 
 def restore(s: TrainState) -> None:
@@ -265,6 +274,7 @@ def restore(s: TrainState) -> None:
         raise MiniSPDFError(f"cannot resume: {s.ckpt_path} was trained with block_size {saved_block}, not "
                             f"{s.model.config.block_size}: pass --block_size {saved_block}")
     try:
+        densify(s.model)  # the checkpoint's masks, and none where it has none (a schedule may have dropped them)
         register_masks(s.model, mask_state_keys(ckpt["model"]))
         s.model.load_state_dict(ckpt["model"])
         s.optimizer = make_optimizer(s.model, s.cfg)  # over the parameters as they are now
@@ -275,6 +285,8 @@ def restore(s: TrainState) -> None:
         raise MiniSPDFError(f"{s.ckpt_path} cannot be resumed ({one_line(e)}): the file is damaged or from another "
                             "version; start a new run without --resume") from None
     s.step, s.flops, s.flops_dense, s.tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
+    if s.schedule is not None:
+        s.schedule.load_state_dict(ckpt.get("schedule"))
     if s.step >= s.cfg.max_steps:
         raise MiniSPDFError(f"cannot resume: the run in {os.path.dirname(s.ckpt_path)} already reached step {s.step} "
                             f"of max_steps {s.cfg.max_steps}: pass a larger --max_steps to train on")
@@ -298,7 +310,8 @@ def save(s: TrainState) -> None:
         return
     save_checkpoint(s.ckpt_path, dict(
         model=s.model.state_dict(), model_config=s.model.config.to_dict(), optimizer=s.optimizer.state_dict(),
-        train_config=asdict(s.cfg), step=s.step, flops=s.flops, flops_dense=s.flops_dense, tokens=s.tokens,
+        train_config=asdict(s.cfg), step=s.step, flops=s.flops,
+        schedule=s.schedule.state_dict() if s.schedule is not None else None, flops_dense=s.flops_dense, tokens=s.tokens,
         rng=dict(torch=torch.get_rng_state(), data=data_states,
                  cuda=torch.cuda.get_rng_state() if s.device.startswith("cuda") else None),
         tokenizer=s.meta.get("tokenizer"), meta=s.meta,
@@ -434,19 +447,21 @@ def notify(callbacks, event: str, record: dict) -> bool:
 
 
 def train(model, batches, config: TrainConfig | None = None, out_dir: str | None = None,
-          callbacks=(), resume: bool = False, meta: dict | None = None) -> dict:
+          callbacks=(), resume: bool = False, meta: dict | None = None, schedule=None) -> dict:
     """Train ``model`` on ``batches``; returns a summary dict (losses, flops, history, paths).
 
     ``out_dir`` (optional) receives ``ckpt.pt`` and ``log.jsonl``; ``resume=True`` continues
     from ``out_dir/ckpt.pt`` so that a split run reproduces an unsplit one bit for bit on CPU.
     ``meta`` is stored in the checkpoint (tokenizer name, data source, phase, ...).
+    ``schedule`` (a :class:`minispdf.schedules.MaskSchedule` whose ``start`` has given the model its
+    masks) moves the masks during training; its state is part of the checkpoint.
     """
     cfg = config or TrainConfig()
     ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
     if resume and not (ckpt_path and os.path.exists(ckpt_path)):
         raise MiniSPDFError(f"cannot resume: no checkpoint in {out_dir}: drop --resume to start a new run")
     with StopSignals(enabled=dist_info()[2] == 1) as signals:  # from here, Ctrl-C stops at a step and saves it
-        s = setup(model, cfg, ckpt_path, meta or {})
+        s = setup(model, cfg, ckpt_path, meta or {}, schedule)
         if resume:
             restore(s)
         log = RunLog(out_dir, s, resume)
@@ -487,6 +502,8 @@ def loop(s: TrainState, batches, train_model, callbacks) -> float:
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = 0.0
+        if s.schedule is not None:
+            s.schedule.prepare(s.step + 1)
         for micro in range(cfg.grad_accum):
             x, y, m = batches.get_batch("train", s.data_gen, s.device)
             with sync_gradients(train_model, now=micro == cfg.grad_accum - 1):
@@ -494,10 +511,13 @@ def loop(s: TrainState, batches, train_model, callbacks) -> float:
             s.count(x, m)
         finish_step(s.model, optimizer, cfg.grad_clip)
         s.step += 1
+        moved = s.schedule.update(s.model, optimizer, s.step) if s.schedule is not None else None
+        if moved:
+            s._flop_cache.clear()  # the next steps run at the new density
         loss /= cfg.grad_accum
         if not math.isfinite(loss):
             raise MiniSPDFError(f"loss became {loss} at step {s.step}: lower --lr or check the data")
-        stop = notify(callbacks, "step", s.record(loss=loss, lr=lr))
+        stop = notify(callbacks, "step", s.record(loss=loss, lr=lr, **({"mask": moved} if moved else {})))
         if cfg.eval_interval and s.step % cfg.eval_interval == 0 and s.step < cfg.max_steps:
             stop |= notify(callbacks, "eval", evaluate(s, batches))
         stop |= bool(cfg.stop_after) and s.step >= cfg.stop_after

@@ -352,7 +352,14 @@ def test_unknown_arm_is_refused():
     with pytest.raises(MiniSPDFError, match="unknown arm"):
         parse_arm("sparse75")
     assert parse_arm("eqflop75") == {"arm": "eqflop75", "kind": "eqflop", "sparsity": 0.75, "pretrained": True,
-                                     "keep_masks": False, "equal_flops": True}
+                                     "keep_masks": False, "equal_flops": True, "schedule": "static",
+                                     "dense_tail": False, "nm": None}
+    assert parse_arm("nm24") | {} == {"arm": "nm24", "kind": "nm", "sparsity": 0.5, "pretrained": True,
+                                      "keep_masks": False, "equal_flops": False, "schedule": "nm",
+                                      "dense_tail": False, "nm": "2:4"}
+    assert parse_arm("vspdf75")["dense_tail"] and parse_arm("rigl75")["schedule"] == "rigl"
+    with pytest.raises(MiniSPDFError, match="0 < N < M"):
+        parse_arm("nm42")
 
 
 def test_parallel_jobs_give_the_same_rows(smoke, tmp_path):

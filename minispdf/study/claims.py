@@ -98,12 +98,32 @@ def declare(grid: dict, cells: list[dict]) -> list[dict]:
                         worse, better = [k, f"{kind}{lv}"], [k, f"spdf{lv}"]
                         out.append(_directional(text.format(lv=lv), m, _cell(k), worse, better,
                                                 n((k, f"{kind}{lv}"), (k, f"spdf{lv}"))))
+            out += _methods(k, a, m, n)
         out += _across(grid, judged, m, n)
     p = grid["primary"]
     for c in out:
         c["margin"] = grid["margins"][c["measure"]]
         c["primary"] = all(str(c["where"].get(d, p[d])) == p[d] for d in DIMS)
         c["id"] = f"{c['claim']} | {c['measure']} | " + ", ".join(f"{d} {c['where'][d]}" for d in DIMS)
+    return out
+
+
+METHODS = ("set", "rigl", "gmp", "vspdf", "nm")  # arms whose masks move, grow, come late or follow N:M
+REFERENCES = (("spdf75", "{arm} loses less than spdf75 (one static mask)"),
+              ("eqflop75", "{arm} loses less than equal-FLOP dense (eqflop75)"))
+
+
+def _methods(k, arms, measure, n) -> list[dict]:
+    """For every method arm of a cell: no significant loss vs dense, and (where those arms ran)
+    beats one static mask (spdf75) and dense pre-training for spdf75's FLOPs (eqflop75)."""
+    out = []
+    for arm in sorted(a for a in arms if a.rstrip("0123456789") in METHODS):
+        out.append({"kind": "no_loss", "claim": f"{arm}: no significant loss vs dense", "measure": measure,
+                    "where": _cell(k), "arm": [k, arm], "n_planned": n((k, arm))})
+        for ref, text in REFERENCES:
+            if ref in arms:
+                out.append(_directional(text.format(arm=arm), measure, _cell(k), [k, ref], [k, arm],
+                                        n((k, ref), (k, arm))))
     return out
 
 

@@ -21,7 +21,16 @@ Arms (one set of names everywhere: the demo, the study, the tables):
 ``eqflop75``  dense pre-training for the pre-training FLOPs of ``spdf75`` (fewer steps), dense
               fine-tuning: "is sparse pre-training better than training dense for less?"
 ``scratch``   no pre-training at all, dense fine-tuning (how much pre-training is worth)
+``set75``     75% sparse pre-training whose mask moves (SET: drop small, regrow random), then dense
+``rigl75``    the same, regrowing where the dense gradient is largest (RigL)
+``gmp75``     pre-training that starts dense and is pruned to 75% on a cubic ramp (GMP)
+``nm24``      2:4 sparse pre-training (2 of every 4 weights kept: 50%), then dense
+``vspdf75``   75% sparse pre-training, dense for its last part (Variable SPDF), then dense
 ========== ====================================================================================
+
+The moving and gradual schedules take their settings from the grid's ``[schedules]`` table (as
+``minispdf pretrain`` names them: update_interval, drop_fraction, stop_fraction, gmp_start, gmp_end,
+dense_from); left out, the defaults of ``minispdf pretrain``.
 """
 
 from __future__ import annotations
@@ -33,14 +42,16 @@ from pathlib import Path
 
 from ..errors import MiniSPDFError, one_line
 
-ARM_RE = re.compile(r"^(dense|scratch|(spdf|spsf|eqflop)(\d{1,2}))$")
+ARM_RE = re.compile(r"^(dense|scratch|(spdf|spsf|eqflop|set|rigl|gmp|vspdf)(\d{1,2})|nm(\d)(\d))$")
+VSPDF_DENSE_FROM = 0.8  # vspdfNN: dense for the last 20% of pre-training unless [schedules] dense_from says otherwise
+SCHEDULE_OF = {"set": "set", "rigl": "rigl", "gmp": "gmp", "nm": "nm"}  # arm kinds whose masks follow a schedule
 BUILTIN_DIR = Path(__file__).parent / "builtin_grids"
 
 # The keys a grid may have, with what each must be; nested tables are checked below.
 TOP_KEYS = {"description": str, "inherit": str, "block_size": int, "tokenizer": str, "corpus": str,
             "pretrain": dict, "finetune": dict, "margins": dict, "gates": dict, "sizes": dict, "tasks": dict,
             "sets": dict, "blocks": list, "primary": dict, "difficulty": list, "assumed_tflops": (int, float),
-            "first_seed": int}
+            "first_seed": int, "schedules": dict}
 REQUIRED = ("description", "block_size", "tokenizer", "corpus", "pretrain", "finetune", "margins", "gates", "sizes",
             "tasks", "sets", "blocks", "primary")
 TRAINING_KEYS = {"batch_size": int, "lr": float, "weight_decay": float, "warmup_frac": float, "eval_iters": int}
@@ -51,6 +62,8 @@ SIZE_KEYS = {"preset": str, "overrides": dict, "pretrain_steps": int, "tokens_pe
 TASK_KEYS = {"spec": str, "options": dict, "about": str, "eval_inputs": int, "max_new_tokens": int,
              "max_train_inputs": int, "train_refs": int}
 BLOCK_KEYS = {"sizes": list, "tasks": list, "sets": list, "arms": list, "seeds": int}
+SCHEDULE_KEYS = {"update_interval": int, "drop_fraction": float, "stop_fraction": float, "gmp_start": float,
+                 "gmp_end": float, "dense_from": float}
 
 # Real tasks join any grid by path, in their official formats, as a block of their own.
 REAL_TASKS = {
@@ -66,13 +79,22 @@ def parse_arm(arm: str) -> dict:
     """``spdf75`` -> pre-training sparsity 0.75, dense fine-tuning; see the module docstring."""
     m = ARM_RE.match(arm) if isinstance(arm, str) else None
     if not m:
-        raise MiniSPDFError(f"unknown arm {arm!r}: use dense, scratch, spdfNN, spsfNN or eqflopNN (NN = sparsity %)")
-    kind = m.group(2) or m.group(1)
-    s = int(m.group(3)) / 100 if m.group(3) else 0.0
+        raise MiniSPDFError(f"unknown arm {arm!r}: use dense, scratch, spdfNN, spsfNN, eqflopNN, setNN, riglNN, "
+                            "gmpNN, vspdfNN (NN = sparsity %) or nmNM (e.g. nm24)")
+    nm = None
+    if m.group(4):
+        kind, nm = "nm", f"{m.group(4)}:{m.group(5)}"
+        if not 0 < int(m.group(4)) < int(m.group(5)):
+            raise MiniSPDFError(f"arm {arm!r}: N:M needs 0 < N < M, e.g. nm24")
+        s = 1 - int(m.group(4)) / int(m.group(5))
+    else:
+        kind = m.group(2) or m.group(1)
+        s = int(m.group(3)) / 100 if m.group(3) else 0.0
     if kind != "dense" and kind != "scratch" and s == 0:
         raise MiniSPDFError(f"arm {arm!r}: give a sparsity between 1 and 99 percent")
     return {"arm": arm, "kind": kind, "sparsity": s, "pretrained": kind != "scratch",
-            "keep_masks": kind == "spsf", "equal_flops": kind == "eqflop"}
+            "keep_masks": kind == "spsf", "equal_flops": kind == "eqflop",
+            "schedule": SCHEDULE_OF.get(kind, "static"), "dense_tail": kind == "vspdf", "nm": nm}
 
 
 # ------------------------------------------------------------------------------ files
@@ -152,6 +174,7 @@ def check_grid(grid: dict, source) -> None:
             raise MiniSPDFError(f"{_where(source)}: key margins.{k} = {v} must lie between 0 and 1 (a share of "
                                 "the pre-training benefit; 0.1 = keep at least 90%)")
     _check_table(source, "gates.", grid["gates"], dict.fromkeys(GATE_KEYS, float))
+    _check_table(source, "schedules.", grid.get("schedules", {}), SCHEDULE_KEYS)
     for name, sz in grid["sizes"].items():
         _typed(source, f"sizes.{name}", sz, dict)
         _check_table(source, f"sizes.{name}.", sz, SIZE_KEYS)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 
-from .grids import parse_arm
+from .grids import VSPDF_DENSE_FROM, parse_arm
 
 
 def _hash(obj) -> str:
@@ -60,14 +60,47 @@ def pretrain_spec(grid: dict, size: str, arm: dict, seed: int) -> dict:
     sparsity = arm["sparsity"]
     if arm["equal_flops"]:  # dense, for the FLOPs of the sparse run: fewer steps
         steps, sparsity = max(1, round(steps * flop_ratio(grid, size, arm["sparsity"]))), 0.0
-    return {"size": size, "preset": sz["preset"], "overrides": sz["overrides"], "block_size": grid["block_size"],
+    spec = {"size": size, "preset": sz["preset"], "overrides": sz["overrides"], "block_size": grid["block_size"],
             "corpus": grid["corpus"], "tokenizer": grid["tokenizer"], "sparsity": sparsity, "seed": seed,
             "steps": steps, "batch_size": p["batch_size"], "lr": p["lr"], "weight_decay": p["weight_decay"],
             "warmup_steps": max(1, round(p["warmup_frac"] * steps)), "eval_iters": p["eval_iters"]}
+    if arm.get("schedule", "static") != "static" or arm.get("dense_tail"):  # static specs keep their old hashes
+        spec["schedule"] = schedule_settings(grid, arm)
+    return spec
+
+
+def schedule_settings(grid: dict, arm: dict) -> dict:
+    """The mask-schedule settings of a pre-training arm: its kind, and the grid's ``[schedules]``
+    values that apply to it (the rest are ``minispdf pretrain``'s defaults)."""
+    table = grid.get("schedules", {})
+    kind = arm["schedule"]
+    keys = {"set": ("update_interval", "drop_fraction", "stop_fraction"),
+            "rigl": ("update_interval", "drop_fraction", "stop_fraction"),
+            "gmp": ("update_interval", "gmp_start", "gmp_end"), "nm": (), "static": ()}[kind]
+    out = {"schedule": kind, **{k: table[k] for k in keys if k in table}}
+    if arm["nm"]:
+        out["nm"] = arm["nm"]
+    if arm["dense_tail"]:
+        out["dense_from"] = table.get("dense_from", VSPDF_DENSE_FROM)
+    return out
+
+
+def pretrain_schedule(spec: dict):
+    """The :class:`minispdf.schedules.MaskSchedule` a pre-training spec trains with (None: dense)."""
+    from ..schedules import make_schedule
+
+    if not spec["sparsity"]:
+        return None
+    options = {k: v for k, v in spec.get("schedule", {}).items() if k != "schedule"}
+    return make_schedule(spec.get("schedule", {}).get("schedule", "static"), spec["sparsity"], spec["steps"],
+                         seed=spec["seed"], **options)
 
 
 def pretrain_name(spec: dict) -> str:
-    return f"{spec['size']}-s{round(100 * spec['sparsity']):02d}-{spec['steps']}steps-seed{spec['seed']}-{_hash(spec)}"
+    kind = spec.get("schedule", {}).get("schedule", "")
+    tail = "-vspdf" if spec.get("schedule", {}).get("dense_from") else ""
+    return (f"{spec['size']}-s{round(100 * spec['sparsity']):02d}{('-' + kind) if kind not in ('', 'static') else ''}"
+            f"{tail}-{spec['steps']}steps-seed{spec['seed']}-{_hash(spec)}")
 
 
 def cell_spec(grid: dict, size: str, task: str, set_name: str, arm: dict, seed: int, pre: str | None) -> dict:
@@ -123,11 +156,13 @@ def training_flops(grid: dict, pretrains: list[dict], cells: list[dict], ft_toke
     ``ft_tokens[(task, set)]`` is the mean length of a fine-tuning pair."""
     from ..flops import flop_report
 
+    from ..schedules import pretraining_flops
+
     total = 0.0
     for p in pretrains:
         s = p["spec"]
-        r = flop_report(model_config(grid, s["size"]), sparsity=s["sparsity"], seq_len=grid["block_size"])
-        total += s["steps"] * s["batch_size"] * r.train_sparse
+        total += pretraining_flops(pretrain_schedule(s), model_config(grid, s["size"]), s["batch_size"],
+                                   grid["block_size"], max_steps=s["steps"])["flops"]
     for c in cells:
         s = c["spec"]
         T = max(1, round(ft_tokens[s["task"], s["set"]]))

@@ -41,6 +41,9 @@ def _sd_of_arm(rows, measure, key, arm) -> tuple[float | None, str]:
         return exact, "same cell"
     cells = {(r["task"], r["size"], r["set"]) for r in rows}
     sds = {c: s for c in cells if (s := _sd(claims_lib.benefit_lost(rows, measure, arm, claims_lib._cell(c)).values()))}
+    if not sds and arm != "spdf75" and arm.rstrip("0123456789") in claims_lib.METHODS:
+        sd, src = _sd_of_arm(rows, measure, key, "spdf75")  # a method never run yet: as spread as one static mask
+        return sd, f"spdf75 standing in for {arm}, {src}"
     if not sds:
         return None, "no earlier run of this arm"
     # the most similar cell: the same task first, then the same set, then the same size

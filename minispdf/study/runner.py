@@ -132,7 +132,7 @@ def run_pretrain(out: str, job: dict, device: str) -> dict:
                           mask_seed=s["seed"], out=tmp, max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
                           weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], eval_interval=0,
                           eval_iters=s["eval_iters"], seed=s["seed"], device=device, progress=False,
-                          block_size=s["block_size"], **s["overrides"])
+                          block_size=s["block_size"], **s["overrides"], **s.get("schedule", {}))
         summary = {"format": FORMAT, "name": name, "spec": s, "seconds": time.perf_counter() - t0,
                    "flops": r["flops"], "flops_dense": r["flops_dense"], "tokens": r["tokens"],
                    "val_loss": r["val_loss"], "n_params": r["model"].num_params(), "curve": _curve(r["history"])}
@@ -268,7 +268,9 @@ def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], task
 def _describe(kind: str, job: dict, r: dict) -> str:
     s = job["spec"]
     if kind == "pretrain":
-        return f"pre-trained {s['size']} at {s['sparsity']:.0%} sparsity, {s['steps']} steps, seed {s['seed']}: " \
+        how = s.get("schedule", {}).get("schedule", "static") + (" + dense tail" if s.get("schedule", {}).get(
+            "dense_from") else "")
+        return f"pre-trained {s['size']} at {s['sparsity']:.0%} sparsity ({how}), {s['steps']} steps, seed {s['seed']}: " \
                f"val loss {r['val_loss']:.3f}"
     bleu = f"BLEU {r['bleu']:.1f}, " if r["bleu"] is not None else ""
     return f"{r['task']} {r['size']} {r['set']} {r['arm']} seed {r['seed']}: {bleu}test loss {r['test_loss']:.3f}"
