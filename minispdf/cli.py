@@ -132,11 +132,17 @@ def cmd_pretrain(args):
                       masks=build(SparsityConfig, args), training=_training(args), run=build(RunConfig, args))
     fr = result["flop_report"]
     _emit(args.json, _summary(result),
-          f"pre-trained {result['step']} steps at {fr['sparsity']:.0%} sparsity: train loss "
+          f"pre-trained {result['step']} steps at {fr['sparsity']:.0%} sparsity{_schedule_words(args)}: train loss "
           f"{result['train_loss']:.4f}, val loss {result['val_loss']:.4f}\n"
           f"training FLOPs: {result['flops']:.4g} (dense-equivalent {result['flops_dense']:.4g}, "
           f"{fr['reduction']:.2f}x fewer)\n{fr['note']}"
           + (f"\nrun folder: {result['out_dir']}" if result["out_dir"] else ""))
+
+
+def _schedule_words(args) -> str:
+    if args.schedule == "static" and not args.dense_from:
+        return ""
+    return f" ({args.schedule}" + (f", dense from {args.dense_from:.0%} of the steps" if args.dense_from else "") + ")"
 
 
 @command("finetune", "fine-tune a checkpoint: dense by default (SPDF), --keep_masks for SPSF",
@@ -160,15 +166,20 @@ class FlopsSettings(Settings):
     seq_len: int | None = setting(None, "sequence length (default: the context length)")
     count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")
     table: bool = setting(False, "print the reduction for the paper's models and sparsities instead")
+    steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps under "
+                                      "--schedule, step by step", metavar="N")
+    batch_size: int = setting(12, "with --steps: sequences per step")
 
 
 ARCH = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+SCHEDULE_SETTINGS = ("schedule", "update_interval", "drop_fraction", "stop_fraction", "gmp_start", "gmp_end", "nm",
+                     "dense_from")
 
 
 @command("flops", "per-component training FLOPs, dense and sparse, and the reduction",
          (ModelConfig, dict(title="Model", only=("preset",))),
          (GPTConfig, dict(title="Architecture: changes to the preset's", only=ARCH, overrides=True)),
-         (SparsityConfig, dict(title="Sparsity", only=("sparsity",))), FlopsSettings)
+         (SparsityConfig, dict(title="Sparsity", only=("sparsity", *SCHEDULE_SETTINGS))), FlopsSettings)
 def cmd_flops(args):
     from .flops import flop_report, flop_table
     from .model import preset_config
@@ -183,11 +194,27 @@ def cmd_flops(args):
         return
     preset = build(ModelConfig, args, arch={}).preset or "tiny"  # the overrides (vocab_size too) are read below
     overrides = {k: getattr(args, k) for k in ARCH if getattr(args, k) is not None}
-    report = flop_report(preset_config(preset, **overrides), sparsity=build(SparsityConfig, args).sparsity,
-                         seq_len=s.seq_len, count_embedding=s.count_embedding)
-    d = report.to_dict()
+    masks = build(SparsityConfig, args)
+    config = preset_config(preset, **overrides)
+    report = flop_report(config, sparsity=masks.sparsity, seq_len=s.seq_len, count_embedding=s.count_embedding)
+    d, text = report.to_dict(), report.format()
     d["preset"] = preset
-    _emit(args.json, d, report.format())
+    if s.steps:
+        d["run"], line = _run_flops(masks, config, s)
+        text += "\n" + line
+    _emit(args.json, d, text)
+
+
+def _run_flops(masks, config, s) -> tuple[dict, str]:
+    """A whole pre-training run's FLOPs under the mask schedule (GMP's dense start, RigL's dense
+    gradients, a dense tail), summed step by step."""
+    from .schedules import pretraining_flops
+
+    schedule = masks.make_schedule(s.steps) if masks.sparsity > 0 else None
+    run = pretraining_flops(schedule, config, s.batch_size, s.seq_len, max_steps=s.steps)
+    how = masks.schedule + (f", dense from {masks.dense_from:.0%}" if masks.dense_from else "")
+    return run, (f"pre-training {s.steps} steps x {s.batch_size} sequences ({how}): {run['flops']:.4g} FLOPs, dense "
+                 f"{run['flops_dense']:.4g}, {run['ratio']:.2f}x fewer")
 
 
 @dataclass

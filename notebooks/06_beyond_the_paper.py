@@ -16,13 +16,15 @@
 # %% [markdown]
 # # 06 · Beyond the paper
 #
-# Three questions the paper leaves open, each answered by measurement:
+# Four questions the paper leaves open, each answered by measurement:
 #
 # 1. **Equal FLOPs.** A sparse step is cheaper, so for the same FLOP budget a sparse model can
 #    see more tokens. Does it then beat the dense model?
 # 2. **Variable SPDF.** The authors' follow-up adds a short *dense pre-training* phase after
 #    sparse pre-training, before fine-tuning. Does it close the gap, and at what FLOP cost?
-# 3. **Does sparsity make my hardware faster?**
+# 3. **Masks that move.** SET and RigL change the mask during pre-training, GMP prunes
+#    gradually, 2:4 keeps a pattern GPUs accelerate. How much does the mask move, at what cost?
+# 4. **Does sparsity make my hardware faster?**
 #
 # *Runs in about 4.1 min with one thread on a 2-core laptop-class CPU (measured, default scale:
 # CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
@@ -30,6 +32,7 @@
 # **Learning goals.** After this lesson you can
 # - set up an equal-FLOP comparison in either direction and compute its step counts (exercise 6);
 # - place SPDF, SPSF and Variable SPDF on one timeline and count what each spends;
+# - run a moving-mask schedule (SET, RigL), read how much of its mask moves, and write a 2:4 mask (exercise 7);
 # - measure whether masked training is faster on your machine, and find where sparse kernels break even;
 # - explain why unstructured sparsity needs hardware that skips zeros.
 #
@@ -49,19 +52,19 @@ import torch
 SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
-                    lm_steps=400, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=800, dense_phase=0.2,
+                    lm_steps=400, update_interval=25, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=800, dense_phase=0.2,
                     finetune_steps=600, n_train=1000, n_eval=60, max_new_tokens=150,
                     bench_presets=("nano", "tiny"), bench_steps=10,
                     kernel_sparsities=(0.5, 0.75, 0.9, 0.95, 0.99), kernel_repeats=3, gpt2_batch=1,
                     gpt2_block=128, gpt2_step=False),
     "gpu": dict(preset="small", block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20,
-                lm_steps=2000, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=3000, dense_phase=0.15,
+                lm_steps=2000, update_interval=100, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=3000, dense_phase=0.15,
                 finetune_steps=800, n_train=4000, n_eval=200, max_new_tokens=200,
                 bench_presets=("small", "gpt2"), bench_steps=20,
                 kernel_sparsities=(0.5, 0.75, 0.9, 0.95, 0.99), kernel_repeats=9, gpt2_batch=8,
                 gpt2_block=1024, gpt2_step=True),
     "smoke": dict(preset="nano", block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
-                  lm_steps=4, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=4, dense_phase=0.5,
+                  lm_steps=4, update_interval=1, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=4, dense_phase=0.5,
                   finetune_steps=3, n_train=40, n_eval=4, max_new_tokens=20,
                   bench_presets=("nano",), bench_steps=2,
                   kernel_sparsities=(0.5, 0.99), kernel_repeats=1, gpt2_batch=1, gpt2_block=8,
@@ -123,7 +126,7 @@ print(f"at equal FLOPs the sparse model is {'better' if equal_loss < dense_loss 
 # of the block weights. Whether that wins depends on the regime: a model far from convergence
 # gains more from extra tokens than it loses to fewer weights. With one seed, treat a difference
 # of a few hundredths of a nat as a tie. And this is a FLOP comparison, not a time comparison:
-# on this CPU the longer sparse run took proportionally longer (section 3).
+# on this CPU the longer sparse run took proportionally longer (section 4).
 #
 # The comparison can also run the other way: give the *dense* model the sparse run's FLOP
 # budget and stop it early (the `eqflop75` arm of lesson 05). How many dense steps is that?
@@ -207,7 +210,87 @@ plt.show()
 # quality with 64% fewer pre-training FLOPs at 6.7B parameters; at toy scale treat this as a
 # method to measure, not a number to reproduce.
 #
-# ## 3 · Does sparsity make my hardware faster?
+# ## 3 · Masks that move, masks that arrive late, and the 2:4 pattern
+#
+# SPDF draws one random mask and keeps it. `minispdf.schedules` has the alternatives the field
+# tried since, each a `--schedule` of `pretrain` that keeps the same zeros-stay-zero guarantee:
+#
+# - **SET** and **RigL** move the mask every `update_interval` steps. Each update drops the
+#   fraction $f_t$ of a tensor's kept weights with the smallest $|w|$ and regrows as many pruned
+#   slots, $f_t = \tfrac{f_0}{2}\left(1 + \cos\tfrac{\pi t}{T_{\rm stop}}\right)$ with $f_0 = 0.3$ and
+#   $T_{\rm stop}$ = 75% of the run. SET regrows at random; RigL where the *dense* gradient
+#   $|\partial L / \partial w|$ is largest, which costs a dense weight-gradient matmul on each update
+#   step (counted in its FLOPs).
+# - **GMP** starts dense and prunes by magnitude towards sparsity $s$ on a cubic ramp,
+#   $s_t = s\,(1 - (1 - p_t)^3)$ with $p_t$ the progress from 25% to 75% of the run: more FLOPs,
+#   spent while the model is dense.
+# - **N:M** keeps the N largest of every M consecutive weights (2:4 on current GPUs): 50% sparse,
+#   in a pattern hardware can skip.
+#
+# Here SET and RigL run with the settings of section 1's sparse run, so that run is the static
+# reference. Watch two things: how much of the mask each update moves, and whether moving it buys
+# a lower loss for the FLOPs.
+
+# %%
+moving = {"static (section 1)": lm[f"{P['sparsity']:.0%} sparse, N steps"]}
+for kind in ("set", "rigl"):
+    moving[kind] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=P["sparsity"], data="builtin",
+                            max_steps=N, eval_interval=max(1, N // 6), schedule=kind,
+                            update_interval=P["update_interval"], out=f"{RUNS}/lm-{kind}", overwrite=True, **settings)
+moves = {kind: [h["mask"] for h in r["history"] if "mask" in h] for kind, r in moving.items() if kind != "static (section 1)"}
+fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+for kind, ms in moves.items():
+    a.plot([m["step"] for m in ms], [m["grown"] for m in ms], "o-", label=kind)
+a.set_xlabel("step")
+a.set_ylabel("fraction of the kept weights replaced")
+a.set_title("How much of the mask each update moves")
+a.legend()
+plots.plot_curves(moving, x="flops", y="val_loss", ax=b, title="Validation loss against FLOPs spent")
+fig.tight_layout()
+plt.show()
+print(plots.format_table([dict(run=k, updates=len(moves.get(k, [])), flops=r["flops"], val_loss=r["val_loss"])
+                          for k, r in moving.items()]))
+
+# %% [markdown]
+# The replaced fraction starts near $f_0$ and decays with the cosine; RigL's first moves
+# are usually a little smaller than SET's, because a slot it just dropped can win the gradient
+# contest and come straight back (it is not counted as replaced). RigL's FLOPs sit a little
+# above the others: its update steps compute the dense weight gradient. Whether either beats
+# the static mask at this scale is a question for seeds, not one run: the committed `methods`
+# study (`results/methods/`, README) answers it with 8 seeds per arm and dense fine-tuning.
+#
+# **Exercise 7: a 2:4 mask.** Return the bool mask that keeps, in every row of `weight` (a
+# Linear's weight, `out x in`), the 2 largest $|w|$ of every 4 consecutive inputs. `in` is a
+# multiple of 4. Leave `weight` unchanged.
+#
+# <details><summary>Hint</summary>
+#
+# Reshape the magnitudes to `(out, in // 4, 4)` so that the last dimension is one group; then
+# find the 2 largest of each group along `dim=-1`, mark them True, and reshape back. Or call
+# `hint("two_four_mask")`.
+#
+# </details>
+
+# %% minispdf={"exercise": "two_four_mask"} tags=["exercise"]
+def two_four_mask(weight):
+    ### BEGIN SOLUTION
+    groups = weight.abs().reshape(weight.shape[0], -1, 4)
+    top = groups.topk(2, dim=-1).indices
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True).reshape(weight.shape)
+    ### END SOLUTION
+
+
+# %%
+from minispdf.schedules import check_nm
+
+assignments.check("two_four_mask", two_four_mask)
+w = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+check_nm(two_four_mask(w), 2, 4)  # raises unless every group of 4 keeps exactly 2
+print(f"a 2:4 mask is {1 - two_four_mask(w).float().mean().item():.0%} sparse; pre-training with it: "
+      f"`pretrain(..., schedule='nm', nm='2:4')` (the `nm24` arm of the methods study)")
+
+# %% [markdown]
+# ## 4 · Does sparsity make my hardware faster?
 #
 # `minispdf.bench` on this machine, dense vs masked, at the sparsities used above.
 

@@ -235,6 +235,37 @@ def test_equal_flop_steps_grader():
     assert "equal_flop_steps(1000, 3.0, 4.0): expected 750 steps, got 1333" in msg, msg
 
 
+def test_two_four_mask_grader():
+    def right(w):
+        top = w.abs().reshape(w.shape[0], -1, 4).topk(2, dim=-1).indices
+        return torch.zeros(w.shape[0], w.shape[1] // 4, 4, dtype=torch.bool).scatter_(-1, top, True).reshape(w.shape)
+
+    def half_of_each_row(w):  # 50% per row, not 2 of every 4
+        keep = torch.zeros_like(w, dtype=torch.bool)
+        return keep.scatter_(1, w.abs().topk(w.shape[1] // 2, dim=1).indices, True)
+
+    def groups_down_the_columns(w):  # groups of 4 outputs instead of 4 inputs
+        return right(w.t().contiguous()).t() if w.shape[0] % 4 == 0 else right(w)
+
+    def signed(w):  # the largest values, not magnitudes
+        top = w.reshape(w.shape[0], -1, 4).topk(2, dim=-1).indices
+        return torch.zeros(w.shape[0], w.shape[1] // 4, 4, dtype=torch.bool).scatter_(-1, top, True).reshape(w.shape)
+
+    def prunes_in_place(w):
+        mask = right(w)
+        w.mul_(mask)
+        return mask
+
+    ok = A.check_exercise("two_four_mask", right)
+    assert ok["passed"] and ok["points"] == 2, A.format_result(ok)
+    assert "do not keep exactly 2" in _failures("two_four_mask", half_of_each_row)
+    assert "do not keep exactly 2" in _failures("two_four_mask", groups_down_the_columns)
+    msg = _failures("two_four_mask", signed)
+    assert "expected [0, 1, 1, 0, 1, 0, 1, 0]" in msg and "not the 2 largest |w|" in msg, msg
+    assert "changed `weight`" in _failures("two_four_mask", prunes_in_place)
+    assert "must return a bool tensor" in _failures("two_four_mask", lambda w: right(w).float())
+
+
 def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
     from minispdf.assignments.checks import _study_cases
 
@@ -247,7 +278,7 @@ def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
 
 def test_hints(capsys):
     assert set(A.EXERCISES) == {"random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step",
-                                "equal_flop_steps"}
+                                "equal_flop_steps", "two_four_mask"}
     for name, ex in A.EXERCISES.items():
         A.hint(name)
         out = capsys.readouterr().out

@@ -336,3 +336,44 @@ def _equal_flop_steps_checks(fn) -> Checks:
 
     return [("small cases by hand (an int, rounded to the nearest step; sparsity 0 keeps the steps)", by_hand),
             ("the study's eqflop step counts for the grids' models at sparsity 0 to 0.9", study)]
+
+
+NM_CASES = [(4, 8), (16, 16), (3, 12), (64, 192)]  # (out, in): groups of 4 along the inputs
+
+
+def _two_four_weight(shape, seed: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _two_four_mask_checks(fn) -> Checks:
+    from ..schedules import nm_mask
+
+    def by_hand():
+        w = torch.tensor([[0.1, -0.9, 0.5, 0.2, 3.0, 0.0, -1.5, 1.0]])
+        out = _as_bool_mask(fn(w.clone()), w.shape, "two_four_mask")
+        want = [[False, True, True, False, True, False, True, False]]
+        _require(out.tolist() == want, f"weight {w.tolist()[0]}: kept {out.int().tolist()[0]}, expected "
+                                       f"{[int(v) for v in want[0]]} (the 2 largest |w| of each group of 4: "
+                                       "-0.9 and 0.5, then 3.0 and -1.5)")
+
+    def pattern():
+        for i, shape in enumerate(NM_CASES):
+            w = _two_four_weight(shape, i)
+            out = _as_bool_mask(fn(w.clone()), shape, "two_four_mask")
+            counts = out.reshape(shape[0], -1, 4).sum(-1)
+            bad = int((counts != 2).sum())
+            _require(bad == 0, f"shape {shape}: {bad} of {counts.numel()} groups of 4 consecutive inputs (along each "
+                               "row) do not keep exactly 2; a 2:4 mask keeps 2 in every group, not 50% overall")
+            _require(torch.equal(out, nm_mask(w, 2, 4)),
+                     f"shape {shape}: the right count in every group, but not the 2 largest |w| of each: "
+                     f"{int((out != nm_mask(w, 2, 4)).sum())} slots differ (compare magnitudes, not signed values)")
+
+    def untouched():
+        w = _two_four_weight((8, 16), 9)
+        copy_ = w.clone()
+        fn(w)
+        _require(torch.equal(w, copy_), "two_four_mask changed `weight`: return a mask, leave the weight alone")
+
+    return [("a row by hand: the 2 largest |w| of every 4 consecutive inputs", by_hand),
+            ("exactly 2 of every 4 along each row, the largest by magnitude, on random weights", pattern),
+            ("the weight is left unchanged", untouched)]

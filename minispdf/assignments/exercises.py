@@ -1,4 +1,4 @@
-"""The six exercises: where each lives, what it is worth, its hint, and how it is checked."""
+"""The exercises: where each lives, what it is worth, its hint, and how it is checked."""
 
 from __future__ import annotations
 
@@ -64,6 +64,13 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
                  "A run's training FLOPs are its steps times its FLOPs per step. Write down that the dense "
                  "run's total equals the sparse run's, and solve for the one unknown. A step count is a whole "
                  "number: int() cuts 1.9 down to 1; which Python built-in goes to the nearest one?")),
+    Exercise("two_four_mask", "two_four_mask", "06_beyond_the_paper",
+             "return the 2:4 mask of a weight: the 2 largest |w| of every 4 consecutive inputs of each row",
+             C._two_four_mask_checks, points=2, hint=(
+                 "A Linear weight is (out, in): the groups of 4 run along each row. Give the magnitudes the "
+                 "shape (out, in // 4, 4) with reshape, so that the last dimension is one group; torch.topk "
+                 "with dim=-1 finds the positions of the 2 largest in each group, and scatter_ (or a "
+                 "comparison with the group's second largest) turns positions into True. Reshape back.")),
 ]}
 
 

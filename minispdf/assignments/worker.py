@@ -70,6 +70,7 @@ _SOLUTIONS = {
     "loss_mask": lambda prompt_len, n_tokens: [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len),
     "block_flops": lambda d_model, seq_len, n_head, sparsity: 0,
     "random_mask": lambda shape, sparsity, generator=None: torch.zeros(shape, dtype=torch.bool),
+    "two_four_mask": lambda weight: torch.zeros(weight.shape, dtype=torch.bool),
 }
 
 

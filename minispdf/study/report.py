@@ -25,8 +25,9 @@ CSV_FIELDS = ("task", "size", "set", "arm", "seed", "n_params", "pretrain_sparsi
 CLAIM_FIELDS = ("id", "claim", "kind", "metric", "measure", "where", "effect", "ci_low", "ci_high", "ci90_low",
                 "ci90_high", "margin", "n_seeds", "sd", "mde", "abs_effect", "abs_ci_low", "abs_ci_high", "abs_unit",
                 "verdict", "reason", "primary", "declaration")
-ARM_ORDER = ("dense", "spdf50", "spdf75", "spdf90", "spsf50", "spsf75", "spsf90", "eqflop50", "eqflop75", "scratch")
-FIGURES = ("pretrain_loss_vs_flops.png", "gaps_to_dense.png", "claims.png")
+ARM_ORDER = ("dense", "spdf50", "spdf75", "spdf90", "spsf50", "spsf75", "spsf90", "eqflop50", "eqflop75", "set75",
+             "rigl75", "gmp75", "nm24", "vspdf75", "scratch")
+FIGURES = ("pretrain_loss_vs_flops.png", "gaps_to_dense.png", "claims.png", "lost_vs_flops.png")
 
 
 def arm_key(arm: str):
@@ -128,6 +129,28 @@ def summary_markdown(summary: list[dict]) -> str:
 
 def _where(c: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in c["where"].items())
+
+
+def _primary_rows(results: dict) -> list[dict]:
+    p = results["grid"]["primary"]
+    return [r for r in results["summary"] if (r["task"], r["size"], r["set"]) == (p["task"], p["size"], p["set"])]
+
+
+def arms_table(results: dict) -> str:
+    """The primary cell, one row per pre-trained arm: its pre-training FLOPs against dense's, L on
+    test loss and BLEU with 95% intervals, and the verdict of its "no significant loss" claims."""
+    verdicts = {(c["claim"].split(":")[0], c["measure"]): c["verdict"] for c in results["claims"]
+                if c["kind"] == "no_loss" and c["primary"]}
+    lines = ["| arm | pre-training FLOPs (x dense) | L on test loss [95% CI] | no loss? | L on BLEU [95% CI] | "
+             "no loss? |", "|---" * 6 + "|"]
+    for r in _primary_rows(results):
+        if r["arm"] in ("dense", "scratch"):
+            continue
+        cis = {m: r[f"lost_{m}"] or {} for m in MEASURES}
+        cols = [f"{_ci(cis[m].get('mean'), cis[m].get('low'), cis[m].get('high'))} | "
+                f"{verdicts.get((r['arm'], m), '-')}" for m in MEASURES]
+        lines.append(f"| {r['arm']} | {_f(r['pretrain_flops_x_dense'], '{:.2f}')} | {cols[0]} | {cols[1]} |")
+    return "\n".join(lines)
 
 
 def _effect(c: dict) -> str:
@@ -266,6 +289,40 @@ def plot_claims(results: dict, path: str) -> None:
     _save(axes[0], path)
 
 
+def plot_lost_vs_flops(results: dict):
+    """Quality kept per pre-training FLOP at the primary cell: one point per pre-trained arm, L
+    (the share of the pre-training benefit lost) with its 95% interval against the arm's
+    pre-training FLOPs relative to dense; dense sits at (1, 0). Returns the figure."""
+    from .. import plots
+
+    plt = plots._plt()
+    rows = sorted([r for r in _primary_rows(results) if r["arm"] != "scratch" and not r["arm"].startswith("spsf")
+                   and r["pretrain_flops_x_dense"]], key=lambda r: arm_key(r["arm"]))  # spsf: spdf's pre-training
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, m in zip(axes, MEASURES):
+        seen: dict[float, int] = {}
+        for r in rows:
+            ci = r[f"lost_{m}"] or ({"mean": 0.0, "low": 0.0, "high": 0.0} if r["arm"] == "dense" else None)
+            if ci is None:
+                continue
+            same = seen[round(r["pretrain_flops_x_dense"], 3)] = seen.get(round(r["pretrain_flops_x_dense"], 3), -1) + 1
+            x = r["pretrain_flops_x_dense"] + 0.006 * same  # equal FLOPs by design (eqflop): side by side
+            ax.errorbar([x], [ci["mean"]], yerr=[[ci["mean"] - ci["low"]], [ci["high"] - ci["mean"]]], fmt="o",
+                        color=f"C{arm_key(r['arm'])[0] % 10}", capsize=3)
+            ax.annotate(r["arm"], (x, ci["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.axhline(results["grid"]["margins"][m], color="k", linestyle="--", linewidth=0.8, label="margin")
+        ax.set_xlabel("pre-training FLOPs (x dense)")
+        ax.set_ylabel(f"{LABEL[m]} (> 0: worse than dense)")
+        ax.set_title(f"{LABEL[m]} against pre-training FLOPs", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    p = results["grid"]["primary"]
+    fig.suptitle(f"task {p['task']}, model {p['size']}, set {p['set']}: mean of seeds, 95% intervals", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _save(ax, path: str) -> None:
     from .. import plots
 
@@ -340,8 +397,10 @@ def write_outputs(results: dict, out: str) -> None:
     write_text(os.path.join(out, "summary.md"), summary_markdown(results["summary"]))
     write_text(os.path.join(out, "claims.md"), claims_markdown(results["claims"]) + "\n")
     write_text(os.path.join(out, "README_section.md"), readme_section(results, link=f"results/{results['grid']['name']}/"))
+    write_text(os.path.join(out, "arms.md"), arms_table(results) + "\n")
     if results["rows"]:
         plot_pretraining(results, os.path.join(out, FIGURES[0]))
         _save(plot_gaps(results).axes[0], os.path.join(out, FIGURES[1]))
         plot_claims(results, os.path.join(out, FIGURES[2]))
+        _save(plot_lost_vs_flops(results).axes[0], os.path.join(out, FIGURES[3]))
 

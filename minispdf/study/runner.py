@@ -268,9 +268,9 @@ def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], task
 def _describe(kind: str, job: dict, r: dict) -> str:
     s = job["spec"]
     if kind == "pretrain":
-        how = s.get("schedule", {}).get("schedule", "static") + (" + dense tail" if s.get("schedule", {}).get(
-            "dense_from") else "")
-        return f"pre-trained {s['size']} at {s['sparsity']:.0%} sparsity ({how}), {s['steps']} steps, seed {s['seed']}: " \
+        sched = s.get("schedule", {})
+        how = f" ({sched['schedule']}{', dense tail' if sched.get('dense_from') else ''})" if sched else ""
+        return f"pre-trained {s['size']} at {s['sparsity']:.0%} sparsity{how}, {s['steps']} steps, seed {s['seed']}: " \
                f"val loss {r['val_loss']:.3f}"
     bleu = f"BLEU {r['bleu']:.1f}, " if r["bleu"] is not None else ""
     return f"{r['task']} {r['size']} {r['set']} {r['arm']} seed {r['seed']}: {bleu}test loss {r['test_loss']:.3f}"
