@@ -80,6 +80,60 @@ WRONG = {
     "loss_mask": ("def loss_mask(prompt_len, n_tokens):\n"
                   "    return [0] * prompt_len + [1] * (n_tokens - prompt_len - 1)  # off by one\n",
                   "expected"),
+    "masked_step": ("def masked_adamw_step(params, masks, optimizer):  # masks too late: after the step\n"
+                    "    with torch.no_grad():\n"
+                    "        optimizer.step()\n"
+                    "        for p, m in zip(params, masks):\n"
+                    "            for t in (p, optimizer.state[p]['exp_avg'], optimizer.state[p]['exp_avg_sq']):\n"
+                    "                t.mul_(m)\n"
+                    "        optimizer.zero_grad()\n",
+                    "before optimizer.step(), not after"),
+    "equal_flop_steps": ("def equal_flop_steps(steps, sparse, dense):\n"
+                         "    return int(steps * sparse / dense)  # truncates\n",
+                         "rounded to the nearest step"),
+}
+
+# Right answers that call the library the checks compare with: each is refused, in the grader
+# (from the cell's source, before it runs) and under the notebook's check (from the function).
+BORROWED = {
+    "random_mask": ("from minispdf.sparsity import sparsify\n"
+                    "def random_mask(shape, sparsity, generator=None):\n"
+                    "    seed = int(torch.randint(1 << 30, (1,), generator=generator))\n"
+                    "    layer = torch.nn.Linear(shape[1], shape[0], bias=False)\n"
+                    "    return sparsify(layer, sparsity, include=r'^weight$', seed=seed)['weight']\n",
+                    "sparsify (from minispdf.sparsity)"),
+    "magnitude_mask": ("def magnitude_mask(weight, sparsity):\n"
+                       "    import minispdf.sparsity as S\n"
+                       "    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)\n"
+                       "    layer.weight.data.copy_(weight)\n"
+                       "    return S.sparsify(layer, sparsity, method='magnitude', include=r'^weight$')['weight']\n",
+                       "import minispdf.sparsity inside magnitude_mask"),
+    "block_flops": ("from minispdf.flops import flop_report\n"
+                    "from minispdf.model import GPTConfig\n"
+                    "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n"
+                    "    cfg = GPTConfig(n_layer=1, n_embd=d_model, n_head=n_head, block_size=seq_len, vocab_size=257)\n"
+                    "    rep = flop_report(cfg, sparsity=sparsity, seq_len=seq_len)\n"
+                    "    return sum(v['sparse'] for k, v in rep.components.items() if k not in ('embedding', 'logits'))\n",
+                    "flop_report (from minispdf.flops)"),
+    "loss_mask": ("from minispdf.tasks.finetune import encode_example, SEPARATOR\n"
+                  "from minispdf.data import get_tokenizer\n"
+                  "def loss_mask(prompt_len, n_tokens):\n"
+                  "    src, tgt = 'a' * (prompt_len - len(SEPARATOR)), 'b' * (n_tokens - prompt_len - 1)\n"
+                  "    return encode_example(get_tokenizer('char'), src, tgt, block_size=4096)[1]\n",
+                  "encode_example (from minispdf.tasks.finetune)"),
+    "masked_step": ("from minispdf import sparsity\n"
+                    "def masked_adamw_step(params, masks, optimizer):\n"
+                    "    for p, m in zip(params, masks):\n"
+                    "        sparsity._zero_pruned(p.grad, m)\n"
+                    "    optimizer.step()\n"
+                    "    for p, m in zip(params, masks):\n"
+                    "        for t in (p, optimizer.state[p]['exp_avg'], optimizer.state[p]['exp_avg_sq']):\n"
+                    "            sparsity._zero_pruned(t, m)\n",
+                    "sparsity (from minispdf.sparsity)"),
+    "equal_flop_steps": ("m = __import__('minispdf.study.plan')\n"
+                         "def equal_flop_steps(steps, sparse, dense):\n"
+                         "    return max(1, round(steps * sparse / dense)) if m else 0\n",
+                         "m (from minispdf)"),
 }
 
 
@@ -90,6 +144,49 @@ def test_wrong_solutions_fail(tmp_path, name):
     ex = result["exercises"][name]
     assert not ex["passed"] and not result["all_passed"]
     assert any(hint in c["message"] for c in ex["checks"] if not c["passed"]), ex
+
+
+def test_every_exercise_has_a_wrong_and_a_borrowed_answer():
+    assert set(WRONG) == set(BORROWED) == set(A.EXERCISES)
+
+
+def _namespace(source):
+    ns = {"torch": torch}
+    exec(source, ns)
+    return ns
+
+
+def test_borrowed_answers_are_right_and_refused_by_the_notebook_check(monkeypatch):
+    from minispdf.assignments import borrowing
+
+    for name, (source, what) in BORROWED.items():
+        fn = _namespace(source)[A.EXERCISES[name].function]
+        r = A.check_exercise(name, fn)
+        assert not r["passed"] and r["points"] == 0 and len(r["checks"]) == 1, r
+        message = r["checks"][0]["message"]
+        assert what in message and "answer key" in message and "torch" in message, (name, message)
+    monkeypatch.setattr(borrowing, "function_uses", lambda fn: [])  # the refusal is all that fails them:
+    for name in ("random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step"):
+        fn = _namespace(BORROWED[name][0])[A.EXERCISES[name].function]
+        if name == "random_mask":  # sparsify's seed is not the generator's stream: only the count holds
+            assert A.check_exercise(name, fn)["checks"][0]["passed"]
+        else:
+            assert A.check_exercise(name, fn)["passed"], name
+
+
+def test_the_grader_refuses_borrowed_answers_from_their_source(tmp_path):
+    path = _notebook(tmp_path / "borrower.ipynb", *BORROWED_CELLS)
+    result = A.grade(path)
+    assert result["points"] == 0 and result["total"] == len(A.EXERCISES)
+    for name, ex in result["exercises"].items():
+        message = ex["checks"][0]["message"]
+        assert "uses the library it is checked against" in message and "line " in message, (name, message)
+    # and a run-time import, which the source does not spell out, fails in the worker
+    spelt = ("def loss_mask(prompt_len, n_tokens):\n"
+             "    f = getattr(__builtins__, '__imp' + 'ort__', None) or __builtins__['__imp' + 'ort__']\n"
+             "    f('mini' + 'spdf')\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)\n")
+    r = A.grade(_notebook(tmp_path / "spelt.ipynb", ("loss_mask", spelt)))["exercises"]["loss_mask"]
+    assert r["points"] == 0 and "exercises may not import minispdf" in r["checks"][0]["message"], r
 
 
 def test_random_mask_with_wrong_count_fails_and_structured_mask_fails():
@@ -202,6 +299,15 @@ def masks_weights_only(params, masks, optimizer):
             p.mul_(m)
 
 
+def masks_after_the_step_then_zero_grad(params, masks, optimizer):
+    optimizer.step()
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            for t in (p, optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]):
+                t.mul_(m)
+    optimizer.zero_grad()  # grads gone: nothing left after the call shows they were never masked
+
+
 def steps_twice(params, masks, optimizer):
     masked_adamw_step(params, masks, optimizer)
     masked_adamw_step(params, masks, optimizer)
@@ -219,7 +325,11 @@ def test_masked_step_grader():
     msg = _failures("masked_step", forgot_the_moments)
     assert "step 1: the exp_avg of parameter 0" in msg and "exp_avg_sq" in msg and "pruned slots" in msg, msg
     msg = _failures("masked_step", masks_weights_only)
-    assert "step 1: the gradient of parameter 0" in msg and "before optimizer.step()" in msg, msg
+    assert "step 1: the gradient (as optimizer.step() read it) of parameter 0" in msg, msg
+    assert "before optimizer.step(), not after" in msg, msg
+    msg = _failures("masked_step", masks_after_the_step_then_zero_grad)  # the step saw the pruned gradients
+    assert "step 1: the gradient (as optimizer.step() read it) of parameter 0" in msg, msg
+    assert "optimizer.step() was not called" in _failures("masked_step", lambda params, masks, optimizer: None)
     msg = _failures("masked_step", steps_twice)
     assert "kept weights of parameter 0" in msg and "exactly once" in msg, msg
 
@@ -333,6 +443,9 @@ def test_release_refuses_a_non_empty_folder_and_is_atomic(tmp_path, capsys, monk
 LOSS_MASK_OK = "def loss_mask(prompt_len, n_tokens):\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)\n"
 
 
+BORROWED_CELLS = [(name, source) for name, (source, _) in BORROWED.items()]
+
+
 def _notebook(path, *cells):
     """A notebook of ``(exercise name or None, source)`` cells."""
     nb = nbformat.v4.new_notebook()
@@ -440,9 +553,10 @@ def _attacks(subs, outside):
     bob = subs / "bob.ipynb"
     wrong = "def loss_mask(prompt_len, n_tokens):\n    return [1] * (n_tokens - 1)\n"
     return {
-        "a1_patches_checker": "import dataclasses, sys\n"
-                              "E = sys.modules['minispdf.assignments.exercises']\n"
-                              "W = sys.modules['minispdf.assignments.worker']\n"
+        "a1_patches_checker": "import dataclasses, sys\n"  # spelt so that the source check misses it
+                              "M, lib = getattr(sys, 'mod' + 'ules'), 'mini' + 'spdf'\n"
+                              "E = M[lib + '.assignments.exercises']\n"
+                              "W = M[lib + '.assignments.worker']\n"
                               "def passed(name, fn=None):\n"
                               "    return dict(name=name, passed=True, points=2, max_points=2, checks=[])\n"
                               "E.check_exercise = W.check_exercise = passed\n"

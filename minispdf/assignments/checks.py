@@ -192,12 +192,32 @@ def _loss_mask_checks(fn) -> Checks:
 
 MASKED_STEPS = 50
 ADAMW = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+GRAD_SEEN = "pruned_grad_seen"  # optimizer state key: non-zero pruned gradient slots the last step() saw
 MASKED_ADVICE = {
     "gradient": "zero the pruned gradient slots (p.grad) before optimizer.step()",
+    "gradient (as optimizer.step() read it)": "zero the pruned gradient slots (p.grad) before optimizer.step(), not after: "
+                            "the step reads them (clearing or zeroing p.grad afterwards is too late)",
     "weight": "after optimizer.step() set the pruned weights to zero: old moments still move them",
     "exp_avg": "after optimizer.step() zero optimizer.state[p]['exp_avg'] at the pruned slots",
     "exp_avg_sq": "after optimizer.step() zero optimizer.state[p]['exp_avg_sq'] at the pruned slots",
 }
+
+
+class _WatchedAdamW(torch.optim.AdamW):
+    """AdamW that notes, in its own state, how many pruned gradient slots were non-zero when
+    ``step()`` ran: the one moment a masked step must have cleared them. (What a step leaves
+    behind cannot tell: zeroing the weights and moments afterwards, or ``zero_grad()``, hides an
+    unmasked gradient.) A 0-dim tensor, so it travels in the grader's record with the moments."""
+
+    pruned: list | tuple = ()  # (parameter, bool mask of its pruned slots), set once the masks exist
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        seen = [(p, int((p.grad[where] != 0).sum())) for p, where in self.pruned if p.grad is not None]
+        out = super().step(closure)
+        for p, n in seen:
+            self.state[p][GRAD_SEEN] = torch.tensor(n)
+        return out
 
 
 def _masked_problem(seed: int):
@@ -211,14 +231,16 @@ def _masked_problem(seed: int):
     with torch.no_grad():  # from g, not torch's global generator: the grader makes this problem again
         for p in params:
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    opt = torch.optim.AdamW(params, **ADAMW)
+    opt = _WatchedAdamW(params, **ADAMW)
     for _ in range(3):
         for p in params:
             p.grad = torch.randn(p.shape, generator=g)
         opt.step()
     masks = sparsify(model, 0.6, method="random", include=r"weight$", seed=seed)  # zeros the pruned weights
     named = list(model.named_parameters())
-    return [p for _, p in named], [masks.get(n, torch.ones(p.shape, dtype=torch.bool)) for n, p in named], opt, g
+    masks = [masks.get(n, torch.ones(p.shape, dtype=torch.bool)) for n, p in named]
+    opt.pruned = [(p, ~m) for (_, p), m in zip(named, masks)]
+    return [p for _, p in named], masks, opt, g
 
 
 def _reference_step(params, masks, opt) -> None:
@@ -236,6 +258,9 @@ def _pruned_leaks(params, masks, opt) -> list[tuple[str, int, tuple, int, float]
     leaks = []
     for i, (p, m) in enumerate(zip(params, masks)):
         state = opt.state.get(p, {})
+        seen = state.get(GRAD_SEEN)
+        if isinstance(seen, torch.Tensor) and seen.numel() == 1 and int(seen) != 0:
+            leaks.append(("gradient (as optimizer.step() read it)", i, tuple(p.shape), int(seen), float("nan")))
         for what, t in (("gradient", p.grad), ("weight", p.detach()),
                         ("exp_avg", state.get("exp_avg")), ("exp_avg_sq", state.get("exp_avg_sq"))):
             if t is None:
@@ -255,6 +280,7 @@ def _student_steps(fn, seed: int = 5):
         grads = [torch.randn(p.shape, generator=g) for p in params]
         for p, grad in zip(params, grads):
             p.grad = grad.clone()
+            opt.state[p].pop(GRAD_SEEN, None)
         fn(params, [m.clone() for m in masks], opt)
         yield step, params, masks, opt, grads
 
@@ -262,12 +288,16 @@ def _student_steps(fn, seed: int = 5):
 def _masked_step_checks(fn) -> Checks:
     def stays_zero():
         for step, params, masks, opt, _ in _student_steps(fn):
+            if step and not any(GRAD_SEEN in opt.state.get(p, {}) for p in params):
+                raise CheckFailed(f"step {step}: optimizer.step() was not called; call it once, between "
+                                  "masking the gradients and zeroing the weights and moments")
             leaks = _pruned_leaks(params, masks, opt)
             if step and leaks:
                 what, i, shape, n, big = leaks[0]
                 others = "".join(f", the {w} of parameter {j}" for w, j, *_ in leaks[1:4])
+                size = "" if math.isnan(big) else f" (largest |value| {big:.3g})"
                 raise CheckFailed(f"step {step}: the {what} of parameter {i} (shape {shape}) is non-zero at {n} pruned "
-                                  f"slots (largest |value| {big:.3g}){others}; {MASKED_ADVICE[what]}")
+                                  f"slots{size}{others}; {MASKED_ADVICE[what]}")
 
     def matches_reference():
         steps = _student_steps(fn)
@@ -287,7 +317,8 @@ def _masked_step_checks(fn) -> Checks:
                                       "masked gradients; call optimizer.step() exactly once, and change nothing "
                                       "else at the kept slots")
 
-    return [(f"pruned gradients, weights and AdamW moments exactly zero after each of {MASKED_STEPS} steps "
+    return [(f"pruned gradients zero when optimizer.step() reads them; weights and AdamW moments exactly zero "
+             f"after each of {MASKED_STEPS} steps "
              f"(weight decay {ADAMW['weight_decay']})", stays_zero),
             ("kept weights equal an AdamW step on the masked gradients", matches_reference)]
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import MiniSPDFError
+from . import borrowing
 from . import checks as C
 
 
@@ -97,13 +98,19 @@ def _run_check(desc: str, run) -> dict:
                     message=f"{type(e).__name__}: {e} (line {where.lineno} of {where.filename})")
 
 
+BORROW_CHECK = "written without minispdf (the library is the answer key)"
+
+
 def run_checks(name: str, fn, before=None) -> list[dict]:
     """Each check of exercise ``name`` on ``fn``; ``before(i)`` is called before the i-th (the
-    grader's replay of a worker's record uses it to follow the checks)."""
+    grader's replay of a worker's record uses it to follow the checks). A function that reads
+    ``minispdf`` fails at once (:mod:`.borrowing`)."""
     ex = EXERCISES[name]
     if not callable(fn):
         return [dict(check=f"{ex.function} is a function", passed=False,
                      message=f"{ex.function} is not defined as a function")]
+    if uses := borrowing.function_uses(fn):
+        return [dict(check=BORROW_CHECK, passed=False, message=borrowing.refusal(ex.function, uses))]
     results = []
     for i, (desc, run) in enumerate(ex.checks(fn)):
         if before is not None:
