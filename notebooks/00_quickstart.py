@@ -104,6 +104,47 @@ print(f"pre-training FLOPs {sparse['flops']:.3g}; the same run dense: {sparse['f
       f"-> {sparse['flops_dense'] / sparse['flops']:.2f}x fewer")
 
 # %% [markdown]
+# The 75% applies to the masked matrices only. How much of the *whole* model is zero?
+#
+# **Exercise 0: how sparse is the whole model?** `shapes` maps every parameter's name to its
+# shape, `masked` lists the names of the masked parameters and `sparsity` is their sparsity.
+# Return the fraction of all the model's parameters that the masks set to zero (a number
+# between 0 and 1). Each masked matrix keeps exactly `round((1 - sparsity) * numel)` weights.
+#
+# <details><summary>Hint</summary>
+#
+# Count the zeros matrix by matrix, then divide by the number of *all* parameters, masked or
+# not: the embeddings, layer norms and biases are part of the model too.
+#
+# </details>
+
+# %% minispdf={"exercise": "model_sparsity"} tags=["exercise"]
+import math
+
+
+def model_sparsity(shapes, masked, sparsity):
+    ### BEGIN SOLUTION
+    zeros = 0
+    for name in masked:
+        n = math.prod(shapes[name])
+        zeros += n - round((1 - sparsity) * n)
+    return zeros / sum(math.prod(shape) for shape in shapes.values())
+    ### END SOLUTION
+
+
+# %%
+from minispdf.assignments import check
+from minispdf.sparsity import masked_parameters
+
+check("model_sparsity", model_sparsity)
+model = sparse["model"]
+shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+masked = [name for name, _, _ in masked_parameters(model)]
+zeros = sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in model.parameters())
+print(f"yours: {model_sparsity(shapes, masked, 0.75):.1%} of all parameters are zero; counted in the trained model: "
+      f"{zeros:.1%}")
+
+# %% [markdown]
 # ## 2 · Dense fine-tuning
 #
 # `finetune(init_from=...)` loads the checkpoint and **drops the masks** (`densify`), then trains
@@ -154,7 +195,19 @@ plt.show()
 #
 # **Reading the figures.** Left, the pre-training loss falls fast for the first few hundred
 # steps (the model learns the characters and common words), then slowly; it has not flattened
-# at step 1200, so a longer run would still improve it. Right, the fine-tuning loss counts only
+# at step 1200, so a longer run would still improve it.
+#
+# *Why the validation dots sit below the training line.* Not dropout or training mode: these
+# models have no dropout (`dropout=0.0`), so `model.train()` and `model.eval()` compute the same
+# loss. Three things differ between the two. (1) **Different text:** the validation split is the
+# last 10% of the corpus (the `help()` topics late in the alphabet), which this model finds
+# easier to predict: the same checkpoint, scored the same way on 40 fixed batches of each split,
+# gives about 0.2 nats less on validation than on training text. (2) **Different batches:** each
+# training point is one random batch, read *before* that step's update; each dot is the mean of
+# the same `eval_iters` fixed validation batches after the step, a small sample that can sit a
+# little higher or lower than the split as a whole. (3) **Smoothing:** the line is an exponential
+# moving average (about 10 steps), which lags above a falling curve early on. None of this means
+# the model generalises "better than it trains"; compare dots with dots and lines with lines. Right, the fine-tuning loss counts only
 # the description characters: it starts far lower than the pre-training loss (descriptions are
 # repetitive, and the pre-trained model already spells) and is still falling at the last step.
 #

@@ -280,9 +280,16 @@ plots.plot_regrowth(stats)
 plt.show()
 
 # %% [markdown]
-# Every pruned weight moves after the first dense step (AdamW's first update has the size of
-# the learning rate, whatever the gradient), but they start far below the trained weights:
-# dense fine-tuning adds capacity gently, on top of what sparse pre-training learned.
+# Why nearly all of them move: `finetune` starts a fresh AdamW, and its first update of a weight
+# is $-\eta_t\,\hat m/(\sqrt{\hat v}+\epsilon) = -\eta_t\, g/(|g|+\epsilon)$: about the step's
+# learning rate $\eta_t$ for *any* gradient $g$ much larger than $\epsilon = 10^{-8}$, however
+# small (the size of $g$ stops mattering once the moments have averaged a few steps). Two limits:
+# $\eta_t$ is tiny during the warmup steps, so the first moves are tiny too; and a weight whose
+# gradient is exactly zero does not move at all (weight decay of a zero weight is zero). The
+# printed fraction is measured after all the dense steps, not after the first: it says that
+# almost every formerly pruned weight received some gradient along the way. They still start far
+# below the trained weights: dense fine-tuning adds capacity gently, on top of what sparse
+# pre-training learned.
 #
 # **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
 # torch 2.13.0, one thread) printed: 81% of the `nano` model's parameters are maskable (GPT-2

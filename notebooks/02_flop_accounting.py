@@ -121,6 +121,19 @@ print(f"GPT-3 XL forward, 75% sparse: yours {mine:.4g}, library {flop_report('gp
 # | attention scores, attention × values, softmax | L·(4T²d + 3hT²) | no: activations × activations |
 # | logits (LM head) | 2TdV | no: stays dense |
 #
+# As equations, with sparsity $s$ (density $1-s$), $h$ heads and the embedding lookup free:
+#
+# $$F_{\text{fwd}}(s) = L\Big[\underbrace{(1-s)\cdot 2T\,(3d^2 + d^2 + 8d^2)}_{\text{masked matrices}}
+#   + \underbrace{2T^2d + 2T^2d + 3hT^2}_{\text{scores, values, softmax}}\Big] + \underbrace{2TdV}_{\text{logits}}$$
+#
+# $$F_{\text{train}}(s) = 3\,F_{\text{fwd}}(s), \qquad
+#   \text{reduction}(s) = \frac{F_{\text{train}}(0)}{F_{\text{train}}(s)}
+#   = \frac{24LTd^2 + A}{(1-s)\,24LTd^2 + A}, \quad A = L(4T^2d + 3hT^2) + 2TdV .$$
+#
+# The reduction tends to $1/(1-s)$ only when the dense part $A$ is small next to $24LTd^2$: wide
+# models (large $d$) with a short context ($T$ small next to $6d$) and a small vocabulary. That
+# is the whole argument of section 2.
+#
 # Training = 3 x forward (the backward pass costs twice the forward, sparse or dense). The
 # breakdown for GPT-3 XL at 75%:
 

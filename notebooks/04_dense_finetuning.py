@@ -184,16 +184,21 @@ print(plots.format_table(rows, {"arm": "arm", "pretrain_flops": "pre-training FL
 gap = scores["SPDF"]["loss"] - scores["dense"]["loss"]
 print(f"SPDF is {gap:+.3f} nats from dense with {pre[0.0]['flops'] / pre[0.75]['flops']:.2f}x fewer pre-training FLOPs; "
       f"SPSF {scores['SPSF']['loss'] - scores['dense']['loss']:+.3f}; scratch {scores['scratch']['loss'] - scores['dense']['loss']:+.3f}")
+# the SPDF-dense gap on the validation loss at each evaluation: does it stay put or shrink?
+(steps, spdf_val), (_, dense_val) = plots.history(tuned["SPDF"], "val_loss"), plots.history(tuned["dense"], "val_loss")
+print("SPDF - dense validation loss by step: " + ", ".join(f"{s}: {a - b:+.3f}" for s, a, b in zip(steps, spdf_val, dense_val)))
 
 # %% [markdown]
 # **Reading it.** Look at the ordering first. Pre-training of any kind beats scratch: the
 # language model already knows spelling and word order. Keeping the mask (SPSF) is far behind
 # fine-tuning the *same* checkpoint densely: that is the paper's case for switching to dense
-# for the cheap phase. Whether SPDF *matches* dense depends on scale: the paper's claim is for
-# 125M-1.3B models pre-trained on billions of tokens, while this 2-layer model pre-trained for
-# a minute has no capacity to spare, so 75% zeros cost it more (notebook 05 varies the model
-# size; the `gpu` scale trains larger models longer). One seed: differences of a few
-# hundredths of a nat can be noise, differences of tenths are not. The test loss is steadier
+# for the cheap phase. Whether SPDF *matches* dense cannot be read off this table: the gap
+# printed below the curves shrinks quickly while both arms are still learning, so at least part
+# of it is how *fast* each arm learns the task, not a ceiling on how *well* it can (a lack of
+# capacity would show as a gap that stays put). The paper's claim is for 125M-1.3B models
+# pre-trained on billions of tokens; this one runs a minute (notebook 05 varies the model size
+# and reads a multi-seed study; the `gpu` scale trains larger models longer). One seed:
+# differences of a few hundredths of a nat can be noise, differences of tenths are not. The test loss is steadier
 # than BLEU, which hinges on every greedy choice.
 #
 # What the models write for the same inputs:
@@ -213,9 +218,9 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # the paper's; the size of the SPDF gap is this budget's.
 #
 # **Still unconverged.** At the last fine-tuning step every validation curve is still falling,
-# and not at the same rate: over the last 100 steps dense fell from 0.548 to 0.460 and SPDF from
-# 0.943 to 0.799, so the SPDF-dense gap shrank from 0.513 (step 400) to 0.395 (step 500) to 0.339
-# (step 600). The gap in the table therefore measures partly how *fast* each arm learns the task,
+# and not at the same rate: the "SPDF - dense validation loss by step" line printed under the
+# table shrinks from one evaluation to the next (in the reference run by about a third over the
+# last 200 steps). The gap in the table therefore measures partly how *fast* each arm learns the task,
 # not only how *well* it can: with more fine-tuning steps it would likely be smaller, and only a
 # longer run (with several seeds) can say by how much, or whether it closes. SPSF and scratch
 # fall slowly (1.581 to 1.508, 1.949 to 1.913): they are far from the others and not catching up
@@ -233,8 +238,9 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 #
 # 1. SPDF and SPSF start from the same checkpoint and fine-tune for the same steps. What is the
 #    only difference, and why does it matter more for fine-tuning than the FLOPs it costs?
-# 2. The fine-tuning curves are still falling at the last step. Would you expect the SPDF-dense
-#    gap to be larger or smaller after more fine-tuning steps, and what would you run to find out?
+# 2. The table gives the SPDF-dense gap at one step of unconverged runs. Name two numbers you could
+#    report instead that would tell "SPDF learns the task more slowly" from "SPDF ends worse",
+#    and what each needs (runs, steps, seeds).
 # 3. Two arms differ by 0.5 BLEU on 100 test inputs with one seed. What do you conclude?
 
 # %% [markdown] tags=["answer"]
@@ -242,9 +248,10 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # 1. SPSF keeps the mask, so 75% of the block weights stay zero while fine-tuning; SPDF lets
 #    them train. Fine-tuning is a tiny share of the total FLOPs, so giving it the full model
 #    costs little and returns the capacity the task needs.
-# 2. It cannot be read off one unconverged run: both arms are still improving, and the gap at
-#    the last step mixes "how good each arm becomes" with "how fast each arm gets there". Run
-#    longer (e.g. 2-4x the fine-tuning steps) with several seeds and compare the gaps at the
-#    end, or plot the gap against steps and see whether it shrinks.
+# 2. For example: the gap after fine-tuning to convergence (runs 2-4x longer, until the
+#    validation loss stops falling, with several seeds and a paired interval: "worse" if it
+#    stays above zero), and the steps each arm needs to reach a fixed validation loss (the
+#    dense arm's final loss, say: "slower" if SPDF needs more steps but gets there). Both
+#    need the same seeds for both arms, so the differences are paired.
 # 3. Nothing yet: BLEU of greedy outputs of one seed moves by more than that between seeds;
 #    compare test losses, add seeds and look at a paired interval (lesson 05).

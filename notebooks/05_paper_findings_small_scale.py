@@ -56,7 +56,8 @@ SCALES = {
     "gpu": dict(results="../results/gpu-quick/results.json", grid="gpu-quick", jobs=1),
     "smoke": dict(results="../results/quick/results.json", grid="smoke", jobs=1),
 }
-RERUN = False  # True: run P["grid"] here (the smoke grid takes seconds, quick about 10 minutes)
+RERUN = os.environ.get("MINISPDF_RERUN", "") or False  # True: run P["grid"] here (smoke: seconds, quick: ~10 min)
+# the gpu grid takes about an hour of GPU time: it runs only when RERUN names it, RERUN = "gpu-quick"
 assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
 P = SCALES[SCALE]
 DEVICE = "auto"  # cuda if present, else mps, else cpu
@@ -73,7 +74,11 @@ import matplotlib.pyplot as plt
 from minispdf.study import report, resolve_grid, run_study
 
 path = P["results"]
-run_here = RERUN or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
+run_here = bool(RERUN) or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
+if run_here and P["grid"] == "gpu-quick" and RERUN != "gpu-quick":  # an hour of work needs its own switch
+    print('refusing to start the gpu-quick study (about an hour) on RERUN = True: set RERUN = "gpu-quick" '
+          "(or MINISPDF_RERUN=gpu-quick) to run it; reading the committed study instead")
+    run_here = False
 if not run_here and not os.path.exists(path):  # never start a long study by surprise
     print(f"{path} is not committed yet: reading the default study instead; set RERUN = True to run "
           f"the {P['grid']!r} grid here")
@@ -112,6 +117,49 @@ print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-trainin
 # across tasks. The table shows each arm's mean over seeds, its gap to dense in nats and BLEU
 # points, and its $L$, each with a 95% t-interval over the paired seeds.
 
+# %% [markdown]
+# **Exercise 7: the share of the benefit lost, per seed.** `arm`, `dense` and `scratch` map a
+# seed to that run's value of `measure` (`"test_loss"`, lower is better, or `"bleu"`, higher is
+# better). Return a dict mapping each seed to its $L$, for the seeds that have all three runs
+# and where dense pre-training beat scratch (elsewhere $L$ is undefined: leave the seed out).
+#
+# <details><summary>Hint</summary>
+#
+# Turn each difference into "how much worse than dense" first, with a sign that depends on the
+# measure; then $L$ is one such gap over another. A seed where scratch is not worse than dense
+# has no benefit to lose.
+#
+# </details>
+
+# %% minispdf={"exercise": "benefit_lost"} tags=["exercise"]
+def benefit_lost(arm, dense, scratch, measure):
+    ### BEGIN SOLUTION
+    sign = -1 if measure == "bleu" else 1  # positive = worse than dense
+    lost = {}
+    for seed in set(arm) & set(dense) & set(scratch):
+        benefit = sign * (scratch[seed] - dense[seed])
+        if benefit > 0:
+            lost[seed] = sign * (arm[seed] - dense[seed]) / benefit
+    return lost
+    ### END SOLUTION
+
+
+# %%
+import statistics
+
+from minispdf.assignments import check
+
+check("benefit_lost", benefit_lost)
+# yours on the committed study's rows, against the L its claims were judged on
+for claim in [c for c in results["claims"] if c["primary"] and c["kind"] == "no_loss" and c["effect"] is not None]:
+    runs = {arm: {r["seed"]: r[claim["measure"]] for r in results["rows"] if r["arm"] == arm
+                  and all(r[k] == v for k, v in claim["where"].items()) and r[claim["measure"]] is not None}
+            for arm in (claim["claim"].split(":")[0], "dense", "scratch")}
+    mine = benefit_lost(*runs.values(), claim["measure"])
+    if mine:
+        print(f"{claim['claim']} ({claim['measure']}): your mean L {statistics.fmean(mine.values()):+.3f} over "
+              f"{len(mine)} seeds; the study's {claim['effect']:+.3f}")
+
 # %%
 print(report.summary_markdown(results["summary"]))
 
@@ -143,12 +191,28 @@ print()
 print(report.plain_words(results["claims"]))
 print()
 print(results["flop_claim"]["reason"])
+print()
+# the 50% arm against the 75% arm where both were judged: the paper expects 50% to lose no more
+def ell(c):  # L and its 95% interval, or n/a where the claim was untestable
+    return "n/a" if c["effect"] is None else f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+
+
+for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
+    other = next((o for o in results["claims"] if o["claim"].startswith("spdf75:") and o["measure"] == c["measure"]
+                  and o["where"] == c["where"]), None)
+    if other:
+        print(f"{c['measure']} at {', '.join(f'{k} {v}' for k, v in c['where'].items())}: spdf50 L {ell(c)} "
+              f"({c['verdict']}) vs spdf75 L {ell(other)} ({other['verdict']})")
 
 # %% [markdown]
 # **Reading it, against the paper.**
 #
 # 1. *No significant loss.* The paper's claim is about 125M-1.3B parameters trained on billions
-#    of tokens; here the models have 0.08-0.38M. A claim that holds here is a claim that
+#    of tokens; here the models have 0.08-0.38M. It also implies an order: fewer zeros should lose
+#    no more, so spdf50's $L$ should sit at or below spdf75's. The last lines printed above put the
+#    two side by side where both were judged; read the verdicts there, not an expectation: with
+#    few seeds an interval can cross the margin for the 50% arm and not for the 75% arm, or the
+#    other way round, and a rerun with other seeds can change which. A claim that holds here is a claim that
 #    survives a much harder setting; one that fails shows where it stops holding, not that the
 #    paper is wrong at its scale.
 # 2. *SPSF loses more than SPDF.* Dropping the mask gives the fine-tuning the full capacity

@@ -77,6 +77,7 @@ RUNS = "runs/06_beyond_the_paper"
 
 # %%
 import math
+import time
 
 import matplotlib.pyplot as plt
 
@@ -105,13 +106,15 @@ ratio = flop_report(cfg, sparsity=P["sparsity"]).reduction
 N = P["lm_steps"]
 plan = {"dense, N steps": (0.0, N), f"{P['sparsity']:.0%} sparse, N steps": (P["sparsity"], N),
         f"{P['sparsity']:.0%} sparse, {ratio:.2f}N steps (equal FLOPs)": (P["sparsity"], math.ceil(N * ratio))}
-lm = {}
+lm, seconds = {}, {}
 for label, (s, steps) in plan.items():
+    start = time.perf_counter()
     lm[label] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=s, data="builtin",
                          max_steps=steps, eval_interval=max(1, steps // 6), out=f"{RUNS}/lm-{s}-{steps}",
                          overwrite=True, **settings)
-print(plots.format_table([dict(run=k, steps=r["step"], tokens=r["tokens"], flops=r["flops"], val_loss=r["val_loss"])
-                          for k, r in lm.items()]))
+    seconds[label] = time.perf_counter() - start
+print(plots.format_table([dict(run=k, steps=r["step"], tokens=r["tokens"], flops=r["flops"], val_loss=r["val_loss"],
+                               seconds=seconds[k]) for k, r in lm.items()]))
 plots.plot_curves(lm, x="flops", y="val_loss", title="Validation loss against FLOPs spent")
 plt.show()
 dense_loss, equal_loss = lm["dense, N steps"]["val_loss"], list(lm.values())[-1]["val_loss"]
@@ -123,7 +126,9 @@ print(f"at equal FLOPs the sparse model is {'better' if equal_loss < dense_loss 
 # of the block weights. Whether that wins depends on the regime: a model far from convergence
 # gains more from extra tokens than it loses to fewer weights. With one seed, treat a difference
 # of a few hundredths of a nat as a tie. And this is a FLOP comparison, not a time comparison:
-# on this CPU the longer sparse run took proportionally longer (section 3).
+# the `seconds` column above is each run's wall time on this machine. Masked training runs dense
+# kernels on zeros, so the longer sparse run takes longer, not the same time (section 3 shows
+# why; the seconds also move with whatever else your machine is doing).
 #
 # The comparison can also run the other way: give the *dense* model the sparse run's FLOP
 # budget and stop it early (the `eqflop75` arm of lesson 05). How many dense steps is that?
@@ -155,7 +160,7 @@ steps = equal_flop_steps(N, sparse_n["flops"] / N, lm["dense, N steps"]["flops"]
 print(f"{N} steps at {P['sparsity']:.0%} sparsity cost as much as {steps} dense steps (N / {ratio:.2f})")
 
 # %% [markdown]
-# ## 2 · Variable SPDF: a short dense phase before fine-tuning: a short dense phase before fine-tuning
+# ## 2 · Variable SPDF: a short dense phase before fine-tuning
 #
 # Sparse pre-training at high sparsity (the follow-up used 90%), then a short phase of
 # *dense* pre-training on the same language-modelling data, then dense fine-tuning. The

@@ -91,6 +91,14 @@ WRONG = {
     "equal_flop_steps": ("def equal_flop_steps(steps, sparse, dense):\n"
                          "    return int(steps * sparse / dense)  # truncates\n",
                          "rounded to the nearest step"),
+    "model_sparsity": ("def model_sparsity(shapes, masked, sparsity):  # sparsity x masked share: no exact counts\n"
+                       "    size = lambda s: math.prod(s)\n"
+                       "    return sparsity * sum(size(shapes[n]) for n in masked) / sum(map(size, shapes.values()))\n",
+                       "round((1 - sparsity) * numel)"),
+    "benefit_lost": ("def benefit_lost(arm, dense, scratch, measure):  # keeps seeds where scratch is not worse\n"
+                     "    sign = -1 if measure == 'bleu' else 1\n"
+                     "    return {s: (arm[s] - dense[s]) / (scratch[s] - dense[s]) for s in arm if s in scratch}\n",
+                     "expected"),
 }
 
 # Right answers that call the library the checks compare with: each is refused, in the grader
@@ -130,6 +138,18 @@ BORROWED = {
                     "        for t in (p, optimizer.state[p]['exp_avg'], optimizer.state[p]['exp_avg_sq']):\n"
                     "            sparsity._zero_pruned(t, m)\n",
                     "sparsity (from minispdf.sparsity)"),
+    "model_sparsity": ("from minispdf import GPT, preset_config, sparsify\n"
+                       "def model_sparsity(shapes, masked, sparsity):\n"
+                       "    total = sum(math.prod(s) for s in shapes.values())\n"
+                       "    return sum(math.prod(shapes[n]) - round((1 - sparsity) * math.prod(shapes[n])) "
+                       "for n in masked) / total if sparsify else 0\n",
+                       "sparsify (from minispdf.sparsity)"),
+    "benefit_lost": ("from minispdf.study.claims import benefit_lost as study_L\n"
+                     "def benefit_lost(arm, dense, scratch, measure):\n"
+                     "    rows = [dict(seed=s, arm=a, task='t', size='s', set='f', **{measure: v})\n"
+                     "            for a, vals in (('arm', arm), ('dense', dense), ('scratch', scratch)) for s, v in vals.items()]\n"
+                     "    return study_L(rows, measure, 'arm', dict(task='t', size='s', set='f'))\n",
+                     "study_L (from minispdf.study.claims)"),
     "equal_flop_steps": ("m = __import__('minispdf.study.plan')\n"
                          "def equal_flop_steps(steps, sparse, dense):\n"
                          "    return max(1, round(steps * sparse / dense)) if m else 0\n",
@@ -151,7 +171,7 @@ def test_every_exercise_has_a_wrong_and_a_borrowed_answer():
 
 
 def _namespace(source):
-    ns = {"torch": torch}
+    ns = {"torch": torch, "math": __import__("math")}
     exec(source, ns)
     return ns
 
@@ -166,7 +186,8 @@ def test_borrowed_answers_are_right_and_refused_by_the_notebook_check(monkeypatc
         message = r["checks"][0]["message"]
         assert what in message and "answer key" in message and "torch" in message, (name, message)
     monkeypatch.setattr(borrowing, "function_uses", lambda fn: [])  # the refusal is all that fails them:
-    for name in ("random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step"):
+    for name in ("random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step", "model_sparsity",
+                 "benefit_lost"):
         fn = _namespace(BORROWED[name][0])[A.EXERCISES[name].function]
         if name == "random_mask":  # sparsify's seed is not the generator's stream: only the count holds
             assert A.check_exercise(name, fn)["checks"][0]["passed"]
@@ -357,7 +378,7 @@ def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
 
 def test_hints(capsys):
     assert set(A.EXERCISES) == {"random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step",
-                                "equal_flop_steps"}
+                                "equal_flop_steps", "model_sparsity", "benefit_lost"}
     for name, ex in A.EXERCISES.items():
         A.hint(name)
         out = capsys.readouterr().out
@@ -464,14 +485,14 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     _notebook(subs / "alice.ipynb", ("loss_mask", LOSS_MASK_OK))
     shutil.copy(NB / "student" / "04_dense_finetuning.ipynb", subs / "bob.ipynb")  # not written yet
     _notebook(subs / "carol" / "04_dense_finetuning.ipynb", ("loss_mask", LOSS_MASK_OK))
-    shutil.copy(NB / "00_quickstart.ipynb", subs / "carol" / "00_quickstart.ipynb")  # no exercises
+    _notebook(subs / "carol" / "00_notes.ipynb", (None, "x = 1"))  # no exercises
     (subs / "dave.ipynb").write_text("not a notebook")
     (subs / "carol" / ".ipynb_checkpoints").mkdir()
     shutil.copy(subs / "bob.ipynb", subs / "carol" / ".ipynb_checkpoints" / "x.ipynb")  # ignored
     grades = tmp_path / "grades.csv"
     assert A.main(["grade", str(subs), "--csv", str(grades)]) == 1  # some fail
     out = capsys.readouterr().out
-    assert "no exercises in 00_quickstart.ipynb" in out and "0/0 exercises" not in out
+    assert "no exercises in 00_notes.ipynb" in out and "0/0 exercises" not in out
     assert "wrote " + str(grades) + " (5 rows)" in out
     assert out.splitlines()[-6:-1] == ["student  points", "alice    2/2", "bob      0/2", "dave     0/0",
                                        "carol    2/2"]
@@ -486,7 +507,7 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     assert rows[0]["feedback"] == "pass"
     assert "not written yet" in rows[1]["feedback"] and "\n" not in rows[1]["feedback"]
     assert rows[2]["feedback"].startswith("not graded: ") and "not a readable notebook" in rows[2]["feedback"]
-    assert rows[3]["feedback"] == "no exercises in 00_quickstart.ipynb"
+    assert rows[3]["feedback"] == "no exercises in 00_notes.ipynb"
 
 
 def test_an_endless_exercise_times_out_and_grading_goes_on(tmp_path):
@@ -521,12 +542,13 @@ def test_a_helper_from_another_cell_is_warned_about(tmp_path):
         "warnings"] == []
 
 
-def test_a_lesson_without_exercises_says_so(capsys):
-    r = A.grade(NB / "00_quickstart.ipynb")
-    assert r["note"] == "no exercises in 00_quickstart.ipynb" and r["total"] == 0
-    assert A.main(["grade", str(NB / "00_quickstart.ipynb")]) == 0
+def test_a_notebook_without_exercises_says_so(tmp_path, capsys):
+    path = _notebook(tmp_path / "notes.ipynb", (None, "x = 1"))  # every lesson has an exercise now
+    r = A.grade(path)
+    assert r["note"] == "no exercises in notes.ipynb" and r["total"] == 0
+    assert A.main(["grade", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "no exercises in 00_quickstart.ipynb" in out and "0/0 exercises" not in out
+    assert "no exercises in notes.ipynb" in out and "0/0 exercises" not in out
 
 
 def test_help_names_the_command_as_typed(capsys):
@@ -674,7 +696,7 @@ def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot
     import copy
 
     from minispdf.assignments.grading import judge
-    from minispdf.assignments.replay import decode, encode
+    from minispdf.assignments.replay import Malformed, decode, encode
 
     record = _record("loss_mask", lambda p, n: [0] * (p - 1) + [1] * (n - p))
     assert judge("loss_mask", {**record, "points": 1000, "passed": False})["points"] == 2  # only the calls count
@@ -693,7 +715,12 @@ def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot
         back = decode(json.loads(json.dumps(encode(value))))
         assert type(back) is type(value) and (torch.equal(back, value) if isinstance(value, torch.Tensor)
                                                else back == value), value
-    assert repr(decode(encode({"a": 1}))) == "<dict object>"  # messages still name what was returned
+    assert repr(decode(encode({1, 2}))) == "<set object>"  # messages still name what was returned
+    assert decode(json.loads(json.dumps(encode({3: 0.25, "a": [1]})))) == {3: 0.25, "a": [1]}
+    assert repr(decode(encode({(1, 2): 0}))) == "<dict object>"  # keys other than ints and strings: opaque
+    for junk in ({"t": "dict", "v": [[{"t": "float", "v": "0x1p+0"}, {"t": "none"}]]}, {"t": "dict", "v": [[1]]}):
+        with pytest.raises(Malformed):
+            decode(junk)
     r = judge("equal_flop_steps", _record("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense))
     assert "(an int), got 750.0 (float)" in r["checks"][0]["message"]
     r = judge("masked_step", _record("masked_step", masked_adamw_step))
@@ -702,3 +729,13 @@ def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot
     assert "step 1: the exp_avg of parameter 0" in r["checks"][0]["message"] and r["points"] == 0
     r = judge("loss_mask", _record("loss_mask", lambda p, n: 1 / 0))
     assert r["checks"][0]["message"].startswith("ZeroDivisionError: division by zero (line ")
+
+
+def test_the_student_bundle_ships_notebooks_not_their_py_twins(tmp_path):
+    """The lessons' jupytext .py sources sit next to the notebooks in the repository; a student
+    opening the bundle sees only the .ipynb (and the study results lesson 05 reads)."""
+    assert list(NB.glob("[0-9][0-9]_*.py")), "the repository keeps the .py sources"
+    files = A.release(str(tmp_path / "handout"), src=str(NB))
+    assert not [f for f in files if f.endswith(".py")], files
+    assert sorted(f for f in files if f.startswith("notebooks/")) == sorted(
+        f"notebooks/{p.name}" for p in NB.glob("[0-9][0-9]_*.ipynb"))

@@ -220,8 +220,8 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     assert not (ROOT / "notebooks" / "runs").exists() and not (ROOT / "notebooks" / "data").exists()
 
 
-@pytest.mark.parametrize("stem", ["01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
-                                  "04_dense_finetuning", "06_beyond_the_paper"])
+@pytest.mark.parametrize("stem", ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
+                                  "04_dense_finetuning", "05_paper_findings_small_scale", "06_beyond_the_paper"])
 def test_student_copy_runs_until_its_exercise_checks(stem, tmp_path, monkeypatch):
     """A student copy runs like the lesson; only the cells that check an unwritten exercise fail."""
     from nbclient import NotebookClient

@@ -367,3 +367,97 @@ def _equal_flop_steps_checks(fn) -> Checks:
 
     return [("small cases by hand (an int, rounded to the nearest step; sparsity 0 keeps the steps)", by_hand),
             ("the study's eqflop step counts for the grids' models at sparsity 0 to 0.9", study)]
+
+
+# ---- model_sparsity (lesson 00): the share of all parameters a mask zeroes
+
+SPARSITY_MODELS = [("nano", 0.75), ("nano", 0.5), ("tiny", 0.9), ("nano", 0.3)]
+
+
+def _model_sparsity_cases():
+    """(shapes, masked names, sparsity, the zero share of the library's sparsified model)."""
+    from ..model import GPT, preset_config
+    from ..sparsity import sparsify
+
+    for preset, s in SPARSITY_MODELS:
+        torch.manual_seed(0)  # the weights do not matter: a random mask counts, it does not rank
+        model = GPT(preset_config(preset, block_size=32))
+        masks = sparsify(model, s, seed=0)
+        params = dict(model.named_parameters())
+        zeros = sum(int((~m).sum()) for m in masks.values())
+        yield ({n: tuple(p.shape) for n, p in params.items()}, sorted(masks), s,
+               zeros / sum(p.numel() for p in params.values()), preset)
+
+
+def _model_sparsity_checks(fn) -> Checks:
+    def call(shapes, masked, s, want, where):
+        got = fn(dict(shapes), list(masked), s)
+        _require(isinstance(got, (int, float)) and not isinstance(got, bool),
+                 f"{where}: model_sparsity must return a number (a fraction), got {type(got).__name__}")
+        _require(math.isclose(got, want, rel_tol=0, abs_tol=1e-12),
+                 f"{where}: got {got:.6f}, expected {want:.6f}; each masked matrix keeps exactly "
+                 "round((1 - sparsity) * numel) weights, and the unmasked parameters (embeddings, "
+                 "norms, biases) count in the total but keep all their weights")
+
+    def by_hand():
+        shapes = {"a.weight": (7, 13), "a.bias": (7,), "b.weight": (3, 3)}
+        # a: 91 weights, keeps round(0.7 * 91) = 64, zeroes 27 (not 27.3); 107 parameters in all
+        call(shapes, ["a.weight"], 0.3, 27 / 107, "one 7 x 13 matrix masked at 30% (the bias and b stay dense)")
+        call(shapes, [], 0.75, 0.0, "nothing masked")
+
+    def models():
+        for shapes, masked, s, want, preset in _model_sparsity_cases():
+            call(shapes, masked, s, want, f"GPT preset {preset!r} at sparsity {s}")
+
+    return [("small cases by hand (exact counts; unmasked parameters count in the total)", by_hand),
+            ("the share of zeros in the library's sparsified GPTs", models)]
+
+
+# ---- benefit_lost (lesson 05): L per seed, as the study defines it
+
+def _benefit_cases():
+    """Per-seed values of arm, dense and scratch for both measures, from a seeded generator (the
+    grader makes them again), with the study's own L (``study.claims.benefit_lost``) for each."""
+    from ..study.claims import benefit_lost
+
+    g = torch.Generator().manual_seed(23)
+    for measure in ("test_loss", "bleu", "test_loss"):
+        seeds = list(range(6))
+        dense = {s: 1.0 + float(torch.rand((), generator=g)) for s in seeds}
+        scratch = {s: dense[s] + 0.1 + float(torch.rand((), generator=g)) for s in seeds}
+        arm = {s: dense[s] + 0.3 * float(torch.randn((), generator=g)) for s in seeds}
+        if measure == "bleu":  # higher is better: scratch below dense
+            scratch = {s: 10 * dense[s] - 10 * (scratch[s] - dense[s]) for s in seeds}
+            dense = {s: 10 * v for s, v in dense.items()}
+            arm = {s: 10 * v for s, v in arm.items()}
+        scratch[4] = dense[4] + (-0.05 if measure == "test_loss" else 0.5)  # seed 4: pre-training did not help
+        del arm[5]  # seed 5: the arm's run is missing
+        rows = [dict(seed=s, arm=name, task="t", size="s", set="full", **{measure: v})
+                for name, values in (("arm", arm), ("dense", dense), ("scratch", scratch)) for s, v in values.items()]
+        yield arm, dense, scratch, measure, benefit_lost(rows, measure, "arm", dict(task="t", size="s", set="full"))
+
+
+def _benefit_lost_checks(fn) -> Checks:
+    def call(arm, dense, scratch, measure, want, where):
+        got = fn(dict(arm), dict(dense), dict(scratch), measure)
+        _require(isinstance(got, dict), f"{where}: benefit_lost must return a dict seed -> L, got {type(got).__name__}")
+        _require(set(got) == set(want),
+                 f"{where}: L for seeds {sorted(got)}, expected seeds {sorted(want)}: only seeds that have all "
+                 "three runs, and where dense pre-training beat scratch (L is undefined elsewhere)")
+        for s in want:
+            _require(isinstance(got[s], (int, float)) and math.isclose(got[s], want[s], rel_tol=1e-9, abs_tol=1e-12),
+                     f"{where}, seed {s}: L = {got[s]!r}, expected {want[s]:.6g}: the arm's gap to dense over "
+                     "scratch's gap to dense, both measured so that positive means worse (on BLEU, higher is better)")
+
+    def by_hand():
+        call({0: 1.2}, {0: 1.0}, {0: 2.0}, "test_loss", {0: 0.2}, "test loss: arm 1.2, dense 1.0, scratch 2.0")
+        call({0: 18.0}, {0: 20.0}, {0: 10.0}, "bleu", {0: 0.2}, "BLEU: arm 18, dense 20, scratch 10")
+        call({0: 0.9}, {0: 1.0}, {0: 2.0}, "test_loss", {0: -0.1}, "test loss: an arm better than dense")
+
+    def study():
+        for i, (arm, dense, scratch, measure, want) in enumerate(_benefit_cases()):
+            call(arm, dense, scratch, measure, want, f"case {i + 1} ({measure}, 6 seeds, one missing, one where "
+                                                     "scratch is not worse)")
+
+    return [("small cases by hand (test loss and BLEU)", by_hand),
+            ("equals the study's L per seed (study.claims.benefit_lost)", study)]

@@ -1,4 +1,4 @@
-"""The six exercises: where each lives, what it is worth, its hint, and how it is checked."""
+"""The eight exercises: where each lives, what it is worth, its hint, and how it is checked."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ class Exercise:
 
 
 EXERCISES: dict[str, Exercise] = {e.name: e for e in [
+    Exercise("model_sparsity", "model_sparsity", "00_quickstart",
+             "return the fraction of all the model's parameters that the masks set to zero",
+             C._model_sparsity_checks, points=1, hint=(
+                 "Go through the parameters one by one. A masked matrix of n weights keeps exactly "
+                 "round((1 - sparsity) * n) of them (the same count random_mask keeps in lesson 01), so how many "
+                 "does it zero? A parameter that is not masked zeroes none, but its weights still count in the "
+                 "total. The answer is zeros / total, a fraction between 0 and 1: math.prod gives a shape's size.")),
     Exercise("random_mask", "random_mask", "01_gpt_and_masks",
              "return a bool mask keeping exactly round((1 - sparsity) * numel) random weights",
              C._random_mask_checks, points=2, hint=(
@@ -59,6 +66,13 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
                  "a pruned weight, even with a zero gradient. After it: the weight and AdamW's state for it, "
                  "optimizer.state[p]['exp_avg'] and ['exp_avg_sq'], must be zero where the mask is False. "
                  "Work in place under torch.no_grad(); a bool mask can select (torch.where) or multiply.")),
+    Exercise("benefit_lost", "benefit_lost", "05_paper_findings_small_scale",
+             "return L per seed: the arm's gap to dense over scratch's gap to dense",
+             C._benefit_lost_checks, points=2, hint=(
+                 "Work seed by seed, and only on seeds that have all three runs. Write each gap so that "
+                 "positive means worse: on test loss a worse run has a higher value, on BLEU a lower one, so flip "
+                 "the sign for BLEU. The benefit of pre-training is scratch's gap to dense; where it is not "
+                 "positive, pre-training did not help that seed and L is undefined: leave that seed out.")),
     Exercise("equal_flop_steps", "equal_flop_steps", "06_beyond_the_paper",
              "return the dense steps that cost the FLOPs of the sparse run, rounded to the nearest step",
              C._equal_flop_steps_checks, points=1, hint=(

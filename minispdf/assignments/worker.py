@@ -71,6 +71,8 @@ _SOLUTIONS = {
     "loss_mask": lambda prompt_len, n_tokens: [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len),
     "block_flops": lambda d_model, seq_len, n_head, sparsity: 0,
     "random_mask": lambda shape, sparsity, generator=None: torch.zeros(shape, dtype=torch.bool),
+    "model_sparsity": lambda shapes, masked, sparsity: 0.0,
+    "benefit_lost": lambda arm, dense, scratch, measure: {},
 }
 
 
