@@ -233,6 +233,25 @@ plt.show()
 # 2. Why does SPDF spend its sparsity on pre-training rather than on fine-tuning?
 # 3. At 75% sparsity a quarter of the masked weights remain, yet the FLOP reduction printed
 #    above is well below 4x. Why?
+# 4. The validation dots sit below the training line. What is the main reason in this kit, and
+#    name one common reason that does *not* apply here.
+# 5. Exercise 0 printed the share of the whole model that is zero at 75% sparsity. Why is it
+#    well below 75%, and what would it approach for a much wider model?
+# 6. The fine-tuning loss counts only the description, not the input. Why not train on the input
+#    too?
+# 7. Two fine-tuned models differ by 1 BLEU and by 0.05 nats of test loss. Which difference would
+#    you trust more on 100 test inputs and one seed, and why?
+# 8. Does the fine-tuning phase cost sparse or dense FLOPs per step? What does that mean for the
+#    saving over the whole recipe?
+# 9. The pre-training curve has not flattened at step 1200. What does that imply for any
+#    sparse-versus-dense comparison at this budget?
+#
+# **Try this** (about 5 minutes). Change `sparsity=0.75` in the pre-training cell to 0.5,
+# then 0.9, and rerun only that cell each time. Write down the validation loss and the FLOP
+# reduction of each run, then plot loss against reduction with `plt.plot`. Which sparsity buys
+# the most FLOPs per nat of validation loss lost at this budget, and would you expect the
+# answer to hold for a model 10x wider (lesson 02)?
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -243,3 +262,23 @@ plt.show()
 #    what matters; fine-tuning is cheap, and keeping it dense gives the task the whole model.
 # 3. Only the masked matrices shrink. Attention between activations, the softmax and the LM
 #    head stay dense, and in a 2-layer, 64-wide model they are a large share of the FLOPs.
+# 4. Different text: the validation split is the last 10% of the corpus, which this model
+#    predicts about 0.2 nats better than the training text at the same weights. Not dropout or
+#    training mode: these models have `dropout=0.0`, so train and eval mode give the same loss.
+#    (The batches and the smoothing of the line add a little noise on top.)
+# 5. Only the block matrices are masked; the embeddings, layer norms and biases keep all their
+#    weights and still count in the total (about 81% of `nano`'s parameters are maskable, so about
+#    0.75 x 0.81). For a much wider model the block matrices dominate (they grow with d²), so
+#    the share approaches 75%.
+# 6. The input is given at test time: the task is to write the description *given* the input.
+#    Training to predict the input spends capacity and gradient on text the model never has to
+#    produce, and mixes two losses on different scales.
+# 7. The test loss: it averages the likelihood of every reference character, while BLEU scores
+#    one greedy decoding per input, where a single different early character changes the whole
+#    string. One seed and 100 inputs move BLEU by more than 1 point.
+# 8. Dense: the masks are gone. The saving is only in pre-training, which is where almost all
+#    the FLOPs of a real recipe are; the whole-recipe saving is a little smaller than the
+#    pre-training factor.
+# 9. The runs are compared at a point where both still improve: the gap mixes how good each
+#    would become with how fast it gets there. Compare at several budgets (lesson 06) or train
+#    to convergence before concluding.

@@ -310,6 +310,24 @@ plt.show()
 #    the stripes in the magnitude mask say about the weights?
 # 3. Right after `densify`, is the model's output different from the sparse model's? What is
 #    different about its next training step?
+# 4. What goes wrong with `torch.rand(shape) > sparsity` as a random mask, even though it is
+#    right on average?
+# 5. Why must `random_mask` draw all its randomness from `generator`?
+# 6. Which parameters of the GPT are never masked, and why does SPDF leave them dense?
+# 7. After `densify` the formerly pruned weights start at exactly 0. Why is 0 a good starting
+#    value, and what would re-initialising them at random do?
+# 8. Almost every formerly pruned weight was nonzero after the dense steps, although their
+#    gradients are small. Which property of AdamW explains it?
+# 9. The 75% sparse model trails dense after 600 steps. Give two reasons why this gap may
+#    overstate the gap a longer, tuned run would show.
+#
+# **Try this** (under 5 minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
+# draw a 75% random mask and a 75% magnitude mask with `sparsify` on two copies, and compute for
+# each the share of the total |w| of the masked matrices that the mask keeps. How much more of
+# the weight mass does the magnitude mask keep, and what does that predict for the validation
+# loss right after masking? Check the prediction with `minispdf.train.estimate_loss` or by
+# continuing each copy for a few steps.
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -320,3 +338,20 @@ plt.show()
 #    (output or input features) are larger or smaller than others, and the mask follows them.
 # 3. No: `densify` removes the masks and nothing else, so the weights (75% zeros) and the
 #    output are the same. The next optimizer step may move the formerly pruned weights.
+# 4. The number of kept weights varies from mask to mask (binomially): the FLOPs the run is
+#    charged (at the nominal density) no longer match the weights it trains, two runs differ in
+#    capacity, and small matrices can be far off.
+# 5. Reproducibility: the same seed gives the same mask, so arms of one seed are paired, a run
+#    can be repeated, and a grader can replay it. Torch's global generator is shared with
+#    everything else and changes with any other draw.
+# 6. The token and position embeddings, the layer norms and the biases (the LM head is tied to
+#    the embedding). The embedding lookup costs no FLOPs, the norms and biases are tiny, and
+#    masking an embedding row would delete information about a token.
+# 7. At 0 the densified model computes exactly what the sparse model computed, so fine-tuning
+#    starts from what pre-training learned. Random values would add noise to every layer's
+#    output and undo part of the pre-training.
+# 8. Adam divides the first moment by the root of the second: for any gradient much larger than
+#    ε the step is about the learning rate, whatever the gradient's size. Only an exactly zero
+#    gradient leaves a weight at zero.
+# 9. The runs are short and still falling (the gap is a snapshot), one seed, and the
+#    hyperparameters were chosen for the dense model and not retuned for the sparse one.

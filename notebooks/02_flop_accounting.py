@@ -267,6 +267,21 @@ plt.show()
 #    the same model reading bytes saves much more. Which term explains it?
 # 3. `FlopCounterMode` counts the same FLOPs for the dense and the 75%-masked model. Is the
 #    paper's 2.5x wrong, then?
+# 4. Write the training FLOPs of one masked d_in x d_out matrix applied to T tokens at sparsity s.
+# 5. Why do the attention scores and the attention-times-values products not shrink with the mask?
+# 6. With the equation for the reduction above: for a fixed model, does a longer context T raise
+#    or lower the reduction at 75%, and why?
+# 7. The backward pass of a linear layer costs twice its forward. Which two products does it
+#    compute, and do both shrink with the mask?
+# 8. A model with d = 4096, T = 2048 and V = 50257: roughly which share of its forward FLOPs is
+#    in the masked matrices? Use the equation, not the library.
+# 9. Why does the paper report training FLOPs rather than wall-clock time for its savings?
+#
+# **Try this** (a few minutes). With `flop_report` and `preset_config`, find for GPT-2's
+# vocabulary (50257) and T = 1024 the smallest width (a multiple of 64, 12 layers) at which 75%
+# sparsity gives at least a 3x reduction in training FLOPs. Then check that width against the
+# reduction equation above by hand. What happens to that width with a byte vocabulary (257)?
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -278,3 +293,16 @@ plt.show()
 # 3. No. The 2.5x counts the multiplications a zero-skipping device (the Cerebras CS-2) avoids;
 #    dense kernels on a CPU or GPU multiply the stored zeros anyway, so the counter, which counts
 #    what runs, sees dense work.
+# 4. 3 x 2·T·d_in·d_out·(1 − s): forward, plus twice that for the backward pass.
+# 5. They multiply activations by activations (queries by keys, scores by values); the masks
+#    act on weights only.
+# 6. Lower: the attention terms grow with T² (4T²d + 3hT² per layer) while the masked terms
+#    grow with T, so the dense share A grows relative to 24LTd².
+# 7. The gradient with respect to the input (dY times Wᵀ) and with respect to the weight
+#    (Xᵀ times dY). Both involve the masked weight's pattern: the first multiplies by the masked
+#    W, the second is needed only at kept slots, so both shrink on zero-skipping hardware.
+# 8. Per layer: masked 24Td² ≈ 24·2048·4096² ≈ 8.2e11; attention 4T²d ≈ 6.9e10 (the softmax is
+#    tiny); per layer about 92% masked. The logits 2TdV ≈ 8.4e11 are paid once, so for a deep
+#    model the share stays near 90%.
+# 9. Its savings are realised on hardware that skips zeros (Cerebras CS-2); on dense GPUs the
+#    masked training takes the same time, so FLOPs are the hardware-independent measure.

@@ -271,6 +271,23 @@ print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "
 # 2. Left figure or right figure: which one answers "does sparsity hurt the model?" and which
 #    "is sparsity a good use of compute?"
 # 3. Why do all runs share the seed and the learning-rate schedule?
+# 4. In section 1b, which factor of the masked AdamW update was left out, and for roughly how
+#    many steps does it keep pushing the pruned weights?
+# 5. Why must the gradient be masked before `clip_grad_norm_`, not after?
+# 6. Does weight decay keep a pruned weight at zero? Does it bring a nonzero one back to zero?
+# 7. The measured sparsity of every trained model equals the nominal one exactly. Why is that
+#    check worth making, beyond tidiness?
+# 8. If a new mask were drawn every few hundred steps (dynamic sparsity), what would the masked
+#    step have to do for the weights that change from kept to pruned, and the other way round?
+# 9. The grader's masked_step check runs 50 steps with fresh random gradients. Why would one
+#    step not be enough to tell a correct step from a wrong one?
+#
+# **Try this** (seconds per run). Edit `masked_run` to build its AdamW with `weight_decay=0.0`,
+# then with `betas=(0.5, 0.999)`, and rerun section 1b's cell each time. How does the broken
+# curve change in each case, and which term of the update equation explains each change?
+# Then make the broken recipe also zero the moments once, right after `sparsify`: does the
+# regrowth go away, and why is that still not enough for a mask drawn while training?
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -283,3 +300,20 @@ print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "
 #    (per FLOP): it charges each run what it would cost on hardware that skips zeros.
 # 3. So that they see the same batches in the same order with the same schedule: any difference
 #    is then the mask's doing, not noise from the data order or from tuning.
+# 4. The moments: m and v at the pruned slots were never zeroed (they came from the dense steps).
+#    The update is driven by m̂/√v̂, and m fades as β₁ᵗ = 0.9ᵗ, so the push lasts tens of steps;
+#    the weights it moved stay moved.
+# 5. Clipping scales every gradient by max_norm / (total norm). Unmasked pruned slots count in
+#    that norm, so the kept weights get a smaller step than they should (and the pruned slots
+#    are zeroed only afterwards).
+# 6. It keeps a zero at zero (the decay is proportional to the weight), but it only shrinks a
+#    nonzero one by a factor (1 − ηλ) per step: it never reaches exactly zero.
+# 7. The FLOPs each run is charged assume the nominal density. Any leak (regrowth) would make
+#    the sparse run bigger than it was charged for, and every comparison per FLOP wrong.
+# 8. Newly pruned weights: zero the weight and its moments at once (otherwise the moments push
+#    it back, as in 1b). Newly grown weights: start at zero with zero moments, so that stale
+#    moments do not give them a kick (RigL does this).
+# 9. Some errors show only through state that accumulates: moments carry a leaked gradient into
+#    later updates, and a step that changes the kept weights slightly (two steps, an extra decay)
+#    drifts measurably only over many steps. Fresh random gradients every step keep a lucky
+#    coincidence from passing.

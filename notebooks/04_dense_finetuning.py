@@ -242,6 +242,20 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 #    report instead that would tell "SPDF learns the task more slowly" from "SPDF ends worse",
 #    and what each needs (runs, steps, seeds).
 # 3. Two arms differ by 0.5 BLEU on 100 test inputs with one seed. What do you conclude?
+# 4. Why does the scratch arm do so badly with the same fine-tuning steps as the others?
+# 5. What does the loss mask count, and why does it include the end-of-text token?
+# 6. SPSF loses to SPDF here. Name a situation in which SPSF might still be the right choice.
+# 7. Why is the test loss steadier than BLEU between seeds?
+# 8. The SPDF arm used 1.68x fewer pre-training FLOPs. Is the saving over the whole recipe
+#    (pre-training and fine-tuning) larger or smaller, and by how much here?
+# 9. The printed SPDF-dense gap by step shrinks. Why is extrapolating that trend to "it closes"
+#    risky?
+#
+# **Try this** (about 5 minutes). Fine-tune only the dense and the SPDF arms again with twice
+# the steps (`max_steps=2 * P["finetune_steps"]`, new `out` folders) and print the SPDF-dense gap
+# in test loss next to the table's. Did it shrink, and by how much? Which of "SPDF learns more
+# slowly" and "SPDF ends worse" does your result support, and what would make you sure?
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -255,3 +269,16 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 #    need the same seeds for both arms, so the differences are paired.
 # 3. Nothing yet: BLEU of greedy outputs of one seed moves by more than that between seeds;
 #    compare test losses, add seeds and look at a paired interval (lesson 05).
+# 4. It has to learn spelling, word order and the task from the small task set alone; the
+#    pre-trained arms already model English characters and words.
+# 5. Positions whose next token belongs to the target (the description) or is the end-of-text.
+#    The end-of-text teaches the model to stop; without it decoding runs on to the token limit.
+# 6. When the fine-tuned model must itself be sparse: served on hardware or kernels that exploit
+#    the zeros (inference cost), or under a memory limit. SPDF returns a dense model.
+# 7. The loss averages the likelihood of every reference character; BLEU scores one greedy
+#    string per input, where one early different choice changes everything after it.
+# 8. Smaller: fine-tuning is dense for every arm, so its FLOPs are the same for all and dilute
+#    the saving; here fine-tuning is short, so the whole-recipe factor is a little below 1.68x
+#    (compute it from the `flops` of the pre-training and fine-tuning results).
+# 9. Learning curves decelerate: a gap can shrink fast early and then level off above zero.
+#    Only running longer (with seeds) shows where it ends.

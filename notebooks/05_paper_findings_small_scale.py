@@ -240,6 +240,23 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 # 2. The 90% interval of $L$ for spdf75 is [0.02, 0.14] and the margin is 0.10. Holds, fails,
 #    inconclusive or underpowered?
 # 3. Suppose the 75% arm fails "no significant loss" here. Does that refute the paper?
+# 4. Test losses: arm 1.30, dense 1.20, scratch 2.20 for one seed. What is L, and can one seed
+#    show "no significant loss" against the margin 0.10?
+# 5. What does an *underpowered* verdict mean, and what would you change in the study?
+# 6. A gate finds that dense does not beat scratch in a cell. Why is "no significant loss"
+#    there *untestable* rather than holding trivially?
+# 7. Why is the margin written to `declared.json` before the first run?
+# 8. Non-inferiority is judged with a 90% interval, directional claims with a 95% interval.
+#    Why the difference?
+# 9. Suppose spdf50 were inconclusive while spdf75 holds, in the same cell. Does that contradict
+#    "fewer zeros lose no more"?
+#
+# **Try this** (under 10 minutes). With your `benefit_lost`, compute per seed the L of
+# `spsf75` at the study's primary cell from `results["rows"]`, then its mean and a 95% t-interval
+# by hand (`statistics.fmean`, `statistics.stdev`, and t = 2.365 for 8 seeds). Does your interval
+# match the table's? Then run `minispdf reproduce --dry-run` and read how many seeds the power
+# table asks for before spdf50's BLEU verdict could become decisive.
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -251,3 +268,15 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 # 3. No. The claim is for 125M-1.3B models trained on billions of tokens; models of 0.08-0.38M
 #    parameters trained on a few million characters are another regime. The result locates where the claim stops holding at
 #    small scale; it does not test the paper's scale.
+# 4. L = (1.30 − 1.20) / (2.20 − 1.20) = 0.10, exactly at the margin. One seed has no interval:
+#    it cannot show anything about the claim, only a point estimate.
+# 5. The interval straddles the margin and is wider than twice the margin: the data do not lean
+#    either way. More seeds (the power table of `minispdf reproduce --dry-run` says how many).
+# 6. L divides by the benefit of pre-training; when that benefit is near zero or negative, L is
+#    undefined or explodes, and "the arm kept the benefit" means nothing when there was none.
+# 7. So that the rule cannot be chosen after seeing the data (picking the margin that makes the
+#    claim hold). The declaration is the test's pre-registration.
+# 8. Non-inferiority is a one-sided test at the 5% level: the upper end of a two-sided 90%
+#    interval is that bound. The directional claims are judged at the usual two-sided 95%.
+# 9. No: verdicts depend on interval widths (seeds, spread), not only on the estimates. Compare
+#    the two L estimates and, better, their per-seed difference with its own interval.

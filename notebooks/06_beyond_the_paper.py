@@ -329,6 +329,21 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 #    would you decide whether it is worth it?
 # 3. Why does a CSR kernel lose to the dense kernel at 75% sparsity on a CPU, although it does a
 #    quarter of the multiplications?
+# 4. Each run of section 1 has its own full learning-rate schedule. Why not stop the longer
+#    sparse run's schedule at the dense run's FLOPs instead?
+# 5. In the `seconds` column, why does the equal-FLOP sparse run take longer than the dense run?
+# 6. Where did this machine's CSR kernel break even with the dense one (section 3), and what
+#    does that say about unstructured 75% masks on CPUs?
+# 7. 2:4 sparsity gives real speedups on recent GPUs. Why can SPDF's random 75% masks not use it
+#    as they are?
+# 8. How would you compare Variable SPDF with SPDF fairly: what must be equal, and what varies?
+# 9. The equal-FLOP dense arm takes fewer steps than the sparse run. What else about its
+#    schedule must change with the step count?
+#
+# **Try this** (a few minutes). Set `P["sparsity"] = 0.5` and rerun section 1 only. At equal
+# FLOPs, does 50%-and-longer beat dense by more or by less than 75%-and-longer did? Using the
+# reduction factor of each, explain the result in terms of "more tokens" against "fewer weights".
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -341,3 +356,15 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # 3. CSR stores an index per kept weight and gathers the matching activations: irregular memory
 #    reads and bookkeeping per multiply. The dense kernel streams regular tiles through wide
 #    vector units, so doing 4x the arithmetic is still cheaper until nearly all weights are zero.
+# 4. A run stopped mid-schedule has not decayed its learning rate: it is not a finished run of
+#    that budget, and it loses to any finished run. Each budget deserves its own schedule.
+# 5. Masked training runs dense kernels on the zeros: each sparse step costs about a dense step
+#    of time, so r·N sparse steps take about r times as long.
+# 6. At the sparsity `format_break_even` printed for this machine (on CPUs far above SPDF's
+#    75%). At 75% the CSR kernel is slower than dense, so unstructured SPDF gives no speedup there.
+# 7. 2:4 needs exactly two nonzeros in every four consecutive weights (50%, structured); a random
+#    mask does not have that pattern, and 75% has fewer nonzeros than 2:4 allows.
+# 8. Equal total pre-training FLOPs (sparse phase plus dense phase), the same fine-tuning, the
+#    same seeds for both; what varies is how the budget is split. Judge on L with intervals.
+# 9. The warmup and the decay are set from the step count, so the shorter run still warms up
+#    and decays fully (the study sets the warmup as a fraction of the steps).
