@@ -20,8 +20,10 @@
 # Where does that number come from, why is it not 4x, why would a small model save much less,
 # and why does masked training not run any faster on a GPU or CPU?
 #
-# *Runs in about 0.2 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/02_flop_accounting.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - count the forward and training FLOPs of a sparse transformer block by hand (exercise 3);

@@ -20,8 +20,10 @@
 # dense model, and is it better than fine-tuning with the mask kept (SPSF) or than skipping
 # pre-training altogether?
 #
-# *Runs in about 3.6 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/04_dense_finetuning.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - write the loss mask of fine-tuning on a data-to-text task (exercise 4);

@@ -21,9 +21,11 @@
 # tasks and smaller models suffer more, and that the fine-tuning set size matters. Which of
 # these can a small study on a CPU confirm, refute, or not test at all?
 #
-# *Runs in about 0.1 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`, reading the committed study; `MINISPDF_SCALE=smoke`
-# runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with
+# outputs](reference/05_paper_findings_small_scale.ipynb). `MINISPDF_SCALE=smoke` runs it in
+# seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - read a paired, multi-seed comparison: means, per-seed gaps and their 95% intervals;

@@ -24,8 +24,10 @@
 #    sparse pre-training, before fine-tuning. Does it close the gap, and at what FLOP cost?
 # 3. **Does sparsity make my hardware faster?**
 #
-# *Runs in about 4.1 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/06_beyond_the_paper.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - set up an equal-FLOP comparison in either direction and compute its step counts (exercise 6);

@@ -139,8 +139,25 @@ def test_lesson_states_question_and_measured_runtime(path):
     first = nbformat.read(str(path), as_version=4).cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     assert "Question" in first.source or "questions" in first.source
-    assert "Runs in about" in first.source and "with one thread" in first.source and "(measured" in first.source
+    # the run-time line is written by sync.py from results/lesson_times.json (references.py --times)
+    times = _sync().read_times()
+    if times and path.stem in times["lessons"]:
+        assert "min of wall-clock time (" in first.source and "min of CPU time) at the default scale" in first.source
+        assert "? min" not in first.source
+    else:
+        assert "not measured yet as a student runs it" in first.source.replace("\n", " ")
+    assert f"(reference/{path.stem}.ipynb)" in first.source, "the header links the executed reference"
     assert not re.search(r"@\w+@", first.source), "a placeholder is left in the first cell"
+
+
+def test_header_run_times_come_from_the_measurement():
+    sync = _sync()
+    times = {"measured": "2027-01-01", "machine": "Some CPU, 2 CPUs, Python 3.11.7, torch 2.13.0, Linux 6",
+             "lessons": {"00_quickstart": {"wall_s": 150.0, "cpu_s": 120.0}}}
+    line = " ".join(sync.header_line("00_quickstart", times).split())
+    assert "about 2.5 min of wall-clock time (2.0 min of CPU time)" in line.replace("# ", "")
+    assert "measured 2027-01-01 on Some CPU, 2 CPUs" in line.replace("# ", "")
+    assert "not measured yet" in sync.header_line("01_gpt_and_masks", times).replace("\n# ", " ")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
