@@ -188,11 +188,12 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC
-# CPU, torch 2.13.0, one thread) printed: validation loss **1.995** nats per character after
-# 1200 sparse steps; **1.68x** fewer pre-training FLOPs than the same run dense (1.59e12 vs
-# 2.68e12); fine-tuning validation loss **0.382** nats per target character; **BLEU 22.2** on
-# 100 test inputs, reference perplexity 1.46. Your numbers move a little with the machine and
+# **What you should see.** The [reference run](reference/00_quickstart.ipynb) at the default
+# scale (one thread, torch 2.13.0) printed: validation loss **1.995** nats per character after
+# 1200 sparse steps; **1.68x** fewer pre-training FLOPs than the same run dense (**1.59e12** vs
+# **2.68e12**); **55.5%** of all the parameters zero (exercise 0); fine-tuning validation loss
+# **0.382** nats per target character; **BLEU 22.2** on 100 test inputs, reference perplexity
+# **1.46**. (Numbers in bold are checked against the reference by `tests/test_notebooks.py`.) Your numbers move a little with the machine and
 # torch version; the order of magnitude should not.
 #
 # **Reading the figures.** Left, the pre-training loss falls fast for the first few hundred

@@ -293,12 +293,12 @@ plt.show()
 # below the trained weights: dense fine-tuning adds capacity gently, on top of what sparse
 # pre-training learned.
 #
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread) printed: 81% of the `nano` model's parameters are maskable (GPT-2
-# small 68%, GPT-3 XL 92%); every masked matrix exactly 75.0% sparse and `zeros == masked`
-# True after 600 steps of sparse training; validation loss 2.116 dense vs 2.197 at 75% after
-# the same 600 steps; after densify and 200 dense steps 100.0% of the formerly pruned weights
-# were nonzero and the loss went from 2.197 to 2.138. In the mask pictures the random masks
+# **What you should see.** The [reference run](reference/01_gpt_and_masks.ipynb) at the default
+# scale (one thread, torch 2.13.0) printed: **81%** of the `nano` model's parameters are maskable
+# (GPT-2 small **68%**, GPT-3 XL **92%**); every masked matrix exactly **75.0%** sparse and
+# `zeros == masked` True after 600 steps of sparse training; validation loss **2.116** dense vs
+# **2.197** at 75% after the same 600 steps; after densify and 200 dense steps **100.0%** of the
+# formerly pruned weights were nonzero and the loss went from 2.197 to **2.138**. In the mask pictures the random masks
 # look like even noise and the magnitude masks show stripes; in the regrowth histogram the
 # formerly pruned weights had mean |w| 0.010 after the 200 dense steps, against 0.046 for the
 # weights the mask kept. The 600-step runs are short: both losses were still

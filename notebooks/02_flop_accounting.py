@@ -253,14 +253,16 @@ plt.show()
 # sparsity, modestly); SPDF's unstructured masks get no faster kernels. Notebook 06 measures
 # this once more, next to the equal-FLOP question.
 #
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread) printed: GPT-3 XL at 75%, **2.49x** fewer training FLOPs (1.86e13 vs
-# 7.46e12 per 2048-token sequence), GPT-2 small 1.65x; the MLP alone is 53% of GPT-3 XL's dense
-# forward FLOPs; at 75% a 128-wide model saves 1.17x with GPT-2's vocabulary and 1.47x with
-# bytes, a 4096-wide one 2.99x and 3.56x; FlopCounterMode counted the weight matmuls exactly
-# (629,243,904 = 3 x 209,747,968) and the same FLOPs for the masked model; the bench timed the
-# masked `tiny` step at 0.96x-1.08x of the dense step (70.9-94.1 ms), against 1.80x-4.96x fewer
-# FLOPs in theory. Step times move with the machine's load; the FLOP counts do not.
+# **What you should see.** The [reference run](reference/02_flop_accounting.ipynb) at the default
+# scale (one thread, torch 2.13.0) printed: GPT-3 XL at 75%, **2.49x** fewer training FLOPs
+# (**1.86e13** vs **7.46e12** per 2048-token sequence), GPT-2 small **1.65x**; the MLP alone is
+# **53.2%** of GPT-3 XL's dense forward FLOPs; at 75% a 128-wide model saves **1.17x** with
+# GPT-2's vocabulary and **1.47x** with bytes, a 4096-wide one **2.99x** and **3.56x**;
+# FlopCounterMode counted the weight matmuls exactly (**629,243,904** = 3 x 209,747,968) and the
+# same FLOPs for the masked model; the bench timed the masked `tiny` step at 0.93x-1.08x of the
+# dense step (41-46 ms), against **1.80x**-**4.96x** fewer FLOPs in theory. Step times move with
+# the machine's load (they are not in bold: they are not expected to reproduce); the FLOP counts
+# do not.
 #
 # ## Check your understanding
 #

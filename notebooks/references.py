@@ -22,6 +22,7 @@ the wall time, and the header says what a student should expect.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import platform
@@ -63,15 +64,12 @@ def _widget_text(nb) -> None:
             view = out.get("data", {}).get("application/vnd.jupyter.widget-view+json")
             if not view:
                 continue
-            parts = []
-            for child in model(view.get("model_id")).get("children", []):
-                s = model(child)
-                if "max" in s:
-                    parts.append(f"{int(s.get('value', 0))}/{int(s['max'])}")
-                elif s.get("value"):
-                    parts.append(str(s["value"]).replace("&nbsp;", " ").strip())
-            if parts:
-                out["data"]["text/plain"] = " ".join(parts)
+            # tqdm's bar is an HBox: HTML (description, percent), FloatProgress, HTML (n/total, rate, postfix)
+            texts = [html.unescape(str(model(child).get("value", ""))).replace("\xa0", " ").strip()
+                     for child in model(view.get("model_id")).get("children", [])
+                     if isinstance(model(child).get("value"), str)]
+            if any(texts):
+                out["data"]["text/plain"] = " ".join(t for t in texts if t)
 
 
 def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
@@ -132,6 +130,7 @@ def refresh_text(path: Path) -> str:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = next(outputs)
     lesson.metadata = ref.metadata
+    _widget_text(lesson)
     write(lesson, path)
     return ""
 
