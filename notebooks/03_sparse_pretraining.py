@@ -253,10 +253,13 @@ print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "
 # (notebook 04). The saving column is the theoretical one; on this CPU every run took about
 # the same time per step (notebook 02, section 5).
 #
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread) printed validation losses after 1200 steps of **1.743** (dense),
-# **1.925** (50% sparse) and **1.995** (75% sparse): gaps to dense of 0.183 and 0.252 nats, at
-# 0.730x and 0.595x of the dense training FLOPs; measured sparsity exactly 0.500 and 0.750.
+# **What you should see.** The [reference run](reference/03_sparse_pretraining.ipynb) at the
+# default scale (one thread, torch 2.13.0) printed, in section 1b, **100.0%** of the pruned
+# weights nonzero after **60** steps of the broken recipe, mean |w| **0.0053** against **0.0254**
+# for the kept weights, and exactly **0.0** at every pruned slot with the library's hooks; then
+# validation losses after 1200 steps of **1.743** (dense), **1.925** (50% sparse) and **1.995**
+# (75% sparse): gaps to dense of **0.183** and **0.252** nats, at **0.730x** and **0.595x** of
+# the dense training FLOPs; measured sparsity exactly **0.500** and **0.750**.
 # None of the runs has converged: between steps 1000 and 1200 the dense validation loss still
 # fell by 0.074 and the 75% loss by 0.026. The curves also say *when* the gap opens: at step
 # 200 the dense and 75% runs were level (2.222 vs 2.208); the gap grew with every evaluation
