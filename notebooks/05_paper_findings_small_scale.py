@@ -230,9 +230,10 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 # interval is expected to reach with the planned seeds, from the spread of the committed study.
 # Then set `RERUN = True` and rerun with other seeds (`resolve_grid("quick", seeds=5)`).
 #
-# **What you should see.** The tables and sentences above are printed from the committed study
-# (`results/default/`, its declaration, commit and machine are printed at the top), never typed
-# in by hand: when the study is rerun, they change with it. Read each verdict against its
+# **What you should see.** The tables and sentences above (see the
+# [reference run](reference/05_paper_findings_small_scale.ipynb)) are printed from the committed
+# study (`results/default/`, its declaration, commit and machine are printed at the top), never
+# typed in by hand: when the study is rerun, they change with it. Read each verdict against its
 # interval: an *underpowered* or *untestable* row says what these seeds or this setting cannot
 # tell, not that there is no effect.
 #

@@ -308,18 +308,19 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # What you *can* take from SPDF on ordinary hardware is the training recipe, and the FLOP
 # accounting for the day your hardware can exploit unstructured sparsity.
 #
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread, with other jobs on the cores) printed: with N = 400 steps, validation
-# loss 2.134 (dense), 2.140 (75% sparse, N steps) and **2.099** (75% sparse, 673 = 1.68N steps,
-# equal FLOPs 8.94e11): at equal FLOPs the sparse run was better by 0.035 nats, one seed, all
-# three curves still falling at the end (the 673-step run by 0.008 over its last 112 steps).
-# Exercise 6 gives 238 dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of
-# 0.584 / 14.5 (dense), 1.230 / 2.2 (SPDF at 90%, 0.51x the pre-training FLOPs) and **0.844 /
-# 10.0** (Variable SPDF, 0.71x): the dense phase recovered about 60% of the SPDF-to-dense gap
-# in test loss for 0.20x more FLOPs. The bench timed masked steps at 1.03x-1.23x of the dense
-# step (slower, not faster), against up to 4.96x fewer FLOPs in theory; CSR broke even between
-# 71% and 86% sparsity; the `nano` step spent 35% of its 61.8 ms in the masked matmuls, so even
-# free masked matmuls would speed it up at most 1.55x. These are one seed at toy scale: read the
+# **What you should see.** The [reference run](reference/06_beyond_the_paper.ipynb) at the
+# default scale (one thread, torch 2.13.0, with other jobs on the cores) printed: with N = 400
+# steps, validation loss **2.134** (dense), **2.140** (75% sparse, N steps) and **2.099** (75%
+# sparse, **673** = 1.68N steps, equal FLOPs **8.94e11**): at equal FLOPs the sparse run was better
+# by **0.035** nats, one seed, all three curves still falling at the end. Exercise 6 gives
+# **238** dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of **0.584 / 14.5**
+# (dense), **1.230 / 2.2** (SPDF at 90%, **0.513x** the pre-training FLOPs) and **0.844 / 10.0**
+# (Variable SPDF, **0.713x**): the dense phase recovered about 60% of the SPDF-to-dense gap in
+# test loss for 0.20x more FLOPs. The timings move with the machine and its load (not in bold):
+# there, masked steps took 1.04x-1.05x of the dense step (slower, not faster), against up to
+# 4.96x fewer FLOPs in theory; CSR was faster only from 90% sparsity on (about 78-84%
+# interpolated); the `nano` step spent 30% of its 49.1 ms in the masked matmuls, so even free
+# masked matmuls would speed it up at most 1.43x. These are one seed at toy scale: read the
 # directions and the method, not the digits.
 #
 # ## Check your understanding
@@ -335,7 +336,7 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 #    sparse run's schedule at the dense run's FLOPs instead?
 # 5. In the `seconds` column, why does the equal-FLOP sparse run take longer than the dense run?
 # 6. Where did this machine's CSR kernel break even with the dense one (section 3), and what
-#    does that say about unstructured 75% masks on CPUs?
+#    does that say about unstructured 75% masks on this CPU?
 # 7. 2:4 sparsity gives real speedups on recent GPUs. Why can SPDF's random 75% masks not use it
 #    as they are?
 # 8. How would you compare Variable SPDF with SPDF fairly: what must be equal, and what varies?
@@ -362,8 +363,9 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 #    that budget, and it loses to any finished run. Each budget deserves its own schedule.
 # 5. Masked training runs dense kernels on the zeros: each sparse step costs about a dense step
 #    of time, so r·N sparse steps take about r times as long.
-# 6. At the sparsity `format_break_even` printed for this machine (on CPUs far above SPDF's
-#    75%). At 75% the CSR kernel is slower than dense, so unstructured SPDF gives no speedup there.
+# 6. At the sparsity `format_break_even` printed for this machine. Near or above 75%, a CSR
+#    kernel gives SPDF's masks little or nothing per matmul, and a whole step gains even less:
+#    the masked matmuls are only part of a step (the profile in section 3 says how much).
 # 7. 2:4 needs exactly two nonzeros in every four consecutive weights (50%, structured); a random
 #    mask does not have that pattern, and 75% has fewer nonzeros than 2:4 allows.
 # 8. Equal total pre-training FLOPs (sparse phase plus dense phase), the same fine-tuning, the
