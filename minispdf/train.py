@@ -394,7 +394,7 @@ class ProgressBar:
         from tqdm.auto import tqdm
 
         interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-        self.bar = tqdm(total=s.cfg.max_steps, initial=s.step, desc=s.meta.get("phase", "train"), leave=False,
+        self.bar = tqdm(total=s.cfg.max_steps, initial=s.step, desc=s.meta.get("phase", "train"), leave=True,
                         mininterval=0.2 if interactive else 30)
 
     def __call__(self, event: str, record: dict) -> None:

@@ -20,8 +20,10 @@
 # still learn a downstream task once those zeros may train, and how many pre-training FLOPs
 # did the zeros save?
 #
-# *Runs in about 1.6 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/00_quickstart.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - name the two phases of SPDF and say which weights each phase trains;
@@ -104,6 +106,47 @@ print(f"pre-training FLOPs {sparse['flops']:.3g}; the same run dense: {sparse['f
       f"-> {sparse['flops_dense'] / sparse['flops']:.2f}x fewer")
 
 # %% [markdown]
+# The 75% applies to the masked matrices only. How much of the *whole* model is zero?
+#
+# **Exercise 0: how sparse is the whole model?** `shapes` maps every parameter's name to its
+# shape, `masked` lists the names of the masked parameters and `sparsity` is their sparsity.
+# Return the fraction of all the model's parameters that the masks set to zero (a number
+# between 0 and 1). Each masked matrix keeps exactly `round((1 - sparsity) * numel)` weights.
+#
+# <details><summary>Hint</summary>
+#
+# Count the zeros matrix by matrix, then divide by the number of *all* parameters, masked or
+# not: the embeddings, layer norms and biases are part of the model too.
+#
+# </details>
+
+# %% minispdf={"exercise": "model_sparsity"} tags=["exercise"]
+import math
+
+
+def model_sparsity(shapes, masked, sparsity):
+    ### BEGIN SOLUTION
+    zeros = 0
+    for name in masked:
+        n = math.prod(shapes[name])
+        zeros += n - round((1 - sparsity) * n)
+    return zeros / sum(math.prod(shape) for shape in shapes.values())
+    ### END SOLUTION
+
+
+# %%
+from minispdf.assignments import check
+from minispdf.sparsity import masked_parameters
+
+check("model_sparsity", model_sparsity)
+model = sparse["model"]
+shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+masked = [name for name, _, _ in masked_parameters(model)]
+zeros = sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in model.parameters())
+print(f"yours: {model_sparsity(shapes, masked, 0.75):.1%} of all parameters are zero; counted in the trained model: "
+      f"{zeros:.1%}")
+
+# %% [markdown]
 # ## 2 · Dense fine-tuning
 #
 # `finetune(init_from=...)` loads the checkpoint and **drops the masks** (`densify`), then trains
@@ -145,16 +188,29 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC
-# CPU, torch 2.13.0, one thread) printed: validation loss **1.995** nats per character after
-# 1200 sparse steps; **1.68x** fewer pre-training FLOPs than the same run dense (1.59e12 vs
-# 2.68e12); fine-tuning validation loss **0.382** nats per target character; **BLEU 22.2** on
-# 100 test inputs, reference perplexity 1.46. Your numbers move a little with the machine and
+# **What you should see.** The [reference run](reference/00_quickstart.ipynb) at the default
+# scale (one thread, torch 2.13.0) printed: validation loss **1.995** nats per character after
+# 1200 sparse steps; **1.68x** fewer pre-training FLOPs than the same run dense (**1.59e12** vs
+# **2.68e12**); **55.5%** of all the parameters zero (exercise 0); fine-tuning validation loss
+# **0.382** nats per target character; **BLEU 22.2** on 100 test inputs, reference perplexity
+# **1.46**. (Numbers in bold are checked against the reference by `tests/test_notebooks.py`.) Your numbers move a little with the machine and
 # torch version; the order of magnitude should not.
 #
 # **Reading the figures.** Left, the pre-training loss falls fast for the first few hundred
 # steps (the model learns the characters and common words), then slowly; it has not flattened
-# at step 1200, so a longer run would still improve it. Right, the fine-tuning loss counts only
+# at step 1200, so a longer run would still improve it.
+#
+# *Why the validation dots sit below the training line.* Not dropout or training mode: these
+# models have no dropout (`dropout=0.0`), so `model.train()` and `model.eval()` compute the same
+# loss. Three things differ between the two. (1) **Different text:** the validation split is the
+# last 10% of the corpus (the `help()` topics late in the alphabet), which this model finds
+# easier to predict: the same checkpoint, scored the same way on 40 fixed batches of each split,
+# gives about 0.2 nats less on validation than on training text. (2) **Different batches:** each
+# training point is one random batch, read *before* that step's update; each dot is the mean of
+# the same `eval_iters` fixed validation batches after the step, a small sample that can sit a
+# little higher or lower than the split as a whole. (3) **Smoothing:** the line is an exponential
+# moving average (about 10 steps), which lags above a falling curve early on. None of this means
+# the model generalises "better than it trains"; compare dots with dots and lines with lines. Right, the fine-tuning loss counts only
 # the description characters: it starts far lower than the pre-training loss (descriptions are
 # repetitive, and the pre-trained model already spells) and is still falling at the last step.
 #
@@ -180,6 +236,25 @@ plt.show()
 # 2. Why does SPDF spend its sparsity on pre-training rather than on fine-tuning?
 # 3. At 75% sparsity a quarter of the masked weights remain, yet the FLOP reduction printed
 #    above is well below 4x. Why?
+# 4. The validation dots sit below the training line. What is the main reason in this kit, and
+#    name one common reason that does *not* apply here.
+# 5. Exercise 0 printed the share of the whole model that is zero at 75% sparsity. Why is it
+#    well below 75%, and what would it approach for a much wider model?
+# 6. The fine-tuning loss counts only the description, not the input. Why not train on the input
+#    too?
+# 7. Two fine-tuned models differ by 1 BLEU and by 0.05 nats of test loss. Which difference would
+#    you trust more on 100 test inputs and one seed, and why?
+# 8. Does the fine-tuning phase cost sparse or dense FLOPs per step? What does that mean for the
+#    saving over the whole recipe?
+# 9. The pre-training curve has not flattened at step 1200. What does that imply for any
+#    sparse-versus-dense comparison at this budget?
+#
+# **Try this** (about 5 minutes). Change `sparsity=0.75` in the pre-training cell to 0.5,
+# then 0.9, and rerun only that cell each time. Write down the validation loss and the FLOP
+# reduction of each run, then plot loss against reduction with `plt.plot`. Which sparsity buys
+# the most FLOPs per nat of validation loss lost at this budget, and would you expect the
+# answer to hold for a model 10x wider (lesson 02)?
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -190,3 +265,23 @@ plt.show()
 #    what matters; fine-tuning is cheap, and keeping it dense gives the task the whole model.
 # 3. Only the masked matrices shrink. Attention between activations, the softmax and the LM
 #    head stay dense, and in a 2-layer, 64-wide model they are a large share of the FLOPs.
+# 4. Different text: the validation split is the last 10% of the corpus, which this model
+#    predicts about 0.2 nats better than the training text at the same weights. Not dropout or
+#    training mode: these models have `dropout=0.0`, so train and eval mode give the same loss.
+#    (The batches and the smoothing of the line add a little noise on top.)
+# 5. Only the block matrices are masked; the embeddings, layer norms and biases keep all their
+#    weights and still count in the total (about 81% of `nano`'s parameters are maskable, so about
+#    0.75 x 0.81). For a much wider model the block matrices dominate (they grow with d²), so
+#    the share approaches 75%.
+# 6. The input is given at test time: the task is to write the description *given* the input.
+#    Training to predict the input spends capacity and gradient on text the model never has to
+#    produce, and mixes two losses on different scales.
+# 7. The test loss: it averages the likelihood of every reference character, while BLEU scores
+#    one greedy decoding per input, where a single different early character changes the whole
+#    string. One seed and 100 inputs move BLEU by more than 1 point.
+# 8. Dense: the masks are gone. The saving is only in pre-training, which is where almost all
+#    the FLOPs of a real recipe are; the whole-recipe saving is a little smaller than the
+#    pre-training factor.
+# 9. The runs are compared at a point where both still improve: the gap mixes how good each
+#    would become with how fast it gets there. Compare at several budgets (lesson 06) or train
+#    to convergence before concluding.

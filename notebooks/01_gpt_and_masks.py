@@ -19,8 +19,10 @@
 # **Question:** where exactly does SPDF's mask act, what does a mask look like, and what
 # changes when it is dropped for fine-tuning?
 #
-# *Runs in about 0.5 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/01_gpt_and_masks.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - point to the four weight matrices of a GPT-2 block that SPDF masks, and say why the rest stays dense;
@@ -280,16 +282,23 @@ plots.plot_regrowth(stats)
 plt.show()
 
 # %% [markdown]
-# Every pruned weight moves after the first dense step (AdamW's first update has the size of
-# the learning rate, whatever the gradient), but they start far below the trained weights:
-# dense fine-tuning adds capacity gently, on top of what sparse pre-training learned.
+# Why nearly all of them move: `finetune` starts a fresh AdamW, and its first update of a weight
+# is $-\eta_t\,\hat m/(\sqrt{\hat v}+\epsilon) = -\eta_t\, g/(|g|+\epsilon)$: about the step's
+# learning rate $\eta_t$ for *any* gradient $g$ much larger than $\epsilon = 10^{-8}$, however
+# small (the size of $g$ stops mattering once the moments have averaged a few steps). Two limits:
+# $\eta_t$ is tiny during the warmup steps, so the first moves are tiny too; and a weight whose
+# gradient is exactly zero does not move at all (weight decay of a zero weight is zero). The
+# printed fraction is measured after all the dense steps, not after the first: it says that
+# almost every formerly pruned weight received some gradient along the way. They still start far
+# below the trained weights: dense fine-tuning adds capacity gently, on top of what sparse
+# pre-training learned.
 #
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread) printed: 81% of the `nano` model's parameters are maskable (GPT-2
-# small 68%, GPT-3 XL 92%); every masked matrix exactly 75.0% sparse and `zeros == masked`
-# True after 600 steps of sparse training; validation loss 2.116 dense vs 2.197 at 75% after
-# the same 600 steps; after densify and 200 dense steps 100.0% of the formerly pruned weights
-# were nonzero and the loss went from 2.197 to 2.138. In the mask pictures the random masks
+# **What you should see.** The [reference run](reference/01_gpt_and_masks.ipynb) at the default
+# scale (one thread, torch 2.13.0) printed: **81%** of the `nano` model's parameters are maskable
+# (GPT-2 small **68%**, GPT-3 XL **92%**); every masked matrix exactly **75.0%** sparse and
+# `zeros == masked` True after 600 steps of sparse training; validation loss **2.116** dense vs
+# **2.197** at 75% after the same 600 steps; after densify and 200 dense steps **100.0%** of the
+# formerly pruned weights were nonzero and the loss went from 2.197 to **2.138**. In the mask pictures the random masks
 # look like even noise and the magnitude masks show stripes; in the regrowth histogram the
 # formerly pruned weights had mean |w| 0.010 after the 200 dense steps, against 0.046 for the
 # weights the mask kept. The 600-step runs are short: both losses were still
@@ -303,6 +312,24 @@ plt.show()
 #    the stripes in the magnitude mask say about the weights?
 # 3. Right after `densify`, is the model's output different from the sparse model's? What is
 #    different about its next training step?
+# 4. What goes wrong with `torch.rand(shape) > sparsity` as a random mask, even though it is
+#    right on average?
+# 5. Why must `random_mask` draw all its randomness from `generator`?
+# 6. Which parameters of the GPT are never masked, and why does SPDF leave them dense?
+# 7. After `densify` the formerly pruned weights start at exactly 0. Why is 0 a good starting
+#    value, and what would re-initialising them at random do?
+# 8. Almost every formerly pruned weight was nonzero after the dense steps, although their
+#    gradients are small. Which property of AdamW explains it?
+# 9. The 75% sparse model trails dense after 600 steps. Give two reasons why this gap may
+#    overstate the gap a longer, tuned run would show.
+#
+# **Try this** (under 5 minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
+# draw a 75% random mask and a 75% magnitude mask with `sparsify` on two copies, and compute for
+# each the share of the total |w| of the masked matrices that the mask keeps. How much more of
+# the weight mass does the magnitude mask keep, and what does that predict for the validation
+# loss right after masking? Check the prediction with `minispdf.train.estimate_loss` or by
+# continuing each copy for a few steps.
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -313,3 +340,20 @@ plt.show()
 #    (output or input features) are larger or smaller than others, and the mask follows them.
 # 3. No: `densify` removes the masks and nothing else, so the weights (75% zeros) and the
 #    output are the same. The next optimizer step may move the formerly pruned weights.
+# 4. The number of kept weights varies from mask to mask (binomially): the FLOPs the run is
+#    charged (at the nominal density) no longer match the weights it trains, two runs differ in
+#    capacity, and small matrices can be far off.
+# 5. Reproducibility: the same seed gives the same mask, so arms of one seed are paired, a run
+#    can be repeated, and a grader can replay it. Torch's global generator is shared with
+#    everything else and changes with any other draw.
+# 6. The token and position embeddings, the layer norms and the biases (the LM head is tied to
+#    the embedding). The embedding lookup costs no FLOPs, the norms and biases are tiny, and
+#    masking an embedding row would delete information about a token.
+# 7. At 0 the densified model computes exactly what the sparse model computed, so fine-tuning
+#    starts from what pre-training learned. Random values would add noise to every layer's
+#    output and undo part of the pre-training.
+# 8. Adam divides the first moment by the root of the second: for any gradient much larger than
+#    ε the step is about the learning rate, whatever the gradient's size. Only an exactly zero
+#    gradient leaves a weight at zero.
+# 9. The runs are short and still falling (the gap is a snapshot), one seed, and the
+#    hyperparameters were chosen for the dense model and not retuned for the sparse one.

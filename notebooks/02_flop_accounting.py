@@ -20,8 +20,10 @@
 # Where does that number come from, why is it not 4x, why would a small model save much less,
 # and why does masked training not run any faster on a GPU or CPU?
 #
-# *Runs in about 0.2 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/02_flop_accounting.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - count the forward and training FLOPs of a sparse transformer block by hand (exercise 3);
@@ -120,6 +122,19 @@ print(f"GPT-3 XL forward, 75% sparse: yours {mine:.4g}, library {flop_report('gp
 # | q/k/v, attention output, MLP | L·2T·(3d² + d² + 8d²) | yes: these are the masked matrices |
 # | attention scores, attention × values, softmax | L·(4T²d + 3hT²) | no: activations × activations |
 # | logits (LM head) | 2TdV | no: stays dense |
+#
+# As equations, with sparsity $s$ (density $1-s$), $h$ heads and the embedding lookup free:
+#
+# $$F_{\text{fwd}}(s) = L\Big[\underbrace{(1-s)\cdot 2T\,(3d^2 + d^2 + 8d^2)}_{\text{masked matrices}}
+#   + \underbrace{2T^2d + 2T^2d + 3hT^2}_{\text{scores, values, softmax}}\Big] + \underbrace{2TdV}_{\text{logits}}$$
+#
+# $$F_{\text{train}}(s) = 3\,F_{\text{fwd}}(s), \qquad
+#   \text{reduction}(s) = \frac{F_{\text{train}}(0)}{F_{\text{train}}(s)}
+#   = \frac{24LTd^2 + A}{(1-s)\,24LTd^2 + A}, \quad A = L(4T^2d + 3hT^2) + 2TdV .$$
+#
+# The reduction tends to $1/(1-s)$ only when the dense part $A$ is small next to $24LTd^2$: wide
+# models (large $d$) with a short context ($T$ small next to $6d$) and a small vocabulary. That
+# is the whole argument of section 2.
 #
 # Training = 3 x forward (the backward pass costs twice the forward, sparse or dense). The
 # breakdown for GPT-3 XL at 75%:
@@ -238,14 +253,16 @@ plt.show()
 # sparsity, modestly); SPDF's unstructured masks get no faster kernels. Notebook 06 measures
 # this once more, next to the equal-FLOP question.
 #
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread) printed: GPT-3 XL at 75%, **2.49x** fewer training FLOPs (1.86e13 vs
-# 7.46e12 per 2048-token sequence), GPT-2 small 1.65x; the MLP alone is 53% of GPT-3 XL's dense
-# forward FLOPs; at 75% a 128-wide model saves 1.17x with GPT-2's vocabulary and 1.47x with
-# bytes, a 4096-wide one 2.99x and 3.56x; FlopCounterMode counted the weight matmuls exactly
-# (629,243,904 = 3 x 209,747,968) and the same FLOPs for the masked model; the bench timed the
-# masked `tiny` step at 0.96x-1.08x of the dense step (70.9-94.1 ms), against 1.80x-4.96x fewer
-# FLOPs in theory. Step times move with the machine's load; the FLOP counts do not.
+# **What you should see.** The [reference run](reference/02_flop_accounting.ipynb) at the default
+# scale (one thread, torch 2.13.0) printed: GPT-3 XL at 75%, **2.49x** fewer training FLOPs
+# (**1.86e13** vs **7.46e12** per 2048-token sequence), GPT-2 small **1.65x**; the MLP alone is
+# **53.2%** of GPT-3 XL's dense forward FLOPs; at 75% a 128-wide model saves **1.17x** with
+# GPT-2's vocabulary and **1.47x** with bytes, a 4096-wide one **2.99x** and **3.56x**;
+# FlopCounterMode counted the weight matmuls exactly (**629,243,904** = 3 x 209,747,968) and the
+# same FLOPs for the masked model; the bench timed the masked `tiny` step at 0.93x-1.08x of the
+# dense step (41-46 ms), against **1.80x**-**4.96x** fewer FLOPs in theory. Step times move with
+# the machine's load (they are not in bold: they are not expected to reproduce); the FLOP counts
+# do not.
 #
 # ## Check your understanding
 #
@@ -254,6 +271,21 @@ plt.show()
 #    the same model reading bytes saves much more. Which term explains it?
 # 3. `FlopCounterMode` counts the same FLOPs for the dense and the 75%-masked model. Is the
 #    paper's 2.5x wrong, then?
+# 4. Write the training FLOPs of one masked d_in x d_out matrix applied to T tokens at sparsity s.
+# 5. Why do the attention scores and the attention-times-values products not shrink with the mask?
+# 6. With the equation for the reduction above: for a fixed model, does a longer context T raise
+#    or lower the reduction at 75%, and why?
+# 7. The backward pass of a linear layer costs twice its forward. Which two products does it
+#    compute, and do both shrink with the mask?
+# 8. A model with d = 4096, T = 2048 and V = 50257: roughly which share of its forward FLOPs is
+#    in the masked matrices? Use the equation, not the library.
+# 9. Why does the paper report training FLOPs rather than wall-clock time for its savings?
+#
+# **Try this** (a few minutes). With `flop_report` and `preset_config`, find for GPT-2's
+# vocabulary (50257) and T = 1024 the smallest width (a multiple of 64, 12 layers) at which 75%
+# sparsity gives at least a 3x reduction in training FLOPs. Then check that width against the
+# reduction equation above by hand. What happens to that width with a byte vocabulary (257)?
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -265,3 +297,16 @@ plt.show()
 # 3. No. The 2.5x counts the multiplications a zero-skipping device (the Cerebras CS-2) avoids;
 #    dense kernels on a CPU or GPU multiply the stored zeros anyway, so the counter, which counts
 #    what runs, sees dense work.
+# 4. 3 x 2·T·d_in·d_out·(1 − s): forward, plus twice that for the backward pass.
+# 5. They multiply activations by activations (queries by keys, scores by values); the masks
+#    act on weights only.
+# 6. Lower: the attention terms grow with T² (4T²d + 3hT² per layer) while the masked terms
+#    grow with T, so the dense share A grows relative to 24LTd².
+# 7. The gradient with respect to the input (dY times Wᵀ) and with respect to the weight
+#    (Xᵀ times dY). Both involve the masked weight's pattern: the first multiplies by the masked
+#    W, the second is needed only at kept slots, so both shrink on zero-skipping hardware.
+# 8. Per layer: masked 24Td² ≈ 24·2048·4096² ≈ 8.2e11; attention 4T²d ≈ 6.9e10 (the softmax is
+#    tiny); per layer about 92% masked. The logits 2TdV ≈ 8.4e11 are paid once, so for a deep
+#    model the share stays near 90%.
+# 9. Its savings are realised on hardware that skips zeros (Cerebras CS-2); on dense GPUs the
+#    masked training takes the same time, so FLOPs are the hardware-independent measure.

@@ -20,8 +20,10 @@
 # dense model, and is it better than fine-tuning with the mask kept (SPSF) or than skipping
 # pre-training altogether?
 #
-# *Runs in about 3.6 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/04_dense_finetuning.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - write the loss mask of fine-tuning on a data-to-text task (exercise 4);
@@ -184,16 +186,21 @@ print(plots.format_table(rows, {"arm": "arm", "pretrain_flops": "pre-training FL
 gap = scores["SPDF"]["loss"] - scores["dense"]["loss"]
 print(f"SPDF is {gap:+.3f} nats from dense with {pre[0.0]['flops'] / pre[0.75]['flops']:.2f}x fewer pre-training FLOPs; "
       f"SPSF {scores['SPSF']['loss'] - scores['dense']['loss']:+.3f}; scratch {scores['scratch']['loss'] - scores['dense']['loss']:+.3f}")
+# the SPDF-dense gap on the validation loss at each evaluation: does it stay put or shrink?
+(steps, spdf_val), (_, dense_val) = plots.history(tuned["SPDF"], "val_loss"), plots.history(tuned["dense"], "val_loss")
+print("SPDF - dense validation loss by step: " + ", ".join(f"{s}: {a - b:+.3f}" for s, a, b in zip(steps, spdf_val, dense_val)))
 
 # %% [markdown]
 # **Reading it.** Look at the ordering first. Pre-training of any kind beats scratch: the
 # language model already knows spelling and word order. Keeping the mask (SPSF) is far behind
 # fine-tuning the *same* checkpoint densely: that is the paper's case for switching to dense
-# for the cheap phase. Whether SPDF *matches* dense depends on scale: the paper's claim is for
-# 125M-1.3B models pre-trained on billions of tokens, while this 2-layer model pre-trained for
-# a minute has no capacity to spare, so 75% zeros cost it more (notebook 05 varies the model
-# size; the `gpu` scale trains larger models longer). One seed: differences of a few
-# hundredths of a nat can be noise, differences of tenths are not. The test loss is steadier
+# for the cheap phase. Whether SPDF *matches* dense cannot be read off this table: the gap
+# printed under it shrinks quickly over the last evaluations while both arms are still
+# learning, so at least part of it is how *fast* each arm learns the task, not a ceiling on
+# how *well* it can (a lack of capacity would show as a gap that stays put). The paper's claim is for 125M-1.3B models
+# pre-trained on billions of tokens; this one runs a minute (notebook 05 varies the model size
+# and reads a multi-seed study; the `gpu` scale trains larger models longer). One seed:
+# differences of a few hundredths of a nat can be noise, differences of tenths are not. The test loss is steadier
 # than BLEU, which hinges on every greedy choice.
 #
 # What the models write for the same inputs:
@@ -205,17 +212,19 @@ outputs = {label: decode(r["model"], tok, [ex.input for ex in shown], max_new_to
 print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references for ex in shown], n=2))
 
 # %% [markdown]
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread) printed pre-training validation losses of 1.893 (dense) and 2.043
-# (75% sparse, 1.68x fewer pre-training FLOPs), then test losses and BLEU of **0.461 / 19.2**
-# (dense), **0.771 / 12.2** (SPDF), 1.476 / 1.9 (SPSF) and 1.920 / 0.6 (scratch): SPDF +0.309
-# nats from dense, SPSF +1.015, scratch +1.459. The ordering dense < SPDF < SPSF < scratch is
+# **What you should see.** The [reference run](reference/04_dense_finetuning.ipynb) at the
+# default scale (one thread, torch 2.13.0) printed pre-training validation losses of **1.893**
+# (dense) and **2.043** (75% sparse, **1.68x** fewer pre-training FLOPs), then test losses and
+# BLEU of **0.461 / 19.2** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and
+# **1.920 / 0.6** (scratch): SPDF **+0.309** nats from dense, SPSF **+1.015**, scratch
+# **+1.459**; the SPDF-dense validation gap by step rose to **+0.583** at step 300, then fell to
+# **+0.513**, **+0.396** and **+0.339**. The ordering dense < SPDF < SPSF < scratch is
 # the paper's; the size of the SPDF gap is this budget's.
 #
 # **Still unconverged.** At the last fine-tuning step every validation curve is still falling,
-# and not at the same rate: over the last 100 steps dense fell from 0.548 to 0.460 and SPDF from
-# 0.943 to 0.799, so the SPDF-dense gap shrank from 0.513 (step 400) to 0.395 (step 500) to 0.339
-# (step 600). The gap in the table therefore measures partly how *fast* each arm learns the task,
+# and not at the same rate: the "SPDF - dense validation loss by step" line printed under the
+# table first grows (dense learns the task format faster), then shrinks at every evaluation
+# after its peak (in the reference run by about a third over the last 200 steps). The gap in the table therefore measures partly how *fast* each arm learns the task,
 # not only how *well* it can: with more fine-tuning steps it would likely be smaller, and only a
 # longer run (with several seeds) can say by how much, or whether it closes. SPSF and scratch
 # fall slowly (1.581 to 1.508, 1.949 to 1.913): they are far from the others and not catching up
@@ -233,18 +242,47 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 #
 # 1. SPDF and SPSF start from the same checkpoint and fine-tune for the same steps. What is the
 #    only difference, and why does it matter more for fine-tuning than the FLOPs it costs?
-# 2. The fine-tuning curves are still falling at the last step. Would you expect the SPDF-dense
-#    gap to be larger or smaller after more fine-tuning steps, and what would you run to find out?
+# 2. The table gives the SPDF-dense gap at one step of unconverged runs. Name two numbers you could
+#    report instead that would tell "SPDF learns the task more slowly" from "SPDF ends worse",
+#    and what each needs (runs, steps, seeds).
 # 3. Two arms differ by 0.5 BLEU on 100 test inputs with one seed. What do you conclude?
+# 4. Why does the scratch arm do so badly with the same fine-tuning steps as the others?
+# 5. What does the loss mask count, and why does it include the end-of-text token?
+# 6. SPSF loses to SPDF here. Name a situation in which SPSF might still be the right choice.
+# 7. Why is the test loss steadier than BLEU between seeds?
+# 8. The SPDF arm used 1.68x fewer pre-training FLOPs. Is the saving over the whole recipe
+#    (pre-training and fine-tuning) larger or smaller, and by how much here?
+# 9. The printed SPDF-dense gap by step shrinks. Why is extrapolating that trend to "it closes"
+#    risky?
+#
+# **Try this** (about 5 minutes). Fine-tune only the dense and the SPDF arms again with twice
+# the steps (`max_steps=2 * P["finetune_steps"]`, new `out` folders) and print the SPDF-dense gap
+# in test loss next to the table's. Did it shrink, and by how much? Which of "SPDF learns more
+# slowly" and "SPDF ends worse" does your result support, and what would make you sure?
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
 # 1. SPSF keeps the mask, so 75% of the block weights stay zero while fine-tuning; SPDF lets
 #    them train. Fine-tuning is a tiny share of the total FLOPs, so giving it the full model
 #    costs little and returns the capacity the task needs.
-# 2. It cannot be read off one unconverged run: both arms are still improving, and the gap at
-#    the last step mixes "how good each arm becomes" with "how fast each arm gets there". Run
-#    longer (e.g. 2-4x the fine-tuning steps) with several seeds and compare the gaps at the
-#    end, or plot the gap against steps and see whether it shrinks.
+# 2. For example: the gap after fine-tuning to convergence (runs 2-4x longer, until the
+#    validation loss stops falling, with several seeds and a paired interval: "worse" if it
+#    stays above zero), and the steps each arm needs to reach a fixed validation loss (the
+#    dense arm's final loss, say: "slower" if SPDF needs more steps but gets there). Both
+#    need the same seeds for both arms, so the differences are paired.
 # 3. Nothing yet: BLEU of greedy outputs of one seed moves by more than that between seeds;
 #    compare test losses, add seeds and look at a paired interval (lesson 05).
+# 4. It has to learn spelling, word order and the task from the small task set alone; the
+#    pre-trained arms already model English characters and words.
+# 5. Positions whose next token belongs to the target (the description) or is the end-of-text.
+#    The end-of-text teaches the model to stop; without it decoding runs on to the token limit.
+# 6. When the fine-tuned model must itself be sparse: served on hardware or kernels that exploit
+#    the zeros (inference cost), or under a memory limit. SPDF returns a dense model.
+# 7. The loss averages the likelihood of every reference character; BLEU scores one greedy
+#    string per input, where one early different choice changes everything after it.
+# 8. Smaller: fine-tuning is dense for every arm, so its FLOPs are the same for all and dilute
+#    the saving; here fine-tuning is short, so the whole-recipe factor is a little below 1.68x
+#    (compute it from the `flops` of the pre-training and fine-tuning results).
+# 9. Learning curves decelerate: a gap can shrink fast early and then level off above zero.
+#    Only running longer (with seeds) shows where it ends.

@@ -21,9 +21,11 @@
 # tasks and smaller models suffer more, and that the fine-tuning set size matters. Which of
 # these can a small study on a CPU confirm, refute, or not test at all?
 #
-# *Runs in about 0.1 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`, reading the committed study; `MINISPDF_SCALE=smoke`
-# runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with
+# outputs](reference/05_paper_findings_small_scale.ipynb). `MINISPDF_SCALE=smoke` runs it in
+# seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - read a paired, multi-seed comparison: means, per-seed gaps and their 95% intervals;
@@ -56,7 +58,8 @@ SCALES = {
     "gpu": dict(results="../results/gpu-quick/results.json", grid="gpu-quick", jobs=1),
     "smoke": dict(results="../results/quick/results.json", grid="smoke", jobs=1),
 }
-RERUN = False  # True: run P["grid"] here (the smoke grid takes seconds, quick about 10 minutes)
+RERUN = os.environ.get("MINISPDF_RERUN", "") or False  # True: run P["grid"] here (smoke: seconds, quick: ~10 min)
+# the gpu grid takes about an hour of GPU time: it runs only when RERUN names it, RERUN = "gpu-quick"
 assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
 P = SCALES[SCALE]
 DEVICE = "auto"  # cuda if present, else mps, else cpu
@@ -73,7 +76,11 @@ import matplotlib.pyplot as plt
 from minispdf.study import report, resolve_grid, run_study
 
 path = P["results"]
-run_here = RERUN or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
+run_here = bool(RERUN) or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
+if run_here and P["grid"] == "gpu-quick" and RERUN != "gpu-quick":  # an hour of work needs its own switch
+    print('refusing to start the gpu-quick study (about an hour) on RERUN = True: set RERUN = "gpu-quick" '
+          "(or MINISPDF_RERUN=gpu-quick) to run it; reading the committed study instead")
+    run_here = False
 if not run_here and not os.path.exists(path):  # never start a long study by surprise
     print(f"{path} is not committed yet: reading the default study instead; set RERUN = True to run "
           f"the {P['grid']!r} grid here")
@@ -112,6 +119,49 @@ print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-trainin
 # across tasks. The table shows each arm's mean over seeds, its gap to dense in nats and BLEU
 # points, and its $L$, each with a 95% t-interval over the paired seeds.
 
+# %% [markdown]
+# **Exercise 7: the share of the benefit lost, per seed.** `arm`, `dense` and `scratch` map a
+# seed to that run's value of `measure` (`"test_loss"`, lower is better, or `"bleu"`, higher is
+# better). Return a dict mapping each seed to its $L$, for the seeds that have all three runs
+# and where dense pre-training beat scratch (elsewhere $L$ is undefined: leave the seed out).
+#
+# <details><summary>Hint</summary>
+#
+# Turn each difference into "how much worse than dense" first, with a sign that depends on the
+# measure; then $L$ is one such gap over another. A seed where scratch is not worse than dense
+# has no benefit to lose.
+#
+# </details>
+
+# %% minispdf={"exercise": "benefit_lost"} tags=["exercise"]
+def benefit_lost(arm, dense, scratch, measure):
+    ### BEGIN SOLUTION
+    sign = -1 if measure == "bleu" else 1  # positive = worse than dense
+    lost = {}
+    for seed in set(arm) & set(dense) & set(scratch):
+        benefit = sign * (scratch[seed] - dense[seed])
+        if benefit > 0:
+            lost[seed] = sign * (arm[seed] - dense[seed]) / benefit
+    return lost
+    ### END SOLUTION
+
+
+# %%
+import statistics
+
+from minispdf.assignments import check
+
+check("benefit_lost", benefit_lost)
+# yours on the committed study's rows, against the L its claims were judged on
+for claim in [c for c in results["claims"] if c["primary"] and c["kind"] == "no_loss" and c["effect"] is not None]:
+    runs = {arm: {r["seed"]: r[claim["measure"]] for r in results["rows"] if r["arm"] == arm
+                  and all(r[k] == v for k, v in claim["where"].items()) and r[claim["measure"]] is not None}
+            for arm in (claim["claim"].split(":")[0], "dense", "scratch")}
+    mine = benefit_lost(*runs.values(), claim["measure"])
+    if mine:
+        print(f"{claim['claim']} ({claim['measure']}): your mean L {statistics.fmean(mine.values()):+.3f} over "
+              f"{len(mine)} seeds; the study's {claim['effect']:+.3f}")
+
 # %%
 print(report.summary_markdown(results["summary"]))
 
@@ -143,12 +193,28 @@ print()
 print(report.plain_words(results["claims"]))
 print()
 print(results["flop_claim"]["reason"])
+print()
+# the 50% arm against the 75% arm where both were judged: the paper expects 50% to lose no more
+def ell(c):  # L and its 95% interval, or n/a where the claim was untestable
+    return "n/a" if c["effect"] is None else f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+
+
+for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
+    other = next((o for o in results["claims"] if o["claim"].startswith("spdf75:") and o["measure"] == c["measure"]
+                  and o["where"] == c["where"]), None)
+    if other:
+        print(f"{c['measure']} at {', '.join(f'{k} {v}' for k, v in c['where'].items())}: spdf50 L {ell(c)} "
+              f"({c['verdict']}) vs spdf75 L {ell(other)} ({other['verdict']})")
 
 # %% [markdown]
 # **Reading it, against the paper.**
 #
 # 1. *No significant loss.* The paper's claim is about 125M-1.3B parameters trained on billions
-#    of tokens; here the models have 0.08-0.38M. A claim that holds here is a claim that
+#    of tokens; here the models have 0.08-0.38M. It also implies an order: fewer zeros should lose
+#    no more, so spdf50's $L$ should sit at or below spdf75's. The last lines printed above put the
+#    two side by side where both were judged; read the verdicts there, not an expectation: with
+#    few seeds an interval can cross the margin for the 50% arm and not for the 75% arm, or the
+#    other way round, and a rerun with other seeds can change which. A claim that holds here is a claim that
 #    survives a much harder setting; one that fails shows where it stops holding, not that the
 #    paper is wrong at its scale.
 # 2. *SPSF loses more than SPDF.* Dropping the mask gives the fine-tuning the full capacity
@@ -164,9 +230,10 @@ print(results["flop_claim"]["reason"])
 # interval is expected to reach with the planned seeds, from the spread of the committed study.
 # Then set `RERUN = True` and rerun with other seeds (`resolve_grid("quick", seeds=5)`).
 #
-# **What you should see.** The tables and sentences above are printed from the committed study
-# (`results/default/`, its declaration, commit and machine are printed at the top), never typed
-# in by hand: when the study is rerun, they change with it. Read each verdict against its
+# **What you should see.** The tables and sentences above (see the
+# [reference run](reference/05_paper_findings_small_scale.ipynb)) are printed from the committed
+# study (`results/default/`, its declaration, commit and machine are printed at the top), never
+# typed in by hand: when the study is rerun, they change with it. Read each verdict against its
 # interval: an *underpowered* or *untestable* row says what these seeds or this setting cannot
 # tell, not that there is no effect.
 #
@@ -176,6 +243,23 @@ print(results["flop_claim"]["reason"])
 # 2. The 90% interval of $L$ for spdf75 is [0.02, 0.14] and the margin is 0.10. Holds, fails,
 #    inconclusive or underpowered?
 # 3. Suppose the 75% arm fails "no significant loss" here. Does that refute the paper?
+# 4. Test losses: arm 1.30, dense 1.20, scratch 2.20 for one seed. What is L, and can one seed
+#    show "no significant loss" against the margin 0.10?
+# 5. What does an *underpowered* verdict mean, and what would you change in the study?
+# 6. A gate finds that dense does not beat scratch in a cell. Why is "no significant loss"
+#    there *untestable* rather than holding trivially?
+# 7. Why is the margin written to `declared.json` before the first run?
+# 8. Non-inferiority is judged with a 90% interval, directional claims with a 95% interval.
+#    Why the difference?
+# 9. Suppose spdf50 were inconclusive while spdf75 holds, in the same cell. Does that contradict
+#    "fewer zeros lose no more"?
+#
+# **Try this** (under 10 minutes). With your `benefit_lost`, compute per seed the L of
+# `spsf75` at the study's primary cell from `results["rows"]`, then its mean and a 95% t-interval
+# by hand (`statistics.fmean`, `statistics.stdev`, and t = 2.365 for 8 seeds). Does your interval
+# match the table's? Then run `minispdf reproduce --dry-run` and read how many seeds the power
+# table asks for before spdf50's BLEU verdict could become decisive.
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -187,3 +271,15 @@ print(results["flop_claim"]["reason"])
 # 3. No. The claim is for 125M-1.3B models trained on billions of tokens; models of 0.08-0.38M
 #    parameters trained on a few million characters are another regime. The result locates where the claim stops holding at
 #    small scale; it does not test the paper's scale.
+# 4. L = (1.30 − 1.20) / (2.20 − 1.20) = 0.10, exactly at the margin. One seed has no interval:
+#    it cannot show anything about the claim, only a point estimate.
+# 5. The interval straddles the margin and is wider than twice the margin: the data do not lean
+#    either way. More seeds (the power table of `minispdf reproduce --dry-run` says how many).
+# 6. L divides by the benefit of pre-training; when that benefit is near zero or negative, L is
+#    undefined or explodes, and "the arm kept the benefit" means nothing when there was none.
+# 7. So that the rule cannot be chosen after seeing the data (picking the margin that makes the
+#    claim hold). The declaration is the test's pre-registration.
+# 8. Non-inferiority is a one-sided test at the 5% level: the upper end of a two-sided 90%
+#    interval is that bound. The directional claims are judged at the usual two-sided 95%.
+# 9. No: verdicts depend on interval widths (seeds, spread), not only on the estimates. Compare
+#    the two L estimates and, better, their per-seed difference with its own interval.

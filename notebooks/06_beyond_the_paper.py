@@ -26,8 +26,10 @@
 #    gradually, 2:4 keeps a pattern GPUs accelerate. How much does the mask move, at what cost?
 # 4. **Does sparsity make my hardware faster?**
 #
-# *Runs in about 4.1 min with one thread on a 2-core laptop-class CPU (measured, default scale:
-# CPU time of a headless run with `THREADS = 1`; `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale).*
+# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
+# yet as a student runs it (`python notebooks/references.py --times`, then `python
+# notebooks/sync.py`). [Reference run with outputs](reference/06_beyond_the_paper.ipynb).
+# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - set up an equal-FLOP comparison in either direction and compute its step counts (exercise 6);
@@ -80,6 +82,7 @@ RUNS = "runs/06_beyond_the_paper"
 
 # %%
 import math
+import time
 
 import matplotlib.pyplot as plt
 
@@ -108,13 +111,15 @@ ratio = flop_report(cfg, sparsity=P["sparsity"]).reduction
 N = P["lm_steps"]
 plan = {"dense, N steps": (0.0, N), f"{P['sparsity']:.0%} sparse, N steps": (P["sparsity"], N),
         f"{P['sparsity']:.0%} sparse, {ratio:.2f}N steps (equal FLOPs)": (P["sparsity"], math.ceil(N * ratio))}
-lm = {}
+lm, seconds = {}, {}
 for label, (s, steps) in plan.items():
+    start = time.perf_counter()
     lm[label] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=s, data="builtin",
                          max_steps=steps, eval_interval=max(1, steps // 6), out=f"{RUNS}/lm-{s}-{steps}",
                          overwrite=True, **settings)
-print(plots.format_table([dict(run=k, steps=r["step"], tokens=r["tokens"], flops=r["flops"], val_loss=r["val_loss"])
-                          for k, r in lm.items()]))
+    seconds[label] = time.perf_counter() - start
+print(plots.format_table([dict(run=k, steps=r["step"], tokens=r["tokens"], flops=r["flops"], val_loss=r["val_loss"],
+                               seconds=seconds[k]) for k, r in lm.items()]))
 plots.plot_curves(lm, x="flops", y="val_loss", title="Validation loss against FLOPs spent")
 plt.show()
 dense_loss, equal_loss = lm["dense, N steps"]["val_loss"], list(lm.values())[-1]["val_loss"]
@@ -126,7 +131,9 @@ print(f"at equal FLOPs the sparse model is {'better' if equal_loss < dense_loss 
 # of the block weights. Whether that wins depends on the regime: a model far from convergence
 # gains more from extra tokens than it loses to fewer weights. With one seed, treat a difference
 # of a few hundredths of a nat as a tie. And this is a FLOP comparison, not a time comparison:
-# on this CPU the longer sparse run took proportionally longer (section 4).
+# the `seconds` column above is each run's wall time on this machine. Masked training runs dense
+# kernels on zeros, so the longer sparse run takes longer, not the same time (section 4 shows
+# why; the seconds also move with whatever else your machine is doing).
 #
 # The comparison can also run the other way: give the *dense* model the sparse run's FLOP
 # budget and stop it early (the `eqflop75` arm of lesson 05). How many dense steps is that?
@@ -158,7 +165,7 @@ steps = equal_flop_steps(N, sparse_n["flops"] / N, lm["dense, N steps"]["flops"]
 print(f"{N} steps at {P['sparsity']:.0%} sparsity cost as much as {steps} dense steps (N / {ratio:.2f})")
 
 # %% [markdown]
-# ## 2 · Variable SPDF: a short dense phase before fine-tuning: a short dense phase before fine-tuning
+# ## 2 · Variable SPDF: a short dense phase before fine-tuning
 #
 # Sparse pre-training at high sparsity (the follow-up used 90%), then a short phase of
 # *dense* pre-training on the same language-modelling data, then dense fine-tuning. The
@@ -384,18 +391,19 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # What you *can* take from SPDF on ordinary hardware is the training recipe, and the FLOP
 # accounting for the day your hardware can exploit unstructured sparsity.
 #
-# **What you should see.** A reference run at the default scale (2026-12-01, 2-core AMD EPYC CPU,
-# torch 2.13.0, one thread, with other jobs on the cores) printed: with N = 400 steps, validation
-# loss 2.134 (dense), 2.140 (75% sparse, N steps) and **2.099** (75% sparse, 673 = 1.68N steps,
-# equal FLOPs 8.94e11): at equal FLOPs the sparse run was better by 0.035 nats, one seed, all
-# three curves still falling at the end (the 673-step run by 0.008 over its last 112 steps).
-# Exercise 6 gives 238 dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of
-# 0.584 / 14.5 (dense), 1.230 / 2.2 (SPDF at 90%, 0.51x the pre-training FLOPs) and **0.844 /
-# 10.0** (Variable SPDF, 0.71x): the dense phase recovered about 60% of the SPDF-to-dense gap
-# in test loss for 0.20x more FLOPs. The bench timed masked steps at 1.03x-1.23x of the dense
-# step (slower, not faster), against up to 4.96x fewer FLOPs in theory; CSR broke even between
-# 71% and 86% sparsity; the `nano` step spent 35% of its 61.8 ms in the masked matmuls, so even
-# free masked matmuls would speed it up at most 1.55x. These are one seed at toy scale: read the
+# **What you should see.** The [reference run](reference/06_beyond_the_paper.ipynb) at the
+# default scale (one thread, torch 2.13.0, with other jobs on the cores) printed: with N = 400
+# steps, validation loss **2.134** (dense), **2.140** (75% sparse, N steps) and **2.099** (75%
+# sparse, **673** = 1.68N steps, equal FLOPs **8.94e11**): at equal FLOPs the sparse run was better
+# by **0.035** nats, one seed, all three curves still falling at the end. Exercise 6 gives
+# **238** dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of **0.584 / 14.5**
+# (dense), **1.230 / 2.2** (SPDF at 90%, **0.513x** the pre-training FLOPs) and **0.844 / 10.0**
+# (Variable SPDF, **0.713x**): the dense phase recovered about 60% of the SPDF-to-dense gap in
+# test loss for 0.20x more FLOPs. The timings move with the machine and its load (not in bold):
+# there, masked steps took 1.04x-1.05x of the dense step (slower, not faster), against up to
+# 4.96x fewer FLOPs in theory; CSR was faster only from 90% sparsity on (about 78-84%
+# interpolated); the `nano` step spent 30% of its 49.1 ms in the masked matmuls, so even free
+# masked matmuls would speed it up at most 1.43x. These are one seed at toy scale: read the
 # directions and the method, not the digits.
 #
 # ## Check your understanding
@@ -407,6 +415,21 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 #    would you decide whether it is worth it?
 # 3. Why does a CSR kernel lose to the dense kernel at 75% sparsity on a CPU, although it does a
 #    quarter of the multiplications?
+# 4. Each run of section 1 has its own full learning-rate schedule. Why not stop the longer
+#    sparse run's schedule at the dense run's FLOPs instead?
+# 5. In the `seconds` column, why does the equal-FLOP sparse run take longer than the dense run?
+# 6. Where did this machine's CSR kernel break even with the dense one (section 4), and what
+#    does that say about unstructured 75% masks on this CPU?
+# 7. 2:4 sparsity gives real speedups on recent GPUs. Why can SPDF's random 75% masks not use it
+#    as they are?
+# 8. How would you compare Variable SPDF with SPDF fairly: what must be equal, and what varies?
+# 9. The equal-FLOP dense arm takes fewer steps than the sparse run. What else about its
+#    schedule must change with the step count?
+#
+# **Try this** (a few minutes). Set `P["sparsity"] = 0.5` and rerun section 1 only. At equal
+# FLOPs, does 50%-and-longer beat dense by more or by less than 75%-and-longer did? Using the
+# reduction factor of each, explain the result in terms of "more tokens" against "fewer weights".
+
 
 # %% [markdown] tags=["answer"]
 # **Answers (instructor's copy).**
@@ -419,3 +442,16 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # 3. CSR stores an index per kept weight and gathers the matching activations: irregular memory
 #    reads and bookkeeping per multiply. The dense kernel streams regular tiles through wide
 #    vector units, so doing 4x the arithmetic is still cheaper until nearly all weights are zero.
+# 4. A run stopped mid-schedule has not decayed its learning rate: it is not a finished run of
+#    that budget, and it loses to any finished run. Each budget deserves its own schedule.
+# 5. Masked training runs dense kernels on the zeros: each sparse step costs about a dense step
+#    of time, so r·N sparse steps take about r times as long.
+# 6. At the sparsity `format_break_even` printed for this machine. Near or above 75%, a CSR
+#    kernel gives SPDF's masks little or nothing per matmul, and a whole step gains even less:
+#    the masked matmuls are only part of a step (the profile in section 4 says how much).
+# 7. 2:4 needs exactly two nonzeros in every four consecutive weights (50%, structured); a random
+#    mask does not have that pattern, and 75% has fewer nonzeros than 2:4 allows.
+# 8. Equal total pre-training FLOPs (sparse phase plus dense phase), the same fine-tuning, the
+#    same seeds for both; what varies is how the budget is split. Judge on L with intervals.
+# 9. The warmup and the decay are set from the step count, so the shorter run still warms up
+#    and decays fully (the study sets the warmup as a fraction of the steps).

@@ -80,6 +80,80 @@ WRONG = {
     "loss_mask": ("def loss_mask(prompt_len, n_tokens):\n"
                   "    return [0] * prompt_len + [1] * (n_tokens - prompt_len - 1)  # off by one\n",
                   "expected"),
+    "masked_step": ("def masked_adamw_step(params, masks, optimizer):  # masks too late: after the step\n"
+                    "    with torch.no_grad():\n"
+                    "        optimizer.step()\n"
+                    "        for p, m in zip(params, masks):\n"
+                    "            for t in (p, optimizer.state[p]['exp_avg'], optimizer.state[p]['exp_avg_sq']):\n"
+                    "                t.mul_(m)\n"
+                    "        optimizer.zero_grad()\n",
+                    "before optimizer.step(), not after"),
+    "equal_flop_steps": ("def equal_flop_steps(steps, sparse, dense):\n"
+                         "    return int(steps * sparse / dense)  # truncates\n",
+                         "rounded to the nearest step"),
+    "model_sparsity": ("def model_sparsity(shapes, masked, sparsity):  # sparsity x masked share: no exact counts\n"
+                       "    size = lambda s: math.prod(s)\n"
+                       "    return sparsity * sum(size(shapes[n]) for n in masked) / sum(map(size, shapes.values()))\n",
+                       "round((1 - sparsity) * numel)"),
+    "benefit_lost": ("def benefit_lost(arm, dense, scratch, measure):  # keeps seeds where scratch is not worse\n"
+                     "    sign = -1 if measure == 'bleu' else 1\n"
+                     "    return {s: (arm[s] - dense[s]) / (scratch[s] - dense[s]) for s in arm if s in scratch}\n",
+                     "expected"),
+}
+
+# Right answers that call the library the checks compare with: each is refused, in the grader
+# (from the cell's source, before it runs) and under the notebook's check (from the function).
+BORROWED = {
+    "random_mask": ("from minispdf.sparsity import sparsify\n"
+                    "def random_mask(shape, sparsity, generator=None):\n"
+                    "    seed = int(torch.randint(1 << 30, (1,), generator=generator))\n"
+                    "    layer = torch.nn.Linear(shape[1], shape[0], bias=False)\n"
+                    "    return sparsify(layer, sparsity, include=r'^weight$', seed=seed)['weight']\n",
+                    "sparsify (from minispdf.sparsity)"),
+    "magnitude_mask": ("def magnitude_mask(weight, sparsity):\n"
+                       "    import minispdf.sparsity as S\n"
+                       "    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)\n"
+                       "    layer.weight.data.copy_(weight)\n"
+                       "    return S.sparsify(layer, sparsity, method='magnitude', include=r'^weight$')['weight']\n",
+                       "import minispdf.sparsity inside magnitude_mask"),
+    "block_flops": ("from minispdf.flops import flop_report\n"
+                    "from minispdf.model import GPTConfig\n"
+                    "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n"
+                    "    cfg = GPTConfig(n_layer=1, n_embd=d_model, n_head=n_head, block_size=seq_len, vocab_size=257)\n"
+                    "    rep = flop_report(cfg, sparsity=sparsity, seq_len=seq_len)\n"
+                    "    return sum(v['sparse'] for k, v in rep.components.items() if k not in ('embedding', 'logits'))\n",
+                    "flop_report (from minispdf.flops)"),
+    "loss_mask": ("from minispdf.tasks.finetune import encode_example, SEPARATOR\n"
+                  "from minispdf.data import get_tokenizer\n"
+                  "def loss_mask(prompt_len, n_tokens):\n"
+                  "    src, tgt = 'a' * (prompt_len - len(SEPARATOR)), 'b' * (n_tokens - prompt_len - 1)\n"
+                  "    return encode_example(get_tokenizer('char'), src, tgt, block_size=4096)[1]\n",
+                  "encode_example (from minispdf.tasks.finetune)"),
+    "masked_step": ("from minispdf import sparsity\n"
+                    "def masked_adamw_step(params, masks, optimizer):\n"
+                    "    for p, m in zip(params, masks):\n"
+                    "        sparsity._zero_pruned(p.grad, m)\n"
+                    "    optimizer.step()\n"
+                    "    for p, m in zip(params, masks):\n"
+                    "        for t in (p, optimizer.state[p]['exp_avg'], optimizer.state[p]['exp_avg_sq']):\n"
+                    "            sparsity._zero_pruned(t, m)\n",
+                    "sparsity (from minispdf.sparsity)"),
+    "model_sparsity": ("from minispdf import GPT, preset_config, sparsify\n"
+                       "def model_sparsity(shapes, masked, sparsity):\n"
+                       "    total = sum(math.prod(s) for s in shapes.values())\n"
+                       "    return sum(math.prod(shapes[n]) - round((1 - sparsity) * math.prod(shapes[n])) "
+                       "for n in masked) / total if sparsify else 0\n",
+                       "sparsify (from minispdf.sparsity)"),
+    "benefit_lost": ("from minispdf.study.claims import benefit_lost as study_L\n"
+                     "def benefit_lost(arm, dense, scratch, measure):\n"
+                     "    rows = [dict(seed=s, arm=a, task='t', size='s', set='f', **{measure: v})\n"
+                     "            for a, vals in (('arm', arm), ('dense', dense), ('scratch', scratch)) for s, v in vals.items()]\n"
+                     "    return study_L(rows, measure, 'arm', dict(task='t', size='s', set='f'))\n",
+                     "study_L (from minispdf.study.claims)"),
+    "equal_flop_steps": ("m = __import__('minispdf.study.plan')\n"
+                         "def equal_flop_steps(steps, sparse, dense):\n"
+                         "    return max(1, round(steps * sparse / dense)) if m else 0\n",
+                         "m (from minispdf)"),
 }
 
 
@@ -90,6 +164,50 @@ def test_wrong_solutions_fail(tmp_path, name):
     ex = result["exercises"][name]
     assert not ex["passed"] and not result["all_passed"]
     assert any(hint in c["message"] for c in ex["checks"] if not c["passed"]), ex
+
+
+def test_every_exercise_has_a_wrong_and_a_borrowed_answer():
+    assert set(WRONG) == set(BORROWED) == set(A.EXERCISES)
+
+
+def _namespace(source):
+    ns = {"torch": torch, "math": __import__("math")}
+    exec(source, ns)
+    return ns
+
+
+def test_borrowed_answers_are_right_and_refused_by_the_notebook_check(monkeypatch):
+    from minispdf.assignments import borrowing
+
+    for name, (source, what) in BORROWED.items():
+        fn = _namespace(source)[A.EXERCISES[name].function]
+        r = A.check_exercise(name, fn)
+        assert not r["passed"] and r["points"] == 0 and len(r["checks"]) == 1, r
+        message = r["checks"][0]["message"]
+        assert what in message and "answer key" in message and "torch" in message, (name, message)
+    monkeypatch.setattr(borrowing, "function_uses", lambda fn: [])  # the refusal is all that fails them:
+    for name in ("random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step", "model_sparsity",
+                 "benefit_lost"):
+        fn = _namespace(BORROWED[name][0])[A.EXERCISES[name].function]
+        if name == "random_mask":  # sparsify's seed is not the generator's stream: only the count holds
+            assert A.check_exercise(name, fn)["checks"][0]["passed"]
+        else:
+            assert A.check_exercise(name, fn)["passed"], name
+
+
+def test_the_grader_refuses_borrowed_answers_from_their_source(tmp_path):
+    path = _notebook(tmp_path / "borrower.ipynb", *BORROWED_CELLS)
+    result = A.grade(path)
+    assert result["points"] == 0 and result["total"] == len(A.EXERCISES)
+    for name, ex in result["exercises"].items():
+        message = ex["checks"][0]["message"]
+        assert "uses the library it is checked against" in message and "line " in message, (name, message)
+    # and a run-time import, which the source does not spell out, fails in the worker
+    spelt = ("def loss_mask(prompt_len, n_tokens):\n"
+             "    f = getattr(__builtins__, '__imp' + 'ort__', None) or __builtins__['__imp' + 'ort__']\n"
+             "    f('mini' + 'spdf')\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)\n")
+    r = A.grade(_notebook(tmp_path / "spelt.ipynb", ("loss_mask", spelt)))["exercises"]["loss_mask"]
+    assert r["points"] == 0 and "exercises may not import minispdf" in r["checks"][0]["message"], r
 
 
 def test_random_mask_with_wrong_count_fails_and_structured_mask_fails():
@@ -202,6 +320,15 @@ def masks_weights_only(params, masks, optimizer):
             p.mul_(m)
 
 
+def masks_after_the_step_then_zero_grad(params, masks, optimizer):
+    optimizer.step()
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            for t in (p, optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]):
+                t.mul_(m)
+    optimizer.zero_grad()  # grads gone: nothing left after the call shows they were never masked
+
+
 def steps_twice(params, masks, optimizer):
     masked_adamw_step(params, masks, optimizer)
     masked_adamw_step(params, masks, optimizer)
@@ -219,7 +346,11 @@ def test_masked_step_grader():
     msg = _failures("masked_step", forgot_the_moments)
     assert "step 1: the exp_avg of parameter 0" in msg and "exp_avg_sq" in msg and "pruned slots" in msg, msg
     msg = _failures("masked_step", masks_weights_only)
-    assert "step 1: the gradient of parameter 0" in msg and "before optimizer.step()" in msg, msg
+    assert "step 1: the gradient (as optimizer.step() read it) of parameter 0" in msg, msg
+    assert "before optimizer.step(), not after" in msg, msg
+    msg = _failures("masked_step", masks_after_the_step_then_zero_grad)  # the step saw the pruned gradients
+    assert "step 1: the gradient (as optimizer.step() read it) of parameter 0" in msg, msg
+    assert "optimizer.step() was not called" in _failures("masked_step", lambda params, masks, optimizer: None)
     msg = _failures("masked_step", steps_twice)
     assert "kept weights of parameter 0" in msg and "exactly once" in msg, msg
 
@@ -278,7 +409,7 @@ def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
 
 def test_hints(capsys):
     assert set(A.EXERCISES) == {"random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step",
-                                "equal_flop_steps", "two_four_mask"}
+                                "equal_flop_steps", "model_sparsity", "benefit_lost", "two_four_mask"}
     for name, ex in A.EXERCISES.items():
         A.hint(name)
         out = capsys.readouterr().out
@@ -364,6 +495,9 @@ def test_release_refuses_a_non_empty_folder_and_is_atomic(tmp_path, capsys, monk
 LOSS_MASK_OK = "def loss_mask(prompt_len, n_tokens):\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)\n"
 
 
+BORROWED_CELLS = [(name, source) for name, (source, _) in BORROWED.items()]
+
+
 def _notebook(path, *cells):
     """A notebook of ``(exercise name or None, source)`` cells."""
     nb = nbformat.v4.new_notebook()
@@ -382,14 +516,14 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     _notebook(subs / "alice.ipynb", ("loss_mask", LOSS_MASK_OK))
     shutil.copy(NB / "student" / "04_dense_finetuning.ipynb", subs / "bob.ipynb")  # not written yet
     _notebook(subs / "carol" / "04_dense_finetuning.ipynb", ("loss_mask", LOSS_MASK_OK))
-    shutil.copy(NB / "00_quickstart.ipynb", subs / "carol" / "00_quickstart.ipynb")  # no exercises
+    _notebook(subs / "carol" / "00_notes.ipynb", (None, "x = 1"))  # no exercises
     (subs / "dave.ipynb").write_text("not a notebook")
     (subs / "carol" / ".ipynb_checkpoints").mkdir()
     shutil.copy(subs / "bob.ipynb", subs / "carol" / ".ipynb_checkpoints" / "x.ipynb")  # ignored
     grades = tmp_path / "grades.csv"
     assert A.main(["grade", str(subs), "--csv", str(grades)]) == 1  # some fail
     out = capsys.readouterr().out
-    assert "no exercises in 00_quickstart.ipynb" in out and "0/0 exercises" not in out
+    assert "no exercises in 00_notes.ipynb" in out and "0/0 exercises" not in out
     assert "wrote " + str(grades) + " (5 rows)" in out
     assert out.splitlines()[-6:-1] == ["student  points", "alice    2/2", "bob      0/2", "dave     0/0",
                                        "carol    2/2"]
@@ -404,7 +538,7 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     assert rows[0]["feedback"] == "pass"
     assert "not written yet" in rows[1]["feedback"] and "\n" not in rows[1]["feedback"]
     assert rows[2]["feedback"].startswith("not graded: ") and "not a readable notebook" in rows[2]["feedback"]
-    assert rows[3]["feedback"] == "no exercises in 00_quickstart.ipynb"
+    assert rows[3]["feedback"] == "no exercises in 00_notes.ipynb"
 
 
 def test_an_endless_exercise_times_out_and_grading_goes_on(tmp_path):
@@ -439,12 +573,13 @@ def test_a_helper_from_another_cell_is_warned_about(tmp_path):
         "warnings"] == []
 
 
-def test_a_lesson_without_exercises_says_so(capsys):
-    r = A.grade(NB / "00_quickstart.ipynb")
-    assert r["note"] == "no exercises in 00_quickstart.ipynb" and r["total"] == 0
-    assert A.main(["grade", str(NB / "00_quickstart.ipynb")]) == 0
+def test_a_notebook_without_exercises_says_so(tmp_path, capsys):
+    path = _notebook(tmp_path / "notes.ipynb", (None, "x = 1"))  # every lesson has an exercise now
+    r = A.grade(path)
+    assert r["note"] == "no exercises in notes.ipynb" and r["total"] == 0
+    assert A.main(["grade", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "no exercises in 00_quickstart.ipynb" in out and "0/0 exercises" not in out
+    assert "no exercises in notes.ipynb" in out and "0/0 exercises" not in out
 
 
 def test_help_names_the_command_as_typed(capsys):
@@ -471,9 +606,10 @@ def _attacks(subs, outside):
     bob = subs / "bob.ipynb"
     wrong = "def loss_mask(prompt_len, n_tokens):\n    return [1] * (n_tokens - 1)\n"
     return {
-        "a1_patches_checker": "import dataclasses, sys\n"
-                              "E = sys.modules['minispdf.assignments.exercises']\n"
-                              "W = sys.modules['minispdf.assignments.worker']\n"
+        "a1_patches_checker": "import dataclasses, sys\n"  # spelt so that the source check misses it
+                              "M, lib = getattr(sys, 'mod' + 'ules'), 'mini' + 'spdf'\n"
+                              "E = M[lib + '.assignments.exercises']\n"
+                              "W = M[lib + '.assignments.worker']\n"
                               "def passed(name, fn=None):\n"
                               "    return dict(name=name, passed=True, points=2, max_points=2, checks=[])\n"
                               "E.check_exercise = W.check_exercise = passed\n"
@@ -591,7 +727,7 @@ def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot
     import copy
 
     from minispdf.assignments.grading import judge
-    from minispdf.assignments.replay import decode, encode
+    from minispdf.assignments.replay import Malformed, decode, encode
 
     record = _record("loss_mask", lambda p, n: [0] * (p - 1) + [1] * (n - p))
     assert judge("loss_mask", {**record, "points": 1000, "passed": False})["points"] == 2  # only the calls count
@@ -610,7 +746,12 @@ def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot
         back = decode(json.loads(json.dumps(encode(value))))
         assert type(back) is type(value) and (torch.equal(back, value) if isinstance(value, torch.Tensor)
                                                else back == value), value
-    assert repr(decode(encode({"a": 1}))) == "<dict object>"  # messages still name what was returned
+    assert repr(decode(encode({1, 2}))) == "<set object>"  # messages still name what was returned
+    assert decode(json.loads(json.dumps(encode({3: 0.25, "a": [1]})))) == {3: 0.25, "a": [1]}
+    assert repr(decode(encode({(1, 2): 0}))) == "<dict object>"  # keys other than ints and strings: opaque
+    for junk in ({"t": "dict", "v": [[{"t": "float", "v": "0x1p+0"}, {"t": "none"}]]}, {"t": "dict", "v": [[1]]}):
+        with pytest.raises(Malformed):
+            decode(junk)
     r = judge("equal_flop_steps", _record("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense))
     assert "(an int), got 750.0 (float)" in r["checks"][0]["message"]
     r = judge("masked_step", _record("masked_step", masked_adamw_step))
@@ -619,3 +760,13 @@ def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot
     assert "step 1: the exp_avg of parameter 0" in r["checks"][0]["message"] and r["points"] == 0
     r = judge("loss_mask", _record("loss_mask", lambda p, n: 1 / 0))
     assert r["checks"][0]["message"].startswith("ZeroDivisionError: division by zero (line ")
+
+
+def test_the_student_bundle_ships_notebooks_not_their_py_twins(tmp_path):
+    """The lessons' jupytext .py sources sit next to the notebooks in the repository; a student
+    opening the bundle sees only the .ipynb (and the study results lesson 05 reads)."""
+    assert list(NB.glob("[0-9][0-9]_*.py")), "the repository keeps the .py sources"
+    files = A.release(str(tmp_path / "handout"), src=str(NB))
+    assert not [f for f in files if f.endswith(".py")], files
+    assert sorted(f for f in files if f.startswith("notebooks/")) == sorted(
+        f"notebooks/{p.name}" for p in NB.glob("[0-9][0-9]_*.ipynb"))

@@ -139,8 +139,25 @@ def test_lesson_states_question_and_measured_runtime(path):
     first = nbformat.read(str(path), as_version=4).cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     assert "Question" in first.source or "questions" in first.source
-    assert "Runs in about" in first.source and "with one thread" in first.source and "(measured" in first.source
+    # the run-time line is written by sync.py from results/lesson_times.json (references.py --times)
+    times = _sync().read_times()
+    if times and path.stem in times["lessons"]:
+        assert "min of wall-clock time (" in first.source and "min of CPU time) at the default scale" in first.source
+        assert "? min" not in first.source
+    else:
+        assert "not measured yet as a student runs it" in first.source.replace("\n", " ")
+    assert f"(reference/{path.stem}.ipynb)" in first.source, "the header links the executed reference"
     assert not re.search(r"@\w+@", first.source), "a placeholder is left in the first cell"
+
+
+def test_header_run_times_come_from_the_measurement():
+    sync = _sync()
+    times = {"measured": "2027-01-01", "machine": "Some CPU, 2 CPUs, Python 3.11.7, torch 2.13.0, Linux 6",
+             "lessons": {"00_quickstart": {"wall_s": 150.0, "cpu_s": 120.0}}}
+    line = " ".join(sync.header_line("00_quickstart", times).split())
+    assert "about 2.5 min of wall-clock time (2.0 min of CPU time)" in line.replace("# ", "")
+    assert "measured 2027-01-01 on Some CPU, 2 CPUs" in line.replace("# ", "")
+    assert "not measured yet" in sync.header_line("01_gpt_and_masks", times).replace("\n# ", " ")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -220,8 +237,8 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     assert not (ROOT / "notebooks" / "runs").exists() and not (ROOT / "notebooks" / "data").exists()
 
 
-@pytest.mark.parametrize("stem", ["01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
-                                  "04_dense_finetuning", "06_beyond_the_paper"])
+@pytest.mark.parametrize("stem", ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
+                                  "04_dense_finetuning", "06_beyond_the_paper"])  # 05: 18 s of study, one check
 def test_student_copy_runs_until_its_exercise_checks(stem, tmp_path, monkeypatch):
     """A student copy runs like the lesson; only the cells that check an unwritten exercise fail."""
     from nbclient import NotebookClient
@@ -240,3 +257,85 @@ def test_student_copy_runs_until_its_exercise_checks(stem, tmp_path, monkeypatch
         assert "check(" in cell.source, f"cell {cell.id} failed but checks no exercise:\n{cell.source}"
         error = next(o for o in cell.outputs if o.get("output_type") == "error")
         assert error["ename"] == "AssertionError" and "not solved yet" in error["evalue"]
+
+
+# ---- the executed references (notebooks/reference/, written by notebooks/references.py)
+
+REFERENCE = NB_DIR / "reference"
+NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _printed_numbers(nb) -> list[float]:
+    text = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "stream":
+                text.append(out.get("text", ""))
+            elif "image/png" not in out.get("data", {}):
+                text.append(out.get("data", {}).get("text/plain", ""))
+    return [float(n.replace(",", "")) for n in NUMBER.findall("\n".join(text))]
+
+
+def _stated_numbers(nb) -> list[str]:
+    """The numbers the "What you should see" prose marks as a run's (in **bold**)."""
+    cells = [c.source for c in nb.cells if c.cell_type == "markdown" and "**What you should see.**" in c.source]
+    bold = re.findall(r"\*\*([^*]+)\*\*", "\n".join(cells).replace("**What you should see.**", ""))
+    return [n for b in bold for n in NUMBER.findall(b)]
+
+
+def _matches(stated: str, printed: list[float]) -> bool:
+    """Within half a unit of the prose's last digit (1.995 matches 1.9953, not 1.997): the prose
+    rounds what was printed, and nothing else."""
+    mantissa, _, exponent = stated.replace(",", "").partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    value = float(stated.replace(",", ""))
+    tol = 0.5 * 10 ** (-decimals + int(exponent or 0)) * (1 + 1e-9)
+    return any(abs(abs(value) - abs(p)) <= tol for p in printed)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_reference_ran_this_lesson_and_the_prose_states_its_numbers(path):
+    ref = REFERENCE / path.name
+    assert ref.exists(), f"no executed reference of {path.name}: run python notebooks/references.py {path.name[:2]}"
+    lesson, executed = nbformat.read(str(path), as_version=4), nbformat.read(str(ref), as_version=4)
+    assert [c.source for c in lesson.cells if c.cell_type == "code"] == \
+           [c.source for c in executed.cells if c.cell_type == "code"], \
+        f"{ref.name} ran other code than {path.name}: run python notebooks/references.py {path.name[:2]}"
+    assert [c.source for c in lesson.cells] == [c.source for c in executed.cells], \
+        f"{ref.name} has old text: run python notebooks/references.py --text"
+    stated, printed = _stated_numbers(lesson), _printed_numbers(executed)
+    assert stated or path.stem == "05_paper_findings_small_scale", "mark the run's numbers in **bold**"
+    drifted = [n for n in stated if not _matches(n, printed)]
+    assert not drifted, f"{path.name} states {drifted}, which its reference run did not print"
+    assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_prose_numbers_are_checked_against_what_was_printed():
+    assert _matches("1.995", [2.0, 1.9953]) and _matches("1.68", [1.68]) and _matches("22.2", [22.24])
+    assert not _matches("0.461", [0.463, 18.6]) and not _matches("19.2", [18.6, 0.463])
+    assert _matches("2.68e12", [2.68e12]) and _matches("1,200", [1200.0])
+
+
+def test_references_are_small_and_show_finished_progress_bars():
+    total = sum(p.stat().st_size for p in REFERENCE.glob("*.ipynb"))
+    assert total < 8e6, f"references take {total / 1e6:.1f} MB: keep figures few and small"
+    for ref in REFERENCE.glob("*.ipynb"):
+        for cell in nbformat.read(str(ref), as_version=4).cells:
+            for out in cell.get("outputs", []):
+                if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
+                    bar = out["data"]["text/plain"]
+                    assert not bar.startswith("HBox") and "&lt;" not in bar, (ref.name, bar)
+
+
+@pytest.mark.slow  # ~10 s: a kernel reads the committed study
+def test_lesson_05_at_gpu_scale_refuses_the_hour_long_study_without_its_own_switch(tmp_path, monkeypatch):
+    for key, value in {"MINISPDF_SCALE": "gpu", "MINISPDF_RERUN": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+                       "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    (tmp_path / "results").symlink_to(ROOT / "results")
+    nb = _execute(NB_DIR / "05_paper_findings_small_scale.ipynb", work)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert 'refusing to start the gpu-quick study (about an hour) on RERUN = True: set RERUN = "gpu-quick"' in printed
+    assert not (work / "runs").exists()  # nothing was started

@@ -456,7 +456,7 @@ def test_progress_bar_counts_steps_and_shows_the_loss(monkeypatch, capsys):
     monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
     state = SimpleNamespace(cfg=SimpleNamespace(max_steps=10), step=3, meta={"phase": "pretrain"})
     bar = train_mod.ProgressBar(state)
-    assert (bar.bar.total, bar.bar.n, bar.bar.desc, bar.bar.leave) == (10, 3, "pretrain", False)
+    assert (bar.bar.total, bar.bar.n, bar.bar.desc, bar.bar.leave) == (10, 3, "pretrain", True)  # a saved notebook shows the end
     assert bar.bar.mininterval == 30  # not a terminal: a log file gets few updates
     bar("step", {"loss": 1.23456})
     bar("eval", {"val_loss": 9.0})

@@ -192,12 +192,32 @@ def _loss_mask_checks(fn) -> Checks:
 
 MASKED_STEPS = 50
 ADAMW = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+GRAD_SEEN = "pruned_grad_seen"  # optimizer state key: non-zero pruned gradient slots the last step() saw
 MASKED_ADVICE = {
     "gradient": "zero the pruned gradient slots (p.grad) before optimizer.step()",
+    "gradient (as optimizer.step() read it)": "zero the pruned gradient slots (p.grad) before optimizer.step(), not after: "
+                            "the step reads them (clearing or zeroing p.grad afterwards is too late)",
     "weight": "after optimizer.step() set the pruned weights to zero: old moments still move them",
     "exp_avg": "after optimizer.step() zero optimizer.state[p]['exp_avg'] at the pruned slots",
     "exp_avg_sq": "after optimizer.step() zero optimizer.state[p]['exp_avg_sq'] at the pruned slots",
 }
+
+
+class _WatchedAdamW(torch.optim.AdamW):
+    """AdamW that notes, in its own state, how many pruned gradient slots were non-zero when
+    ``step()`` ran: the one moment a masked step must have cleared them. (What a step leaves
+    behind cannot tell: zeroing the weights and moments afterwards, or ``zero_grad()``, hides an
+    unmasked gradient.) A 0-dim tensor, so it travels in the grader's record with the moments."""
+
+    pruned: list | tuple = ()  # (parameter, bool mask of its pruned slots), set once the masks exist
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        seen = [(p, int((p.grad[where] != 0).sum())) for p, where in self.pruned if p.grad is not None]
+        out = super().step(closure)
+        for p, n in seen:
+            self.state[p][GRAD_SEEN] = torch.tensor(n)
+        return out
 
 
 def _masked_problem(seed: int):
@@ -211,14 +231,16 @@ def _masked_problem(seed: int):
     with torch.no_grad():  # from g, not torch's global generator: the grader makes this problem again
         for p in params:
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    opt = torch.optim.AdamW(params, **ADAMW)
+    opt = _WatchedAdamW(params, **ADAMW)
     for _ in range(3):
         for p in params:
             p.grad = torch.randn(p.shape, generator=g)
         opt.step()
     masks = sparsify(model, 0.6, method="random", include=r"weight$", seed=seed)  # zeros the pruned weights
     named = list(model.named_parameters())
-    return [p for _, p in named], [masks.get(n, torch.ones(p.shape, dtype=torch.bool)) for n, p in named], opt, g
+    masks = [masks.get(n, torch.ones(p.shape, dtype=torch.bool)) for n, p in named]
+    opt.pruned = [(p, ~m) for (_, p), m in zip(named, masks)]
+    return [p for _, p in named], masks, opt, g
 
 
 def _reference_step(params, masks, opt) -> None:
@@ -236,6 +258,9 @@ def _pruned_leaks(params, masks, opt) -> list[tuple[str, int, tuple, int, float]
     leaks = []
     for i, (p, m) in enumerate(zip(params, masks)):
         state = opt.state.get(p, {})
+        seen = state.get(GRAD_SEEN)
+        if isinstance(seen, torch.Tensor) and seen.numel() == 1 and int(seen) != 0:
+            leaks.append(("gradient (as optimizer.step() read it)", i, tuple(p.shape), int(seen), float("nan")))
         for what, t in (("gradient", p.grad), ("weight", p.detach()),
                         ("exp_avg", state.get("exp_avg")), ("exp_avg_sq", state.get("exp_avg_sq"))):
             if t is None:
@@ -255,6 +280,7 @@ def _student_steps(fn, seed: int = 5):
         grads = [torch.randn(p.shape, generator=g) for p in params]
         for p, grad in zip(params, grads):
             p.grad = grad.clone()
+            opt.state[p].pop(GRAD_SEEN, None)
         fn(params, [m.clone() for m in masks], opt)
         yield step, params, masks, opt, grads
 
@@ -262,12 +288,16 @@ def _student_steps(fn, seed: int = 5):
 def _masked_step_checks(fn) -> Checks:
     def stays_zero():
         for step, params, masks, opt, _ in _student_steps(fn):
+            if step and not any(GRAD_SEEN in opt.state.get(p, {}) for p in params):
+                raise CheckFailed(f"step {step}: optimizer.step() was not called; call it once, between "
+                                  "masking the gradients and zeroing the weights and moments")
             leaks = _pruned_leaks(params, masks, opt)
             if step and leaks:
                 what, i, shape, n, big = leaks[0]
                 others = "".join(f", the {w} of parameter {j}" for w, j, *_ in leaks[1:4])
+                size = "" if math.isnan(big) else f" (largest |value| {big:.3g})"
                 raise CheckFailed(f"step {step}: the {what} of parameter {i} (shape {shape}) is non-zero at {n} pruned "
-                                  f"slots (largest |value| {big:.3g}){others}; {MASKED_ADVICE[what]}")
+                                  f"slots{size}{others}; {MASKED_ADVICE[what]}")
 
     def matches_reference():
         steps = _student_steps(fn)
@@ -287,7 +317,8 @@ def _masked_step_checks(fn) -> Checks:
                                       "masked gradients; call optimizer.step() exactly once, and change nothing "
                                       "else at the kept slots")
 
-    return [(f"pruned gradients, weights and AdamW moments exactly zero after each of {MASKED_STEPS} steps "
+    return [(f"pruned gradients zero when optimizer.step() reads them; weights and AdamW moments exactly zero "
+             f"after each of {MASKED_STEPS} steps "
              f"(weight decay {ADAMW['weight_decay']})", stays_zero),
             ("kept weights equal an AdamW step on the masked gradients", matches_reference)]
 
@@ -377,3 +408,97 @@ def _two_four_mask_checks(fn) -> Checks:
     return [("a row by hand: the 2 largest |w| of every 4 consecutive inputs", by_hand),
             ("exactly 2 of every 4 along each row, the largest by magnitude, on random weights", pattern),
             ("the weight is left unchanged", untouched)]
+
+
+# ---- model_sparsity (lesson 00): the share of all parameters a mask zeroes
+
+SPARSITY_MODELS = [("nano", 0.75), ("nano", 0.5), ("tiny", 0.9), ("nano", 0.3)]
+
+
+def _model_sparsity_cases():
+    """(shapes, masked names, sparsity, the zero share of the library's sparsified model)."""
+    from ..model import GPT, preset_config
+    from ..sparsity import sparsify
+
+    for preset, s in SPARSITY_MODELS:
+        torch.manual_seed(0)  # the weights do not matter: a random mask counts, it does not rank
+        model = GPT(preset_config(preset, block_size=32))
+        masks = sparsify(model, s, seed=0)
+        params = dict(model.named_parameters())
+        zeros = sum(int((~m).sum()) for m in masks.values())
+        yield ({n: tuple(p.shape) for n, p in params.items()}, sorted(masks), s,
+               zeros / sum(p.numel() for p in params.values()), preset)
+
+
+def _model_sparsity_checks(fn) -> Checks:
+    def call(shapes, masked, s, want, where):
+        got = fn(dict(shapes), list(masked), s)
+        _require(isinstance(got, (int, float)) and not isinstance(got, bool),
+                 f"{where}: model_sparsity must return a number (a fraction), got {type(got).__name__}")
+        _require(math.isclose(got, want, rel_tol=0, abs_tol=1e-12),
+                 f"{where}: got {got:.6f}, expected {want:.6f}; each masked matrix keeps exactly "
+                 "round((1 - sparsity) * numel) weights, and the unmasked parameters (embeddings, "
+                 "norms, biases) count in the total but keep all their weights")
+
+    def by_hand():
+        shapes = {"a.weight": (7, 13), "a.bias": (7,), "b.weight": (3, 3)}
+        # a: 91 weights, keeps round(0.7 * 91) = 64, zeroes 27 (not 27.3); 107 parameters in all
+        call(shapes, ["a.weight"], 0.3, 27 / 107, "one 7 x 13 matrix masked at 30% (the bias and b stay dense)")
+        call(shapes, [], 0.75, 0.0, "nothing masked")
+
+    def models():
+        for shapes, masked, s, want, preset in _model_sparsity_cases():
+            call(shapes, masked, s, want, f"GPT preset {preset!r} at sparsity {s}")
+
+    return [("small cases by hand (exact counts; unmasked parameters count in the total)", by_hand),
+            ("the share of zeros in the library's sparsified GPTs", models)]
+
+
+# ---- benefit_lost (lesson 05): L per seed, as the study defines it
+
+def _benefit_cases():
+    """Per-seed values of arm, dense and scratch for both measures, from a seeded generator (the
+    grader makes them again), with the study's own L (``study.claims.benefit_lost``) for each."""
+    from ..study.claims import benefit_lost
+
+    g = torch.Generator().manual_seed(23)
+    for measure in ("test_loss", "bleu", "test_loss"):
+        seeds = list(range(6))
+        dense = {s: 1.0 + float(torch.rand((), generator=g)) for s in seeds}
+        scratch = {s: dense[s] + 0.1 + float(torch.rand((), generator=g)) for s in seeds}
+        arm = {s: dense[s] + 0.3 * float(torch.randn((), generator=g)) for s in seeds}
+        if measure == "bleu":  # higher is better: scratch below dense
+            scratch = {s: 10 * dense[s] - 10 * (scratch[s] - dense[s]) for s in seeds}
+            dense = {s: 10 * v for s, v in dense.items()}
+            arm = {s: 10 * v for s, v in arm.items()}
+        scratch[4] = dense[4] + (-0.05 if measure == "test_loss" else 0.5)  # seed 4: pre-training did not help
+        del arm[5]  # seed 5: the arm's run is missing
+        rows = [dict(seed=s, arm=name, task="t", size="s", set="full", **{measure: v})
+                for name, values in (("arm", arm), ("dense", dense), ("scratch", scratch)) for s, v in values.items()]
+        yield arm, dense, scratch, measure, benefit_lost(rows, measure, "arm", dict(task="t", size="s", set="full"))
+
+
+def _benefit_lost_checks(fn) -> Checks:
+    def call(arm, dense, scratch, measure, want, where):
+        got = fn(dict(arm), dict(dense), dict(scratch), measure)
+        _require(isinstance(got, dict), f"{where}: benefit_lost must return a dict seed -> L, got {type(got).__name__}")
+        _require(set(got) == set(want),
+                 f"{where}: L for seeds {sorted(got)}, expected seeds {sorted(want)}: only seeds that have all "
+                 "three runs, and where dense pre-training beat scratch (L is undefined elsewhere)")
+        for s in want:
+            _require(isinstance(got[s], (int, float)) and math.isclose(got[s], want[s], rel_tol=1e-9, abs_tol=1e-12),
+                     f"{where}, seed {s}: L = {got[s]!r}, expected {want[s]:.6g}: the arm's gap to dense over "
+                     "scratch's gap to dense, both measured so that positive means worse (on BLEU, higher is better)")
+
+    def by_hand():
+        call({0: 1.2}, {0: 1.0}, {0: 2.0}, "test_loss", {0: 0.2}, "test loss: arm 1.2, dense 1.0, scratch 2.0")
+        call({0: 18.0}, {0: 20.0}, {0: 10.0}, "bleu", {0: 0.2}, "BLEU: arm 18, dense 20, scratch 10")
+        call({0: 0.9}, {0: 1.0}, {0: 2.0}, "test_loss", {0: -0.1}, "test loss: an arm better than dense")
+
+    def study():
+        for i, (arm, dense, scratch, measure, want) in enumerate(_benefit_cases()):
+            call(arm, dense, scratch, measure, want, f"case {i + 1} ({measure}, 6 seeds, one missing, one where "
+                                                     "scratch is not worse)")
+
+    return [("small cases by hand (test loss and BLEU)", by_hand),
+            ("equals the study's L per seed (study.claims.benefit_lost)", study)]

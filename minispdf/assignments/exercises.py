@@ -1,4 +1,4 @@
-"""The exercises: where each lives, what it is worth, its hint, and how it is checked."""
+"""The nine exercises: where each lives, what it is worth, its hint, and how it is checked."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import MiniSPDFError
+from . import borrowing
 from . import checks as C
 
 
@@ -22,6 +23,13 @@ class Exercise:
 
 
 EXERCISES: dict[str, Exercise] = {e.name: e for e in [
+    Exercise("model_sparsity", "model_sparsity", "00_quickstart",
+             "return the fraction of all the model's parameters that the masks set to zero",
+             C._model_sparsity_checks, points=1, hint=(
+                 "Go through the parameters one by one. A masked matrix of n weights keeps exactly "
+                 "round((1 - sparsity) * n) of them (the same count random_mask keeps in lesson 01), so how many "
+                 "does it zero? A parameter that is not masked zeroes none, but its weights still count in the "
+                 "total. The answer is zeros / total, a fraction between 0 and 1: math.prod gives a shape's size.")),
     Exercise("random_mask", "random_mask", "01_gpt_and_masks",
              "return a bool mask keeping exactly round((1 - sparsity) * numel) random weights",
              C._random_mask_checks, points=2, hint=(
@@ -58,6 +66,13 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
                  "a pruned weight, even with a zero gradient. After it: the weight and AdamW's state for it, "
                  "optimizer.state[p]['exp_avg'] and ['exp_avg_sq'], must be zero where the mask is False. "
                  "Work in place under torch.no_grad(); a bool mask can select (torch.where) or multiply.")),
+    Exercise("benefit_lost", "benefit_lost", "05_paper_findings_small_scale",
+             "return L per seed: the arm's gap to dense over scratch's gap to dense",
+             C._benefit_lost_checks, points=2, hint=(
+                 "Work seed by seed, and only on seeds that have all three runs. Write each gap so that "
+                 "positive means worse: on test loss a worse run has a higher value, on BLEU a lower one, so flip "
+                 "the sign for BLEU. The benefit of pre-training is scratch's gap to dense; where it is not "
+                 "positive, pre-training did not help that seed and L is undefined: leave that seed out.")),
     Exercise("equal_flop_steps", "equal_flop_steps", "06_beyond_the_paper",
              "return the dense steps that cost the FLOPs of the sparse run, rounded to the nearest step",
              C._equal_flop_steps_checks, points=1, hint=(
@@ -104,13 +119,19 @@ def _run_check(desc: str, run) -> dict:
                     message=f"{type(e).__name__}: {e} (line {where.lineno} of {where.filename})")
 
 
+BORROW_CHECK = "written without minispdf (the library is the answer key)"
+
+
 def run_checks(name: str, fn, before=None) -> list[dict]:
     """Each check of exercise ``name`` on ``fn``; ``before(i)`` is called before the i-th (the
-    grader's replay of a worker's record uses it to follow the checks)."""
+    grader's replay of a worker's record uses it to follow the checks). A function that reads
+    ``minispdf`` fails at once (:mod:`.borrowing`)."""
     ex = EXERCISES[name]
     if not callable(fn):
         return [dict(check=f"{ex.function} is a function", passed=False,
                      message=f"{ex.function} is not defined as a function")]
+    if uses := borrowing.function_uses(fn):
+        return [dict(check=BORROW_CHECK, passed=False, message=borrowing.refusal(ex.function, uses))]
     results = []
     for i, (desc, run) in enumerate(ex.checks(fn)):
         if before is not None:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..fileio import atomic_write_bytes
 from ..errors import MiniSPDFError, one_line
-from . import sandbox
-from .exercises import EXERCISES, result, run_checks
+from . import borrowing, sandbox
+from .exercises import BORROW_CHECK, EXERCISES, result, run_checks
 from .notebooks import exercise_name, read_notebook
 from .replay import MAX_TEXT, Malformed, Replayer
 from .worker import PREAMBLE_NAMES, _strip_magics
@@ -244,8 +244,12 @@ def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None) -> dict:
     if not timeout > 0:
         raise MiniSPDFError(f"--timeout {timeout} must be a positive number of seconds")
     cells = _load(path) if cells is None else cells
-    known = [(name, c) for name, c in cells.items() if name in EXERCISES]
+    refused = {name: _failed(name, BORROW_CHECK, borrowing.refusal(EXERCISES[name].function, uses))
+               for name, c in cells.items() if name in EXERCISES
+               and (uses := borrowing.static_uses("\n".join(_strip_magics(source) for _, source in c)))}
+    known = [(name, c) for name, c in cells.items() if name in EXERCISES and name not in refused]
     results, isolation = _run_isolated(known, timeout) if known else ({}, "")
+    results.update(refused)  # decided here, from the source: the student's code never ran
     exercises = {}
     for name, c in cells.items():
         r = results.get(name) or _failed(name, "known exercise", f"unknown exercise {name!r}")

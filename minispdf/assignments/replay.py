@@ -41,7 +41,8 @@ class Malformed(CheckFailed):
 
 def encode(v, depth: int = 0) -> dict:
     """A JSON-able record of a returned value: None, bools, ints, floats (exact, as hex), strings,
-    lists and tuples of them, tensors (dtype, shape, bytes); any other object by its type's name."""
+    lists and tuples of them, dicts keyed by ints or strings, tensors (dtype, shape, bytes); any
+    other object by its type's name."""
     if v is None:
         return {"t": "none"}
     if isinstance(v, bool):
@@ -55,6 +56,9 @@ def encode(v, depth: int = 0) -> dict:
         return {"t": "str", "v": str.__str__(v)}
     if isinstance(v, (list, tuple)) and depth < MAX_DEPTH and len(v) <= MAX_ITEMS:
         return {"t": "tuple" if isinstance(v, tuple) else "list", "v": [encode(x, depth + 1) for x in v]}
+    if (isinstance(v, dict) and depth < MAX_DEPTH and len(v) <= MAX_ITEMS
+            and all(type(k) in (int, str) for k in v)):  # e.g. seed -> value
+        return {"t": "dict", "v": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
     if isinstance(v, torch.Tensor):
         try:
             t = v.detach().cpu().contiguous()
@@ -168,6 +172,15 @@ def decode(d, depth: int = 0):
         _need(isinstance(v, list) and len(v) <= MAX_ITEMS, "a list")
         items = [decode(x, depth + 1) for x in v]
         return tuple(items) if t == "tuple" else items
+    if t == "dict":
+        _need(isinstance(v, list) and len(v) <= MAX_ITEMS and all(isinstance(kv, list) and len(kv) == 2 for kv in v),
+              "a dict")
+        out = {}
+        for k, x in v:
+            key = decode(k, depth + 1)
+            _need(type(key) in (int, str), "a dict key")
+            out[key] = decode(x, depth + 1)
+        return out
     if t == "tensor":
         return _tensor(d)
     if t == "other":

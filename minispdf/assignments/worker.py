@@ -13,6 +13,7 @@ exercise runs past its time limit and starts a new worker for the rest.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 
@@ -71,6 +72,8 @@ _SOLUTIONS = {
     "block_flops": lambda d_model, seq_len, n_head, sparsity: 0,
     "random_mask": lambda shape, sparsity, generator=None: torch.zeros(shape, dtype=torch.bool),
     "two_four_mask": lambda weight: torch.zeros(weight.shape, dtype=torch.bool),
+    "model_sparsity": lambda shapes, masked, sparsity: 0.0,
+    "benefit_lost": lambda arm, dense, scratch, measure: {},
 }
 
 
@@ -82,10 +85,19 @@ def _strip_magics(source: str) -> str:
     return "\n".join(line for line in source.split("\n") if not line.lstrip().startswith(("%", "!")))
 
 
+def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+    """The exercise namespace's ``__import__``: no minispdf (the grader refuses such cells from
+    their source already; this catches an import spelt at run time)."""
+    if level or name == "minispdf" or name.startswith("minispdf."):
+        raise ImportError("exercises may not import minispdf: it is the answer key; use torch and math")
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
 def run_exercise(name: str, cells: list[tuple[str, str]]) -> dict:
     """Execute an exercise's cells (``(label, source)``) in a fresh namespace, then run its checks
     with a recorder: ``{"cell_error"}``, ``{"defined": False}`` or ``{"defined": True, "checks"}``."""
-    namespace: dict = {"__name__": "__exercise__"}
+    namespace: dict = {"__name__": "__exercise__",
+                       "__builtins__": {**builtins.__dict__, "__import__": _guarded_import}}
     exec(PREAMBLE, namespace)
     for label, source in cells:
         try:
