@@ -19,10 +19,11 @@
 # **Question:** where exactly does SPDF's mask act, what does a mask look like, and what
 # changes when it is dropped for fine-tuning?
 #
-# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
-# yet as a student runs it (`python notebooks/references.py --times`, then `python
-# notebooks/sync.py`). [Reference run with outputs](reference/01_gpt_and_masks.ipynb).
-# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
+# *Runs in about 0.5 min of wall-clock time (0.5 min of CPU time) at the default scale, executed as
+# a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
+# [how](../results/lesson_times.md)). [Reference run with
+# outputs](reference/01_gpt_and_masks.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at
+# a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - point to the four weight matrices of a GPT-2 block that SPDF masks, and say why the rest stays dense;

@@ -20,10 +20,11 @@
 # Where does that number come from, why is it not 4x, why would a small model save much less,
 # and why does masked training not run any faster on a GPU or CPU?
 #
-# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
-# yet as a student runs it (`python notebooks/references.py --times`, then `python
-# notebooks/sync.py`). [Reference run with outputs](reference/02_flop_accounting.ipynb).
-# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
+# *Runs in about 0.2 min of wall-clock time (0.2 min of CPU time) at the default scale, executed as
+# a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
+# [how](../results/lesson_times.md)). [Reference run with
+# outputs](reference/02_flop_accounting.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
+# at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - count the forward and training FLOPs of a sparse transformer block by hand (exercise 3);

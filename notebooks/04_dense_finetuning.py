@@ -20,10 +20,11 @@
 # dense model, and is it better than fine-tuning with the mask kept (SPSF) or than skipping
 # pre-training altogether?
 #
-# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
-# yet as a student runs it (`python notebooks/references.py --times`, then `python
-# notebooks/sync.py`). [Reference run with outputs](reference/04_dense_finetuning.ipynb).
-# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
+# *Runs in about 3.5 min of wall-clock time (3.5 min of CPU time) at the default scale, executed as
+# a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
+# [how](../results/lesson_times.md)). [Reference run with
+# outputs](reference/04_dense_finetuning.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
+# at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - write the loss mask of fine-tuning on a data-to-text task (exercise 4);

@@ -26,10 +26,11 @@
 #    gradually, 2:4 keeps a pattern GPUs accelerate. How much does the mask move, at what cost?
 # 4. **Does sparsity make my hardware faster?**
 #
-# *Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured
-# yet as a student runs it (`python notebooks/references.py --times`, then `python
-# notebooks/sync.py`). [Reference run with outputs](reference/06_beyond_the_paper.ipynb).
-# `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
+# *Runs in about 5.0 min of wall-clock time (5.0 min of CPU time) at the default scale, executed as
+# a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
+# [how](../results/lesson_times.md)). [Reference run with
+# outputs](reference/06_beyond_the_paper.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
+# at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - set up an equal-FLOP comparison in either direction and compute its step counts (exercise 6);
@@ -399,7 +400,11 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # **238** dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of **0.584 / 14.5**
 # (dense), **1.230 / 2.2** (SPDF at 90%, **0.513x** the pre-training FLOPs) and **0.844 / 10.0**
 # (Variable SPDF, **0.713x**): the dense phase recovered about 60% of the SPDF-to-dense gap in
-# test loss for 0.20x more FLOPs. The timings move with the machine and its load (not in bold):
+# test loss for 0.20x more FLOPs. Masks that move: after the same 400 steps the static mask, SET
+# and RigL reached validation loss 2.140, **2.143** and **2.141**, with **11** mask updates each;
+# RigL's dense-gradient steps cost **5.35e+11** FLOPs against the others' **5.31e+11**: a tie at
+# this scale and one seed (the `methods` study finds RigL worse after dense fine-tuning, over 8
+# seeds). The timings move with the machine and its load (not in bold):
 # there, masked steps took 1.04x-1.05x of the dense step (slower, not faster), against up to
 # 4.96x fewer FLOPs in theory; CSR was faster only from 90% sparsity on (about 78-84%
 # interpolated); the `nano` step spent 30% of its 49.1 ms in the masked matmuls, so even free
@@ -425,6 +430,8 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # 8. How would you compare Variable SPDF with SPDF fairly: what must be equal, and what varies?
 # 9. The equal-FLOP dense arm takes fewer steps than the sparse run. What else about its
 #    schedule must change with the step count?
+# 10. RigL regrows where the dense gradient is largest. Why does that make its update steps cost
+#    more FLOPs than SET's, and by how much per update?
 #
 # **Try this** (a few minutes). Set `P["sparsity"] = 0.5` and rerun section 1 only. At equal
 # FLOPs, does 50%-and-longer beat dense by more or by less than 75%-and-longer did? Using the
@@ -455,3 +462,6 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 #    same seeds for both; what varies is how the budget is split. Judge on L with intervals.
 # 9. The warmup and the decay are set from the step count, so the shorter run still warms up
 #    and decays fully (the study sets the warmup as a fraction of the steps).
+# 10. The masked backward computes only the kept slots' weight gradients; RigL needs all of them,
+#    so on an update step the weight-gradient matmuls run dense: one forward's worth of the
+#    pruned share of the masked matmuls extra (75% of them here), every `update_interval` steps.

@@ -99,6 +99,12 @@ WRONG = {
                      "    sign = -1 if measure == 'bleu' else 1\n"
                      "    return {s: (arm[s] - dense[s]) / (scratch[s] - dense[s]) for s in arm if s in scratch}\n",
                      "expected"),
+    "two_four_mask": ("def two_four_mask(weight):  # 2 of every 4 down the columns: groups of outputs\n"
+                      "    g = weight.abs().t().reshape(weight.shape[1], -1, 4)\n"
+                      "    top = g.topk(2, dim=-1).indices\n"
+                      "    keep = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, top, True)\n"
+                      "    return keep.reshape(weight.shape[1], weight.shape[0]).t().contiguous()\n",
+                      "do not keep exactly 2"),
 }
 
 # Right answers that call the library the checks compare with: each is refused, in the grader
@@ -154,6 +160,10 @@ BORROWED = {
                          "def equal_flop_steps(steps, sparse, dense):\n"
                          "    return max(1, round(steps * sparse / dense)) if m else 0\n",
                          "m (from minispdf)"),
+    "two_four_mask": ("from minispdf.schedules import nm_mask\n"
+                      "def two_four_mask(weight):\n"
+                      "    return nm_mask(weight, 2, 4)\n",
+                      "nm_mask (from minispdf.schedules)"),
 }
 
 
@@ -187,7 +197,7 @@ def test_borrowed_answers_are_right_and_refused_by_the_notebook_check(monkeypatc
         assert what in message and "answer key" in message and "torch" in message, (name, message)
     monkeypatch.setattr(borrowing, "function_uses", lambda fn: [])  # the refusal is all that fails them:
     for name in ("random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step", "model_sparsity",
-                 "benefit_lost"):
+                 "benefit_lost", "two_four_mask"):
         fn = _namespace(BORROWED[name][0])[A.EXERCISES[name].function]
         if name == "random_mask":  # sparsify's seed is not the generator's stream: only the count holds
             assert A.check_exercise(name, fn)["checks"][0]["passed"]
