@@ -14,7 +14,8 @@ import os
 import sys
 from dataclasses import asdict, dataclass, make_dataclass
 
-from .config import Parser, Settings, add_config_option, add_settings, build, parse, setting
+from .bench.settings import BenchSettings, KernelSettings
+from .config import Parser, Settings, add_config_option, add_settings, build, device_setting, parse, setting
 from .tokenizers import TOKENIZERS
 from .errors import Interrupted, MiniSPDFError
 from .fileio import writer_lock
@@ -217,52 +218,17 @@ def _run_flops(masks, config, s) -> tuple[dict, str]:
                  f"{run['flops_dense']:.4g}, {run['ratio']:.2f}x fewer")
 
 
-@dataclass
-class BenchSettings(Settings):
-    """Training-step benchmark."""
-    preset: str = setting("tiny", "model size (with --kernels also: all)", metavar="NAME")
-    sparsity: float = setting(0.75, "the masked arm's sparsity")
-    batch_size: int = setting(12, "sequences per step")
-    block_size: int | None = setting(None, "context length (default: the preset's)")
-    steps: int = setting(30, "timed steps per arm (after the warmup)")
-    warmup: int = setting(5, "untimed steps first")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
-    compile: bool = setting(False, "torch.compile the model")
-    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16")  # checked where it is used
-    peak_tflops: float | None = setting(None, "the device's peak TFLOP/s, if not in the built-in table")
-    kernels: bool = setting(False, "time the masked matrices' matmuls (dense, zeros, CSR, 2:4) instead")
-
-
-@dataclass
-class KernelSettings(Settings):
-    """With --kernels."""
-    sparsities: str = setting("0.5,0.75,0.9,0.95,0.99", "comma-separated sparsities")
-    repeats: int = setting(9, "interleaved repeats (the median is reported)")
-    threads: int | None = setting(None, "CPU threads (default: torch's)")
-    step: bool = setting(True, "also profile a dense training step and derive its speedups (Amdahl)")
-    step_steps: int = setting(3, "profiled training steps")
-
-
-STEP_ONLY = ("sparsity", "steps", "warmup", "compile", "peak_tflops")
-
-
 @command("bench", "time the training step dense vs masked; tokens/s, MFU, peak memory (--kernels: sparse kernels)",
          BenchSettings, KernelSettings)
 def cmd_bench(args):
-    from .bench import bench, format_bench
-    from .kernels import format_kernel_bench, kernel_bench_presets
+    from .bench import bench, format_bench, format_kernel_bench, kernel_bench_presets
 
-    s, k = build(BenchSettings, args), build(KernelSettings, args)
-    wrong = [name for name in (STEP_ONLY if s.kernels else [f for f in asdict(k)]) if name in args._given]
-    if wrong:
-        raise MiniSPDFError(f"unknown setting --{wrong[0]} " + ("with --kernels: it is the step bench's; drop it"
-                                                                 if s.kernels else "without --kernels: add --kernels or drop it"))
+    s = build(BenchSettings, args)  # a setting of the other mode was refused when parsing (``applies``)
     if s.kernels:
-        result = kernel_bench_presets(**{**{n: v for n, v in asdict(s).items() if n not in (*STEP_ONLY, "kernels")},
-                                         **asdict(k)})
+        result = kernel_bench_presets(settings=s, kernels=build(KernelSettings, args))
         _emit(args.json, result, format_kernel_bench(result))
         return
-    result = bench(**{n: v for n, v in asdict(s).items() if n != "kernels"})
+    result = bench(settings=s)
     _emit(args.json, result, format_bench(result))
 
 
@@ -410,7 +376,7 @@ class DemoSettings(Settings):
     out: str = setting("runs/demo", "run folder", metavar="DIR")
     overwrite: bool = setting(False, "replace an earlier demo in --out (once the new one has finished)")
     seed: int = setting(0, "seed of the one run of every arm")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    device: str = device_setting()
     jobs: int | None = setting(None, "parallel jobs (default: one per CPU core)")
 
 
@@ -452,7 +418,7 @@ class ReproduceSettings(Settings):
     out: str | None = setting(None, "run folder (default: runs/study-GRID)", metavar="DIR")
     seeds: int | None = setting(None, "seeds per block (default: the grid's)")
     jobs: int | None = setting(None, "parallel jobs, one torch thread each (default: one per CPU core; 1 on a GPU)")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    device: str = device_setting()
     dry_run: bool = setting(False, "print the plan, its cost and each claim's expected power; train nothing")
     power_from: str | None = setting(None, "a finished study whose seed-to-seed spread predicts the power (default: "
                                            "results/GRID or results/default when present)", metavar="DIR")

@@ -30,6 +30,11 @@ def setting(default, help: str, choices=None, metavar: str | None = None, **extr
     return field(default=default, metadata=meta)
 
 
+def device_setting() -> Field:
+    """The ``device`` setting, alike in every command that runs a model."""
+    return setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+
+
 class Settings:
     """Base of the settings dataclasses: a field that lists its choices only takes one of them."""
 
@@ -169,6 +174,7 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
             action = group.add_argument("--" + f.name, type=CONVERTERS[typ], default=default,
                                         metavar=metavar or {int: "N", float: "X", str: "TEXT"}[typ])
         action.help = help_.replace("%", "%%")  # set after: BooleanOptionalAction adds its own default
+        action.applies = f.metadata.get("applies") or getattr(cls, "APPLIES", None)  # (switch, value) or None
     return group
 
 
@@ -297,7 +303,25 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         args = parser.parse_args(argv)
     keys = {arg.partition("=")[0] for arg in argv}
     args._given = {a.dest for a in parser._actions if keys & set(a.option_strings)}  # set by a flag, not a default
+    _check_applies(parser, args)
     return args
+
+
+def given(args: argparse.Namespace) -> set[str]:
+    """The settings that a flag on the command line set (not a default, not a --config file)."""
+    return set(getattr(args, "_given", ()))
+
+
+def _check_applies(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A flag given for the other mode of a switch (``applies``) is an error, not silently ignored."""
+    for action in parser._actions:
+        switch, on = getattr(action, "applies", None) or (None, None)
+        if switch is None or action.dest not in args._given or getattr(args, switch) == on:
+            continue
+        if on:
+            raise MiniSPDFError(f"unknown setting --{action.dest} without --{switch}: add --{switch} or drop it")
+        raise MiniSPDFError(f"unknown setting --{action.dest} with --{switch}: it applies only without "
+                            f"--{switch}; drop it")
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

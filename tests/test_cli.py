@@ -428,7 +428,7 @@ def test_help_is_argparse_generated_from_the_dataclasses(capsys):
 
 def test_switches_spellings_and_config_files(tmp_path):
     from minispdf.cli import build_parser
-    from minispdf.config import parse
+    from minispdf.config import given, parse
 
     _, parsers = build_parser()
     ft, pre = parsers["finetune"], parsers["pretrain"]
@@ -439,7 +439,7 @@ def test_switches_spellings_and_config_files(tmp_path):
     (tmp_path / "c.toml").write_text('max_steps = 3\nsparsity = 0.5\nprogress = false\n')
     args = parse(pre, ["--config", str(tmp_path / "c.toml"), "--max_steps", "2"])
     assert (args.max_steps, args.sparsity, args.progress) == (2, 0.5, False)  # the flag wins over the file
-    assert args._given == {"config", "max_steps"}
+    assert given(args) == {"config", "max_steps"}
     for argv, needle in ((["--progress", "false"], "--progress is a switch and takes no value: write --progress "
                                                    "or --no-progress"),
                          (["--max", "3"], "unknown setting --max"),  # no abbreviations
