@@ -8,7 +8,7 @@ pair, encoded and masked exactly as in fine-tuning (see ``minispdf.tasks``). The
 papers print (chrF++, TER, ROUGE, METEOR) live in :mod:`minispdf.metrics`.
 :func:`evaluate_task` decodes and scores, overall and per subset (WebNLG seen/unseen, DART
 source), and can write the predictions as JSONL, which :func:`score_file` (``minispdf score``)
-and :func:`rescore` (BLEU only) read back.
+reads back.
 
 Decoding (greedy and beam search) is in :mod:`minispdf.decoding`.
 """
@@ -27,9 +27,9 @@ from .decoding import check_tokenizer, decode, device_of, eval_mode
 from .errors import MiniSPDFError, one_line
 from .fileio import file_problem, write_text
 from .metrics import bleu, score_predictions
-from .tasks import SEPARATOR, Example, FinetuneBatches, training_pairs
+from .tasks import SEPARATOR, Example, FinetuneBatches, pair_fits, training_pairs
 
-__all__ = ["decode", "bleu", "perplexity", "evaluate_task", "rescore", "score_file", "read_predictions"]
+__all__ = ["decode", "bleu", "perplexity", "evaluate_task", "score_file", "read_predictions"]
 
 METRICS = ("bleu", "perplexity")
 
@@ -53,8 +53,8 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
     pairs = training_pairs(examples)
     if not pairs:
         raise MiniSPDFError("no (input, reference) pairs to score: give examples that have references")
-    room = block_size - len(tokenizer.encode(SEPARATOR)) - 1  # tokens a reference may have
-    fitting = [(i, r) for i, r in pairs if len(tokenizer.encode(r)) <= room]
+    sep = len(tokenizer.encode(SEPARATOR))  # a reference is scored if it fits with one input token
+    fitting = [(i, r) for i, r in pairs if pair_fits(1, len(tokenizer.encode(r)), sep, block_size)]
     if not fitting:
         raise MiniSPDFError(f"no reference fits the context block_size {block_size} with its input: "
                             "use a model with a larger block_size")
@@ -191,9 +191,3 @@ def score_file(predictions_path: str, metrics=None, task: str = "") -> dict:
     preds, refs, labels = read_predictions(predictions_path)
     has_subsets = any(label is not None for label in labels)
     return score_predictions(preds, refs, metrics, labels if has_subsets else None, task=task)
-
-
-def rescore(predictions_path: str) -> float:
-    """BLEU recomputed from a predictions JSONL written by :func:`evaluate_task`."""
-    preds, refs, _ = read_predictions(predictions_path)
-    return bleu(preds, refs)
