@@ -18,13 +18,15 @@ from .bench.settings import BenchSettings, KernelSettings
 from .config import Parser, Settings, add_config_option, add_settings, build, device_setting, parse, setting
 from .tokenizers import TOKENIZERS
 from .errors import Interrupted, MiniSPDFError
+from .evaluate import EvaluateSettings, ScoreSettings
 from .fileio import writer_lock
+from .flops import FlopsSettings
 from .model import GPTConfig
 from .spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig, SparsityConfig
+from .tasks import TASK_SPEC
 from .train import TrainConfig
 
 COMMANDS: dict = {}  # name -> (function, help, settings, epilog)
-TASK_SPEC = "builtin[:easy|:hard] | e2e[:PATH] | dart[:PATH] | webnlg:PATH | curation[:PATH]"
 
 
 def command(name: str, help_: str, *settings, epilog=None):
@@ -161,17 +163,6 @@ def cmd_finetune(args):
 # ------------------------------------------------------------------------------ flops, bench
 
 
-@dataclass
-class FlopsSettings(Settings):
-    """FLOP count."""
-    seq_len: int | None = setting(None, "sequence length (default: the context length)")
-    count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")
-    table: bool = setting(False, "print the reduction for the paper's models and sparsities instead")
-    steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps under "
-                                      "--schedule, step by step", metavar="N")
-    batch_size: int = setting(12, "with --steps: sequences per step")
-
-
 ARCH = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 SCHEDULE_SETTINGS = ("schedule", "update_interval", "drop_fraction", "stop_fraction", "gmp_start", "gmp_end", "nm",
                      "dense_from")
@@ -279,26 +270,6 @@ def cmd_sample(args):
     _emit(args.json, {"prompt": prompt, "samples": samples}, "\n---\n".join(prompt + t for t in samples))
 
 
-METRICS_HELP = "comma-separated bleu,chrf,ter,rouge,meteor (default: the task's usual set)"
-
-
-@dataclass
-class EvaluateSettings(Settings):
-    """Evaluation."""
-    ckpt: str | None = setting(None, "checkpoint or run folder", metavar="RUN")
-    task: str = setting("builtin", f"task: {TASK_SPEC}", metavar="SPEC")
-    split: str = setting("test", "which split to decode", choices=("train", "val", "test"))
-    decode: str = setting("greedy", "decoding", choices=("greedy", "beam"))
-    num_beams: int = setting(4, "beams for --decode beam")
-    max_new_tokens: int | None = setting(None, "tokens to generate per input (default: fill the context)")
-    limit: int | None = setting(None, "evaluate only the first N inputs")
-    test_file: str | None = setting(None, "with a bare --task name: the file to evaluate (e.g. testset_w_refs.csv)",
-                                    metavar="FILE")
-    predictions: str | None = setting(None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)",
-                                      metavar="FILE")
-    metrics: str | None = setting(None, METRICS_HELP)
-
-
 @command("evaluate", "decode a task's inputs with a checkpoint; BLEU, chrF++, TER, ROUGE, METEOR, perplexity",
          EvaluateSettings)
 def cmd_evaluate(args):
@@ -334,15 +305,6 @@ def cmd_evaluate(args):
                   notes=task.notes + result.get("notes", []))
     _emit(args.json, result, format_report(result, f"{task.name} {s.split} ({s.decode} decoding)")
           + f"\nread: {task.description}\npredictions: {pred}")
-
-
-@dataclass
-class ScoreSettings(Settings):
-    """Scoring."""
-    predictions: str | None = setting(None, "the predictions JSONL (evaluate's, or one in its format)",
-                                      positional=True, metavar="PREDICTIONS.jsonl")
-    metrics: str | None = setting(None, METRICS_HELP)
-    task: str | None = setting(None, "task name for the default metrics (curation: ROUGE; others: all)", metavar="NAME")
 
 
 @command("score", "re-score a predictions JSONL (evaluate's, or one from elsewhere) with the same metrics",
@@ -386,13 +348,13 @@ DemoScale = _scale_settings()
 @command("demo", "the whole SPDF recipe at small scale on built-in data (--quick: < 1 minute)",
          DemoSettings, (DemoScale, dict(title="Scale: overrides of the demo grid's")))
 def cmd_demo(args):
-    from .demo import format_table, run_demo
+    from .demo import results_table, run_demo
 
     results = run_demo(log=(lambda *a: None) if args.json else print, **asdict(build(DemoSettings, args)),
                        **asdict(build(DemoScale, args)))
     _emit(args.json, {k: v for k, v in results.items() if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
           f"\nSPDF demo ({results['grid']['name']} grid, {results['timing']['wall_s']:.0f} s)\n"
-          f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{format_table(results)}\n\n"
+          f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{results_table(results)}\n\n"
           f"written: {results['out']}/results.md, results.json, results.csv, claims.json, pretrain_loss_vs_flops.png")
 
 
@@ -511,8 +473,8 @@ def main(argv=None) -> int:
     except MiniSPDFError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as e:  # torch reports an allocation failure as a RuntimeError
-        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
             raise
         print("error: out of memory: use smaller settings (batch_size, block_size, num_samples, num_beams)",
               file=sys.stderr)
@@ -530,6 +492,15 @@ def main(argv=None) -> int:
         print("interrupted: nothing new was saved; a run folder's last checkpoint (if any) is intact",
               file=sys.stderr)
         return 130
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation failure: by its type where torch gives one (a GPU's), by its
+    text for a failed CPU allocation, which torch raises as a plain RuntimeError."""
+    import torch
+
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
 
 def resume_command(argv: list[str]) -> str:

@@ -1,16 +1,14 @@
-"""Plots and small read-outs for the notebooks: every figure a lesson draws comes from here.
-
-The notebooks call the library for everything they compute; this module only *shows* results
-that the library returns -- training histories (``pretrain``/``finetune`` results), masks,
-``sparsity_report``, ``masks.regrowth`` and ``flop_report`` outputs -- so each lesson stays a few
-readable lines (the bench's figures are in :mod:`minispdf.bench.report`). Every function takes an optional matplotlib ``ax`` and returns the axes it drew
-on, with a title, axis labels and (where there is more than one series) a legend.
-
-matplotlib is imported lazily, so ``import minispdf.plots`` costs nothing until a plot is drawn.
+"""Figures and small read-outs for the lessons and the study (the bench's two are in
+:mod:`minispdf.bench.report`). This module only *shows* what the library returns -- training
+histories, masks, ``sparsity_report``, ``masks.regrowth`` and ``flop_report`` outputs -- so each
+lesson stays a few readable lines. Every function takes an optional matplotlib ``ax`` and returns
+the axes it drew on, with a title, axis labels and (where there is more than one series) a legend.
+matplotlib is imported on first use (:mod:`minispdf.canvas`), so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Mapping, Sequence
 
@@ -35,19 +33,14 @@ COMPONENT_COLORS = {
 }
 
 
-# Moved out (this module draws; it does not compute or time): the lessons still call them here.
-# When notebooks 01 and 03 (plots.regrowth), 02 and 06 (plots.plot_bench, plots.plot_kernel_speedups)
-# import them from minispdf.masks and minispdf.bench, delete this function.
+# Moved out, reachable here until lessons 01, 03 (regrowth), 02 and 06 import them from their new homes
+_MOVED = {"regrowth": "minispdf.masks", "plot_bench": "minispdf.bench", "plot_kernel_speedups": "minispdf.bench"}
+
+
 def __getattr__(name):
-    if name == "regrowth":
-        from .masks import regrowth
-
-        return regrowth
-    if name in ("plot_bench", "plot_kernel_speedups"):
-        from .bench import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MOVED[name]), name)
 
 
 # ------------------------------------------------------------------------------ training curves

@@ -19,6 +19,8 @@ from minispdf.fileio import file_problem
 #: The task names :func:`minispdf.tasks.load_task` accepts (before an optional ``:PATH`` or ``:easy``/``:hard``).
 TASK_NAMES = ("builtin", "e2e", "dart", "webnlg", "curation")
 SPLITS = ("train", "val", "test")
+#: A task's headline score (``Task.metric``); the scores of a predictions file are ``metrics.METRICS``.
+TASK_METRICS = ("bleu", "perplexity")
 
 
 @dataclass
