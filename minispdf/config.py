@@ -23,7 +23,11 @@ FALSE = {"0", "false", "no", "off"}
 
 
 def setting(default, help: str, choices=None, metavar: str | None = None, **extra) -> Field:
-    """A dataclass field with its help text (and its choices, listed in ``--help`` and checked)."""
+    """A dataclass field with its help text (and its choices, listed in ``--help`` and checked).
+
+    ``applies=(switch, value)``: the setting only means something when the switch field has that
+    value (``("kernels", False)``); given on the command line otherwise, it is an error.
+    """
     meta = dict(help=help, choices=tuple(choices) if choices is not None else None, metavar=metavar, **extra)
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
