@@ -10,13 +10,12 @@ else (attention, LM head, LayerNorms, optimizer) stayed as it is.
 from __future__ import annotations
 
 import statistics
-import time
 
 from ..fileio import quiet_stderr
 from ..flops import flop_report
 from .settings import BenchSettings
 from .shapes import KERNELS, SHAPE_NAMES, TWO_FOUR, matrix_shapes
-from .step import Arm, step_autocast, sync
+from .step import Arm, step_autocast, time_steps
 
 
 def classify_matmul(name: str, shapes_in: list, weights: dict, tokens: int):
@@ -52,14 +51,8 @@ def step_profile(preset: str, batch_size: int, block_size: int | None, device: s
     for _ in range(max(1, warmup)):
         arm.step(autocast)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    walls = []
     with quiet_stderr(), profile(activities=activities, record_shapes=True) as prof:
-        for _ in range(steps):
-            sync(device)
-            t = time.perf_counter()
-            arm.step(autocast)
-            sync(device)
-            walls.append(time.perf_counter() - t)
+        walls = time_steps({"dense": arm}, steps, device, autocast)["dense"]
     spent = {(s, k): 0.0 for s in SHAPE_NAMES for k in KERNELS}
     counts = dict.fromkeys(spent, 0)
     for e in prof.events():

@@ -161,7 +161,7 @@ def _build_arms(s: BenchSettings, device: str, autocast) -> tuple[dict, dict]:
     return arms, mem
 
 
-def _time_steps(arms: dict, steps: int, device: str, autocast) -> dict:
+def time_steps(arms: dict, steps: int, device: str, autocast) -> dict:
     """{arm: [seconds per step]}, the arms interleaved step by step."""
     times = {k: [] for k in arms}
     for _ in range(steps):
@@ -201,7 +201,7 @@ def bench(*, settings: BenchSettings | None = None, memory: bool = True, **keywo
     device = pick_device(s.device)
     use_bf16, autocast = step_autocast(device, s.dtype)
     arms, mem = _build_arms(s, device, autocast)
-    times = _time_steps(arms, s.steps, device, autocast)
+    times = time_steps(arms, s.steps, device, autocast)
     if memory and device == "cpu":
         mem = {k: _peak_rss_mb_of_arm(s.preset, 0.0 if k == "dense" else s.sparsity, s.batch_size, s.block_size,
                                       min(5, s.steps)) for k in arms}
