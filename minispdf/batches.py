@@ -13,13 +13,12 @@ training examples is refused before any training starts.
 
 from __future__ import annotations
 
-import random
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from .errors import MiniSPDFError
-from .tasks.core import Task, counts_text
+from .tasks.core import Task, counts_text, seeded_order
 from .tasks.finetune import FinetuneBatches, training_pairs
 
 
@@ -68,8 +67,7 @@ class TaskBatches:
         if not val:
             if len(train) < 2:
                 raise MiniSPDFError(f"task {task.name} has a single training input: give a val file or more data")
-            order = list(range(len(train)))
-            random.Random(seed).shuffle(order)
+            order = seeded_order(len(train), seed)
             n_val = max(1, round(0.1 * len(train)))
             val = [train[i] for i in sorted(order[:n_val])]
             train = [train[i] for i in sorted(order[n_val:])]

@@ -14,16 +14,19 @@ import os
 import sys
 from dataclasses import asdict, dataclass, make_dataclass
 
-from .config import Parser, Settings, add_config_option, add_settings, build, parse, setting
+from .bench.settings import BenchSettings, KernelSettings
+from .config import Parser, Settings, add_config_option, add_settings, build, device_setting, parse, setting
 from .tokenizers import TOKENIZERS
 from .errors import Interrupted, MiniSPDFError
+from .evaluate import EvaluateSettings, ScoreSettings
 from .fileio import writer_lock
+from .flops import FlopsSettings
 from .model import GPTConfig
 from .spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig, SparsityConfig
+from .tasks import TASK_SPEC
 from .train import TrainConfig
 
 COMMANDS: dict = {}  # name -> (function, help, settings, epilog)
-TASK_SPEC = "builtin[:easy|:hard] | e2e[:PATH] | dart[:PATH] | webnlg:PATH | curation[:PATH]"
 
 
 def command(name: str, help_: str, *settings, epilog=None):
@@ -160,17 +163,6 @@ def cmd_finetune(args):
 # ------------------------------------------------------------------------------ flops, bench
 
 
-@dataclass
-class FlopsSettings(Settings):
-    """FLOP count."""
-    seq_len: int | None = setting(None, "sequence length (default: the context length)")
-    count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")
-    table: bool = setting(False, "print the reduction for the paper's models and sparsities instead")
-    steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps under "
-                                      "--schedule, step by step", metavar="N")
-    batch_size: int = setting(12, "with --steps: sequences per step")
-
-
 ARCH = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 SCHEDULE_SETTINGS = ("schedule", "update_interval", "drop_fraction", "stop_fraction", "gmp_start", "gmp_end", "nm",
                      "dense_from")
@@ -217,52 +209,17 @@ def _run_flops(masks, config, s) -> tuple[dict, str]:
                  f"{run['flops_dense']:.4g}, {run['ratio']:.2f}x fewer")
 
 
-@dataclass
-class BenchSettings(Settings):
-    """Training-step benchmark."""
-    preset: str = setting("tiny", "model size (with --kernels also: all)", metavar="NAME")
-    sparsity: float = setting(0.75, "the masked arm's sparsity")
-    batch_size: int = setting(12, "sequences per step")
-    block_size: int | None = setting(None, "context length (default: the preset's)")
-    steps: int = setting(30, "timed steps per arm (after the warmup)")
-    warmup: int = setting(5, "untimed steps first")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
-    compile: bool = setting(False, "torch.compile the model")
-    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16")  # checked where it is used
-    peak_tflops: float | None = setting(None, "the device's peak TFLOP/s, if not in the built-in table")
-    kernels: bool = setting(False, "time the masked matrices' matmuls (dense, zeros, CSR, 2:4) instead")
-
-
-@dataclass
-class KernelSettings(Settings):
-    """With --kernels."""
-    sparsities: str = setting("0.5,0.75,0.9,0.95,0.99", "comma-separated sparsities")
-    repeats: int = setting(9, "interleaved repeats (the median is reported)")
-    threads: int | None = setting(None, "CPU threads (default: torch's)")
-    step: bool = setting(True, "also profile a dense training step and derive its speedups (Amdahl)")
-    step_steps: int = setting(3, "profiled training steps")
-
-
-STEP_ONLY = ("sparsity", "steps", "warmup", "compile", "peak_tflops")
-
-
 @command("bench", "time the training step dense vs masked; tokens/s, MFU, peak memory (--kernels: sparse kernels)",
          BenchSettings, KernelSettings)
 def cmd_bench(args):
-    from .bench import bench, format_bench
-    from .kernels import format_kernel_bench, kernel_bench_presets
+    from .bench import bench, format_bench, format_kernel_bench, kernel_bench_presets
 
-    s, k = build(BenchSettings, args), build(KernelSettings, args)
-    wrong = [name for name in (STEP_ONLY if s.kernels else [f for f in asdict(k)]) if name in args._given]
-    if wrong:
-        raise MiniSPDFError(f"unknown setting --{wrong[0]} " + ("with --kernels: it is the step bench's; drop it"
-                                                                 if s.kernels else "without --kernels: add --kernels or drop it"))
+    s = build(BenchSettings, args)  # a setting of the other mode was refused when parsing (``applies``)
     if s.kernels:
-        result = kernel_bench_presets(**{**{n: v for n, v in asdict(s).items() if n not in (*STEP_ONLY, "kernels")},
-                                         **asdict(k)})
+        result = kernel_bench_presets(settings=s, kernels=build(KernelSettings, args))
         _emit(args.json, result, format_kernel_bench(result))
         return
-    result = bench(**{n: v for n, v in asdict(s).items() if n != "kernels"})
+    result = bench(settings=s)
     _emit(args.json, result, format_bench(result))
 
 
@@ -313,26 +270,6 @@ def cmd_sample(args):
     _emit(args.json, {"prompt": prompt, "samples": samples}, "\n---\n".join(prompt + t for t in samples))
 
 
-METRICS_HELP = "comma-separated bleu,chrf,ter,rouge,meteor (default: the task's usual set)"
-
-
-@dataclass
-class EvaluateSettings(Settings):
-    """Evaluation."""
-    ckpt: str | None = setting(None, "checkpoint or run folder", metavar="RUN")
-    task: str = setting("builtin", f"task: {TASK_SPEC}", metavar="SPEC")
-    split: str = setting("test", "which split to decode", choices=("train", "val", "test"))
-    decode: str = setting("greedy", "decoding", choices=("greedy", "beam"))
-    num_beams: int = setting(4, "beams for --decode beam")
-    max_new_tokens: int | None = setting(None, "tokens to generate per input (default: fill the context)")
-    limit: int | None = setting(None, "evaluate only the first N inputs")
-    test_file: str | None = setting(None, "with a bare --task name: the file to evaluate (e.g. testset_w_refs.csv)",
-                                    metavar="FILE")
-    predictions: str | None = setting(None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)",
-                                      metavar="FILE")
-    metrics: str | None = setting(None, METRICS_HELP)
-
-
 @command("evaluate", "decode a task's inputs with a checkpoint; BLEU, chrF++, TER, ROUGE, METEOR, perplexity",
          EvaluateSettings)
 def cmd_evaluate(args):
@@ -370,15 +307,6 @@ def cmd_evaluate(args):
           + f"\nread: {task.description}\npredictions: {pred}")
 
 
-@dataclass
-class ScoreSettings(Settings):
-    """Scoring."""
-    predictions: str | None = setting(None, "the predictions JSONL (evaluate's, or one in its format)",
-                                      positional=True, metavar="PREDICTIONS.jsonl")
-    metrics: str | None = setting(None, METRICS_HELP)
-    task: str | None = setting(None, "task name for the default metrics (curation: ROUGE; others: all)", metavar="NAME")
-
-
 @command("score", "re-score a predictions JSONL (evaluate's, or one from elsewhere) with the same metrics",
          ScoreSettings)
 def cmd_score(args):
@@ -410,7 +338,7 @@ class DemoSettings(Settings):
     out: str = setting("runs/demo", "run folder", metavar="DIR")
     overwrite: bool = setting(False, "replace an earlier demo in --out (once the new one has finished)")
     seed: int = setting(0, "seed of the one run of every arm")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    device: str = device_setting()
     jobs: int | None = setting(None, "parallel jobs (default: one per CPU core)")
 
 
@@ -420,13 +348,13 @@ DemoScale = _scale_settings()
 @command("demo", "the whole SPDF recipe at small scale on built-in data (--quick: < 1 minute)",
          DemoSettings, (DemoScale, dict(title="Scale: overrides of the demo grid's")))
 def cmd_demo(args):
-    from .demo import format_table, run_demo
+    from .demo import results_table, run_demo
 
     results = run_demo(log=(lambda *a: None) if args.json else print, **asdict(build(DemoSettings, args)),
                        **asdict(build(DemoScale, args)))
     _emit(args.json, {k: v for k, v in results.items() if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
           f"\nSPDF demo ({results['grid']['name']} grid, {results['timing']['wall_s']:.0f} s)\n"
-          f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{format_table(results)}\n\n"
+          f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{results_table(results)}\n\n"
           f"written: {results['out']}/results.md, results.json, results.csv, claims.json, pretrain_loss_vs_flops.png")
 
 
@@ -452,7 +380,7 @@ class ReproduceSettings(Settings):
     out: str | None = setting(None, "run folder (default: runs/study-GRID)", metavar="DIR")
     seeds: int | None = setting(None, "seeds per block (default: the grid's)")
     jobs: int | None = setting(None, "parallel jobs, one torch thread each (default: one per CPU core; 1 on a GPU)")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    device: str = device_setting()
     dry_run: bool = setting(False, "print the plan, its cost and each claim's expected power; train nothing")
     power_from: str | None = setting(None, "a finished study whose seed-to-seed spread predicts the power (default: "
                                            "results/GRID or results/default when present)", metavar="DIR")
@@ -545,8 +473,8 @@ def main(argv=None) -> int:
     except MiniSPDFError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as e:  # torch reports an allocation failure as a RuntimeError
-        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
             raise
         print("error: out of memory: use smaller settings (batch_size, block_size, num_samples, num_beams)",
               file=sys.stderr)
@@ -564,6 +492,15 @@ def main(argv=None) -> int:
         print("interrupted: nothing new was saved; a run folder's last checkpoint (if any) is intact",
               file=sys.stderr)
         return 130
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation failure: by its type where torch gives one (a GPU's), by its
+    text for a failed CPU allocation, which torch raises as a plain RuntimeError."""
+    import torch
+
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
 
 def resume_command(argv: list[str]) -> str:

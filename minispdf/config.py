@@ -23,11 +23,20 @@ FALSE = {"0", "false", "no", "off"}
 
 
 def setting(default, help: str, choices=None, metavar: str | None = None, **extra) -> Field:
-    """A dataclass field with its help text (and its choices, listed in ``--help`` and checked)."""
+    """A dataclass field with its help text (and its choices, listed in ``--help`` and checked).
+
+    ``applies=(switch, value)``: the setting only means something when the switch field has that
+    value (``("kernels", False)``); given on the command line otherwise, it is an error.
+    """
     meta = dict(help=help, choices=tuple(choices) if choices is not None else None, metavar=metavar, **extra)
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def device_setting() -> Field:
+    """The ``device`` setting, alike in every command that runs a model."""
+    return setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
 
 
 class Settings:
@@ -169,6 +178,7 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
             action = group.add_argument("--" + f.name, type=CONVERTERS[typ], default=default,
                                         metavar=metavar or {int: "N", float: "X", str: "TEXT"}[typ])
         action.help = help_.replace("%", "%%")  # set after: BooleanOptionalAction adds its own default
+        action.applies = f.metadata.get("applies") or getattr(cls, "APPLIES", None)  # (switch, value) or None
     return group
 
 
@@ -297,7 +307,25 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         args = parser.parse_args(argv)
     keys = {arg.partition("=")[0] for arg in argv}
     args._given = {a.dest for a in parser._actions if keys & set(a.option_strings)}  # set by a flag, not a default
+    _check_applies(parser, args)
     return args
+
+
+def given(args: argparse.Namespace) -> set[str]:
+    """The settings that a flag on the command line set (not a default, not a --config file)."""
+    return set(getattr(args, "_given", ()))
+
+
+def _check_applies(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A flag given for the other mode of a switch (``applies``) is an error, not silently ignored."""
+    for action in parser._actions:
+        switch, on = getattr(action, "applies", None) or (None, None)
+        if switch is None or action.dest not in args._given or getattr(args, switch) == on:
+            continue
+        if on:
+            raise MiniSPDFError(f"unknown setting --{action.dest} without --{switch}: add --{switch} or drop it")
+        raise MiniSPDFError(f"unknown setting --{action.dest} with --{switch}: it applies only without "
+                            f"--{switch}; drop it")
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -277,7 +277,7 @@ def _open_tokens(path: str, dtype: np.dtype) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
-def _slug(source: str, max_chars: int | None) -> str:
+def corpus_slug(source: str, max_chars: int | None) -> str:
     """Folder-name-safe id of a source: its name, or file stem + hash of the absolute path."""
     if source in BUILTIN_SOURCES or source in HUB_SOURCES:
         slug = source
@@ -320,7 +320,7 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
     max_chars = max_chars or _default_max_chars(source)
     is_file = source not in BUILTIN_SOURCES and source not in HUB_SOURCES
     key = os.path.abspath(source) if is_file and _is_path(source) else source
-    folder = data_dir / f"{_slug(source, max_chars)}-{tokenizer.name}"
+    folder = data_dir / f"{corpus_slug(source, max_chars)}-{tokenizer.name}"
     expected = {"format": META_FORMAT, "source": key, "tokenizer": tokenizer.name,
                 "vocab_size": tokenizer.vocab_size, "val_fraction": val_fraction,
                 "max_chars": max_chars}

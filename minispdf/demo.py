@@ -59,7 +59,7 @@ def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = Fals
     with writer_lock(out, "demo"), publish_folder(_new_or_overwritten(out, overwrite)) as tmp:
         results = run_study(grid, tmp, device=device, jobs=jobs, log=log,
                             command="minispdf demo" + (" --quick" if quick else ""))
-        write_text(os.path.join(tmp, "results.md"), format_table(results) + "\n\n" + caption(results) + "\n")
+        write_text(os.path.join(tmp, "results.md"), results_table(results) + "\n\n" + caption(results) + "\n")
     results["out"] = out
     return results
 
@@ -72,7 +72,7 @@ def _new_or_overwritten(out: str, overwrite: bool) -> str:
     return out
 
 
-def format_table(results: dict) -> str:
+def results_table(results: dict) -> str:
     """One row per arm: pre-training cost and loss, then the downstream test loss and BLEU."""
     head = ("| arm | pre-training FLOPs (x dense) | pre-training val loss | test loss | test perplexity "
             "| BLEU |")

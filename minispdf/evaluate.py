@@ -8,7 +8,7 @@ pair, encoded and masked exactly as in fine-tuning (see ``minispdf.tasks``). The
 papers print (chrF++, TER, ROUGE, METEOR) live in :mod:`minispdf.metrics`.
 :func:`evaluate_task` decodes and scores, overall and per subset (WebNLG seen/unseen, DART
 source), and can write the predictions as JSONL, which :func:`score_file` (``minispdf score``)
-and :func:`rescore` (BLEU only) read back.
+reads back.
 
 Decoding (greedy and beam search) is in :mod:`minispdf.decoding`.
 """
@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -26,12 +27,12 @@ from torch.nn import functional as F
 from .decoding import check_tokenizer, decode, device_of, eval_mode
 from .errors import MiniSPDFError, one_line
 from .fileio import file_problem, write_text
-from .metrics import bleu, score_predictions
-from .tasks import SEPARATOR, Example, FinetuneBatches, training_pairs
+from .config import Settings, setting
+from .metrics import METRICS as SCORE_METRICS, bleu, score_predictions
+from .tasks import SEPARATOR, TASK_METRICS, TASK_SPEC, Example, FinetuneBatches, pair_fits, training_pairs
 
-__all__ = ["decode", "bleu", "perplexity", "evaluate_task", "rescore", "score_file", "read_predictions"]
+__all__ = ["decode", "bleu", "perplexity", "evaluate_task", "score_file", "read_predictions"]
 
-METRICS = ("bleu", "perplexity")
 
 
 def perplexity(model, tokenizer, examples: list[Example], block_size: int | None = None, batch_size: int = 32,
@@ -53,8 +54,8 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
     pairs = training_pairs(examples)
     if not pairs:
         raise MiniSPDFError("no (input, reference) pairs to score: give examples that have references")
-    room = block_size - len(tokenizer.encode(SEPARATOR)) - 1  # tokens a reference may have
-    fitting = [(i, r) for i, r in pairs if len(tokenizer.encode(r)) <= room]
+    sep = len(tokenizer.encode(SEPARATOR))  # a reference is scored if it fits with one input token
+    fitting = [(i, r) for i, r in pairs if pair_fits(1, len(tokenizer.encode(r)), sep, block_size)]
     if not fitting:
         raise MiniSPDFError(f"no reference fits the context block_size {block_size} with its input: "
                             "use a model with a larger block_size")
@@ -88,8 +89,8 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
     line per input, ``{"input", "prediction", "references"}`` plus the input's ``meta`` (e.g.
     ``category``, ``subset``), written atomically; :func:`score_file` recomputes the same scores.
     """
-    if metric not in METRICS:
-        raise MiniSPDFError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    if metric not in TASK_METRICS:
+        raise MiniSPDFError(f"unknown metric {metric!r}: use one of {', '.join(TASK_METRICS)}")
     if limit is not None:
         if limit < 1:
             raise MiniSPDFError(f"limit={limit} must be at least 1 (or None for all inputs)")
@@ -193,7 +194,32 @@ def score_file(predictions_path: str, metrics=None, task: str = "") -> dict:
     return score_predictions(preds, refs, metrics, labels if has_subsets else None, task=task)
 
 
-def rescore(predictions_path: str) -> float:
-    """BLEU recomputed from a predictions JSONL written by :func:`evaluate_task`."""
-    preds, refs, _ = read_predictions(predictions_path)
-    return bleu(preds, refs)
+# ------------------------------------------------------------------------------ settings (minispdf evaluate, score)
+
+METRICS_HELP = f"comma-separated {','.join(SCORE_METRICS)} (default: the task's usual set)"
+
+
+@dataclass
+class EvaluateSettings(Settings):
+    """Evaluation."""
+    ckpt: str | None = setting(None, "checkpoint or run folder", metavar="RUN")
+    task: str = setting("builtin", f"task: {TASK_SPEC}", metavar="SPEC")
+    split: str = setting("test", "which split to decode", choices=("train", "val", "test"))
+    decode: str = setting("greedy", "decoding", choices=("greedy", "beam"))
+    num_beams: int = setting(4, "beams for --decode beam")
+    max_new_tokens: int | None = setting(None, "tokens to generate per input (default: fill the context)")
+    limit: int | None = setting(None, "evaluate only the first N inputs")
+    test_file: str | None = setting(None, "with a bare --task name: the file to evaluate (e.g. testset_w_refs.csv)",
+                                    metavar="FILE")
+    predictions: str | None = setting(None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)",
+                                      metavar="FILE")
+    metrics: str | None = setting(None, METRICS_HELP)
+
+
+@dataclass
+class ScoreSettings(Settings):
+    """Scoring."""
+    predictions: str | None = setting(None, "the predictions JSONL (evaluate's, or one in its format)",
+                                      positional=True, metavar="PREDICTIONS.jsonl")
+    metrics: str | None = setting(None, METRICS_HELP)
+    task: str | None = setting(None, "task name for the default metrics (curation: ROUGE; others: all)", metavar="NAME")

@@ -232,3 +232,26 @@ def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[
         with contextlib.suppress(OSError):
             os.unlink(path)  # still holding it: a process waiting on this inode sees it gone and starts over
         os.close(fd)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Send file descriptor 2 -- where native code and subprocesses write (the profiler's log
+    lines, Java's) -- to a temporary file while inside; yields ``{"text": ...}``, filled on exit
+    with the last 300 characters written there (for an error message)."""
+    captured = {"text": ""}
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 to silence
+        yield captured
+        return
+    with tempfile.TemporaryFile(mode="w+", errors="replace") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            captured["text"] = log.read()[-300:]

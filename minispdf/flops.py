@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .config import Settings, setting
 from .errors import MiniSPDFError
 from .model import GPT, GPTConfig, preset_config
 from .sparsity import check_sparsity, masked_parameters
@@ -190,3 +191,14 @@ def flop_table(presets=("gpt2", "gpt3-xl"), sparsities=(0.0, 0.5, 0.75, 0.9), se
             rows.append(dict(preset=preset, seq_len=r.seq_len, sparsity=s, train_dense=r.train_dense,
                              train_sparse=r.train_sparse, reduction=r.reduction))
     return rows
+
+
+@dataclass
+class FlopsSettings(Settings):
+    """FLOP count."""
+    seq_len: int | None = setting(None, "sequence length (default: the context length)")
+    count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")
+    table: bool = setting(False, "print the reduction for the paper's models and sparsities instead")
+    steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps under "
+                                      "--schedule, step by step", metavar="N")
+    batch_size: int = setting(12, "with --steps: sequences per step")

@@ -24,14 +24,12 @@ reference streams are padded with ``None`` (padding with ``""`` would change the
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
-import sys
-import tempfile
 from typing import Sequence
 
 from .errors import MiniSPDFError, one_line
+from .fileio import quiet_stderr
 
 __all__ = ["METRICS", "default_metrics", "parse_metrics", "meteor_available", "score_predictions", "bleu"]
 
@@ -115,23 +113,6 @@ def _rouge(predictions, references) -> dict[str, float]:
     return {t: 100 * totals[t] / len(predictions) for t in _ROUGE_TYPES}
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Send file descriptor 2 (where Java subprocesses write) to a temporary file while inside."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    captured = {"text": ""}
-    with tempfile.TemporaryFile(mode="w+", errors="replace") as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            log.seek(0)
-            captured["text"] = log.read()[-300:]
-
-
 class _Meteor:
     """The official METEOR 1.5 jar behind pycocoevalcap's wrapper, after its PTB tokenizer.
 
@@ -145,7 +126,7 @@ class _Meteor:
 
         log = {"text": ""}
         try:
-            with _quiet_stderr() as log:  # the Java tokenizer reports its speed on stderr
+            with quiet_stderr() as log:  # the Java tokenizer reports its speed on stderr
                 tok = PTBTokenizer()
                 self.refs = tok.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
                 self.hyps = tok.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})

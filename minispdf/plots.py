@@ -1,22 +1,22 @@
-"""Plots and small read-outs for the notebooks: every figure a lesson draws comes from here.
-
-The notebooks call the library for everything they compute; this module only *shows* results
-that the library returns -- training histories (``pretrain``/``finetune`` results), masks,
-``sparsity_report`` and ``flop_report`` outputs, ``bench`` results -- so each lesson stays a few
-readable lines. Every function takes an optional matplotlib ``ax`` and returns the axes it drew
-on, with a title, axis labels and (where there is more than one series) a legend.
-
-matplotlib is imported lazily, so ``import minispdf.plots`` costs nothing until a plot is drawn.
+"""Figures and small read-outs for the lessons and the study (the bench's two are in
+:mod:`minispdf.bench.report`). This module only *shows* what the library returns -- training
+histories, masks, ``sparsity_report``, ``masks.regrowth`` and ``flop_report`` outputs -- so each
+lesson stays a few readable lines. Every function takes an optional matplotlib ``ax`` and returns
+the axes it drew on, with a title, axis labels and (where there is more than one series) a legend.
+matplotlib is imported on first use (:mod:`minispdf.canvas`), so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Mapping, Sequence
 
 import torch
 
+from .canvas import axes as _axes, pyplot as _plt  # the study's report calls plots._plt() too
 from .errors import MiniSPDFError
+from .masks import masked_block_matrices
 
 X_LABELS = {
     "step": "optimizer step",
@@ -33,17 +33,14 @@ COMPONENT_COLORS = {
 }
 
 
-def _plt():
-    import matplotlib.pyplot as plt
-
-    return plt
+# Moved out, reachable here until lessons 01, 03 (regrowth), 02 and 06 import them from their new homes
+_MOVED = {"regrowth": "minispdf.masks", "plot_bench": "minispdf.bench", "plot_kernel_speedups": "minispdf.bench"}
 
 
-def _axes(ax=None, figsize=(6.4, 4.0)):
-    if ax is not None:
-        return ax
-    _, ax = _plt().subplots(figsize=figsize)
-    return ax
+def __getattr__(name):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MOVED[name]), name)
 
 
 # ------------------------------------------------------------------------------ training curves
@@ -181,34 +178,6 @@ def plot_layer_sparsity(reports: Mapping[str, dict], ax=None, title: str | None 
     return ax
 
 
-def regrowth(masks: Mapping[str, torch.Tensor], model) -> dict:
-    """What dense training did to the weights a mask had held at zero.
-
-    ``masks`` are the masks of the sparse model (``{param name: bool, True = kept}``, e.g. from
-    ``sparsify`` or ``masked_parameters``); ``model`` is the densified model after training.
-    Returns ``{"layers": [{name, pruned, nonzero_fraction, pruned_mean_abs, kept_mean_abs}],
-    "pruned_abs": tensor, "kept_abs": tensor}`` (the last two pool all tensors).
-    """
-    params = dict(model.named_parameters())
-    rows, pruned_all, kept_all = [], [], []
-    for name, mask in masks.items():
-        if name not in params:
-            raise MiniSPDFError(f"model has no parameter {name!r}: pass masks of the same architecture")
-        w = params[name].detach().float().cpu()
-        m = mask.detach().bool().cpu()
-        pruned, kept = w[~m].abs(), w[m].abs()
-        pruned_all.append(pruned)
-        kept_all.append(kept)
-        rows.append(dict(
-            name=name, pruned=int(pruned.numel()),
-            nonzero_fraction=float((pruned != 0).float().mean()) if pruned.numel() else 0.0,
-            pruned_mean_abs=float(pruned.mean()) if pruned.numel() else 0.0,
-            kept_mean_abs=float(kept.mean()) if kept.numel() else 0.0,
-        ))
-    return {"layers": rows, "pruned_abs": torch.cat(pruned_all) if pruned_all else torch.zeros(0),
-            "kept_abs": torch.cat(kept_all) if kept_all else torch.zeros(0)}
-
-
 def plot_regrowth(stats: dict, ax=None, title: str | None = None, bins: int = 60):
     """Histograms of |w| after dense training: weights that had been pruned vs weights kept all along."""
     ax = _axes(ax)
@@ -226,7 +195,7 @@ def plot_regrowth(stats: dict, ax=None, title: str | None = None, bins: int = 60
     return ax
 
 
-# ------------------------------------------------------------------------------ FLOPs and bench
+# ------------------------------------------------------------------------------ FLOPs
 
 
 def plot_flop_breakdown(reports: Mapping[str, object], ax=None, title: str | None = None):
@@ -286,46 +255,9 @@ def plot_lines(xs: Sequence[float], series: Mapping[str, Sequence[float]], ax=No
     return ax
 
 
-def plot_bench(results: Sequence[dict], ax=None, title: str | None = None):
-    """Measured step time of dense vs masked training (``minispdf.bench.bench`` results), next
-    to the time a zero-skipping device would need (dense time / theoretical FLOP reduction)."""
-    ax = _axes(ax)
-    if not results:
-        raise MiniSPDFError("plot_bench needs at least one bench result")
-    w = 0.27
-    for i, r in enumerate(results):
-        ideal = r["dense_step_ms"] / r["theoretical_flop_reduction"]
-        ax.bar(i - w, r["dense_step_ms"], w, color="C0", label="dense (measured)" if i == 0 else None)
-        ax.bar(i, r["sparse_step_ms"], w, color="C3", label="masked (measured)" if i == 0 else None)
-        ax.bar(i + w, ideal, w, color="none", edgecolor="C2", hatch="//",
-               label="if zeros were skipped (theory)" if i == 0 else None)
-        ax.text(i, r["sparse_step_ms"], f"{r['sparse_over_dense']:.2f}x", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(results)))
-    ax.set_xticklabels([f"{r['preset']}, {r['sparsity']:.0%}" for r in results])
-    ax.set_xlabel("model, sparsity of the masked arm")
-    ax.set_ylabel("median training step (ms)")
-    r0 = results[0]
-    ax.set_title(title or f"Training step time on {r0['device']}, dense vs masked")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
-
-
 # ------------------------------------------------------------------------------ diagrams
 
 MASKED_COLOR, DENSE_COLOR, NO_WEIGHTS_COLOR = "#f4a259", "#8ecae6", "#eeeeee"
-
-
-def masked_block_matrices() -> list[str]:
-    """Names (``attn.c_attn``, ...) of the block matrices the library's ``sparsify`` masks by default,
-    read from ``target_parameters`` of a model on the meta device (shapes only, no memory)."""
-    from .model import GPT, preset_config
-    from .sparsity import target_parameters
-
-    with torch.device("meta"):
-        model = GPT(preset_config("nano"))
-    prefix = "transformer.h.0."
-    return [n[len(prefix):-len(".weight")] for n, _ in target_parameters(model) if n.startswith(prefix)]
 
 
 # (row label, module name in the model, what it does); a None module holds no weights
@@ -416,44 +348,6 @@ def draw_schedules(ax=None, sparsity: float = 0.75, vspdf_sparsity: float = 0.9,
     return ax
 
 
-KERNEL_PANELS = {"forward": "forward: Y = X W^T", "grad_input": "backward: dX = dY W",
-                 "grad_weight": "backward: dW = dY^T X (kept entries)", "total": "all three"}
-
-
-def plot_kernel_speedups(result: dict, axes=None, title: str | None = None):
-    """Measured speedup over the dense matmul against sparsity, one panel per matmul
-    (``minispdf.kernels.kernel_bench`` result): CSR solid, zeros-in-dense dotted, 2:4 a star."""
-    rows = result.get("rows") or []
-    if not rows:
-        raise MiniSPDFError("plot_kernel_speedups needs a kernel_bench result with rows")
-    if axes is None:
-        _, axes = _plt().subplots(1, len(KERNEL_PANELS), figsize=(4 * len(KERNEL_PANELS), 3.6), sharey=True)
-    shapes = list(dict.fromkeys(r["shape"] for r in rows))
-    for ax, (kernel, label) in zip(axes, KERNEL_PANELS.items()):
-        ax.axhline(1.0, color="k", lw=0.8)
-        for i, shape in enumerate(shapes):
-            for arm, style in (("csr", "-o"), ("zeros", ":")):
-                pts = sorted((r["sparsity"], r[f"{kernel}_speedup"]) for r in rows
-                             if r["shape"] == shape and r["arm"] == arm and r[f"{kernel}_speedup"] is not None)
-                if pts:
-                    ax.plot(*zip(*pts), style, color=f"C{i}", ms=3, lw=1.5 if arm == "csr" else 1,
-                            label=f"{shape} CSR" if arm == "csr" else ("zeros in dense (dotted)" if i == 0 else None))
-            two = [r for r in rows if r["shape"] == shape and r["arm"] == "2:4" and r[f"{kernel}_speedup"]]
-            for r in two:
-                ax.plot([0.5], [r[f"{kernel}_speedup"]], "*", color=f"C{i}", ms=10, label=f"{shape} 2:4")
-        ax.set_yscale("log")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("sparsity")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("speedup over dense (measured; >1 = faster)")
-    axes[0].legend(fontsize=7)
-    fig = axes[0].figure
-    fig.suptitle(title or f"{result['preset']}'s masked matmuls at {result['tokens']} tokens on {result['device']} "
-                 f"({result['threads']} threads): when do sparse kernels pay?", fontsize=10)
-    fig.tight_layout()
-    return axes
-
-
 # ------------------------------------------------------------------------------ comparisons
 
 
@@ -479,35 +373,6 @@ def plot_bars(values: Mapping[str, float], ax=None, ylabel: str = "", title: str
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    return ax
-
-
-def plot_grouped_bars(data: Mapping[str, Mapping[str, float]], ax=None, ylabel: str = "", title: str = "",
-                      xlabel: str = "", fmt: str = "{:.2f}"):
-    """Bars grouped by the outer keys, one colour per inner key: ``{group: {series: value}}``."""
-    ax = _axes(ax)
-    groups = list(data)
-    series: list[str] = []
-    for g in groups:
-        series += [s for s in data[g] if s not in series]
-    width = 0.8 / max(1, len(series))
-    for i, s in enumerate(series):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
-        vals = [data[g].get(s) for g in groups]
-        bars = ax.bar(xs, [0 if v is None else v for v in vals], width=width, label=s, color=f"C{i}")
-        for b, v in zip(bars, vals):
-            if v is not None:
-                ax.text(b.get_x() + b.get_width() / 2, b.get_height(), fmt.format(v), ha="center",
-                        va="bottom" if v >= 0 else "top", fontsize=7)
-    ax.axhline(0, color="k", linewidth=0.8)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    if len(series) > 1:
-        ax.legend(fontsize=8)
     return ax
 
 

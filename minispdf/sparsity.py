@@ -335,8 +335,9 @@ def densify(model: nn.Module) -> nn.Module:
     return model
 
 
-def is_sparse(model: nn.Module) -> bool:
-    return bool(masked_parameters(model))
+def random_mask(shape, sparsity: float, generator: torch.Generator) -> torch.Tensor:
+    """Exactly round((1 - sparsity) * numel) kept entries, uniformly at random (True = kept)."""
+    return _keep_topk(torch.rand(shape, generator=generator), round((1 - sparsity) * math.prod(shape)))
 
 
 def sparsity_report(model: nn.Module, include: str | None = None) -> dict:

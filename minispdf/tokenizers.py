@@ -109,7 +109,7 @@ class GPT2Tokenizer:
         Chunks end at a lone newline followed by a non-space character.  GPT-2's regex never
         joins such a newline with its neighbours, so the result equals ``encode(text)``.
         """
-        chunks = _split_for_bpe(text, ENCODE_CHUNK_CHARS)
+        chunks = split_for_bpe(text, ENCODE_CHUNK_CHARS)
         pieces = self.encoding.encode_ordinary_batch(chunks, num_threads=os.cpu_count() or 1)
         return np.concatenate([np.asarray(p, dtype=np.uint16) for p in pieces] or [[]])
 
@@ -122,7 +122,7 @@ ENCODE_CHUNK_CHARS = 1_000_000  # chunk size for bulk GPT-2 encoding
 _SAFE_CUT = re.compile(r"(?<=[^\s]\n)(?=[^\s])")  # right after a lone "\n" between non-spaces
 
 
-def _split_for_bpe(text: str, chunk_chars: int) -> list[str]:
+def split_for_bpe(text: str, chunk_chars: int) -> list[str]:
     """Cut ``text`` into pieces of about ``chunk_chars`` at places where BPE cannot merge."""
     chunks, start = [], 0
     while len(text) - start > chunk_chars:

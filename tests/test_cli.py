@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from minispdf.cli import main
 from minispdf.errors import MiniSPDFError
@@ -428,7 +429,7 @@ def test_help_is_argparse_generated_from_the_dataclasses(capsys):
 
 def test_switches_spellings_and_config_files(tmp_path):
     from minispdf.cli import build_parser
-    from minispdf.config import parse
+    from minispdf.config import given, parse
 
     _, parsers = build_parser()
     ft, pre = parsers["finetune"], parsers["pretrain"]
@@ -439,7 +440,7 @@ def test_switches_spellings_and_config_files(tmp_path):
     (tmp_path / "c.toml").write_text('max_steps = 3\nsparsity = 0.5\nprogress = false\n')
     args = parse(pre, ["--config", str(tmp_path / "c.toml"), "--max_steps", "2"])
     assert (args.max_steps, args.sparsity, args.progress) == (2, 0.5, False)  # the flag wins over the file
-    assert args._given == {"config", "max_steps"}
+    assert given(args) == {"config", "max_steps"}
     for argv, needle in ((["--progress", "false"], "--progress is a switch and takes no value: write --progress "
                                                    "or --no-progress"),
                          (["--max", "3"], "unknown setting --max"),  # no abbreviations
@@ -477,3 +478,24 @@ def test_settings_json_is_a_config_file_that_repeats_the_run(capsys, tmp_path, m
     again = json.loads(out)
     assert (again["train_loss"], again["val_loss"], again["flops"]) == (first["train_loss"], first["val_loss"],
                                                                         first["flops"])
+
+
+@pytest.mark.parametrize("error, caught", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),  # by its type
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"), True),  # no type on CPU
+    (MemoryError(), True),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug stays a traceback
+])
+def test_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden(capsys, monkeypatch, error, caught):
+    import minispdf.cli as cli
+
+    def fail(argv):
+        raise error
+
+    monkeypatch.setattr(cli, "_dispatch", fail)
+    if not caught:
+        with pytest.raises(RuntimeError, match="shapes"):
+            cli.main(["flops"])
+        return
+    assert cli.main(["flops"]) == 2
+    assert capsys.readouterr().err.startswith("error: out of memory: use smaller settings")

@@ -77,7 +77,7 @@ def test_gpt2_bulk_encoding_matches_encode(monkeypatch):
     tok = get_tokenizer("gpt2")
     text = load_corpus("builtin")[:120_000] + "\n\n\n  tail\n"
     monkeypatch.setattr(tokenizers, "ENCODE_CHUNK_CHARS", 5_000)  # force many chunk boundaries
-    assert len(tokenizers._split_for_bpe(text, 5_000)) > 10
+    assert len(tokenizers.split_for_bpe(text, 5_000)) > 10
     assert tok.encode_array(text).tolist() == tok.encode(text)
 
 
@@ -190,7 +190,7 @@ def test_prepare_data_is_reused(small_file, tmp_path):
 def test_leftover_temp_dir_and_interrupt(small_file, tmp_path, monkeypatch):
     # A killed run leaves a temp folder with a partial file behind: harmless.
     out = tmp_path / "out"
-    name = data._slug(str(small_file), None) + "-char"
+    name = data.corpus_slug(str(small_file), None) + "-char"
     leftover = out / f".tmp-{name}-xyz"
     leftover.mkdir(parents=True)
     (leftover / "train.bin").write_bytes(b"\x00" * 7)

@@ -7,7 +7,7 @@ import pytest
 
 from minispdf import demo as demo_lib
 from minispdf.errors import MiniSPDFError
-from minispdf.evaluate import rescore
+from minispdf.evaluate import score_file
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,10 @@ def test_quick_demo_writes_table_plot_and_results(quick_demo):
     assert not [p for p in os.listdir(out.parent) if p.startswith(".tmp-")]  # fileio.TMP_PREFIX
 
 
-def test_bleu_in_table_equals_rescored_predictions(quick_demo):
+def test_bleu_in_table_equals_the_predictions_file_scored_again(quick_demo):
     out, results = quick_demo
     row = next(r for r in results["rows"] if r["arm"] == "spdf75")
-    assert rescore(str(out / "predictions" / (row["cell"] + ".jsonl"))) == row["bleu"]
+    assert score_file(str(out / "predictions" / (row["cell"] + ".jsonl")), "bleu")["bleu"] == row["bleu"]
 
 
 def test_existing_results_are_never_clobbered(quick_demo, tmp_path):

@@ -308,7 +308,7 @@ def test_perplexity_equals_hand_computed_masked_cross_entropy():
 
 
 # ------------------------------------------------------------------------------------------
-# evaluate_task and rescore
+# evaluate_task and score_file
 # ------------------------------------------------------------------------------------------
 
 
@@ -319,7 +319,7 @@ EXAMPLES = [
 ]
 
 
-def test_evaluate_task_writes_jsonl_that_rescore_reproduces(tmp_path):
+def test_evaluate_task_writes_jsonl_that_score_file_reproduces(tmp_path):
     model = tiny_model(block_size=128).train()
     path = tmp_path / "out" / "preds.jsonl"
     res = evaluate.evaluate_task(model, TOK, EXAMPLES, max_new_tokens=20, predictions_path=str(path))
@@ -332,7 +332,7 @@ def test_evaluate_task_writes_jsonl_that_rescore_reproduces(tmp_path):
     assert [r["references"] for r in rows] == [ex.references for ex in EXAMPLES]
     assert [r["prediction"] for r in rows] == evaluate.decode(model, TOK, [ex.input for ex in EXAMPLES],
                                                               max_new_tokens=20)
-    assert evaluate.rescore(str(path)) == res["bleu"]
+    assert evaluate.score_file(str(path), "bleu")["bleu"] == res["bleu"]
     assert [p.name for p in path.parent.iterdir()] == ["preds.jsonl"]  # no temp file left behind
 
 
@@ -351,17 +351,17 @@ def test_evaluate_task_limit_and_perplexity_metric(tmp_path):
         evaluate.evaluate_task(model, TOK, [])
 
 
-def test_rescore_missing_or_corrupt_file_raises(tmp_path):
+def test_score_file_missing_or_corrupt_file_raises(tmp_path):
     with pytest.raises(MiniSPDFError, match="no predictions file"):
-        evaluate.rescore(str(tmp_path / "nope.jsonl"))
+        evaluate.score_file(str(tmp_path / "nope.jsonl"), "bleu")["bleu"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "prediction": "b", "references": ["b"]}\n{"input": "a", "predic', encoding="utf-8")
     with pytest.raises(MiniSPDFError, match="corrupt"):
-        evaluate.rescore(str(bad))
+        evaluate.score_file(str(bad), "bleu")["bleu"]
     bad.write_text('{"input": "a", "references": ["b"]}\n', encoding="utf-8")
     with pytest.raises(MiniSPDFError, match="prediction"):
-        evaluate.rescore(str(bad))
+        evaluate.score_file(str(bad), "bleu")["bleu"]
     good = tmp_path / "good.jsonl"
     good.write_text('{"input": "a", "prediction": "the cat sat on the mat", "references": ["The cat sat on the mat"]}\n',
                     encoding="utf-8")
-    assert evaluate.rescore(str(good)) == pytest.approx(100.0)
+    assert evaluate.score_file(str(good), "bleu")["bleu"] == pytest.approx(100.0)

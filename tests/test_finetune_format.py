@@ -10,7 +10,7 @@ import torch
 from test_tasks import TOK
 
 from minispdf.errors import MiniSPDFError
-from minispdf.tasks import FinetuneBatches, encode_example, encode_prompt, make_finetune_batches
+from minispdf.tasks import FinetuneBatches, encode_example, encode_prompt
 
 EOT = TOK.eot_id
 
@@ -67,8 +67,8 @@ def test_smallest_sizes_are_accepted_and_smaller_ones_refused():
         "no fine-tuning pairs: the task split is empty; load a task that has training examples")
 
 
-@pytest.mark.parametrize("build", [FinetuneBatches, make_finetune_batches])
-def test_batches_cut_long_inputs_by_default_and_count_them(build):
+def test_batches_cut_long_inputs_by_default_and_count_them():
+    build = FinetuneBatches
     pairs = [("0123456789", "xyz"), ("a", "xyz"), ("abcdefgh", "xyz")]  # the middle one fits
     batches = build(TOK, pairs, 5, 2, torch.Generator())
     assert batches.n_truncated == 2
@@ -79,8 +79,8 @@ def test_batches_cut_long_inputs_by_default_and_count_them(build):
     assert fitting.n_truncated == 0 and fitting.n_target_tokens == 4 + 2
 
 
-@pytest.mark.parametrize("build", [FinetuneBatches, make_finetune_batches])
-def test_pad_id_is_used_in_x_and_y(build):
+def test_pad_id_is_used_in_x_and_y():
+    build = FinetuneBatches
     batches = build(TOK, [("ab", "xyz"), ("q", "r")], 6, 2, torch.Generator(), pad_id=0)
     x, y, mask = batches.collate([0, 1])
     assert x[1].tolist() == [ord("q"), 10, ord("r"), 0, 0, 0]

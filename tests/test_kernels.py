@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from minispdf import kernels as K
+from minispdf.bench import kernels as K, profile, report, shapes
 from minispdf.cli import main
 from minispdf.errors import MiniSPDFError
 from minispdf.model import preset_config
+from minispdf.sparsity import random_mask
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
@@ -25,7 +26,7 @@ def _setup(shape=(24, 16), tokens=10, sparsity=0.75, seed=0):
     g = torch.Generator().manual_seed(seed)
     ops = K.Operands(shape, tokens, "cpu", torch.float32, g)
     weight = torch.randn(shape, generator=g)
-    mask = K.random_mask(shape, sparsity, g)
+    mask = random_mask(shape, sparsity, g)
     return ops, weight, mask
 
 
@@ -67,7 +68,7 @@ def test_csr_transpose_follows_new_weight_values():
 
 def test_masks():
     g = torch.Generator().manual_seed(0)
-    m = K.random_mask((40, 10), 0.9, g)
+    m = random_mask((40, 10), 0.9, g)
     assert int(m.sum()) == 40
     m24 = K.two_four_mask((8, 16), g)
     assert (m24.view(8, 4, 4).sum(-1) == 2).all()
@@ -88,14 +89,14 @@ def test_kernel_bench_structure_and_speedups():
     assert "CUDA" in r["skipped"]["2:4"]  # ... and the reason says why
     for row in r["rows"]:
         dense = next(x for x in r["rows"] if x["shape"] == row["shape"] and x["arm"] == "dense")
-        for k in (*K.KERNELS, "total"):
+        for k in (*shapes.KERNELS, "total"):
             assert row[f"{k}_ms"] > 0
             assert row[f"{k}_speedup"] == pytest.approx(dense[f"{k}_ms"] / row[f"{k}_ms"])
-        assert row["total_ms"] == pytest.approx(sum(row[f"{k}_ms"] for k in K.KERNELS))
+        assert row["total_ms"] == pytest.approx(sum(row[f"{k}_ms"] for k in shapes.KERNELS))
         if row["arm"] == "csr":
             assert row["nnz"] == round((1 - row["sparsity"]) * row["out"] * row["in"])
-            assert all(row[f"{k}_rel_error"] < 1e-4 for k in K.KERNELS)  # checked before timing
-    assert set(r["break_even"]) == set(r["shapes"]) and set(r["break_even"]["qkv"]) == {*K.KERNELS, "total"}
+            assert all(row[f"{k}_rel_error"] < 1e-4 for k in shapes.KERNELS)  # checked before timing
+    assert set(r["break_even"]) == set(r["shapes"]) and set(r["break_even"]["qkv"]) == {*shapes.KERNELS, "total"}
     p = r["step"]
     assert p["attribution_complete"] and 0 < p["masked_fraction"] < 1
     assert p["masked_fraction"] == pytest.approx(sum(sum(v.values()) for v in p["fraction"].values()))
@@ -104,7 +105,7 @@ def test_kernel_bench_structure_and_speedups():
         assert e["csr_where_faster"] >= max(1.0, e["csr"]) - 1e-12
         assert 1 < e["flop_proportional"] <= p["limit"]
     assert "measured" in r and "derived" in r
-    text = K.format_kernel_bench(r)
+    text = report.format_kernel_bench(r)
     assert "break-even" in text and "measured" in text and "derived" in text and "skipped: 2:4" in text
 
 
@@ -122,25 +123,25 @@ def test_two_four_arm_plumbing(monkeypatch):
     missing weight-gradient kernel and the step estimate come out as documented."""
     monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", lambda w: w.clone(), raising=False)
     rows, skipped = K.bench_shape("qkv", (24, 16), 8, (0.5,), 1, "cpu", torch.float32, two_four=True)
-    two = next(x for x in rows if x["arm"] == K.TWO_FOUR)
+    two = next(x for x in rows if x["arm"] == shapes.TWO_FOUR)
     assert two["sparsity"] == 0.5 and two["nnz"] == 24 * 16 // 2
     assert two["forward_ms"] > 0 and two["grad_input_ms"] > 0 and two["grad_weight_ms"] is None
     assert two["forward_rel_error"] < 1e-5 and not skipped
-    frac = {s: {k: 0.0 for k in K.KERNELS} for s in K.SHAPE_NAMES}
+    frac = {s: {k: 0.0 for k in shapes.KERNELS} for s in shapes.SHAPE_NAMES}
     frac["qkv"]["forward"] = 0.5
-    est = K.step_estimates({"fraction": frac, "masked_fraction": 0.5}, rows, preset_config("nano"), (0.5,))
-    assert est[-1]["arm"] == K.TWO_FOUR
-    assert est[-1][K.TWO_FOUR] == pytest.approx(1 / (0.5 + 0.5 / two["forward_speedup"]))
+    est = profile.step_estimates({"fraction": frac, "masked_fraction": 0.5}, rows, preset_config("nano"), (0.5,))
+    assert est[-1]["arm"] == shapes.TWO_FOUR
+    assert est[-1][shapes.TWO_FOUR] == pytest.approx(1 / (0.5 + 0.5 / two["forward_speedup"]))
 
 
 def test_step_estimate_is_amdahl():
-    frac = {s: {k: 0.0 for k in K.KERNELS} for s in K.SHAPE_NAMES}
+    frac = {s: {k: 0.0 for k in shapes.KERNELS} for s in shapes.SHAPE_NAMES}
     frac["qkv"]["forward"], frac["mlp_up"]["grad_weight"] = 0.3, 0.2
     rows = [{"shape": "qkv", "arm": "csr", "sparsity": 0.9, "forward_speedup": 3.0, "grad_input_speedup": 0.5,
              "grad_weight_speedup": 2.0},
             {"shape": "mlp_up", "arm": "csr", "sparsity": 0.9, "forward_speedup": 1.0, "grad_input_speedup": 1.0,
              "grad_weight_speedup": 0.5}]
-    (e,) = K.step_estimates({"fraction": frac, "masked_fraction": 0.5}, rows, preset_config("nano"), (0.9,))
+    (e,) = profile.step_estimates({"fraction": frac, "masked_fraction": 0.5}, rows, preset_config("nano"), (0.9,))
     assert e["csr"] == pytest.approx(1 / (0.5 + 0.3 / 3 + 0.2 / 0.5))
     assert e["csr_where_faster"] == pytest.approx(1 / (0.5 + 0.3 / 3 + 0.2))
     assert e["flop_proportional"] == pytest.approx(1 / (0.5 + 0.5 * 0.1))
@@ -162,11 +163,11 @@ def test_break_even():
 def test_classify_profiled_matmuls():
     weights = {(192, 64): "qkv", (64, 64): "attn_out", (256, 64): "mlp_up", (64, 256): "mlp_down"}
     N = 40
-    assert K.classify_matmul("aten::addmm", [[192], [N, 64], [64, 192], [], []], weights, N) == ("qkv", "forward")
-    assert K.classify_matmul("aten::mm", [[N, 256], [256, 64]], weights, N) == ("mlp_up", "grad_input")
-    assert K.classify_matmul("aten::mm", [[64, N], [N, 256]], weights, N) == ("mlp_down", "grad_weight")
-    assert K.classify_matmul("aten::mm", [[N, 64], [64, 257]], weights, N) is None  # the LM head
-    assert K.classify_matmul("aten::addmm", [[192], [N + 1, 64], [64, 192]], weights, N) is None
+    assert profile.classify_matmul("aten::addmm", [[192], [N, 64], [64, 192], [], []], weights, N) == ("qkv", "forward")
+    assert profile.classify_matmul("aten::mm", [[N, 256], [256, 64]], weights, N) == ("mlp_up", "grad_input")
+    assert profile.classify_matmul("aten::mm", [[64, N], [N, 256]], weights, N) == ("mlp_down", "grad_weight")
+    assert profile.classify_matmul("aten::mm", [[N, 64], [64, 257]], weights, N) is None  # the LM head
+    assert profile.classify_matmul("aten::addmm", [[192], [N + 1, 64], [64, 192]], weights, N) is None
 
 
 def test_cli_json_and_text(capsys):
@@ -187,7 +188,7 @@ def test_preset_all(capsys, monkeypatch):
                                step=False)
     assert list(r["presets"]) == ["nano", "tiny"]
     assert r["presets"]["tiny"]["shapes"]["qkv"] == [384, 128]
-    assert "kernel bench tiny" in K.format_kernel_bench(r)
+    assert "kernel bench tiny" in report.format_kernel_bench(r)
 
 
 @pytest.mark.parametrize("argv, needle", [

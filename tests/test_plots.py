@@ -10,6 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from minispdf import GPT, densify, flop_report, plots, preset_config, sparsify, sparsity_report  # noqa: E402
+from minispdf.bench import report  # noqa: E402
+from minispdf.masks import masked_block_matrices, regrowth  # noqa: E402
 from minispdf.errors import MiniSPDFError  # noqa: E402
 
 
@@ -84,19 +86,19 @@ def test_regrowth_counts_moved_pruned_weights():
     model = GPT(preset_config("nano"))
     masks = {k: v.clone() for k, v in sparsify(model, 0.5).items()}
     densify(model)
-    stats = plots.regrowth(masks, model)
+    stats = regrowth(masks, model)
     assert all(r["nonzero_fraction"] == 0.0 for r in stats["layers"])  # nothing trained yet: still zero
     name = next(iter(masks))
     with torch.no_grad():
         dict(model.named_parameters())[name][~masks[name]] = 0.01
-    stats = plots.regrowth(masks, model)
+    stats = regrowth(masks, model)
     row = next(r for r in stats["layers"] if r["name"] == name)
     assert row["nonzero_fraction"] == 1.0 and row["pruned_mean_abs"] == pytest.approx(0.01)
     assert row["pruned"] == int((~masks[name]).sum())
     assert stats["pruned_abs"].numel() == sum(int((~m).sum()) for m in masks.values())
     _labelled(plots.plot_regrowth(stats))
     with pytest.raises(MiniSPDFError):
-        plots.regrowth({"nope.weight": masks[name]}, model)
+        regrowth({"nope.weight": masks[name]}, model)
 
 
 def test_flop_breakdown_and_lines():
@@ -121,24 +123,24 @@ def _bench(sparsity, ratio):
 
 
 def test_plot_bench_shows_measured_and_theoretical():
-    ax = plots.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)])
+    ax = report.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)])
     _labelled(ax)
     heights = sorted(round(p.get_height(), 3) for p in ax.patches)
     assert 5.0 in heights  # the zero-skipping bar: dense time / reduction
     assert "1.01x" in [t.get_text() for t in ax.texts]
     with pytest.raises(MiniSPDFError):
-        plots.plot_bench([])
+        report.plot_bench([])
 
 
 def test_plot_kernel_speedups_draws_the_measured_speedups():
-    rows = [dict(shape=s, arm="dense", sparsity=0.0, **{f"{k}_speedup": 1.0 for k in plots.KERNEL_PANELS})
+    rows = [dict(shape=s, arm="dense", sparsity=0.0, **{f"{k}_speedup": 1.0 for k in report.KERNEL_PANELS})
             for s in ("qkv", "mlp_up")]
-    rows += [dict(shape=s, arm=arm, sparsity=sp, **{f"{k}_speedup": sp * 4 for k in plots.KERNEL_PANELS})
+    rows += [dict(shape=s, arm=arm, sparsity=sp, **{f"{k}_speedup": sp * 4 for k in report.KERNEL_PANELS})
              for s in ("qkv", "mlp_up") for arm in ("zeros", "csr") for sp in (0.5, 0.9)]
     rows.append(dict(shape="qkv", arm="2:4", sparsity=0.5, forward_speedup=1.4, grad_input_speedup=1.3,
                      grad_weight_speedup=None, total_speedup=1.2))
     r = dict(rows=rows, preset="nano", tokens=8, device="cpu", threads=1)
-    axes = plots.plot_kernel_speedups(r)
+    axes = report.plot_kernel_speedups(r)
     assert len(axes) == 4 and axes[0].get_legend() is not None and axes[0].get_ylabel()
     for ax in axes:
         assert ax.get_title() and ax.get_xlabel() == "sparsity" and ax.get_yscale() == "log"
@@ -147,16 +149,14 @@ def test_plot_kernel_speedups_draws_the_measured_speedups():
     assert [ln.get_ydata()[0] for ln in axes[0].lines if ln.get_label() == "qkv 2:4"] == [1.4]
     assert not [ln for ln in axes[2].lines if ln.get_label() == "qkv 2:4"]  # no 2:4 weight-gradient kernel
     with pytest.raises(MiniSPDFError):
-        plots.plot_kernel_speedups(dict(rows=[]))
+        report.plot_kernel_speedups(dict(rows=[]))
 
 
-def test_bars_grouped_bars_tables_and_samples():
+def test_bars_tables_and_samples():
     ax = plots.plot_bars({"dense": 1.0, "SPDF": 1.2}, ylabel="loss", title="t", reference=1.0, reference_label="dense",
                          xlabel="arm")
     _labelled(ax)
     assert ax.get_xlabel() == "arm" and [t.get_text() for t in ax.get_xticklabels()] == ["dense", "SPDF"]
-    ax = plots.plot_grouped_bars({"easy": {"gap": 0.1}, "hard": {"gap": -0.2}}, ylabel="gap", title="t", xlabel="task")
-    assert ax.get_title() == "t" and [t.get_text() for t in ax.texts] == ["0.10", "-0.20"]
     table = plots.format_table([{"arm": "dense", "loss": 1.23456, "n": 3}, {"arm": "SPDF", "loss": None, "n": 4}],
                                {"arm": "arm", "loss": "test loss"})
     lines = table.splitlines()
@@ -171,7 +171,7 @@ def _texts(ax):
 
 
 def test_draw_block_highlights_the_four_masked_matrices():
-    assert plots.masked_block_matrices() == ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+    assert masked_block_matrices() == ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
     ax = plots.draw_block()
     _labelled(ax)
     texts = _texts(ax)

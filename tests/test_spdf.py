@@ -20,7 +20,7 @@ from conftest import REF_LEN, RandomBatches, small_task
 from minispdf.checkpoint import read_checkpoint
 from minispdf.errors import MiniSPDFError
 from minispdf.model import GPT, preset_config
-from minispdf.sparsity import is_sparse, mask_state_keys, masked_parameters, sparsify
+from minispdf.sparsity import mask_state_keys, masked_parameters, sparsify
 from minispdf.spdf import finetune
 from minispdf.train import TrainConfig, train
 
@@ -54,7 +54,7 @@ def test_spdf_trains_the_formerly_pruned_weights(pretrained):
     assert len(masks) == 8
     res = finetune(init_from=pretrained, task=small_task(), max_steps=3, **FT)
     model = res["model"]
-    assert not is_sparse(model) and not any(k.endswith("_mask") for k in model.state_dict())
+    assert not masked_parameters(model) and not any(k.endswith("_mask") for k in model.state_dict())
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         assert torch.all(before[name][~mask] == 0), name  # they start at zero ...

@@ -18,6 +18,7 @@ from minispdf.errors import MiniSPDFError
 from minispdf.tasks import (
     SEPARATOR,
     Example,
+    FinetuneBatches,
     Task,
     encode_example,
     encode_prompt,
@@ -25,7 +26,6 @@ from minispdf.tasks import (
     load_task,
     load_task_files,
     make_builtin_task,
-    make_finetune_batches,
     parse_mr,
     split_task,
     training_pairs,
@@ -268,7 +268,7 @@ def test_encode_example_truncation():
 def test_finetune_batches_loss_contract():
     pairs = [("ab", "xyz"), ("hello", "w"), ("q", "a long-ish target")]
     g = torch.Generator().manual_seed(0)
-    get_batch = make_finetune_batches(TOK, pairs, block_size=32, batch_size=6, generator=g)
+    get_batch = FinetuneBatches(TOK, pairs, block_size=32, batch_size=6, generator=g)
     assert len(get_batch) == 3
     x, y, mask = get_batch.collate([0, 1, 2])
     assert x.dtype == torch.long and y.dtype == torch.long and mask.dtype == torch.bool
@@ -304,9 +304,9 @@ def test_finetune_batches_loss_contract():
 def test_finetune_batches_errors():
     g = torch.Generator().manual_seed(0)
     with pytest.raises(MiniSPDFError, match="empty"):
-        make_finetune_batches(TOK, [], 16, 2, g)
+        FinetuneBatches(TOK, [], 16, 2, g)
     with pytest.raises(MiniSPDFError, match="example 1 is"):
-        make_finetune_batches(TOK, [("a", "b"), ("a" * 40, "b")], 16, 2, g, truncate=False)
+        FinetuneBatches(TOK, [("a", "b"), ("a" * 40, "b")], 16, 2, g, truncate=False)
 
 
 # ---------------------------------------------------------------------------------- errors

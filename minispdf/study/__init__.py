@@ -22,6 +22,7 @@ from ..errors import MiniSPDFError
 from ..fileio import write_json
 from . import claims as claims_lib
 from . import declaration, power, report, runner
+from . import tasks as study_tasks
 from . import plan as plan_lib
 from .grids import GRIDS, parse_arm, resolve_grid
 
@@ -122,7 +123,7 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
                 "power": decl["power"]}
     check_out_folder(out)
     t_start, commit = time.time(), report.git_commit()  # the code that trains, not what HEAD is later
-    tasks = runner.load_tasks(grid)
+    tasks = study_tasks.load_tasks(grid)
     calib = plan_lib.calibrate(grid, tasks)
     est = plan_lib.estimate(grid, tasks, calib, pretrains, cells)
     tok = get_tokenizer(grid["tokenizer"])

@@ -189,7 +189,7 @@ def describe(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s
             f"; {info['n_train_inputs']} train inputs ({info['n_train_pairs']} pairs), {info['n_test_inputs']} "
             "test inputs evaluated" if info else ""))
     if tasks:
-        from .runner import task_for
+        from .tasks import task_for
 
         for task, set_name, size in sorted({(c["spec"]["task"], c["spec"]["set"], c["spec"]["size"]) for c in cells}):
             sub = task_for(tasks[task], grid["sets"][set_name], task)
@@ -224,10 +224,10 @@ def fmt_duration(seconds: float) -> str:
 
 
 def mean_pair_tokens(tok, examples, block_size: int) -> float:
-    from ..tasks import SEPARATOR
+    from ..tasks import SEPARATOR, pair_length
 
     sep = len(tok.encode(SEPARATOR))
-    lens = [min(block_size, len(tok.encode(e.input)) + sep + len(tok.encode(r)) + 1)
+    lens = [min(block_size, pair_length(len(tok.encode(e.input)), len(tok.encode(r)), sep))
             for e in examples for r in e.references]
     return sum(lens) / len(lens) if lens else float(block_size)
 

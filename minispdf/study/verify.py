@@ -17,6 +17,7 @@ import tempfile
 from ..errors import MiniSPDFError
 from . import plan as plan_lib
 from . import runner
+from . import tasks as study_tasks
 
 TIMING = ("finetune_seconds", "eval_seconds")
 PRETRAIN_FIELDS = ("val_loss", "flops", "flops_dense", "tokens", "n_params", "curve")
@@ -91,7 +92,7 @@ def verify(folder: str, cells: int | list[str] = 2, device: str = "cpu", log=pri
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     needed = {c["spec"]["task"] for c in chosen}
-    tasks = runner.load_tasks({**grid, "tasks": {k: v for k, v in grid["tasks"].items() if k in needed}})
+    tasks = study_tasks.load_tasks({**grid, "tasks": {k: v for k, v in grid["tasks"].items() if k in needed}})
     report = []
     try:
         with tempfile.TemporaryDirectory(prefix="minispdf-verify-") as tmp:

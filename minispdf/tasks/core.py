@@ -19,6 +19,8 @@ from minispdf.fileio import file_problem
 #: The task names :func:`minispdf.tasks.load_task` accepts (before an optional ``:PATH`` or ``:easy``/``:hard``).
 TASK_NAMES = ("builtin", "e2e", "dart", "webnlg", "curation")
 SPLITS = ("train", "val", "test")
+#: A task's headline score (``Task.metric``); the scores of a predictions file are ``metrics.METRICS``.
+TASK_METRICS = ("bleu", "perplexity")
 
 
 @dataclass
@@ -126,6 +128,14 @@ def counts_text(task: Task) -> str:
     return ", ".join(f"{s} {c[s]['inputs']} inputs / {c[s]['references']} references" for s in c)
 
 
+def seeded_order(n: int, seed) -> list[int]:
+    """``range(n)`` shuffled by ``random.Random(seed)``: the one way a seeded subset is drawn (a split,
+    a held-out val set, a study's capped training set), the same on every machine and process."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Task:
     """Pool all examples of ``task`` and cut them into disjoint train/val/test splits by input.
 
@@ -143,8 +153,7 @@ def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1
     pool = group((ex.input, r, None, ex.meta) for ex in task.train + task.val + task.test for r in ex.references)
     if not pool:
         raise MiniSPDFError(f"task {task.name} has no examples to split; load a file with data first")
-    order = list(range(len(pool)))
-    random.Random(f"minispdf-split:{seed}").shuffle(order)
+    order = seeded_order(len(pool), f"minispdf-split:{seed}")
     n_test = round(len(pool) * test_fraction)
     n_val = round(len(pool) * val_fraction)
     test = [pool[i] for i in order[:n_test]]

@@ -84,7 +84,7 @@ _FILE_LOADERS: dict[str, Callable[[Path], list[Example]]] = {
     "webnlg": load_webnlg_file,
     "curation": load_curation_file,
 }
-_METRICS = {"e2e": "bleu", "dart": "bleu", "webnlg": "bleu", "curation": "perplexity"}
+_METRIC_OF = {"e2e": "bleu", "dart": "bleu", "webnlg": "bleu", "curation": "perplexity"}  # a TASK_METRICS each
 _DIR_FINDERS: dict[str, Callable[[Path], dict[str, list[Path]]]] = {
     "e2e": _e2e_split_files,
     "dart": _dart_split_files,
@@ -157,7 +157,7 @@ def load_task_files(
             raise MiniSPDFError(f"{path} is a directory; pass one {name} file per split, or use --task {name}:{path}")
         splits[split] = _FILE_LOADERS[name](path)
     desc = ", ".join(f"{s}={paths[s]}" for s in paths if paths[s] is not None)
-    task = Task(name, _METRICS[name], splits["train"], splits["val"], splits["test"], f"{name} files {desc}")
+    task = Task(name, _METRIC_OF[name], splits["train"], splits["val"], splits["test"], f"{name} files {desc}")
     task.description += f": {counts_text(task)}"
     return task
 
@@ -168,7 +168,7 @@ def load_path(name: str, path: Path) -> Task:
     if not path.is_dir() and file_problem(path):  # a FIFO or a device: reading would block or find nothing
         raise MiniSPDFError(f"{name} file {path} {file_problem(path)}; check the path in --task {name}:PATH")
     if path.is_file():
-        task = Task(name, _METRICS[name], [], [], _FILE_LOADERS[name](path))
+        task = Task(name, _METRIC_OF[name], [], [], _FILE_LOADERS[name](path))
         task.description = f"{name} file {path} (all in test; see load_task_files/split_task): {counts_text(task)}"
         return task
     found = _DIR_FINDERS[name](path)
@@ -179,7 +179,7 @@ def load_path(name: str, path: Path) -> Task:
         )
     notes: list[str] = []
     splits = {s: _load_many(name, found[s], notes) if s in found else [] for s in ("train", "val", "test")}
-    task = Task(name, _METRICS[name], splits["train"], splits["val"], splits["test"], notes=notes)
+    task = Task(name, _METRIC_OF[name], splits["train"], splits["val"], splits["test"], notes=notes)
     listing = "; ".join(f"{s}: {', '.join(p.name for p in found[s])}" for s in found)
     task.description = f"{name} directory {path} ({listing}): {counts_text(task)}"
     return task

@@ -10,7 +10,7 @@ model's INPUT positions ``x = tokens[:-1]`` and next-token targets ``y = tokens[
 length ``len(tokens) - 1`` and ``mask[i]`` is 1 exactly when ``y[i]`` is a target token or the
 final eot, i.e. for ``i >= len(prompt) - 1``. So the loss is averaged over the ``len(target) + 1``
 predictions of the target and of the end of text, never over the prompt. Padded batches
-(:func:`make_finetune_batches`) keep the same contract::
+(:class:`FinetuneBatches`) keep the same contract::
 
     x, y, mask = get_batch()                       # (B, T) long, long, bool
     logits = model(x)                              # (B, T, V)
@@ -37,6 +37,18 @@ SEPARATOR = "\n"
 def training_pairs(task_split: Sequence[Example]) -> list[tuple[str, str]]:
     """One ``(input, reference)`` pair per reference, in split order."""
     return [(ex.input, ref) for ex in task_split for ref in ex.references]
+
+
+def pair_length(n_input: int, n_reference: int, n_separator: int) -> int:
+    """Tokens in the fine-tuning sequence of one pair: input, separator, reference and the eot."""
+    return n_input + n_separator + n_reference + 1
+
+
+def pair_fits(n_input: int, n_reference: int, n_separator: int, block_size: int) -> bool:
+    """The one rule for whether a pair fits the context: the model sees ``tokens[:-1]``, so a
+    sequence of ``block_size + 1`` tokens fits. (``n_input=1``: can the reference be scored at all
+    once the input is cut to a single token?)"""
+    return pair_length(n_input, n_reference, n_separator) <= block_size + 1
 
 
 def encode_prompt(tokenizer, input: str, max_tokens: int | None = None) -> list[int]:
@@ -86,27 +98,28 @@ def encode_example(
 def _encode_ids(inp: list[int], sep: list[int], tgt: list[int], eot: int, block_size: int,
                 truncate: bool, index: int | None) -> tuple[list[int], int, bool]:
     """(tokens, prompt length after truncation, whether the input was cut): see encode_example."""
-    n = len(inp) + len(sep) + len(tgt) + 1
+    n = pair_length(len(inp), len(tgt), len(sep))
     what = f"example {index}" if index is not None else "example"
-    cut = n > block_size + 1
+    cut = not pair_fits(len(inp), len(tgt), len(sep), block_size)
     if cut:
         if not truncate:
             raise MiniSPDFError(
                 f"{what} is {n} tokens, longer than the context block_size {block_size} (+1 for the shifted target); "
                 "use a larger --block_size, or truncate=True to cut the end of the input"
             )
-        keep = block_size + 1 - len(sep) - len(tgt) - 1
-        if keep < 1:
+        if not pair_fits(1, len(tgt), len(sep), block_size):
             raise MiniSPDFError(
                 f"{what}: its reference alone is {len(tgt)} tokens (+{len(sep)} separator +1 eot), leaving no room "
                 f"for the input in block_size {block_size}; use a larger --block_size"
             )
-        inp = inp[:keep]
+        inp = inp[:block_size + 1 - pair_length(0, len(tgt), len(sep))]  # as many as fit
     return inp + sep + tgt + [eot], len(inp) + len(sep), cut
 
 
 class FinetuneBatches:
-    """Random padded batches of encoded (input, reference) pairs; see :func:`make_finetune_batches`.
+    """Random padded batches of encoded (input, reference) pairs (each encoded once, as
+    :func:`encode_example` does); averaging the per-position cross-entropy over ``mask`` gives
+    the loss over target tokens and the eot only (see the module docstring).
 
     Call it (``get_batch()`` or ``get_batch(generator)``) to get ``(x, y, mask)``: ``x``, ``y``
     LongTensors and ``mask`` a BoolTensor, all ``(B, T)`` with ``T`` = the longest
@@ -165,23 +178,3 @@ class FinetuneBatches:
             y[b, :n] = s[1:]
             mask[b, self.prompt_lens[i] - 1:n] = True
         return x, y, mask
-
-
-def make_finetune_batches(
-    tokenizer,
-    pairs: Sequence[tuple[str, str]],
-    block_size: int,
-    batch_size: int,
-    generator: torch.Generator,
-    pad_id: int | None = None,
-    truncate: bool = True,
-) -> FinetuneBatches:
-    """Encode all pairs once (with :func:`encode_example`) and return a ``get_batch`` callable.
-
-    ``get_batch()`` draws ``batch_size`` pairs with ``torch.randint(generator=generator)`` and
-    returns ``(x, y, mask)`` of shape ``(B, T)``, padded to the longest pair in the batch with
-    ``pad_id`` (default ``tokenizer.eot_id``). Averaging the per-position cross-entropy over
-    ``mask`` gives the loss over target tokens and the eot only (see the module docstring).
-    """
-    return FinetuneBatches(tokenizer, pairs, block_size, batch_size, generator, pad_id, truncate)
-

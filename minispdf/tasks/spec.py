@@ -25,6 +25,9 @@ from .core import TASK_NAMES, Task
 from .files import load_path, load_task_files
 from .hub import load_hub
 
+#: What ``--task SPEC`` accepts, for the help of every setting that takes one.
+TASK_SPEC = "builtin[:easy|:hard] | e2e[:PATH] | dart[:PATH] | webnlg:PATH | curation[:PATH]"
+
 
 def load_task(spec: str, *, seed: int = 0, **builtin_kwargs) -> Task:
     """Load a task from a spec string such as ``builtin:hard``, ``e2e:data/devset.csv`` or ``dart``.

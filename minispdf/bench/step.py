@@ -24,11 +24,13 @@ import time
 
 import torch
 
-from .errors import MiniSPDFError
-from .flops import HONESTY_NOTE, flop_report
-from .model import GPT, preset_config
-from .sparsity import check_sparsity, masked_parameters, sparsify
-from .train import TrainConfig, autocast_for, finish_step, forward_backward, make_optimizer, pick_device
+from ..config import from_keywords
+from ..errors import MiniSPDFError
+from ..flops import HONESTY_NOTE, flop_report
+from ..model import GPT, preset_config
+from ..sparsity import check_sparsity, masked_parameters, sparsify
+from ..train import TrainConfig, autocast_for, finish_step, forward_backward, make_optimizer, pick_device
+from .settings import BenchSettings
 
 # Dense bf16 tensor-core peaks in TFLOP/s from the vendors' datasheets (no sparsity). Unknown
 # devices get no MFU rather than a guessed one.
@@ -46,6 +48,12 @@ def gpu_peak_tflops(name: str) -> float | None:
     return None
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued kernels, so that a clock read after it times them."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def measure_matmul_peak(device: str, dtype=torch.float32, n: int = 1024, reps: int = 10) -> float:
     """Achieved FLOP/s of an n x n matmul: a measured ceiling for a CPU without a datasheet peak."""
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -56,13 +64,15 @@ def measure_matmul_peak(device: str, dtype=torch.float32, n: int = 1024, reps: i
     for _ in range(reps):
         t = time.perf_counter()
         a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
 
-class _Arm:
+class Arm:
+    """One arm of the bench: a model of ``preset`` (masked at ``sparsity`` > 0), its optimizer and
+    one fixed random batch; :meth:`step` is one full training step."""
+
     def __init__(self, preset, sparsity, batch_size, block_size, device, compile_, seed=0):
         torch.manual_seed(seed)
         overrides = {"block_size": block_size} if block_size is not None else {}
@@ -101,26 +111,18 @@ def training_state_bytes(model, optimizer) -> dict:
     return out
 
 
-def _sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _peak_rss_mb_of_arm(preset, sparsity, batch_size, block_size, steps) -> float:
     """Peak RSS of a fresh process that runs ``steps`` training steps of one arm (CPU only)."""
     code = (
-        "import json,resource,torch;from minispdf.bench import _Arm;from contextlib import nullcontext as n\n"
-        f"a=_Arm({preset!r},{sparsity},{batch_size},{block_size!r},'cpu',False)\n"
+        "import json,resource,torch;from minispdf.bench.step import Arm;from contextlib import nullcontext as n\n"
+        f"a=Arm({preset!r},{sparsity},{batch_size},{block_size!r},'cpu',False)\n"
         f"[a.step(n) for _ in range({steps})]\n"
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_package_root(), os.environ.get("PYTHONPATH")])))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds minispdf/
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
-
-
-def _package_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def step_autocast(device: str, dtype: str = "auto"):
@@ -133,108 +135,108 @@ def step_autocast(device: str, dtype: str = "auto"):
     return use_bf16, autocast
 
 
-def bench(preset: str = "tiny", sparsity: float = 0.75, batch_size: int = 12, block_size: int | None = None,
-          steps: int = 30, warmup: int = 5, device: str = "auto", compile: bool = False,
-          dtype: str = "auto", peak_tflops: float | None = None, memory: bool = True) -> dict:
-    """Interleaved timing of dense vs masked training steps; see the module docstring."""
-    check_sparsity(sparsity)
-    if steps < 1 or warmup < 0 or batch_size < 1:
+def _check(s: BenchSettings) -> None:
+    check_sparsity(s.sparsity)
+    if s.steps < 1 or s.warmup < 0 or s.batch_size < 1:
         raise MiniSPDFError("--steps and --batch_size must be >= 1 and --warmup >= 0")
-    if peak_tflops is not None and not (0 < peak_tflops < float("inf")):
-        raise MiniSPDFError(f"--peak_tflops {peak_tflops}: give the device's peak as a positive number of TFLOP/s")
-    device = pick_device(device)
-    use_bf16, autocast = step_autocast(device, dtype)
+    if s.peak_tflops is not None and not (0 < s.peak_tflops < float("inf")):
+        raise MiniSPDFError(f"--peak_tflops {s.peak_tflops}: give the device's peak as a positive number of TFLOP/s")
+
+
+def _build_arms(s: BenchSettings, device: str, autocast) -> tuple[dict, dict]:
+    """The dense and the masked arm, each built and warmed up (and compiled); on CUDA, the memory
+    each one's warm-up took (what is allocated before it, the other arm, is not its cost)."""
     arms, mem = {}, {}
-    for name, s in (("dense", 0.0), ("sparse", sparsity)):  # build and warm up (and compile) each arm
+    for name, sparsity in (("dense", 0.0), ("sparse", s.sparsity)):
         if device.startswith("cuda"):
-            # this arm's own peak: what is allocated before it (the other arm) is not its cost
-            _sync(device)
+            sync(device)
             before = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-        arm = arms[name] = _Arm(preset, s, batch_size, block_size, device, compile)
-        for _ in range(max(1, warmup)):
+        arm = arms[name] = Arm(s.preset, sparsity, s.batch_size, s.block_size, device, s.compile)
+        for _ in range(max(1, s.warmup)):
             arm.step(autocast)
-        _sync(device)
+        sync(device)
         if device.startswith("cuda"):
             mem[name] = (torch.cuda.max_memory_allocated() - before) / 2**20
+    return arms, mem
+
+
+def time_steps(arms: dict, steps: int, device: str, autocast) -> dict:
+    """{arm: [seconds per step]}, the arms interleaved step by step."""
     times = {k: [] for k in arms}
     for _ in range(steps):
         for name, arm in arms.items():
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             arm.step(autocast)
-            _sync(device)
+            sync(device)
             times[name].append(time.perf_counter() - t)
+    return times
 
-    cfg = arms["dense"].model.config
-    T = cfg.block_size
-    report = flop_report(cfg, sparsity=sparsity, seq_len=T)
-    dense_ms = 1000 * statistics.median(times["dense"])
-    sparse_ms = 1000 * statistics.median(times["sparse"])
-    step_flops = report.train_dense * batch_size  # what the hardware executes, in both arms
 
+def _peak(device: str, use_bf16: bool, peak_tflops: float | None) -> tuple[str, float | None, str | None]:
+    """(device name, peak FLOP/s or None, where the peak comes from)."""
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name()
-        peak = peak_tflops * 1e12 if peak_tflops else (
-            gpu_peak_tflops(name) * 1e12 if gpu_peak_tflops(name) and use_bf16 else None)
-        peak_source = "given" if peak_tflops else ("datasheet bf16 dense" if peak else None)
-    else:
-        name = f"{device} ({torch.get_num_threads()} threads)"
-        if peak_tflops:
-            peak, peak_source = peak_tflops * 1e12, "given"
-        elif device == "cpu" and not use_bf16:
-            peak, peak_source = measure_matmul_peak("cpu"), "measured fp32 1024x1024 matmul"
-        else:
-            peak, peak_source = None, None
+        sheet = gpu_peak_tflops(name)
+        peak = peak_tflops * 1e12 if peak_tflops else (sheet * 1e12 if sheet and use_bf16 else None)
+        return name, peak, "given" if peak_tflops else ("datasheet bf16 dense" if peak else None)
+    name = f"{device} ({torch.get_num_threads()} threads)"
+    if peak_tflops:
+        return name, peak_tflops * 1e12, "given"
+    if device == "cpu" and not use_bf16:
+        return name, measure_matmul_peak("cpu"), "measured fp32 1024x1024 matmul"
+    return name, None, None
 
-    if not device.startswith("cuda") and memory and device == "cpu":
-        mem_steps = min(5, steps)
-        mem = {k: _peak_rss_mb_of_arm(preset, 0.0 if k == "dense" else sparsity, batch_size, block_size, mem_steps)
-               for k in arms}
+
+def bench(*, settings: BenchSettings | None = None, memory: bool = True, **keywords) -> dict:
+    """Interleaved timing of dense vs masked training steps; see the module docstring.
+
+    ``settings`` (what the CLI passes), or keywords named like its fields:
+    ``bench(preset="nano", sparsity=0.9, steps=10)``. ``memory``: the peak RSS of a fresh process
+    per arm (CPU; a few seconds more).
+    """
+    (s,) = from_keywords(keywords, "bench", bench=(BenchSettings, settings))
+    _check(s)
+    device = pick_device(s.device)
+    use_bf16, autocast = step_autocast(device, s.dtype)
+    arms, mem = _build_arms(s, device, autocast)
+    times = time_steps(arms, s.steps, device, autocast)
+    if memory and device == "cpu":
+        mem = {k: _peak_rss_mb_of_arm(s.preset, 0.0 if k == "dense" else s.sparsity, s.batch_size, s.block_size,
+                                      min(5, s.steps)) for k in arms}
+    name, peak, peak_source = _peak(device, use_bf16, s.peak_tflops)
+    return _result(s, arms, times, mem, name, "bf16" if use_bf16 else "fp32", peak, peak_source,
+                   cuda=device.startswith("cuda"))
+
+
+def _result(s: BenchSettings, arms, times, mem, name, dtype, peak, peak_source, cuda) -> dict:
+    cfg = arms["dense"].model.config
+    T = cfg.block_size
+    report = flop_report(cfg, sparsity=s.sparsity, seq_len=T)
+    dense_ms = 1000 * statistics.median(times["dense"])
+    sparse_ms = 1000 * statistics.median(times["sparse"])
+    step_flops = report.train_dense * s.batch_size  # what the hardware executes, in both arms
+    state = {k: training_state_bytes(a.model, a.optimizer) for k, a in arms.items()}
     result = {
-        "preset": preset, "sparsity": sparsity, "batch_size": batch_size, "block_size": T,
-        "device": name, "dtype": "bf16" if use_bf16 else "fp32", "compile": compile, "steps": steps,
+        "preset": s.preset, "sparsity": s.sparsity, "batch_size": s.batch_size, "block_size": T,
+        "device": name, "dtype": dtype, "compile": s.compile, "steps": s.steps,
         "params": arms["dense"].model.num_params(),
         "dense_step_ms": dense_ms, "sparse_step_ms": sparse_ms, "sparse_over_dense": sparse_ms / dense_ms,
-        "tokens_per_s": batch_size * T / (dense_ms / 1000),
-        "sparse_tokens_per_s": batch_size * T / (sparse_ms / 1000),
+        "tokens_per_s": s.batch_size * T / (dense_ms / 1000),
+        "sparse_tokens_per_s": s.batch_size * T / (sparse_ms / 1000),
         "train_flops_per_step": step_flops,
         "theoretical_flop_reduction": report.reduction,
         "peak_flops": peak, "peak_source": peak_source,
         "mfu": step_flops / (dense_ms / 1000) / peak if peak else None,
         "sparse_mfu": step_flops / (sparse_ms / 1000) / peak if peak else None,
         "peak_memory_mb": mem or None,
-        "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "peak RSS of a fresh process",
+        "memory_kind": "cuda max_memory_allocated" if cuda else "peak RSS of a fresh process",
         "mask_bytes": sum(m.numel() * m.element_size() for _, _, m in masked_parameters(arms["sparse"].model)),
-        "state_bytes": {k: training_state_bytes(a.model, a.optimizer) for k, a in arms.items()},
+        "state_bytes": state,
         "note": HONESTY_NOTE + ("" if peak else " MFU: unknown peak for this device (pass --peak_tflops)."),
     }
     if mem and "dense" in mem and "sparse" in mem:
         result["memory_ratio"] = mem["sparse"] / mem["dense"]
-    result["state_ratio"] = result["state_bytes"]["sparse"]["total"] / result["state_bytes"]["dense"]["total"]
+    result["state_ratio"] = state["sparse"]["total"] / state["dense"]["total"]
     return result
-
-
-def format_bench(r: dict) -> str:
-    lines = [
-        f"bench {r['preset']} ({r['params']:,} params), batch {r['batch_size']} x {r['block_size']}, "
-        f"{r['device']}, {r['dtype']}{', compiled' if r['compile'] else ''}",
-        f"  dense step        {r['dense_step_ms']:8.2f} ms   {r['tokens_per_s']:,.0f} tokens/s",
-        f"  {r['sparsity']:.0%} masked step  {r['sparse_step_ms']:8.2f} ms   "
-        f"({r['sparse_over_dense']:.3f}x dense)",
-        f"  theoretical FLOP reduction at {r['sparsity']:.0%}: {r['theoretical_flop_reduction']:.2f}x",
-    ]
-    if r["mfu"] is not None:
-        lines.append(f"  MFU {r['mfu']:.1%} dense, {r['sparse_mfu']:.1%} masked "
-                     f"(peak {r['peak_flops'] / 1e9:,.0f} GFLOP/s, {r['peak_source']})")
-    else:
-        lines.append("  MFU: not reported (unknown peak for this device; pass --peak_tflops)")
-    if r["peak_memory_mb"]:
-        m = r["peak_memory_mb"]
-        lines.append(f"  peak memory ({r['memory_kind']}): dense {m['dense']:.0f} MB, masked {m['sparse']:.0f} MB; "
-                     f"masks {r['mask_bytes'] / 2**20:.2f} MB")
-    s = r["state_bytes"]
-    lines.append(f"  training state (weights, masks, gradients, AdamW): dense {s['dense']['total'] / 2**20:.2f} MB, "
-                 f"masked {s['sparse']['total'] / 2**20:.2f} MB ({r['state_ratio']:.3f}x)")
-    lines.append("  " + r["note"])
-    return "\n".join(lines)
