@@ -35,7 +35,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from minispdf.batches import TokenBatches  # noqa: F401  (spdf builds them as data.TokenBatches)
 from minispdf.errors import MiniSPDFError, one_line
 from minispdf.fileio import file_problem, publish_folder, write_bytes, writer_lock
 from minispdf.tokenizers import get_tokenizer

@@ -8,7 +8,6 @@ matplotlib is imported on first use (:mod:`minispdf.canvas`), so importing this 
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Mapping, Sequence
 
@@ -31,16 +30,6 @@ COMPONENT_COLORS = {
     "embedding": "#bbbbbb", "qkv": "#1f77b4", "attn_scores": "#ff7f0e", "softmax": "#ffbb78",
     "attn_values": "#d62728", "attn_out": "#aec7e8", "mlp": "#2ca02c", "logits": "#9467bd",
 }
-
-
-# Moved out, reachable here until lessons 01, 03 (regrowth), 02 and 06 import them from their new homes
-_MOVED = {"regrowth": "minispdf.masks", "plot_bench": "minispdf.bench", "plot_kernel_speedups": "minispdf.bench"}
-
-
-def __getattr__(name):
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MOVED[name]), name)
 
 
 # ------------------------------------------------------------------------------ training curves

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from . import data as data_lib
+from .batches import TaskBatches, TokenBatches
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
 from .config import Settings, flat, from_keywords, setting
 from .errors import Interrupted, MiniSPDFError
@@ -351,7 +352,7 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | 
             target_parameters(GPT(config), masks.include)
     tokens = data_lib.prepare_data(pre.data, tok.name, max_chars=pre.max_chars)
     tokens.validate(config.block_size)  # a corpus too short for the context fails before the run folder is made
-    batches = data_lib.TokenBatches(tokens, tcfg.batch_size, config.block_size)
+    batches = TokenBatches(tokens, tcfg.batch_size, config.block_size)
 
     schedule = masks.make_schedule(tcfg.max_steps) if masks.sparsity > 0 else None  # bad timing fails here
     torch.manual_seed(tcfg.seed)
@@ -428,12 +429,12 @@ def _finetune_batches(ft: FinetuneConfig, tok, block_size: int, batch_size: int)
     if ft.task is None:
         tokens = data_lib.prepare_data(ft.data, tok.name)
         tokens.validate(block_size)
-        return data_lib.TokenBatches(tokens, batch_size, block_size)
+        return TokenBatches(tokens, batch_size, block_size)
     from . import tasks as tasks_lib
 
     task = tasks_lib.resolve_task(ft.task, train_file=ft.train_file, val_file=ft.val_file)
     try:
-        return tasks_lib.TaskBatches(tok, task, block_size, batch_size)
+        return TaskBatches(tok, task, block_size, batch_size)
     except MiniSPDFError as e:
         if not (ft.init_from and "larger --block_size" in str(e)):
             raise

@@ -66,6 +66,7 @@ import copy
 import matplotlib.pyplot as plt
 
 from minispdf import GPT, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
+from minispdf.masks import regrowth
 from minispdf.sparsity import format_sparsity_report, masked_parameters, target_parameters
 from minispdf.spdf import finetune, pretrain
 
@@ -275,7 +276,7 @@ print("after densify: masks left =", len(masked_parameters(sparse_model)),
 
 cont = finetune(init_from=f"{RUNS}/sparse75", data="builtin", max_steps=P["dense_steps"], seed=2,
                 out=f"{RUNS}/densified", overwrite=True, **settings)
-stats = plots.regrowth(old_masks, cont["model"])
+stats = regrowth(old_masks, cont["model"])
 nonzero = sum(r["nonzero_fraction"] * r["pruned"] for r in stats["layers"]) / sum(r["pruned"] for r in stats["layers"])
 print(f"after {P['dense_steps']} dense steps: {nonzero:.1%} of the formerly pruned weights are nonzero; "
       f"val loss {sparse_run['val_loss']:.3f} -> {cont['val_loss']:.3f}")

@@ -68,7 +68,7 @@ import matplotlib.pyplot as plt
 from torch.utils.flop_counter import FlopCounterMode
 
 from minispdf import GPT, GPTConfig, flop_report, plots, preset_config, sparsify
-from minispdf.bench import bench
+from minispdf.bench import bench, plot_bench
 from minispdf.flops import flop_table, weight_matmul_flops
 
 # %% [markdown]
@@ -244,7 +244,7 @@ results = [bench(preset=P["bench_preset"], sparsity=s, batch_size=P["bench_batch
 for r in results:
     print(f"{r['preset']} at {r['sparsity']:.0%}: dense {r['dense_step_ms']:.1f} ms, masked {r['sparse_step_ms']:.1f} ms "
           f"({r['sparse_over_dense']:.2f}x); theory says {r['theoretical_flop_reduction']:.2f}x fewer FLOPs")
-plots.plot_bench(results)
+plot_bench(results)
 plt.show()
 
 

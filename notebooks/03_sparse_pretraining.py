@@ -148,12 +148,14 @@ assignments.check("masked_step", masked_adamw_step)
 # - **fixed:** the mask keeps its hooks (the library's way: gradients masked as backward
 #   finishes, weights and moments re-zeroed after the step).
 #
-# After every step `plots.regrowth` measures the formerly zero weights. The training loop is
+# After every step `regrowth` (from `minispdf.masks`) measures the formerly zero weights. The training loop is
 # written out here only because breaking it is the point; the library's own loop is `train`.
 
 # %%
 from minispdf import GPT, densify, preset_config, sparsify
-from minispdf.data import TokenBatches, prepare_data
+from minispdf.batches import TokenBatches
+from minispdf.data import prepare_data
+from minispdf.masks import regrowth
 
 break_batches = TokenBatches(prepare_data("builtin", "char", data_dir="data", verbose=False), P["batch_size"],
                              P["break_block"])
@@ -180,8 +182,8 @@ def masked_run(recipe):
         opt.step()
         opt.zero_grad(set_to_none=True)
         if masks:
-            pruned.append(float(plots.regrowth(masks, model)["pruned_abs"].mean()))
-    stats = plots.regrowth(masks, model)
+            pruned.append(float(regrowth(masks, model)["pruned_abs"].mean()))
+    stats = regrowth(masks, model)
     return pruned, stats
 
 

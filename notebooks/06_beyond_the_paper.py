@@ -88,10 +88,9 @@ import time
 import matplotlib.pyplot as plt
 
 from minispdf import flop_report, plots, preset_config
-from minispdf.bench import bench
+from minispdf.bench import bench, format_break_even, kernel_bench, plot_bench, plot_kernel_speedups
 from minispdf.data import get_tokenizer
 from minispdf.evaluate import evaluate_task
-from minispdf.kernels import format_break_even, kernel_bench
 from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import make_builtin_task
 
@@ -305,7 +304,7 @@ print(f"a 2:4 mask is {1 - two_four_mask(w).float().mean().item():.0%} sparse; p
 # %%
 results = [bench(preset=p, sparsity=sp, batch_size=8, steps=P["bench_steps"], warmup=2, device=DEVICE, memory=False)
            for p in P["bench_presets"] for sp in (P["sparsity"], P["vspdf_sparsity"])]
-plots.plot_bench(results)
+plot_bench(results)
 plt.show()
 worst = max(r["sparse_over_dense"] for r in results)
 best = min(r["sparse_over_dense"] for r in results)
@@ -320,7 +319,7 @@ print(f"masked step / dense step: {best:.2f}x to {worst:.2f}x; theory would allo
 # ### Sparse kernels: when does a sparse format pay off?
 #
 # A sparse format stores only the kept weights and their positions, and its kernels skip the
-# rest. `minispdf.kernels.kernel_bench` (the command line's `minispdf bench --kernels`) times
+# rest. `minispdf.bench.kernel_bench` (the command line's `minispdf bench --kernels`) times
 # the three matmuls of each masked layer -- forward, the gradient with respect to the input,
 # and the weight gradient at the kept entries only -- for the four masked matrix shapes, at
 # the tokens of one training batch: dense weights, dense weights holding zeros, and
@@ -335,7 +334,7 @@ kern_gpt2 = kernel_bench("gpt2", sparsities=P["kernel_sparsities"], batch_size=P
                          block_size=P["gpt2_block"], repeats=P["kernel_repeats"], device=DEVICE,
                          step=P["gpt2_step"])
 for r in (kern, kern_gpt2):
-    plots.plot_kernel_speedups(r)
+    plot_kernel_speedups(r)
     plt.show()
     for shape, be in r["break_even"].items():
         print(f"{r['preset']} {shape:<9} CSR, all three matmuls: {format_break_even(be['total'])}")

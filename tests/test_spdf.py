@@ -15,7 +15,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import minispdf.tasks as tasks_lib
+import minispdf.batches as batches_lib
+from minispdf import spdf
 from conftest import REF_LEN, RandomBatches, small_task
 from minispdf.checkpoint import read_checkpoint
 from minispdf.errors import MiniSPDFError
@@ -79,7 +80,7 @@ def test_spsf_keeps_the_masks_and_the_pruned_weights_exactly_zero(pretrained):
 # ---------------------------------------------------------------- tokens and FLOPs of a fine-tuning run
 
 
-class RecordingTaskBatches(tasks_lib.TaskBatches):
+class RecordingTaskBatches(batches_lib.TaskBatches):
     """The task's own batches, remembering the shape of every training batch served."""
 
     shapes: list = []
@@ -106,7 +107,7 @@ def measured_train_flops(model, T):
 
 
 def test_finetune_logs_target_tokens_and_measured_flops(pretrained, tmp_path, monkeypatch):
-    monkeypatch.setattr(tasks_lib, "TaskBatches", RecordingTaskBatches)
+    monkeypatch.setattr(spdf, "TaskBatches", RecordingTaskBatches)
     RecordingTaskBatches.shapes = []
     out = str(tmp_path / "ft")
     steps, accum, B = 4, 2, FT["batch_size"]

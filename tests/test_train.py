@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from minispdf import callbacks
 import minispdf.train as train_mod
 from conftest import RandomBatches
 from minispdf.checkpoint import check_compatible, load_checkpoint, read_checkpoint
@@ -455,7 +456,7 @@ def test_progress_bar_counts_steps_and_shows_the_loss(monkeypatch, capsys):
 
     monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
     state = SimpleNamespace(cfg=SimpleNamespace(max_steps=10), step=3, meta={"phase": "pretrain"})
-    bar = train_mod.ProgressBar(state)
+    bar = callbacks.ProgressBar(state)
     assert (bar.bar.total, bar.bar.n, bar.bar.desc, bar.bar.leave) == (10, 3, "pretrain", True)  # a saved notebook shows the end
     assert bar.bar.mininterval == 30  # not a terminal: a log file gets few updates
     bar("step", {"loss": 1.23456})
@@ -463,7 +464,7 @@ def test_progress_bar_counts_steps_and_shows_the_loss(monkeypatch, capsys):
     assert bar.bar.n == 4 and bar.bar.postfix == "loss=1.235"
     bar.close()
     monkeypatch.setitem(__import__("sys").modules, "ipykernel", object())
-    unnamed = train_mod.ProgressBar(SimpleNamespace(cfg=state.cfg, step=0, meta={})).bar
+    unnamed = callbacks.ProgressBar(SimpleNamespace(cfg=state.cfg, step=0, meta={})).bar
     assert unnamed.mininterval == 0.2 and unnamed.desc == "train"  # in a notebook: live updates
     train(sparse_nano(), batches(), cfg(max_steps=2, progress=True), meta={"phase": "finetune"})
     assert "finetune:" in capsys.readouterr().err
@@ -520,9 +521,9 @@ def test_log_keeps_every_interval_and_the_last_step_and_a_new_run_empties_it(tmp
         f.write("\n")  # a blank line (an editor's) is not a record
     state = train_mod.TrainState.__new__(train_mod.TrainState)
     state.cfg, state.rank, state.step = cfg(max_steps=20), 0, 6
-    train_mod.RunLog(out, state, resume=True)
+    callbacks.RunLog(out, state, resume=True)
     assert [r["step"] for r in read_log(log) if "loss" in r] == [3, 6]
-    train_mod.RunLog(out, state, resume=False)
+    callbacks.RunLog(out, state, resume=False)
     assert read_log(log) == []
 
 

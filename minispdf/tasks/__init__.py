@@ -34,14 +34,6 @@ __all__ = [
     "Example", "Task", "TASK_NAMES", "TASK_METRICS", "TASK_SPEC", "SEPARATOR", "load_task", "load_task_files", "resolve_task", "split_task",
     "split_counts", "WEBNLG_SEEN", "WEBNLG_UNSEEN", "make_builtin_task", "task_stats", "linearize_triples",
     "parse_mr", "format_mr", "training_pairs", "encode_example", "encode_prompt", "pair_fits", "pair_length", "seeded_order",
-    "FinetuneBatches", "TaskBatches", "BUILTIN_LEVELS", "E2E_SLOTS", "NoReferencesError",
+    "FinetuneBatches", "BUILTIN_LEVELS", "E2E_SLOTS", "NoReferencesError",
 ]
 
-
-def __getattr__(name: str):
-    # minispdf.batches imports this package, so TaskBatches is fetched from it on first use
-    if name == "TaskBatches":
-        from minispdf.batches import TaskBatches
-
-        return TaskBatches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
