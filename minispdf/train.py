@@ -39,7 +39,7 @@ from .callbacks import ProgressBar, RunLog, StopSignals, notify
 from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
 from .errors import Interrupted, MiniSPDFError, one_line
 from .flops import flop_report
-from .sparsity import densify, mask_state_keys, register_masks
+from .sparsity import densify, mask_state_keys, register_masks, tap_dense_gradients
 
 
 @dataclass
@@ -365,6 +365,8 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
         finally:  # an error message must start on its own line, not after the bar
             if bar:
                 bar.close()
+            if schedule is not None:
+                tap_dense_gradients(None)  # a step cut short must not leave RigL reading later runs' gradients
         if signals.signum is not None and s.step < cfg.max_steps:
             save(s)  # whatever checkpoint_interval: the work so far is kept
             name = signal.Signals(signals.signum).name

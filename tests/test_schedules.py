@@ -273,3 +273,25 @@ def test_rigl_costs_more_than_static_by_its_dense_gradient_steps():
     L, d, T, batch = CFG.n_layer, CFG.n_embd, 16, 2
     weight_fwd = L * 2 * T * (3 + 1 + 8) * d * d * batch  # q/k/v, attention out, MLP: forward, dense
     assert per_update == pytest.approx(0.75 * weight_fwd, rel=1e-12)  # the weight gradient's pruned 75%, dense
+
+
+def test_a_run_cut_short_on_an_update_step_leaves_no_gradient_reader():
+    class FailsAtStep4(RandomBatches):
+        calls = 0
+
+        def get_batch(self, split, generator, device="cpu"):
+            FailsAtStep4.calls += 1
+            if FailsAtStep4.calls == 4:  # step 4 is RigL's first update: it is reading gradients now
+                raise RuntimeError("disk gone")
+            return super().get_batch(split, generator, device)
+
+    net, sched = model(), schedule("rigl")
+    sched.start(net)
+    cfg = TrainConfig(max_steps=STEPS, batch_size=2, eval_interval=0, eval_iters=1, progress=False)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        train(net, FailsAtStep4(32, 16, 2), cfg, schedule=sched)
+    other = model(1)
+    sp.sparsify(other, 0.5)
+    x, y, _ = RandomBatches(32, 16, 2).get_batch("train", torch.Generator().manual_seed(0))
+    other(x, y)[1].backward()
+    assert sched._grads == {}  # the interrupted RigL does not read another model's gradients
