@@ -22,7 +22,7 @@
 #
 # *Runs in about 1.6 min of wall-clock time (1.6 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
-# [how](../results/lesson_times.md)). [Reference run with outputs](reference/00_quickstart.ipynb).
+# [how](../results/lesson_times.md)). [Reference run with outputs](reference/00_quickstart.html).
 # `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
@@ -188,7 +188,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **What you should see.** The [reference run](reference/00_quickstart.ipynb) at the default
+# **What you should see.** The [reference run](reference/00_quickstart.html) at the default
 # scale (one thread, torch 2.13.0) printed: validation loss **1.995** nats per character after
 # 1200 sparse steps; **1.68x** fewer pre-training FLOPs than the same run dense (**1.59e12** vs
 # **2.68e12**); **55.5%** of all the parameters zero (exercise 0); fine-tuning validation loss

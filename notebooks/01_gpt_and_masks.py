@@ -22,8 +22,8 @@
 # *Runs in about 0.5 min of wall-clock time (0.5 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
-# outputs](reference/01_gpt_and_masks.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at
-# a larger scale.*
+# outputs](reference/01_gpt_and_masks.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a
+# larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - point to the four weight matrices of a GPT-2 block that SPDF masks, and say why the rest stays dense;
@@ -295,7 +295,7 @@ plt.show()
 # below the trained weights: dense fine-tuning adds capacity gently, on top of what sparse
 # pre-training learned.
 #
-# **What you should see.** The [reference run](reference/01_gpt_and_masks.ipynb) at the default
+# **What you should see.** The [reference run](reference/01_gpt_and_masks.html) at the default
 # scale (one thread, torch 2.13.0) printed: **81%** of the `nano` model's parameters are maskable
 # (GPT-2 small **68%**, GPT-3 XL **92%**); every masked matrix exactly **75.0%** sparse and
 # `zeros == masked` True after 600 steps of sparse training; validation loss **2.116** dense vs

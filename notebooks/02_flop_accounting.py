@@ -23,8 +23,8 @@
 # *Runs in about 0.2 min of wall-clock time (0.2 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
-# outputs](reference/02_flop_accounting.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
-# at a larger scale.*
+# outputs](reference/02_flop_accounting.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at
+# a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - count the forward and training FLOPs of a sparse transformer block by hand (exercise 3);
@@ -254,7 +254,7 @@ plt.show()
 # sparsity, modestly); SPDF's unstructured masks get no faster kernels. Notebook 06 measures
 # this once more, next to the equal-FLOP question.
 #
-# **What you should see.** The [reference run](reference/02_flop_accounting.ipynb) at the default
+# **What you should see.** The [reference run](reference/02_flop_accounting.html) at the default
 # scale (one thread, torch 2.13.0) printed: GPT-3 XL at 75%, **2.49x** fewer training FLOPs
 # (**1.86e13** vs **7.46e12** per 2048-token sequence), GPT-2 small **1.65x**; the MLP alone is
 # **53.2%** of GPT-3 XL's dense forward FLOPs; at 75% a 128-wide model saves **1.17x** with

@@ -22,8 +22,8 @@
 # *Runs in about 3.0 min of wall-clock time (2.9 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
-# outputs](reference/03_sparse_pretraining.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds,
-# `gpu` at a larger scale.*
+# outputs](reference/03_sparse_pretraining.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
+# at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
 # - write the optimizer step that keeps a mask: gradients, weights and AdamW moments (exercise 5);
@@ -256,7 +256,7 @@ print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "
 # (notebook 04). The saving column is the theoretical one; on this CPU every run took about
 # the same time per step (notebook 02, section 5).
 #
-# **What you should see.** The [reference run](reference/03_sparse_pretraining.ipynb) at the
+# **What you should see.** The [reference run](reference/03_sparse_pretraining.html) at the
 # default scale (one thread, torch 2.13.0) printed, in section 1b, **100.0%** of the pruned
 # weights nonzero after **60** steps of the broken recipe, mean |w| **0.0053** against **0.0254**
 # for the kept weights, and exactly **0.0** at every pruned slot with the library's hooks; then

@@ -23,7 +23,7 @@
 # *Runs in about 3.5 min of wall-clock time (3.5 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
-# outputs](reference/04_dense_finetuning.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
+# outputs](reference/04_dense_finetuning.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
 # at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
@@ -213,7 +213,7 @@ outputs = {label: decode(r["model"], tok, [ex.input for ex in shown], max_new_to
 print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references for ex in shown], n=2))
 
 # %% [markdown]
-# **What you should see.** The [reference run](reference/04_dense_finetuning.ipynb) at the
+# **What you should see.** The [reference run](reference/04_dense_finetuning.html) at the
 # default scale (one thread, torch 2.13.0) printed pre-training validation losses of **1.893**
 # (dense) and **2.043** (75% sparse, **1.68x** fewer pre-training FLOPs), then test losses and
 # BLEU of **0.461 / 19.2** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and

@@ -24,7 +24,7 @@
 # *Runs in about 0.1 min of wall-clock time (0.1 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
-# outputs](reference/05_paper_findings_small_scale.ipynb). `MINISPDF_SCALE=smoke` runs it in
+# outputs](reference/05_paper_findings_small_scale.html). `MINISPDF_SCALE=smoke` runs it in
 # seconds, `gpu` at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
@@ -231,7 +231,7 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 # Then set `RERUN = True` and rerun with other seeds (`resolve_grid("quick", seeds=5)`).
 #
 # **What you should see.** The tables and sentences above (see the
-# [reference run](reference/05_paper_findings_small_scale.ipynb)) are printed from the committed
+# [reference run](reference/05_paper_findings_small_scale.html)) are printed from the committed
 # study (`results/default/`, its declaration, commit and machine are printed at the top), never
 # typed in by hand: when the study is rerun, they change with it. Read each verdict against its
 # interval: an *underpowered* or *untestable* row says what these seeds or this setting cannot

@@ -29,7 +29,7 @@
 # *Runs in about 5.0 min of wall-clock time (5.0 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
-# outputs](reference/06_beyond_the_paper.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
+# outputs](reference/06_beyond_the_paper.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
 # at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
@@ -391,7 +391,7 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # What you *can* take from SPDF on ordinary hardware is the training recipe, and the FLOP
 # accounting for the day your hardware can exploit unstructured sparsity.
 #
-# **What you should see.** The [reference run](reference/06_beyond_the_paper.ipynb) at the
+# **What you should see.** The [reference run](reference/06_beyond_the_paper.html) at the
 # default scale (one thread, torch 2.13.0, with other jobs on the cores) printed: with N = 400
 # steps, validation loss **2.134** (dense), **2.140** (75% sparse, N steps) and **2.099** (75%
 # sparse, **673** = 1.68N steps, equal FLOPs **8.94e11**): at equal FLOPs the sparse run was better

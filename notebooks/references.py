@@ -1,6 +1,6 @@
 """Executed reference copies of the lessons, and the lessons' measured run times.
 
-    python notebooks/references.py                 # execute every lesson at the default scale -> notebooks/reference/
+    python notebooks/references.py                 # execute every lesson at the default scale -> notebooks/reference/NAME.html
     python notebooks/references.py 00 03           # only these lessons
     python notebooks/references.py --text          # lesson text edited, code unchanged: refresh the references' text
     python notebooks/references.py --times         # also record wall and CPU time per lesson in results/lesson_times.md
@@ -102,14 +102,52 @@ def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
     return nb, wall, cpu
 
 
+def _record(nb) -> dict:
+    """What the tests read of a reference: its cells' sources, the text it printed (streams and
+    plain-text results, figures left out), its errors and its progress bars' final text."""
+    printed, bars, errors = [], [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = out.get("data", {})
+            if out.get("output_type") == "stream":
+                printed.append(out.get("text", ""))
+            elif out.get("output_type") == "error":
+                errors += 1
+            elif "application/vnd.jupyter.widget-view+json" in data:
+                bars.append(data.get("text/plain", ""))
+            elif "image/png" not in data:
+                printed.append(data.get("text/plain", ""))
+    return {"cells": [{"cell_type": c.cell_type, "source": c.source} for c in nb.cells],
+            "printed": "\n".join(printed), "bars": bars, "errors": errors}
+
+
+def _html(nb) -> str:
+    """The reference as a page: progress bars as their final text (widgets need a live kernel)."""
+    import copy
+
+    from nbconvert import HTMLExporter
+
+    page = copy.deepcopy(nb)
+    page.metadata.pop("widgets", None)
+    for cell in page.cells:
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+    return HTMLExporter().from_notebook_node(page)[0]
+
+
 def write(nb, path: Path) -> Path:
+    """``reference/NAME.html`` (committed: what a reader opens), ``reference/NAME.json`` (committed:
+    what the tests check) and ``reference/NAME.ipynb`` (a local cache for ``--text``, not committed:
+    notebooks are committed without outputs)."""
     import nbformat
 
     OUT.mkdir(exist_ok=True)
-    target = OUT / path.name
     for i, cell in enumerate(nb.cells):
         cell.id = f"ref{path.name[:2]}-{i:02d}"
-    target.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+    (OUT / path.name).write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+    (OUT / f"{path.stem}.json").write_text(json.dumps(_record(nb), indent=1) + "\n", encoding="utf-8")
+    target = OUT / f"{path.stem}.html"
+    target.write_text(_html(nb), encoding="utf-8")
     return target
 
 
@@ -120,7 +158,8 @@ def refresh_text(path: Path) -> str:
 
     ref_path = OUT / path.name
     if not ref_path.exists():
-        return f"{path.name}: no reference yet: run python notebooks/references.py {path.name[:2]}"
+        return (f"{path.name}: no executed copy here (the executed notebooks are a local cache, not committed): "
+                f"run python notebooks/references.py {path.name[:2]}")
     lesson, ref = nbformat.read(str(path), as_version=4), nbformat.read(str(ref_path), as_version=4)
     if _code(lesson) != _code(ref):
         return f"{path.name}: its code changed since the reference ran: run python notebooks/references.py {path.name[:2]}"
@@ -140,10 +179,12 @@ def stale(only=()) -> list[str]:
 
     problems = []
     for path in lessons(only):
-        ref_path = OUT / path.name
-        if not ref_path.exists():
+        record = OUT / f"{path.stem}.json"
+        if not record.exists():
             problems.append(f"{path.name}: no reference")
-        elif _code(nbformat.read(str(path), as_version=4)) != _code(nbformat.read(str(ref_path), as_version=4)):
+            continue
+        ran = [c["source"] for c in json.loads(record.read_text())["cells"] if c["cell_type"] == "code"]
+        if _code(nbformat.read(str(path), as_version=4)) != ran:
             problems.append(f"{path.name}: the reference ran other code")
     return problems
 

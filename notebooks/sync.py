@@ -48,7 +48,7 @@ def header_line(stem: str, times: dict | None) -> str:
     else:
         text = ("Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured yet "
                 "as a student runs it (`python notebooks/references.py --times`, then `python notebooks/sync.py`).")
-    text += (f" [Reference run with outputs](reference/{stem}.ipynb). `MINISPDF_SCALE=smoke` runs it in seconds, "
+    text += (f" [Reference run with outputs](reference/{stem}.html). `MINISPDF_SCALE=smoke` runs it in seconds, "
              "`gpu` at a larger scale.")
     return "# *" + "\n# ".join(textwrap.wrap(text, 96, break_on_hyphens=False)) + "*"
 

@@ -2,6 +2,7 @@
 every one runs top to bottom at the smoke scale (headless, in a temporary folder, no network)."""
 
 import importlib.util
+import json
 import re
 import shutil
 import sys
@@ -146,7 +147,7 @@ def test_lesson_states_question_and_measured_runtime(path):
         assert "? min" not in first.source
     else:
         assert "not measured yet as a student runs it" in first.source.replace("\n", " ")
-    assert f"(reference/{path.stem}.ipynb)" in first.source, "the header links the executed reference"
+    assert f"(reference/{path.stem}.html)" in first.source, "the header links the executed reference"
     assert not re.search(r"@\w+@", first.source), "a placeholder is left in the first cell"
 
 
@@ -265,15 +266,8 @@ REFERENCE = NB_DIR / "reference"
 NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
-def _printed_numbers(nb) -> list[float]:
-    text = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            if out.get("output_type") == "stream":
-                text.append(out.get("text", ""))
-            elif "image/png" not in out.get("data", {}):
-                text.append(out.get("data", {}).get("text/plain", ""))
-    return [float(n.replace(",", "")) for n in NUMBER.findall("\n".join(text))]
+def _printed_numbers(record: dict) -> list[float]:
+    return [float(n.replace(",", "")) for n in NUMBER.findall(record["printed"])]
 
 
 def _stated_numbers(nb) -> list[str]:
@@ -295,19 +289,20 @@ def _matches(stated: str, printed: list[float]) -> bool:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_reference_ran_this_lesson_and_the_prose_states_its_numbers(path):
-    ref = REFERENCE / path.name
-    assert ref.exists(), f"no executed reference of {path.name}: run python notebooks/references.py {path.name[:2]}"
-    lesson, executed = nbformat.read(str(path), as_version=4), nbformat.read(str(ref), as_version=4)
+    ref = REFERENCE / f"{path.stem}.json"
+    assert ref.exists() and (REFERENCE / f"{path.stem}.html").exists(), \
+        f"no executed reference of {path.name}: run python notebooks/references.py {path.name[:2]}"
+    lesson, executed = nbformat.read(str(path), as_version=4), json.loads(ref.read_text())
     assert [c.source for c in lesson.cells if c.cell_type == "code"] == \
-           [c.source for c in executed.cells if c.cell_type == "code"], \
+           [c["source"] for c in executed["cells"] if c["cell_type"] == "code"], \
         f"{ref.name} ran other code than {path.name}: run python notebooks/references.py {path.name[:2]}"
-    assert [c.source for c in lesson.cells] == [c.source for c in executed.cells], \
+    assert [c.source for c in lesson.cells] == [c["source"] for c in executed["cells"]], \
         f"{ref.name} has old text: run python notebooks/references.py --text"
     stated, printed = _stated_numbers(lesson), _printed_numbers(executed)
     assert stated or path.stem == "05_paper_findings_small_scale", "mark the run's numbers in **bold**"
     drifted = [n for n in stated if not _matches(n, printed)]
     assert not drifted, f"{path.name} states {drifted}, which its reference run did not print"
-    assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert executed["errors"] == 0
 
 
 def test_prose_numbers_are_checked_against_what_was_printed():
@@ -317,14 +312,13 @@ def test_prose_numbers_are_checked_against_what_was_printed():
 
 
 def test_references_are_small_and_show_finished_progress_bars():
-    total = sum(p.stat().st_size for p in REFERENCE.glob("*.ipynb"))
+    total = sum(p.stat().st_size for p in REFERENCE.glob("*.html"))
     assert total < 8e6, f"references take {total / 1e6:.1f} MB: keep figures few and small"
-    for ref in REFERENCE.glob("*.ipynb"):
-        for cell in nbformat.read(str(ref), as_version=4).cells:
-            for out in cell.get("outputs", []):
-                if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
-                    bar = out["data"]["text/plain"]
-                    assert not bar.startswith("HBox") and "&lt;" not in bar, (ref.name, bar)
+    for ref in REFERENCE.glob("*.json"):
+        for bar in json.loads(ref.read_text())["bars"]:
+            assert not bar.startswith("HBox") and "&lt;" not in bar, (ref.name, bar)
+    page = (REFERENCE / "00_quickstart.html").read_text()
+    assert "<img" in page and "widget-view" not in page  # figures inline; bars as their final text
 
 
 @pytest.mark.slow  # ~10 s: a kernel reads the committed study
