@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
+import math
 import typing
 from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 
@@ -22,13 +24,20 @@ TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
 
 
-def setting(default, help: str, choices=None, metavar: str | None = None, **extra) -> Field:
-    """A dataclass field with its help text (and its choices, listed in ``--help`` and checked).
+def setting(default, help: str, choices=None, metavar: str | None = None, *, min=None, max=None, above=None,
+            below=None, hint: str | None = None, **extra) -> Field:
+    """A dataclass field with its help text, its choices (listed in ``--help`` and checked) and
+    its bounds: ``min``/``max`` inclusive, ``above``/``below`` exclusive. :class:`Settings` checks
+    both, and the value's type, once, for every class; ``hint`` ends the error (``"0 turns it off"``).
 
     ``applies=(switch, value)``: the setting only means something when the switch field has that
     value (``("kernels", False)``); given on the command line otherwise, it is an error.
     """
     meta = dict(help=help, choices=tuple(choices) if choices is not None else None, metavar=metavar, **extra)
+    if (min, max, above, below) != (None,) * 4:
+        lo = (above, True) if above is not None else (min, False)
+        hi = (below, True) if below is not None else (max, False)
+        meta.update(bounds=(*lo, *hi), hint=hint)
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,13 +49,39 @@ def device_setting() -> Field:
 
 
 class Settings:
-    """Base of the settings dataclasses: a field that lists its choices only takes one of them."""
+    """Base of the settings dataclasses: a field that lists its choices only takes one of them, and
+    one with bounds only a number of its type within them (None passes where the type allows it)."""
 
     def __post_init__(self):
         for f in fields(self):
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise MiniSPDFError(f"unknown {f.name} {value!r}: choose one of {', '.join(map(str, choices))}")
+            bounds, typ = f.metadata.get("bounds"), value_type(type(self), f)
+            if bounds and value is not None and not _within(value, typ, *bounds):
+                hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
+                raise MiniSPDFError(f"{f.name}={value!r} must be {_bound_words(typ, *bounds)}{hint}")
+
+
+def _within(value, typ, lo, lo_open, hi, hi_open) -> bool:
+    kinds = (int,) if typ is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        return False
+    return (lo is None or value > lo or (value == lo and not lo_open)) and \
+        (hi is None or value < hi or (value == hi and not hi_open))
+
+
+def _bound_words(typ, lo, lo_open, hi, hi_open) -> str:
+    """``min=1`` on an int: "a positive integer"; ``min=0, below=1``: "in [0, 1)"; ..."""
+    if hi is None and typ is int and not lo_open:
+        return {1: "a positive integer", 0: "a non-negative integer"}.get(lo, f"an integer >= {lo}")
+    if hi is None:
+        return "a positive number" if lo_open and lo == 0 else f"a number {'>' if lo_open else '>='} {lo}"
+    if lo is None:
+        return f"a number {'<' if hi_open else '<='} {hi}"
+    if not lo_open and not hi_open:
+        return f"between {lo} and {hi}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
 
 # ------------------------------------------------------------------------------ values
@@ -98,11 +133,16 @@ for _name, _conv in (("int", to_int), ("float", to_float), ("str", to_str)):
 
 def value_type(cls, f: Field):
     """The plain type (bool, int, float, str) a field takes from the command line, or None."""
-    hint = typing.get_type_hints(cls)[f.name]
+    hint = _hints(cls)[f.name]
     for t in typing.get_args(hint) or (hint,):
         if t in CONVERTERS:
             return t
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 # ------------------------------------------------------------------------------ the parser

@@ -22,12 +22,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
-import threading
 import time
+from dataclasses import dataclass
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
@@ -36,8 +34,11 @@ import numpy as np
 import torch
 
 from minispdf.errors import MiniSPDFError, one_line
+from minispdf.config import Settings, setting
 from minispdf.fileio import file_problem, publish_folder, write_bytes, writer_lock
-from minispdf.tokenizers import get_tokenizer
+from minispdf.hub import hub_unreachable
+from minispdf.tasks.spec import TASK_SPEC
+from minispdf.tokenizers import TOKENIZERS, get_tokenizer
 
 # Where prepared token files (and downloads) live; relative to the current directory.
 DATA_DIR = os.environ.get("MINISPDF_DATA_DIR", "data")
@@ -81,6 +82,21 @@ def describe_sources() -> str:
     return "\n".join(lines)
 
 
+def max_chars_setting():
+    """The ``max_chars`` setting, alike in ``prepare`` and ``pretrain``."""
+    return setting(None, f"cap on the characters read (hub corpora: the first {HUB_DEFAULT_MAX_CHARS // 1_000_000}M "
+                         "unless given)", min=1)
+
+
+@dataclass
+class PrepareSettings(Settings):
+    """Corpus or task."""
+    data: str | None = setting(None, "corpus to tokenize (default builtin; the list is below)", metavar="SOURCE")
+    tokenizer: str = setting("char", "tokenizer", choices=TOKENIZERS)
+    max_chars: int | None = max_chars_setting()
+    task: str | None = setting(None, f"or load a task and count its splits: {TASK_SPEC}", metavar="SPEC")
+
+
 def _choices() -> str:
     return ", ".join([*BUILTIN_SOURCES, *HUB_SOURCES]) + " or a path to a .txt file"
 
@@ -119,35 +135,6 @@ def _load_shakespeare(data_dir: str) -> str:
             ) from exc
         write_bytes(str(cached), raw)  # atomic: never a half-downloaded cache file
     return _load_file(str(cached))
-
-
-def hub_unreachable() -> str | None:
-    """Why the Hugging Face hub cannot be used right now (offline flag, no connection), or None.
-
-    A quick probe, so that corpora and tasks fail at once: ``load_dataset`` itself would retry
-    for ~20 s before giving up.
-    """
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"offline ({var}={os.environ[var].strip()})"
-    parsed = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    result: list[object] = []
-
-    def probe() -> None:  # in a thread so that a slow DNS lookup is bounded too
-        try:
-            socket.create_connection((host, port), timeout=3).close()
-            result.append(None)
-        except OSError as e:
-            result.append(e)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(3.5)
-    if result and result[0] is None:
-        return None
-    return f"cannot reach {host}:{port} ({one_line(result[0]) if result else 'timed out'})"
 
 
 def _load_hub(name: str, max_chars: int) -> str:

@@ -30,11 +30,13 @@ beam
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch.nn import functional as F
 
+from .config import Settings, setting
 from .errors import MiniSPDFError
 from .model import KVCache
 from .tasks import encode_prompt
@@ -42,6 +44,18 @@ from .tasks import encode_prompt
 __all__ = ["decode", "greedy_tokens", "beam_tokens", "check_tokenizer"]
 
 METHODS = ("greedy", "beam")
+
+
+@dataclass
+class SampleSettings(Settings):
+    """Sampling."""
+    ckpt: str | None = setting(None, "checkpoint or run folder", metavar="RUN")
+    prompt: str = setting("\n", "text to continue")
+    max_new_tokens: int = setting(200, "tokens to generate", min=1)
+    temperature: float = setting(0.8, "softmax temperature (0: greedy)", min=0, hint="0 = greedy")
+    top_k: int = setting(50, "sample from the k most likely tokens", min=1)
+    seed: int = setting(0, "sampling seed")
+    num_samples: int = setting(1, "how many samples", min=1)
 
 
 @contextlib.contextmanager

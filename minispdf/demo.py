@@ -18,12 +18,31 @@ from __future__ import annotations
 
 import os
 
+from dataclasses import dataclass, make_dataclass
+
 from .checkpoint import check_out_folder
+from .config import Settings, device_setting, setting
 from .errors import MiniSPDFError
 from .fileio import publish_folder, write_text, writer_lock
 
 SCALE_KEYS = ("pretrain_steps", "finetune_steps", "eval_inputs", "max_new_tokens")
 QUICK = {"pretrain_steps": 60, "finetune_steps": 40, "eval_inputs": 16, "max_new_tokens": 120}
+
+
+@dataclass
+class DemoSettings(Settings):
+    """Demo."""
+    quick: bool = setting(False, "the smallest scale: under a minute on a CPU")
+    out: str = setting("runs/demo", "run folder", metavar="DIR")
+    overwrite: bool = setting(False, "replace an earlier demo in --out (once the new one has finished)")
+    seed: int = setting(0, "seed of the one run of every arm")
+    device: str = device_setting()
+    jobs: int | None = setting(None, "parallel jobs (default: one per CPU core)")
+
+
+# --pretrain_steps N, ...: the demo grid's scale, each left at the grid's unless given
+DemoScale = make_dataclass("DemoScale", [(k, int | None, setting(None, k.replace("_", " "), min=1)) for k in SCALE_KEYS],
+                           bases=(Settings,))
 
 
 def demo_grid(quick: bool = False, seed: int = 0, **scale) -> dict:

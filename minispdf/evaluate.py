@@ -222,4 +222,5 @@ class ScoreSettings(Settings):
     predictions: str | None = setting(None, "the predictions JSONL (evaluate's, or one in its format)",
                                       positional=True, metavar="PREDICTIONS.jsonl")
     metrics: str | None = setting(None, METRICS_HELP)
-    task: str | None = setting(None, "task name for the default metrics (curation: ROUGE; others: all)", metavar="NAME")
+    task: str | None = setting(None, "the task (name or spec) whose usual metrics are the default (curation: ROUGE; "
+                                     "others: all)", metavar="SPEC")

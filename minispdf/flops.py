@@ -202,3 +202,25 @@ class FlopsSettings(Settings):
     steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps under "
                                       "--schedule, step by step", metavar="N")
     batch_size: int = setting(12, "with --steps: sequences per step")
+
+
+def pretraining_flops(schedule, config, batch_size: int, seq_len: int | None = None,
+                      max_steps: int | None = None) -> dict:
+    """Training FLOPs of a pre-training run under a mask ``schedule`` (a
+    :class:`minispdf.schedules.MaskSchedule`; None: dense), summed step by step at each step's
+    nominal density, with RigL's dense weight gradient on its update steps. Returns
+    ``{"flops", "flops_dense", "ratio"}`` (dense over this schedule's)."""
+    steps = schedule.max_steps if schedule is not None else max_steps
+    dense = flop_report(config, sparsity=0.0, seq_len=seq_len)
+    T = dense.seq_len
+    per_seq: dict[float, float] = {}
+    total = 0.0
+    for step in range(1, steps + 1):
+        d = schedule.density_at(step) if schedule is not None else 1.0
+        if d not in per_seq:
+            per_seq[d] = flop_report(config, sparsity=1.0 - d, seq_len=T).forward_sparse
+        fwd = per_seq[d]
+        total += (3 * fwd + (dense.forward_dense - fwd if schedule and schedule.reads_dense_gradient_at(step) else 0))
+    total *= batch_size
+    flops_dense = steps * batch_size * dense.train_dense
+    return {"flops": total, "flops_dense": flops_dense, "ratio": flops_dense / total}

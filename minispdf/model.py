@@ -24,34 +24,28 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .config import setting
+from .config import Settings, setting
 from .errors import MiniSPDFError
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Settings):
     """The architecture: a preset's values, any of which a run may change."""
-    block_size: int = setting(64, "context length T (tokens)")
-    vocab_size: int = setting(257, "vocabulary: 257 is the byte-level char tokenizer, 50257 GPT-2's BPE")
-    n_layer: int = setting(4, "transformer blocks")
-    n_head: int = setting(4, "attention heads per block")
-    n_embd: int = setting(128, "width of the residual stream (a multiple of n_head)")
-    dropout: float = setting(0.0, "dropout probability")
+    block_size: int = setting(64, "context length T (tokens)", min=1)
+    vocab_size: int = setting(257, "vocabulary: 257 is the byte-level char tokenizer, 50257 GPT-2's BPE", min=1)
+    n_layer: int = setting(4, "transformer blocks", min=1)
+    n_head: int = setting(4, "attention heads per block", min=1)
+    n_embd: int = setting(128, "width of the residual stream (a multiple of n_head)", min=1)
+    dropout: float = setting(0.0, "dropout probability", min=0, below=1)
     bias: bool = setting(True, "biases in Linear layers and LayerNorms, as GPT-2")
 
     def __post_init__(self):
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MiniSPDFError(f"model setting {name}={value!r} must be a positive integer")
+        super().__post_init__()  # the bounds above
         if self.n_embd % self.n_head:
             raise MiniSPDFError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                 "choose n_embd as a multiple of n_head"
             )
-        if not (isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
-                and 0.0 <= self.dropout < 1.0):
-            raise MiniSPDFError(f"dropout={self.dropout!r} must be a number in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -38,11 +38,13 @@ Use it in :func:`minispdf.train.train` (``schedule=``) or in a loop of your own:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from . import sparsity as sp
+from .config import Settings, setting
 from .errors import MiniSPDFError
 
 SCHEDULES = ("static", "set", "rigl", "gmp", "nm")
@@ -98,6 +100,58 @@ def check_schedule(schedule: str, sparsity: float, *, update_interval: int = 100
                                 f"steps in which schedule {schedule} moves the masks (of max_steps {max_steps}): "
                                 "give a smaller --update_interval")
     return sparsity
+
+
+# ------------------------------------------------------------------------------ the settings
+
+
+@dataclass
+class SparsityConfig(Settings):
+    """Sparsity: how much of each masked matrix is pruned, and how the masks are drawn."""
+    SCHEDULE_FIELDS = ("schedule", "update_interval", "drop_fraction", "stop_fraction", "gmp_start", "gmp_end", "nm",
+                       "dense_from")  # how the masks move (the rest: how they are drawn)
+
+    sparsity: float = setting(0.0, "fraction of the q/k/v, attention-out and MLP weights held at zero")
+    method: str = setting("random", "how masks are drawn", choices=sp.METHODS)
+    distribution: str = setting("uniform", "sparsity per layer: uniform (the paper's) or erk", choices=sp.DISTRIBUTIONS)
+    scope: str = setting("tensor", "rank weights per tensor, or globally (magnitude only)", choices=("tensor", "global"))
+    include: str | None = setting(None, "regex of the parameter names to sparsify (default: the block matrices)",
+                                  metavar="REGEX")
+    mask_seed: int = setting(0, "seed of random masks")
+    schedule: str = setting("static", "how the masks change during pre-training: static (SPDF's one mask), set, rigl, "
+                                      "gmp or nm (see minispdf.schedules)", choices=SCHEDULES)
+    update_interval: int = setting(100, "set, rigl, gmp: steps between mask updates")
+    drop_fraction: float = setting(0.3, "set, rigl: fraction of each tensor's kept weights dropped and regrown at "
+                                        "the first update, decayed by a cosine to 0 at --stop_fraction")
+    stop_fraction: float = setting(0.75, "set, rigl: the mask stays fixed after this fraction of the steps")
+    gmp_start: float = setting(0.25, "gmp: dense until this fraction of the steps, then pruning starts")
+    gmp_end: float = setting(0.75, "gmp: the full --sparsity is reached at this fraction of the steps")
+    nm: str = setting("2:4", "nm: keep the N largest of every M consecutive weights along the input dimension",
+                      metavar="N:M")
+    dense_from: float = setting(0.0, "drop the masks at this fraction of pre-training: Variable SPDF's dense tail "
+                                     "(0: never)")
+
+    def __post_init__(self):
+        sp.check_sparsity(self.sparsity)
+        sp.check_mask_options(self.method, self.distribution, self.scope, self.include)
+        super().__post_init__()
+        self.sparsity = check_schedule(self.schedule, self.sparsity, **self.schedule_options(), scope=self.scope)
+
+    def schedule_options(self) -> dict:
+        return {k: getattr(self, k) for k in self.SCHEDULE_FIELDS if k != "schedule"}
+
+    def schedule_words(self) -> str:
+        """"" for SPDF's one static mask; else e.g. "rigl" or "static, dense from 80% of the steps"."""
+        if self.schedule == "static" and not self.dense_from:
+            return ""
+        return self.schedule + (f", dense from {self.dense_from:.0%} of the steps" if self.dense_from else "")
+
+    def make_schedule(self, max_steps: int):
+        """The mask schedule of these settings for a run of ``max_steps`` (its ``start`` draws the masks)."""
+        return make_schedule(self.schedule, self.sparsity, max_steps, method=self.method,
+                             distribution=self.distribution, include=self.include, scope=self.scope,
+                             seed=self.mask_seed, **self.schedule_options())
+
 
 
 # ------------------------------------------------------------------------------ moves (pure functions of tensors)
@@ -389,26 +443,3 @@ def make_schedule(schedule: str, sparsity: float, max_steps: int, **options) -> 
     if schedule not in KINDS:
         raise MiniSPDFError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     return KINDS[schedule](sparsity, max_steps, **options)
-
-
-def pretraining_flops(schedule: MaskSchedule | None, config, batch_size: int, seq_len: int | None = None,
-                      max_steps: int | None = None) -> dict:
-    """Training FLOPs of a pre-training run under ``schedule`` (None: dense), summed step by step at
-    each step's nominal density, with RigL's dense weight gradient on its update steps. Returns
-    ``{"flops", "flops_dense", "ratio"}`` (dense over this schedule's)."""
-    from .flops import flop_report
-
-    steps = schedule.max_steps if schedule is not None else max_steps
-    dense = flop_report(config, sparsity=0.0, seq_len=seq_len)
-    T = dense.seq_len
-    per_seq: dict[float, float] = {}
-    total = 0.0
-    for step in range(1, steps + 1):
-        d = schedule.density_at(step) if schedule is not None else 1.0
-        if d not in per_seq:
-            per_seq[d] = flop_report(config, sparsity=1.0 - d, seq_len=T).forward_sparse
-        fwd = per_seq[d]
-        total += (3 * fwd + (dense.forward_dense - fwd if schedule and schedule.reads_dense_gradient_at(step) else 0))
-    total *= batch_size
-    flops_dense = steps * batch_size * dense.train_dense
-    return {"flops": total, "flops_dense": flops_dense, "ratio": flops_dense / total}

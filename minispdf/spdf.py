@@ -8,7 +8,7 @@ the notebooks call::
     sparse = pretrain(preset="tiny", sparsity=0.75, max_steps=300, out="runs/s75")
     tuned = finetune(init_from="runs/s75", task="builtin", max_steps=200, out="runs/s75-spdf")
 
-Settings are one dataclass per concern -- ``ModelConfig``, ``SparsityConfig``,
+Settings are one dataclass per concern -- ``ModelConfig``, ``schedules.SparsityConfig``,
 ``train.TrainConfig``, ``RunConfig``, and what each phase reads (``PretrainConfig``,
 ``FinetuneConfig``) -- declared once: the command line is generated from them (``config``),
 and the keywords above fill them by field name. Every setting is validated before anything is
@@ -34,7 +34,8 @@ from .fileio import check_not_in_use, move_aside, put_back, read_json, write_jso
 from .tokenizers import TOKENIZERS
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
-from .schedules import SCHEDULES, check_schedule, make_schedule
+from .schedules import SparsityConfig
+from .tasks import TASK_SPEC, Task
 from .sparsity import DISTRIBUTIONS, METHODS, check_mask_options, check_sparsity, densify, target_parameters
 from .train import TrainConfig, dist_info
 
@@ -62,46 +63,6 @@ class ModelConfig(Settings):
 
 
 @dataclass
-class SparsityConfig(Settings):
-    """Sparsity: how much of each masked matrix is pruned, and how the masks are drawn."""
-    sparsity: float = setting(0.0, "fraction of the q/k/v, attention-out and MLP weights held at zero")
-    method: str = setting("random", "how masks are drawn", choices=METHODS)
-    distribution: str = setting("uniform", "sparsity per layer: uniform (the paper's) or erk", choices=DISTRIBUTIONS)
-    scope: str = setting("tensor", "rank weights per tensor, or globally (magnitude only)", choices=("tensor", "global"))
-    include: str | None = setting(None, "regex of the parameter names to sparsify (default: the block matrices)",
-                                  metavar="REGEX")
-    mask_seed: int = setting(0, "seed of random masks")
-    schedule: str = setting("static", "how the masks change during pre-training: static (SPDF's one mask), set, rigl, "
-                                      "gmp or nm (see minispdf.schedules)", choices=SCHEDULES)
-    update_interval: int = setting(100, "set, rigl, gmp: steps between mask updates")
-    drop_fraction: float = setting(0.3, "set, rigl: fraction of each tensor's kept weights dropped and regrown at "
-                                        "the first update, decayed by a cosine to 0 at --stop_fraction")
-    stop_fraction: float = setting(0.75, "set, rigl: the mask stays fixed after this fraction of the steps")
-    gmp_start: float = setting(0.25, "gmp: dense until this fraction of the steps, then pruning starts")
-    gmp_end: float = setting(0.75, "gmp: the full --sparsity is reached at this fraction of the steps")
-    nm: str = setting("2:4", "nm: keep the N largest of every M consecutive weights along the input dimension",
-                      metavar="N:M")
-    dense_from: float = setting(0.0, "drop the masks at this fraction of pre-training: Variable SPDF's dense tail "
-                                     "(0: never)")
-
-    def __post_init__(self):
-        check_sparsity(self.sparsity)
-        check_mask_options(self.method, self.distribution, self.scope, self.include)
-        super().__post_init__()
-        self.sparsity = check_schedule(self.schedule, self.sparsity, **self.schedule_options(), scope=self.scope)
-
-    def schedule_options(self) -> dict:
-        return {k: getattr(self, k) for k in ("update_interval", "drop_fraction", "stop_fraction", "gmp_start",
-                                              "gmp_end", "nm", "dense_from")}
-
-    def make_schedule(self, max_steps: int):
-        """The mask schedule of these settings for a run of ``max_steps`` (its ``start`` draws the masks)."""
-        return make_schedule(self.schedule, self.sparsity, max_steps, method=self.method,
-                             distribution=self.distribution, include=self.include, scope=self.scope,
-                             seed=self.mask_seed, **self.schedule_options())
-
-
-@dataclass
 class RunConfig(Settings):
     """Run folder: where the checkpoint, log and results go."""
     out: str | None = setting(None, "run folder for ckpt.pt, log.jsonl, settings.json and result.json "
@@ -126,14 +87,9 @@ class PretrainConfig(Settings):
     """Pre-training: the corpus and the initial weights."""
     data: str = setting("builtin", "corpus: " + ", ".join([*data_lib.BUILTIN_SOURCES, *data_lib.HUB_SOURCES])
                         + " or a path to a .txt file (see `minispdf prepare --help`)", metavar="SOURCE")
-    max_chars: int | None = setting(None, "cap on the characters read (hub corpora: the first 50M unless given)")
+    max_chars: int | None = data_lib.max_chars_setting()
     init: str = setting("scratch", "initial weights: scratch, or gpt2 (OpenAI's; needs transformers and the network)",
                         choices=("scratch", "gpt2"))
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_chars is not None and self.max_chars < 1:
-            raise MiniSPDFError(f"max_chars={self.max_chars}: give a positive number of characters (or leave it out)")
 
 
 @dataclass
@@ -142,8 +98,7 @@ class FinetuneConfig(Settings):
     init_from: str | None = setting(None, "checkpoint or run folder to start from, with its architecture (a --preset "
                                           "given must match it); none: a new model, the no-pre-training baseline",
                                     metavar="RUN")
-    task: str | None = setting(None, "downstream task: builtin[:easy|:hard] | e2e[:PATH] | "
-                                     "dart[:PATH] | webnlg:PATH | curation[:PATH]", metavar="SPEC")
+    task: str | Task | None = setting(None, f"downstream task: {TASK_SPEC}", metavar="SPEC")  # or a Task object
     data: str | None = setting(None, "or continue language modelling on this corpus (as pretrain --data)",
                                metavar="SOURCE")
     keep_masks: bool = setting(False, "keep the pre-training masks: sparse fine-tuning (SPSF)")
@@ -323,10 +278,10 @@ def _keep_beside(holder: str, out: str) -> str:
     return kept
 
 
-def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | None = None,
-             masks: SparsityConfig | None = None, training: TrainConfig | None = None,
+def pretrain(*, pretraining: PretrainConfig | None = None, model_config: ModelConfig | None = None,
+             sparsity_config: SparsityConfig | None = None, training: TrainConfig | None = None,
              run: RunConfig | None = None, callbacks=(), **settings) -> dict:
-    """Pre-train a GPT, sparse if ``masks.sparsity > 0``. Returns the train summary plus the model.
+    """Pre-train a GPT, sparse if ``sparsity_config.sparsity > 0``. Returns the train summary plus the model.
 
     The settings come as one object per concern (what the CLI passes), or as keywords named like
     their fields, which fill the same objects (handy in a notebook)::
@@ -334,8 +289,8 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | 
         pretrain(preset="nano", block_size=32, sparsity=0.75, max_steps=100, out="runs/s75")
     """
     pre, spec, masks, tcfg, run = from_keywords(
-        settings, "pretrain", pretraining=(PretrainConfig, pretraining), model=(ModelConfig, model),
-        masks=(SparsityConfig, masks), training=(TrainConfig, training), run=(RunConfig, run))
+        settings, "pretrain", pretraining=(PretrainConfig, pretraining), model=(ModelConfig, model_config),
+        masks=(SparsityConfig, sparsity_config), training=(TrainConfig, training), run=(RunConfig, run))
     preset = spec.preset or "tiny"
     if pre.init == "gpt2" and preset not in PRETRAINED:
         raise MiniSPDFError(f"--init gpt2 needs --preset {' or '.join(PRETRAINED)} (OpenAI's sizes), not {preset!r}")
@@ -365,7 +320,7 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model: ModelConfig | 
         return _run(net, batches, tcfg, run, meta, callbacks, settings, backup, changes, schedule)
 
 
-def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | None = None,
+def finetune(*, finetuning: FinetuneConfig | None = None, model_config: ModelConfig | None = None,
              training: TrainConfig | None = None, run: RunConfig | None = None, callbacks=(), **settings) -> dict:
     """Fine-tune a pre-trained checkpoint: dense by default (SPDF), masks kept with ``keep_masks``.
 
@@ -376,7 +331,7 @@ def finetune(*, finetuning: FinetuneConfig | None = None, model: ModelConfig | N
     modelling on ``data``. Settings come as objects or keywords, as for :func:`pretrain`.
     """
     ft, spec, tcfg, run = from_keywords(
-        settings, "finetune", finetuning=(FinetuneConfig, finetuning), model=(ModelConfig, model),
+        settings, "finetune", finetuning=(FinetuneConfig, finetuning), model=(ModelConfig, model_config),
         training=(TrainConfig, training), run=(RunConfig, run))
     task_name = ft.task if ft.task is None or isinstance(ft.task, str) else ft.task.name
     if (ft.task is None) == (ft.data is None):

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .config import setting
+from .config import Settings, device_setting, setting
 from .callbacks import ProgressBar, RunLog, StopSignals, notify
 from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
 from .errors import Interrupted, MiniSPDFError, one_line
@@ -43,57 +43,34 @@ from .sparsity import densify, mask_state_keys, register_masks, tap_dense_gradie
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Training: the optimizer, its schedule, evaluation, checkpoints and the device."""
-    max_steps: int = setting(200, "optimizer steps; also the length of the LR schedule")
-    batch_size: int = setting(12, "sequences per micro-batch (per rank)")
-    grad_accum: int = setting(1, "micro-batches per optimizer step")
-    lr: float = setting(1e-3, "peak learning rate")
-    min_lr_ratio: float = setting(0.1, "the cosine decays to lr * min_lr_ratio")
-    warmup_steps: int = setting(20, "linear warmup steps")
-    weight_decay: float = setting(0.1, "AdamW weight decay, on matrices only (not biases, LayerNorms)")
-    beta1: float = setting(0.9, "AdamW beta1")
-    beta2: float = setting(0.95, "AdamW beta2")
-    eps: float = setting(1e-8, "AdamW epsilon")
-    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)")
-    eval_interval: int = setting(50, "steps between evaluations (0: only at the end)")
-    eval_iters: int = setting(10, "batches per evaluation")
-    log_interval: int = setting(1, "steps between log.jsonl records")
+    max_steps: int = setting(200, "optimizer steps; also the length of the LR schedule", min=1)
+    batch_size: int = setting(12, "sequences per micro-batch (per rank)", min=1)
+    grad_accum: int = setting(1, "micro-batches per optimizer step", min=1)
+    lr: float = setting(1e-3, "peak learning rate", above=0)
+    min_lr_ratio: float = setting(0.1, "the cosine decays to lr * min_lr_ratio", min=0, max=1)
+    warmup_steps: int = setting(20, "linear warmup steps", min=0)
+    weight_decay: float = setting(0.1, "AdamW weight decay, on matrices only (not biases, LayerNorms)", min=0,
+                                  hint="0 turns it off")
+    beta1: float = setting(0.9, "AdamW beta1", min=0, below=1, hint="AdamW's default is 0.9 / 0.95")
+    beta2: float = setting(0.95, "AdamW beta2", min=0, below=1, hint="AdamW's default is 0.9 / 0.95")
+    eps: float = setting(1e-8, "AdamW epsilon", above=0, hint="e.g. 1e-8")
+    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", min=0, hint="0 turns it off")
+    eval_interval: int = setting(50, "steps between evaluations (0: only at the end)", min=0)
+    eval_iters: int = setting(10, "batches per evaluation", min=1)
+    log_interval: int = setting(1, "steps between log.jsonl records", min=1)
     checkpoint_interval: int = setting(0, "steps between checkpoints (0: only at the end; Ctrl-C, SIGTERM and "
-                                                    "--stop_after always save one at the current step)")
-    stop_after: int = setting(0, "stop (with a checkpoint) at this step, to continue later with --resume (0: never)")
+                                          "--stop_after always save one at the current step)", min=0)
+    stop_after: int = setting(0, "stop (with a checkpoint) at this step, to continue later with --resume (0: never)",
+                              min=0)
     seed: int = setting(1337, "seed of the initial weights, dropout and the data order")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps", metavar="DEVICE")
+    device: str = device_setting()
     compile: bool = setting(False, "torch.compile the model")
     progress: bool = setting(True, "show a progress bar")
 
     def __post_init__(self):
-        positive = ("max_steps", "batch_size", "grad_accum", "eval_iters", "log_interval")
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise MiniSPDFError(f"training setting {name}={v!r} must be a positive integer")
-        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "stop_after"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise MiniSPDFError(f"training setting {name}={v!r} must be a non-negative integer")
-        def number(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        if not (number(self.lr) and self.lr > 0):
-            raise MiniSPDFError(f"lr={self.lr!r} must be a positive number")
-        if not (number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1):
-            raise MiniSPDFError(f"min_lr_ratio={self.min_lr_ratio!r} must be between 0 and 1")
-        for name in ("beta1", "beta2"):
-            v = getattr(self, name)
-            if not (number(v) and 0 <= v < 1):
-                raise MiniSPDFError(f"{name}={v!r} must be in [0, 1) (AdamW's default is 0.9 / 0.95)")
-        if not (number(self.eps) and self.eps > 0):
-            raise MiniSPDFError(f"eps={self.eps!r} must be a positive number (e.g. 1e-8)")
-        for name in ("weight_decay", "grad_clip"):
-            v = getattr(self, name)
-            if not (number(v) and v >= 0):
-                raise MiniSPDFError(f"{name}={v!r} must be a number >= 0 (0 turns it off)")
+        super().__post_init__()
         check_device_name(self.device)
 
 

@@ -65,9 +65,9 @@ def test_flops_table(capsys):
     (["pretrain", "--out", "/proc/minispdf-run"], "cannot make the folder /proc/minispdf-run"),
     (["demo", "--quick", "--out", "/proc/minispdf-run"], "cannot make the folder /proc/minispdf-run"),
     (["reproduce", "--grid", "smoke", "--out", "/proc/minispdf-run"], "cannot make the folder"),
-    (["sample", "--ckpt", "/no/such/run", "--temperature", "nan"], "--temperature nan"),
-    (["sample", "--ckpt", "/no/such/run", "--top_k", "0"], "--top_k 0"),
-    (["sample", "--ckpt", "/no/such/run", "--num_samples", "0"], "--num_samples 0"),
+    (["sample", "--ckpt", "/no/such/run", "--temperature", "nan"], "temperature=nan"),
+    (["sample", "--ckpt", "/no/such/run", "--top_k", "0"], "top_k=0"),
+    (["sample", "--ckpt", "/no/such/run", "--num_samples", "0"], "num_samples=0"),
     (["bench", "--block_size", "0"], "block_size=0 must be a positive integer"),
     (["bench", "--peak_tflops", "-1"], "--peak_tflops -1.0"),
     (["pretrain", "--init", "gpt2", "--preset", "tiny"], "--init gpt2 needs --preset gpt2"),
@@ -320,8 +320,8 @@ def test_finetune_into_its_own_checkpoint_folder_and_resuming_a_finished_run_are
     (["pretrain"], {"data": None}, "'data' is null"),
     (["bench", "--device", "tpu"], None, "device='tpu'"),
     (["demo", "--block_size", "64"], None, "unknown setting --block_size"),
-    (["demo", "--pretrain_steps", "0"], None, "--pretrain_steps 0"),
-    (["demo", "--eval_inputs", "0"], None, "--eval_inputs 0"),
+    (["demo", "--pretrain_steps", "0"], None, "pretrain_steps=0 must be a positive integer"),
+    (["demo", "--eval_inputs", "0"], None, "eval_inputs=0 must be a positive integer"),
     (["reproduce", "--seeds", "1e9", "--dry-run"], None, "--seeds 1000000000 must be a positive integer up to 100"),
     (["assign", "bogus"], None, "invalid choice: 'bogus'"),
 ])
@@ -403,7 +403,8 @@ def test_help_is_argparse_generated_from_the_dataclasses(capsys):
     from dataclasses import fields
 
     from minispdf.cli import COMMANDS
-    from minispdf.spdf import FinetuneConfig, PretrainConfig, RunConfig, SparsityConfig
+    from minispdf.schedules import SparsityConfig
+    from minispdf.spdf import FinetuneConfig, PretrainConfig, RunConfig
     from minispdf.train import TrainConfig
 
     code, out, _ = run(capsys, "pretrain", "--help")

@@ -24,9 +24,8 @@ KNOWN = {
     "sparsity": "the bench's masked arm (0.75) vs the sparsity of a run (dense by default)",
     "steps": "the bench's timed steps vs flops' run length",
     "tokenizer": "prepare's (char) vs ModelConfig's default from the preset",
-    # still to fix: FinetuneConfig (spdf.py) spells out the task spec instead of using tasks.TASK_SPEC,
-    # and score's --task is a task name, not a spec
-    "task": "a spec string with three help texts, and score's task name",
+    "task": "a task spec (tasks.TASK_SPEC) everywhere; the help says what the command does with it, and "
+            "evaluate's defaults to builtin",
 }
 
 

@@ -165,12 +165,13 @@ def test_finetune_resume_with_dropout_and_grad_accum_is_bit_exact(pretrained, tm
 
 
 def test_settings_objects_and_keywords_are_the_same_run():
-    from minispdf.spdf import ModelConfig, RunConfig, SparsityConfig, pretrain
+    from minispdf.schedules import SparsityConfig
+    from minispdf.spdf import ModelConfig, RunConfig, pretrain
 
     train_kw = dict(max_steps=2, batch_size=2, eval_iters=1, eval_interval=0, device="cpu", progress=False)
     by_keyword = pretrain(preset="nano", block_size=32, sparsity=0.5, mask_seed=3, **train_kw)
-    by_object = pretrain(model=ModelConfig("nano", arch=dict(block_size=32)), masks=SparsityConfig(0.5, mask_seed=3),
-                         training=TrainConfig(**train_kw), run=RunConfig())
+    by_object = pretrain(model_config=ModelConfig("nano", arch=dict(block_size=32)),
+                         sparsity_config=SparsityConfig(0.5, mask_seed=3), training=TrainConfig(**train_kw), run=RunConfig())
     assert by_object["model"].config.block_size == 32
     assert (by_object["val_loss"], by_object["flops"]) == (by_keyword["val_loss"], by_keyword["flops"])
     with pytest.raises(MiniSPDFError, match="unknown setting.*colour"):

@@ -590,10 +590,10 @@ def test_autocast_is_bf16_on_cuda_and_off_elsewhere():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(eval_iters=0), "training setting eval_iters=0 must be a positive integer"),
-    (dict(log_interval=True), "training setting log_interval=True must be a positive integer"),
-    (dict(warmup_steps=-1), "training setting warmup_steps=-1 must be a non-negative integer"),
-    (dict(stop_after=1.5), "training setting stop_after=1.5 must be a non-negative integer"),
+    (dict(eval_iters=0), "eval_iters=0 must be a positive integer"),
+    (dict(log_interval=True), "log_interval=True must be a positive integer"),
+    (dict(warmup_steps=-1), "warmup_steps=-1 must be a non-negative integer"),
+    (dict(stop_after=1.5), "stop_after=1.5 must be a non-negative integer"),
     (dict(lr=float("inf")), "lr=inf must be a positive number"),
     (dict(lr="1e-3"), "lr='1e-3' must be a positive number"),
     (dict(min_lr_ratio=1.5), "min_lr_ratio=1.5 must be between 0 and 1"),

@@ -97,10 +97,7 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     in ``power_from``) is written before the first job. With ``dry_run`` nothing is trained or
     written: the plan, its estimated cost and the power of each claim are logged and returned.
     """
-    import torch
-
     from ..checkpoint import check_out_folder
-    from ..data import get_tokenizer
     from ..train import pick_device
 
     device = pick_device(device)
@@ -108,22 +105,47 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 64:
         raise MiniSPDFError(f"--jobs {jobs!r}: give a number of parallel jobs from 1 to 64")
     pretrains, cells = plan_lib.plan(grid)
-    on_this_machine = _runs_on_cpu(grid) or device != "cpu"
-    power_from = power_from or default_power_from(grid)
     decl = declaration.build(grid, cells, report.git_commit(), None)
-    decl["power"] = power.expected(decl["claims"], power.read_prior(power_from))
-    if dry_run and not on_this_machine:  # a GPU grid on a CPU: FLOPs and an assumed throughput only
-        jobs = 1  # as it would run: one job on one GPU
-        ft = {(c["spec"]["task"], c["spec"]["set"]): grid["block_size"] / 8 for c in cells}
-        flops = plan_lib.training_flops(grid, pretrains, cells, ft)
-        text = plan_lib.describe(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), jobs)
-        text += "\n" + power.table(decl["claims"], decl["power"])
-        log(text)
-        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops,
-                "power": decl["power"]}
+    decl["power"] = power.expected(decl["claims"], power.read_prior(power_from or default_power_from(grid)))
+    if dry_run and not (_runs_on_cpu(grid) or device != "cpu"):
+        return _dry_run_elsewhere(grid, pretrains, cells, decl, log)
     check_out_folder(out)
     t_start, commit = time.time(), report.git_commit()  # the code that trains, not what HEAD is later
     tasks = study_tasks.load_tasks(grid)
+    p = _plan_here(grid, out, tasks, pretrains, cells, jobs)
+    log(p["text"] + "\n" + power.table(decl["claims"], decl["power"]))
+    if dry_run:
+        return {"plan": p["text"] + "\n" + power.table(decl["claims"], decl["power"]), "pretrains": len(pretrains),
+                "cells": len(cells), "flops": p["flops"], "estimate_s": p["estimate_s"], "power": decl["power"]}
+    entropy = unigram_entropy(grid)  # also prepares the corpus once, before parallel jobs read it
+    with runner.Lock(out):
+        name = declaration.register(out, decl, redeclare)  # before any job: the rules cannot follow the data
+        log(f"  judging rules: {os.path.join(out, name)}")
+        runner.clean_temps(out)
+        write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid,
+                                                    "calibration": p["calibration"], "estimate_s": p["estimate_s"]})
+        ran = runner.execute(grid, out, pretrains, cells, tasks, device, jobs, log, p["estimates"])
+        invocations = _record_invocation(out, command or f"run_study({grid['name']!r})", commit, t_start,
+                                         p["estimate_s"], ran, jobs)
+        results = collect(grid, out, _timing(invocations, p["estimate_s"], jobs), invocations, entropy)
+        report.write_outputs(results, out)
+    return results
+
+
+def _dry_run_elsewhere(grid: dict, pretrains: list, cells: list, decl: dict, log) -> dict:
+    """The dry run of a GPU grid on a CPU: FLOPs and an assumed throughput only, one job on one GPU."""
+    ft = {(c["spec"]["task"], c["spec"]["set"]): grid["block_size"] / 8 for c in cells}
+    flops = plan_lib.training_flops(grid, pretrains, cells, ft)
+    text = plan_lib.describe(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), 1)
+    text += "\n" + power.table(decl["claims"], decl["power"])
+    log(text)
+    return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops, "power": decl["power"]}
+
+
+def _plan_here(grid: dict, out: str, tasks: dict, pretrains: list, cells: list, jobs: int) -> dict:
+    """What is left to run in ``out``, its FLOPs and its time on this machine (calibrated here)."""
+    from ..data import get_tokenizer
+
     calib = plan_lib.calibrate(grid, tasks)
     est = plan_lib.estimate(grid, tasks, calib, pretrains, cells)
     tok = get_tokenizer(grid["tokenizer"])
@@ -134,30 +156,26 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     todo_cells = [c for c in cells if not runner.cell_done(out, c)] if os.path.isdir(out) else cells
     est_s = sum(est[j["name"]] for j in todo_pre + todo_cells) / jobs
     text = plan_lib.describe(grid, tasks, pretrains, cells, est_s, flops, (len(todo_pre), len(todo_cells)), jobs)
-    text += "\n" + power.table(decl["claims"], decl["power"])
-    log(text)
-    if dry_run:
-        return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops, "estimate_s": est_s,
-                "power": decl["power"]}
-    entropy = unigram_entropy(grid)  # also prepares the corpus once, before parallel jobs read it
-    with runner.Lock(out):
-        name = declaration.register(out, decl, redeclare)  # before any job: the rules cannot follow the data
-        log(f"  judging rules: {os.path.join(out, name)}")
-        runner.clean_temps(out)
-        write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid, "calibration": calib,
-                                                    "estimate_s": est_s})
-        ran = runner.execute(grid, out, pretrains, cells, tasks, device, jobs, log, est)
-        wall = time.time() - t_start
-        invocations = runner.read_json(os.path.join(out, "invocations.json")) or []
-        invocations.append({"command": command or f"run_study({grid['name']!r})", "commit": commit, "started":
-                            time.strftime("%Y-%m-%d %H:%M", time.localtime(t_start)), "wall_s": round(wall, 1),
-                            "estimate_s": round(est_s, 1), "jobs_run": ran, "parallel_jobs": jobs})
-        write_json(os.path.join(out, "invocations.json"), invocations)
-        timing = {"wall_s": sum(i["wall_s"] for i in invocations), "estimate_s": est_s, "jobs": jobs,
-                  "threads": 1 if jobs > 1 else torch.get_num_threads()}
-        results = collect(grid, out, timing, invocations, entropy)
-        report.write_outputs(results, out)
-    return results
+    return {"calibration": calib, "estimates": est, "estimate_s": est_s, "flops": flops, "text": text}
+
+
+def _record_invocation(out: str, command: str, commit: str, t_start: float, est_s: float, ran: int,
+                       jobs: int) -> list[dict]:
+    """Append this run to ``OUT/invocations.json`` (a study may take several); returns them all."""
+    invocations = runner.read_json(os.path.join(out, "invocations.json")) or []
+    invocations.append({"command": command, "commit": commit, "started":
+                        time.strftime("%Y-%m-%d %H:%M", time.localtime(t_start)),
+                        "wall_s": round(time.time() - t_start, 1), "estimate_s": round(est_s, 1), "jobs_run": ran,
+                        "parallel_jobs": jobs})
+    write_json(os.path.join(out, "invocations.json"), invocations)
+    return invocations
+
+
+def _timing(invocations: list[dict], est_s: float, jobs: int) -> dict:
+    import torch
+
+    return {"wall_s": sum(i["wall_s"] for i in invocations), "estimate_s": est_s, "jobs": jobs,
+            "threads": 1 if jobs > 1 else torch.get_num_threads()}
 
 
 def rejudge(out: str) -> dict:

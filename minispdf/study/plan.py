@@ -11,6 +11,9 @@ import hashlib
 import json
 import math
 
+from ..schedules import SparsityConfig
+from ..spdf import ModelConfig
+from ..train import TrainConfig
 from .grids import VSPDF_DENSE_FROM, parse_arm
 
 
@@ -87,13 +90,28 @@ def schedule_settings(grid: dict, arm: dict) -> dict:
 
 def pretrain_schedule(spec: dict):
     """The :class:`minispdf.schedules.MaskSchedule` a pre-training spec trains with (None: dense)."""
-    from ..schedules import make_schedule
+    return sparsity_settings(spec).make_schedule(spec["steps"]) if spec["sparsity"] else None
 
-    if not spec["sparsity"]:
-        return None
-    options = {k: v for k, v in spec.get("schedule", {}).items() if k != "schedule"}
-    return make_schedule(spec.get("schedule", {}).get("schedule", "static"), spec["sparsity"], spec["steps"],
-                         seed=spec["seed"], **options)
+
+# ------------------------------------------------------------------------------ a job's settings objects
+# A spec's keys are part of the results' identity (their hash names the runs), so they keep their
+# names (``steps`` is the run's ``max_steps``); these build the library's settings from them.
+
+
+def sparsity_settings(spec: dict) -> SparsityConfig:
+    return SparsityConfig(spec["sparsity"], mask_seed=spec["seed"], **spec.get("schedule", {}))
+
+
+def training_config(s: dict, device: str) -> TrainConfig:
+    """The loop's settings of a job's spec (its ``steps`` is the run's ``max_steps``)."""
+    return TrainConfig(max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], weight_decay=s["weight_decay"],
+                       warmup_steps=s["warmup_steps"], eval_interval=0, eval_iters=s["eval_iters"], seed=s["seed"],
+                       device=device, progress=False)
+
+
+def model_settings(s: dict) -> ModelConfig:
+    return ModelConfig(preset=s["preset"], tokenizer=s["tokenizer"],
+                       arch={"block_size": s["block_size"], **s["overrides"]})
 
 
 def pretrain_name(spec: dict) -> str:
@@ -156,7 +174,7 @@ def training_flops(grid: dict, pretrains: list[dict], cells: list[dict], ft_toke
     ``ft_tokens[(task, set)]`` is the mean length of a fine-tuning pair."""
     from ..flops import flop_report
 
-    from ..schedules import pretraining_flops
+    from ..flops import pretraining_flops
 
     total = 0.0
     for p in pretrains:

@@ -18,6 +18,7 @@ import shutil
 import time
 
 from ..fileio import TMP_PREFIX, publish_folder, read_json, write_json, writer_lock
+from ..spdf import ModelConfig
 from . import plan as plan_lib
 from .tasks import load_tasks, task_for
 
@@ -46,17 +47,15 @@ def _curve(history: list[dict], points: int = 150) -> list[list[float]]:
 
 def run_pretrain(out: str, job: dict, device: str) -> dict:
     """Train one pre-training job in a temp folder and rename it into place when complete."""
-    from .. import spdf
+    from ..spdf import PretrainConfig, RunConfig, pretrain
 
     s, name = job["spec"], job["name"]
     final = os.path.join(out, "pretrain", name)
     t0 = time.perf_counter()
     with publish_folder(final) as tmp:  # leftovers under the final name are never complete: replaced
-        r = spdf.pretrain(preset=s["preset"], data=s["corpus"], tokenizer=s["tokenizer"], sparsity=s["sparsity"],
-                          mask_seed=s["seed"], out=tmp, max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
-                          weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], eval_interval=0,
-                          eval_iters=s["eval_iters"], seed=s["seed"], device=device, progress=False,
-                          block_size=s["block_size"], **s["overrides"], **s.get("schedule", {}))
+        r = pretrain(pretraining=PretrainConfig(data=s["corpus"]), model_config=plan_lib.model_settings(s),
+                     sparsity_config=plan_lib.sparsity_settings(s),
+                     training=plan_lib.training_config(s, device), run=RunConfig(out=tmp))
         summary = {"format": FORMAT, "name": name, "spec": s, "seconds": time.perf_counter() - t0,
                    "flops": r["flops"], "flops_dense": r["flops_dense"], "tokens": r["tokens"],
                    "val_loss": r["val_loss"], "n_params": r["model"].num_params(), "curve": _curve(r["history"])}
@@ -66,20 +65,20 @@ def run_pretrain(out: str, job: dict, device: str) -> dict:
 
 def run_cell(out: str, cell: dict, tasks: dict, pre: dict | None, device: str) -> dict:
     """Fine-tune and evaluate one cell; ``cells/<name>.json`` is written last, atomically."""
-    from .. import spdf
     from ..data import get_tokenizer
     from ..evaluate import evaluate_task
+    from ..spdf import FinetuneConfig, finetune
 
     s = cell["spec"]
     task = task_for(tasks[s["task"]], s["set_frac"], s["task"], s["seed"])
-    common = dict(task=task, max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
-                  weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], eval_interval=0,
-                  eval_iters=s["eval_iters"], seed=s["seed"], device=device, progress=False, tokenizer=s["tokenizer"])
     t0 = time.perf_counter()
-    if s["pretrain"] is None:
-        f = spdf.finetune(preset=s["preset"], block_size=s["block_size"], **s["overrides"], **common)
-    else:
-        f = spdf.finetune(init_from=os.path.join(out, "pretrain", s["pretrain"]), keep_masks=s["keep_masks"], **common)
+    if s["pretrain"] is None:  # no pre-training: a new model of the size's architecture
+        f = finetune(finetuning=FinetuneConfig(task=task), model_config=plan_lib.model_settings(s),
+                     training=plan_lib.training_config(s, device))
+    else:  # the checkpoint's architecture; the tokenizer must match it
+        f = finetune(finetuning=FinetuneConfig(init_from=os.path.join(out, "pretrain", s["pretrain"]), task=task,
+                                               keep_masks=s["keep_masks"]),
+                     model_config=ModelConfig(tokenizer=s["tokenizer"]), training=plan_lib.training_config(s, device))
     t1 = time.perf_counter()
     pred = os.path.join(out, "predictions", cell["name"] + ".jsonl")
     ev = evaluate_task(f["model"], get_tokenizer(s["tokenizer"]), task.test, max_new_tokens=s["task_def"]["max_new_tokens"],

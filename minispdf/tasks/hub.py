@@ -6,6 +6,7 @@ the local-file alternative.
 from __future__ import annotations
 
 from minispdf.errors import MiniSPDFError, one_line
+from minispdf.hub import hub_unreachable
 
 from .core import Example, Task, clean, counts_text, group, split_task
 from .triples import dart_meta, linearize_triples
@@ -19,8 +20,6 @@ _HUB_EXAMPLE_FILE = {
 
 def _check_hub(repo: str, name: str) -> None:
     """Fail at once, with the fix, when the hub cannot be reached (offline flag or no network)."""
-    from minispdf.data import hub_unreachable  # at call time: minispdf.data imports this package
-
     reason = hub_unreachable()
     if reason:
         raise MiniSPDFError(f"{reason}: cannot fetch {repo} from the Hugging Face hub; "

@@ -1,0 +1,93 @@
+"""``sample``, ``evaluate`` and ``score``: text out of a checkpoint, and its scores."""
+
+from __future__ import annotations
+
+import os
+
+from ..config import build
+from ..decoding import SampleSettings
+from ..errors import MiniSPDFError
+from ..evaluate import EvaluateSettings, ScoreSettings
+from ..fileio import writer_lock
+from . import emit
+
+
+def sample(args):
+    import torch
+
+    from ..checkpoint import load_checkpoint
+    from ..data import get_tokenizer
+    from ..evaluate import check_tokenizer
+
+    s = build(SampleSettings, args)
+    if not s.ckpt:
+        raise MiniSPDFError("sample needs --ckpt: the ckpt.pt or run folder that pretrain/finetune --out wrote")
+    model, info = load_checkpoint(s.ckpt)
+    tok = get_tokenizer(info.get("tokenizer") or "char")
+    check_tokenizer(model, tok)  # a damaged checkpoint can name a tokenizer its model cannot hold
+    model.eval()
+    gen = torch.Generator().manual_seed(s.seed)
+    # a terminal in another encoding hands Python undecodable bytes as surrogates: show them as U+FFFD
+    prompt = s.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    ids = tok.encode(prompt)
+    if not ids:
+        raise MiniSPDFError("--prompt is empty: give some text to continue")
+    x = torch.tensor([ids] * s.num_samples, dtype=torch.long)
+    y = model.generate(x, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, eot_id=tok.eot_id, generator=gen)
+    samples = [tok.decode(row[len(ids):].tolist()) for row in y]
+    emit(args.json, {"prompt": prompt, "samples": samples}, "\n---\n".join(prompt + t for t in samples))
+
+
+def evaluate(args):
+    from ..checkpoint import load_checkpoint
+    from ..data import get_tokenizer
+    from ..evaluate import evaluate_task
+    from ..metrics import format_report, parse_metrics
+    from ..tasks import resolve_task, split_counts
+
+    s = build(EvaluateSettings, args)
+    if not s.ckpt:
+        raise MiniSPDFError("evaluate needs --ckpt: the ckpt.pt or run folder that finetune --out wrote")
+    model, info = load_checkpoint(s.ckpt)
+    tok = get_tokenizer(info.get("tokenizer") or "char")
+    task = resolve_task(s.task, test_file=s.test_file)
+    metrics = parse_metrics(s.metrics, task.name)  # a typo fails before the model decodes
+    examples = getattr(task, s.split)
+    if not examples:
+        raise MiniSPDFError(f"task {task.name} has no {s.split} examples: choose another --split or task file")
+    pred = _predictions_path(s)
+    with writer_lock(pred, "evaluate"):  # one writer per predictions file
+        result = evaluate_task(model, tok, examples, method=s.decode, num_beams=s.num_beams,
+                               max_new_tokens=s.max_new_tokens, limit=s.limit, predictions_path=pred,
+                               metric=task.metric, metrics="default" if s.metrics is None else metrics,
+                               task=task.name)
+    result.update(task=task.name, split=s.split, ckpt=s.ckpt, read=task.description, counts=split_counts(task),
+                  notes=task.notes + result.get("notes", []))
+    emit(args.json, result, format_report(result, f"{task.name} {s.split} ({s.decode} decoding)")
+         + f"\nread: {task.description}\npredictions: {pred}")
+
+
+def _predictions_path(s: EvaluateSettings) -> str:
+    """Where ``evaluate`` writes its predictions: --predictions, or beside the checkpoint."""
+    from ..checkpoint import check_out_folder
+
+    pred = s.predictions
+    if pred is None:
+        folder = s.ckpt if os.path.isdir(s.ckpt) else os.path.dirname(s.ckpt) or "."
+        pred = os.path.join(folder, f"predictions-{s.split}.jsonl")
+    if os.path.isdir(pred):
+        raise MiniSPDFError(f"--predictions {pred} is a folder: give a file path such as {pred}/predictions.jsonl")
+    check_out_folder(os.path.dirname(os.path.abspath(pred)), "--predictions")
+    return pred
+
+
+def score(args):
+    from ..evaluate import score_file
+    from ..metrics import format_report
+
+    s = build(ScoreSettings, args)
+    if s.predictions is None:
+        raise MiniSPDFError("score needs a predictions file: minispdf score PREDICTIONS.jsonl [--metrics bleu,chrf]")
+    result = score_file(s.predictions, s.metrics, task=s.task or "")
+    result["predictions_path"] = s.predictions
+    emit(args.json, result, format_report(result, f"scored {s.predictions}"))
