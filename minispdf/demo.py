@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import os
 
-from dataclasses import dataclass, make_dataclass
+from dataclasses import asdict, dataclass, make_dataclass
 
 from .checkpoint import check_out_folder
-from .config import Settings, device_setting, setting
+from .config import Settings, device_setting, from_keywords, setting
 from .errors import MiniSPDFError
 from .fileio import publish_folder, write_text, writer_lock
 
@@ -66,20 +66,24 @@ def demo_grid(quick: bool = False, seed: int = 0, **scale) -> dict:
     return grid
 
 
-def run_demo(out: str = "runs/demo", quick: bool = False, overwrite: bool = False, seed: int = 0,
-             device: str = "auto", jobs: int | None = None, log=print, **scale) -> dict:
-    """Run the demo; returns the study results (also written to ``out/results.json``)."""
+def run_demo(settings: DemoSettings | None = None, scale=None, log=print, **keywords) -> dict:
+    """Run the demo; returns the study results (also written to ``OUT/results.json``).
+
+    The settings come as objects (:class:`DemoSettings`, :data:`DemoScale`: what the CLI passes)
+    or as keywords named like their fields: ``run_demo(quick=True, out="runs/demo")``.
+    """
     from .study import run_study
 
-    grid = demo_grid(quick, seed, **scale)
-    check_out_folder(out)
+    s, sc = from_keywords(keywords, "demo", demo=(DemoSettings, settings), scale=(DemoScale, scale))
+    grid = demo_grid(s.quick, s.seed, **asdict(sc))
+    check_out_folder(s.out)
     # The lock guards the final name (publish_folder renames the finished demo into place); the
     # check that ``out`` is new runs once it is held (a `with A, B:` enters A before making B).
-    with writer_lock(out, "demo"), publish_folder(_new_or_overwritten(out, overwrite)) as tmp:
-        results = run_study(grid, tmp, device=device, jobs=jobs, log=log,
-                            command="minispdf demo" + (" --quick" if quick else ""))
+    with writer_lock(s.out, "demo"), publish_folder(_new_or_overwritten(s.out, s.overwrite)) as tmp:
+        results = run_study(grid, tmp, device=s.device, jobs=s.jobs, log=log,
+                            command="minispdf demo" + (" --quick" if s.quick else ""))
         write_text(os.path.join(tmp, "results.md"), results_table(results) + "\n\n" + caption(results) + "\n")
-    results["out"] = out
+    results["out"] = s.out
     return results
 
 

@@ -206,9 +206,9 @@ class EvaluateSettings(Settings):
     task: str = setting("builtin", f"task: {TASK_SPEC}", metavar="SPEC")
     split: str = setting("test", "which split to decode", choices=("train", "val", "test"))
     decode: str = setting("greedy", "decoding", choices=("greedy", "beam"))
-    num_beams: int = setting(4, "beams for --decode beam")
-    max_new_tokens: int | None = setting(None, "tokens to generate per input (default: fill the context)")
-    limit: int | None = setting(None, "evaluate only the first N inputs")
+    num_beams: int = setting(4, "beams for --decode beam", min=1)
+    max_new_tokens: int | None = setting(None, "tokens to generate per input (default: fill the context)", min=1)
+    limit: int | None = setting(None, "evaluate only the first N inputs", min=1)
     test_file: str | None = setting(None, "with a bare --task name: the file to evaluate (e.g. testset_w_refs.csv)",
                                     metavar="FILE")
     predictions: str | None = setting(None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)",

@@ -199,9 +199,9 @@ class FlopsSettings(Settings):
     seq_len: int | None = setting(None, "sequence length (default: the context length)")
     count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")
     table: bool = setting(False, "print the reduction for the paper's models and sparsities instead")
-    steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps under "
-                                      "--schedule, step by step", metavar="N")
-    batch_size: int = setting(12, "with --steps: sequences per step")
+    max_steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps "
+                                          "(pretrain's --max_steps) under --schedule, step by step", metavar="N", min=1)
+    batch_size: int = setting(12, "with --max_steps: sequences per step (pretrain's --batch_size)", min=1)
 
 
 def pretraining_flops(schedule, config, batch_size: int, seq_len: int | None = None,

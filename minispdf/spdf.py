@@ -35,8 +35,8 @@ from .tokenizers import TOKENIZERS
 from .flops import flop_report
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
 from .schedules import SparsityConfig
+from .sparsity import densify, target_parameters
 from .tasks import TASK_SPEC, Task
-from .sparsity import DISTRIBUTIONS, METHODS, check_mask_options, check_sparsity, densify, target_parameters
 from .train import TrainConfig, dist_info
 
 # ------------------------------------------------------------------------------ the settings, one object per concern

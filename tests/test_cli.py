@@ -69,7 +69,7 @@ def test_flops_table(capsys):
     (["sample", "--ckpt", "/no/such/run", "--top_k", "0"], "top_k=0"),
     (["sample", "--ckpt", "/no/such/run", "--num_samples", "0"], "num_samples=0"),
     (["bench", "--block_size", "0"], "block_size=0 must be a positive integer"),
-    (["bench", "--peak_tflops", "-1"], "--peak_tflops -1.0"),
+    (["bench", "--peak_tflops", "-1"], "peak_tflops=-1.0 must be a positive number"),
     (["pretrain", "--init", "gpt2", "--preset", "tiny"], "--init gpt2 needs --preset gpt2"),
     (["prepare", "--data", "nosuchcorpus"], "unknown data source 'nosuchcorpus'"),
     (["prepare", "--data", "tinystories"], "HF_HUB_OFFLINE"),
@@ -85,6 +85,22 @@ def test_bad_input_is_one_line_error(capsys, tmp_path, monkeypatch, argv, needle
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert needle.lower() in err.lower(), err
     assert not (tmp_path / "runs").exists()
+
+
+def test_flops_sums_a_pretraining_run_with_pretrains_flags(capsys):
+    from minispdf.flops import pretraining_flops
+    from minispdf.model import preset_config
+    from minispdf.schedules import SparsityConfig
+
+    code, out, err = run(capsys, "flops", "--preset", "nano", "--sparsity", "0.75", "--schedule", "rigl",
+                         "--update_interval", "10", "--max_steps", "100", "--batch_size", "8", "--json")
+    assert code == 0, err
+    schedule = SparsityConfig(0.75, schedule="rigl", update_interval=10).make_schedule(100)
+    expected = pretraining_flops(schedule, preset_config("nano"), 8)
+    assert json.loads(out)["run"] == pytest.approx(expected, rel=1e-12)
+    assert expected["flops_dense"] / expected["flops"] == pytest.approx(expected["ratio"])
+    code, _, err = run(capsys, "flops", "--max_steps", "0")
+    assert code == 2 and "max_steps=0 must be a positive integer" in err
 
 
 def test_config_file_and_overrides(capsys, tmp_path, monkeypatch):

@@ -10,10 +10,11 @@ from minispdf.config import Settings
 # name -> why it differs between classes (shrink this list; never grow it without a reason)
 KNOWN = {
     # the same word for what differs by command (a flag's name is part of the CLI, kept as it is)
-    "batch_size": "a training micro-batch per rank; the bench's and flops --steps' sequences per step",
+    "batch_size": "a training micro-batch per rank; the bench's and flops --max_steps' sequences per step",
     "block_size": "the architecture's context (GPTConfig) vs the bench's change to the preset's",
     "data": "the pre-training corpus (default builtin) vs prepare's and finetune's optional one",
     "jobs": "the study's workers are one torch thread each; the demo's help says less",
+    "max_steps": "a run's length everywhere; flops' is None unless it should sum a run",
     "max_new_tokens": "sample's fixed count, evaluate's 'fill the context', the demo grid's override",
     "out": "a run folder, the demo's and the study's, each with its own default",
     "overwrite": "a training run vs a demo folder",
@@ -22,7 +23,6 @@ KNOWN = {
     "quick": "the demo's and the study's smallest scale",
     "seed": "training, sampling and the demo's one run",
     "sparsity": "the bench's masked arm (0.75) vs the sparsity of a run (dense by default)",
-    "steps": "the bench's timed steps vs flops' run length",
     "tokenizer": "prepare's (char) vs ModelConfig's default from the preset",
     "task": "a task spec (tasks.TASK_SPEC) everywhere; the help says what the command does with it, and "
             "evaluate's defaults to builtin",

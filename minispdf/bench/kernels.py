@@ -312,10 +312,6 @@ def kernel_bench(preset: str | None = None, *, settings: BenchSettings | None = 
     s, k = from_keywords({**keywords, "preset": preset}, "bench", bench=(BenchSettings, settings),
                          kernels=(KernelSettings, kernels))
     sparsities = parse_sparsities(k.sparsities)
-    if s.batch_size < 1 or k.repeats < 1 or k.step_steps < 1:
-        raise MiniSPDFError("--batch_size, --repeats and --step_steps must be >= 1")
-    if k.threads is not None and k.threads < 1:
-        raise MiniSPDFError(f"--threads {k.threads}: give a positive number of CPU threads")
     cfg = preset_config(s.preset, **({"block_size": s.block_size} if s.block_size is not None else {}))
     device = pick_device(s.device)
     torch_dtype = torch.bfloat16 if step_autocast(device, s.dtype)[0] else torch.float32  # as the step runs

@@ -25,15 +25,15 @@ class BenchSettings(Settings):
     """Training-step benchmark."""
     preset: str = setting("tiny", "model size (with --kernels also: all)", metavar="NAME")
     sparsity: float = setting(0.75, "the masked arm's sparsity", applies=STEP_MODE)
-    batch_size: int = setting(12, "sequences per step")
-    block_size: int | None = setting(None, "context length (default: the preset's)")
-    steps: int = setting(30, "timed steps per arm (after the warmup)", applies=STEP_MODE)
-    warmup: int = setting(5, "untimed steps first", applies=STEP_MODE)
+    batch_size: int = setting(12, "sequences per step", min=1)
+    block_size: int | None = setting(None, "context length (default: the preset's)", min=1)
+    steps: int = setting(30, "timed steps per arm (after the warmup)", applies=STEP_MODE, min=1)
+    warmup: int = setting(5, "untimed steps first", applies=STEP_MODE, min=0)
     device: str = device_setting()
     compile: bool = setting(False, "torch.compile the model", applies=STEP_MODE)
     dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16")  # checked where it is used
     peak_tflops: float | None = setting(None, "the device's peak TFLOP/s, if not in the built-in table",
-                                        applies=STEP_MODE)
+                                        applies=STEP_MODE, above=0)
     kernels: bool = setting(False, "time the masked matrices' matmuls (dense, zeros, CSR, 2:4) instead")
 
 
@@ -42,10 +42,10 @@ class KernelSettings(Settings):
     """With --kernels."""
     APPLIES: ClassVar = KERNEL_MODE  # every field
     sparsities: str = setting(",".join(f"{s:g}" for s in SPARSITIES), "comma-separated sparsities")
-    repeats: int = setting(9, "interleaved repeats (the median is reported)")
-    threads: int | None = setting(None, "CPU threads (default: torch's)")
+    repeats: int = setting(9, "interleaved repeats (the median is reported)", min=1)
+    threads: int | None = setting(None, "CPU threads (default: torch's)", min=1)
     step: bool = setting(True, "also profile a dense training step and derive its speedups (Amdahl)")
-    step_steps: int = setting(3, "profiled training steps")
+    step_steps: int = setting(3, "profiled training steps", min=1)
 
 
 def parse_sparsities(text) -> tuple[float, ...]:

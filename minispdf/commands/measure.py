@@ -31,7 +31,7 @@ def flops(args):
     report = flop_report(config, sparsity=masks.sparsity, seq_len=s.seq_len, count_embedding=s.count_embedding)
     d, text = report.to_dict(), report.format()
     d["preset"] = preset
-    if s.steps:
+    if s.max_steps:
         d["run"], line = _run_flops(masks, config, s)
         text += "\n" + line
     emit(args.json, d, text)
@@ -42,9 +42,9 @@ def _run_flops(masks: SparsityConfig, config, s: FlopsSettings) -> tuple[dict, s
     gradients, a dense tail), summed step by step."""
     from ..flops import pretraining_flops
 
-    schedule = masks.make_schedule(s.steps) if masks.sparsity > 0 else None
-    run = pretraining_flops(schedule, config, s.batch_size, s.seq_len, max_steps=s.steps)
-    return run, (f"pre-training {s.steps} steps x {s.batch_size} sequences ({masks.schedule_words() or 'static'}): "
+    schedule = masks.make_schedule(s.max_steps) if masks.sparsity > 0 else None
+    run = pretraining_flops(schedule, config, s.batch_size, s.seq_len, max_steps=s.max_steps)
+    return run, (f"pre-training {s.max_steps} steps x {s.batch_size} sequences ({masks.schedule_words() or 'static'}): "
                  f"{run['flops']:.4g} FLOPs, dense {run['flops_dense']:.4g}, {run['ratio']:.2f}x fewer")
 
 

@@ -14,8 +14,7 @@ from . import emit, progress_log
 def demo(args):
     from ..demo import results_table, run_demo
 
-    results = run_demo(log=(lambda *a: None) if args.json else print, **asdict(build(DemoSettings, args)),
-                       **asdict(build(DemoScale, args)))
+    results = run_demo(build(DemoSettings, args), build(DemoScale, args), log=(lambda *a: None) if args.json else print)
     emit(args.json, {k: v for k, v in results.items() if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
          f"\nSPDF demo ({results['grid']['name']} grid, {results['timing']['wall_s']:.0f} s)\n"
          f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{results_table(results)}\n\n"
