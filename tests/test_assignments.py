@@ -408,9 +408,9 @@ def test_two_four_mask_grader():
 
 
 def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
-    from minispdf.assignments.checks import _study_cases
+    from minispdf.assignments.accounting_checks import equal_flop_cases
 
-    cases = list(_study_cases())
+    cases = list(equal_flop_cases())
     assert {c[1] for c in cases} == {"small", "nano", "large", "10M", "40M", "124M"}
     for grid, size, s, steps, sparse, dense, want in cases:
         assert (want == steps) == (s == 0.0), (grid, size, s)  # sparsity 0: the same steps, else fewer
