@@ -160,9 +160,20 @@ class Parser(argparse.ArgumentParser):
         raise MiniSPDFError(f"{message}: see `{self.prog} --help`")
 
 
+class Switch(argparse.BooleanOptionalAction):
+    """A boolean setting: ``--x`` turns it on, ``--no-x`` off; ``--help`` and the usage line show
+    the pair as ``--[no-]x``."""
+
+    def format_usage(self):
+        return "--[no-]" + self.option_strings[0][2:]
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog):
         super().__init__(prog, max_help_position=32)
+
+    def _format_action_invocation(self, action):
+        return action.format_usage() if isinstance(action, Switch) else super()._format_action_invocation(action)
 
     def _split_lines(self, text, width):  # keep "--no-compile" whole
         import textwrap
@@ -210,7 +221,7 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
             action = group.add_argument(f.name, type=CONVERTERS[typ], metavar=metavar or f.name.upper(),
                                         nargs="?" if default is None else None, default=default)
         elif typ is bool:
-            action = group.add_argument("--" + f.name, action=argparse.BooleanOptionalAction, default=default)
+            action = group.add_argument("--" + f.name, action=Switch, default=default)
         elif f.metadata.get("append"):  # repeatable: a list of the values given
             action = group.add_argument("--" + f.name, action="append", type=CONVERTERS[typ], default=default,
                                         metavar=metavar or "TEXT")

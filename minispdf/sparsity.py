@@ -335,6 +335,14 @@ def densify(model: nn.Module) -> nn.Module:
     return model
 
 
+def tracked_tensors() -> dict[str, int]:
+    """How many tensors the mask hooks track in this process: ``weights`` (masked weights given
+    the gradient hook) and ``optimizer_state`` (optimizer state tensors whose pruned slots were
+    cleared). A leak check: each entry goes when its tensor is freed or :func:`densify` unhooks
+    it, so once a sparse model and its optimizer are dropped both counts are back where they were."""
+    return {"weights": len(_HOOKED), "optimizer_state": len(_CLEARED)}
+
+
 def random_mask(shape, sparsity: float, generator: torch.Generator) -> torch.Tensor:
     """Exactly round((1 - sparsity) * numel) kept entries, uniformly at random (True = kept)."""
     return _keep_topk(torch.rand(shape, generator=generator), round((1 - sparsity) * math.prod(shape)))

@@ -137,12 +137,14 @@ BORROWED = {
                   "encode_example (from minispdf.tasks.finetune)"),
     "masked_step": ("from minispdf import sparsity\n"
                     "def masked_adamw_step(params, masks, optimizer):\n"
-                    "    for p, m in zip(params, masks):\n"
-                    "        sparsity._zero_pruned(p.grad, m)\n"
-                    "    optimizer.step()\n"
-                    "    for p, m in zip(params, masks):\n"
-                    "        for t in (p, optimizer.state[p]['exp_avg'], optimizer.state[p]['exp_avg_sq']):\n"
-                    "            sparsity._zero_pruned(t, m)\n",
+                    "    holder = torch.nn.Module()  # the library's hooks zero its pruned weights and moments\n"
+                    "    for i, p in enumerate(params):\n"
+                    "        holder.register_parameter(f'w{i}', p)\n"
+                    "    sparsity.register_masks(holder, {f'w{i}': m for i, m in enumerate(masks)})\n"
+                    "    with torch.no_grad():\n"
+                    "        for p, m in zip(params, masks):\n"
+                    "            p.grad.mul_(m)\n"
+                    "    optimizer.step()\n",
                     "sparsity (from minispdf.sparsity)"),
     "model_sparsity": ("from minispdf import GPT, preset_config, sparsify\n"
                        "def model_sparsity(shapes, masked, sparsity):\n"
@@ -408,9 +410,9 @@ def test_two_four_mask_grader():
 
 
 def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
-    from minispdf.assignments.checks import _study_cases
+    from minispdf.assignments.accounting_checks import equal_flop_cases
 
-    cases = list(_study_cases())
+    cases = list(equal_flop_cases())
     assert {c[1] for c in cases} == {"small", "nano", "large", "10M", "40M", "124M"}
     for grid, size, s, steps, sparse, dense, want in cases:
         assert (want == steps) == (s == 0.0), (grid, size, s)  # sparsity 0: the same steps, else fewer

@@ -7,7 +7,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network from tests
 import collections
 import json
 import math
+import sys
 import time
+import types
 import urllib.error
 from pathlib import Path
 
@@ -292,8 +294,10 @@ def test_token_data_reopens_from_folder(token_data):
 
 
 def test_prepared_hub_corpus_is_reused_offline(tmp_path, monkeypatch):
-    stories = "Once upon a time there was a tiny robot.\n\n" * 50
-    monkeypatch.setattr(data, "_load_hub", lambda name, max_chars: stories[:max_chars])
+    fake_hub = types.ModuleType("datasets")  # the download, without the network
+    fake_hub.load_dataset = lambda *a, **k: iter([{"text": "Once upon a time there was a tiny robot."}] * 50)
+    monkeypatch.setitem(sys.modules, "datasets", fake_hub)
+    monkeypatch.setattr(data, "hub_unreachable", lambda: None)
     first = prepare_data("tinystories", "char", data_dir=tmp_path, max_chars=1000, verbose=False)
     assert os.path.basename(first.path) == "tinystories-max1000-char"
     assert len(first.train) + len(first.val) == 1000

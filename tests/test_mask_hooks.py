@@ -195,22 +195,25 @@ def test_a_dense_model_and_its_optimizer_are_untouched():
 
 
 def test_a_sparse_model_that_is_dropped_is_freed():
+    gc.collect()  # earlier tests' sparse models, freed now, not during the counts below
+    before = sparsity.tracked_tensors()
     model = make()
     sparsify(model, 0.75, seed=0)
     optimizer = torch.optim.AdamW(model.parameters())
     model(*micro_batches(1)[0][:2])[1].backward()
     optimizer.step()
     refs = [weakref.ref(model), *(weakref.ref(p) for p in model.parameters())]
-    hooked = {id(p) for _, p, _ in masked_parameters(model)}
-    states = {id(t) for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)}
-    assert hooked <= set(sparsity._HOOKED) and states & set(sparsity._CLEARED)
+    hooked = len(masked_parameters(model))
+    after = sparsity.tracked_tensors()
+    assert after["weights"] == before["weights"] + hooked
+    assert after["optimizer_state"] > before["optimizer_state"]
     model(*micro_batches(1)[0][:2])  # a second forward re-hooks nothing: one entry per weight
-    assert len(hooked & set(sparsity._HOOKED)) == len(hooked)
+    assert sparsity.tracked_tensors() == after
     del model, optimizer
     gc.collect()
     assert all(r() is None for r in refs)  # the hooks' registry holds the model only weakly
     # ... and forgets it: no entry is left to leak, or to match a new tensor at a reused address
-    assert not hooked & set(sparsity._HOOKED) and not states & set(sparsity._CLEARED)
+    assert sparsity.tracked_tensors() == before
 
 
 DDP_WORKER = textwrap.dedent('''

@@ -3,6 +3,7 @@ per subset; evaluate --metrics and the score command agree with each other."""
 
 import json
 import math
+import subprocess
 
 import pytest
 import sacrebleu
@@ -88,7 +89,7 @@ def test_input_checks_name_the_problem(monkeypatch):
     # a bare string is one reference, not a list of characters
     assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100)
     # the METEOR scorer (a Java process) starts only when METEOR is asked for
-    monkeypatch.setattr(metrics, "_Meteor", lambda *a: pytest.fail("METEOR started for bleu alone"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("METEOR started for bleu alone"))
     got = score_predictions(PREDS, REFS, "bleu,rouge")
     assert got["signatures"]["rouge"] == "rouge-score F1, use_stemmer=True, best reference per input"
     assert "rouge" not in score_predictions(PREDS, REFS, "bleu")["signatures"]

@@ -66,7 +66,7 @@ def test_show_mask_crops_and_reports_the_whole_mask():
     with pytest.raises(MiniSPDFError):
         plots.show_mask(torch.ones(3, dtype=torch.bool))
     fig = plots.show_masks({"a": mask, "b": ~mask}, title="two")
-    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "two"
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.texts] == ["two"]  # the suptitle
 
 
 def test_layer_sparsity_plot_and_short_names():

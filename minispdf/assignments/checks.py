@@ -1,9 +1,11 @@
 """The checks of each exercise: the student's function against the library's own implementation.
 
 Each ``*_checks(fn)`` returns ``[(description, run), ...]``; ``run()`` raises :class:`CheckFailed`
-with a message that says what was expected and why. The oracles are the library: ``sparsify``
-for the masks, ``flop_report`` for the FLOPs, ``tasks.encode_example`` for the loss mask, an
-AdamW step on masked gradients for the masked step, and the study's plan for equal-FLOP steps.
+with a message that says what was expected and why (:func:`require`). The oracles are the
+library: ``sparsify`` for the masks and the share of zeros, ``nm_mask`` for the 2:4 mask,
+``tasks.encode_example`` for the loss mask and an AdamW step on masked gradients for the masked
+step. This module holds what every check uses and the checks of masks; the checks of what the
+method costs and gains (FLOPs, equal-FLOP steps, L) are in :mod:`.accounting_checks`.
 
 Every input a check makes must be the same each time it is made (its own seeded generators, never
 torch's global one): the grader runs the checks twice, in its worker on the student's function and
@@ -35,12 +37,13 @@ class StudentRaised(Exception):
         self.kind, self.message, self.where = kind, message, where
 
 
-def _require(cond: bool, message: str) -> None:
+def require(cond: bool, message: str) -> None:
+    """Fail the check with ``message`` (what was expected, and why) unless ``cond``."""
     if not cond:
         raise CheckFailed(message)
 
 
-def _library_mask(shape, sparsity: float, method: str, weight: torch.Tensor | None = None) -> torch.Tensor:
+def library_mask(shape, sparsity: float, method: str, weight: torch.Tensor | None = None) -> torch.Tensor:
     """The mask the library's ``sparsify`` draws for one weight of this shape (the oracle)."""
     from ..sparsity import sparsify
 
@@ -52,31 +55,32 @@ def _library_mask(shape, sparsity: float, method: str, weight: torch.Tensor | No
     return masks["weight"]
 
 
-def _as_bool_mask(out, shape, what: str) -> torch.Tensor:
-    _require(isinstance(out, torch.Tensor), f"{what} must return a torch.Tensor, got {type(out).__name__}")
-    _require(out.dtype == torch.bool, f"{what} must return a bool tensor (True = kept), got dtype {out.dtype}")
-    _require(tuple(out.shape) == tuple(shape), f"{what} returned shape {tuple(out.shape)}, expected {tuple(shape)}")
+def as_bool_mask(out, shape, what: str) -> torch.Tensor:
+    """``out`` if it is a bool tensor of ``shape``; else the check fails, naming ``what`` returned it."""
+    require(isinstance(out, torch.Tensor), f"{what} must return a torch.Tensor, got {type(out).__name__}")
+    require(out.dtype == torch.bool, f"{what} must return a bool tensor (True = kept), got dtype {out.dtype}")
+    require(tuple(out.shape) == tuple(shape), f"{what} returned shape {tuple(out.shape)}, expected {tuple(shape)}")
     return out
 
 
 MASK_CASES = [((16, 16), 0.5), ((48, 16), 0.75), ((7, 13), 0.3), ((64, 192), 0.9), ((10, 10), 0.0), ((5, 3), 0.99)]
 
 
-def _random_mask_checks(fn) -> Checks:
+def random_mask_checks(fn) -> Checks:
     def exact_count():
         for shape, s in MASK_CASES:
-            out = _as_bool_mask(fn(shape, s, torch.Generator().manual_seed(1)), shape, "random_mask")
-            want = int(_library_mask(shape, s, "random").sum())
-            _require(int(out.sum()) == want,
-                     f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, the library keeps exactly {want} "
-                     "(round((1 - sparsity) * numel)); a Bernoulli draw such as rand() > sparsity only gets it on average")
+            out = as_bool_mask(fn(shape, s, torch.Generator().manual_seed(1)), shape, "random_mask")
+            want = int(library_mask(shape, s, "random").sum())
+            require(int(out.sum()) == want,
+                    f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, the library keeps exactly {want} "
+                    "(round((1 - sparsity) * numel)); a Bernoulli draw such as rand() > sparsity only gets it on average")
 
     def seeded():
         a = fn((32, 32), 0.75, torch.Generator().manual_seed(7))
         b = fn((32, 32), 0.75, torch.Generator().manual_seed(7))
         c = fn((32, 32), 0.75, torch.Generator().manual_seed(8))
-        _require(torch.equal(a, b), "the same generator seed must give the same mask: draw all randomness from `generator`")
-        _require(not torch.equal(a, c), "different generator seeds gave the same mask: the mask must be random")
+        require(torch.equal(a, b), "the same generator seed must give the same mask: draw all randomness from `generator`")
+        require(not torch.equal(a, c), "different generator seeds gave the same mask: the mask must be random")
 
     def uniform():
         g = torch.Generator().manual_seed(3)
@@ -86,79 +90,44 @@ def _random_mask_checks(fn) -> Checks:
             freq += fn((8, 8), 0.75, g).float()
         freq /= draws
         # each position is kept with probability 0.25; 0.12 and 0.40 are ~6 standard deviations away
-        _require(float(freq.min()) > 0.12 and float(freq.max()) < 0.40,
-                 f"over {draws} masks some positions were kept with frequency {float(freq.min()):.2f} or "
-                 f"{float(freq.max()):.2f}, not ~0.25: every weight must be equally likely to be kept "
-                 "(unstructured), not e.g. the first columns of each row")
+        require(float(freq.min()) > 0.12 and float(freq.max()) < 0.40,
+                f"over {draws} masks some positions were kept with frequency {float(freq.min()):.2f} or "
+                f"{float(freq.max()):.2f}, not ~0.25: every weight must be equally likely to be kept "
+                "(unstructured), not e.g. the first columns of each row")
 
     return [("exact count of kept weights, as the library's sparsify", exact_count),
             ("reproducible from the generator, different for another seed", seeded),
             ("every position equally likely to be kept (unstructured)", uniform)]
 
 
-def _magnitude_mask_checks(fn) -> Checks:
+def magnitude_mask_checks(fn) -> Checks:
     def matches_library():
         g = torch.Generator().manual_seed(11)
         for shape, s in MASK_CASES:
             w = torch.randn(shape, generator=g) * torch.rand(shape[1], generator=g)  # columns of different scale
             before = w.clone()
-            out = _as_bool_mask(fn(w, s), shape, "magnitude_mask")
-            _require(torch.equal(w, before), "magnitude_mask must not change the weight it is given")
-            want = _library_mask(shape, s, "magnitude", weight=w)
-            _require(int(out.sum()) == int(want.sum()),
-                     f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, expected exactly {int(want.sum())}")
-            _require(torch.equal(out, want),
-                     f"shape {shape}, sparsity {s}: kept the wrong weights; keep the largest |w| "
-                     "(absolute value: a large negative weight matters as much as a large positive one)")
+            out = as_bool_mask(fn(w, s), shape, "magnitude_mask")
+            require(torch.equal(w, before), "magnitude_mask must not change the weight it is given")
+            want = library_mask(shape, s, "magnitude", weight=w)
+            require(int(out.sum()) == int(want.sum()),
+                    f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, expected exactly {int(want.sum())}")
+            require(torch.equal(out, want),
+                    f"shape {shape}, sparsity {s}: kept the wrong weights; keep the largest |w| "
+                    "(absolute value: a large negative weight matters as much as a large positive one)")
 
     def keeps_largest():
         w = torch.tensor([[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]])
-        out = _as_bool_mask(fn(w, 0.5), w.shape, "magnitude_mask")
+        out = as_bool_mask(fn(w, 0.5), w.shape, "magnitude_mask")
         want = torch.tensor([[False, True, False, True], [False, True, True, False]])
-        _require(torch.equal(out, want), "for w = [[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]] at 50% the kept "
+        require(torch.equal(out, want), "for w = [[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]] at 50% the kept "
                                          f"weights must be -3.0, 2.0, 0.3 and -1.0 (the 4 largest |w|); got {out.tolist()}")
 
     return [("keeps the 4 largest |w| of a small example", keeps_largest),
             ("equals the library's magnitude mask, exact count", matches_library)]
 
 
-FLOP_CASES = [  # (d_model, seq_len, n_head, sparsity)
-    (64, 64, 2, 0.0), (128, 256, 4, 0.75), (768, 1024, 12, 0.5), (2048, 2048, 16, 0.75), (96, 100, 3, 0.9),
-]
 
-
-def _block_flops_checks(fn) -> Checks:
-    from ..flops import flop_report
-    from ..model import GPTConfig
-
-    def library_block(d, T, h, s):
-        cfg = GPTConfig(n_layer=1, n_embd=d, n_head=h, block_size=T, vocab_size=257)
-        rep = flop_report(cfg, sparsity=s, seq_len=T)
-        return sum(v["sparse"] for k, v in rep.components.items() if k not in ("embedding", "logits"))
-
-    def dense_case():
-        d, T, h = 64, 64, 2
-        got = fn(d, T, h, 0.0)
-        want = library_block(d, T, h, 0.0)
-        _require(isinstance(got, (int, float)), f"block_forward_flops must return a number, got {type(got).__name__}")
-        _require(math.isclose(got, want, rel_tol=1e-9),
-                 f"dense block, d={d}, T={T}, heads={h}: got {got:.6g} FLOPs, the library counts {want:.6g} "
-                 "(qkv + attention scores + softmax + attention x values + output projection + MLP, one sequence)")
-
-    def sparse_cases():
-        for d, T, h, s in FLOP_CASES:
-            got = fn(d, T, h, s)
-            want = library_block(d, T, h, s)
-            _require(math.isclose(got, want, rel_tol=1e-9),
-                     f"d={d}, T={T}, heads={h}, sparsity {s}: got {got:.6g}, the library counts {want:.6g}; "
-                     "only the weight matmuls (qkv, output projection, MLP) shrink with density, "
-                     "the attention matmuls between activations and the softmax stay dense")
-
-    return [("dense block matches flop_report", dense_case),
-            ("sparse blocks (up to GPT-3 XL size) match flop_report", sparse_cases)]
-
-
-def _loss_mask_checks(fn) -> Checks:
+def loss_mask_checks(fn) -> Checks:
     from ..data import get_tokenizer
     from ..tasks import encode_example, encode_prompt, make_builtin_task
 
@@ -168,14 +137,14 @@ def _loss_mask_checks(fn) -> Checks:
             tokens, want = encode_example(tok, inp, ref, block_size=4096)
             prompt_len = len(encode_prompt(tok, inp))
             got = fn(prompt_len, len(tokens))
-            _require(isinstance(got, (list, tuple, torch.Tensor)), f"loss_mask must return a list, got {type(got).__name__}")
+            require(isinstance(got, (list, tuple, torch.Tensor)), f"loss_mask must return a list, got {type(got).__name__}")
             got = [int(v) for v in (got.tolist() if isinstance(got, torch.Tensor) else got)]
-            _require(len(got) == len(want),
-                     f"prompt_len={prompt_len}, n_tokens={len(tokens)}: mask has {len(got)} entries, expected "
-                     f"{len(want)} (one per input position x = tokens[:-1])")
-            _require(got == want,
-                     f"prompt_len={prompt_len}, n_tokens={len(tokens)}: got {got}, expected {want}; position i "
-                     "predicts tokens[i + 1], which counts when it is a target token or the end-of-text")
+            require(len(got) == len(want),
+                    f"prompt_len={prompt_len}, n_tokens={len(tokens)}: mask has {len(got)} entries, expected "
+                    f"{len(want)} (one per input position x = tokens[:-1])")
+            require(got == want,
+                    f"prompt_len={prompt_len}, n_tokens={len(tokens)}: got {got}, expected {want}; position i "
+                    "predicts tokens[i + 1], which counts when it is a target token or the end-of-text")
 
     def tiny_case():
         against_library([("ab", "cd")])
@@ -285,7 +254,7 @@ def _student_steps(fn, seed: int = 5):
         yield step, params, masks, opt, grads
 
 
-def _masked_step_checks(fn) -> Checks:
+def masked_step_checks(fn) -> Checks:
     def stays_zero():
         for step, params, masks, opt, _ in _student_steps(fn):
             if step and not any(GRAD_SEEN in opt.state.get(p, {}) for p in params):
@@ -323,51 +292,6 @@ def _masked_step_checks(fn) -> Checks:
             ("kept weights equal an AdamW step on the masked gradients", matches_reference)]
 
 
-# ---- equal_flop_steps: the dense steps that cost the FLOPs of a sparse run
-
-EQFLOP_BY_HAND = [(1000, 3.0, 4.0, 750), (7, 1.0, 3.0, 2), (5, 1.0, 3.0, 2), (100, 5.0, 5.0, 100), (1, 2.0, 2.0, 1)]
-EQFLOP_GRIDS = {"default": ("small", "nano", "large"), "gpu": ("10M", "40M", "124M")}  # real model configs
-EQFLOP_SPARSITIES = (0.0, 0.5, 0.75, 0.9)
-
-
-def _study_cases():
-    """(grid, size, sparsity, sparse steps, sparse and dense FLOPs per step, the study's eqflop steps)."""
-    from ..flops import flop_report
-    from ..study.grids import resolve_grid
-    from ..study.plan import model_config, pretrain_spec, pretrain_steps
-
-    for name, sizes in EQFLOP_GRIDS.items():
-        grid = resolve_grid(name)
-        tokens = grid["pretrain"]["batch_size"]  # sequences per step
-        for size in sizes:
-            cfg = model_config(grid, size)
-            grid["sizes"][size]["pretrain_steps"] = pretrain_steps(grid, size)  # counted once, not per sparsity
-            for s in EQFLOP_SPARSITIES:
-                rep = flop_report(cfg, sparsity=s, seq_len=grid["block_size"])
-                want = pretrain_spec(grid, size, {"sparsity": s, "equal_flops": True}, seed=0)["steps"]
-                yield name, size, s, pretrain_steps(grid, size), rep.train_sparse * tokens, rep.train_dense * tokens, want
-
-
-def _equal_flop_steps_checks(fn) -> Checks:
-    def call(steps, sparse, dense, want, where):
-        got = fn(steps, sparse, dense)
-        _require(isinstance(got, int) and not isinstance(got, bool),
-                 f"{where}: must return a whole number of steps (an int), got {got!r} ({type(got).__name__})")
-        _require(got == want, f"{where}: expected {want} steps, got {got}; the dense run takes as many FLOPs in "
-                              "all as the sparse run, rounded to the nearest step")
-
-    def by_hand():
-        for steps, sparse, dense, want in EQFLOP_BY_HAND:
-            call(steps, sparse, dense, want, f"equal_flop_steps({steps}, {sparse}, {dense})")
-
-    def study():
-        for grid, size, s, steps, sparse, dense, want in _study_cases():
-            call(steps, sparse, dense, want, f"grid {grid}, size {size}, sparsity {s}: equal_flop_steps({steps}, "
-                                             f"{sparse:.6g}, {dense:.6g})")
-
-    return [("small cases by hand (an int, rounded to the nearest step; sparsity 0 keeps the steps)", by_hand),
-            ("the study's eqflop step counts for the grids' models at sparsity 0 to 0.9", study)]
-
 
 NM_CASES = [(4, 8), (16, 16), (3, 12), (64, 192)]  # (out, in): groups of 4 along the inputs
 
@@ -376,34 +300,34 @@ def _two_four_weight(shape, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _two_four_mask_checks(fn) -> Checks:
+def two_four_mask_checks(fn) -> Checks:
     from ..schedules import nm_mask
 
     def by_hand():
         w = torch.tensor([[0.1, -0.9, 0.5, 0.2, 3.0, 0.0, -1.5, 1.0]])
-        out = _as_bool_mask(fn(w.clone()), w.shape, "two_four_mask")
+        out = as_bool_mask(fn(w.clone()), w.shape, "two_four_mask")
         want = [[False, True, True, False, True, False, True, False]]
-        _require(out.tolist() == want, f"weight {w.tolist()[0]}: kept {out.int().tolist()[0]}, expected "
+        require(out.tolist() == want, f"weight {w.tolist()[0]}: kept {out.int().tolist()[0]}, expected "
                                        f"{[int(v) for v in want[0]]} (the 2 largest |w| of each group of 4: "
                                        "-0.9 and 0.5, then 3.0 and -1.5)")
 
     def pattern():
         for i, shape in enumerate(NM_CASES):
             w = _two_four_weight(shape, i)
-            out = _as_bool_mask(fn(w.clone()), shape, "two_four_mask")
+            out = as_bool_mask(fn(w.clone()), shape, "two_four_mask")
             counts = out.reshape(shape[0], -1, 4).sum(-1)
             bad = int((counts != 2).sum())
-            _require(bad == 0, f"shape {shape}: {bad} of {counts.numel()} groups of 4 consecutive inputs (along each "
+            require(bad == 0, f"shape {shape}: {bad} of {counts.numel()} groups of 4 consecutive inputs (along each "
                                "row) do not keep exactly 2; a 2:4 mask keeps 2 in every group, not 50% overall")
-            _require(torch.equal(out, nm_mask(w, 2, 4)),
-                     f"shape {shape}: the right count in every group, but not the 2 largest |w| of each: "
-                     f"{int((out != nm_mask(w, 2, 4)).sum())} slots differ (compare magnitudes, not signed values)")
+            require(torch.equal(out, nm_mask(w, 2, 4)),
+                    f"shape {shape}: the right count in every group, but not the 2 largest |w| of each: "
+                    f"{int((out != nm_mask(w, 2, 4)).sum())} slots differ (compare magnitudes, not signed values)")
 
     def untouched():
         w = _two_four_weight((8, 16), 9)
         copy_ = w.clone()
         fn(w)
-        _require(torch.equal(w, copy_), "two_four_mask changed `weight`: return a mask, leave the weight alone")
+        require(torch.equal(w, copy_), "two_four_mask changed `weight`: return a mask, leave the weight alone")
 
     return [("a row by hand: the 2 largest |w| of every 4 consecutive inputs", by_hand),
             ("exactly 2 of every 4 along each row, the largest by magnitude, on random weights", pattern),
@@ -430,15 +354,15 @@ def _model_sparsity_cases():
                zeros / sum(p.numel() for p in params.values()), preset)
 
 
-def _model_sparsity_checks(fn) -> Checks:
+def model_sparsity_checks(fn) -> Checks:
     def call(shapes, masked, s, want, where):
         got = fn(dict(shapes), list(masked), s)
-        _require(isinstance(got, (int, float)) and not isinstance(got, bool),
-                 f"{where}: model_sparsity must return a number (a fraction), got {type(got).__name__}")
-        _require(math.isclose(got, want, rel_tol=0, abs_tol=1e-12),
-                 f"{where}: got {got:.6f}, expected {want:.6f}; each masked matrix keeps exactly "
-                 "round((1 - sparsity) * numel) weights, and the unmasked parameters (embeddings, "
-                 "norms, biases) count in the total but keep all their weights")
+        require(isinstance(got, (int, float)) and not isinstance(got, bool),
+                f"{where}: model_sparsity must return a number (a fraction), got {type(got).__name__}")
+        require(math.isclose(got, want, rel_tol=0, abs_tol=1e-12),
+                f"{where}: got {got:.6f}, expected {want:.6f}; each masked matrix keeps exactly "
+                "round((1 - sparsity) * numel) weights, and the unmasked parameters (embeddings, "
+                "norms, biases) count in the total but keep all their weights")
 
     def by_hand():
         shapes = {"a.weight": (7, 13), "a.bias": (7,), "b.weight": (3, 3)}
@@ -452,53 +376,3 @@ def _model_sparsity_checks(fn) -> Checks:
 
     return [("small cases by hand (exact counts; unmasked parameters count in the total)", by_hand),
             ("the share of zeros in the library's sparsified GPTs", models)]
-
-
-# ---- benefit_lost (lesson 05): L per seed, as the study defines it
-
-def _benefit_cases():
-    """Per-seed values of arm, dense and scratch for both measures, from a seeded generator (the
-    grader makes them again), with the study's own L (``study.claims.benefit_lost``) for each."""
-    from ..study.claims import benefit_lost
-
-    g = torch.Generator().manual_seed(23)
-    for measure in ("test_loss", "bleu", "test_loss"):
-        seeds = list(range(6))
-        dense = {s: 1.0 + float(torch.rand((), generator=g)) for s in seeds}
-        scratch = {s: dense[s] + 0.1 + float(torch.rand((), generator=g)) for s in seeds}
-        arm = {s: dense[s] + 0.3 * float(torch.randn((), generator=g)) for s in seeds}
-        if measure == "bleu":  # higher is better: scratch below dense
-            scratch = {s: 10 * dense[s] - 10 * (scratch[s] - dense[s]) for s in seeds}
-            dense = {s: 10 * v for s, v in dense.items()}
-            arm = {s: 10 * v for s, v in arm.items()}
-        scratch[4] = dense[4] + (-0.05 if measure == "test_loss" else 0.5)  # seed 4: pre-training did not help
-        del arm[5]  # seed 5: the arm's run is missing
-        rows = [dict(seed=s, arm=name, task="t", size="s", set="full", **{measure: v})
-                for name, values in (("arm", arm), ("dense", dense), ("scratch", scratch)) for s, v in values.items()]
-        yield arm, dense, scratch, measure, benefit_lost(rows, measure, "arm", dict(task="t", size="s", set="full"))
-
-
-def _benefit_lost_checks(fn) -> Checks:
-    def call(arm, dense, scratch, measure, want, where):
-        got = fn(dict(arm), dict(dense), dict(scratch), measure)
-        _require(isinstance(got, dict), f"{where}: benefit_lost must return a dict seed -> L, got {type(got).__name__}")
-        _require(set(got) == set(want),
-                 f"{where}: L for seeds {sorted(got)}, expected seeds {sorted(want)}: only seeds that have all "
-                 "three runs, and where dense pre-training beat scratch (L is undefined elsewhere)")
-        for s in want:
-            _require(isinstance(got[s], (int, float)) and math.isclose(got[s], want[s], rel_tol=1e-9, abs_tol=1e-12),
-                     f"{where}, seed {s}: L = {got[s]!r}, expected {want[s]:.6g}: the arm's gap to dense over "
-                     "scratch's gap to dense, both measured so that positive means worse (on BLEU, higher is better)")
-
-    def by_hand():
-        call({0: 1.2}, {0: 1.0}, {0: 2.0}, "test_loss", {0: 0.2}, "test loss: arm 1.2, dense 1.0, scratch 2.0")
-        call({0: 18.0}, {0: 20.0}, {0: 10.0}, "bleu", {0: 0.2}, "BLEU: arm 18, dense 20, scratch 10")
-        call({0: 0.9}, {0: 1.0}, {0: 2.0}, "test_loss", {0: -0.1}, "test loss: an arm better than dense")
-
-    def study():
-        for i, (arm, dense, scratch, measure, want) in enumerate(_benefit_cases()):
-            call(arm, dense, scratch, measure, want, f"case {i + 1} ({measure}, 6 seeds, one missing, one where "
-                                                     "scratch is not worse)")
-
-    return [("small cases by hand (test loss and BLEU)", by_hand),
-            ("equals the study's L per seed (study.claims.benefit_lost)", study)]

@@ -8,6 +8,7 @@ from typing import Callable
 
 from ..errors import MiniSPDFError
 from . import borrowing
+from . import accounting_checks as A
 from . import checks as C
 
 
@@ -25,27 +26,27 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {e.name: e for e in [
     Exercise("model_sparsity", "model_sparsity", "00_quickstart",
              "return the fraction of all the model's parameters that the masks set to zero",
-             C._model_sparsity_checks, points=1, hint=(
+             C.model_sparsity_checks, points=1, hint=(
                  "Go through the parameters one by one. A masked matrix of n weights keeps exactly "
                  "round((1 - sparsity) * n) of them (the same count random_mask keeps in lesson 01), so how many "
                  "does it zero? A parameter that is not masked zeroes none, but its weights still count in the "
                  "total. The answer is zeros / total, a fraction between 0 and 1: math.prod gives a shape's size.")),
     Exercise("random_mask", "random_mask", "01_gpt_and_masks",
              "return a bool mask keeping exactly round((1 - sparsity) * numel) random weights",
-             C._random_mask_checks, points=2, hint=(
+             C.random_mask_checks, points=2, hint=(
                  "Decide first how many weights to keep: round((1 - sparsity) * numel), exactly, every time. "
                  "A coin flip per weight (torch.rand(shape) > sparsity) is right only on average. Then choose "
                  "that many distinct positions, every position equally likely, drawing all randomness from "
                  "`generator`: which torch function shuffles the integers 0..n-1? Fill a flat bool tensor, "
                  "then give it the shape back.")),
     Exercise("magnitude_mask", "magnitude_mask", "01_gpt_and_masks",
-             "return a bool mask keeping the largest |w|, exact count", C._magnitude_mask_checks, points=2, hint=(
+             "return a bool mask keeping the largest |w|, exact count", C.magnitude_mask_checks, points=2, hint=(
                  "Keep the same number of weights as random_mask, but choose the largest in size: a weight of "
                  "-3 matters more than one of 0.2. torch.topk on a flat view returns the indices of the k "
                  "largest values; what should it rank? Do not change `weight` itself.")),
     Exercise("block_flops", "block_forward_flops", "02_flop_accounting",
              "return the forward FLOPs of one sparse transformer block for one sequence",
-             C._block_flops_checks, points=3, hint=(
+             A.block_flops_checks, points=3, hint=(
                  "Multiplying a (T x k) matrix by a (k x n) matrix costs 2*T*k*n FLOPs. List the matmuls of one "
                  "block for T tokens: the q/k/v projection, the attention scores (q times k), the scores times v, "
                  "the output projection and the two MLP matrices (4x wider). Which of them multiply a weight "
@@ -53,14 +54,14 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
                  "stay dense? The softmax counts 3 FLOPs per score per head.")),
     Exercise("loss_mask", "loss_mask", "04_dense_finetuning",
              "return the fine-tuning loss mask (1 where the next token is target or end-of-text)",
-             C._loss_mask_checks, points=2, hint=(
+             C.loss_mask_checks, points=2, hint=(
                  "The model reads x = tokens[:-1] and predicts y = tokens[1:], so the mask has n_tokens - 1 "
                  "entries. Position i predicts tokens[i + 1]: count it when that token is part of the target "
                  "(which starts at index prompt_len) or the end-of-text. Write out a 6-token example with a "
                  "3-token prompt on paper before coding.")),
     Exercise("masked_step", "masked_adamw_step", "03_sparse_pretraining",
              "zero the pruned gradients, take the AdamW step, then zero the pruned weights and moments",
-             C._masked_step_checks, points=3, hint=(
+             C.masked_step_checks, points=3, hint=(
                  "Think about three moments. Before optimizer.step(): what must the pruned slots of p.grad "
                  "hold? During the step, weight decay and the running moments from earlier steps still move "
                  "a pruned weight, even with a zero gradient. After it: the weight and AdamW's state for it, "
@@ -68,20 +69,20 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
                  "Work in place under torch.no_grad(); a bool mask can select (torch.where) or multiply.")),
     Exercise("benefit_lost", "benefit_lost", "05_paper_findings_small_scale",
              "return L per seed: the arm's gap to dense over scratch's gap to dense",
-             C._benefit_lost_checks, points=2, hint=(
+             A.benefit_lost_checks, points=2, hint=(
                  "Work seed by seed, and only on seeds that have all three runs. Write each gap so that "
                  "positive means worse: on test loss a worse run has a higher value, on BLEU a lower one, so flip "
                  "the sign for BLEU. The benefit of pre-training is scratch's gap to dense; where it is not "
                  "positive, pre-training did not help that seed and L is undefined: leave that seed out.")),
     Exercise("equal_flop_steps", "equal_flop_steps", "06_beyond_the_paper",
              "return the dense steps that cost the FLOPs of the sparse run, rounded to the nearest step",
-             C._equal_flop_steps_checks, points=1, hint=(
+             A.equal_flop_steps_checks, points=1, hint=(
                  "A run's training FLOPs are its steps times its FLOPs per step. Write down that the dense "
                  "run's total equals the sparse run's, and solve for the one unknown. A step count is a whole "
                  "number: int() cuts 1.9 down to 1; which Python built-in goes to the nearest one?")),
     Exercise("two_four_mask", "two_four_mask", "06_beyond_the_paper",
              "return the 2:4 mask of a weight: the 2 largest |w| of every 4 consecutive inputs of each row",
-             C._two_four_mask_checks, points=2, hint=(
+             C.two_four_mask_checks, points=2, hint=(
                  "A Linear weight is (out, in): the groups of 4 run along each row. Give the magnitudes the "
                  "shape (out, in // 4, 4) with reshape, so that the last dimension is one group; torch.topk "
                  "with dim=-1 finds the positions of the 2 largest in each group, and scatter_ (or a "

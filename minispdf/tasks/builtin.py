@@ -220,6 +220,25 @@ def make_builtin_task(
     Difficulty grows with the slot count and the variety of wording; size is ``n_train``. The
     three splits have distinct inputs, and the whole task is a pure function of the arguments.
     """
+    lo, hi = _check_builtin_args(wording, min_slots, max_slots, n_refs, (n_train, n_val, n_test))
+    rng = random.Random(f"minispdf-builtin:{seed}")
+    examples = _distinct_examples(rng, n_train + n_val + n_test, min_slots, max_slots, wording, (lo, hi))
+    return Task(
+        name="builtin",
+        metric="bleu",
+        train=examples[:n_train],
+        val=examples[n_train:n_train + n_val],
+        test=examples[n_train + n_val:],
+        description=(
+            f"built-in E2E-style restaurant MRs (seed {seed}, {min_slots}-{max_slots} slots, "
+            f"{wording} wording): {n_train}/{n_val}/{n_test} train/val/test inputs"
+        ),
+    )
+
+
+def _check_builtin_args(wording: str, min_slots: int, max_slots: int, n_refs, sizes: tuple[int, int, int]
+                        ) -> tuple[int, int]:
+    """Refuse arguments of :func:`make_builtin_task` that make no task; the ``n_refs`` range."""
     if wording not in ("varied", "fixed"):
         raise MiniSPDFError(f"unknown wording {wording!r}; use wording='varied' or wording='fixed'")
     if not (2 <= min_slots <= max_slots <= len(E2E_SLOTS)):
@@ -230,11 +249,14 @@ def make_builtin_task(
     lo, hi = (n_refs, n_refs) if isinstance(n_refs, int) else tuple(n_refs)
     if not (1 <= lo <= hi):
         raise MiniSPDFError(f"n_refs={n_refs!r} is not valid; use an int >= 1 or a range (lo, hi) with 1 <= lo <= hi")
-    sizes = (n_train, n_val, n_test)
     if min(sizes) < 0 or sum(sizes) == 0:
         raise MiniSPDFError(f"split sizes {sizes} are not valid; use n_train, n_val, n_test >= 0, not all 0")
-    total = sum(sizes)
-    rng = random.Random(f"minispdf-builtin:{seed}")
+    return lo, hi
+
+
+def _distinct_examples(rng: random.Random, total: int, min_slots: int, max_slots: int, wording: str,
+                       n_refs: tuple[int, int]) -> list[Example]:
+    """``total`` examples with distinct meaning representations, with their references."""
     seen: set[str] = set()
     examples: list[Example] = []
     attempts = 0
@@ -251,30 +273,21 @@ def make_builtin_task(
         if mr in seen:
             continue
         seen.add(mr)
-        if wording == "fixed":
-            refs = [_fixed_reference(slots)]
-        else:
-            want = rng.randint(lo, hi)
-            refs = []
-            for _ in range(8 * want):
-                ref = _varied_reference(slots, rng)
-                if ref not in refs:
-                    refs.append(ref)
-                    if len(refs) == want:
-                        break
-        examples.append(Example(mr, refs))
-    train = examples[:n_train]
-    val = examples[n_train:n_train + n_val]
-    test = examples[n_train + n_val:]
-    return Task(
-        name="builtin",
-        metric="bleu",
-        train=train,
-        val=val,
-        test=test,
-        description=(
-            f"built-in E2E-style restaurant MRs (seed {seed}, {min_slots}-{max_slots} slots, "
-            f"{wording} wording): {n_train}/{n_val}/{n_test} train/val/test inputs"
-        ),
-    )
+        examples.append(Example(mr, _references(slots, wording, n_refs, rng)))
+    return examples
 
+
+def _references(slots: dict[str, str], wording: str, n_refs: tuple[int, int], rng: random.Random) -> list[str]:
+    """The references of one MR: the fixed one, or a number drawn from ``n_refs`` of distinct varied ones
+    (fewer when 8 tries per reference find no more)."""
+    if wording == "fixed":
+        return [_fixed_reference(slots)]
+    want = rng.randint(*n_refs)
+    refs: list[str] = []
+    for _ in range(8 * want):
+        ref = _varied_reference(slots, rng)
+        if ref not in refs:
+            refs.append(ref)
+            if len(refs) == want:
+                break
+    return refs
