@@ -12,20 +12,25 @@ from ..fileio import writer_lock
 from . import emit
 
 
-def sample(args):
-    import torch
-
+def _model_and_tokenizer(ckpt: str | None, command: str, wrote_it: str):
+    """The checkpoint's model (in eval mode) and the tokenizer it was trained with."""
     from ..checkpoint import load_checkpoint
     from ..data import get_tokenizer
     from ..evaluate import check_tokenizer
 
-    s = build(SampleSettings, args)
-    if not s.ckpt:
-        raise MiniSPDFError("sample needs --ckpt: the ckpt.pt or run folder that pretrain/finetune --out wrote")
-    model, info = load_checkpoint(s.ckpt)
+    if not ckpt:
+        raise MiniSPDFError(f"{command} needs --ckpt: the ckpt.pt or run folder that {wrote_it} --out wrote")
+    model, info = load_checkpoint(ckpt)
     tok = get_tokenizer(info.get("tokenizer") or "char")
     check_tokenizer(model, tok)  # a damaged checkpoint can name a tokenizer its model cannot hold
-    model.eval()
+    return model.eval(), tok
+
+
+def sample(args):
+    import torch
+
+    s = build(SampleSettings, args)
+    model, tok = _model_and_tokenizer(s.ckpt, "sample", "pretrain/finetune")
     gen = torch.Generator().manual_seed(s.seed)
     # a terminal in another encoding hands Python undecodable bytes as surrogates: show them as U+FFFD
     prompt = s.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -39,17 +44,12 @@ def sample(args):
 
 
 def evaluate(args):
-    from ..checkpoint import load_checkpoint
-    from ..data import get_tokenizer
     from ..evaluate import evaluate_task
     from ..metrics import format_report, parse_metrics
     from ..tasks import resolve_task, split_counts
 
     s = build(EvaluateSettings, args)
-    if not s.ckpt:
-        raise MiniSPDFError("evaluate needs --ckpt: the ckpt.pt or run folder that finetune --out wrote")
-    model, info = load_checkpoint(s.ckpt)
-    tok = get_tokenizer(info.get("tokenizer") or "char")
+    model, tok = _model_and_tokenizer(s.ckpt, "evaluate", "finetune")
     task = resolve_task(s.task, test_file=s.test_file)
     metrics = parse_metrics(s.metrics, task.name)  # a typo fails before the model decodes
     examples = getattr(task, s.split)
