@@ -181,6 +181,21 @@ def test_bench_json(capsys):
     assert d["state_ratio"] < 1.1
 
 
+def test_vs_nanogpt_runs_against_a_model_py_with_nanogpts_interface(capsys, tmp_path):
+    # a stand-in for nanoGPT's model.py (GPT, GPTConfig, configure_optimizers); no speed is asserted
+    stand_in = tmp_path / "model.py"
+    stand_in.write_text(
+        "import torch\nfrom minispdf.model import GPT as _GPT, GPTConfig\n"
+        "class GPT(_GPT):\n"
+        "    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):\n"
+        "        return torch.optim.AdamW(self.parameters(), lr=learning_rate, betas=betas, weight_decay=weight_decay)\n"
+    )
+    from minispdf.bench.vs_nanogpt import main as vs_main
+    vs_main([str(stand_in), "--preset", "nano", "--rounds", "1", "--steps", "1", "--warmup", "0"])
+    out = capsys.readouterr().out
+    assert "first-step losses identical" in out and "kit/nanoGPT: median" in out
+
+
 def test_module_entry_point_has_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "minispdf", "pretrain", "--sparsity", "2"],
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
