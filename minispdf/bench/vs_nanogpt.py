@@ -46,20 +46,39 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--optimizer", default="own", choices=["own", "fused"])
     a = ap.parse_args(argv)
-    ng = load_nanogpt(a.model_py)
-    cfg = TrainConfig()
+    arms = make_steps(load_nanogpt(a.model_py), a.preset, a.batch_size, a.optimizer)
+    same = arms["kit"]() == arms["nanoGPT"]()
+    print(f"{a.preset}, batch {a.batch_size}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+          f"optimizers: {a.optimizer}; first-step losses {'identical' if same else 'DIFFER'}")
+    for _ in range(a.warmup):
+        arms["kit"](), arms["nanoGPT"]()
+    ratios, medians = [], {k: [] for k in arms}
+    for r in range(a.rounds):
+        m = time_round(arms, a.steps)
+        ratios.append(m["kit"] / m["nanoGPT"])
+        for k in arms:
+            medians[k].append(m[k])
+        print(f"round {r + 1}: kit {1000 * m['kit']:.2f} ms, nanoGPT {1000 * m['nanoGPT']:.2f} ms, "
+              f"kit/nanoGPT {ratios[-1]:.3f}", flush=True)
+    print(f"kit/nanoGPT: median {statistics.median(ratios):.3f} over {a.rounds} rounds of {a.steps} interleaved "
+          f"steps (range {min(ratios):.3f}-{max(ratios):.3f}); step {1000 * statistics.median(medians['kit']):.2f} "
+          f"vs {1000 * statistics.median(medians['nanoGPT']):.2f} ms")
 
+
+def make_steps(ng, preset: str, batch_size: int, optimizer: str) -> dict:
+    """``{"kit": step, "nanoGPT": step}``: one training step each, from the same weights and batch."""
+    cfg = TrainConfig()
     torch.manual_seed(0)
-    kit = GPT(preset_config(a.preset))
+    kit = GPT(preset_config(preset))
     with contextlib.redirect_stdout(io.StringIO()):  # nanoGPT prints its parameter count
-        nano = ng.GPT(ng.GPTConfig(**PRESETS[a.preset], dropout=0.0, bias=True))
+        nano = ng.GPT(ng.GPTConfig(**PRESETS[preset], dropout=0.0, bias=True))
         nano.load_state_dict(kit.state_dict())  # the same names, the same starting weights
-        nano_opt = (make_optimizer(nano, cfg) if a.optimizer == "fused" else
+        nano_opt = (make_optimizer(nano, cfg) if optimizer == "fused" else
                     nano.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu"))
     kit_opt = make_optimizer(kit, cfg)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(kit.config.vocab_size, (a.batch_size, kit.config.block_size), generator=g)
-    y = torch.randint(kit.config.vocab_size, (a.batch_size, kit.config.block_size), generator=g)
+    x = torch.randint(kit.config.vocab_size, (batch_size, kit.config.block_size), generator=g)
+    y = torch.randint(kit.config.vocab_size, (batch_size, kit.config.block_size), generator=g)
 
     def kit_step():  # what minispdf.train does
         loss = forward_backward(kit, x, y, None, 1, contextlib.nullcontext)
@@ -74,29 +93,18 @@ def main(argv=None) -> None:
         nano_opt.zero_grad(set_to_none=True)
         return loss.item()
 
-    same = kit_step() == nano_step()
-    print(f"{a.preset}, batch {a.batch_size}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
-          f"optimizers: {a.optimizer}; first-step losses {'identical' if same else 'DIFFER'}")
-    for _ in range(a.warmup):
-        kit_step(), nano_step()
-    arms = {"kit": kit_step, "nanoGPT": nano_step}
-    ratios, medians = [], {k: [] for k in arms}
-    for r in range(a.rounds):
-        times = {k: [] for k in arms}
-        for i in range(a.steps):
-            for k in (("kit", "nanoGPT") if i % 2 == 0 else ("nanoGPT", "kit")):
-                t = time.perf_counter()
-                arms[k]()
-                times[k].append(time.perf_counter() - t)
-        m = {k: statistics.median(v) for k, v in times.items()}
-        ratios.append(m["kit"] / m["nanoGPT"])
-        for k in arms:
-            medians[k].append(m[k])
-        print(f"round {r + 1}: kit {1000 * m['kit']:.2f} ms, nanoGPT {1000 * m['nanoGPT']:.2f} ms, "
-              f"kit/nanoGPT {ratios[-1]:.3f}", flush=True)
-    print(f"kit/nanoGPT: median {statistics.median(ratios):.3f} over {a.rounds} rounds of {a.steps} interleaved "
-          f"steps (range {min(ratios):.3f}-{max(ratios):.3f}); step {1000 * statistics.median(medians['kit']):.2f} "
-          f"vs {1000 * statistics.median(medians['nanoGPT']):.2f} ms")
+    return {"kit": kit_step, "nanoGPT": nano_step}
+
+
+def time_round(arms: dict, steps: int) -> dict:
+    """The median seconds of each arm's step over ``steps`` steps, alternated ABBA."""
+    times = {k: [] for k in arms}
+    for i in range(steps):
+        for k in (("kit", "nanoGPT") if i % 2 == 0 else ("nanoGPT", "kit")):
+            t = time.perf_counter()
+            arms[k]()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 if __name__ == "__main__":
