@@ -1,11 +1,13 @@
 """Settings as dataclasses, and the command line generated from them.
 
 A setting is declared once, as a dataclass field made with :func:`setting` (its default, one line
-of help, and the choices if there is a fixed list). The Python API takes these dataclasses; the
-command line is built from the same fields with argparse (:func:`add_settings`), and
-:func:`parse` reads a ``--config`` file (JSON or TOML) under the flags given. Every mistake --
-an unknown key, a value of the wrong type, an unknown choice -- is a one-line
-:class:`~minispdf.errors.MiniSPDFError` that names the fix.
+of help, the choices if there is a fixed list, the bounds if a number has them), in a settings
+class beside what it sets; :class:`Settings` checks choices and bounds once, for every class.
+The Python API takes these dataclasses; the command line is built from the same fields with
+argparse (:func:`add_settings`), and :func:`parse` reads a ``--config`` file (JSON or TOML) under
+the flags given. Every mistake -- an unknown key, a value of the wrong type, a number out of
+bounds, an unknown choice -- is a one-line :class:`~minispdf.errors.MiniSPDFError` that names the
+fix.
 """
 
 from __future__ import annotations

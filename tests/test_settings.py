@@ -62,3 +62,34 @@ def test_a_setting_shared_by_several_classes_is_declared_alike():
 def test_the_walk_sees_the_commands_settings():
     names = {cls.__name__ for cls in _settings_classes()}
     assert {"TrainConfig", "BenchSettings", "KernelSettings", "EvaluateSettings", "DemoScale", "RealTasks"} <= names
+
+
+def test_bounds_are_declared_with_the_field_and_checked_for_every_class():
+    from dataclasses import dataclass
+
+    import pytest
+
+    from minispdf.config import setting
+    from minispdf.errors import MiniSPDFError
+
+    @dataclass
+    class Knobs(Settings):
+        count: int = setting(1, "a count", min=1)
+        share: float = setting(0.5, "a share", min=0, below=1, hint="e.g. 0.5")
+        rate: float = setting(1.0, "a rate", above=0)
+        cap: int | None = setting(None, "a cap", min=0, max=10)
+
+    Knobs(count=3, share=0.0, rate=1e-9, cap=10)  # edges that are allowed; None passes where the type allows it
+    for bad, message in [
+        (dict(count=0), "count=0 must be a positive integer"),
+        (dict(count=True), "count=True must be a positive integer"),  # a bool is not a count
+        (dict(count=2.0), "count=2.0 must be a positive integer"),
+        (dict(share=1.0), "share=1.0 must be in [0, 1) (e.g. 0.5)"),
+        (dict(share=float("nan")), "share=nan must be in [0, 1) (e.g. 0.5)"),
+        (dict(rate=0.0), "rate=0.0 must be a positive number"),
+        (dict(rate="fast"), "rate='fast' must be a positive number"),
+        (dict(cap=11), "cap=11 must be between 0 and 10"),
+    ]:
+        with pytest.raises(MiniSPDFError) as e:
+            Knobs(**bad)
+        assert str(e.value) == message
