@@ -25,6 +25,8 @@ A schedule only *moves* masks. Keeping the zeros between moves is the masks' own
 the optimizer moments of every slot that changed: regrown weights start at zero with zero moments,
 as in RigL. Ties are broken by position (the lower flat index first), so a move is exact.
 
+:class:`SparsityConfig` holds every setting of the masks (how much, how drawn, how they move);
+``SparsityConfig(0.75, schedule="rigl").make_schedule(max_steps)`` is the schedule of a run.
 Use it in :func:`minispdf.train.train` (``schedule=``) or in a loop of your own::
 
     sched = make_schedule("rigl", sparsity=0.75, max_steps=1000)
