@@ -67,7 +67,7 @@ class Settings:
 
 def _within(value, typ, lo, lo_open, hi, hi_open) -> bool:
     kinds = (int,) if typ is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, kinds) or (isinstance(value, float) and not math.isfinite(value)):
         return False
     return (lo is None or value > lo or (value == lo and not lo_open)) and \
         (hi is None or value < hi or (value == hi and not hi_open))

@@ -79,7 +79,7 @@ def test_bounds_are_declared_with_the_field_and_checked_for_every_class():
         rate: float = setting(1.0, "a rate", above=0)
         cap: int | None = setting(None, "a cap", min=0, max=10)
 
-    Knobs(count=3, share=0.0, rate=1e-9, cap=10)  # edges that are allowed; None passes where the type allows it
+    Knobs(count=10**400, share=0.0, rate=1e-9, cap=10)  # edges that are allowed; None passes where the type allows it
     for bad, message in [
         (dict(count=0), "count=0 must be a positive integer"),
         (dict(count=True), "count=True must be a positive integer"),  # a bool is not a count
@@ -89,6 +89,7 @@ def test_bounds_are_declared_with_the_field_and_checked_for_every_class():
         (dict(rate=0.0), "rate=0.0 must be a positive number"),
         (dict(rate="fast"), "rate='fast' must be a positive number"),
         (dict(cap=11), "cap=11 must be between 0 and 10"),
+        (dict(rate=float("inf")), "rate=inf must be a positive number"),
     ]:
         with pytest.raises(MiniSPDFError) as e:
             Knobs(**bad)
