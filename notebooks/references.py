@@ -132,7 +132,29 @@ def _html(nb) -> str:
     for cell in page.cells:
         for out in cell.get("outputs", []):
             out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
-    return HTMLExporter().from_notebook_node(page)[0]
+    return shared_style(HTMLExporter().from_notebook_node(page)[0])
+
+
+STYLE = "style.css"  # the pages' stylesheet, written once beside them (it is ~0.26 MB: nbconvert's, same for every page)
+
+
+def shared_style(page: str) -> str:
+    """The page with its ``<style>`` blocks moved into ``reference/style.css`` and linked."""
+    import re
+
+    blocks = re.findall(r"<style[^>]*>(.*?)</style>", page, re.S)
+    css = "\n".join(b.strip() for b in blocks) + "\n"
+    OUT.mkdir(exist_ok=True)
+    if not (OUT / STYLE).exists() or (OUT / STYLE).read_text(encoding="utf-8") != css:
+        (OUT / STYLE).write_text(css, encoding="utf-8")
+    first = True
+
+    def link(_match):
+        nonlocal first
+        out, first = (f'<link rel="stylesheet" href="{STYLE}">' if first else ""), False
+        return out
+
+    return re.sub(r"<style[^>]*>.*?</style>", link, page, flags=re.S)
 
 
 def write(nb, path: Path) -> Path:

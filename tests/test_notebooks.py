@@ -319,6 +319,7 @@ def test_references_are_small_and_show_finished_progress_bars():
             assert not bar.startswith("HBox") and "&lt;" not in bar, (ref.name, bar)
     page = (REFERENCE / "00_quickstart.html").read_text()
     assert "<img" in page and "widget-view" not in page  # figures inline; bars as their final text
+    assert "<style" not in page and 'href="style.css"' in page and (REFERENCE / "style.css").stat().st_size > 1e5
 
 
 @pytest.mark.slow  # ~10 s: a kernel reads the committed study
