@@ -146,6 +146,8 @@ def _across(grid: dict, judged: dict, measure: str, n) -> list[dict]:
             values = [v for v in order[dim] if v in block[dim + "s"]]
             i = DIMS.index(dim)
             for lo, hi in zip(values, values[1:]):
+                if dim == "size" and _base(grid, lo) == _base(grid, hi):  # budgets of one size, not two sizes
+                    continue
                 for k in sorted(judged):
                     other = tuple(hi if j == i else v for j, v in enumerate(k))
                     if k[i] != lo or other not in judged or not {"spdf75"} <= judged[k] & judged[other] or \
@@ -157,6 +159,10 @@ def _across(grid: dict, judged: dict, measure: str, n) -> list[dict]:
                     worse, better = (hi_t, lo_t) if hi_loses_more else (lo_t, hi_t)
                     out.append(_directional(text, measure, where, worse, better, n((k, "spdf75"), (other, "spdf75"))))
     return out
+
+
+def _base(grid: dict, size: str) -> str:
+    return grid["sizes"][size].get("base", size)
 
 
 def _directional(claim, measure, where, worse, better, n_planned) -> dict:

@@ -51,17 +51,19 @@ BUILTIN_DIR = Path(__file__).parent / "builtin_grids"
 TOP_KEYS = {"description": str, "inherit": str, "block_size": int, "tokenizer": str, "corpus": str,
             "pretrain": dict, "finetune": dict, "margins": dict, "gates": dict, "sizes": dict, "tasks": dict,
             "sets": dict, "blocks": list, "primary": dict, "difficulty": list, "assumed_tflops": (int, float),
-            "first_seed": int, "schedules": dict}
+            "first_seed": int, "schedules": dict, "frontier": dict}
 REQUIRED = ("description", "block_size", "tokenizer", "corpus", "pretrain", "finetune", "margins", "gates", "sizes",
             "tasks", "sets", "blocks", "primary")
 TRAINING_KEYS = {"batch_size": int, "lr": float, "weight_decay": float, "warmup_frac": float, "eval_iters": int}
 MARGIN_KEYS = ("test_loss", "bleu")
 GATE_KEYS = ("min_bleu", "max_bleu", "min_test_loss", "min_benefit", "plateau_ratio", "precision")
 SIZE_KEYS = {"preset": str, "overrides": dict, "pretrain_steps": int, "tokens_per_param": (int, float),
-             "finetune_steps": int}
+             "finetune_steps": int, "budget": float, "base": str}  # budget, base: set by a block's budgets
 TASK_KEYS = {"spec": str, "options": dict, "about": str, "eval_inputs": int, "max_new_tokens": int,
              "max_train_inputs": int, "train_refs": int}
-BLOCK_KEYS = {"sizes": list, "tasks": list, "sets": list, "arms": list, "seeds": int}
+BLOCK_KEYS = {"sizes": list, "tasks": list, "sets": list, "arms": list, "seeds": int, "budgets": list}
+FRONTIER_KEYS = {"reference": str, "measure": str, "level": float, "resamples": int, "holm_alpha": float,
+                 "true_effect": float, "power": float}
 SCHEDULE_KEYS = {"update_interval": int, "drop_fraction": float, "stop_fraction": float, "gmp_start": float,
                  "gmp_end": float, "dense_from": float}
 
@@ -208,6 +210,7 @@ def check_grid(grid: dict, source) -> None:
                 parse_arm(arm)
             except MiniSPDFError as e:
                 raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].arms: {e}") from None
+    _check_budgets(grid, source)
     for key in ("task", "size", "set"):
         if grid["primary"].get(key) not in grid[key + "s"]:
             raise MiniSPDFError(f"{_where(source)}: key primary.{key} = {grid['primary'].get(key)!r} is not a "
@@ -215,6 +218,45 @@ def check_grid(grid: dict, source) -> None:
     for task in grid.get("difficulty", []):
         if task not in grid["tasks"]:
             raise MiniSPDFError(f"{_where(source)}: key difficulty names undeclared task {task!r}")
+
+
+def _check_budgets(grid: dict, source) -> None:
+    for i, b in enumerate(grid["blocks"]):
+        budgets = b.get("budgets", [1.0])
+        if not budgets or len(set(budgets)) != len(budgets) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100 for x in budgets):
+            raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].budgets = {budgets!r} must be distinct numbers in "
+                                "(0, 100]: multiples of each size's pre-training steps, e.g. [0.5, 1, 2]")
+    fr = grid.get("frontier")
+    if fr is not None:
+        _check_table(source, "frontier.", fr, FRONTIER_KEYS)
+        if fr.get("measure", "test_loss") not in MARGIN_KEYS:
+            raise MiniSPDFError(f"{_where(source)}: key frontier.measure must be one of {', '.join(MARGIN_KEYS)}")
+
+
+def budget_size(size: str, budget: float) -> str:
+    """The name of ``size`` pre-trained for ``budget`` x its steps: ``nano-x0.25``."""
+    return f"{size}-x{budget:g}"
+
+
+def _expand_budgets(grid: dict) -> None:
+    """A block with ``budgets`` pre-trains each of its sizes at each multiple of the size's steps.
+    Each (size, budget) becomes a size of its own (``nano-x2``, with ``base`` and ``budget``), so
+    every claim is judged per budget; the primary size names the budget-1 one."""
+    for b in grid["blocks"]:
+        budgets = b.pop("budgets", None)
+        if budgets is None:
+            continue
+        names = []
+        for size in b["sizes"]:
+            for x in budgets:
+                name = budget_size(size, float(x))
+                grid["sizes"].setdefault(name, {**grid["sizes"][size], "budget": float(x), "base": size})
+                names.append(name)
+        b["sizes"] = names
+        p = grid["primary"]
+        if p["size"] not in names and budget_size(p["size"], 1.0) in names:
+            p["size"] = budget_size(p["size"], 1.0)
 
 
 def _drop_unused(grid: dict) -> None:
@@ -245,6 +287,9 @@ def load_grid(name_or_path: str) -> dict:
             isinstance(b, dict) for b in grid["blocks"]):
         _drop_unused(grid)
     check_grid(grid, path if path.parent != BUILTIN_DIR else name)
+    if any("budgets" in b for b in grid["blocks"]):
+        _expand_budgets(grid)
+        _drop_unused(grid)
     grid["name"] = name
     grid["source"] = "built-in" if path.parent == BUILTIN_DIR else str(path.resolve())
     return grid

@@ -43,10 +43,11 @@ def n_params(grid: dict, size: str) -> int:
 def pretrain_steps(grid: dict, size: str) -> int:
     """Declared steps, or the steps that give ``tokens_per_param`` tokens per parameter."""
     sz = grid["sizes"][size]
+    budget = sz.get("budget", 1.0)  # a budget size (grids._expand_budgets): a multiple of its base's steps
     if "pretrain_steps" in sz:
-        return sz["pretrain_steps"]
+        return max(1, round(sz["pretrain_steps"] * budget))
     tokens_per_step = grid["pretrain"]["batch_size"] * grid["block_size"]
-    return max(1, round(sz["tokens_per_param"] * n_params(grid, size) / tokens_per_step))
+    return max(1, round(budget * sz["tokens_per_param"] * n_params(grid, size) / tokens_per_step))
 
 
 def flop_ratio(grid: dict, size: str, sparsity: float) -> float:
