@@ -21,7 +21,7 @@ import time
 from ..errors import MiniSPDFError
 from ..fileio import write_json
 from . import claims as claims_lib
-from . import declaration, power, report, runner
+from . import declaration, frontier, power, report, runner
 from . import tasks as study_tasks
 from . import plan as plan_lib
 from .grids import GRIDS, parse_arm, resolve_grid
@@ -73,10 +73,12 @@ def judged(results: dict, out: str) -> dict:
                             "ran; run `minispdf reproduce` on it to declare them")
     name, decl = found
     rows = results["rows"]
-    return {**results, "declaration": {"file": name, "written": decl["written"], "commit": decl["commit"]},
-            "summary": report.summarise(rows),
-            "claims": claims_lib.Judge(decl, rows, results["unigram_entropy"], name).claims() if rows else [],
-            "flop_claim": claims_lib.flop_claim(results["grid"], results["pretrains"])}
+    judged = {**results, "declaration": {"file": name, "written": decl["written"], "commit": decl["commit"]},
+              "summary": report.summarise(rows),
+              "claims": claims_lib.Judge(decl, rows, results["unigram_entropy"], name).claims() if rows else [],
+              "flop_claim": claims_lib.flop_claim(results["grid"], results["pretrains"])}
+    fr = frontier.analyse(judged) if rows else None
+    return {**judged, "frontier": fr} if fr else judged
 
 
 def default_power_from(grid: dict) -> str | None:
@@ -186,6 +188,7 @@ def rejudge(out: str) -> dict:
         raise MiniSPDFError(f"{out} holds no finished study of this version (results.json, format {runner.FORMAT}): "
                             "run `minispdf reproduce --out DIR` first")
     with runner.Lock(out):
-        fresh = judged({k: results[k] for k in results if k not in ("summary", "claims", "flop_claim")}, out)
+        fresh = judged({k: results[k] for k in results if k not in ("summary", "claims", "flop_claim", "frontier")},
+                       out)
         report.write_outputs(fresh, out)
     return fresh

@@ -234,7 +234,8 @@ class Judge:
         return None
 
     def claims(self) -> list[dict]:
-        return [self.judge(c) for c in self.decl["claims"]]
+        judged = [self.judge(c) for c in self.decl["claims"]]
+        return with_holm(judged, self.decl["grid"])
 
     def judge(self, claim: dict) -> dict:
         m, margin = claim["measure"], claim["margin"]
@@ -258,7 +259,8 @@ class Judge:
         else:
             reason = _reason(claim["kind"], verdict, margin)
         sd = statistics.stdev(diffs) if len(diffs) > 1 else None
-        return {"id": claim["id"], "claim": claim["claim"], "kind": claim["kind"], "metric": "L", "measure": m,
+        extra = _no_loss_extra(self.rows, claim, diffs, ci90) if claim["kind"] == "no_loss" else {}
+        return {**extra, "id": claim["id"], "claim": claim["claim"], "kind": claim["kind"], "metric": "L", "measure": m,
                 "where": claim["where"], "effect": ci.mean if ci else None, "ci_low": ci.low if ci else None,
                 "ci_high": ci.high if ci else None, "ci90_low": ci90.low if ci90 else None,
                 "ci90_high": ci90.high if ci90 else None, "margin": margin, "n_seeds": len(diffs),
@@ -266,6 +268,58 @@ class Judge:
                 "abs_effect": absolute.mean if absolute else None, "abs_ci_low": absolute.low if absolute else None,
                 "abs_ci_high": absolute.high if absolute else None, "abs_unit": UNIT[m],
                 "verdict": verdict, "reason": reason, "primary": claim["primary"], "declaration": self.name}
+
+
+def unusable_seeds(rows, claim: dict) -> list[int]:
+    """Seeds with the claim's arms run but no L, because dense pre-training did not beat scratch
+    there (L's denominator is not positive): counted and named, never dropped silently."""
+    out = set()
+    for key, arm in [claim["arm"]] if claim["kind"] == "no_loss" else [claim["worse"], claim["better"]]:
+        cell = _cell(key)
+        have = set(abs_gap(rows, claim["measure"], arm, cell)) & set(benefit(rows, claim["measure"], cell))
+        out |= have - set(benefit_lost(rows, claim["measure"], arm, cell))
+    return sorted(out)
+
+
+def _no_loss_extra(rows, claim: dict, diffs: list, ci90) -> dict:
+    """A no-loss claim's one-sided p-values (holds: L below the margin; fails: above it) and its
+    critical margin: the upper end of the 90% interval, the smallest margin at which it would hold,
+    in L, in nats or BLEU points (the absolute gap's) and as a share of dense's mean."""
+    key, arm = claim["arm"]
+    gaps = list(abs_gap(rows, claim["measure"], arm, _cell(key)).values())
+    abs90 = st.interval(gaps, 0.90)
+    dense = _values(rows, claim["measure"], arm="dense", **_cell(key))
+    dense_mean = statistics.fmean(dense.values()) if dense else None
+    return {"p_holds": st.p_below(diffs, claim["margin"]),
+            "p_fails": st.p_below([-d for d in diffs], -claim["margin"]),
+            "critical_margin": ci90.high if ci90 else None,
+            "critical_abs": abs90.high if abs90 else None,
+            "critical_share_of_dense": abs90.high / dense_mean if abs90 and dense_mean else None,
+            "unusable_seeds": unusable_seeds(rows, claim)}
+
+
+def holm_family(grid: dict) -> tuple[float, str]:
+    """The correction's level and whether it was declared before the run (a grid's [frontier]
+    table) or is applied afterwards to a study that declared none."""
+    fr = grid.get("frontier")
+    return (fr.get("holm_alpha", 0.05), "declared") if fr else (0.05, "post hoc")
+
+
+def with_holm(claims: list[dict], grid: dict) -> list[dict]:
+    """Holm's correction over each measure's testable no-loss claims (the family): beside each raw
+    verdict, the verdict its Holm-adjusted p-values give. Directional claims are outside the family."""
+    alpha, how = holm_family(grid)
+    for m in MEASURES:
+        fam = [c for c in claims if c["kind"] == "no_loss" and c["measure"] == m and c["verdict"] != st.UNTESTABLE]
+        adj_h = st.holm({c["id"]: c["p_holds"] for c in fam}, alpha)
+        adj_f = st.holm({c["id"]: c["p_fails"] for c in fam}, alpha)
+        for c in fam:
+            c["holm_p_holds"], c["holm_p_fails"] = adj_h[c["id"]], adj_f[c["id"]]
+            c["holm_verdict"] = (st.HOLDS if (adj_h[c["id"]] or 1) < alpha else st.FAILS
+                                 if (adj_f[c["id"]] or 1) < alpha else
+                                 c["verdict"] if c["verdict"] == st.UNDERPOWERED else st.INCONCLUSIVE)
+            c["holm_family"] = f"{len(fam)} no-loss claims on {m.replace('_', ' ')} ({how}, alpha {alpha:g})"
+    return claims
 
 
 def _reason(kind: str, verdict: str, margin: float) -> str:

@@ -24,7 +24,8 @@ CSV_FIELDS = ("task", "size", "set", "arm", "seed", "n_params", "pretrain_sparsi
               "finetune_seconds", "eval_seconds", "cell")
 CLAIM_FIELDS = ("id", "claim", "kind", "metric", "measure", "where", "effect", "ci_low", "ci_high", "ci90_low",
                 "ci90_high", "margin", "n_seeds", "sd", "mde", "abs_effect", "abs_ci_low", "abs_ci_high", "abs_unit",
-                "verdict", "reason", "primary", "declaration")
+                "verdict", "reason", "primary", "declaration", "p_holds", "holm_p_holds", "holm_verdict",
+                "holm_family", "critical_margin", "critical_abs", "critical_share_of_dense", "unusable_seeds")
 ARM_ORDER = ("dense", "spdf50", "spdf75", "spdf90", "spsf50", "spsf75", "spsf90", "eqflop50", "eqflop75", "set75",
              "rigl75", "gmp75", "nm24", "vspdf75", "scratch")
 FIGURES = ("pretrain_loss_vs_flops.png", "gaps_to_dense.png", "claims.png", "lost_vs_flops.png")
@@ -398,6 +399,12 @@ def write_outputs(results: dict, out: str) -> None:
     write_text(os.path.join(out, "claims.md"), claims_markdown(results["claims"]) + "\n")
     write_text(os.path.join(out, "README_section.md"), readme_section(results, link=f"results/{results['grid']['name']}/"))
     write_text(os.path.join(out, "arms.md"), arms_table(results) + "\n")
+    if results.get("frontier"):
+        from . import frontier
+
+        fr = results["frontier"]
+        write_text(os.path.join(out, "frontier.md"), frontier.table(fr, results["claims"]))
+        frontier.plot(results, fr, os.path.join(out, "frontier.png"))
     if results["rows"]:
         plot_pretraining(results, os.path.join(out, FIGURES[0]))
         _save(plot_gaps(results).axes[0], os.path.join(out, FIGURES[1]))

@@ -116,3 +116,48 @@ def seeds_needed(sd: float, margin: float, q: float, most: int = 10_000) -> int 
         if n > most:
             return None
     return n
+
+
+# ------------------------------------------------------------------------------ many claims at once
+
+
+def p_below(diffs, bound: float) -> float | None:
+    """One-sided p-value of "the mean of ``diffs`` lies below ``bound``" (H0: mean >= bound): the
+    test behind a non-inferiority claim's "holds" (p < 0.05 iff the 90% interval ends below)."""
+    d = [float(x) for x in diffs if x is not None and math.isfinite(x)]
+    if len(d) < 2:
+        return None
+    sd = statistics.stdev(d)
+    if sd == 0:
+        return 0.0 if statistics.fmean(d) < bound else 1.0
+    return float(student_t.cdf((statistics.fmean(d) - bound) / (sd / math.sqrt(len(d))), len(d) - 1))
+
+
+def holm(pvalues: dict, alpha: float = 0.05) -> dict:
+    """Holm's step-down adjustment of ``{key: p}`` (None: not tested): ``{key: adjusted p}``.
+
+    Sort the m p-values; the i-th smallest is multiplied by (m - i + 1), and adjusted values never
+    fall below an earlier one. A claim is rejected at ``alpha`` when its adjusted p is below it,
+    which controls the chance of any false "holds" among the m at ``alpha``."""
+    tested = sorted((p, k) for k, p in pvalues.items() if p is not None)
+    m, out, running = len(tested), {}, 0.0
+    for i, (p, k) in enumerate(tested):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return {k: out.get(k) for k in pvalues}
+
+
+def seeds_for_power(sd: float, margin: float, true_effect: float, q: float = 0.95, power: float = 0.8,
+                    most: int = 10_000) -> int | None:
+    """Seeds that give a non-inferiority claim ``power`` to hold when the true L is ``true_effect``
+    (below ``margin``): the fewest n with (t(q, n-1) + t(power, n-1)) * sd / sqrt(n) <= margin - true_effect.
+    None when the true effect is not below the margin, or beyond ``most`` seeds."""
+    gap = margin - true_effect
+    if gap <= 0 or sd is None:
+        return None
+    n = 2
+    while mde(sd, n, q, power) > gap:
+        n = n + 1 if n < 64 else n * 2
+        if n > most:
+            return None
+    return n
