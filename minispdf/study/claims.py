@@ -298,6 +298,36 @@ def _no_loss_extra(rows, claim: dict, diffs: list, ci90) -> dict:
             "unusable_seeds": unusable_seeds(rows, claim)}
 
 
+IGNORED = {"about", "eval_inputs", "max_new_tokens"}  # how a cell is described or scored, not what it trains
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if k in IGNORED:
+            continue
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def confounds(grid: dict, claim: dict) -> list[str]:
+    """The settings in which the two sides of a comparison across tasks, sizes or sets differ; more
+    than one means the comparison cannot attribute its difference to the one factor it names
+    (easy vs hard1: the task variant, its slots, wording and references at once)."""
+    if claim["kind"] != "directional":
+        return []
+    for dim, table in (("task", "tasks"), ("size", "sizes"), ("set", "sets")):
+        lo_hi = str(claim["where"].get(dim, ""))
+        if " vs " in lo_hi:
+            lo, hi = lo_hi.split(" vs ")
+            a, b = grid[table][lo], grid[table][hi]
+            if not isinstance(a, dict):
+                return [dim] if a != b else []
+            fa, fb = _flat(a), _flat(b)
+            return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+    return []
+
+
 def holm_family(grid: dict) -> tuple[float, str]:
     """The correction's level and whether it was declared before the run (a grid's [frontier]
     table) or is applied afterwards to a study that declared none."""
@@ -309,6 +339,9 @@ def with_holm(claims: list[dict], grid: dict) -> list[dict]:
     """Holm's correction over each measure's testable no-loss claims (the family): beside each raw
     verdict, the verdict its Holm-adjusted p-values give. Directional claims are outside the family."""
     alpha, how = holm_family(grid)
+    for c in claims:
+        factors = confounds(grid, c)
+        c["confounded"] = factors if len(factors) > 1 else None
     for m in MEASURES:
         fam = [c for c in claims if c["kind"] == "no_loss" and c["measure"] == m and c["verdict"] != st.UNTESTABLE]
         adj_h = st.holm({c["id"]: c["p_holds"] for c in fam}, alpha)

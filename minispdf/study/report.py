@@ -25,7 +25,8 @@ CSV_FIELDS = ("task", "size", "set", "arm", "seed", "n_params", "pretrain_sparsi
 CLAIM_FIELDS = ("id", "claim", "kind", "metric", "measure", "where", "effect", "ci_low", "ci_high", "ci90_low",
                 "ci90_high", "margin", "n_seeds", "sd", "mde", "abs_effect", "abs_ci_low", "abs_ci_high", "abs_unit",
                 "verdict", "reason", "primary", "declaration", "p_holds", "holm_p_holds", "holm_verdict",
-                "holm_family", "critical_margin", "critical_abs", "critical_share_of_dense", "unusable_seeds")
+                "holm_family", "critical_margin", "critical_abs", "critical_share_of_dense", "unusable_seeds",
+                "confounded")
 ARM_ORDER = ("dense", "spdf50", "spdf75", "spdf90", "spsf50", "spsf75", "spsf90", "eqflop50", "eqflop75", "set75",
              "rigl75", "gmp75", "nm24", "vspdf75", "scratch")
 FIGURES = ("pretrain_loss_vs_flops.png", "gaps_to_dense.png", "claims.png", "lost_vs_flops.png")
@@ -163,15 +164,35 @@ def _absolute(c: dict) -> str:
     return _ci(c["abs_effect"], c["abs_ci_low"], c["abs_ci_high"], fmt) + f" {UNIT[c['measure']]}"
 
 
+def _holm(c: dict) -> str:
+    return c.get("holm_verdict") or "-"
+
+
+def _critical(c: dict) -> str:
+    """The smallest margin at which a no-loss claim would hold: L (nats or BLEU points, share of dense)."""
+    if c.get("critical_margin") is None:
+        return "-"
+    share = c.get("critical_share_of_dense")
+    unit = "BLEU" if c["measure"] == "bleu" else "nats"
+    return (f"{c['critical_margin']:.3f} ({_f(c.get('critical_abs'), '{:.3f}')} {unit}"
+            + (f", {share:.0%} of dense" if share is not None else "") + ")")
+
+
+def _unusable(c: dict) -> str:
+    seeds = c.get("unusable_seeds") or []
+    return f"; seeds without L (dense did not beat scratch): {', '.join(map(str, seeds))}" if seeds else ""
+
+
 def claims_markdown(claims: list[dict]) -> str:
     lines = ["| claim | measure | where | L [95% CI] | absolute gap [95% CI] | margin | seeds | MDE | verdict "
-             "| reason |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| after Holm | critical margin | reason |",
+             "|---" * 12 + "|"]
     for c in claims:
         lines.append(f"| {c['claim']} | {LABEL[c['measure']]} | {_where(c)} | {_effect(c)} | {_absolute(c)} | "
                      f"{c['margin']:g} | {c['n_seeds']} | {_f(c['mde'], '{:.3f}')} | **{c['verdict']}** | "
-                     f"{c['reason']} |")
-    return "\n".join(lines)
+                     f"{_holm(c)} | {_critical(c)} | {c['reason']}{_unusable(c)} |")
+    families = sorted({c["holm_family"] for c in claims if c.get("holm_family")})
+    return "\n".join(lines + ([""] + [f"Holm's correction runs over {f}." for f in families] if families else []))
 
 
 def headlines(claims: list[dict]) -> list[tuple[dict, list[dict]]]:
@@ -186,26 +207,35 @@ def headlines(claims: list[dict]) -> list[tuple[dict, list[dict]]]:
 def headline_table(claims: list[dict]) -> str:
     """One row per claim and measure at the grid's primary cell (or its one comparison); the other
     cells as a tally."""
-    lines = ["| claim | measure | where | L [95% CI] | absolute gap | verdict | all cells |", "|---" * 7 + "|"]
+    lines = ["| claim | measure | where | L [95% CI] | absolute gap | verdict | after Holm | critical margin "
+             "| all cells |", "|---" * 9 + "|"]
     for head, cs in headlines(claims):
         tally = ", ".join(f"{n} {v}" for v in st.VERDICTS if (n := sum(c["verdict"] == v for c in cs)))
         verdict = head["verdict"] + (f" ({head['reason']})" if head["verdict"] in (st.UNTESTABLE, st.UNDERPOWERED)
                                      else "")
+        verdict += f" (confounded: {', '.join(head['confounded'])})" if head.get("confounded") else ""
         lines.append(f"| {head['claim']} | {LABEL[head['measure']]} | {_where(head)} | {_effect(head)} | "
-                     f"{_absolute(head)} | **{verdict}** | {tally} |")
+                     f"{_absolute(head)} | **{verdict}** | {_holm(head)} | {_critical(head)} | {tally} |")
     return "\n".join(lines)
 
 
 PLAIN = {st.HOLDS: "supports", st.FAILS: "contradicts", st.INCONCLUSIVE: "cannot decide",
          st.UNDERPOWERED: "cannot decide with these seeds", st.UNTESTABLE: "cannot test"}
+CONFOUNDED = "cannot attribute (the two sides differ in more than the one factor the claim names)"
 
 
 def plain_words(claims: list[dict]) -> str:
     """What the study supports, contradicts and cannot test, per claim and measure (its primary
     comparison, or its first), in words generated from the verdicts."""
-    groups: dict[str, list[str]] = {v: [] for v in PLAIN.values()}
+    groups: dict[str, list[str]] = {v: [] for v in (*PLAIN.values(), CONFOUNDED)}
     for head, _ in headlines(claims):
         why = f"; {head['reason']}" if head["verdict"] == st.UNTESTABLE else ""
+        if head.get("confounded"):
+            groups[CONFOUNDED].append(f"{head['claim']} on {head['measure'].replace('_', ' ')} ({_where(head)}: L "
+                                      f"{_effect(head)}, {head['verdict']}; differs in {', '.join(head['confounded'])})")
+            continue
+        if head.get("holm_verdict") and head["holm_verdict"] != head["verdict"]:
+            why += f"; {head['holm_verdict']} after Holm over {head['holm_family']}"
         groups[PLAIN[head["verdict"]]].append(
             f"{head['claim']} on {head['measure'].replace('_', ' ')} ({_where(head)}: L {_effect(head)}{why})")
     return "\n".join(f"- **This study {k}:** " + "; ".join(v) + "." for k, v in groups.items() if v)
@@ -369,7 +399,7 @@ def readme_section(results: dict, link: str = "") -> str:
         f"{g['margins']['test_loss']:g}, directional claims when the 95% interval of their difference of L excludes "
         f"zero; an inconclusive interval wider than {g['gates']['precision']:g} x the margin is underpowered. Rows "
         f"show the primary cell (task {g['primary']['task']}, model {g['primary']['size']}, set "
-        f"{g['primary']['set']}) or the claim's one comparison; all cells are in `claims.md`.",
+        f"{g['primary']['set']}) or the claim's one comparison; all cells are in `claims.md`. " + _margin_words(results),
         "",
         headline_table(results["claims"]),
         "",
@@ -386,6 +416,30 @@ def readme_section(results: dict, link: str = "") -> str:
         f"![the primary cell's claims]({link}{FIGURES[2]})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _margin_words(results: dict) -> str:
+    """The margin on L in the primary cell's own units, Holm's family, and the critical margins."""
+    g, p = results["grid"], results["grid"]["primary"]
+    rows = {r["arm"]: r for r in _primary_rows(results)}
+    words = []
+    if "dense" in rows and "scratch" in rows and rows["dense"]["test_loss"]:
+        ben = rows["scratch"]["test_loss"] - rows["dense"]["test_loss"]
+        m = g["margins"]["test_loss"]
+        words.append(f"At the primary cell the margin {m:g} of L on test loss is {m * ben:.3f} nats, "
+                     f"{m * ben / rows['dense']['test_loss']:.0%} of dense's test loss (it grows with scratch's gap).")
+    alpha, how = _holm_rule(g)
+    words.append(f"Beside each raw verdict is the one Holm's correction gives over each measure's no-loss claims "
+                 f"(alpha {alpha:g}, {'declared before the run' if how == 'declared' else 'applied after the run: this study declared no family'}), "
+                 "and each no-loss claim's critical margin: the upper end of its 90% interval, the smallest margin at "
+                 "which it would hold (in L, and in nats or BLEU points and as a share of dense's value).")
+    return " ".join(words)
+
+
+def _holm_rule(grid: dict) -> tuple:
+    from .claims import holm_family
+
+    return holm_family(grid)
 
 
 def write_outputs(results: dict, out: str) -> None:
