@@ -21,7 +21,7 @@ import time
 from ..errors import MiniSPDFError
 from ..fileio import write_json
 from . import claims as claims_lib
-from . import declaration, frontier, power, report, runner
+from . import declaration, frontier, outputs, power, report, runner
 from . import tasks as study_tasks
 from . import plan as plan_lib
 from .grids import GRIDS, parse_arm, resolve_grid
@@ -130,7 +130,7 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
         invocations = _record_invocation(out, command or f"run_study({grid['name']!r})", commit, t_start,
                                          p["estimate_s"], ran, jobs)
         results = collect(grid, out, _timing(invocations, p["estimate_s"], jobs), invocations, entropy)
-        report.write_outputs(results, out)
+        outputs.write_outputs(results, out)
     return results
 
 
@@ -190,5 +190,5 @@ def rejudge(out: str) -> dict:
     with runner.Lock(out):
         fresh = judged({k: results[k] for k in results if k not in ("summary", "claims", "flop_claim", "frontier")},
                        out)
-        report.write_outputs(fresh, out)
+        outputs.write_outputs(fresh, out)
     return fresh

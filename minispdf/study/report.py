@@ -14,7 +14,7 @@ import platform
 import statistics
 import subprocess
 
-from ..fileio import atomic_write_bytes, write_json, write_text
+from ..fileio import atomic_write_bytes, write_text
 from . import stats as st
 from .claims import LABEL, MEASURES, UNIT, _values, abs_gap, benefit_lost
 
@@ -361,107 +361,3 @@ def _save(ax, path: str) -> None:
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plots._plt().close(fig)
-
-
-# ------------------------------------------------------------------------------ text
-
-
-def readme_section(results: dict, link: str = "") -> str:
-    """The README's results section: how it was run, the gates, one claims table, the figures
-    (linked as ``link + name``, e.g. ``results/default/``)."""
-    from .plan import fmt_duration
-
-    g, t = results["grid"], results["timing"]
-    inv = results["invocations"][-1] if results["invocations"] else {}
-    dense = [r for r in results["summary"] if r["arm"] == "dense"]
-    flop = results["flop_claim"]
-    lines = [
-        f"Grid `{g['name']}`: {g['description']}. Command: `{inv.get('command', '?')}`; machine: "
-        f"{results['machine']['cpu']} ({results['machine']['cores']} cores), torch {results['machine']['torch']}, "
-        f"{t['jobs']} parallel job(s) of {t['threads']} thread(s); commit `{results['commit']}`; wall time "
-        f"{fmt_duration(t['wall_s'])} over {len(results['invocations'])} invocation(s) "
-        f"(estimate {fmt_duration(t['estimate_s'])}); {results['n_cells_done']}/{results['n_cells']} cells."
-        + (f" Note: {inv['note']}" if inv.get("note") else ""),
-        "",
-        "Gates, per cell (task/size/set): dense BLEU "
-        + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_f(r['bleu'], '{:.1f}')}" for r in dense)
-        + "; what dense pre-training buys over none (scratch minus dense, test loss, nats) "
-        + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_ci(gap['mean'], gap['low'], gap['high'], '{:.2f}')}"
-                    for r in results["summary"] if r["arm"] == "scratch" and (gap := r["gap_test_loss"]))
-        + "; dense pre-training val loss "
-        + ", ".join(sorted({f"{r['size']} {r['pretrain_val_loss']:.2f}" for r in dense}))
-        + f" nats/token against the corpus' unigram entropy {_f(results.get('unigram_entropy'), '{:.2f}')}.",
-        "",
-        f"Every claim is judged on L, the share of the pre-training benefit an arm loses, per seed "
-        "((arm - dense) / (scratch - dense) on test loss; (dense - arm) / (dense - scratch) on BLEU), by the rules "
-        f"in `{results['declaration']['file']}` (written {results['declaration']['written']}, before the first job): "
-        f"\"no significant loss\" holds when the 90% interval of L lies below the margin "
-        f"{g['margins']['test_loss']:g}, directional claims when the 95% interval of their difference of L excludes "
-        f"zero; an inconclusive interval wider than {g['gates']['precision']:g} x the margin is underpowered. Rows "
-        f"show the primary cell (task {g['primary']['task']}, model {g['primary']['size']}, set "
-        f"{g['primary']['set']}) or the claim's one comparison; all cells are in `claims.md`. " + _margin_words(results),
-        "",
-        headline_table(results["claims"]),
-        "",
-        plain_words(results["claims"]),
-        "",
-        f"FLOPs (arithmetic, not a measurement): {flop['reason']}; at 75% the formula gives "
-        + ", ".join(f"{k} {v['formula_reduction_75']:.2f}x" for k, v in flop["sizes"].items())
-        + " for this grid's models (the training logs count "
-        + ", ".join(f"{k} {v['logged_reduction_75']:.2f}x" for k, v in flop["sizes"].items()
-                    if v["logged_reduction_75"])
-        + ").",
-        "",
-        f"![gaps to dense with 95% intervals]({link}{FIGURES[1]})",
-        f"![the primary cell's claims]({link}{FIGURES[2]})",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _margin_words(results: dict) -> str:
-    """The margin on L in the primary cell's own units, Holm's family, and the critical margins."""
-    g, p = results["grid"], results["grid"]["primary"]
-    rows = {r["arm"]: r for r in _primary_rows(results)}
-    words = []
-    if "dense" in rows and "scratch" in rows and rows["dense"]["test_loss"]:
-        ben = rows["scratch"]["test_loss"] - rows["dense"]["test_loss"]
-        m = g["margins"]["test_loss"]
-        words.append(f"At the primary cell the margin {m:g} of L on test loss is {m * ben:.3f} nats, "
-                     f"{m * ben / rows['dense']['test_loss']:.0%} of dense's test loss (it grows with scratch's gap).")
-    alpha, how = _holm_rule(g)
-    words.append(f"Beside each raw verdict is the one Holm's correction gives over each measure's no-loss claims "
-                 f"(alpha {alpha:g}, {'declared before the run' if how == 'declared' else 'applied after the run: this study declared no family'}), "
-                 "and each no-loss claim's critical margin: the upper end of its 90% interval, the smallest margin at "
-                 "which it would hold (in L, and in nats or BLEU points and as a share of dense's value).")
-    return " ".join(words)
-
-
-def _holm_rule(grid: dict) -> tuple:
-    from .claims import holm_family
-
-    return holm_family(grid)
-
-
-def write_outputs(results: dict, out: str) -> None:
-    """results.json, results.csv, claims.json (the judged claims), flop_claim.json (arithmetic),
-    summary.md, claims.md, README_section.md, figures."""
-    write_json(os.path.join(out, "results.json"), results)
-    write_text(os.path.join(out, "results.csv"), _csv(results["rows"], CSV_FIELDS))
-    write_json(os.path.join(out, "claims.json"), [{k: c.get(k) for k in CLAIM_FIELDS} for c in results["claims"]])
-    write_json(os.path.join(out, "flop_claim.json"), results["flop_claim"])
-    write_text(os.path.join(out, "summary.md"), summary_markdown(results["summary"]))
-    write_text(os.path.join(out, "claims.md"), claims_markdown(results["claims"]) + "\n")
-    write_text(os.path.join(out, "README_section.md"), readme_section(results, link=f"results/{results['grid']['name']}/"))
-    write_text(os.path.join(out, "arms.md"), arms_table(results) + "\n")
-    if results.get("frontier"):
-        from . import frontier
-
-        fr = results["frontier"]
-        write_text(os.path.join(out, "frontier.md"), frontier.table(fr, results["claims"]))
-        frontier.plot(results, fr, os.path.join(out, "frontier.png"))
-    if results["rows"]:
-        plot_pretraining(results, os.path.join(out, FIGURES[0]))
-        _save(plot_gaps(results).axes[0], os.path.join(out, FIGURES[1]))
-        plot_claims(results, os.path.join(out, FIGURES[2]))
-        _save(plot_lost_vs_flops(results).axes[0], os.path.join(out, FIGURES[3]))
-
