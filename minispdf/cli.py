@@ -103,6 +103,10 @@ def main(argv=None) -> int:
         print(f"interrupted: {e}", file=sys.stderr)
         if e.saved and argv and argv[0] in ("pretrain", "finetune"):
             print(f"continue with: {resume_command(argv)}", file=sys.stderr)
+        elif argv and argv[0] == "reproduce":  # a study skips its finished jobs: the same command continues
+            import shlex
+
+            print(f"continue with: minispdf {shlex.join(argv)}", file=sys.stderr)
         return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted: nothing new was saved; a run folder's last checkpoint (if any) is intact",

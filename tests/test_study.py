@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 
@@ -477,7 +478,70 @@ def test_the_readme_study_numbers_are_the_committed_results():
     with open(os.path.join(root, "README.md")) as f:
         readme = f.read()
     blocks = dict(re.findall(r"<!-- include: (\S+) -->\n(.*?)<!-- /include -->", readme, flags=re.S))
-    assert {"results/default/README_section.md", "results/quick/README_section.md", "results/demo/results.md"} <= set(blocks)
+    assert {"results/frontier/README_section.md", "results/methods/arms.md", "results/demo/results.md"} <= set(blocks)
     for path, text in blocks.items():
         with open(os.path.join(root, path)) as f:
             assert text == f.read().rstrip() + "\n", f"{path} changed: run python -m minispdf.study README.md"
+
+
+VERDICT_WORDS = re.compile(r"\b(holds?|fails?|beats?|supports?|contradicts?|keeps dense quality|loses? (less|more) than)\b")
+RULE_SENTENCES = ("it holds when", "fails when it lies above", '"SPSF loses more"', '"harder tasks lose more"',
+                  '"larger models lose less"', "at which it would hold", "the smallest margin at which",
+                  "dense must beat scratch", "where dense did not beat scratch")
+
+
+def test_the_readme_states_no_verdict_of_its_own():
+    """A verdict or comparison in the README's study section is generated from the results (the
+    include blocks); the text around them explains the rules and never says more than the rows."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## Results: the reproduction study"):readme.index("## Honesty notes")]
+    prose = " ".join(re.sub(r"<!-- include: \S+ -->\n.*?<!-- /include -->", "", section, flags=re.S).split())
+    for rule in RULE_SENTENCES:
+        prose = prose.replace(rule, "")
+    found = [m.group(0) for m in VERDICT_WORDS.finditer(prose)]
+    assert not found, f"the README's study prose states verdicts of its own: {found}"
+
+
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the workers")
+def test_sigterm_ends_a_two_job_study_keeps_finished_jobs_and_says_how_to_continue(tmp_path, data_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "MINISPDF_DATA_DIR": data_dir}  # the corpus the smoke grid prepared
+    argv = [sys.executable, "-m", "minispdf", "reproduce", "--grid", "smoke", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, workers = time.time() + 240, set()
+    while time.time() < deadline and len(workers) < 2:  # both workers started: jobs are running
+        assert proc.poll() is None, proc.communicate()
+        workers = {k for k in _children(proc.pid) if "spawn_main" in open(f"/proc/{k}/cmdline").read()}
+        time.sleep(0.2)
+    time.sleep(2)
+    kept = sorted(p.name for p in (out / "cells").glob("*.json"))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted: SIGTERM" in err and "continue with: minispdf reproduce --grid smoke --jobs 2" in err
+    time.sleep(0.5)
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]]
+    assert workers and not alive
+    assert set(kept) <= {p.name for p in (out / "cells").glob("*.json")}  # finished jobs are kept

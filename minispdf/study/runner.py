@@ -15,6 +15,8 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import shutil
+import signal
+import threading
 import time
 
 from ..fileio import TMP_PREFIX, publish_folder, read_json, write_json, writer_lock
@@ -123,6 +125,7 @@ _WORKER: dict = {}
 def _init_worker(grid: dict, threads: int) -> None:
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends the workers
     torch.set_num_threads(threads)
     _WORKER["tasks"] = load_tasks(grid)
 
@@ -167,25 +170,55 @@ def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], task
         if kind == "pretrain":  # its cells go first, in plan order
             ready[:0] = waiting.pop(job["name"], [])
 
-    if jobs == 1:  # in this process: no pool, same order
-        _WORKER["tasks"] = tasks
-        while (job := next_job()) is not None:
-            finished(*job, _job(job[0], out, job[1], device))
-        return total
-    pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_init_worker, initargs=(grid, 1))
-    running: dict = {}
-    try:
-        while True:
-            while len(running) < jobs and (job := next_job()) is not None:
-                running[pool.submit(_job, job[0], out, job[1], device)] = job
-            if not running:
-                return total
-            done_now, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
-            for fut in done_now:
-                finished(*running.pop(fut), fut.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    with _StopOnSignal(out, lambda: done):
+        if jobs == 1:  # in this process: no pool, same order
+            _WORKER["tasks"] = tasks
+            while (job := next_job()) is not None:
+                finished(*job, _job(job[0], out, job[1], device))
+            return total
+        pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(grid, 1))
+        running: dict = {}
+        try:
+            while True:
+                while len(running) < jobs and (job := next_job()) is not None:
+                    running[pool.submit(_job, job[0], out, job[1], device)] = job
+                if not running:
+                    return total
+                done_now, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+                for fut in done_now:
+                    finished(*running.pop(fut), fut.result())
+        except BaseException:  # a signal or a failed job: no worker may outlive the run
+            for proc in list((pool._processes or {}).values()):
+                proc.kill()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _StopOnSignal:
+    """SIGTERM or SIGINT stop the run at once: the parallel workers are killed (a job cut short
+    leaves only a temp folder, removed by the next run), finished jobs stay, and the error says how
+    many. Rerunning the same command continues. Only in the main thread, where handlers can be set."""
+
+    def __init__(self, out: str, done):
+        self.out, self.done, self.previous = out, done, {}
+
+    def _handle(self, signum, frame):
+        from ..errors import Interrupted
+
+        raise Interrupted(f"{signal.Signals(signum).name}: {self.done()} finished job(s) are kept in {self.out}",
+                          signum, self.done(), self.out)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _describe(kind: str, job: dict, r: dict) -> str:
