@@ -115,7 +115,8 @@ def analyse(results: dict) -> dict | None:
                               "low": ci.low if ci else None, "high": ci.high if ci else None})
         unit = next((c["flops"] for c in curve if c["budget"] == 1.0), curve[0]["flops"] if curve else None)
         methods = []
-        arms = sorted({r["arm"] for r in results["rows"] if r["size"] in budgets.values()} - {ref, "scratch"})
+        ran = {r["arm"] for r in results["rows"] if r["size"] in budgets.values()} - {ref, "scratch"}
+        arms = [a for a in dict.fromkeys(a for b in grid["blocks"] for a in b["arms"]) if a in ran]  # grid order
         for arm in arms:
             for b in sorted(budgets):
                 runs = _flops_loss(results["rows"], arm, budgets[b], task, set_, m)
@@ -241,6 +242,25 @@ def sentences(fr: dict, claims: list[dict]) -> list[str]:
     return out
 
 
+def power_line(fr: dict, claims: list[dict]) -> str:
+    """Seeds each no-loss claim of the frontier would need, at the spread observed, for 80% power
+    to hold when the true L is the declared ``true_effect``: planned power, stated after the run."""
+    effect = fr["rules"].get("true_effect", 0.05)
+    parts, ran = [], set()
+    for cell in fr["cells"]:
+        for r in cell["methods"]:
+            c = _no_loss(claims, r["arm"], r["size"], fr["measure"])
+            if c and c.get("sd") is not None:
+                n = st.seeds_for_power(c["sd"], c["margin"], effect)
+                parts.append(f"{r['arm']} x{r['budget']:g} {n if n is not None else '> 10000'}")
+                ran.add(c["n_seeds"])
+    if not parts:
+        return ""
+    return (f"Power: at the spread of L seen here, 80% power for a no-loss claim to hold when its true L is "
+            f"{effect:g} (half the margin) takes " + ", ".join(parts) + f" seeds; this grid ran "
+            f"{', '.join(map(str, sorted(ran)))}, as many as one working session's time allowed.")
+
+
 def plot(results: dict, fr: dict, path: str) -> None:
     """Downstream test loss against pre-training FLOPs (log axis): dense's frontier with its 95%
     band, each method's runs with their 95% intervals, scratch as a line."""
@@ -269,8 +289,15 @@ def plot(results: dict, fr: dict, path: str) -> None:
     if scratch:
         ax.axhline(statistics.fmean(scratch), color="gray", linestyle="--", linewidth=1, label="no pre-training")
     ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = [round(p["flops"] / u, 2) for p in d]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=9)
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}" if round(v, 1) in (0.2, 0.3, 0.5, 0.7, 2, 3) else ""))
+    ax.tick_params(axis="y", which="both", labelsize=9)
     ax.set_xlabel("pre-training FLOPs (x dense at budget x1)", fontsize=10)
-    ax.set_ylabel(f"downstream {fr['measure'].replace('_', ' ')} (lower is better)", fontsize=10)
+    ax.set_ylabel(f"downstream {fr['measure'].replace('_', ' ')} (log; lower is better)", fontsize=10)
     ax.set_title(f"The dense FLOP frontier: task {cell['task']}, {cell['size']}, mean of seeds", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)

@@ -65,9 +65,11 @@ def spread(claim: dict, rows: list[dict]) -> tuple[float | None, str]:
     return math.sqrt(sum(sd * sd for sd, _ in parts)), parts[-1][1] + " (terms taken as independent)"
 
 
-def expected(claims: list[dict], prior: tuple[list[dict], str] | None) -> dict:
+def expected(claims: list[dict], prior: tuple[list[dict], str] | None, true_effect: float | None = None) -> dict:
     """Per declared claim: the spread, the expected half-width with its planned seeds, the seeds
-    that would reach its margin, and whether it is underpowered before the run."""
+    that would reach its margin, whether it is underpowered before the run, and for a no-loss
+    claim the seeds that give it 80% power to hold when the true L is ``true_effect`` (default:
+    half its margin)."""
     out = {"source": prior[1] if prior else None, "claims": {}}
     for c in claims:
         q = 0.95 if c["kind"] == "no_loss" else 0.975
@@ -77,6 +79,9 @@ def expected(claims: list[dict], prior: tuple[list[dict], str] | None) -> dict:
             half = st.halfwidth(sd, c["n_planned"], q)
             rec.update(halfwidth=half, underpowered=half > c["margin"],
                        seeds_needed=st.seeds_needed(sd, c["margin"], q))
+            if c["kind"] == "no_loss":
+                effect = c["margin"] / 2 if true_effect is None else true_effect
+                rec.update(true_effect=effect, seeds_for_power=st.seeds_for_power(sd, c["margin"], effect))
         out["claims"][c["id"]] = rec
     return out
 
@@ -96,5 +101,12 @@ def table(claims: list[dict], power: dict) -> str:
         need = p["seeds_needed"] if p["seeds_needed"] is not None else ">10000"
         lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} seeds, half-width "
                      f"+-{p['halfwidth']:.3f} vs margin {c['margin']:g}: {flag} (sd {p['sd']:.3f} from {p['from']}; "
-                     f"{need} seeds reach the margin)")
+                     f"{need} seeds reach the margin" + _power_words(p) + ")")
     return "\n".join(lines)
+
+
+def _power_words(p: dict) -> str:
+    if "seeds_for_power" not in p:
+        return ""
+    n = p["seeds_for_power"]
+    return f"; {n if n is not None else '>10000'} seeds give 80% power to hold at a true L of {p['true_effect']:g}"

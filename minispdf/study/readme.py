@@ -92,4 +92,5 @@ def _frontier_lines(results: dict, link: str) -> list[str]:
             f"with a {r.get('level', 0.95):.0%} percentile bootstrap over seeds ({r.get('resamples', 2000)} draws); "
             "\"> x\" and \"< x\" are bounds where a loss lies outside dense's range (never extrapolated). Verdicts: "
             "raw / after Holm. Every run: [frontier.md](" + link + "frontier.md).", ""] + [
-            f"- {line}" for line in frontier.sentences(fr, results["claims"])] + [""]
+            f"- {line}" for line in frontier.sentences(fr, results["claims"])] + [
+            "", frontier.power_line(fr, results["claims"]), ""]
