@@ -224,3 +224,14 @@ def test_a_frontier_study_rejudges_to_the_same_bytes(frontier_study, tmp_path):
     assert cli_main(["reproduce", "--report", out]) == 0
     after = {n: open(os.path.join(out, n), "rb").read() for n in before}
     assert after == before
+
+
+def test_a_missing_include_is_one_line_naming_it(tmp_path):
+    from minispdf.errors import MiniSPDFError
+    from minispdf.study.report import sync_includes
+
+    page = tmp_path / "page.md"
+    page.write_text("<!-- include: results/nope/README_section.md -->\n<!-- /include -->\n")
+    with pytest.raises(MiniSPDFError, match="includes results/nope/README_section.md, which cannot be read"):
+        sync_includes(str(page))
+    assert page.read_text() == "<!-- include: results/nope/README_section.md -->\n<!-- /include -->\n"

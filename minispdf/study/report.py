@@ -14,6 +14,7 @@ import platform
 import statistics
 import subprocess
 
+from ..errors import MiniSPDFError
 from ..fileio import atomic_write_bytes, write_text
 from . import stats as st
 from .claims import LABEL, MEASURES, UNIT, _values, abs_gap, benefit_lost
@@ -252,8 +253,12 @@ def sync_includes(path: str, root: str | None = None) -> bool:
         text = f.read()
 
     def fill(m):
-        with open(os.path.join(root, m.group(1))) as g:
-            return f"<!-- include: {m.group(1)} -->\n{g.read().rstrip()}\n<!-- /include -->"
+        try:
+            with open(os.path.join(root, m.group(1))) as g:
+                return f"<!-- include: {m.group(1)} -->\n{g.read().rstrip()}\n<!-- /include -->"
+        except OSError as e:
+            raise MiniSPDFError(f"{path} includes {m.group(1)}, which cannot be read ({e.strerror}): run `minispdf "
+                                "reproduce --report` on its folder, or fix the include line") from None
 
     new = re.sub(r"<!-- include: (\S+) -->\n.*?<!-- /include -->", fill, text, flags=re.S)
     if new != text:
