@@ -245,18 +245,18 @@ def sentences(fr: dict, claims: list[dict]) -> list[str]:
 def power_line(fr: dict, claims: list[dict]) -> str:
     """Seeds each no-loss claim of the frontier would need, at the spread observed, for 80% power
     to hold when the true L is the declared ``true_effect``: planned power, stated after the run."""
-    effect = fr["rules"].get("true_effect", 0.05)
+    effect, power = fr["rules"].get("true_effect", 0.05), fr["rules"].get("power", 0.8)
     parts, ran = [], set()
     for cell in fr["cells"]:
         for r in cell["methods"]:
             c = _no_loss(claims, r["arm"], r["size"], fr["measure"])
             if c and c.get("sd") is not None:
-                n = st.seeds_for_power(c["sd"], c["margin"], effect)
+                n = st.seeds_for_power(c["sd"], c["margin"], effect, power=power)
                 parts.append(f"{r['arm']} x{r['budget']:g} {n if n is not None else '> 10000'}")
                 ran.add(c["n_seeds"])
     if not parts:
         return ""
-    return (f"Power: at the spread of L seen here, 80% power for a no-loss claim to hold when its true L is "
+    return (f"Power: at the spread of L seen here, {power:.0%} power for a no-loss claim to hold when its true L is "
             f"{effect:g} (half the margin) takes " + ", ".join(parts) + f" seeds; this grid ran "
             f"{', '.join(map(str, sorted(ran)))}, as many as one working session's time allowed.")
 

@@ -290,6 +290,9 @@ def load_grid(name_or_path: str) -> dict:
     if any("budgets" in b for b in grid["blocks"]):
         _expand_budgets(grid)
         _drop_unused(grid)
+        if grid["primary"]["size"] not in grid["sizes"]:
+            raise MiniSPDFError(f"grid {name}: primary.size {grid['primary']['size']!r} runs only at its budgets: add "
+                                "budget 1 to its block, or name a budget size (e.g. nano-x2) as the primary size")
     grid["name"] = name
     grid["source"] = "built-in" if path.parent == BUILTIN_DIR else str(path.resolve())
     return grid
