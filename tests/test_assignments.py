@@ -543,7 +543,7 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
 
     rows = list(csv.DictReader(grades.open()))
     assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook", "notes"]
-    assert rows[0]["notes"].startswith("sandbox: own process group") and rows[2]["notes"] == ""  # dave: not run
+    assert rows[0]["notes"].startswith("confinement root: uid drop + chroot") and rows[2]["notes"] == ""  # dave: not run
     got = [(r["student"], r["exercise"], r["points"], r["max_points"]) for r in rows]
     assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"), ("dave", "", "0", "0"),
                    ("carol", "", "0", "0"), ("carol", "loss_mask", "2", "2")]
@@ -714,7 +714,7 @@ def test_attacks_on_the_grader_score_zero_and_classmates_keep_their_points(tmp_p
     assert "MemoryError" in feedback["a7_memory", "loss_mask"]
     assert "not a readable notebook" in feedback["odd_json", ""]
     assert feedback["odd_meta", ""] == "no exercises in odd_meta.ipynb"
-    assert all(r["notes"].startswith("sandbox: own process group, as fresh uid") for r in rows if r["exercise"])
+    assert all(r["notes"].startswith("confinement root: uid drop + chroot + Landlock ABI") for r in rows if r["exercise"])
     assert (subs / "bob.ipynb").read_bytes() == bob_before  # the classmate's file is untouched
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(files_before + ["grades.csv"])
     time.sleep(1.5)  # the forked child, had there been one, would have written this by now

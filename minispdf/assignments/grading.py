@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write_bytes
 from ..errors import MiniSPDFError, one_line
-from . import borrowing, sandbox
+from . import borrowing, reaping, sandbox
 from .exercises import BORROW_CHECK, EXERCISES, result, run_checks
 from .notebooks import exercise_name, read_notebook
 from .replay import MAX_TEXT, Malformed, Replayer
@@ -75,6 +75,9 @@ def _context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["minispdf.assignments.preload"])  # torch and the checks, imported once
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # now, so that the reaper counts it among the grader's own children
         return ctx
     return mp.get_context("spawn")
 
@@ -144,13 +147,15 @@ def judge(name: str, msg: dict) -> dict:
     return result(name, run_checks(name, replayer, before=replayer.start))
 
 
-def _run_isolated(jobs: list[tuple[str, list]], timeout: float) -> tuple[dict[str, dict], str]:
+def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool = False) -> tuple[dict[str, dict], str]:
     """Results of ``jobs`` (``(name, cells)``), a worker per notebook, a new one after a time-out or
-    a malformed record; and what confined the workers (for the CSV's notes)."""
+    a malformed record; and what confined the workers (for the CSV's notes). Nothing the worker
+    started outlives it (:mod:`.reaping`)."""
     from .worker import serve
 
+    box = sandbox.prepare(timeout * len(jobs) + 10, unconfined=unconfined)
     ctx, results, pending = _context(), {}, list(jobs)
-    box = sandbox.prepare(timeout * len(jobs) + 10)
+    reaper = reaping.Reaper()
     try:
         while pending:
             requests = [(secrets.token_hex(8), name, cells) for name, cells in pending]
@@ -188,6 +193,7 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float) -> tuple[dict[st
                         break  # this worker is gone, stuck or not to be trusted: a fresh one takes the rest
             finally:
                 sandbox.stop(box, proc.pid)
+                reaper.end(proc.pid, own_child=ctx.get_start_method() != "forkserver")
                 if proc.is_alive():
                     proc.kill()
                 proc.join()
@@ -231,7 +237,7 @@ def _load(path: Path) -> dict[str, list[tuple[str, str]]]:
     return _exercise_cells(read_notebook(path), path.name)
 
 
-def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None) -> dict:
+def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None, unconfined: bool = False) -> dict:
     """Run the exercise cells of a notebook and check each exercise; nothing else is executed.
 
     Returns ``{"notebook", "exercises": {name: {"passed", "points", "max_points", "checks",
@@ -248,7 +254,7 @@ def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None) -> dict:
                for name, c in cells.items() if name in EXERCISES
                and (uses := borrowing.static_uses("\n".join(_strip_magics(source) for _, source in c)))}
     known = [(name, c) for name, c in cells.items() if name in EXERCISES and name not in refused]
-    results, isolation = _run_isolated(known, timeout) if known else ({}, "")
+    results, isolation = _run_isolated(known, timeout, unconfined) if known else ({}, "")
     results.update(refused)  # decided here, from the source: the student's code never ran
     exercises = {}
     for name, c in cells.items():
@@ -298,7 +304,7 @@ def _not_graded(student: str, path: Path, reason: str) -> dict:
                 all_passed=False, note=f"not graded: {reason}")
 
 
-def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
+def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT, unconfined: bool = False) -> list[dict]:
     """:func:`grade` for every submission under ``paths``, each result with its ``"student"``.
 
     Every notebook is read before any student code runs (a cell that rewrites a classmate's file
@@ -306,6 +312,7 @@ def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
     row saying why: one submission never stops the rest of the class being graded.
     """
     found = submissions(paths)
+    sandbox.require(unconfined)  # one line, before anything runs, where student code cannot be confined
     loaded = []
     for student, path, named in found:
         try:
@@ -324,7 +331,7 @@ def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
             results.append(_not_graded(student, path, cells))
             continue
         try:
-            results.append({"student": student, **grade(path, timeout, cells=cells)})
+            results.append({"student": student, **grade(path, timeout, cells=cells, unconfined=unconfined)})
         except Exception as e:
             results.append(_not_graded(student, path, f"the grader failed on {path.name} "
                                                        f"({type(e).__name__}: {one_line(e)})"))

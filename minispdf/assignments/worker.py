@@ -2,7 +2,8 @@
 
 It is started per notebook (one student's work), forked from a server that has imported torch
 and the library once, so a start costs milliseconds. Before any student code runs it confines
-itself (:func:`.sandbox.confine`: own process group, limits, a fresh uid when the grader is root).
+itself (:func:`.sandbox.confine`: own session, limits, a fresh uid and chroot when the grader is root,
+Landlock where the kernel has it).
 Each exercise runs in a fresh namespace holding only what the lessons import first; then the
 exercise's checks run with a :class:`.replay.Recorder` in place of the student's function, and
 the worker sends the grader, as one line of JSON per exercise, what each call returned and left
