@@ -87,7 +87,7 @@ def summary(results: list[dict]) -> str:
     from .exercises import format_result
 
     isolation = {r.get("isolation") for r in results} - {"", None}
-    lines = [f"confinement: {isolation.pop()}"] if len(isolation) == 1 else []
+    lines = [isolation.pop()] if len(isolation) == 1 else []  # "confinement ...", or "unconfined: ..."
     for r in results:
         lines.append(f"{r['student']}: {r['passed']}/{r['total']} exercises pass, {r['points']}/{r['max_points']} "
                      f"points ({', '.join(Path(n).name for n in r['notebooks']) or 'no notebooks'})")
