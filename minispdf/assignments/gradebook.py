@@ -86,8 +86,8 @@ def summary(results: list[dict]) -> str:
     """Per student the released exercises and the notes; with more than one student, a points table."""
     from .exercises import format_result
 
-    isolation = {r.get("isolation") for r in results} - {"", None}
-    lines = [isolation.pop()] if len(isolation) == 1 else []  # "confinement ...", or "unconfined: ..."
+    # what confined the class, e.g. "confinement user: Landlock ABI 7" (the limits, in the notes, vary)
+    lines = sorted({r["isolation"].split(" (")[0] for r in results if r.get("isolation")})
     for r in results:
         lines.append(f"{r['student']}: {r['passed']}/{r['total']} exercises pass, {r['points']}/{r['max_points']} "
                      f"points ({', '.join(Path(n).name for n in r['notebooks']) or 'no notebooks'})")
