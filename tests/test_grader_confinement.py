@@ -185,7 +185,7 @@ def _check_class(work: Path, done, expected, kit_before, bob_before, intruder) -
     return rows
 
 
-@pytest.mark.slow  # a grader and its fork server start as another user; ~1-2 min on 2 loaded cores
+@pytest.mark.slow  # a grader as another user, 11 students: 18.5 min at nice 19 beside a grid on both cores
 @needs_landlock
 def test_hostile_class_as_an_ordinary_user_with_landlock():
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
@@ -212,7 +212,7 @@ def test_hostile_class_as_an_ordinary_user_with_landlock():
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.mark.slow  # ~1 min on 2 loaded cores
+@pytest.mark.slow  # the same class graded as root
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the root path needs a grader running as root")
 def test_hostile_class_as_root(tmp_path):
     done, *rest = _grade_class(tmp_path, as_root=True)
