@@ -456,7 +456,7 @@ def test_release_writes_a_bundle_without_solutions_or_answers(tmp_path, capsys):
     src, out = _with_answers(tmp_path), tmp_path / "bundle"
     assert A.main(["release", str(out), "--src", str(src)]) == 0
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["README.txt", "notebooks/00_quickstart.ipynb", "notebooks/01_gpt_and_masks.ipynb",
+    assert files == ["README.txt", "manifest.json", "notebooks/00_quickstart.ipynb", "notebooks/01_gpt_and_masks.ipynb",
                      "results/default/results.json"]
     readme = (out / "README.txt").read_text()
     assert "minispdf assign grade" in readme and "hint(" in readme and "2303.10464" in readme
@@ -535,22 +535,23 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     grades = tmp_path / "grades.csv"
     assert A.main(["grade", str(subs), "--csv", str(grades)]) == 1  # some fail
     out = capsys.readouterr().out
-    assert "no exercises in 00_notes.ipynb" in out and "0/0 exercises" not in out
-    assert "wrote " + str(grades) + " (5 rows)" in out
-    assert out.splitlines()[-6:-1] == ["student  points", "alice    2/2", "bob      0/2", "dave     0/0",
-                                       "carol    2/2"]
+    assert "note: no exercises in 00_notes.ipynb" in out and "manifest: none" in out
+    assert "wrote " + str(grades) + " (4 rows)" in out
+    assert out.splitlines()[-6:-1] == ["student  points", "alice    2/2", "bob      0/2", "dave     0/2",
+                                       "carol    2/2"]  # the maximum is the release's: lesson 04's loss_mask
     import csv
 
     rows = list(csv.DictReader(grades.open()))
     assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook", "notes"]
-    assert rows[0]["notes"].startswith("sandbox: own process group") and rows[2]["notes"] == ""  # dave: not run
+    assert rows[0]["notes"].startswith("confinement root: uid drop + chroot")
     got = [(r["student"], r["exercise"], r["points"], r["max_points"]) for r in rows]
-    assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"), ("dave", "", "0", "0"),
-                   ("carol", "", "0", "0"), ("carol", "loss_mask", "2", "2")]
+    assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"), ("dave", "loss_mask", "0", "2"),
+                   ("carol", "loss_mask", "2", "2")]
     assert rows[0]["feedback"] == "pass"
     assert "not written yet" in rows[1]["feedback"] and "\n" not in rows[1]["feedback"]
-    assert rows[2]["feedback"].startswith("not graded: ") and "not a readable notebook" in rows[2]["feedback"]
-    assert rows[3]["feedback"] == "no exercises in 00_notes.ipynb"
+    assert rows[2]["feedback"].startswith("submitted: missing") and rows[2]["notebook"] == ""
+    assert rows[2]["notes"].startswith("not graded: ") and "not a readable notebook" in rows[2]["notes"]  # dave: not run
+    assert rows[3]["notes"].endswith("no exercises in 00_notes.ipynb") and rows[3]["notebook"].endswith("04_dense_finetuning.ipynb")
 
 
 def test_an_endless_exercise_times_out_and_grading_goes_on(tmp_path):
@@ -589,9 +590,9 @@ def test_a_notebook_without_exercises_says_so(tmp_path, capsys):
     path = _notebook(tmp_path / "notes.ipynb", (None, "x = 1"))  # every lesson has an exercise now
     r = A.grade(path)
     assert r["note"] == "no exercises in notes.ipynb" and r["total"] == 0
-    assert A.main(["grade", str(path)]) == 0
+    assert A.main(["grade", str(path)]) == 1  # a clear row, not a silent success
     out = capsys.readouterr().out
-    assert "no exercises in notes.ipynb" in out and "0/0 exercises" not in out
+    assert "note: no exercises in notes.ipynb" in out
 
 
 def test_help_names_the_command_as_typed(capsys):
@@ -699,22 +700,22 @@ def test_attacks_on_the_grader_score_zero_and_classmates_keep_their_points(tmp_p
     assert "FORGED" not in done.stdout + done.stderr and "1000" not in done.stdout
     rows = list(csv.DictReader(grades.open()))
     got = {(r["student"], r["exercise"]): (int(r["points"]), int(r["max_points"])) for r in rows}
-    assert got == {("a1_patches_checker", "loss_mask"): (0, 2), ("a2_forges_record", "loss_mask"): (0, 2),
-                   ("a3_files", "loss_mask"): (0, 2), ("a4_garbage", "block_flops"): (0, 3),
-                   ("a4_garbage", "loss_mask"): (2, 2), ("a5_kills_grader", "loss_mask"): (2, 2),
-                   ("a6_forks", "loss_mask"): (0, 2), ("a7_memory", "loss_mask"): (0, 2),
-                   ("bob", "loss_mask"): (2, 2), ("zoe", "loss_mask"): (2, 2),
-                   ("odd_json", ""): (0, 0), ("odd_meta", ""): (0, 0)}, rows
+    loss_mask = {"a1_patches_checker": 0, "a2_forges_record": 0, "a3_files": 0, "a4_garbage": 2, "a5_kills_grader": 2,
+                 "a6_forks": 0, "a7_memory": 0, "bob": 2, "zoe": 2, "odd_json": 0, "odd_meta": 0}
+    # the release (none given: lessons 02 and 04, which the class holds exercises of) decides the rows
+    assert got == {**{(s, "loss_mask"): (p, 2) for s, p in loss_mask.items()},
+                   **{(s, "block_flops"): (0, 3) for s in loss_mask}}, rows
     feedback = {(r["student"], r["exercise"]): r["feedback"] for r in rows}
+    notes = {r["student"]: r["notes"] for r in rows}
     assert "did the exercise cell change the grader's checks?" in feedback["a1_patches_checker", "loss_mask"]
     assert "did the exercise cell change the grader's checks?" in feedback["a2_forges_record", "loss_mask"]
     assert "nothing outside the private folder was reachable" in feedback["a3_files", "loss_mask"]
     assert "malformed record" in feedback["a4_garbage", "block_flops"]
     assert "BlockingIOError" in feedback["a6_forks", "loss_mask"]
     assert "MemoryError" in feedback["a7_memory", "loss_mask"]
-    assert "not a readable notebook" in feedback["odd_json", ""]
-    assert feedback["odd_meta", ""] == "no exercises in odd_meta.ipynb"
-    assert all(r["notes"].startswith("sandbox: own process group, as fresh uid") for r in rows if r["exercise"])
+    assert "not a readable notebook" in notes["odd_json"] and feedback["bob", "block_flops"].startswith("submitted: missing")
+    assert notes["odd_meta"] == "no exercises in odd_meta.ipynb"
+    assert all(r["notes"].startswith("confinement root: uid drop + chroot + Landlock ABI") for r in rows if r["notebook"])
     assert (subs / "bob.ipynb").read_bytes() == bob_before  # the classmate's file is untouched
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(files_before + ["grades.csv"])
     time.sleep(1.5)  # the forked child, had there been one, would have written this by now

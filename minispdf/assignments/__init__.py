@@ -30,7 +30,8 @@ from ..errors import MiniSPDFError
 from .checks import CheckFailed
 from .cli import main
 from .exercises import EXERCISES, Exercise, check, check_exercise, format_result, hint
-from .grading import DEFAULT_TIMEOUT, grade, grade_submissions, outside_names, submissions, write_csv
+from .gradebook import write as write_csv
+from .grading import DEFAULT_TIMEOUT, grade, grade_submissions, outside_names, submissions
 from .notebooks import (ANSWER_TAG, BEGIN, END, STUDENT_NOTE_ID, check_student_copies, dumps, exercise_name,
                         make_student_copies, read_notebook, stub_source, student_notebook)
 from .bundle import release

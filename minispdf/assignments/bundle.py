@@ -14,6 +14,7 @@ from pathlib import Path
 from ..checkpoint import check_out_folder
 from ..errors import MiniSPDFError
 from ..fileio import publish_folder
+from . import manifest
 from .exercises import EXERCISES
 from .notebooks import (
     ANSWER_TAG,
@@ -89,7 +90,8 @@ def _write_bundle(folder: Path, src: Path, results: Path | None, timeout: float)
         shutil.copyfile(study, folder / rel)
         written.append(str(rel))
     (folder / "README.txt").write_text(_readme(timeout, exercises), encoding="utf-8")
-    return written + ["README.txt"]
+    manifest.write(folder, manifest.build(exercises))  # what the class is graded on: `assign grade --manifest`
+    return written + ["README.txt", manifest.FILE]
 
 
 def release(dst, src=DEFAULT_SRC, overwrite: bool = False, results=None, timeout: float = 60.0) -> list[str]:

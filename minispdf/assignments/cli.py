@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import MiniSPDFError
 from .exercises import EXERCISES, hint
-from .grading import DEFAULT_TIMEOUT, grade_submissions, summary, write_csv
+from . import gradebook, manifest
+from .grading import DEFAULT_TIMEOUT, grade_submissions
 from .notebooks import DEFAULT_DST, DEFAULT_SRC, check_student_copies, exercise_name, make_student_copies, read_notebook
 from .bundle import release
 
@@ -46,7 +47,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                                                 f"{DEFAULT_DST}/*.ipynb with exercises)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds per exercise before it fails (default: %(default)g)")
-    p.add_argument("--csv", default=None, help="write one row per student and exercise to this file")
+    p.add_argument("--csv", default=None, help="write the gradebook to this file: one row per student and exercise "
+                                               "(or per student with --format canvas|moodle)")
+    p.add_argument("--format", default="csv", choices=gradebook.FORMATS,
+                   help="--csv's form: plain, or a Canvas or Moodle gradebook import (default: %(default)s)")
+    p.add_argument("--manifest", default=None,
+                   help="the release's manifest.json: what each student is graded on (default: ./manifest.json if "
+                        "there, else the kit's exercises of the lessons the class handed in)")
+    p.add_argument("--hidden", default=None, metavar="FILE.py",
+                   help="the instructor's hidden checks (HIDDEN_CHECKS = {exercise: checks}), run at grading only")
+    p.add_argument("--unconfined", action="store_true",
+                   help="where the machine offers no confinement (not Linux, no root and no Landlock): run "
+                        "student code anyway, with your own user's rights; every row's notes says so")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser("hint", help="print the hint of an exercise")
     p.add_argument("exercise", choices=list(EXERCISES))
@@ -87,12 +99,18 @@ def _grade(args) -> int:
         raise MiniSPDFError(f"no notebooks to grade: pass paths, or create {DEFAULT_DST} with `student`")
     if not args.timeout > 0:
         raise MiniSPDFError(f"--timeout {args.timeout:g} must be a positive number of seconds")
-    results = grade_submissions(paths, timeout=args.timeout)
-    rows = write_csv(args.csv, results) if args.csv else None
+    if args.format != "csv" and not args.csv:
+        raise MiniSPDFError(f"--format {args.format} is the form of the --csv file: pass --csv FILE too")
+    found = args.manifest or (manifest.FILE if Path(manifest.FILE).is_file() else None)
+    release = manifest.read(found) if found else None
+    results = grade_submissions(paths, timeout=args.timeout, unconfined=args.unconfined, release=release,
+                                hidden=args.hidden)
+    rows = gradebook.write(args.csv, results, args.format) if args.csv else None
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
-        print(summary(results))
+        print(f"manifest: {found}" if found else "manifest: none, so the kit's exercises of the lessons handed in")
+        print(gradebook.summary(results))
         if args.csv:
             print(f"wrote {args.csv} ({rows} rows)")
     return 0 if all(r["all_passed"] for r in results) else 1

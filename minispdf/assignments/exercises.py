@@ -90,6 +90,38 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
 ]}
 
 
+# Hidden checks (as nbgrader's hidden tests): the instructor's, run at grading only, never in the
+# student copies; a hard-coded answer to the public checks then fails them. See use_hidden().
+_HIDDEN: dict[str, list[Callable]] = {}
+
+
+def use_hidden(path=None) -> list[str]:
+    """Grade with the hidden checks in the Python file ``path`` (None: none); returns the exercises
+    that have some. The file defines ``HIDDEN_CHECKS = {exercise: checks}``, each ``checks`` like
+    :attr:`Exercise.checks`: the student's function -> a list of ``(description, callable)``."""
+    import runpy
+
+    _HIDDEN.clear()
+    if path is None:
+        return []
+    try:
+        found = runpy.run_path(str(path)).get("HIDDEN_CHECKS")
+    except Exception as e:
+        raise MiniSPDFError(f"cannot load the hidden checks {path} ({type(e).__name__}: {e})") from None
+    if not isinstance(found, dict) or not all(n in EXERCISES and callable(c) for n, c in found.items()):
+        raise MiniSPDFError(f"{path} must define HIDDEN_CHECKS = {{exercise: checks}}, a dict from exercise names "
+                            f"({', '.join(EXERCISES)}) to functions fn -> [(description, callable)]")
+    for name, checks in found.items():
+        _HIDDEN[name] = [checks]
+    return sorted(_HIDDEN)
+
+
+def all_checks(name: str, fn) -> list:
+    """The public checks of exercise ``name`` on ``fn``, then its hidden ones (described as such)."""
+    hidden = [(f"hidden: {desc}", run) for checks in _HIDDEN.get(name, []) for desc, run in checks(fn)]
+    return list(EXERCISES[name].checks(fn)) + hidden
+
+
 def _unknown(name) -> MiniSPDFError:
     return MiniSPDFError(f"unknown exercise {name!r}: choose one of {', '.join(EXERCISES)}")
 
@@ -134,7 +166,7 @@ def run_checks(name: str, fn, before=None) -> list[dict]:
     if uses := borrowing.function_uses(fn):
         return [dict(check=BORROW_CHECK, passed=False, message=borrowing.refusal(ex.function, uses))]
     results = []
-    for i, (desc, run) in enumerate(ex.checks(fn)):
+    for i, (desc, run) in enumerate(all_checks(name, fn)):
         if before is not None:
             before(i)
         results.append(_run_check(desc, run))

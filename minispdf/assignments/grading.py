@@ -3,15 +3,14 @@
 Only the exercise cells run, each exercise in a fresh namespace inside a worker process (see
 :mod:`.worker`), so an endless loop costs its time limit and nothing else. Students are named by
 where their notebooks are: ``DIR/alice.ipynb`` is alice's, and so is every notebook under
-``DIR/alice/`` (one folder per student, as learning systems export them).
+``DIR/alice/`` (one folder per student, as learning systems export them). A class is graded
+against the release's manifest (:mod:`.manifest`), and its gradebook written by :mod:`.gradebook`.
 """
 
 from __future__ import annotations
 
 import builtins
-import csv
 import dataclasses
-import io
 import json
 import os
 import secrets
@@ -20,10 +19,9 @@ import symtable
 import time
 from pathlib import Path
 
-from ..fileio import atomic_write_bytes
 from ..errors import MiniSPDFError, one_line
-from . import borrowing, sandbox
-from .exercises import BORROW_CHECK, EXERCISES, result, run_checks
+from . import borrowing, manifest, reaping, sandbox
+from .exercises import BORROW_CHECK, EXERCISES, result, run_checks, use_hidden
 from .notebooks import exercise_name, read_notebook
 from .replay import MAX_TEXT, Malformed, Replayer
 from .worker import PREAMBLE_NAMES, _strip_magics
@@ -31,7 +29,6 @@ from .worker import PREAMBLE_NAMES, _strip_magics
 DEFAULT_TIMEOUT = 60.0  # seconds per exercise: the checks take about a second
 START_TIMEOUT = 300.0  # a worker's first start imports torch (only with the spawn fallback)
 MAX_RECORD = 64 << 20  # bytes of one exercise's record from the worker
-CSV_COLUMNS = ("student", "exercise", "points", "max_points", "feedback", "notebook", "notes")
 
 
 # ---- the static check: names an exercise cell takes from elsewhere
@@ -75,6 +72,9 @@ def _context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["minispdf.assignments.preload"])  # torch and the checks, imported once
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # now, so that the reaper counts it among the grader's own children
         return ctx
     return mp.get_context("spawn")
 
@@ -144,19 +144,22 @@ def judge(name: str, msg: dict) -> dict:
     return result(name, run_checks(name, replayer, before=replayer.start))
 
 
-def _run_isolated(jobs: list[tuple[str, list]], timeout: float) -> tuple[dict[str, dict], str]:
+def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool = False,
+                  hidden=None) -> tuple[dict[str, dict], str]:
     """Results of ``jobs`` (``(name, cells)``), a worker per notebook, a new one after a time-out or
-    a malformed record; and what confined the workers (for the CSV's notes)."""
+    a malformed record; and what confined the workers (for the CSV's notes). Nothing the worker
+    started outlives it (:mod:`.reaping`)."""
     from .worker import serve
 
+    box = sandbox.prepare(timeout * len(jobs) + 10, unconfined=unconfined)
     ctx, results, pending = _context(), {}, list(jobs)
-    box = sandbox.prepare(timeout * len(jobs) + 10)
+    reaper = reaping.Reaper()
     try:
         while pending:
             requests = [(secrets.token_hex(8), name, cells) for name, cells in pending]
             box_now = dataclasses.replace(box, cpu=int(timeout * len(pending)) + 10)
             conn, child_conn = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=serve, args=(child_conn, requests, box_now), daemon=True)
+            proc = ctx.Process(target=serve, args=(child_conn, requests, box_now, hidden), daemon=True)
             proc.start()
             child_conn.close()
             channel = _Channel(conn.fileno(), proc.sentinel)
@@ -188,6 +191,7 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float) -> tuple[dict[st
                         break  # this worker is gone, stuck or not to be trusted: a fresh one takes the rest
             finally:
                 sandbox.stop(box, proc.pid)
+                reaper.end(proc.pid, own_child=ctx.get_start_method() != "forkserver")
                 if proc.is_alive():
                     proc.kill()
                 proc.join()
@@ -231,7 +235,8 @@ def _load(path: Path) -> dict[str, list[tuple[str, str]]]:
     return _exercise_cells(read_notebook(path), path.name)
 
 
-def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None) -> dict:
+def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None, unconfined: bool = False,
+          hidden=None) -> dict:
     """Run the exercise cells of a notebook and check each exercise; nothing else is executed.
 
     Returns ``{"notebook", "exercises": {name: {"passed", "points", "max_points", "checks",
@@ -239,16 +244,19 @@ def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None) -> dict:
     ``"note"`` when the notebook has no exercises. An exercise whose cell does not run, crashes or
     runs past ``timeout`` seconds fails with a message saying so. ``cells``: the notebook's
     exercise cells, read before (:func:`grade_submissions` reads every notebook first).
+    ``unconfined``: run student code even where this machine cannot confine it (see
+    :func:`.sandbox.require`); ``hidden``: a file of hidden checks (:func:`.exercises.use_hidden`).
     """
     path = Path(notebook_path)
     if not timeout > 0:
         raise MiniSPDFError(f"--timeout {timeout} must be a positive number of seconds")
+    use_hidden(hidden)
     cells = _load(path) if cells is None else cells
     refused = {name: _failed(name, BORROW_CHECK, borrowing.refusal(EXERCISES[name].function, uses))
                for name, c in cells.items() if name in EXERCISES
                and (uses := borrowing.static_uses("\n".join(_strip_magics(source) for _, source in c)))}
     known = [(name, c) for name, c in cells.items() if name in EXERCISES and name not in refused]
-    results, isolation = _run_isolated(known, timeout) if known else ({}, "")
+    results, isolation = _run_isolated(known, timeout, unconfined, hidden) if known else ({}, "")
     results.update(refused)  # decided here, from the source: the student's code never ran
     exercises = {}
     for name, c in cells.items():
@@ -264,7 +272,7 @@ def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None) -> dict:
     return out
 
 
-# ---- submissions, the CSV and the summary
+# ---- submissions: students, their notebooks, their points from the release
 
 
 def _notebooks_under(folder: Path) -> list[Path]:
@@ -293,19 +301,9 @@ def submissions(paths) -> list[tuple[str, Path, bool]]:
     return found
 
 
-def _not_graded(student: str, path: Path, reason: str) -> dict:
-    return dict(student=student, notebook=str(path), exercises={}, passed=0, total=0, points=0, max_points=0,
-                all_passed=False, note=f"not graded: {reason}")
-
-
-def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
-    """:func:`grade` for every submission under ``paths``, each result with its ``"student"``.
-
-    Every notebook is read before any student code runs (a cell that rewrites a classmate's file
-    on disk does not change what is graded), and a notebook that cannot be read or graded is a
-    row saying why: one submission never stops the rest of the class being graded.
-    """
-    found = submissions(paths)
+def _read_all(found) -> list[tuple[str, Path, object]]:
+    """``(student, path, cells or why it cannot be graded)``: every notebook, read before any
+    student code runs; a notebook the user named that cannot be read is an error."""
     loaded = []
     for student, path, named in found:
         try:
@@ -318,74 +316,45 @@ def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
             if named:
                 raise MiniSPDFError(f"{path} cannot be graded ({type(e).__name__}: {one_line(e)})") from None
             loaded.append((student, path, f"{path.name} cannot be graded ({type(e).__name__}: {one_line(e)})"))
-    results = []
-    for student, path, cells in loaded:
-        if isinstance(cells, str):
-            results.append(_not_graded(student, path, cells))
-            continue
+    return loaded
+
+
+def _grade_student(student: str, notebooks, release: dict, timeout: float, unconfined: bool, hidden) -> dict:
+    """One student's result against the manifest ``release`` (see :mod:`.manifest`)."""
+    chosen, notes = manifest.assign(release, notebooks)
+    graded, isolation = {}, ""
+    for path, cells in chosen.items():
         try:
-            results.append({"student": student, **grade(path, timeout, cells=cells)})
+            r = grade(path, timeout, cells=cells, unconfined=unconfined, hidden=hidden)
         except Exception as e:
-            results.append(_not_graded(student, path, f"the grader failed on {path.name} "
-                                                       f"({type(e).__name__}: {one_line(e)})"))
-    return results
-
-
-def feedback(ex: dict) -> str:
-    """One line for a spreadsheet: "pass", or what failed; then any warnings."""
-    parts = ["pass"] if ex["passed"] else [f"{c['check']}: {c['message']}" for c in ex["checks"] if not c["passed"]]
-    parts += [f"warning: {w}" for w in ex.get("warnings", [])]
-    return " | ".join(" ".join(p.split()) for p in parts)
-
-
-def csv_rows(results: list[dict]) -> list[dict]:
-    rows = []
-    for r in results:
-        base = dict(student=r.get("student", Path(r["notebook"]).stem), notebook=r["notebook"],
-                    notes=r.get("isolation", ""))
-        if "note" in r:
-            rows.append({**base, "exercise": "", "points": 0, "max_points": 0, "feedback": r["note"]})
-        for ex in r["exercises"].values():
-            rows.append({**base, "exercise": ex["name"], "points": ex["points"], "max_points": ex["max_points"],
-                         "feedback": feedback(ex)})
-    return rows
-
-
-def write_csv(path: str, results: list[dict]) -> int:
-    """Write one row per (student, exercise) to ``path`` atomically; returns the number of rows."""
-    if Path(path).is_dir():
-        raise MiniSPDFError(f"--csv {path} is a folder: pass a file name such as grades.csv")
-    rows = csv_rows(results)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, lambda f: f.write(text.getvalue().encode("utf-8")))
-    return len(rows)
-
-
-def summary(results: list[dict]) -> str:
-    """Per notebook its exercises; with more than one student, a points table at the end."""
-    from .exercises import format_result
-
-    isolation = {r.get("isolation") for r in results} - {"", None}
-    lines = [f"isolation: {isolation.pop()}"] if len(isolation) == 1 else []
-    for r in results:
-        who = f"{r['student']}: " if "student" in r else ""
-        if "note" in r:
-            lines.append(f"{who}{r['note']}")
+            notes.append(f"not graded: the grader failed on {path.name} ({type(e).__name__}: {one_line(e)})")
             continue
-        lines.append(f"{who}{r['notebook']}: {r['passed']}/{r['total']} exercises pass, "
-                     f"{r['points']}/{r['max_points']} points")
-        lines += ["  " + format_result(e).replace("\n", "\n  ") for e in r["exercises"].values()]
-    students: dict[str, list[int]] = {}
-    for r in results:
-        if "student" in r:
-            tot = students.setdefault(r["student"], [0, 0])
-            tot[0] += r["points"]
-            tot[1] += r["max_points"]
-    if len(students) > 1:
-        width = max(len(s) for s in [*students, "student"])
-        lines += ["", f"{'student':<{width}}  points"]
-        lines += [f"{s:<{width}}  {p}/{m}" for s, (p, m) in students.items()]
-    return "\n".join(lines)
+        isolation = r["isolation"] or isolation
+        graded.update({name: {**ex, "notebook": str(path)} for name, ex in r["exercises"].items()})
+    return dict(student=student, notebooks=[str(p) for p, _ in notebooks], **manifest.score(release, graded),
+                isolation=isolation, notes=notes, drift=manifest.drift(release))
+
+
+def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT, unconfined: bool = False, release=None,
+                      hidden=None) -> list[dict]:
+    """Every student's result under ``paths`` against the manifest ``release`` (default: built from
+    the kit's table for the lessons the class holds exercises of, see :mod:`.manifest`): ``{"student",
+    "notebooks", "exercises", "passed", "total", "points", "max_points", "all_passed", "isolation",
+    "notes", "drift"}``. ``hidden``: a file of hidden checks (:func:`.exercises.use_hidden`).
+
+    Every notebook is read before any student code runs (a cell that rewrites a classmate's file
+    on disk does not change what is graded), and a notebook that cannot be read or graded is a
+    note saying why: one submission never stops the rest of the class being graded. Where this
+    machine cannot confine student code, nothing runs unless ``unconfined`` (one line of error).
+    """
+    found = submissions(paths)
+    sandbox.require(unconfined)
+    use_hidden(hidden)  # here too: a file that does not load is an error before anything runs
+    loaded = _read_all(found)
+    if release is None:
+        release = manifest.from_kit({name for _, _, cells in loaded if isinstance(cells, dict) for name in cells})
+    students: dict[str, list] = {}
+    for student, path, cells in loaded:
+        students.setdefault(student, []).append((path, cells))
+    return [_grade_student(student, notebooks, release, timeout, unconfined, hidden)
+            for student, notebooks in students.items()]

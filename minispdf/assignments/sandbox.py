@@ -1,17 +1,26 @@
 """How a submission's worker is confined, and how the grader cleans up after it.
 
 Each submission's worker (see :mod:`.worker`) calls :func:`confine` before any student code runs:
-a new session and process group (the grader kills the whole group), stdin/stdout/stderr on
-/dev/null and every other inherited file descriptor closed except its result channel, a scrubbed
-environment, a private working folder, and resource limits (address space, CPU time, file size,
-no core files). When the grader runs as root the worker also ``chroot``s into its private folder
-(it sees no other file) and drops to a fresh uid/gid that no account and no process uses (so it
-cannot signal the grader, and with ``RLIMIT_NPROC`` 1 cannot start a process or a thread); after
-the worker the grader kills whatever still runs as that uid and removes what it left in the temp
-folders. It can import only modules loaded before (see :func:`.worker.warm`). Not confined: CPU
-and memory bandwidth, the kernel; and without root there is no chroot and no user switch: the
-worker runs as the grader's own user, which can read and write what the grader can and signal
-its processes.
+a new session and process group, stdin/stdout/stderr on /dev/null and every other inherited file
+descriptor closed except its result channel, a scrubbed environment, a private working folder,
+and resource limits (address space, CPU time, file size, open files, processes, no core files).
+Then the strongest confinement the machine offers (:func:`confinement`):
+
+* ``root`` (the grader runs as root): the worker ``chroot``s into its private folder (it sees no
+  other file) and drops to a fresh uid/gid that no account and no process uses (so it cannot
+  signal the grader, and with ``RLIMIT_NPROC`` 1 cannot start a process or a thread); after the
+  worker the grader kills whatever still runs as that uid and removes what it left in the temp
+  folders. Landlock on top, where the kernel has it.
+* ``landlock`` (an ordinary user on Linux >= 5.13, :mod:`.landlock`): the worker may read only
+  the Python installation and the kit, write only its private folder; no TCP; it cannot signal
+  or ptrace a process outside its domain (the grader, the user's other programs), nor reach their
+  abstract unix sockets. ``RLIMIT_NPROC``: the user's processes now plus a few.
+* none (another system, an old kernel, Landlock disabled): :func:`prepare` refuses to run
+  student code unless the instructor passed ``--unconfined``.
+
+Whatever it is, the grader is a child subreaper and ends the worker's whole tree, and any orphan
+it left, after each submission (:mod:`.reaping`). Not confined: CPU and memory bandwidth, the
+kernel; with Landlock only, UDP and unix sockets that have a path.
 """
 
 from __future__ import annotations
@@ -24,13 +33,21 @@ import random
 import resource
 import shutil
 import signal
+import sys
 import tempfile
 from dataclasses import dataclass
 
+from ..errors import MiniSPDFError
+from . import landlock
+
 MEMORY = 1 << 30  # bytes of address space a worker may add to what it starts with (torch is mapped already)
 FILE_SIZE = 16 << 20  # bytes: the largest file a worker may write
+OPEN_FILES = 256  # file descriptors a worker may hold
+NPROC_MARGIN = 32  # without root: processes (threads) the worker's user may add to what it runs already
 UID_RANGE = (1 << 24, 1 << 30)  # fresh uids are drawn from here: far above any account's
 TEMP_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: cleaned of what the fresh uid left
+SHARED_LIBRARIES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")  # read-only: what a lazy import may load
+UNCONFINED_NOTE = "unconfined"
 
 
 @dataclass(frozen=True)
@@ -38,16 +55,52 @@ class Sandbox:
     folder: str  # the worker's private working folder (owned by uid, 0700)
     uid: int | None  # the fresh uid and gid it runs as; None: not root, the grader's own user
     cpu: int  # seconds of CPU time for the worker (and anything it starts)
+    landlock: int = 0  # the Landlock ABI the worker restricts itself with; 0: none
+    reads: tuple = ()  # with Landlock: what the worker may read (and execute) besides its folder
+    unconfined: bool = False  # --unconfined: no chroot, no user switch, no Landlock
     memory: int = MEMORY
     file_size: int = FILE_SIZE
 
+    @property
+    def kind(self) -> str:
+        if self.unconfined:
+            return UNCONFINED_NOTE
+        if self.uid is not None:
+            return "root: uid drop + chroot" + (f" + Landlock ABI {self.landlock}" if self.landlock else "")
+        return f"user: Landlock ABI {self.landlock}"
+
     def describe(self) -> str:
-        """One line for the CSV's notes column: what confined this submission."""
-        who = (f"as fresh uid {self.uid} (no account; no new processes), chroot to a private folder"
-               if self.uid is not None else "as the grader's own user (not root: no user switch, no chroot), "
-                                            "private working folder")
-        return (f"sandbox: own process group, {who}, no stdio or inherited files; limits: "
-                f"memory +{self.memory >> 20} MiB, CPU {self.cpu} s, files {self.file_size >> 20} MiB")
+        """One line for the output and the CSV's notes column: what confined this submission."""
+        if self.unconfined:
+            return (f"{UNCONFINED_NOTE}: ran with the grader's own rights (--unconfined); own session, "
+                    f"limits: memory +{self.memory >> 20} MiB, CPU {self.cpu} s")
+        who = (f"fresh uid {self.uid}, chroot to a private folder, no new processes" if self.uid is not None
+               else "the grader's own user; reads only Python and the kit, writes only a private folder, "
+                    "no TCP, no signals out")
+        return (f"confinement {self.kind} ({who}); own session, no stdio or inherited files; limits: "
+                f"memory +{self.memory >> 20} MiB, CPU {self.cpu} s, files {self.file_size >> 20} MiB, "
+                f"{OPEN_FILES} open files")
+
+
+def confinement() -> tuple[str | None, int, str]:
+    """``(kind, landlock ABI, why none)``: kind "root", "landlock", or None where this machine
+    offers the grader no confinement (then ``why`` says so)."""
+    version, why = landlock.abi()
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and sys.platform.startswith("linux"):
+        return "root", version, ""
+    return ("landlock" if version else None), version, why
+
+
+def _readable() -> tuple:
+    """What a worker confined by Landlock may read: the interpreter, its standard library and
+    site-packages, the kit, the system's shared libraries, /dev/null (not the kit's parent folder:
+    a source checkout holds the solutions)."""
+    import site
+
+    kit = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, kit, os.devnull,
+             *site.getsitepackages(), *SHARED_LIBRARIES]
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in paths))
 
 
 def _processes_of(uid: int) -> list[int]:
@@ -80,14 +133,29 @@ def fresh_uid() -> int:
     raise RuntimeError("found no unused uid to run the submission as")
 
 
-def prepare(cpu_seconds: float) -> Sandbox:
-    """A private folder and, when the grader is root, a fresh uid that owns it."""
-    uid = fresh_uid() if os.geteuid() == 0 else None
+def require(unconfined: bool = False) -> tuple[str | None, int]:
+    """``(kind, landlock ABI)`` of :func:`confinement`; one line of error where there is none and
+    the instructor did not pass ``--unconfined``."""
+    kind, version, why = confinement()
+    if kind is None and not unconfined:
+        raise MiniSPDFError(f"cannot confine student code on this machine ({why}), so the grader runs none: "
+                            "grade as root or on Linux >= 5.13 with Landlock, or pass --unconfined to run it "
+                            "with your own user's rights")
+    return kind, version
+
+
+def prepare(cpu_seconds: float, unconfined: bool = False) -> Sandbox:
+    """A private folder and the confinement to use: as root a fresh uid that owns the folder (and
+    Landlock where the kernel has it), else Landlock; refused where there is neither, unless
+    ``unconfined``."""
+    kind, version = require(unconfined)
+    uid = fresh_uid() if kind == "root" and not unconfined else None
     # as root under /tmp: the grader's own TMPDIR may be a folder the fresh uid cannot enter
     folder = tempfile.mkdtemp(prefix="minispdf-grade-", dir="/tmp" if uid is not None and os.path.isdir("/tmp") else None)
     if uid is not None:
         os.chown(folder, uid, uid)
-    return Sandbox(folder=folder, uid=uid, cpu=max(1, int(cpu_seconds) + 1))
+    return Sandbox(folder=folder, uid=uid, cpu=max(1, int(cpu_seconds) + 1), unconfined=kind is None or unconfined,
+                   landlock=0 if unconfined else version, reads=() if unconfined or not version else _readable())
 
 
 def _vm_size() -> int:
@@ -98,22 +166,41 @@ def _vm_size() -> int:
     return 0
 
 
-def confine(box: Sandbox, keep_fd: int) -> None:
-    """In the worker, before any student code: everything the module docstring lists. Raises if
-    the user switch did not take (the worker then reports it and runs nothing)."""
-    os.setsid()  # its own session and process group: the grader kills the group
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, keep_fd)  # the grader's pipes, files and sockets that came with the fork
-    os.closerange(keep_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+def _tasks_of(uid: int) -> int:
+    """Processes and threads running as ``uid`` (what ``RLIMIT_NPROC`` counts)."""
+    count = 0
+    for pid in _processes_of(uid):
+        with contextlib.suppress(OSError):
+            count += len(os.listdir(f"/proc/{pid}/task"))
+    return count
+
+
+def _limits(box: Sandbox, keep_fd: int) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails (EFBIG) instead of killing
     limit = _vm_size() + box.memory
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CPU, (box.cpu, box.cpu + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (box.file_size, box.file_size))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    files = max(OPEN_FILES, keep_fd + 1)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+    if box.uid is None and not box.unconfined and os.getuid() != 0:  # root ignores RLIMIT_NPROC
+        procs = _tasks_of(os.getuid()) + NPROC_MARGIN  # per user: the user's other programs count too
+        resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
+
+
+def confine(box: Sandbox, keep_fd: int) -> None:
+    """In the worker, before any student code: everything the module docstring lists. Raises if
+    the user switch or Landlock did not take (the worker then reports it and runs nothing)."""
+    os.setsid()  # its own session and process group: the grader kills the group
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, keep_fd)  # the grader's pipes, files and sockets that came with the fork
+    os.closerange(keep_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    _limits(box, keep_fd)
     os.chdir(box.folder)
+    rules = landlock.ruleset(box.landlock, reads=box.reads, writes=[box.folder]) if box.landlock else None
     home = box.folder
     if box.uid is not None:  # root: the private folder becomes the whole file system it sees
         os.chroot(box.folder)
@@ -131,6 +218,8 @@ def confine(box: Sandbox, keep_fd: int) -> None:
         os.setresuid(box.uid, box.uid, box.uid)
         if os.getresuid() != (box.uid,) * 3 or os.getresgid() != (box.uid,) * 3:
             raise RuntimeError("the switch to an unprivileged user did not take")
+    if rules is not None:
+        landlock.restrict_self(rules)
 
 
 def _kill(pid_or_group: int, group: bool) -> None:

@@ -2,7 +2,8 @@
 
 It is started per notebook (one student's work), forked from a server that has imported torch
 and the library once, so a start costs milliseconds. Before any student code runs it confines
-itself (:func:`.sandbox.confine`: own process group, limits, a fresh uid when the grader is root).
+itself (:func:`.sandbox.confine`: own session, limits, a fresh uid and chroot when the grader is root,
+Landlock where the kernel has it).
 Each exercise runs in a fresh namespace holding only what the lessons import first; then the
 exercise's checks run with a :class:`.replay.Recorder` in place of the student's function, and
 the worker sends the grader, as one line of JSON per exercise, what each call returned and left
@@ -19,7 +20,7 @@ import os
 
 import torch
 
-from .exercises import EXERCISES
+from .exercises import EXERCISES, all_checks, use_hidden
 from .replay import MAX_TEXT, Recorder
 
 
@@ -109,7 +110,7 @@ def run_exercise(name: str, cells: list[tuple[str, str]]) -> dict:
         return {"defined": False}
     recorder = Recorder(fn)
     try:
-        checks = EXERCISES[name].checks(recorder)
+        checks = all_checks(name, recorder)
     except Exception:
         checks = []
     for i, (_, run) in enumerate(checks):
@@ -127,12 +128,14 @@ def _send(fd: int, msg: dict) -> None:
         data = data[os.write(fd, data):]
 
 
-def serve(conn, jobs: list[tuple[str, str, list]], box) -> None:
-    """Worker entry point: confine, say ready, then send one record per ``(request id, name, cells)``."""
+def serve(conn, jobs: list[tuple[str, str, list]], box, hidden=None) -> None:
+    """Worker entry point: load the instructor's ``hidden`` checks (a file it cannot read once
+    confined), confine, say ready, then send one record per ``(request id, name, cells)``."""
     from .sandbox import confine
 
     fd = conn.fileno()
     try:
+        use_hidden(hidden)
         confine(box, fd)
     except Exception as e:
         _send(fd, {"unconfined": f"{type(e).__name__}: {e}"[:MAX_TEXT]})
