@@ -70,7 +70,10 @@ def ratio(dense: dict, method: dict, resamples: int, level: float) -> dict | Non
     seeds = sorted(s for s in method if s in dense and len(dense[s]) >= 2)
     if not seeds:
         return None
-    per = {s: (lambda fe: (fe[0] / method[s][0], fe[1]))(iso_flops(dense[s], method[s][1])) for s in seeds}
+    per = {}
+    for s in seeds:
+        f_eq, flag = iso_flops(dense[s], method[s][1])
+        per[s] = (f_eq / method[s][0], flag)
     value, flag = _combine(list(per.values()))
     rng, draws = random.Random(0), []
     for _ in range(resamples if len(seeds) > 1 else 0):
