@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from minispdf import assignments as A
-from minispdf.assignments import gradebook, landlock, manifest, sandbox
+from minispdf.assignments import gradebook, landlock, manifest, reaping, sandbox
 from test_assignments import _notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,3 +292,14 @@ def test_hidden_checks_run_at_grading_only_and_fail_hard_coded_answers(tmp_path)
     assert hard["honest"]["points"] == 2 and hard["cheat"]["points"] == 0
     failed = [c for c in hard["cheat"]["exercises"]["loss_mask"]["checks"] if not c["passed"]]
     assert [c["check"] for c in failed] == ["hidden: a 7-token prompt and a 2-token target"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="child subreapers are a Linux feature")
+def test_grading_in_process_leaves_the_caller_no_subreaper():
+    """A notebook or test that grades in-process must not go on adopting (and never reaping) the
+    orphans of its later children: the grader stops being a subreaper when it is done."""
+    assert not landlock.is_subreaper()
+    reaper = reaping.Reaper()
+    assert landlock.is_subreaper() == reaper.subreaper
+    reaper.close()
+    assert not landlock.is_subreaper()

@@ -197,6 +197,7 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool
                 proc.join()
                 conn.close()
     finally:
+        reaper.close()
         sandbox.clean_up(box)
     return results, box.describe()
 

@@ -20,7 +20,7 @@ CREATE_RULESET, ADD_RULE, RESTRICT_SELF = 444, 445, 446
 CREATE_RULESET_VERSION = 1  # flag: return the ABI version instead of a ruleset
 RULE_PATH_BENEATH = 1
 PR_SET_NO_NEW_PRIVS = 38
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
 # file system rights (include/uapi/linux/landlock.h)
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -132,12 +132,24 @@ def restrict_self(fd: int) -> None:
         os.close(fd)
 
 
-def become_subreaper() -> bool:
-    """Make this process the child subreaper of its descendants: an orphan among them is
-    re-parented here (not to init), so the grader can find and end it. False where unsupported."""
+def become_subreaper(on: bool = True) -> bool:
+    """Make this process the child subreaper of its descendants (``on``; or stop being one): an
+    orphan among them is re-parented here (not to init), so the grader can find and end it. False
+    where unsupported."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return _libc().prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def is_subreaper() -> bool:
+    """Whether this process already is a child subreaper (False where unsupported)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    flag = ctypes.c_int(0)
+    try:
+        return _libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and bool(flag.value)
     except (OSError, AttributeError):
         return False

@@ -49,6 +49,7 @@ class Reaper:
     """Made before the first worker starts: remembers the grader's own children."""
 
     def __init__(self):
+        self.was_subreaper = landlock.is_subreaper()
         self.subreaper = landlock.become_subreaper()
         me = os.getpid()
         self.known = {pid for pid, parent in _parents().items() if parent == me}
@@ -73,6 +74,15 @@ class Reaper:
             if not alive and not strays:
                 break
         return len(killed - {worker})
+
+
+    def close(self) -> None:
+        """After the last submission: reap what is left, and stop being a subreaper unless this
+        process was one before (a notebook or test that graded in-process would otherwise adopt,
+        and never reap, every orphan of its later children)."""
+        self.end(None)
+        if self.subreaper and not self.was_subreaper:
+            landlock.become_subreaper(False)
 
 
 def _zombie(pid: int) -> bool:
