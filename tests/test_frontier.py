@@ -179,6 +179,15 @@ def test_bad_budgets_are_one_line_errors(tmp_path, capsys, budgets):
     assert len(err) == 1 and "budgets" in err[0] and err[0].startswith("error:")
 
 
+@pytest.mark.parametrize("line", ["level = 1.5", "resamples = 0", "holm_alpha = 0.0", 'measure = "bleuu"'])
+def test_bad_frontier_rules_are_one_line_errors(tmp_path, capsys, line):
+    path = tmp_path / "bad.toml"
+    path.write_text(FRONTIER_GRID.replace("resamples = 50", line))
+    assert cli_main(["reproduce", "--grid", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "key frontier." in err[0]
+
+
 def test_a_primary_size_without_budget_1_is_refused(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text(FRONTIER_GRID.replace("budgets = [0.5, 1, 2]", "budgets = [0.5, 2]").replace(

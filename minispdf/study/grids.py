@@ -232,11 +232,22 @@ def _check_budgets(grid: dict, source) -> None:
         _check_table(source, "frontier.", fr, FRONTIER_KEYS)
         if fr.get("measure", "test_loss") not in MARGIN_KEYS:
             raise MiniSPDFError(f"{_where(source)}: key frontier.measure must be one of {', '.join(MARGIN_KEYS)}")
+        for key, low, high in (("level", 0, 1), ("holm_alpha", 0, 1), ("power", 0, 1), ("true_effect", 0, 1),
+                               ("resamples", 0, 1_000_000)):
+            if key in fr and not low < fr[key] < high:
+                raise MiniSPDFError(f"{_where(source)}: key frontier.{key} = {fr[key]!r} must lie between {low:g} and "
+                                    f"{high:g} (exclusive)")
 
 
 def budget_size(size: str, budget: float) -> str:
     """The name of ``size`` pre-trained for ``budget`` x its steps: ``nano-x0.25``."""
     return f"{size}-x{budget:g}"
+
+
+def base_size(name: str) -> str:
+    """The size a budget size was made from (``nano-x0.25`` -> ``nano``); other names unchanged."""
+    head, sep, tail = name.rpartition("-x")
+    return head if sep and tail.replace(".", "", 1).isdigit() else name
 
 
 def _expand_budgets(grid: dict) -> None:

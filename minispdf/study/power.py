@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import statistics
 
 from . import claims as claims_lib
+from .grids import base_size
 from . import stats as st
 
 
@@ -48,7 +48,7 @@ def _sd_of_arm(rows, measure, key, arm) -> tuple[float | None, str]:
     if not sds:
         return None, "no earlier run of this arm"
     # the most similar cell: the same task first, then the same set, then the same size
-    size = re.sub(r"-x[0-9.]+$", "", key[1])  # a budget of a size (nano-x2) is most like the size itself
+    size = base_size(key[1])  # a budget of a size (nano-x2) is most like the size itself
     best = max(sds, key=lambda c: (4 * (c[0] == key[0]) + 2 * (c[2] == key[2]) + (c[1] == size), sds[c]))
     return sds[best], f"the most similar cell, {'/'.join(best)}"
 
