@@ -36,9 +36,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .config import Settings, device_setting, setting
 from .callbacks import ProgressBar, RunLog, StopSignals, notify
-from .checkpoint import RESUME_KEYS, check_compatible, read_checkpoint, require_keys, save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 from .errors import Interrupted, MiniSPDFError, one_line
 from .flops import flop_report
+from .run_folder import check_resumable
 from .sparsity import densify, mask_state_keys, register_masks, tap_dense_gradients
 
 
@@ -242,12 +243,7 @@ def setup(model, cfg: TrainConfig, ckpt_path: str | None, meta: dict, schedule=N
 def restore(s: TrainState) -> None:
     """Load model, masks, optimizer, counters and every RNG from ``s.ckpt_path``, checking they fit."""
     ckpt = read_checkpoint(s.ckpt_path, map_location=s.device)
-    require_keys(ckpt, RESUME_KEYS, s.ckpt_path)
-    check_compatible(ckpt, s.model.config, s.meta.get("tokenizer"), s.ckpt_path)
-    saved_block = ckpt["model_config"].get("block_size")
-    if saved_block != s.model.config.block_size:
-        raise MiniSPDFError(f"cannot resume: {s.ckpt_path} was trained with block_size {saved_block}, not "
-                            f"{s.model.config.block_size}: pass --block_size {saved_block}")
+    check_resumable(ckpt, s.ckpt_path, s.model.config, s.meta.get("tokenizer"), s.cfg.max_steps)
     try:
         densify(s.model)  # the checkpoint's masks, and none where it has none (a schedule may have dropped them)
         register_masks(s.model, mask_state_keys(ckpt["model"]))
@@ -262,9 +258,6 @@ def restore(s: TrainState) -> None:
     s.step, s.flops, s.flops_dense, s.tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
     if s.schedule is not None:
         s.schedule.load_state_dict(ckpt.get("schedule"))
-    if s.step >= s.cfg.max_steps:
-        raise MiniSPDFError(f"cannot resume: the run in {os.path.dirname(s.ckpt_path)} already reached step {s.step} "
-                            f"of max_steps {s.cfg.max_steps}: pass a larger --max_steps to train on")
     if s.device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
     if len(data_states) == s.world:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 import time
 
-from ..fileio import TMP_PREFIX, publish_folder, read_json, write_json, writer_lock
+from ..fileio import publish_folder, read_json, write_json, writer_lock
+from ..run_folder import remove_temps
 from ..spdf import ModelConfig
 from . import plan as plan_lib
 from .tasks import load_tasks, task_for
@@ -112,11 +112,7 @@ def Lock(out: str):
 def clean_temps(out: str) -> None:
     """Leftovers of a killed run (we hold the lock, so nothing else is writing them)."""
     for sub in ("pretrain", "cells", "predictions", ""):
-        folder = os.path.join(out, sub)
-        for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            if name.startswith(TMP_PREFIX):
-                p = os.path.join(folder, name)
-                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
+        remove_temps(os.path.join(out, sub))
 
 
 _WORKER: dict = {}
