@@ -151,15 +151,17 @@ def _hints(cls) -> dict:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with the kit's errors: one line ``error: ...`` (exit status 2), no usage dump."""
+    """argparse with the kit's errors: one line ``error: ...`` (exit status 2), no usage dump.
+    ``help_prog``: the command whose ``--help`` the error points to (default: this parser's)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, help_prog: str | None = None, **kwargs):
         kwargs.setdefault("allow_abbrev", False)  # --max would silently mean --max_steps
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.help_prog = help_prog
 
     def error(self, message):
-        raise MiniSPDFError(f"{message}: see `{self.prog} --help`")
+        raise MiniSPDFError(f"{message}: see `{self.help_prog or self.prog} --help`")
 
 
 class Switch(argparse.BooleanOptionalAction):

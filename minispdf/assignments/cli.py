@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 
+from ..config import Parser
 from ..errors import MiniSPDFError
 from .exercises import EXERCISES, hint
 from . import gradebook, manifest
@@ -15,18 +17,13 @@ from .notebooks import DEFAULT_DST, DEFAULT_SRC, check_student_copies, exercise_
 from .bundle import release
 
 
-class _OneLineErrors(argparse.ArgumentParser):
-    """argparse, but a usage mistake is the kit's one line ``error: ...`` (exit 2), not a usage dump."""
-
-    def error(self, message):
-        prog = self.prog.split(" ")
-        raise MiniSPDFError(f"{message}: see `{' '.join(prog[:2])} --help`")
-
-
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = _OneLineErrors(prog=prog, description="Course mode: student copies of the notebooks, a bundle to "
-                                                   "hand out, and a grader for their exercises.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrors)
+    # the kit's one-line errors, pointing to `minispdf assign --help`; argparse's help layout
+    one_line = functools.partial(Parser, help_prog=prog, allow_abbrev=True,
+                                 formatter_class=argparse.HelpFormatter)
+    parser = one_line(prog=prog, description="Course mode: student copies of the notebooks, a bundle "
+                                             "to hand out, and a grader for their exercises.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=one_line)
     p = sub.add_parser("student", help="write student copies (solutions replaced by stubs, answers dropped)")
     p.add_argument("--src", default=DEFAULT_SRC)
     p.add_argument("--dst", default=DEFAULT_DST)
