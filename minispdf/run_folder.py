@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .checkpoint import (RESUME_KEYS, check_compatible, check_out_folder, read_checkpoint,
                          require_keys)
@@ -25,6 +25,7 @@ from .config import Settings, setting
 from .errors import MiniSPDFError
 from .fileio import TMP_PREFIX, check_not_in_use, move_aside, read_json, write_json, writer_lock
 from .model import GPTConfig, preset_config
+from .schedules import SparsityConfig
 
 CKPT, LOG, SETTINGS, RESULT = "ckpt.pt", "log.jsonl", "settings.json", "result.json"
 
@@ -90,12 +91,10 @@ def check(run: RunConfig) -> None:
 
 # Settings that change nothing a run computes: free on --resume.
 OPERATIONAL = ("device", "compile", "progress", "checkpoint_interval", "stop_after")
-# Checked on resume by their own messages (the checkpoint's architecture, tokenizer and masks), and
-# never changeable: the checkpoint holds them.
+# Checked on resume by their own messages (the checkpoint's architecture, tokenizer and masks, all
+# of the masks' settings), and never changeable: the checkpoint holds them.
 FIXED = ("preset", "tokenizer", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias",
-         "init", "sparsity", "method", "distribution", "scope", "include", "mask_seed",
-         "keep_masks", "schedule", "update_interval", "drop_fraction", "stop_fraction",
-         "gmp_start", "gmp_end", "nm", "dense_from")
+         "init", "keep_masks", *(f.name for f in fields(SparsityConfig)))
 MISSING = "(not set)"
 
 

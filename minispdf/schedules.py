@@ -39,8 +39,7 @@ Use it in :func:`minispdf.train.train` (``schedule=``) or in a loop of your own:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -48,6 +47,11 @@ import torch.nn as nn
 from . import sparsity as sp
 from .config import Settings, setting
 from .errors import MiniSPDFError
+# the moves of one tensor; check_nm is the lessons' too
+from .moves import check_nm, cosine_fraction, cubic_sparsity, drop_and_grow, magnitude_keep, nm_mask
+
+__all__ = ["SCHEDULES", "SparsityConfig", "MaskSchedule", "make_schedule", "applies_to", "parse_nm",
+           "check_nm", "drop_and_grow", "magnitude_keep", "nm_mask", "cosine_fraction", "cubic_sparsity"]
 
 SCHEDULES = ("static", "set", "rigl", "gmp", "nm")
 DYNAMIC = ("set", "rigl")  # masks that move: drop and regrow
@@ -64,159 +68,118 @@ def parse_nm(text) -> tuple[int, int]:
     return n, m
 
 
-def check_schedule(schedule: str, sparsity: float, *, update_interval: int = 100, drop_fraction: float = 0.3,
-                   stop_fraction: float = 0.75, gmp_start: float = 0.25, gmp_end: float = 0.75, nm: str = "2:4",
-                   dense_from: float = 0.0, scope: str = "tensor", max_steps: int | None = None) -> float:
-    """Refuse a bad combination with one line; returns the sparsity the schedule reaches."""
-    if schedule not in SCHEDULES:
-        raise MiniSPDFError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    if isinstance(update_interval, bool) or not isinstance(update_interval, int) or update_interval < 1:
-        raise MiniSPDFError(f"update_interval={update_interval!r} must be a positive number of steps")
-    if not 0.0 < drop_fraction < 1.0:
-        raise MiniSPDFError(f"drop_fraction={drop_fraction!r} is outside (0, 1): give the fraction of kept weights "
-                            "moved at the first update, e.g. 0.3")
-    if not 0.0 < stop_fraction <= 1.0:
-        raise MiniSPDFError(f"stop_fraction={stop_fraction!r} is outside (0, 1]: e.g. 0.75 fixes the mask for the "
-                            "last quarter of the run")
-    if not 0.0 <= gmp_start < gmp_end <= 1.0:
-        raise MiniSPDFError(f"gmp_start={gmp_start!r}, gmp_end={gmp_end!r}: need 0 <= gmp_start < gmp_end <= 1")
-    if not 0.0 <= dense_from < 1.0:
-        raise MiniSPDFError(f"dense_from={dense_from!r} is outside [0, 1): the fraction of pre-training after which "
-                            "the masks are dropped (0: never)")
-    if schedule == "nm":
-        n, m = parse_nm(nm)
-        if scope != "tensor":
-            raise MiniSPDFError("schedule nm keeps N of every M weights within a tensor: drop --scope global")
-        if sparsity not in (0.0, 1 - n / m):
-            raise MiniSPDFError(f"schedule nm {nm} means sparsity {1 - n / m:g}, not {sparsity:g}: pass "
-                                f"--sparsity {1 - n / m:g} or leave it out")
-        sparsity = 1 - n / m
-    elif sparsity == 0.0 and (schedule != "static" or dense_from):
-        raise MiniSPDFError(f"schedule {schedule}{' with dense_from' if dense_from else ''} needs --sparsity S > 0")
-    if schedule in (*DYNAMIC, "gmp") and scope != "tensor":
-        raise MiniSPDFError(f"schedule {schedule} moves masks tensor by tensor: drop --scope global")
-    if max_steps is not None and schedule in (*DYNAMIC, "gmp"):
-        end = stop_fraction if schedule in DYNAMIC else gmp_end
-        if update_interval >= end * max_steps:
-            raise MiniSPDFError(f"update_interval {update_interval} is not shorter than the {round(end * max_steps)} "
-                                f"steps in which schedule {schedule} moves the masks (of max_steps {max_steps}): "
-                                "give a smaller --update_interval")
-    return sparsity
-
-
 # ------------------------------------------------------------------------------ the settings
+
+
+def schedule_setting(default, help: str, applies_to=SCHEDULES, **bounds):
+    """A setting of how the masks move, declared once: its default, help and bounds, and the
+    schedules it ``applies_to`` (a grid's ``[schedules]`` table passes it to those arms only).
+    The command line, a grid file, the checkpoint and the resume check all read it from here."""
+    return setting(default, help, applies_to=tuple(applies_to), **bounds)
 
 
 @dataclass
 class SparsityConfig(Settings):
     """Sparsity: how much of each masked matrix is pruned, and how the masks are drawn."""
-    SCHEDULE_FIELDS = ("schedule", "update_interval", "drop_fraction", "stop_fraction", "gmp_start", "gmp_end", "nm",
-                       "dense_from")  # how the masks move (the rest: how they are drawn)
-
-    sparsity: float = setting(0.0, "fraction of the q/k/v, attention-out and MLP weights held at zero")
+    sparsity: float = setting(0.0, "fraction of the q/k/v, attention-out and MLP weights held at "
+                              "zero")
     method: str = setting("random", "how masks are drawn", choices=sp.METHODS)
-    distribution: str = setting("uniform", "sparsity per layer: uniform (the paper's) or erk", choices=sp.DISTRIBUTIONS)
-    scope: str = setting("tensor", "rank weights per tensor, or globally (magnitude only)", choices=("tensor", "global"))
-    include: str | None = setting(None, "regex of the parameter names to sparsify (default: the block matrices)",
-                                  metavar="REGEX")
+    distribution: str = setting("uniform", "sparsity per layer: uniform (the paper's) or erk",
+                                choices=sp.DISTRIBUTIONS)
+    scope: str = setting("tensor", "rank weights per tensor, or globally (magnitude only)",
+                         choices=("tensor", "global"))
+    include: str | None = setting(None, "regex of the parameter names to sparsify (default: the "
+                                  "block matrices)", metavar="REGEX")
     mask_seed: int = setting(0, "seed of random masks")
-    schedule: str = setting("static", "how the masks change during pre-training: static (SPDF's one mask), set, rigl, "
-                                      "gmp or nm (see minispdf.schedules)", choices=SCHEDULES)
-    update_interval: int = setting(100, "set, rigl, gmp: steps between mask updates")
-    drop_fraction: float = setting(0.3, "set, rigl: fraction of each tensor's kept weights dropped and regrown at "
-                                        "the first update, decayed by a cosine to 0 at --stop_fraction")
-    stop_fraction: float = setting(0.75, "set, rigl: the mask stays fixed after this fraction of the steps")
-    gmp_start: float = setting(0.25, "gmp: dense until this fraction of the steps, then pruning starts")
-    gmp_end: float = setting(0.75, "gmp: the full --sparsity is reached at this fraction of the steps")
-    nm: str = setting("2:4", "nm: keep the N largest of every M consecutive weights along the input dimension",
-                      metavar="N:M")
-    dense_from: float = setting(0.0, "drop the masks at this fraction of pre-training: Variable SPDF's dense tail "
-                                     "(0: never)")
+    schedule: str = schedule_setting(
+        "static", "how the masks change during pre-training: static (SPDF's one mask), set, rigl, "
+        "gmp or nm (see minispdf.schedules)", choices=SCHEDULES)
+    update_interval: int = schedule_setting(
+        100, "set, rigl, gmp: steps between mask updates", ("set", "rigl", "gmp"), min=1)
+    drop_fraction: float = schedule_setting(
+        0.3, "set, rigl: fraction of each tensor's kept weights dropped and regrown at the first "
+        "update, decayed by a cosine to 0 at --stop_fraction", ("set", "rigl"), above=0, below=1,
+        hint="the fraction of kept weights moved at the first update, e.g. 0.3")
+    stop_fraction: float = schedule_setting(
+        0.75, "set, rigl: the mask stays fixed after this fraction of the steps", ("set", "rigl"),
+        above=0, max=1, hint="e.g. 0.75 fixes the mask for the last quarter of the run")
+    gmp_start: float = schedule_setting(
+        0.25, "gmp: dense until this fraction of the steps, then pruning starts", ("gmp",),
+        min=0, below=1)
+    gmp_end: float = schedule_setting(
+        0.75, "gmp: the full --sparsity is reached at this fraction of the steps", ("gmp",),
+        above=0, max=1)
+    nm: str = schedule_setting(
+        "2:4", "nm: keep the N largest of every M consecutive weights along the input dimension",
+        ("nm",), metavar="N:M")
+    dense_from: float = schedule_setting(
+        0.0, "drop the masks at this fraction of pre-training: Variable SPDF's dense tail (0: "
+        "never)", min=0, below=1,
+        hint="the fraction of pre-training after which the masks are dropped")
 
     def __post_init__(self):
         sp.check_sparsity(self.sparsity)
         sp.check_mask_options(self.method, self.distribution, self.scope, self.include)
-        super().__post_init__()
-        self.sparsity = check_schedule(self.schedule, self.sparsity, **self.schedule_options(), scope=self.scope)
+        super().__post_init__()  # choices and the declared bounds
+        self.sparsity = self._check_combination()
+
+    def _check_combination(self) -> float:
+        """Refuse settings that do not go together, with one line; returns the sparsity reached."""
+        if self.gmp_start >= self.gmp_end:
+            raise MiniSPDFError(f"gmp_start={self.gmp_start!r}, gmp_end={self.gmp_end!r}: need "
+                                "gmp_start < gmp_end")
+        if self.schedule == "nm":
+            n, m = parse_nm(self.nm)
+            if self.scope != "tensor":
+                raise MiniSPDFError("schedule nm keeps N of every M weights within a tensor: drop "
+                                    "--scope global")
+            if self.sparsity not in (0.0, 1 - n / m):
+                raise MiniSPDFError(f"schedule nm {self.nm} means sparsity {1 - n / m:g}, not "
+                                    f"{self.sparsity:g}: pass --sparsity {1 - n / m:g} or leave it "
+                                    "out")
+            return 1 - n / m
+        if self.sparsity == 0.0 and (self.schedule != "static" or self.dense_from):
+            tail = " with dense_from" if self.dense_from else ""
+            raise MiniSPDFError(f"schedule {self.schedule}{tail} needs --sparsity S > 0")
+        if self.schedule in (*DYNAMIC, "gmp") and self.scope != "tensor":
+            raise MiniSPDFError(f"schedule {self.schedule} moves masks tensor by tensor: drop "
+                                "--scope global")
+        return self.sparsity
+
+    def check_timing(self, max_steps: int) -> None:
+        """The one check that needs the run's length: updates must fit in the moving part of it."""
+        if self.schedule not in (*DYNAMIC, "gmp"):
+            return
+        end = self.stop_fraction if self.schedule in DYNAMIC else self.gmp_end
+        if self.update_interval >= end * max_steps:
+            raise MiniSPDFError(f"update_interval {self.update_interval} is not shorter than the "
+                                f"{round(end * max_steps)} steps in which schedule {self.schedule} "
+                                f"moves the masks (of max_steps {max_steps}): give a smaller "
+                                "--update_interval")
 
     def schedule_options(self) -> dict:
-        return {k: getattr(self, k) for k in self.SCHEDULE_FIELDS if k != "schedule"}
+        return {k: getattr(self, k) for k in SCHEDULE_FIELDS if k != "schedule"}
 
     def schedule_words(self) -> str:
         """"" for SPDF's one static mask; else e.g. "rigl" or "static, dense from 80% of the steps"."""
         if self.schedule == "static" and not self.dense_from:
             return ""
-        return self.schedule + (f", dense from {self.dense_from:.0%} of the steps" if self.dense_from else "")
+        tail = f", dense from {self.dense_from:.0%} of the steps" if self.dense_from else ""
+        return self.schedule + tail
 
     def make_schedule(self, max_steps: int):
-        """The mask schedule of these settings for a run of ``max_steps`` (its ``start`` draws the masks)."""
-        return make_schedule(self.schedule, self.sparsity, max_steps, method=self.method,
-                             distribution=self.distribution, include=self.include, scope=self.scope,
-                             seed=self.mask_seed, **self.schedule_options())
+        """The schedule of these settings for a run of ``max_steps`` (``start`` draws the masks)."""
+        return KINDS[self.schedule](self, max_steps)
 
 
-
-# ------------------------------------------------------------------------------ moves (pure functions of tensors)
-
-
-def _lowest(scores: torch.Tensor, slots: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` of ``slots`` (flat indices) with the lowest scores; ties: the lower index first."""
-    return slots[torch.argsort(scores[slots], stable=True)[:k]]
+# how the masks move (the other fields: how they are drawn)
+SCHEDULE_FIELDS = tuple(f.name for f in fields(SparsityConfig) if "applies_to" in f.metadata)
+SparsityConfig.SCHEDULE_FIELDS = SCHEDULE_FIELDS
 
 
-def _highest(scores: torch.Tensor, slots: torch.Tensor, k: int) -> torch.Tensor:
-    return slots[torch.argsort(scores[slots], descending=True, stable=True)[:k]]
-
-
-def drop_and_grow(mask: torch.Tensor, weight: torch.Tensor, grow_score: torch.Tensor, n_move: int) -> torch.Tensor:
-    """One SET/RigL move of one tensor: drop the ``n_move`` kept slots of smallest |weight|, then grow
-    the ``n_move`` slots of largest ``grow_score`` among those not kept after the drop (a slot just
-    dropped may come back, keeping its weight). The number kept is unchanged."""
-    flat = mask.flatten().clone()
-    dropped = _lowest(weight.detach().abs().flatten().float(), flat.nonzero().squeeze(1), n_move)
-    flat[dropped] = False
-    grown = _highest(grow_score.flatten().float(), (~flat).nonzero().squeeze(1), n_move)
-    flat[grown] = True
-    return flat.view_as(mask)
-
-
-def magnitude_keep(mask: torch.Tensor, weight: torch.Tensor, n_keep: int) -> torch.Tensor:
-    """The ``n_keep`` kept slots of largest |weight| (GMP's prune step); never revives a pruned slot."""
-    flat = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
-    flat[_highest(weight.detach().abs().flatten().float(), mask.flatten().nonzero().squeeze(1), n_keep)] = True
-    return flat.view_as(mask)
-
-
-def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep the ``n`` largest |w| of every ``m`` consecutive weights along the input dimension (the
-    last one: a Linear's weight is out x in); ties: the earlier weight first."""
-    rows, cols = weight.shape[0], weight[0].numel()
-    if cols % m:
-        raise MiniSPDFError(f"a weight of shape {tuple(weight.shape)} has {cols} inputs, not a multiple of M={m}: "
-                            "N:M needs every group of M whole")
-    groups = weight.detach().abs().float().reshape(rows, cols // m, m)
-    top = torch.argsort(groups, dim=-1, descending=True, stable=True)[..., :n]
-    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
-    return keep.reshape(weight.shape)
-
-
-def check_nm(mask: torch.Tensor, n: int, m: int) -> None:
-    """Raise unless every group of ``m`` consecutive inputs keeps exactly ``n``."""
-    counts = mask.reshape(mask.shape[0], -1, m).sum(-1)
-    if not bool((counts == n).all()):
-        bad = int((counts != n).sum())
-        raise MiniSPDFError(f"{bad} groups of {m} do not keep exactly {n}: not an {n}:{m} mask")
-
-
-def cosine_fraction(step: int, drop_fraction: float, end: int) -> float:
-    """RigL's cosine decay of the fraction moved: ``drop_fraction`` at step 0, 0 at ``end``."""
-    return drop_fraction / 2 * (1 + math.cos(math.pi * min(step, end) / end))
-
-
-def cubic_sparsity(step: int, final: float, start: int, end: int) -> float:
-    """GMP's target sparsity at ``step``: 0 before ``start``, ``final`` from ``end``, cubic between."""
-    progress = min(1.0, max(0.0, (step - start) / (end - start)))
-    return final * (1 - (1 - progress) ** 3)
+def applies_to(kind: str) -> tuple[str, ...]:
+    """The schedule settings that mean something for the schedule ``kind``."""
+    return tuple(f.name for f in fields(SparsityConfig) if kind in f.metadata.get("applies_to", ()))
 
 
 # ------------------------------------------------------------------------------ schedules
@@ -230,21 +193,16 @@ class MaskSchedule:
     """
     kind = "static"
 
-    def __init__(self, sparsity: float, max_steps: int, *, method: str = "random", distribution: str = "uniform",
-                 include: str | None = None, scope: str = "tensor", seed: int = 0, update_interval: int = 100,
-                 drop_fraction: float = 0.3, stop_fraction: float = 0.75, gmp_start: float = 0.25,
-                 gmp_end: float = 0.75, nm: str = "2:4", dense_from: float = 0.0):
-        self.sparsity = check_schedule(self.kind, sparsity, update_interval=update_interval,
-                                       drop_fraction=drop_fraction, stop_fraction=stop_fraction, gmp_start=gmp_start,
-                                       gmp_end=gmp_end, nm=nm, dense_from=dense_from, scope=scope,
-                                       max_steps=max_steps)
-        self.max_steps, self.interval = max_steps, update_interval
-        self.mask_options = dict(method=method, distribution=distribution, include=include, scope=scope, seed=seed)
-        self.drop_fraction, self.stop_step = drop_fraction, round(stop_fraction * max_steps)
-        self.gmp_steps = (round(gmp_start * max_steps), round(gmp_end * max_steps))
-        self.nm = parse_nm(nm)
-        self.dense_step = round(dense_from * max_steps) if dense_from else 0
-        self.generator = torch.Generator().manual_seed(seed + 7919)  # SET's regrowth: its own stream
+    def __init__(self, cfg: SparsityConfig, max_steps: int):
+        cfg.check_timing(max_steps)
+        self.sparsity, self.max_steps, self.interval = cfg.sparsity, max_steps, cfg.update_interval
+        self.mask_options = dict(method=cfg.method, distribution=cfg.distribution,
+                                 include=cfg.include, scope=cfg.scope, seed=cfg.mask_seed)
+        self.drop_fraction, self.stop_step = cfg.drop_fraction, round(cfg.stop_fraction * max_steps)
+        self.gmp_steps = (round(cfg.gmp_start * max_steps), round(cfg.gmp_end * max_steps))
+        self.nm = parse_nm(cfg.nm)
+        self.dense_step = round(cfg.dense_from * max_steps) if cfg.dense_from else 0
+        self.generator = torch.Generator().manual_seed(cfg.mask_seed + 7919)  # SET's regrowth
         self.history: list[dict] = []  # one record per change of the masks
 
     # -------------------------------------------------- what a loop calls
@@ -440,8 +398,9 @@ class NM(MaskSchedule):
 KINDS = {cls.kind: cls for cls in (MaskSchedule, SET, RigL, GMP, NM)}
 
 
-def make_schedule(schedule: str, sparsity: float, max_steps: int, **options) -> MaskSchedule:
-    """The schedule named ``schedule`` (one of :data:`SCHEDULES`); ``options`` as in :class:`MaskSchedule`."""
-    if schedule not in KINDS:
-        raise MiniSPDFError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    return KINDS[schedule](sparsity, max_steps, **options)
+def make_schedule(schedule: str, sparsity: float, max_steps: int, *, seed: int = 0,
+                  **options) -> MaskSchedule:
+    """The schedule named ``schedule`` (one of :data:`SCHEDULES`); ``options`` are the fields of
+    :class:`SparsityConfig` (``seed``: its ``mask_seed``)."""
+    cfg = SparsityConfig(sparsity, schedule=schedule, mask_seed=seed, **options)
+    return cfg.make_schedule(max_steps)

@@ -22,7 +22,7 @@ FLOORS = [
     ("ground", {"errors", "fileio", "config", "hub", "tokenizers", "canvas"}),
     ("model, masks, tasks", {"model", "sparsity", "metrics", "tasks"}),
     ("what the loop reads and counts", {"masks", "flops", "schedules", "checkpoint", "callbacks", "batches", "data",
-                                        "decoding", "run_folder"}),
+                                        "decoding", "run_folder", "moves"}),
     ("the loop and the scores", {"train", "evaluate", "plots"}),
     ("the recipe and the bench", {"spdf", "bench"}),
     ("the study", {"study"}),

@@ -17,6 +17,7 @@ from minispdf import sparsity as sp
 from minispdf.errors import MiniSPDFError
 from minispdf.flops import pretraining_flops
 from minispdf.model import GPT, preset_config
+from minispdf.schedules import SparsityConfig
 from minispdf.train import TrainConfig, train
 
 CFG = preset_config("nano", block_size=16, vocab_size=32)
@@ -297,3 +298,36 @@ def test_a_run_cut_short_on_an_update_step_leaves_no_gradient_reader():
     other(x, y)[1].backward()
     with pytest.raises(MiniSPDFError, match="found no dense gradient"):  # it read none of other's gradients
         sched.update(other, None, 4)
+
+
+# ------------------------------------------------------------------------------ one carrier of the settings
+
+
+def test_every_place_that_names_the_mask_settings_reads_them_from_sparsity_config():
+    from dataclasses import fields
+
+    from minispdf.run_folder import FIXED
+    from minispdf.study.grids import SCHEDULE_KEYS
+
+    names = [f.name for f in fields(SparsityConfig)]
+    assert set(names) <= set(FIXED)  # the checkpoint fixes every one of them on --resume
+    assert list(SCHEDULE_KEYS) == [n for n in SparsityConfig.SCHEDULE_FIELDS if n not in ("schedule", "nm")]
+    assert SCHEDULE_KEYS["update_interval"] is int and SCHEDULE_KEYS["drop_fraction"] is float
+    assert S.applies_to("gmp") == ("schedule", "update_interval", "gmp_start", "gmp_end", "dense_from")
+
+
+def test_a_bound_is_declared_once_and_checked_alike_everywhere(tmp_path, capsys):
+    from minispdf.cli import main
+
+    with pytest.raises(MiniSPDFError) as e:
+        SparsityConfig(0.75, schedule="set", drop_fraction=1.5)
+    said = "drop_fraction=1.5 must be in (0, 1) (the fraction of kept weights moved at the first update, e.g. 0.3)"
+    assert str(e.value) == said
+    with pytest.raises(MiniSPDFError, match=r"^drop_fraction=1\.5 must be in \(0, 1\)"):
+        S.make_schedule("set", 0.75, STEPS, drop_fraction=1.5)
+    assert main(["flops", "--preset", "nano", "--sparsity", "0.75", "--schedule", "set", "--drop_fraction", "1.5"]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"
+    grid = tmp_path / "g.toml"
+    grid.write_text('inherit = "smoke"\n[schedules]\ndrop_fraction = 1.5\n')
+    assert main(["reproduce", "--grid", str(grid), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == f"error: grid {grid.resolve()}: key schedules.{said}\n"

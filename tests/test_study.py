@@ -460,6 +460,8 @@ seeds = 1
     ('inherit = "smoke"\n[[blocks]]\nsizes = ["huge"]\ntasks = ["easy"]\nsets = ["full"]\narms = ["dense"]\n'
      'seeds = 1\n', "blocks[0].sizes names undeclared sizes ['huge']"),
     ('description = "x"\n', "missing key block_size"),
+    ('inherit = "smoke"\n[schedules]\ndrop_fraction = 1.5\n', "key schedules.drop_fraction=1.5 must be in (0, 1)"),
+    ('inherit = "smoke"\n[schedules]\ngmp_start = 0.8\ngmp_end = 0.5\n', "need gmp_start < gmp_end"),
     ('inherit = "smoke"\nblocks = [\n', "is not valid TOML"),
 ])
 def test_a_bad_grid_file_is_one_line_naming_the_key(tmp_path, capsys, text, needle):

@@ -28,9 +28,9 @@ Arms (one set of names everywhere: the demo, the study, the tables):
 ``vspdf75``   75% sparse pre-training, dense for its last part (Variable SPDF), then dense
 ========== ====================================================================================
 
-The moving and gradual schedules take their settings from the grid's ``[schedules]`` table (as
-``minispdf pretrain`` names them: update_interval, drop_fraction, stop_fraction, gmp_start, gmp_end,
-dense_from); left out, the defaults of ``minispdf pretrain``.
+The moving and gradual schedules take their settings from the grid's ``[schedules]`` table: the
+schedule settings of ``minispdf pretrain`` (``schedules.SparsityConfig``: update_interval,
+drop_fraction, ...), with the same bounds; left out, its defaults.
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ from __future__ import annotations
 import copy
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 
+from ..config import value_type
 from ..errors import MiniSPDFError, one_line
+from ..schedules import SparsityConfig
 
 ARM_RE = re.compile(r"^(dense|scratch|(spdf|spsf|eqflop|set|rigl|gmp|vspdf)(\d{1,2})|nm(\d)(\d))$")
 VSPDF_DENSE_FROM = 0.8  # vspdfNN: dense for the last 20% of pre-training unless [schedules] dense_from says otherwise
@@ -64,8 +67,11 @@ TASK_KEYS = {"spec": str, "options": dict, "about": str, "eval_inputs": int, "ma
 BLOCK_KEYS = {"sizes": list, "tasks": list, "sets": list, "arms": list, "seeds": int, "budgets": list}
 FRONTIER_KEYS = {"reference": str, "measure": str, "level": float, "resamples": int, "holm_alpha": float,
                  "true_effect": float, "power": float}
-SCHEDULE_KEYS = {"update_interval": int, "drop_fraction": float, "stop_fraction": float, "gmp_start": float,
-                 "gmp_end": float, "dense_from": float}
+# what an arm's name sets (vspdfNN: dense_from, unless [schedules] gives it)
+ARM_SETS = ("schedule", "nm", "dense_from")
+# [schedules] takes the settings of ``minispdf pretrain``'s masks, with their types and bounds
+SCHEDULE_KEYS = {f.name: value_type(SparsityConfig, f) for f in fields(SparsityConfig)
+                 if f.name in SparsityConfig.SCHEDULE_FIELDS and f.name not in ("schedule", "nm")}
 
 # Real tasks join any grid by path, in their official formats, as a block of their own.
 REAL_TASKS = {
@@ -177,6 +183,10 @@ def check_grid(grid: dict, source) -> None:
                                 "the pre-training benefit; 0.1 = keep at least 90%)")
     _check_table(source, "gates.", grid["gates"], dict.fromkeys(GATE_KEYS, float))
     _check_table(source, "schedules.", grid.get("schedules", {}), SCHEDULE_KEYS)
+    try:  # the same bounds as on the command line
+        SparsityConfig(0.5, **grid.get("schedules", {}))
+    except MiniSPDFError as e:
+        raise MiniSPDFError(f"{_where(source)}: key schedules.{e}") from None
     for name, sz in grid["sizes"].items():
         _typed(source, f"sizes.{name}", sz, dict)
         _check_table(source, f"sizes.{name}.", sz, SIZE_KEYS)

@@ -11,10 +11,10 @@ import hashlib
 import json
 import math
 
-from ..schedules import SparsityConfig
+from ..schedules import SparsityConfig, applies_to
 from ..spdf import ModelConfig
 from ..train import TrainConfig
-from .grids import VSPDF_DENSE_FROM, parse_arm
+from .grids import ARM_SETS, VSPDF_DENSE_FROM, parse_arm
 
 
 def _hash(obj) -> str:
@@ -78,9 +78,7 @@ def schedule_settings(grid: dict, arm: dict) -> dict:
     values that apply to it (the rest are ``minispdf pretrain``'s defaults)."""
     table = grid.get("schedules", {})
     kind = arm["schedule"]
-    keys = {"set": ("update_interval", "drop_fraction", "stop_fraction"),
-            "rigl": ("update_interval", "drop_fraction", "stop_fraction"),
-            "gmp": ("update_interval", "gmp_start", "gmp_end"), "nm": (), "static": ()}[kind]
+    keys = [k for k in applies_to(kind) if k not in ARM_SETS]
     out = {"schedule": kind, **{k: table[k] for k in keys if k in table}}
     if arm["nm"]:
         out["nm"] = arm["nm"]
