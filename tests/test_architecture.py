@@ -10,6 +10,7 @@ imports upwards, either it is on the wrong floor or the import is.
 """
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,11 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _nodes(source: str) -> list:
+    return list(ast.walk(ast.parse(source)))
+
+
 def _targets(node, package: list[str]) -> set[str] | None:
     """The dotted names (under minispdf) one import statement loads, packages on the way included."""
     if isinstance(node, ast.Import):
@@ -81,7 +87,7 @@ def _imports(name: str, path: Path, modules: dict, source: str | None = None) ->
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     own = {".".join(package[:i]) for i in range(1, len(package) + 1)}
     found = set()
-    for node in ast.walk(ast.parse(source if source is not None else path.read_text())):
+    for node in _nodes(source if source is not None else path.read_text()):
         targets = _targets(node, package)
         if targets is None:
             continue
