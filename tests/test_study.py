@@ -462,6 +462,8 @@ seeds = 1
     ('description = "x"\n', "missing key block_size"),
     ('inherit = "smoke"\n[schedules]\ndrop_fraction = 1.5\n', "key schedules.drop_fraction=1.5 must be in (0, 1)"),
     ('inherit = "smoke"\n[schedules]\ngmp_start = 0.8\ngmp_end = 0.5\n', "need gmp_start < gmp_end"),
+    ('inherit = "smoke"\n[pretrain]\nlr = 0.0\n', "key pretrain.lr=0.0 must be a positive number"),
+    ('inherit = "smoke"\n[finetune]\nwarmup_frac = 1.5\n', "key finetune.warmup_frac = 1.5 must be in [0, 1)"),
     ('inherit = "smoke"\nblocks = [\n', "is not valid TOML"),
 ])
 def test_a_bad_grid_file_is_one_line_naming_the_key(tmp_path, capsys, text, needle):

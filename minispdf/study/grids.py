@@ -44,6 +44,7 @@ from pathlib import Path
 from ..config import value_type
 from ..errors import MiniSPDFError, one_line
 from ..schedules import SparsityConfig
+from ..train import TrainConfig
 
 ARM_RE = re.compile(r"^(dense|scratch|(spdf|spsf|eqflop|set|rigl|gmp|vspdf)(\d{1,2})|nm(\d)(\d))$")
 VSPDF_DENSE_FROM = 0.8  # vspdfNN: dense for the last 20% of pre-training unless [schedules] dense_from says otherwise
@@ -168,6 +169,28 @@ def _check_table(source, prefix: str, table: dict, keys: dict) -> None:
         _typed(source, prefix + k, v, keys[k])
 
 
+def _check_training(source, phase: str, table: dict) -> None:
+    """A phase's settings by TrainConfig's bounds, as on the command line, before anything runs;
+    warmup_frac (the grid's share of the steps for TrainConfig's warmup_steps) is in [0, 1)."""
+    frac = table.get("warmup_frac", 0.0)
+    if not 0 <= frac < 1:
+        raise MiniSPDFError(f"{_where(source)}: key {phase}.warmup_frac = {frac} must be in [0, 1) "
+                            "(the share of the steps spent warming up)")
+    try:
+        TrainConfig(**{k: v for k, v in table.items() if k != "warmup_frac"})
+    except MiniSPDFError as e:
+        raise MiniSPDFError(f"{_where(source)}: key {phase}.{e}") from None
+
+
+def _check_schedules(source, table: dict) -> None:
+    """[schedules] by SparsityConfig's types and bounds, the same as on the command line."""
+    _check_table(source, "schedules.", table, SCHEDULE_KEYS)
+    try:
+        SparsityConfig(0.5, **table)
+    except MiniSPDFError as e:
+        raise MiniSPDFError(f"{_where(source)}: key schedules.{e}") from None
+
+
 def check_grid(grid: dict, source) -> None:
     """One ``error:`` line naming the first bad key of ``grid`` (from ``source``)."""
     for key in REQUIRED:
@@ -176,17 +199,14 @@ def check_grid(grid: dict, source) -> None:
     _check_table(source, "", grid, {**TOP_KEYS, "name": str, "source": str})
     for phase in ("pretrain", "finetune"):
         _check_table(source, f"{phase}.", grid[phase], TRAINING_KEYS)
+        _check_training(source, phase, grid[phase])
     _check_table(source, "margins.", grid["margins"], dict.fromkeys(MARGIN_KEYS, float))
     for k, v in grid["margins"].items():
         if not 0 < v < 1:
             raise MiniSPDFError(f"{_where(source)}: key margins.{k} = {v} must lie between 0 and 1 (a share of "
                                 "the pre-training benefit; 0.1 = keep at least 90%)")
     _check_table(source, "gates.", grid["gates"], dict.fromkeys(GATE_KEYS, float))
-    _check_table(source, "schedules.", grid.get("schedules", {}), SCHEDULE_KEYS)
-    try:  # the same bounds as on the command line
-        SparsityConfig(0.5, **grid.get("schedules", {}))
-    except MiniSPDFError as e:
-        raise MiniSPDFError(f"{_where(source)}: key schedules.{e}") from None
+    _check_schedules(source, grid.get("schedules", {}))
     for name, sz in grid["sizes"].items():
         _typed(source, f"sizes.{name}", sz, dict)
         _check_table(source, f"sizes.{name}.", sz, SIZE_KEYS)
