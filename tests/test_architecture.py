@@ -37,7 +37,7 @@ INNER_FLOORS = {
               ("sources", {"builtin", "files", "hub"}), ("the spec", {"spec"})],
     "bench": [("settings and shapes", {"settings", "shapes", "vs_nanogpt"}), ("the step", {"step", "report"}),
               ("profiles", {"profile"}), ("kernels", {"kernels"})],
-    "study": [("grids, statistics, task files", {"grids", "stats", "tasks"}), ("jobs", {"plan", "settings"}),
+    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "settings"}),
               ("claims", {"claims", "declaration", "power"}), ("report and runner", {"report", "runner", "frontier"}),
               ("outputs", {"readme", "verify", "outputs"}), ("entry", {"__main__"})],
     "assignments": [("checks", {"checks", "borrowing", "landlock"}),

@@ -309,7 +309,7 @@ def test_changed_grid_does_not_reuse_stale_cells():
 
 
 def test_default_grid_is_designed_so_each_claim_can_show():
-    from minispdf.study.tasks import load_tasks
+    from minispdf.study.grid_tasks import load_tasks
 
     grid = resolve_grid("default")
     tpp = {s: plan_lib.pretrain_steps(grid, s) * 8 * 256 / plan_lib.n_params(grid, s) for s in grid["sizes"]}

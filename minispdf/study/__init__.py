@@ -22,7 +22,7 @@ from ..errors import MiniSPDFError
 from ..fileio import write_json
 from . import claims as claims_lib
 from . import declaration, frontier, outputs, power, report, runner
-from . import tasks as study_tasks
+from . import grid_tasks as study_tasks
 from . import plan as plan_lib
 from .grids import GRIDS, parse_arm, resolve_grid
 

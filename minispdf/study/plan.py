@@ -206,7 +206,7 @@ def describe(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s
             f"; {info['n_train_inputs']} train inputs ({info['n_train_pairs']} pairs), {info['n_test_inputs']} "
             "test inputs evaluated" if info else ""))
     if tasks:
-        from .tasks import task_for
+        from .grid_tasks import task_for
 
         for task, set_name, size in sorted({(c["spec"]["task"], c["spec"]["set"], c["spec"]["size"]) for c in cells}):
             sub = task_for(tasks[task], grid["sets"][set_name], task)

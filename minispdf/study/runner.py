@@ -22,7 +22,7 @@ from ..fileio import publish_folder, read_json, write_json, writer_lock
 from ..run_folder import remove_temps
 from ..spdf import ModelConfig
 from . import plan as plan_lib
-from .tasks import load_tasks, task_for
+from .grid_tasks import load_tasks, task_for
 
 FORMAT = "minispdf-study-2"
 

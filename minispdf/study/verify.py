@@ -17,7 +17,7 @@ import tempfile
 from ..errors import MiniSPDFError
 from . import plan as plan_lib
 from . import runner
-from . import tasks as study_tasks
+from . import grid_tasks as study_tasks
 
 TIMING = ("finetune_seconds", "eval_seconds")
 PRETRAIN_FIELDS = ("val_loss", "flops", "flops_dense", "tokens", "n_params", "curve")
