@@ -34,7 +34,7 @@ FLOORS = [
 # named (commands/__init__.py holds what every command prints with, and imports none of them)
 INNER_FLOORS = {
     "tasks": [("the task", {"core"}), ("formats", {"tables", "triples", "finetune"}),
-              ("sources", {"builtin", "files", "hub"}), ("the spec", {"spec"})],
+              ("sources", {"builtin", "files", "hub_copies"}), ("the spec", {"spec"})],
     "bench": [("settings and shapes", {"settings", "shapes", "vs_nanogpt"}), ("the step", {"step", "report"}),
               ("profiles", {"profile"}), ("kernels", {"kernels"})],
     "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "settings"}),

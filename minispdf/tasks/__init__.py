@@ -6,16 +6,16 @@
 The SPDF paper fine-tunes on three data-to-text tasks (E2E, WebNLG, DART; metric BLEU) and one
 summarisation task (Curation Corpus; metric perplexity). One module per concern:
 
-=============  ===================================================================
-``core``       Task, Example, grouping by input, split counts, ``split_task``
-``builtin``    the built-in generator (E2E-style MRs, template references)
-``tables``     E2E CSV and Curation CSV/Parquet; E2E meaning representations
-``triples``    DART JSON/XML and WebNLG XML; ``linearize_triples``
-``files``      a file, a file per split, or a directory of the official files
-``hub``        the Hugging Face hub copies
-``spec``       ``--task SPEC``: ``load_task``, ``resolve_task``
-``finetune``   the fine-tuning format: tokens, loss mask, padded batches
-=============  ===================================================================
+==============  ===================================================================
+``core``        Task, Example, grouping by input, split counts, ``split_task``
+``builtin``     the built-in generator (E2E-style MRs, template references)
+``tables``      E2E CSV and Curation CSV/Parquet; E2E meaning representations
+``triples``     DART JSON/XML and WebNLG XML; ``linearize_triples``
+``files``       a file, a file per split, or a directory of the official files
+``hub_copies``  the Hugging Face hub copies
+``spec``        ``--task SPEC``: ``load_task``, ``resolve_task``
+``finetune``    the fine-tuning format: tokens, loss mask, padded batches
+==============  ===================================================================
 
 The batches the training loop reads from a task (``TaskBatches``) live in :mod:`minispdf.batches`,
 next to the pre-training batches.

@@ -23,7 +23,7 @@ from minispdf.errors import MiniSPDFError, one_line
 from .builtin import BUILTIN_LEVELS, make_builtin_task
 from .core import TASK_NAMES, Task
 from .files import load_path, load_task_files
-from .hub import load_hub
+from .hub_copies import load_hub
 
 #: What ``--task SPEC`` accepts, for the help of every setting that takes one.
 TASK_SPEC = "builtin[:easy|:hard] | e2e[:PATH] | dart[:PATH] | webnlg:PATH | curation[:PATH]"
