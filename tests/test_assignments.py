@@ -315,13 +315,16 @@ def test_make_and_check_student_copies_roundtrip(tmp_path):
     assert any("out of date" in x for x in problems) and any("no source notebook" in x for x in problems)
     A.make_student_copies(str(src), str(dst))
     assert A.check_student_copies(str(src), str(dst)) == [] and not (dst / "stale.ipynb").exists()
-    # the student copy is identical to its source outside the exercise cells (plus one note)
+    # the student copy is identical to its source outside the exercise cells (plus one note), but
+    # for the links to the executed references, which show the solutions: named, not linked
     s = nbformat.read(str(dst / "01_gpt_and_masks.ipynb"), as_version=4)
     o = nbformat.read(str(src / "01_gpt_and_masks.ipynb"), as_version=4)
     answers = [c for c in o.cells if A.ANSWER_TAG in c.metadata.get("tags", [])]  # instructor's copy only
     assert answers and len(s.cells) == len(o.cells) + 1 - len(answers)
+    unlinked = lambda text: re.sub(r"\[([^\]]+)\]\(reference/[^)]+\)", r"\1 (in your instructor's copy)", text)  # noqa: E731
     assert [c.source for c in s.cells if c.id != A.STUDENT_NOTE_ID and not A.exercise_name(c)] == \
-           [c.source for c in o.cells if not A.exercise_name(c) and A.ANSWER_TAG not in c.metadata.get("tags", [])]
+           [unlinked(c.source) for c in o.cells if not A.exercise_name(c) and A.ANSWER_TAG not in c.metadata.get("tags", [])]
+    assert "](reference/" not in "".join(c.source for c in s.cells) and "](reference/" in "".join(c.source for c in o.cells)
 
 
 def test_command_line(tmp_path, capsys):
