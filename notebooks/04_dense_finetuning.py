@@ -224,10 +224,10 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # **What you should see.** The [reference run](reference/04_dense_finetuning.html) at the
 # default scale (one thread, torch 2.13.0) printed pre-training validation losses of **1.893**
 # (dense) and **2.043** (75% sparse, **1.68x** fewer pre-training FLOPs), then test losses and
-# BLEU of **0.461 / 19.2** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and
-# **1.920 / 0.6** (scratch): SPDF **+0.309** nats from dense, SPSF **+1.015**, scratch
-# **+1.459**; the SPDF-dense validation gap by step rose to **+0.583** at step 300, then fell to
-# **+0.513**, **+0.396** and **+0.339**. The ordering dense < SPDF < SPSF < scratch is
+# BLEU of **0.463 / 18.6** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and
+# **1.920 / 0.6** (scratch): SPDF **+0.308** nats from dense, SPSF **+1.013**, scratch
+# **+1.457**; the SPDF-dense validation gap by step rose to **+0.586** at step 300, then fell to
+# **+0.515**, **+0.398** and **+0.337**. The ordering dense < SPDF < SPSF < scratch is
 # the paper's; the size of the SPDF gap is this budget's.
 #
 # **Still unconverged.** At the last fine-tuning step every validation curve is still falling,
@@ -239,9 +239,9 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # fall slowly (1.581 to 1.508, 1.949 to 1.913): they are far from the others and not catching up
 # at this rate.
 #
-# **The samples.** None of the arms is good at this budget: even dense garbles words ("Hel ear
-# Bidlue Harble") and invents slots the input does not have (a landmark, a price of £15 for a
-# `cheap` place). SPDF produces sentence-shaped text with more misspellings ("caled",
+# **The samples.** None of the arms is good at this budget: even dense garbles words ("Henarbour
+# Bidge Heron"), misnames Wild Thyme ("The Windering Gry") and gets slots wrong (it calls The Red
+# Kite family friendly, which the input says it is not, and invents landmarks). SPDF produces sentence-shaped text with more misspellings ("caled",
 # "universitrity") and gets the family-friendly slot right in both samples. SPSF
 # and scratch fall into repetition ("The The The", "a a a"), which is what BLEU near 0 means.
 # BLEU rewards shared n-grams, so a fluent wrong description can outscore a halting right one:
