@@ -357,12 +357,12 @@ if estimates:  # the prose below reads this line, not numbers of another run
 # The dotted lines (zeros in dense) stay near 1, up to timing noise: dense kernels do not care
 # what the numbers are.
 # The CSR lines start well below 1 -- a CSR kernel does irregular memory accesses and
-# bookkeeping per kept weight, so at 50% or 75% sparsity it is *slower* than the dense kernel
-# that does twice or four times the arithmetic -- and cross 1 only at high sparsity (the
-# break-even above). The last line printed gives the range of the interpolated break-evens and
-# how many shapes SPDF's 75% sits below: on the 2-core CPU of the reference run, all of them.
-# Timings on a shared machine move by several points between runs, so this page states none of
-# them: look where the break-even sits on yours.
+# bookkeeping per kept weight, so at 50% sparsity it is *slower* than the dense kernel that does
+# twice the arithmetic -- and cross 1 only at high sparsity (the break-even above). The last line
+# printed gives the range of the interpolated break-evens and for how many shapes SPDF's 75% sits
+# below it. Timings on a shared machine move by many points between runs (the reference run had
+# other jobs on both cores, and one of its shapes broke even well below the others), so this page
+# states none of them: look where the break-even sits on yours, and rerun the cell to see it move.
 #
 # ### What it means for a training step
 #
@@ -413,7 +413,7 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # steps, validation loss **2.134** (dense), **2.140** (75% sparse, N steps) and **2.099** (75%
 # sparse, **673** = 1.68N steps, equal FLOPs **8.94e11**): at equal FLOPs the sparse run was better
 # by **0.035** nats, one seed, all three curves still falling at the end. Exercise 7 gives
-# **238** dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of **0.584 / 14.5**
+# **238** dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of **0.584 / 13.7**
 # (dense), **1.230 / 2.2** (SPDF at 90%, **0.513x** the pre-training FLOPs) and **0.844 / 10.0**
 # (Variable SPDF, **0.713x**): the dense phase recovered about 60% of the SPDF-to-dense gap in
 # test loss for 0.20x more FLOPs. Masks that move: after the same 400 steps the static mask, SET
@@ -421,10 +421,10 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # RigL's dense-gradient steps cost **5.35e+11** FLOPs against the others' **5.31e+11**: a tie at
 # this scale and one seed (the `methods` study finds RigL worse after dense fine-tuning, over 8
 # seeds). The timings of section 4 move with the machine and its load, so they are not copied
-# here: read them in the output above (the masked step is never faster than the dense one, CSR
-# pays only above SPDF's 75%, and even free masked matmuls would speed a `nano` step up by less
-# than the FLOP count promises). These are one seed at toy scale: read the directions and the
-# method, not the digits.
+# here: read them in the output above. What does not move is their direction: a masked step
+# costs about what a dense step costs (within the noise, far from the FLOP reduction), and even
+# free masked matmuls would speed a `nano` step up by less than the FLOP count promises (Amdahl).
+# These are one seed at toy scale: read the directions and the method, not the digits.
 #
 # ## Check your understanding
 #
