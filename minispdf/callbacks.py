@@ -68,8 +68,18 @@ class ProgressBar:
         from tqdm.auto import tqdm
 
         interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-        self.bar = tqdm(total=s.cfg.max_steps, initial=s.step, desc=s.meta.get("phase", "train"), leave=True,
-                        mininterval=0.2 if interactive else 30)
+        kwargs = dict(total=s.cfg.max_steps, initial=s.step, desc=s.meta.get("phase", "train"), leave=True,
+                      mininterval=0.2 if interactive else 30)
+        self.shown = None  # a notebook's display handle: close() rewrites the saved output to the last state
+        from tqdm.notebook import tqdm as widget_bar
+
+        if issubclass(tqdm, widget_bar):  # tqdm.auto chose the widget (in a notebook with ipywidgets)
+            from IPython.display import display
+
+            self.bar = tqdm(**kwargs, display=False)
+            self.shown = display(self.bar.container, display_id=True)
+        else:
+            self.bar = tqdm(**kwargs)
 
     def __call__(self, event: str, record: dict) -> None:
         if event == "step":
@@ -78,6 +88,8 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+        if self.shown is not None:  # a saved notebook then shows "1200/1200", not the 0% it was drawn at
+            self.shown.update(self.bar.container)
 
 
 class StopSignals:

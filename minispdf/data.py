@@ -320,8 +320,9 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
         return TokenData(folder)
 
     if verbose:
+        # a notebook shades stderr red like an error; elsewhere stdout may carry a command's JSON
         print(f"tokenizing {len(text):,} chars of {source!r} with {tokenizer.name} -> {folder}",
-              file=sys.stderr)
+              file=sys.stdout if "ipykernel" in sys.modules else sys.stderr)
     ids = tokenizer.encode_array(text)
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     n_train = int(len(ids) * (1 - val_fraction))

@@ -90,7 +90,7 @@ def plot_curves(runs: Mapping[str, dict], x: str = "step", y: str = "loss", ax=N
     ax.set_ylabel(Y_LABELS.get(y, y) + (" (line: train, dots: validation)" if val and y == "loss" else ""))
     ax.set_title(title or f"{Y_LABELS.get(y, y)} vs {X_LABELS.get(x, x).split(' (')[0]}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -157,13 +157,13 @@ def plot_layer_sparsity(reports: Mapping[str, dict], ax=None, title: str | None 
         total = reports[label]["total"]["sparsity"]
         ax.bar(xs, [by_name.get(n, 0.0) for n in names], width=width, label=f"{label} (overall {total:.0%})")
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([short_name(n) for n in names], rotation=60, ha="right", fontsize=8)
+    ax.set_xticklabels([short_name(n) for n in names], rotation=60, ha="right", fontsize=9)
     ax.set_xlabel("sparsified weight matrix (block.module)")
     ax.set_ylabel("sparsity (fraction of weights at zero)")
     ax.set_ylim(0, 1)
     ax.set_title(title or "Sparsity of each sparsified weight matrix")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -180,7 +180,7 @@ def plot_regrowth(stats: dict, ax=None, title: str | None = None, bins: int = 60
     ax.set_ylabel("number of weights (log)")
     ax.set_title(title or "Formerly pruned weights after dense training")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -212,14 +212,14 @@ def plot_flop_breakdown(reports: Mapping[str, object], ax=None, title: str | Non
                 seen.add(comp)
                 bottom += h
             if kind == "sparse":
-                ax.text(x, bottom + 0.02, f"{rep.reduction:.2f}x\nfewer", ha="center", fontsize=8)
+                ax.text(x, bottom + 0.02, f"{rep.reduction:.2f}x\nfewer", ha="center", fontsize=9)
     ax.set_xticks(xs)
-    ax.set_xticklabels(ticks, fontsize=8)
+    ax.set_xticklabels(ticks, fontsize=9)
     ax.set_xlabel("model, dense and sparse")
     ax.set_ylabel("forward FLOPs / dense total")
     ax.set_ylim(0, 1.4)
     ax.set_title(title or "Where the FLOPs go (sparsity only shrinks qkv, attn_out, mlp)")
-    ax.legend(fontsize=7, loc="upper center", ncol=4)
+    ax.legend(fontsize=9, loc="upper center", ncol=4)
     ax.grid(axis="y", alpha=0.3)
     return ax
 
@@ -240,7 +240,7 @@ def plot_lines(xs: Sequence[float], series: Mapping[str, Sequence[float]], ax=No
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if len(series) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     return ax
 
 
@@ -281,15 +281,15 @@ def draw_block(ax=None, title: str | None = None):
         ax.add_patch(Rectangle((0.05, y + 0.12), 0.7, 0.76, facecolor=color, edgecolor="k",
                                hatch="//" if module in masked else None))
         kind = "" if module is None else "  [masked]" if module in masked else "  [dense]"
-        ax.text(0.4, y + 0.5, label + kind, ha="center", va="center", fontsize=8.5,
+        ax.text(0.4, y + 0.5, label + kind, ha="center", va="center", fontsize=9,
                 bbox=dict(facecolor="white", edgecolor="none", pad=1.0) if module in masked else None)
         if note:
-            ax.text(0.78, y + 0.5, note, ha="left", va="center", fontsize=7.5, color="0.35")
+            ax.text(0.78, y + 0.5, note, ha="left", va="center", fontsize=9, color="0.35")
     block = [n - 1 - i for i, row in enumerate(BLOCK_ROWS) if row[1] in ("ln_1",) or row[0] == "+ residual"]
     lo, hi = min(block), max(block) + 1
     ax.add_patch(Rectangle((0.0, lo + 0.02), 0.95, hi - lo - 0.04, fill=False, linestyle="--", edgecolor="0.3"))
     ax.text(0.97, (lo + hi) / 2, "transformer block,\nrepeated n_layer times", rotation=90, ha="left",
-            va="center", fontsize=8)
+            va="center", fontsize=9)
     ax.set_xlim(0, 1.08)
     ax.set_ylim(0, n)
     ax.set_xticks([])
@@ -299,7 +299,7 @@ def draw_block(ax=None, title: str | None = None):
     ax.legend(handles=[Patch(facecolor=MASKED_COLOR, hatch="//", edgecolor="k", label="masked weight (sparse)"),
                        Patch(facecolor=DENSE_COLOR, edgecolor="k", label="dense weight"),
                        Patch(facecolor=NO_WEIGHTS_COLOR, edgecolor="k", label="no weights")],
-              loc="upper left", bbox_to_anchor=(1.1, 1.0), fontsize=8)
+              loc="upper left", bbox_to_anchor=(1.1, 1.0), fontsize=9)
     ax.set_title(title or "A GPT-2 block and where sparse pre-training puts its masks")
     return ax
 
@@ -324,14 +324,14 @@ def draw_schedules(ax=None, sparsity: float = 0.75, vspdf_sparsity: float = 0.9,
             ax.broken_barh([(start, length)], (row - 0.35, 0.7), facecolor=MASKED_COLOR if sparse else DENSE_COLOR,
                            edgecolor="k", hatch="//" if sparse else None)
             ax.text(start + length / 2, row, label.replace(" ", "\n", 1) if length < 0.5 else label,
-                    ha="center", va="center", fontsize=7.5, bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
+                    ha="center", va="center", fontsize=9, bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
             start += length
     ax.set_yticks(range(len(recipes)))
     ax.set_yticklabels(list(reversed(recipes)))
     ax.set_xlabel("training time in tokens (1 = the dense model's pre-training budget; fine-tuning not to scale)")
     ax.set_ylabel("recipe")
     ax.legend(handles=[Patch(facecolor=MASKED_COLOR, hatch="//", edgecolor="k", label="masked (sparse)"),
-                       Patch(facecolor=DENSE_COLOR, edgecolor="k", label="dense")], fontsize=8, loc="upper left",
+                       Patch(facecolor=DENSE_COLOR, edgecolor="k", label="dense")], fontsize=9, loc="upper left",
               bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or "Three recipes on one time axis")
     return ax
@@ -351,13 +351,14 @@ def plot_bars(values: Mapping[str, float], ax=None, ylabel: str = "", title: str
                                        for v in vals], color=colors or [f"C{i}" for i in range(len(labels))])
     for b, v in zip(bars, vals):
         if v is not None:
-            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), fmt.format(v), ha="center", va="bottom", fontsize=8)
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), fmt.format(v), ha="center", va="bottom", fontsize=9)
+    ax.margins(y=0.12)  # room above the tallest bar for its label
     if reference is not None:
         ax.axhline(reference, color="k", linestyle="--", linewidth=1, label=reference_label or None)
         if reference_label:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=9)
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -375,7 +376,7 @@ def plot_intervals(rows: Sequence[Mapping], ax=None, xlabel: str = "", title: st
         y = len(rows) - 1 - i
         color = (colors or {}).get(r.get("group"), "C0")
         if r.get("mean") is None:
-            ax.text(0, y, "n/a", va="center", fontsize=7, color="gray")
+            ax.text(0, y, "n/a", va="center", fontsize=9, color="gray")
             continue
         lo, hi = r.get("low"), r.get("high")
         if lo is not None and hi is not None:
@@ -384,9 +385,9 @@ def plot_intervals(rows: Sequence[Mapping], ax=None, xlabel: str = "", title: st
     ax.axvline(0, color="k", linewidth=0.8)
     if margin is not None:
         ax.axvline(margin, color="k", linestyle="--", linewidth=0.8, label=f"margin {margin:g}")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=9, loc="lower right")
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([r["label"] for r in reversed(rows)], fontsize=7)
+    ax.set_yticklabels([r["label"] for r in reversed(rows)], fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)

@@ -54,8 +54,9 @@ class TrainConfig(Settings):
     warmup_steps: int = setting(20, "linear warmup steps", min=0)
     weight_decay: float = setting(0.1, "AdamW weight decay, on matrices only (not biases, LayerNorms)", min=0,
                                   hint="0 turns it off")
-    beta1: float = setting(0.9, "AdamW beta1", min=0, below=1, hint="AdamW's default is 0.9 / 0.95")
-    beta2: float = setting(0.95, "AdamW beta2", min=0, below=1, hint="AdamW's default is 0.9 / 0.95")
+    beta1: float = setting(0.9, "AdamW beta1", min=0, below=1, hint="torch's AdamW default is 0.9")
+    beta2: float = setting(0.95, "AdamW beta2", min=0, below=1,
+                           hint="torch's AdamW default is 0.999; GPT pre-training commonly uses 0.95")
     eps: float = setting(1e-8, "AdamW epsilon", above=0, hint="e.g. 1e-8")
     grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", min=0, hint="0 turns it off")
     eval_interval: int = setting(50, "steps between evaluations (0: only at the end)", min=0)

@@ -69,11 +69,13 @@ RUNS = "runs/00_quickstart"  # checkpoints and logs go here
 # %%
 import matplotlib.pyplot as plt
 
-from minispdf import plots
+from minispdf import assignments, plots
 from minispdf.data import get_tokenizer
 from minispdf.evaluate import decode, evaluate_task
 from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import make_builtin_task
+
+check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 # the same training settings for every run of this notebook
 settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
@@ -96,6 +98,14 @@ plt.show()
 # random mask that keeps exactly 25% of its weights, and trains a character-level language
 # model on Python's own documentation. The mask never changes; the training loop keeps the
 # pruned weights, their gradients and their Adam moments at exactly zero.
+#
+# **The recipe in equations.** Each masked matrix $W$ (with $n$ weights) gets a fixed mask
+# $M \in \{0, 1\}^{n}$ with exactly $\mathrm{round}((1-s)\,n)$ ones. Sparse pre-training trains
+# $W \odot M$: after every optimizer step $W \leftarrow W \odot M$ (lesson 03 writes that step).
+# Dense fine-tuning drops $M$ and trains all of $W$. The share of the *whole* model that is zero
+# is $s \cdot \sum_{\text{masked}} n_i \,/ \sum_{\text{all}} n_i$ (exercise 0), and the saving is
+# the FLOP ratio $r = F_{\text{train}}(0) / F_{\text{train}}(s)$, which lesson 02 writes out
+# component by component.
 
 # %%
 sparse = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0.75, data="builtin",
@@ -135,16 +145,18 @@ def model_sparsity(shapes, masked, sparsity):
 
 
 # %%
-from minispdf.assignments import check
 from minispdf.sparsity import masked_parameters
 
-check("model_sparsity", model_sparsity)
+model_sparsity = check("model_sparsity", model_sparsity)  # the kit's own until yours passes
 model = sparse["model"]
 shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
 masked = [name for name, _, _ in masked_parameters(model)]
 zeros = sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in model.parameters())
 print(f"yours: {model_sparsity(shapes, masked, 0.75):.1%} of all parameters are zero; counted in the trained model: "
       f"{zeros:.1%}")
+maskable = sum(math.prod(shapes[name]) for name in masked) / sum(math.prod(s) for s in shapes.values())
+print(f"{maskable:.1%} of the parameters are maskable (block size {P['block_size']}); 75% of them is "
+      f"{0.75 * maskable:.1%}")
 
 # %% [markdown]
 # ## 2 · Dense fine-tuning
@@ -249,7 +261,9 @@ plt.show()
 # 9. The pre-training curve has not flattened at step 1200. What does that imply for any
 #    sparse-versus-dense comparison at this budget?
 #
-# **Try this** (about 5 minutes). Change `sparsity=0.75` in the pre-training cell to 0.5,
+# **Try this: predict, then measure, then explain** (about 5 minutes). *Predict* first, on
+# paper: is the FLOP reduction at 90% sparsity more or less than 0.9 / 0.75 times the one at
+# 75%? *Measure:* change `sparsity=0.75` in the pre-training cell to 0.5,
 # then 0.9, and rerun only that cell each time. Write down the validation loss and the FLOP
 # reduction of each run, then plot loss against reduction with `plt.plot`. Which sparsity buys
 # the most FLOPs per nat of validation loss lost at this budget, and would you expect the
@@ -270,9 +284,11 @@ plt.show()
 #    training mode: these models have `dropout=0.0`, so train and eval mode give the same loss.
 #    (The batches and the smoothing of the line add a little noise on top.)
 # 5. Only the block matrices are masked; the embeddings, layer norms and biases keep all their
-#    weights and still count in the total (about 81% of `nano`'s parameters are maskable, so about
-#    0.75 x 0.81). For a much wider model the block matrices dominate (they grow with d²), so
-#    the share approaches 75%.
+#    weights and still count in the total: at this lesson's block size of 256, **74.0%** of the
+#    parameters are maskable (the position embedding grows with the block size: lesson 01 prints
+#    81% for `nano` at its preset's block size of 64), and 75% of that is the **55.5%** printed.
+#    For a much wider model the block matrices dominate (they grow with d²), so the share
+#    approaches 75%.
 # 6. The input is given at test time: the task is to write the description *given* the input.
 #    Training to predict the input spends capacity and gradient on text the model never has to
 #    produce, and mixes two losses on different scales.

@@ -65,10 +65,12 @@ import copy
 
 import matplotlib.pyplot as plt
 
-from minispdf import GPT, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
+from minispdf import GPT, assignments, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
 from minispdf.masks import regrowth
 from minispdf.sparsity import format_sparsity_report, masked_parameters, target_parameters
 from minispdf.spdf import finetune, pretrain
+
+check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
                 eval_interval=0, device=DEVICE, progress=PROGRESS)
@@ -157,9 +159,7 @@ def random_mask(shape, sparsity, generator=None):
 
 
 # %%
-from minispdf.assignments import check
-
-check("random_mask", random_mask)
+random_mask = check("random_mask", random_mask)  # the kit's own until yours passes
 
 
 
@@ -217,7 +217,7 @@ def magnitude_mask(weight, sparsity):
 
 
 # %%
-check("magnitude_mask", magnitude_mask)
+magnitude_mask = check("magnitude_mask", magnitude_mask)
 w = trained.transformer.h[0].attn.c_attn.weight.detach()
 plots.show_masks({"your random mask": random_mask(tuple(w.shape), 0.75, torch.Generator().manual_seed(0)),
                   "your magnitude mask": magnitude_mask(w, 0.75)}, crop=64)
@@ -249,7 +249,10 @@ plt.show()
 # During sparse pre-training the library keeps each mask with hooks: a gradient hook zeroes the
 # gradients of the pruned weights, and a hook after every optimizer step sets the pruned weights
 # and their Adam moments back to exactly zero (lesson 03 has you write such a step). After
-# training, every masked weight is still exactly zero.
+# training, every masked weight is still exactly zero. In equations, for a mask $M$ (1 = kept):
+#
+# $$\nabla_W \leftarrow \nabla_W \odot M \;\text{(as backward finishes)}, \qquad
+#   W \leftarrow W \odot M,\; m \leftarrow m \odot M,\; v \leftarrow v \odot M \;\text{(after each step)}.$$
 
 # %%
 sparse_run = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0.75, max_steps=P["train_steps"],
@@ -266,6 +269,13 @@ print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['va
 # zeros. What changes is that the optimizer may now move them. We densify the sparse
 # checkpoint and continue pre-training it densely for a few steps
 # (`finetune(init_from=..., data="builtin")`), then look at the formerly pruned weights.
+#
+# **Break it, then fix it.** This is also what breaking the masking looks like: take the hooks
+# away (here with `densify`; in lesson 03 by masking only the gradients) and the pruned weights
+# come back within a few steps, as the cell below prints. SPDF wants exactly that, but only once
+# pre-training is over. The fix, where they must stay zero, is to keep the hooks: section 5's run
+# kept `zeros == masked` in every matrix, and `finetune(..., keep_masks=True)` fine-tunes that
+# way (the SPSF arm of lesson 04).
 
 # %%
 sparse_model, _ = load_checkpoint(f"{RUNS}/sparse75")
@@ -325,7 +335,7 @@ plt.show()
 # 9. The 75% sparse model trails dense after 600 steps. Give two reasons why this gap may
 #    overstate the gap a longer, tuned run would show.
 #
-# **Try this** (under 5 minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
+# **Try this: predict, then measure, then explain** (under 5 minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
 # draw a 75% random mask and a 75% magnitude mask with `sparsify` on two copies, and compute for
 # each the share of the total |w| of the masked matrices that the mask keeps. How much more of
 # the weight mass does the magnitude mask keep, and what does that predict for the validation

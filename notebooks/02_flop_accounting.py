@@ -67,9 +67,11 @@ torch.set_num_threads(THREADS)  # two threads on two cores shared with other wor
 import matplotlib.pyplot as plt
 from torch.utils.flop_counter import FlopCounterMode
 
-from minispdf import GPT, GPTConfig, flop_report, plots, preset_config, sparsify
+from minispdf import GPT, GPTConfig, assignments, flop_report, plots, preset_config, sparsify
 from minispdf.bench import bench, plot_bench
 from minispdf.flops import flop_table, weight_matmul_flops
+
+check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 # %% [markdown]
 # ## 1 · Count one block yourself
@@ -106,9 +108,7 @@ def block_forward_flops(d_model, seq_len, n_head, sparsity):
 
 
 # %%
-from minispdf.assignments import check
-
-check("block_flops", block_forward_flops)
+block_forward_flops = check("block_flops", block_forward_flops)  # the kit's own until yours passes
 c = preset_config("gpt3-xl")
 mine = c.n_layer * block_forward_flops(c.n_embd, c.block_size, c.n_head, 0.75) + 2 * c.block_size * c.n_embd * c.vocab_size
 print(f"GPT-3 XL forward, 75% sparse: yours {mine:.4g}, library {flop_report('gpt3-xl', 0.75).forward_sparse:.4g}")
@@ -136,6 +136,12 @@ print(f"GPT-3 XL forward, 75% sparse: yours {mine:.4g}, library {flop_report('gp
 # The reduction tends to $1/(1-s)$ only when the dense part $A$ is small next to $24LTd^2$: wide
 # models (large $d$) with a short context ($T$ small next to $6d$) and a small vocabulary. That
 # is the whole argument of section 2.
+#
+# **Break it, then fix it.** The tempting shortcut charges the whole model at its density: "75%
+# sparse costs 25%", a reduction of $1/(1-s) = 4$ at any size. Set $A = 0$ in the equation and
+# that is what you get; it is wrong for every real model, because the attention matmuls between
+# activations, the softmax and the logits never shrink. The fix is the count by component above,
+# the one exercise 3 writes and section 2 prints for GPT-3 XL.
 #
 # Training = 3 x forward (the backward pass costs twice the forward, sparse or dense). The
 # breakdown for GPT-3 XL at 75%:
@@ -282,7 +288,9 @@ plt.show()
 #    in the masked matrices? Use the equation, not the library.
 # 9. Why does the paper report training FLOPs rather than wall-clock time for its savings?
 #
-# **Try this** (a few minutes). With `flop_report` and `preset_config`, find for GPT-2's
+# **Try this: predict, then measure, then explain** (a few minutes). *Predict* from the reduction
+# equation, before any code: does a 3x reduction need a width nearer 768 or nearer 4096?
+# *Measure:* with `flop_report` and `preset_config`, find for GPT-2's
 # vocabulary (50257) and T = 1024 the smallest width (a multiple of 64, 12 layers) at which 75%
 # sparsity gives at least a 3x reduction in training FLOPs. Then check that width against the
 # reduction equation above by hand. What happens to that width with a byte vocabulary (257)?

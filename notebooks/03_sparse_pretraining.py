@@ -26,7 +26,7 @@
 # at a larger scale.*
 #
 # **Learning goals.** After this lesson you can
-# - write the optimizer step that keeps a mask: gradients, weights and AdamW moments (exercise 5);
+# - write the optimizer step that keeps a mask: gradients, weights and AdamW moments (exercise 4);
 # - compare sparse and dense pre-training per step and per FLOP, and say which comparison answers which question;
 # - check that a trained sparse model is still exactly as sparse as its mask.
 #
@@ -67,8 +67,10 @@ RUNS = "runs/03_sparse_pretraining"
 # %%
 import matplotlib.pyplot as plt
 
-from minispdf import plots, sparsity_report
+from minispdf import assignments, plots, sparsity_report
 from minispdf.spdf import pretrain
+
+check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 # %% [markdown]
 # ## 1 · One optimizer step that keeps the mask
@@ -94,7 +96,7 @@ from minispdf.spdf import pretrain
 # gradient was not masked) pushes it for as long as $\beta_1^t$ takes to fade, whatever $g_t$ is.
 # Section 1b shows exactly that.
 #
-# **Exercise 5: a masked AdamW step.** `params` is a list of parameters, `masks` a matching
+# **Exercise 4: a masked AdamW step.** `params` is a list of parameters, `masks` a matching
 # list of bool tensors (True = kept), `optimizer` a `torch.optim.AdamW` over `params` whose
 # `.grad` are already set. Do one step that keeps the masks: zero the gradients at pruned
 # slots, call `optimizer.step()`, then set the pruned weights and both AdamW moments
@@ -131,9 +133,7 @@ def masked_adamw_step(params, masks, optimizer):
 
 
 # %%
-from minispdf import assignments
-
-assignments.check("masked_step", masked_adamw_step)
+masked_adamw_step = check("masked_step", masked_adamw_step)  # the kit's own until yours passes
 
 # %% [markdown]
 # ## 1b · Break it, then fix it: moments that were never masked
@@ -274,7 +274,7 @@ print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "
 #
 # ## Check your understanding
 #
-# 1. In exercise 5, which of the three zeroings (gradient, weight, moments) would a pruned
+# 1. In exercise 4, which of the three zeroings (gradient, weight, moments) would a pruned
 #    weight survive without, if it started at exactly zero, and which is needed in any case?
 # 2. Left figure or right figure: which one answers "does sparsity hurt the model?" and which
 #    "is sparsity a good use of compute?"
@@ -290,7 +290,8 @@ print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "
 # 9. The grader's masked_step check runs 50 steps with fresh random gradients. Why would one
 #    step not be enough to tell a correct step from a wrong one?
 #
-# **Try this** (seconds per run). Edit `masked_run` to build its AdamW with `weight_decay=0.0`,
+# **Try this: predict, then measure, then explain** (seconds per run). *Predict* each curve
+# before you run it. Edit `masked_run` to build its AdamW with `weight_decay=0.0`,
 # then with `betas=(0.5, 0.999)`, and rerun section 1b's cell each time. How does the broken
 # curve change in each case, and which term of the update equation explains each change?
 # Then make the broken recipe also zero the moments once, right after `sparsify`: does the

@@ -73,7 +73,10 @@ import json
 
 import matplotlib.pyplot as plt
 
+from minispdf import assignments
 from minispdf.study import report, resolve_grid, run_study
+
+check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 path = P["results"]
 run_here = bool(RERUN) or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
@@ -120,7 +123,7 @@ print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-trainin
 # points, and its $L$, each with a 95% t-interval over the paired seeds.
 
 # %% [markdown]
-# **Exercise 7: the share of the benefit lost, per seed.** `arm`, `dense` and `scratch` map a
+# **Exercise 6: the share of the benefit lost, per seed.** `arm`, `dense` and `scratch` map a
 # seed to that run's value of `measure` (`"test_loss"`, lower is better, or `"bleu"`, higher is
 # better). Return a dict mapping each seed to its $L$, for the seeds that have all three runs
 # and where dense pre-training beat scratch (elsewhere $L$ is undefined: leave the seed out).
@@ -149,9 +152,7 @@ def benefit_lost(arm, dense, scratch, measure):
 # %%
 import statistics
 
-from minispdf.assignments import check
-
-check("benefit_lost", benefit_lost)
+benefit_lost = check("benefit_lost", benefit_lost)  # the kit's own until yours passes
 # yours on the committed study's rows, against the L its claims were judged on
 for claim in [c for c in results["claims"] if c["primary"] and c["kind"] == "no_loss" and c["effect"] is not None]:
     runs = {arm: {r["seed"]: r[claim["measure"]] for r in results["rows"] if r["arm"] == arm
@@ -254,7 +255,15 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 # 9. Suppose spdf50 were inconclusive while spdf75 holds, in the same cell. Does that contradict
 #    "fewer zeros lose no more"?
 #
-# **Try this** (under 10 minutes). With your `benefit_lost`, compute per seed the L of
+# **Break it, then fix it** (a minute). In your `benefit_lost`, drop the sign flip for BLEU and
+# rerun the cell under the exercise. $L$ itself survives (both gaps flip, and so does their
+# ratio), but the test "did pre-training help?" does not: on BLEU a helpful pre-training makes
+# scratch *minus* dense negative: the seeds where pre-training helped are left out, those where
+# it did not are kept, and the check names the BLEU cases whose seeds come out wrong. Put the flip back: for BLEU, higher is
+# better, so "worse than dense" is dense minus the run.
+#
+# **Try this: predict, then measure, then explain** (under 10 minutes). *Predict* first whether
+# your interval will be wider or narrower than the table's. With your `benefit_lost`, compute per seed the L of
 # `spsf75` at the study's primary cell from `results["rows"]`, then its mean and a 95% t-interval
 # by hand (`statistics.fmean`, `statistics.stdev`, and t = 2.365 for 8 seeds). Does your interval
 # match the table's? Then run `minispdf reproduce --dry-run` and read how many seeds the power

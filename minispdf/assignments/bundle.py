@@ -1,7 +1,9 @@
 """``minispdf assign release DIR``: the bundle handed to students, written all at once.
 
 The bundle holds the student copies of the lessons (solutions stubbed, instructor answers
-dropped), the committed study results lesson 05 reads, and a README.txt. It is built in a
+dropped, links to the executed references, which show the solutions, left as plain text), the
+committed study results lesson 05 reads, the page of measured lesson times their headers link,
+and a README.txt: every link in it resolves inside the bundle. It is built in a
 temporary folder next to DIR, checked for any solution text, and renamed into place, so DIR
 is either the old bundle or the whole new one, never half of one.
 """
@@ -55,6 +57,9 @@ Exercises (points):
 """
 
 
+LINKED_RESULTS = "lesson_times.md"  # the lessons' headers link it: how their run times were measured
+
+
 def _readme(timeout: float, exercises: list[tuple[str, str]]) -> str:
     """README.txt; ``exercises``: (notebook file, exercise name) as found in the bundle."""
     lines = [f"  {nb}  {name} ({EXERCISES[name].function}): {EXERCISES[name].points} "
@@ -84,10 +89,12 @@ def _write_bundle(folder: Path, src: Path, results: Path | None, timeout: float)
             raise MiniSPDFError(f"refusing to release {'; '.join(leaks)}: remove solution text outside "
                                 f"{BEGIN!r} blocks in {nb_path}")
         written.append(f"notebooks/{nb_path.name}")
-    for study in sorted(results.glob("*/results.json")) if results and results.is_dir() else []:
-        rel = Path("results") / study.parent.name / study.name
+    shipped = [*sorted(results.glob("*/results.json")), *results.glob(LINKED_RESULTS)] \
+        if results and results.is_dir() else []
+    for found in shipped:
+        rel = Path("results") / found.relative_to(results)
         (folder / rel.parent).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(study, folder / rel)
+        shutil.copyfile(found, folder / rel)
         written.append(str(rel))
     (folder / "README.txt").write_text(_readme(timeout, exercises), encoding="utf-8")
     manifest.write(folder, manifest.build(exercises))  # what the class is graded on: `assign grade --manifest`

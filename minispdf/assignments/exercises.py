@@ -197,11 +197,18 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
-def check(name: str, fn) -> dict:
-    """The visible test under an exercise cell: prints the checks, raises AssertionError on failure."""
+def check(name: str, fn):
+    """The visible test under an exercise cell: prints the checks and returns the function the
+    lesson's next cells should use: ``fn`` once it passes, else the kit's own answer (said so), so
+    that Run All on a student copy still reaches the last cell. It never raises on a failed check:
+    ``random_mask = check("random_mask", random_mask)``."""
+    from .answers import ANSWERS
+
     result = check_exercise(name, fn)
     print(format_result(result))
-    if not result["passed"]:
-        raise AssertionError(f"exercise {name} is not solved yet: see the failed checks above"
-                             f" (stuck? hint({name!r}) prints a hint)")
-    return result
+    if result["passed"]:
+        return fn
+    kit = ANSWERS[name]
+    print(f"exercise {name}: not solved yet. The cells below use the kit's own {EXERCISES[name].function} "
+          f"({kit.__module__}.{kit.__name__}) until yours passes; stuck? hint({name!r}) prints a hint.")
+    return kit

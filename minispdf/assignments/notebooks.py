@@ -23,12 +23,15 @@ DEFAULT_SRC = "notebooks"
 DEFAULT_DST = "notebooks/student"
 STUDENT_NOTE_ID = "student-copy-note"
 STUDENT_NOTE = (
-    "**Student copy.** The exercise cells below raise `NotImplementedError` until you write them; "
-    "the cell under each exercise checks your function against the library's own implementation, "
-    "and `hint(\"name\")` (from `minispdf.assignments`) prints a hint. "
-    "Grade the whole notebook from a terminal with\n"
+    "**Student copy.** The exercise cells below raise `NotImplementedError` until you write them. "
+    "The cell under each exercise checks your function against the library's own implementation; "
+    "until it passes, that cell says \"not solved yet\" and the cells after it use the kit's own "
+    "answer, so Run All reaches the end of the lesson either way. `hint(\"name\")` prints an "
+    "exercise's hint. Grade the whole notebook from a terminal with\n"
     "`minispdf assign grade path/to/{path}`."
 )
+# the executed reference pages show the solutions: a student copy names them without linking them
+REFERENCE_LINK = re.compile(r"\[([^\]]+)\]\(reference/[^)\s]+\)")
 
 
 def read_notebook(path) -> "nbformat.NotebookNode":  # noqa: F821
@@ -111,6 +114,8 @@ def student_notebook(nb, rel_path: str):
     nb.metadata.pop("jupytext", None)
     nb.cells = [c for c in nb.cells if ANSWER_TAG not in tags(c)]
     for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = REFERENCE_LINK.sub(r"\1 (in your instructor's copy)", cell.source)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None

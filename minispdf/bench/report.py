@@ -59,7 +59,8 @@ def format_kernel_bench(r: dict) -> str:
     sp = r["sparsities"]
     lines = [
         f"kernel bench {r['preset']}: the 4 masked matrix shapes at {r['tokens']} tokens "
-        f"(batch {r['batch_size']} x {r['block_size']}), {r['device']} ({r['threads']} threads), {r['dtype']}, "
+        f"(batch {r['batch_size']} x {r['block_size']}), {r['device']} "
+        f"({r['threads']} thread{'s' * (r['threads'] != 1)}), {r['dtype']}, "
         f"torch {r['torch']}, median of {r['repeats']} interleaved repeats",
         "measured: speedup over the dense matmul (>1 = faster); dense in ms",
         f"{'shape':<9} {'out x in':>11} {'matmul':<12} {'dense ms':>9} {'arm':<6}"
@@ -122,7 +123,7 @@ def plot_bench(results: Sequence[dict], ax=None, title: str | None = None):
         ax.bar(i, r["sparse_step_ms"], w, color="C3", label="masked (measured)" if i == 0 else None)
         ax.bar(i + w, ideal, w, color="none", edgecolor="C2", hatch="//",
                label="if zeros were skipped (theory)" if i == 0 else None)
-        ax.text(i, r["sparse_step_ms"], f"{r['sparse_over_dense']:.2f}x", ha="center", va="bottom", fontsize=8)
+        ax.text(i, r["sparse_step_ms"], f"{r['sparse_over_dense']:.2f}x", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(range(len(results)))
     ax.set_xticklabels([f"{r['preset']}, {r['sparsity']:.0%}" for r in results])
     ax.set_xlabel("model, sparsity of the masked arm")
@@ -130,7 +131,7 @@ def plot_bench(results: Sequence[dict], ax=None, title: str | None = None):
     r0 = results[0]
     ax.set_title(title or f"Training step time on {r0['device']}, dense vs masked")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -164,9 +165,9 @@ def plot_kernel_speedups(result: dict, axes=None, title: str | None = None):
         ax.set_xlabel("sparsity")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("speedup over dense (measured; >1 = faster)")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=9)
     fig = axes[0].figure
     fig.suptitle(title or f"{result['preset']}'s masked matmuls at {result['tokens']} tokens on {result['device']} "
-                 f"({result['threads']} threads): when do sparse kernels pay?", fontsize=10)
+                 f"({result['threads']} thread{'s' * (result['threads'] != 1)}): when do sparse kernels pay?", fontsize=10)
     fig.tight_layout()
     return axes

@@ -173,7 +173,8 @@ def _peak(device: str, use_bf16: bool, peak_tflops: float | None) -> tuple[str, 
         sheet = gpu_peak_tflops(name)
         peak = peak_tflops * 1e12 if peak_tflops else (sheet * 1e12 if sheet and use_bf16 else None)
         return name, peak, "given" if peak_tflops else ("datasheet bf16 dense" if peak else None)
-    name = f"{device} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    name = f"{device} ({threads} thread{'s' * (threads != 1)})"
     if peak_tflops:
         return name, peak_tflops * 1e12, "given"
     if device == "cpu" and not use_bf16:
