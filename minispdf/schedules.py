@@ -106,6 +106,8 @@ def check_schedule(schedule: str, sparsity: float, *, update_interval: int = 100
 
 # ------------------------------------------------------------------------------ the settings
 
+SET_RIGL, GMP = ("schedule", ("set", "rigl")), ("schedule", ("gmp",))  # `applies`: the schedules a setting is for
+
 
 @dataclass
 class SparsityConfig(Settings):
@@ -122,14 +124,16 @@ class SparsityConfig(Settings):
     mask_seed: int = setting(0, "seed of random masks")
     schedule: str = setting("static", "how the masks change during pre-training: static (SPDF's one mask), set, rigl, "
                                       "gmp or nm (see minispdf.schedules)", choices=SCHEDULES)
-    update_interval: int = setting(100, "set, rigl, gmp: steps between mask updates")
+    update_interval: int = setting(100, "set, rigl, gmp: steps between mask updates",
+                                   applies=("schedule", ("set", "rigl", "gmp")))
     drop_fraction: float = setting(0.3, "set, rigl: fraction of each tensor's kept weights dropped and regrown at "
-                                        "the first update, decayed by a cosine to 0 at --stop_fraction")
-    stop_fraction: float = setting(0.75, "set, rigl: the mask stays fixed after this fraction of the steps")
-    gmp_start: float = setting(0.25, "gmp: dense until this fraction of the steps, then pruning starts")
-    gmp_end: float = setting(0.75, "gmp: the full --sparsity is reached at this fraction of the steps")
+                                        "the first update, cosine-decayed to 0 at --stop_fraction", applies=SET_RIGL)
+    stop_fraction: float = setting(0.75, "set, rigl: the mask stays fixed after this fraction of the steps",
+                                   applies=SET_RIGL)
+    gmp_start: float = setting(0.25, "gmp: dense until this fraction of the steps, then pruning starts", applies=GMP)
+    gmp_end: float = setting(0.75, "gmp: the full --sparsity is reached at this fraction of the steps", applies=GMP)
     nm: str = setting("2:4", "nm: keep the N largest of every M consecutive weights along the input dimension",
-                      metavar="N:M")
+                      metavar="N:M", applies=("schedule", ("nm",)))
     dense_from: float = setting(0.0, "drop the masks at this fraction of pre-training: Variable SPDF's dense tail "
                                      "(0: never)")
 
@@ -153,7 +157,6 @@ class SparsityConfig(Settings):
         return make_schedule(self.schedule, self.sparsity, max_steps, method=self.method,
                              distribution=self.distribution, include=self.include, scope=self.scope,
                              seed=self.mask_seed, **self.schedule_options())
-
 
 
 # ------------------------------------------------------------------------------ moves (pure functions of tensors)

@@ -28,7 +28,7 @@ import torch
 from . import data as data_lib
 from .batches import TaskBatches, TokenBatches
 from .checkpoint import check_compatible, check_out_folder, load_checkpoint, read_checkpoint
-from .config import Settings, flat, from_keywords, setting
+from .config import Settings, as_flag, flat, from_keywords, setting
 from .errors import Interrupted, MiniSPDFError
 from .fileio import check_not_in_use, move_aside, put_back, read_json, write_json, writer_lock
 from .tokenizers import TOKENIZERS
@@ -37,7 +37,7 @@ from .model import GPT, PRESETS, PRETRAINED, GPTConfig, preset_config
 from .schedules import SparsityConfig
 from .sparsity import densify, target_parameters
 from .tasks import TASK_SPEC, Task
-from .train import TrainConfig, dist_info
+from .train import TrainConfig, check_fits, dist_info
 
 # ------------------------------------------------------------------------------ the settings, one object per concern
 
@@ -163,8 +163,9 @@ def _check_resume_matches(out: str, given: dict) -> None:
     saved = read_checkpoint(os.path.join(out, "ckpt.pt")).get("meta", {})
     for key, value in given.items():
         if key in saved and saved[key] != value:
-            raise MiniSPDFError(f"--{key} {value} conflicts with the run in {out} ({key} {saved[key]}): "
-                                f"pass --{key} {saved[key]} to continue it, or start a new run without --resume")
+            fix = f"pass {as_flag(key, saved[key])}" if saved[key] is not None else f"leave --{key} out"
+            raise MiniSPDFError(f"{as_flag(key, value) or f'no --{key}'} conflicts with the run in {out} ({key} "
+                                f"{saved[key]}): {fix} to continue it, or start a new run without --resume")
 
 
 # Settings that change nothing a run computes: free on --resume.
@@ -302,6 +303,7 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model_config: ModelCo
         changes = _resume_changes(run.out, settings, run.allow_change)
     tok = data_lib.get_tokenizer(spec.tokenizer or ("gpt2" if pre.init == "gpt2" else default_tokenizer(preset)))
     config = spec.gpt_config(tok.vocab_size)
+    check_fits(config, tcfg)  # an absurd size fails here, not in an allocation that swaps for hours
     if masks.sparsity > 0:
         with torch.device("meta"):  # names only, no memory: a bad --include fails before any work
             target_parameters(GPT(config), masks.include)
@@ -365,6 +367,7 @@ def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
     """(model, checkpoint info or None, tokenizer): the checkpoint's, or a new model from the preset."""
     if not ft.init_from:
         tok = data_lib.get_tokenizer(spec.tokenizer or default_tokenizer(spec.preset or "tiny"))
+        check_fits(spec.gpt_config(tok.vocab_size), tcfg)
         torch.manual_seed(tcfg.seed)
         return GPT(spec.gpt_config(tok.vocab_size)), None, tok
     net, info = load_checkpoint(ft.init_from)
@@ -376,6 +379,7 @@ def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
     if spec.preset is not None:
         check_compatible(info, preset_config(spec.preset, vocab_size=net.config.vocab_size,
                                              block_size=net.config.block_size), path=ft.init_from)
+    check_fits(net.config, tcfg)  # the checkpoint's model fits, but maybe not at this --batch_size
     return net, info, data_lib.get_tokenizer(tok_name)
 
 
