@@ -24,6 +24,7 @@ FLOORS = [
     ("the study", {"study"}),
     ("the demo and course mode", {"demo", "assignments"}),
     ("the commands", {"commands", "cli", "__main__", "__init__"}),
+    ("what tries the commands", {"badinput"}),
 ]
 FLOOR = {name: i for i, (_, names) in enumerate(FLOORS) for name in names}
 
