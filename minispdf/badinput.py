@@ -181,7 +181,7 @@ HANDMADE = [
     Case("reproduce", ["--dry_run", "--grid", "smoke", "--power_from", "folder"], "folder"),
     Case("sample", ["--ckpt", "ckpt", "--max_new_tokens", "1000000000000"], "size"),
     Case("flops", ["--preset", "nano", "--max_steps", "1000000000000"], "size"),
-    Case("pretrain", ["--preset", "nano", "--n_layer", "64", "--n_embd", "65536", "--n_head", "1"], "size"),
+    Case("pretrain", ["--preset", "nano", "--n_layer", "2", "--n_embd", "65536", "--n_head", "1"], "size"),
     Case("assign", ["grade", "old.ipynb"], "notebook"),
     Case("assign", ["grade", "fifo"], "notebook"),
 ]

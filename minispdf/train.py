@@ -103,11 +103,8 @@ def check_fits(config, cfg: TrainConfig) -> None:
     memory of ``cfg.device``: the weights, their gradients and AdamW's two moments (16 bytes a
     parameter) and the activations (Korthikanti et al.'s per-layer count, in float32) -- a lower
     bound, so a refusal is certain and a pass is no promise."""
-    from .model import GPT
-
-    with torch.device("meta"):
-        n = GPT(config).num_params()
     T, d, h, L = config.block_size, config.n_embd, config.n_head, config.n_layer
+    n = 12 * L * d * d + (config.vocab_size + T) * d  # the matrices and embeddings (not biases, LayerNorms)
     need = 16 * n + 4 * cfg.batch_size * T * L * (34 * d + 5 * h * T)
     device = pick_device(cfg.device)
     if device.startswith("cuda"):
@@ -115,7 +112,7 @@ def check_fits(config, cfg: TrainConfig) -> None:
     else:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
-        raise MiniSPDFError(f"training {n:,} parameters at batch_size {cfg.batch_size} x block_size {T} needs at "
+        raise MiniSPDFError(f"training ~{n:,} parameters at batch_size {cfg.batch_size} x block_size {T} needs at "
                             f"least {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB: use a smaller "
                             "model or a smaller --batch_size (with --grad_accum for the same batch)")
 

@@ -43,7 +43,7 @@ def test_every_option_of_every_command_is_tried():
 def test_the_judge_fails_what_it_should(tmp_path, monkeypatch, behaviour, verdict):
     monkeypatch.setattr(badinput.cli, "main", behaviour)
     monkeypatch.chdir(tmp_path)
-    assert badinput.run_case(badinput.Case("sample", [], "test"), str(tmp_path), timeout=0.5).verdict == verdict
+    assert badinput.run_case(badinput.Case("sample", [], "test"), str(tmp_path), timeout=0.2).verdict == verdict
 
 
 def _template(node) -> str:
@@ -80,9 +80,12 @@ def run(capsys, *argv):
     (["flops", "--preset", "nano", "--nm", "1:4"], "--nm applies only with --schedule nm, not --schedule static"),
     (["flops", "--preset", "nano", "--schedule", "gmp", "--drop_fraction", "0.2"], "--drop_fraction applies only"),
     (["pretrain", "--out", ""], "out='' is an empty path"),
+    (["pretrain", "--preset", "nano", "--method", "magnitude"], "--method does nothing at --sparsity 0 (a dense run)"),
+    (["pretrain", "--preset", "nano", "--mask_seed", "3"], "--mask_seed does nothing at --sparsity 0"),
+    (["score", "preds.jsonl", "--task", "dart:release.json"], "takes the task's name (dart), not its file"),
     (["reproduce", "--report", "results/default", "--dry_run"], "--dry_run does nothing with --report"),
     (["reproduce", "--cells", "3", "--dry_run"], "--cells applies only with --verify DIR"),
-    (["pretrain", "--preset", "nano", "--n_layer", "64", "--n_embd", "65536", "--n_head", "1"], "needs at least"),
+    (["pretrain", "--preset", "nano", "--n_layer", "2", "--n_embd", "65536", "--n_head", "1"], "needs at least"),
     (["pretrain", "--max_steps", "1e9"], "max_steps=1000000000 must be between 1 and 1000000"),
 ])
 def test_options_that_would_do_nothing_or_too_much_are_refused_before_any_work(capsys, tmp_path, monkeypatch,
