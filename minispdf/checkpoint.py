@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from .errors import MiniSPDFError, one_line
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, file_problem, require_readable
 from .model import GPT, GPTConfig
 from .sparsity import mask_state_keys, register_masks
 
@@ -58,8 +58,9 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     """The raw checkpoint dict, with one-line errors for missing, corrupt or foreign files."""
     if os.path.isdir(path):
         path = os.path.join(path, "ckpt.pt")
-    if not os.path.exists(path):
+    if file_problem(path) == "does not exist":
         raise MiniSPDFError(f"no checkpoint at {path}: pass the ckpt.pt (or run folder) that pretrain --out wrote")
+    require_readable(path, "checkpoint", "pass the ckpt.pt (or run folder) that pretrain --out wrote")
     try:
         with warnings.catch_warnings():  # the one-line error below is the whole message
             warnings.simplefilter("ignore")
@@ -82,6 +83,7 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
         raise MiniSPDFError(f"{path} is not a minispdf checkpoint (no '{FORMAT}' format tag)")
     require_keys(ckpt, {"model": dict, "model_config": dict}, path)
     require_keys(ckpt, {k: dict for k in OPTIONAL_DICTS if k in ckpt}, path)  # read with .get(...) everywhere
+    require_keys(ckpt, {k: t for k, t in RESUME_KEYS.items() if k in ckpt}, path)  # printed and summed, not only resumed
     return ckpt
 
 
@@ -121,6 +123,9 @@ def load_checkpoint(path: str, map_location="cpu") -> tuple[GPT, dict]:
     """
     ckpt = read_checkpoint(path, map_location=map_location)
     model = model_from_checkpoint(ckpt, path)
+    if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
+        raise MiniSPDFError(f"{path} holds NaN or infinite weights (the training that wrote it diverged): use an "
+                            "earlier checkpoint, or re-train with a lower --lr")
     info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
     return model, info
 

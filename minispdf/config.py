@@ -17,11 +17,15 @@ import difflib
 import functools
 import json
 import math
+import shlex
 import typing
 from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 
 from .errors import MiniSPDFError
 
+MAX_STEPS = 1_000_000  # past this a typo is likelier than a plan; the FLOP sums and the schedules go step by step
+STEPS_HINT = "nanoGPT's GPT-2 (124M) run is 600,000 steps"
+PATHS = {"DIR": "folder", "FILE": "file", "RUN": "checkpoint or run folder", "NAME|FILE": "grid or grid file"}
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
 
@@ -33,8 +37,7 @@ def setting(default, help: str, choices=None, metavar: str | None = None, *, min
     both, and the value's type, once, for every class; ``hint`` ends the error (``"0 turns it off"``).
 
     ``applies=(switch, value)``: the setting only means something when the switch field has that
-    value (``("kernels", False)``); given on the command line otherwise, it is an error.
-    """
+    value (``("kernels", False)``) or one of a tuple (``("schedule", ("set", "rigl"))``)."""
     meta = dict(help=help, choices=tuple(choices) if choices is not None else None, metavar=metavar, **extra)
     if (min, max, above, below) != (None,) * 4:
         lo = (above, True) if above is not None else (min, False)
@@ -59,6 +62,8 @@ class Settings:
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise MiniSPDFError(f"unknown {f.name} {value!r}: choose one of {', '.join(map(str, choices))}")
+            if value == "" and f.metadata.get("metavar") in PATHS:  # '' would be the current folder, or nothing
+                raise MiniSPDFError(f"{f.name}='' is an empty path: name a {PATHS[f.metadata['metavar']]} or leave it out")
             bounds, typ = f.metadata.get("bounds"), value_type(type(self), f)
             if bounds and value is not None and not _within(value, typ, *bounds):
                 hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
@@ -299,7 +304,7 @@ def _unknown(parser: argparse.ArgumentParser, extra: list[str], argv: list[str])
     if switch and isinstance(switch[0], argparse.BooleanOptionalAction):  # the old `--progress false`
         on, off = switch[0].option_strings
         return MiniSPDFError(f"{before} is a switch and takes no value: write {on} or {off}, not {before} {arg}")
-    return MiniSPDFError(f"unexpected argument {arg!r}: settings are given as --name value; {where}")
+    return MiniSPDFError(f"unexpected argument {arg!r}: settings are given as --NAME VALUE; {where}")
 
 
 def read_config_file(path: str) -> dict:
@@ -357,7 +362,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     args, extra = parser.parse_known_args(argv)
     if extra:
         raise _unknown(parser, extra, argv)
-    if getattr(args, "config", None):
+    if getattr(args, "config", None) is not None:  # --config '' too: refused, not ignored
         parser.set_defaults(**config_defaults(parser, args.config))
         args = parser.parse_args(argv)
     keys = {arg.partition("=")[0] for arg in argv}
@@ -375,12 +380,23 @@ def _check_applies(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     """A flag given for the other mode of a switch (``applies``) is an error, not silently ignored."""
     for action in parser._actions:
         switch, on = getattr(action, "applies", None) or (None, None)
-        if switch is None or action.dest not in args._given or getattr(args, switch) == on:
+        if switch is None or action.dest not in args._given or getattr(args, switch) in (
+                on if isinstance(on, tuple) else (on,)):
             continue
+        if isinstance(on, tuple):  # the modes of a choice: (schedule, ("set", "rigl"))
+            raise MiniSPDFError(f"--{action.dest} applies only with --{switch} {' or '.join(on)}, not "
+                                f"--{switch} {getattr(args, switch)}: add --{switch} {on[0]}, or drop it")
         if on:
             raise MiniSPDFError(f"unknown setting --{action.dest} without --{switch}: add --{switch} or drop it")
         raise MiniSPDFError(f"unknown setting --{action.dest} with --{switch}: it applies only without "
                             f"--{switch}; drop it")
+
+
+def as_flag(name: str, value) -> str:
+    """A setting's value as the command line writes it: ``--no-keep_masks``, ``--lr 0.001``; None: nothing."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return "" if value is None else f"--{name} {shlex.quote(str(value))}"
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -51,11 +51,12 @@ class SampleSettings(Settings):
     """Sampling."""
     ckpt: str | None = setting(None, "checkpoint or run folder", metavar="RUN")
     prompt: str = setting("\n", "text to continue")
-    max_new_tokens: int = setting(200, "tokens to generate", min=1)
+    max_new_tokens: int = setting(200, "tokens to generate", min=1, max=100_000,
+                                  hint="one token at a time: 100,000 take hours on a CPU")
     temperature: float = setting(0.8, "softmax temperature (0: greedy)", min=0, hint="0 = greedy")
     top_k: int = setting(50, "sample from the k most likely tokens", min=1)
     seed: int = setting(0, "sampling seed")
-    num_samples: int = setting(1, "how many samples", min=1)
+    num_samples: int = setting(1, "how many samples", min=1, max=10_000, hint="a batch of them is held in memory")
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass, make_dataclass
 
 from .checkpoint import check_out_folder
-from .config import Settings, device_setting, from_keywords, setting
+from .config import MAX_STEPS, STEPS_HINT, Settings, device_setting, from_keywords, setting
 from .errors import MiniSPDFError
 from .fileio import publish_folder, write_text, writer_lock
 
@@ -41,8 +41,8 @@ class DemoSettings(Settings):
 
 
 # --pretrain_steps N, ...: the demo grid's scale, each left at the grid's unless given
-DemoScale = make_dataclass("DemoScale", [(k, int | None, setting(None, k.replace("_", " "), min=1)) for k in SCALE_KEYS],
-                           bases=(Settings,))
+DemoScale = make_dataclass("DemoScale", [(k, int | None, setting(None, k.replace("_", " "), min=1, **(
+    dict(max=MAX_STEPS, hint=STEPS_HINT) if k.endswith("_steps") else {}))) for k in SCALE_KEYS], bases=(Settings,))
 
 
 def demo_grid(quick: bool = False, seed: int = 0, **scale) -> dict:

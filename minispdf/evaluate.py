@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .decoding import check_tokenizer, decode, device_of, eval_mode
 from .errors import MiniSPDFError, one_line
-from .fileio import file_problem, write_text
+from .fileio import file_problem, valid_unicode, write_text
 from .config import Settings, setting
 from .metrics import METRICS as SCORE_METRICS, bleu, score_predictions
 from .tasks import SEPARATOR, TASK_METRICS, TASK_SPEC, Example, FinetuneBatches, pair_fits, training_pairs
@@ -156,6 +156,8 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     raise ValueError(f"line {lineno} is not JSON") from None
+                if not valid_unicode(row):
+                    raise ValueError(f"line {lineno} holds a lone surrogate (an unpaired \\ud800-\\udfff escape)")
                 pred, ref, label = row["prediction"], row["references"], row.get("subset")
                 if not isinstance(pred, str) or not isinstance(ref, list) or not all(isinstance(r, str) for r in ref):
                     raise ValueError(f"line {lineno} has the wrong field types")

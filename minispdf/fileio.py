@@ -127,12 +127,24 @@ def put_back(holder: str, folder: str) -> None:
 
 def read_json(path: str):
     """The JSON value in ``path``, or None if it is missing or unreadable (a bookkeeping file that a
-    killed run may have left half-written is simply not there)."""
+    killed run may have left half-written is simply not there; a FIFO or device is not opened)."""
+    if file_problem(path):
+        return None
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError, RecursionError):
         return None
+
+
+def valid_unicode(value) -> bool:
+    """Whether every string in the JSON value ``value`` is valid Unicode: JSON's ``\\ud800``
+    escapes decode to lone surrogates, which no UTF-8 writer (nor a tokenizer) accepts."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def file_problem(path) -> str | None:
@@ -145,6 +157,15 @@ def file_problem(path) -> str | None:
     if not os.path.isfile(path):
         return "is not a regular file (a pipe, device or socket)"
     return None
+
+
+def require_readable(path, what: str, fix: str, folder_ok: bool = False) -> None:
+    """Refuse ``path`` by its type before anything opens it, in one line: "{what} {path} {why}:
+    {fix}". A FIFO would block the reader forever, a device reads as endless or empty data; with
+    ``folder_ok`` a folder passes (the caller looks inside it, through this again)."""
+    why = file_problem(path)
+    if why and not (folder_ok and why == "is a directory"):
+        raise MiniSPDFError(f"{what} {path} {why}: {fix}")
 
 
 def lock_path(target: str) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import Settings, setting
+from .config import MAX_STEPS, STEPS_HINT, Settings, setting
 from .errors import MiniSPDFError
 from .model import GPT, GPTConfig, preset_config
 from .sparsity import check_sparsity, masked_parameters
@@ -196,11 +196,12 @@ def flop_table(presets=("gpt2", "gpt3-xl"), sparsities=(0.0, 0.5, 0.75, 0.9), se
 @dataclass
 class FlopsSettings(Settings):
     """FLOP count."""
-    seq_len: int | None = setting(None, "sequence length (default: the context length)")
+    seq_len: int | None = setting(None, "sequence length (default: the context length)", min=1)
     count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")
     table: bool = setting(False, "print the reduction for the paper's models and sparsities instead")
     max_steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps "
-                                          "(pretrain's --max_steps) under --schedule, step by step", metavar="N", min=1)
+                                          "(pretrain's --max_steps) under --schedule, step by step", metavar="N", min=1,
+                                  max=MAX_STEPS, hint=STEPS_HINT)
     batch_size: int = setting(12, "with --max_steps: sequences per step (pretrain's --batch_size)", min=1)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 
 from .checkpoint import (RESUME_KEYS, check_compatible, check_out_folder, read_checkpoint,
                          require_keys)
-from .config import Settings, setting
+from .config import Settings, as_flag, setting
 from .errors import MiniSPDFError
 from .fileio import TMP_PREFIX, check_not_in_use, move_aside, read_json, write_json, writer_lock
 from .model import GPTConfig, preset_config
@@ -126,9 +126,10 @@ def check_resume(run: RunConfig, settings: dict, fixed: dict, config: GPTConfig,
     saved = ckpt.get("meta", {})
     for key, value in fixed.items():  # a 75%-sparse run the command line calls dense is refused
         if key in saved and saved[key] != value:
-            raise MiniSPDFError(f"--{key} {value} conflicts with the run in {run.out} ({key} "
-                                f"{saved[key]}): pass --{key} {saved[key]} to continue it, or "
-                                "start a new run without --resume")
+            fix = f"pass {as_flag(key, saved[key])}" if saved[key] is not None else f"leave --{key} out"
+            raise MiniSPDFError(f"{as_flag(key, value) or f'no --{key}'} conflicts with the run in "
+                                f"{run.out} ({key} {saved[key]}): {fix} to continue it, or start a "
+                                "new run without --resume")
     check_resumable(ckpt, where, config, tokenizer, settings["max_steps"])
     return settings_changes(run, ckpt, settings)
 

@@ -75,7 +75,8 @@ def schedule_setting(default, help: str, applies_to=SCHEDULES, **bounds):
     """A setting of how the masks move, declared once: its default, help and bounds, and the
     schedules it ``applies_to`` (a grid's ``[schedules]`` table passes it to those arms only).
     The command line, a grid file, the checkpoint and the resume check all read it from here."""
-    return setting(default, help, applies_to=tuple(applies_to), **bounds)
+    only = {} if tuple(applies_to) == SCHEDULES else {"applies": ("schedule", tuple(applies_to))}
+    return setting(default, help, applies_to=tuple(applies_to), **only, **bounds)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from .schedules import SparsityConfig
 from .sparsity import densify, target_parameters
 from .tasks import TASK_SPEC, Task
 from .run_folder import RunConfig
-from .train import TrainConfig, dist_info
+from .train import TrainConfig, check_fits, dist_info
 
 # ------------------------------------------------------------------------------ the settings, one object per concern
 
@@ -144,6 +144,7 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model_config: ModelCo
     settings = flat(pre, spec, masks, tcfg)
     tok = data_lib.get_tokenizer(spec.tokenizer or ("gpt2" if pre.init == "gpt2" else default_tokenizer(preset)))
     config = spec.gpt_config(tok.vocab_size)
+    check_fits(config, tcfg)  # an absurd size fails here, not in an allocation that swaps for hours
     changes = run_folder.check_resume(run, settings, {**asdict(pre), **asdict(masks)}, config,
                                       tok.name) if run.resume else None
     if masks.sparsity > 0:
@@ -209,6 +210,7 @@ def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
     """(model, checkpoint info or None, tokenizer): the checkpoint's, or a new model from the preset."""
     if not ft.init_from:
         tok = data_lib.get_tokenizer(spec.tokenizer or default_tokenizer(spec.preset or "tiny"))
+        check_fits(spec.gpt_config(tok.vocab_size), tcfg)
         torch.manual_seed(tcfg.seed)
         return GPT(spec.gpt_config(tok.vocab_size)), None, tok
     net, info = load_checkpoint(ft.init_from)
@@ -220,6 +222,7 @@ def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
     if spec.preset is not None:
         check_compatible(info, preset_config(spec.preset, vocab_size=net.config.vocab_size,
                                              block_size=net.config.block_size), path=ft.init_from)
+    check_fits(net.config, tcfg)  # the checkpoint's model fits, but maybe not at this --batch_size
     return net, info, data_lib.get_tokenizer(tok_name)
 
 

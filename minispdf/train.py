@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .config import Settings, device_setting, setting
+from .config import MAX_STEPS, STEPS_HINT, Settings, device_setting, setting
 from .callbacks import ProgressBar, RunLog, StopSignals, notify
 from .checkpoint import read_checkpoint, save_checkpoint
 from .errors import Interrupted, MiniSPDFError, one_line
@@ -46,9 +46,11 @@ from .sparsity import densify, mask_state_keys, register_masks, tap_dense_gradie
 @dataclass
 class TrainConfig(Settings):
     """Training: the optimizer, its schedule, evaluation, checkpoints and the device."""
-    max_steps: int = setting(200, "optimizer steps; also the length of the LR schedule", min=1)
+    max_steps: int = setting(200, "optimizer steps; also the length of the LR schedule", min=1, max=MAX_STEPS,
+                             hint=STEPS_HINT)
     batch_size: int = setting(12, "sequences per micro-batch (per rank)", min=1)
-    grad_accum: int = setting(1, "micro-batches per optimizer step", min=1)
+    grad_accum: int = setting(1, "micro-batches per optimizer step", min=1, max=10_000,
+                              hint="a larger batch takes a larger --batch_size")
     lr: float = setting(1e-3, "peak learning rate", above=0)
     min_lr_ratio: float = setting(0.1, "the cosine decays to lr * min_lr_ratio", min=0, max=1)
     warmup_steps: int = setting(20, "linear warmup steps", min=0)
@@ -60,7 +62,7 @@ class TrainConfig(Settings):
     eps: float = setting(1e-8, "AdamW epsilon", above=0, hint="e.g. 1e-8")
     grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", min=0, hint="0 turns it off")
     eval_interval: int = setting(50, "steps between evaluations (0: only at the end)", min=0)
-    eval_iters: int = setting(10, "batches per evaluation", min=1)
+    eval_iters: int = setting(10, "batches per evaluation", min=1, max=10_000, hint="each is a forward pass")
     log_interval: int = setting(1, "steps between log.jsonl records", min=1)
     checkpoint_interval: int = setting(0, "steps between checkpoints (0: only at the end; Ctrl-C, SIGTERM and "
                                           "--stop_after always save one at the current step)", min=0)
@@ -96,6 +98,25 @@ def pick_device(name: str = "auto") -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def check_fits(config, cfg: TrainConfig) -> None:
+    """Refuse, before anything is allocated, a model and batch whose training cannot fit in the
+    memory of ``cfg.device``: the weights, their gradients and AdamW's two moments (16 bytes a
+    parameter) and the activations (Korthikanti et al.'s per-layer count, in float32) -- a lower
+    bound, so a refusal is certain and a pass is no promise."""
+    T, d, h, L = config.block_size, config.n_embd, config.n_head, config.n_layer
+    n = 12 * L * d * d + (config.vocab_size + T) * d  # the matrices and embeddings (not biases, LayerNorms)
+    need = 16 * n + 4 * cfg.batch_size * T * L * (34 * d + 5 * h * T)
+    device = pick_device(cfg.device)
+    if device.startswith("cuda"):
+        have = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise MiniSPDFError(f"training ~{n:,} parameters at batch_size {cfg.batch_size} x block_size {T} needs at "
+                            f"least {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB: use a smaller "
+                            "model or a smaller --batch_size (with --grad_accum for the same batch)")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

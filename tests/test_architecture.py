@@ -29,6 +29,7 @@ FLOORS = [
     ("the study", {"study"}),
     ("the demo and course mode", {"demo", "assignments"}),
     ("the commands", {"commands", "cli", "__main__", "__init__"}),
+    ("what tries the commands", {"badinput"}),
 ]
 # the same inside each package, lowest first; the package's own __init__ is above them all unless
 # named (commands/__init__.py holds what every command prints with, and imports none of them)

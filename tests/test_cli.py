@@ -100,7 +100,7 @@ def test_flops_sums_a_pretraining_run_with_pretrains_flags(capsys):
     assert json.loads(out)["run"] == pytest.approx(expected, rel=1e-12)
     assert expected["flops_dense"] / expected["flops"] == pytest.approx(expected["ratio"])
     code, _, err = run(capsys, "flops", "--max_steps", "0")
-    assert code == 2 and "max_steps=0 must be a positive integer" in err
+    assert code == 2 and "max_steps=0 must be between 1 and 1000000" in err
 
 
 def test_config_file_and_overrides(capsys, tmp_path, monkeypatch):
@@ -287,7 +287,7 @@ def test_finetune_reports_its_mode_and_checks_the_preset(capsys, tmp_path, monke
     code, _, err = run(capsys, *ft, "--out", "ft")
     assert code == 0, err
     code, _, err = run(capsys, *ft, "--out", "ft", "--resume", "--keep_masks")
-    assert code == 2 and "--keep_masks True conflicts with the run in ft (keep_masks False)" in err, err
+    assert code == 2 and "--keep_masks conflicts with the run in ft (keep_masks False): pass --no-keep_masks" in err, err
 
 
 def test_assign_check_json(capsys):
@@ -351,7 +351,7 @@ def test_finetune_into_its_own_checkpoint_folder_and_resuming_a_finished_run_are
     (["pretrain"], {"data": None}, "'data' is null"),
     (["bench", "--device", "tpu"], None, "device='tpu'"),
     (["demo", "--block_size", "64"], None, "unknown setting --block_size"),
-    (["demo", "--pretrain_steps", "0"], None, "pretrain_steps=0 must be a positive integer"),
+    (["demo", "--pretrain_steps", "0"], None, "pretrain_steps=0 must be between 1 and 1000000"),
     (["demo", "--eval_inputs", "0"], None, "eval_inputs=0 must be a positive integer"),
     (["reproduce", "--seeds", "1e9", "--dry-run"], None, "--seeds 1000000000 must be a positive integer up to 100"),
     (["assign", "bogus"], None, "invalid choice: 'bogus'"),

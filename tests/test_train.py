@@ -590,7 +590,7 @@ def test_autocast_is_bf16_on_cuda_and_off_elsewhere():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(eval_iters=0), "eval_iters=0 must be a positive integer"),
+    (dict(eval_iters=0), "eval_iters=0 must be between 1 and 10000 (each is a forward pass)"),
     (dict(log_interval=True), "log_interval=True must be a positive integer"),
     (dict(warmup_steps=-1), "warmup_steps=-1 must be a non-negative integer"),
     (dict(stop_after=1.5), "stop_after=1.5 must be a non-negative integer"),

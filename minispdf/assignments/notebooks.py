@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ..errors import MiniSPDFError
+from ..fileio import require_readable
 from .exercises import EXERCISES
 
 BEGIN = "### BEGIN SOLUTION"
@@ -37,13 +38,18 @@ REFERENCE_LINK = re.compile(r"\[([^\]]+)\]\(reference/[^)\s]+\)")
 def read_notebook(path) -> "nbformat.NotebookNode":  # noqa: F821
     import nbformat
 
+    require_readable(path, "notebook", "pass an .ipynb file saved by Jupyter")
     try:
-        nb = nbformat.read(str(path), as_version=4)
-        nb.cells  # noqa: B018  (a JSON file that is not a notebook fails here)
-        return nb
+        nb = nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+        version = nb.get("nbformat")
+        if version == 4:
+            nb.cells  # noqa: B018  (a JSON file that is not a notebook fails here)
     except Exception as e:
         raise MiniSPDFError(f"{path} is not a readable notebook ({type(e).__name__}): pass an .ipynb file "
                             "saved by Jupyter") from None
+    if version != 4:  # converted, its exercise tags would be lost: it would grade as "no exercises"
+        raise MiniSPDFError(f"{path} is in nbformat {version}, not 4: open it in Jupyter and save it again")
+    return nb
 
 
 def dumps(nb) -> str:

@@ -23,6 +23,19 @@ def emit(as_json: bool, obj: dict, text: str) -> None:
         print(text)
 
 
+def check_dense_options(masks, args) -> None:
+    """At ``--sparsity 0`` (dense) the options of how masks are drawn and moved do nothing: given, they are an error."""
+    from dataclasses import fields
+
+    from ..config import given
+    from ..errors import MiniSPDFError
+
+    unused = [f.name for f in fields(masks) if f.name != "sparsity" and f.name in given(args)]
+    if masks.sparsity == 0 and unused:
+        raise MiniSPDFError(f"--{unused[0]} does nothing at --sparsity 0 (a dense run): add --sparsity 0.75 (or "
+                            "another), or drop it")
+
+
 def progress_log(as_json: bool):
     """Where a long command's progress lines go: stdout, or stderr when stdout carries JSON."""
     def log(msg):

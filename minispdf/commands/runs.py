@@ -8,7 +8,7 @@ from ..errors import MiniSPDFError
 from ..schedules import SparsityConfig
 from ..spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig
 from ..train import TrainConfig
-from . import emit
+from . import check_dense_options, emit
 
 
 def corpora() -> str:
@@ -58,6 +58,7 @@ def pretrain(args):
     from ..spdf import pretrain
 
     sparsity = build(SparsityConfig, args)
+    check_dense_options(sparsity, args)
     result = pretrain(pretraining=build(PretrainConfig, args), model_config=build(ModelConfig, args),
                       sparsity_config=sparsity, training=_training(args), run=build(RunConfig, args))
     fr = result["flop_report"]

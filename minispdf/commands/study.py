@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
-from ..config import build
+from ..config import build, given
 from ..demo import DemoScale, DemoSettings
 from ..errors import MiniSPDFError
 from ..study.settings import RealTasks, ReproduceSettings
@@ -26,6 +26,7 @@ def reproduce(args):
     from ..study.report import FIGURES, headline_table
 
     s = build(ReproduceSettings, args)
+    _check_mode(s, args)
     if s.verify:
         return _verify(s, args)
     if s.report:
@@ -50,6 +51,21 @@ def reproduce(args):
          f"\n{headline_table(results['claims'])}\n\nwritten to {out}: declared.json, results.csv, claims.json, "
          f"results.json, summary.md, claims.md, README_section.md, {', '.join(FIGURES)}")
     return None
+
+
+# What only a study run reads: with --report or --verify (which read a finished study) it would do nothing.
+RUN_ONLY = ("grid", "quick", "out", "seeds", "jobs", "dry_run", "power_from", "redeclare", *(f.name for f in fields(RealTasks)))
+
+
+def _check_mode(s: ReproduceSettings, args) -> None:
+    if s.report and s.verify:
+        raise MiniSPDFError("--report and --verify are two modes: pass one of them")
+    mode = "--report" if s.report else "--verify" if s.verify else None
+    unused = [k for k in RUN_ONLY if k in given(args)] if mode else []
+    if unused:
+        raise MiniSPDFError(f"--{unused[0]} does nothing with {mode}, which reads a finished study: drop it")
+    if "cells" in given(args) and not s.verify:
+        raise MiniSPDFError("--cells applies only with --verify DIR: add --verify DIR, or drop it")
 
 
 def _cells(text: str) -> int | list[str]:

@@ -88,6 +88,10 @@ def score(args):
     s = build(ScoreSettings, args)
     if s.predictions is None:
         raise MiniSPDFError("score needs a predictions file: minispdf score PREDICTIONS.jsonl [--metrics bleu,chrf]")
+    name, _, path = (s.task or "").partition(":")
+    if path and name != "builtin":  # only the name chooses the metrics: a file named here would go unread
+        raise MiniSPDFError(f"score --task takes the task's name ({name}), not its file: the references are in "
+                            f"the predictions; pass --task {name}")
     result = score_file(s.predictions, s.metrics, task=s.task or "")
     result["predictions_path"] = s.predictions
     emit(args.json, result, format_report(result, f"scored {s.predictions}"))

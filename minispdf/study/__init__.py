@@ -108,8 +108,11 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
         raise MiniSPDFError(f"--jobs {jobs!r}: give a number of parallel jobs from 1 to 64")
     pretrains, cells = plan_lib.plan(grid)
     decl = declaration.build(grid, cells, report.git_commit(), None)
-    decl["power"] = power.expected(decl["claims"], power.read_prior(power_from or default_power_from(grid)),
-                                   grid.get("frontier", {}).get("true_effect"))
+    prior = power.read_prior(power_from or default_power_from(grid))
+    if power_from is not None and prior is None:
+        raise MiniSPDFError(f"--power_from {power_from} holds no readable results.json: give the folder of a "
+                            "finished study (e.g. results/default), or leave --power_from out")
+    decl["power"] = power.expected(decl["claims"], prior, grid.get("frontier", {}).get("true_effect"))
     if dry_run and not (_runs_on_cpu(grid) or device != "cpu"):
         return _dry_run_elsewhere(grid, pretrains, cells, decl, log)
     check_out_folder(out)

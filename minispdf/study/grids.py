@@ -36,13 +36,15 @@ drop_fraction, ...), with the same bounds; left out, its defaults.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from dataclasses import fields
 from pathlib import Path
 
-from ..config import value_type
+from ..config import MAX_STEPS, STEPS_HINT, value_type
 from ..errors import MiniSPDFError, one_line
+from ..fileio import require_readable
 from ..schedules import SparsityConfig
 from ..train import TrainConfig
 
@@ -112,6 +114,7 @@ def parse_arm(arm: str) -> dict:
 def _read_toml(path: Path) -> dict:
     import tomllib
 
+    require_readable(path, "grid file", "give a TOML grid file")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -119,6 +122,8 @@ def _read_toml(path: Path) -> dict:
         raise MiniSPDFError(f"grid file {path} cannot be read ({e.strerror}): check the path") from None
     except tomllib.TOMLDecodeError as e:
         raise MiniSPDFError(f"grid file {path} is not valid TOML ({one_line(e)}): fix the syntax") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
+        raise MiniSPDFError(f"grid file {path} is not UTF-8 text ({one_line(e)}): save it as UTF-8") from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -240,6 +245,7 @@ def check_grid(grid: dict, source) -> None:
                 parse_arm(arm)
             except MiniSPDFError as e:
                 raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].arms: {e}") from None
+    _check_numbers(grid, source)
     _check_budgets(grid, source)
     for key in ("task", "size", "set"):
         if grid["primary"].get(key) not in grid[key + "s"]:
@@ -248,6 +254,28 @@ def check_grid(grid: dict, source) -> None:
     for task in grid.get("difficulty", []):
         if task not in grid["tasks"]:
             raise MiniSPDFError(f"{_where(source)}: key difficulty names undeclared task {task!r}")
+
+
+# Counts and rates that must be positive (and finite: TOML has nan and inf): a 0 or a negative would reach the
+# FLOP sums and the plan's estimates; weight_decay and warmup_frac may also be 0.
+POSITIVE = ("batch_size", "eval_iters", "lr", "pretrain_steps", "tokens_per_param", "finetune_steps", "eval_inputs",
+            "max_new_tokens", "max_train_inputs", "train_refs")
+
+
+def _check_numbers(grid: dict, source) -> None:
+    tables = [(f"{p}.", grid[p]) for p in ("pretrain", "finetune")]
+    tables += [(f"sizes.{n}.", t) for n, t in grid["sizes"].items()] + [
+        (f"tasks.{n}.", t) for n, t in grid["tasks"].items()]
+    for prefix, table in tables:
+        for k, v in table.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):  # the types are checked above
+                continue
+            if not ((v > 0 if k in POSITIVE else v >= 0) and v < math.inf):
+                raise MiniSPDFError(f"{_where(source)}: key {prefix}{k} = {v!r} must be a "
+                                    f"{'positive' if k in POSITIVE else 'non-negative'} finite number")
+            if k.endswith("_steps") and v > MAX_STEPS:
+                raise MiniSPDFError(f"{_where(source)}: key {prefix}{k} = {v!r} is more than {MAX_STEPS:,} steps "
+                                    f"({STEPS_HINT}): declare fewer")
 
 
 def _check_budgets(grid: dict, source) -> None:
@@ -315,7 +343,7 @@ def load_grid(name_or_path: str) -> dict:
         path, name = builtin, name_or_path
     elif isinstance(name_or_path, str) and (name_or_path.endswith(".toml") or os.sep in name_or_path):
         path = Path(os.path.expanduser(name_or_path))
-        if not path.is_file():
+        if not path.exists():
             raise MiniSPDFError(f"grid file {name_or_path} does not exist: give a TOML grid file or one of "
                                 f"{', '.join(builtin_names())}")
         name = path.stem

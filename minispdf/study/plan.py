@@ -11,6 +11,8 @@ import hashlib
 import json
 import math
 
+from ..config import MAX_STEPS, STEPS_HINT
+from ..errors import MiniSPDFError
 from ..schedules import SparsityConfig, applies_to
 from ..spdf import ModelConfig
 from ..train import TrainConfig
@@ -45,9 +47,14 @@ def pretrain_steps(grid: dict, size: str) -> int:
     sz = grid["sizes"][size]
     budget = sz.get("budget", 1.0)  # a budget size (grids._expand_budgets): a multiple of its base's steps
     if "pretrain_steps" in sz:
-        return max(1, round(sz["pretrain_steps"] * budget))
-    tokens_per_step = grid["pretrain"]["batch_size"] * grid["block_size"]
-    return max(1, round(budget * sz["tokens_per_param"] * n_params(grid, size) / tokens_per_step))
+        steps = max(1, round(sz["pretrain_steps"] * budget))
+    else:
+        tokens_per_step = grid["pretrain"]["batch_size"] * grid["block_size"]
+        steps = max(1, round(budget * sz["tokens_per_param"] * n_params(grid, size) / tokens_per_step))
+    if steps > MAX_STEPS:  # checked before the plan sums FLOPs step by step
+        raise MiniSPDFError(f"grid {grid.get('name', '')}: size {size} pre-trains for {steps:,} steps, more than "
+                            f"{MAX_STEPS:,} ({STEPS_HINT}): declare fewer steps, a smaller budget or tokens_per_param")
+    return steps
 
 
 def flop_ratio(grid: dict, size: str, sparsity: float) -> float:

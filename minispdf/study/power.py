@@ -9,11 +9,11 @@ exceeds its margin is underpowered before anything trains.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 
+from ..fileio import read_json
 from . import claims as claims_lib
 from .grids import base_size
 from . import stats as st
@@ -23,12 +23,9 @@ def read_prior(path: str | None) -> tuple[list[dict], str] | None:
     """(rows, label) of an earlier study's results.json in folder ``path``; None if absent."""
     if not path:
         return None
-    try:
-        with open(os.path.join(path, "results.json")) as f:
-            rows = json.load(f)["rows"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return rows, path
+    data = read_json(os.path.join(path, "results.json"))
+    rows = data.get("rows") if isinstance(data, dict) else None
+    return (rows, path) if isinstance(rows, list) else None
 
 
 def _sd(values) -> float | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from minispdf.errors import MiniSPDFError, one_line
+from minispdf.fileio import valid_unicode
 
 from .core import Example, NoReferencesError, clean, group, require_file
 
@@ -57,6 +58,9 @@ def _load_dart_json(path: Path) -> list[Example]:
         raise MiniSPDFError(f"{path} is not UTF-8 text ({one_line(e)}); pass the official DART JSON file") from None
     except RecursionError:
         raise MiniSPDFError(f"{path} is nested too deeply to be DART JSON; pass the official DART JSON file") from None
+    if not valid_unicode(data):
+        raise MiniSPDFError(f"{path} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not "
+                            "text; fix that escape or pass the official DART JSON file")
     if not isinstance(data, list):
         raise MiniSPDFError(
             f"{path}: expected a JSON list of entries {{tripleset, annotations}}, found {type(data).__name__}; "
