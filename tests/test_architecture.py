@@ -41,7 +41,7 @@ INNER_FLOORS = {
     "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "settings"}),
               ("claims", {"claims", "declaration", "power"}), ("report and runner", {"report", "runner", "frontier"}),
               ("outputs", {"readme", "verify", "outputs"}), ("entry", {"__main__"})],
-    "assignments": [("checks", {"checks", "borrowing", "landlock"}),
+    "assignments": [("checks", {"answers", "checks", "borrowing", "landlock"}),
                     ("confinement", {"accounting_checks", "replay", "reaping", "sandbox"}),
                     ("exercises", {"exercises", "worker"}), ("files", {"gradebook", "manifest", "notebooks", "preload"}),
                     ("grading and bundles", {"bundle", "grading"}), ("entry", {"cli", "__main__"})],
