@@ -10,6 +10,7 @@ imports upwards, either it is on the wrong floor or the import is.
 """
 
 import ast
+import importlib
 import functools
 from pathlib import Path
 
@@ -207,7 +208,13 @@ def _public(module: str, name: str, modules: dict) -> bool:
     tree = ast.parse(modules[module].read_text())
     listed = [n.value for n in tree.body if isinstance(n, ast.Assign)
               and any(getattr(t, "id", None) == "__all__" for t in n.targets)]
-    return not listed or name in ast.literal_eval(listed[0])
+    if not listed:
+        return True
+    try:
+        return name in ast.literal_eval(listed[0])
+    except ValueError:  # a computed __all__ (the package's lazy exports): ask the module itself
+        full = "minispdf" + ("" if module == "__init__" else "." + module.removesuffix(".__init__"))
+        return name in importlib.import_module(full).__all__
 
 
 def _private_uses(source: str, modules: dict) -> list[str]:
