@@ -166,7 +166,7 @@ BORROWED = {
     "two_four_mask": ("from minispdf.schedules import nm_mask\n"
                       "def two_four_mask(weight):\n"
                       "    return nm_mask(weight, 2, 4)\n",
-                      "nm_mask (from minispdf.schedules)"),
+                      "nm_mask (from minispdf.moves)"),
 }
 
 
