@@ -173,6 +173,7 @@ def generated(commands=None) -> list[Case]:
 # Bad inputs that are not one option's value: files with the wrong contents, and options that do nothing.
 HANDMADE = [
     Case("pretrain", [*BASES["pretrain"][:-1], ""], "folder"),  # --out '': nothing would be saved
+    Case("pretrain", [*BASES["pretrain"], "--allow_change="], "mode"),  # names nothing, and no --resume
     Case("finetune", [*BASES["finetune"], "--task", "builtin", "--train_file", "x.csv"], "mode"),
     Case("reproduce", ["--cells", "3", "--dry_run"], "mode"),
     Case("reproduce", ["--dry_run", "--grid", "negative.toml"], "grid"),

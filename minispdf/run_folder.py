@@ -47,7 +47,10 @@ class RunConfig(Settings):
     def __post_init__(self):
         super().__post_init__()
         names = self.allow_change
-        names = names if isinstance(names, (list, tuple)) else [names or ""]
+        names = [] if names is None else names if isinstance(names, (list, tuple)) else [names]
+        if any(not str(part).strip(" ,-") for part in names):
+            raise MiniSPDFError("--allow_change needs the name of a setting (e.g. --allow_change lr)"
+                                ": give one, or drop --allow_change")
         self.allow_change = tuple(n.strip().lstrip("-") for part in names
                                   for n in str(part).split(",") if n.strip())
         if self.allow_change and not self.resume:

@@ -149,3 +149,18 @@ def test_ctrl_c_while_the_kit_loads_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", interrupted)
     assert start() == 130
     assert capsys.readouterr().err == "interrupted: nothing was started\n"
+
+
+def test_a_real_task_folder_is_refused_by_type_naming_the_option_given(tmp_path, capsys):
+    os.mkfifo(tmp_path / "fifo")
+    assert main(["reproduce", "--dry_run", "--grid", "smoke", "--e2e", str(tmp_path / "fifo")]) == 2
+    err = capsys.readouterr().err
+    assert "--e2e" in err and "--task" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("value", ["", " , ", "-"])
+def test_allow_change_that_names_nothing_is_an_error(value, tmp_path, capsys):
+    argv = ["pretrain", "--preset", "nano", "--max_steps", "1", "--out", str(tmp_path / "run")]
+    assert main([*argv, f"--allow_change={value}"]) == 2
+    assert "--allow_change needs the name of a setting" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

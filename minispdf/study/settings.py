@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, make_dataclass
 
 from ..config import Settings, device_setting, setting
+from ..fileio import require_readable
 from .grids import REAL_TASKS, builtin_names
 
 
@@ -31,6 +32,15 @@ class ReproduceSettings(Settings):
                          metavar="N|NAMES")
 
 
+def _check_real_tasks(self):
+    """A real task's path is refused by its type before any reader opens it (a FIFO would block)."""
+    Settings.__post_init__(self)
+    for k, (what, _) in REAL_TASKS.items():
+        if getattr(self, k):
+            require_readable(getattr(self, k), f"--{k}", f"give --{k} {what}", folder_ok=True)
+
+
 # --e2e DIR, --webnlg DIR, ...: one setting per real task a grid can add
 RealTasks = make_dataclass("RealTasks", [(k, str | None, setting(None, f"add the real {k} task: {what}", metavar="DIR"))
-                                         for k, (what, _) in REAL_TASKS.items()], bases=(Settings,))
+                                         for k, (what, _) in REAL_TASKS.items()], bases=(Settings,),
+                           namespace={"__post_init__": _check_real_tasks})
