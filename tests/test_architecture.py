@@ -245,6 +245,6 @@ def test_the_lesson_check_refuses_private_names():
     modules = _modules()
     assert _private_uses("from minispdf import GPT, plots\nfrom minispdf.study import report", modules) == []
     assert _private_uses("from minispdf.spdf import _run", modules) == ["minispdf.spdf._run"]
-    assert _private_uses("from minispdf.evaluate import EvaluateSettings", modules) == [
-        "minispdf.evaluate.EvaluateSettings"]  # evaluate lists its API in __all__
+    assert _private_uses("from minispdf.evaluate import EvaluateConfig", modules) == [
+        "minispdf.evaluate.EvaluateConfig"]  # evaluate lists its API in __all__
     assert _private_uses("import minispdf.__main__", modules) == ["minispdf.__main__"]
