@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from .bench.settings import BenchConfig, KernelConfig
+from .bench.bench_config import BenchConfig, KernelConfig
 from .commands import measure, runs, study, text
 from .config import Parser, add_config_option, add_settings, parse
 from .data import PrepareConfig
@@ -23,7 +23,7 @@ from .flops import FlopsConfig
 from .model import GPTConfig
 from .schedules import SparsityConfig
 from .spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig
-from .study.settings import RealTasks, ReproduceConfig
+from .study.reproduce_config import RealTasks, ReproduceConfig
 from .train import TrainConfig
 
 ASSIGN_HELP = "course mode: student copies of the notebooks, grading, sync check (`minispdf assign --help`)"

@@ -37,9 +37,9 @@ FLOORS = [
 INNER_FLOORS = {
     "tasks": [("the task", {"core"}), ("formats", {"tables", "triples", "finetune"}),
               ("sources", {"builtin", "files", "hub_copies"}), ("the spec", {"spec"})],
-    "bench": [("settings and shapes", {"settings", "shapes", "vs_nanogpt"}), ("the step", {"step", "report"}),
+    "bench": [("settings and shapes", {"bench_config", "shapes", "vs_nanogpt"}), ("the step", {"step", "summary"}),
               ("profiles", {"profile"}), ("kernels", {"kernels"})],
-    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "settings"}),
+    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "reproduce_config"}),
               ("claims", {"claims", "declaration", "power"}), ("report and runner", {"report", "runner", "frontier"}),
               ("outputs", {"readme", "verify", "outputs"}), ("entry", {"__main__"})],
     "assignments": [("checks", {"answers", "checks", "borrowing", "landlock"}),

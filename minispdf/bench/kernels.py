@@ -31,7 +31,7 @@ Outputs are written into preallocated buffers, so only the kernels are timed, no
 allocator. Before timing, each sparse kernel's result is checked against the dense matmul with
 the zeros.
 
-The step estimate lives in :mod:`minispdf.bench.profile`, the text in :mod:`minispdf.bench.report`.
+The step estimate lives in :mod:`minispdf.bench.profile`, the text in :mod:`minispdf.bench.summary`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from ..errors import MiniSPDFError, one_line
 from ..model import PRESETS, preset_config
 from ..sparsity import random_mask
 from ..train import pick_device
+from .bench_config import BenchConfig, KernelConfig, parse_sparsities
 from .profile import profile_with_estimates
-from .settings import BenchConfig, KernelConfig, parse_sparsities
 from .shapes import KERNELS, SHAPE_NAMES, TWO_FOUR, matrix_shapes
 from .step import step_autocast, sync
 

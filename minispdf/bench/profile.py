@@ -13,7 +13,7 @@ import statistics
 
 from ..fileio import quiet_stderr
 from ..flops import flop_report
-from .settings import BenchConfig
+from .bench_config import BenchConfig
 from .shapes import KERNELS, SHAPE_NAMES, TWO_FOUR, matrix_shapes
 from .step import Arm, step_autocast, time_steps
 

@@ -30,7 +30,7 @@ from ..flops import HONESTY_NOTE, flop_report
 from ..model import GPT, preset_config
 from ..sparsity import check_sparsity, masked_parameters, sparsify
 from ..train import TrainConfig, autocast_for, finish_step, forward_backward, make_optimizer, pick_device
-from .settings import BenchConfig
+from .bench_config import BenchConfig
 
 # Dense bf16 tensor-core peaks in TFLOP/s from the vendors' datasheets (no sparsity). Unknown
 # devices get no MFU rather than a guessed one.

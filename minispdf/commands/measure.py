@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..bench.settings import BenchConfig, KernelConfig
+from ..bench.bench_config import BenchConfig, KernelConfig
 from ..config import build
 from ..flops import FlopsConfig
 from ..schedules import SparsityConfig

@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 from ..config import build, given
 from ..demo import DemoConfig, DemoScale
 from ..errors import MiniSPDFError
-from ..study.settings import RealTasks, ReproduceConfig
+from ..study.reproduce_config import RealTasks, ReproduceConfig
 from . import emit, progress_log
 
 
