@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import sys
 
-from .bench.settings import BenchSettings, KernelSettings
+from .bench.bench_config import BenchConfig, KernelConfig
 from .commands import measure, runs, study, text
 from .config import Parser, add_config_option, add_settings, parse
-from .data import PrepareSettings
-from .decoding import SampleSettings
-from .demo import DemoScale, DemoSettings
+from .data import PrepareConfig
+from .decoding import SampleConfig
+from .demo import DemoConfig, DemoScale
 from .errors import Interrupted, MiniSPDFError
-from .evaluate import EvaluateSettings, ScoreSettings
-from .flops import FlopsSettings
+from .evaluate import EvaluateConfig, ScoreConfig
+from .flops import FlopsConfig
 from .model import GPTConfig
 from .schedules import SparsityConfig
 from .spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig
-from .study.settings import RealTasks, ReproduceSettings
+from .study.reproduce_config import RealTasks, ReproduceConfig
 from .train import TrainConfig
 
 ASSIGN_HELP = "course mode: student copies of the notebooks, grading, sync check (`minispdf assign --help`)"
@@ -32,7 +32,7 @@ ASSIGN_HELP = "course mode: student copies of the notebooks, grading, sync check
 # config.add_settings), the epilog of its --help)
 COMMANDS: dict = {
     "prepare": (runs.prepare, "tokenize a corpus into data/ once and print its size and unigram entropy (or a "
-                "task's size)", (PrepareSettings,), runs.corpora),
+                "task's size)", (PrepareConfig,), runs.corpora),
     "pretrain": (runs.pretrain, "pre-train a GPT, sparse with --sparsity S (SPDF phase 1)",
                  (PretrainConfig, ModelConfig, SparsityConfig, TrainConfig, RunConfig), None),
     "finetune": (runs.finetune, "fine-tune a checkpoint: dense by default (SPDF), --keep_masks for SPSF",
@@ -41,18 +41,18 @@ COMMANDS: dict = {
               ((ModelConfig, dict(title="Model", only=("preset",))),
                (GPTConfig, dict(title="Architecture: changes to the preset's", only=measure.ARCH, overrides=True)),
                (SparsityConfig, dict(title="Sparsity", only=("sparsity", *SparsityConfig.SCHEDULE_FIELDS))),
-               FlopsSettings), None),
+               FlopsConfig), None),
     "bench": (measure.bench, "time the training step dense vs masked; tokens/s, MFU, peak memory (--kernels: "
-              "sparse kernels)", (BenchSettings, KernelSettings), None),
-    "sample": (text.sample, "generate text from a checkpoint", (SampleSettings,), None),
+              "sparse kernels)", (BenchConfig, KernelConfig), None),
+    "sample": (text.sample, "generate text from a checkpoint", (SampleConfig,), None),
     "evaluate": (text.evaluate, "decode a task's inputs with a checkpoint; BLEU, chrF++, TER, ROUGE, METEOR, "
-                 "perplexity", (EvaluateSettings,), None),
+                 "perplexity", (EvaluateConfig,), None),
     "score": (text.score, "re-score a predictions JSONL (evaluate's, or one from elsewhere) with the same metrics",
-              (ScoreSettings,), None),
+              (ScoreConfig,), None),
     "demo": (study.demo, "the whole SPDF recipe at small scale on built-in data (--quick: < 1 minute)",
-             (DemoSettings, (DemoScale, dict(title="Scale: overrides of the demo grid's"))), None),
+             (DemoConfig, (DemoScale, dict(title="Scale: overrides of the demo grid's"))), None),
     "reproduce": (study.reproduce, "the reproduction study: a declared grid of arms, tasks, sizes and seeds, judged "
-                  "against the paper", (ReproduceSettings, (RealTasks, dict(title="Real tasks (added to the grid)"))),
+                  "against the paper", (ReproduceConfig, (RealTasks, dict(title="Real tasks (added to the grid)"))),
                   None),
 }
 

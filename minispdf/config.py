@@ -55,7 +55,7 @@ def device_setting() -> Field:
 
 class Settings:
     """Base of the settings dataclasses: a field that lists its choices only takes one of them, and
-    one with bounds only a number of its type within them (None passes where the type allows it)."""
+    one with bounds only a number of its type within them (None only where it is the default)."""
 
     def __post_init__(self):
         for f in fields(self):
@@ -65,7 +65,7 @@ class Settings:
             if value == "" and f.metadata.get("metavar") in PATHS:  # '' would be the current folder, or nothing
                 raise MiniSPDFError(f"{f.name}='' is an empty path: name a {PATHS[f.metadata['metavar']]} or leave it out")
             bounds, typ = f.metadata.get("bounds"), value_type(type(self), f)
-            if bounds and value is not None and not _within(value, typ, *bounds):
+            if bounds and not (value is None is f.default) and not _within(value, typ, *bounds):
                 hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
                 raise MiniSPDFError(f"{f.name}={value!r} must be {_bound_words(typ, *bounds)}{hint}")
 

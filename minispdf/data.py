@@ -89,7 +89,7 @@ def max_chars_setting():
 
 
 @dataclass
-class PrepareSettings(Settings):
+class PrepareConfig(Settings):
     """Corpus or task."""
     data: str | None = setting(None, "corpus to tokenize (default builtin; the list is below)", metavar="SOURCE")
     tokenizer: str = setting("char", "tokenizer", choices=TOKENIZERS)

@@ -47,7 +47,7 @@ METHODS = ("greedy", "beam")
 
 
 @dataclass
-class SampleSettings(Settings):
+class SampleConfig(Settings):
     """Sampling."""
     ckpt: str | None = setting(None, "checkpoint or run folder", metavar="RUN")
     prompt: str = setting("\n", "text to continue")

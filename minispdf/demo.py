@@ -30,7 +30,7 @@ QUICK = {"pretrain_steps": 60, "finetune_steps": 40, "eval_inputs": 16, "max_new
 
 
 @dataclass
-class DemoSettings(Settings):
+class DemoConfig(Settings):
     """Demo."""
     quick: bool = setting(False, "the smallest scale: under a minute on a CPU")
     out: str = setting("runs/demo", "run folder", metavar="DIR")
@@ -66,15 +66,15 @@ def demo_grid(quick: bool = False, seed: int = 0, **scale) -> dict:
     return grid
 
 
-def run_demo(settings: DemoSettings | None = None, scale=None, log=print, **keywords) -> dict:
+def run_demo(settings: DemoConfig | None = None, scale=None, log=print, **keywords) -> dict:
     """Run the demo; returns the study results (also written to ``OUT/results.json``).
 
-    The settings come as objects (:class:`DemoSettings`, :data:`DemoScale`: what the CLI passes)
+    The settings come as objects (:class:`DemoConfig`, :data:`DemoScale`: what the CLI passes)
     or as keywords named like their fields: ``run_demo(quick=True, out="runs/demo")``.
     """
     from .study import run_study
 
-    s, sc = from_keywords(keywords, "demo", demo=(DemoSettings, settings), scale=(DemoScale, scale))
+    s, sc = from_keywords(keywords, "demo", demo=(DemoConfig, settings), scale=(DemoScale, scale))
     grid = demo_grid(s.quick, s.seed, **asdict(sc))
     check_out_folder(s.out)
     # The lock guards the final name (publish_folder renames the finished demo into place); the

@@ -202,7 +202,7 @@ METRICS_HELP = f"comma-separated {','.join(SCORE_METRICS)} (default: the task's 
 
 
 @dataclass
-class EvaluateSettings(Settings):
+class EvaluateConfig(Settings):
     """Evaluation."""
     ckpt: str | None = setting(None, "checkpoint or run folder", metavar="RUN")
     task: str = setting("builtin", f"task: {TASK_SPEC}", metavar="SPEC")
@@ -219,7 +219,7 @@ class EvaluateSettings(Settings):
 
 
 @dataclass
-class ScoreSettings(Settings):
+class ScoreConfig(Settings):
     """Scoring."""
     predictions: str | None = setting(None, "the predictions JSONL (evaluate's, or one in its format)",
                                       positional=True, metavar="PREDICTIONS.jsonl")

@@ -194,7 +194,7 @@ def flop_table(presets=("gpt2", "gpt3-xl"), sparsities=(0.0, 0.5, 0.75, 0.9), se
 
 
 @dataclass
-class FlopsSettings(Settings):
+class FlopsConfig(Settings):
     """FLOP count."""
     seq_len: int | None = setting(None, "sequence length (default: the context length)", min=1)
     count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")

@@ -1,5 +1,5 @@
 """Figures and small read-outs for the lessons and the study (the bench's two are in
-:mod:`minispdf.bench.report`). This module only *shows* what the library returns -- training
+:mod:`minispdf.bench.summary`). This module only *shows* what the library returns -- training
 histories, masks, ``sparsity_report``, ``masks.regrowth`` and ``flop_report`` outputs -- so each
 lesson stays a few readable lines. Every function takes an optional matplotlib ``ax`` and returns
 the axes it drew on, with a title, axis labels and (where there is more than one series) a legend.

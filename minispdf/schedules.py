@@ -83,7 +83,8 @@ def schedule_setting(default, help: str, applies_to=SCHEDULES, **bounds):
 class SparsityConfig(Settings):
     """Sparsity: how much of each masked matrix is pruned, and how the masks are drawn."""
     sparsity: float = setting(0.0, "fraction of the q/k/v, attention-out and MLP weights held at "
-                              "zero")
+                              "zero", min=0, below=1,
+                              hint="the fraction of weights held at zero, e.g. 0.75")
     method: str = setting("random", "how masks are drawn", choices=sp.METHODS)
     distribution: str = setting("uniform", "sparsity per layer: uniform (the paper's) or erk",
                                 choices=sp.DISTRIBUTIONS)
@@ -119,7 +120,6 @@ class SparsityConfig(Settings):
         hint="the fraction of pre-training after which the masks are dropped")
 
     def __post_init__(self):
-        sp.check_sparsity(self.sparsity)
         sp.check_mask_options(self.method, self.distribution, self.scope, self.include)
         super().__post_init__()  # choices and the declared bounds
         self.sparsity = self._check_combination()
@@ -210,9 +210,7 @@ class MaskSchedule:
 
     def start(self, model: nn.Module) -> None:
         """Give ``model`` its first masks."""
-        o = self.mask_options
-        sp.sparsify(model, self.sparsity, method=o["method"], distribution=o["distribution"], include=o["include"],
-                    scope=o["scope"], seed=o["seed"])
+        sp.draw_masks(model, self.sparsity, **self.mask_options)  # checked by SparsityConfig
 
     @property
     def timed(self) -> bool:

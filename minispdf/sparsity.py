@@ -119,6 +119,14 @@ def sparsify(model: nn.Module, sparsity: float, method: str = "random", distribu
     """
     sparsity = check_sparsity(sparsity)
     check_mask_options(method, distribution, scope)
+    return draw_masks(model, sparsity, method, distribution, include, scope, seed)
+
+
+@torch.no_grad()
+def draw_masks(model: nn.Module, sparsity: float, method: str = "random",
+               distribution: str = "uniform", include: str | None = None, scope: str = "tensor",
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """:func:`sparsify` for settings already checked (a ``schedules.SparsityConfig``'s)."""
     targets = target_parameters(model, include)
     density = 1.0 - sparsity
 

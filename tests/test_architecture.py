@@ -37,9 +37,9 @@ FLOORS = [
 INNER_FLOORS = {
     "tasks": [("the task", {"core"}), ("formats", {"tables", "triples", "finetune"}),
               ("sources", {"builtin", "files", "hub_copies"}), ("the spec", {"spec"})],
-    "bench": [("settings and shapes", {"settings", "shapes", "vs_nanogpt"}), ("the step", {"step", "report"}),
+    "bench": [("settings and shapes", {"bench_config", "shapes", "vs_nanogpt"}), ("the step", {"step", "summary"}),
               ("profiles", {"profile"}), ("kernels", {"kernels"})],
-    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "settings"}),
+    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "reproduce_config"}),
               ("claims", {"claims", "declaration", "power"}), ("report and runner", {"report", "runner", "frontier"}),
               ("outputs", {"readme", "verify", "outputs"}), ("entry", {"__main__"})],
     "assignments": [("checks", {"answers", "checks", "borrowing", "landlock"}),
@@ -245,6 +245,6 @@ def test_the_lesson_check_refuses_private_names():
     modules = _modules()
     assert _private_uses("from minispdf import GPT, plots\nfrom minispdf.study import report", modules) == []
     assert _private_uses("from minispdf.spdf import _run", modules) == ["minispdf.spdf._run"]
-    assert _private_uses("from minispdf.evaluate import EvaluateSettings", modules) == [
-        "minispdf.evaluate.EvaluateSettings"]  # evaluate lists its API in __all__
+    assert _private_uses("from minispdf.evaluate import EvaluateConfig", modules) == [
+        "minispdf.evaluate.EvaluateConfig"]  # evaluate lists its API in __all__
     assert _private_uses("import minispdf.__main__", modules) == ["minispdf.__main__"]

@@ -37,8 +37,8 @@ def test_flops_table(capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["pretrain", "--sparsity", "1.0"], "outside [0, 1)"),
-    (["pretrain", "--sparsity", "-0.1"], "outside [0, 1)"),
+    (["pretrain", "--sparsity", "1.0"], "sparsity=1.0 must be in [0, 1)"),
+    (["pretrain", "--sparsity", "-0.1"], "sparsity=-0.1 must be in [0, 1)"),
     (["pretrain", "--no_such_key", "3"], "unknown setting --no_such_key"),
     (["pretrain", "--max_steps", "ten"], "expects an integer"),
     (["pretrain", "--lr", "fast"], "expects a number"),

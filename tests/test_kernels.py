@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from minispdf.bench import kernels as K, profile, report, shapes
+from minispdf.bench import kernels as K, profile, shapes, summary
 from minispdf.cli import main
 from minispdf.errors import MiniSPDFError
 from minispdf.model import preset_config
@@ -105,7 +105,7 @@ def test_kernel_bench_structure_and_speedups():
         assert e["csr_where_faster"] >= max(1.0, e["csr"]) - 1e-12
         assert 1 < e["flop_proportional"] <= p["limit"]
     assert "measured" in r and "derived" in r
-    text = report.format_kernel_bench(r)
+    text = summary.format_kernel_bench(r)
     assert "break-even" in text and "measured" in text and "derived" in text and "skipped: 2:4" in text
 
 
@@ -188,7 +188,7 @@ def test_preset_all(capsys, monkeypatch):
                                step=False)
     assert list(r["presets"]) == ["nano", "tiny"]
     assert r["presets"]["tiny"]["shapes"]["qkv"] == [384, 128]
-    assert "kernel bench tiny" in report.format_kernel_bench(r)
+    assert "kernel bench tiny" in summary.format_kernel_bench(r)
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from minispdf import GPT, densify, flop_report, plots, preset_config, sparsify, sparsity_report  # noqa: E402
-from minispdf.bench import report  # noqa: E402
+from minispdf.bench import summary  # noqa: E402
 from minispdf.masks import masked_block_matrices, regrowth  # noqa: E402
 from minispdf.errors import MiniSPDFError  # noqa: E402
 
@@ -123,24 +123,24 @@ def _bench(sparsity, ratio):
 
 
 def test_plot_bench_shows_measured_and_theoretical():
-    ax = report.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)])
+    ax = summary.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)])
     _labelled(ax)
     heights = sorted(round(p.get_height(), 3) for p in ax.patches)
     assert 5.0 in heights  # the zero-skipping bar: dense time / reduction
     assert "1.01x" in [t.get_text() for t in ax.texts]
     with pytest.raises(MiniSPDFError):
-        report.plot_bench([])
+        summary.plot_bench([])
 
 
 def test_plot_kernel_speedups_draws_the_measured_speedups():
-    rows = [dict(shape=s, arm="dense", sparsity=0.0, **{f"{k}_speedup": 1.0 for k in report.KERNEL_PANELS})
+    rows = [dict(shape=s, arm="dense", sparsity=0.0, **{f"{k}_speedup": 1.0 for k in summary.KERNEL_PANELS})
             for s in ("qkv", "mlp_up")]
-    rows += [dict(shape=s, arm=arm, sparsity=sp, **{f"{k}_speedup": sp * 4 for k in report.KERNEL_PANELS})
+    rows += [dict(shape=s, arm=arm, sparsity=sp, **{f"{k}_speedup": sp * 4 for k in summary.KERNEL_PANELS})
              for s in ("qkv", "mlp_up") for arm in ("zeros", "csr") for sp in (0.5, 0.9)]
     rows.append(dict(shape="qkv", arm="2:4", sparsity=0.5, forward_speedup=1.4, grad_input_speedup=1.3,
                      grad_weight_speedup=None, total_speedup=1.2))
     r = dict(rows=rows, preset="nano", tokens=8, device="cpu", threads=1)
-    axes = report.plot_kernel_speedups(r)
+    axes = summary.plot_kernel_speedups(r)
     assert len(axes) == 4 and axes[0].get_legend() is not None and axes[0].get_ylabel()
     for ax in axes:
         assert ax.get_title() and ax.get_xlabel() == "sparsity" and ax.get_yscale() == "log"
@@ -149,7 +149,7 @@ def test_plot_kernel_speedups_draws_the_measured_speedups():
     assert [ln.get_ydata()[0] for ln in axes[0].lines if ln.get_label() == "qkv 2:4"] == [1.4]
     assert not [ln for ln in axes[2].lines if ln.get_label() == "qkv 2:4"]  # no 2:4 weight-gradient kernel
     with pytest.raises(MiniSPDFError):
-        report.plot_kernel_speedups(dict(rows=[]))
+        summary.plot_kernel_speedups(dict(rows=[]))
 
 
 def test_bars_tables_and_samples():

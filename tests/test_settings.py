@@ -61,7 +61,7 @@ def test_a_setting_shared_by_several_classes_is_declared_alike():
 
 def test_the_walk_sees_the_commands_settings():
     names = {cls.__name__ for cls in _settings_classes()}
-    assert {"TrainConfig", "BenchSettings", "KernelSettings", "EvaluateSettings", "DemoScale", "RealTasks"} <= names
+    assert {"TrainConfig", "BenchConfig", "KernelConfig", "EvaluateConfig", "DemoScale", "RealTasks"} <= names
 
 
 def test_bounds_are_declared_with_the_field_and_checked_for_every_class():

@@ -464,6 +464,8 @@ seeds = 1
     ('inherit = "smoke"\n[schedules]\ngmp_start = 0.8\ngmp_end = 0.5\n', "need gmp_start < gmp_end"),
     ('inherit = "smoke"\n[pretrain]\nlr = 0.0\n', "key pretrain.lr=0.0 must be a positive number"),
     ('inherit = "smoke"\n[finetune]\nwarmup_frac = 1.5\n', "key finetune.warmup_frac = 1.5 must be in [0, 1)"),
+    ('inherit = "smoke"\n[pretrain]\nmax_steps = 3\n', "unknown key pretrain.max_steps"),
+    ('inherit = "smoke"\n[pretrain]\ngrad_clip = -1\n', "key pretrain.grad_clip=-1 must be"),
     ('inherit = "smoke"\nblocks = [\n', "is not valid TOML"),
 ])
 def test_a_bad_grid_file_is_one_line_naming_the_key(tmp_path, capsys, text, needle):
@@ -549,3 +551,71 @@ def test_sigterm_ends_a_two_job_study_keeps_finished_jobs_and_says_how_to_contin
     alive = [w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]]
     assert workers and not alive
     assert set(kept) <= {p.name for p in (out / "cells").glob("*.json")}  # finished jobs are kept
+
+
+def test_a_grid_job_is_the_settings_objects_the_command_line_builds():
+    """A grid arm becomes the library's settings objects once, where the plan makes its job: the
+    objects ``minispdf pretrain`` / ``finetune`` build from the same settings as flags, which reach
+    spdf.pretrain / spdf.finetune unchanged (but the device); the committed names stay."""
+    from minispdf.cli import build_parser
+    from minispdf.config import build, parse
+    from minispdf.schedules import SparsityConfig
+    from minispdf.spdf import ModelConfig, PretrainConfig
+    from minispdf.study.grids import parse_arm
+    from minispdf.train import TrainConfig
+
+    grid = resolve_grid("default")
+    pre = plan_lib.pretrain_job(grid, "small", parse_arm("spdf75"), 0)
+    cell = plan_lib.cell_job(grid, "small", "hard", "full", parse_arm("spdf75"), 0, pre["name"])
+    assert pre["name"] == "small-s75-794steps-seed0-f9947119"  # as in results/default
+    assert cell["name"] == "hard-small-full-spdf75-seed0-44d6d4ad"
+    _, parsers = build_parser()
+    loop = "--batch_size 8 --lr 3e-3 --eval_interval 0 --seed 0 --no-progress"
+    args = parse(parsers["pretrain"], (
+        "--preset nano --n_embd 48 --block_size 256 --tokenizer char --data builtin "
+        "--sparsity 0.75 --mask_seed 0 --max_steps 794 --warmup_steps 40 --weight_decay 0.1 "
+        f"--eval_iters 20 {loop}").split())
+    assert pre["settings"] == {
+        "pretraining": build(PretrainConfig, args), "model_config": build(ModelConfig, args),
+        "sparsity_config": build(SparsityConfig, args), "training": build(TrainConfig, args)}
+    args = parse(parsers["finetune"], (
+        "--tokenizer char --max_steps 600 --warmup_steps 30 --weight_decay 0.01 --eval_iters 5 "
+        f"{loop}").split())
+    assert cell["settings"] == {"model_config": build(ModelConfig, args),
+                                "training": build(TrainConfig, args)}
+
+
+def test_the_runner_hands_a_jobs_settings_objects_to_pretrain(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from minispdf.study import runner
+    from minispdf.study.grids import parse_arm
+
+    job = plan_lib.pretrain_job(resolve_grid("smoke"), "nano", parse_arm("set50"), 0)
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(spdf, "pretrain", fake)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_pretrain(str(tmp_path), job, "cpu")
+    run = seen.pop("run")
+    settings = job["settings"]
+    assert seen == {**settings, "training": replace(settings["training"], device="cpu")}
+    assert seen["sparsity_config"] is settings["sparsity_config"]
+    assert run.out.startswith(str(tmp_path))
+
+
+def test_a_grid_phase_takes_train_configs_settings_by_their_names(tmp_path):
+    """[pretrain] and [finetune] hold TrainConfig's settings (warmup_frac for its warmup_steps); one
+    that a committed grid does not give joins the spec, so it names new runs."""
+    from minispdf.study.grids import parse_arm
+
+    path = tmp_path / "clip.toml"
+    path.write_text('inherit = "smoke"\n[pretrain]\ngrad_clip = 0.5\n')
+    job = plan_lib.pretrain_job(resolve_grid(str(path)), "nano", parse_arm("spdf50"), 0)
+    assert job["settings"]["training"].grad_clip == 0.5 and job["spec"]["grad_clip"] == 0.5
+    plain = plan_lib.pretrain_job(resolve_grid("smoke"), "nano", parse_arm("spdf50"), 0)
+    assert "grad_clip" not in plain["spec"] and plain["name"] != job["name"]

@@ -31,7 +31,7 @@ Outputs are written into preallocated buffers, so only the kernels are timed, no
 allocator. Before timing, each sparse kernel's result is checked against the dense matmul with
 the zeros.
 
-The step estimate lives in :mod:`minispdf.bench.profile`, the text in :mod:`minispdf.bench.report`.
+The step estimate lives in :mod:`minispdf.bench.profile`, the text in :mod:`minispdf.bench.summary`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from ..errors import MiniSPDFError, one_line
 from ..model import PRESETS, preset_config
 from ..sparsity import random_mask
 from ..train import pick_device
+from .bench_config import BenchConfig, KernelConfig, parse_sparsities
 from .profile import profile_with_estimates
-from .settings import BenchSettings, KernelSettings, parse_sparsities
 from .shapes import KERNELS, SHAPE_NAMES, TWO_FOUR, matrix_shapes
 from .step import step_autocast, sync
 
@@ -301,16 +301,16 @@ def _provenance(step: bool) -> dict:
     }
 
 
-def kernel_bench(preset: str | None = None, *, settings: BenchSettings | None = None,
-                 kernels: KernelSettings | None = None, **keywords) -> dict:
+def kernel_bench(preset: str | None = None, *, settings: BenchConfig | None = None,
+                 kernels: KernelConfig | None = None, **keywords) -> dict:
     """Time dense, zeros-in-dense, CSR (and on CUDA 2:4) matmuls for one preset's masked shapes;
     with ``step``, also profile a dense training step and derive its speedups (module docstring).
 
     The settings objects (what the CLI passes), or keywords named like their fields:
     ``kernel_bench("nano", sparsities=(0.5, 0.9), repeats=3)``.
     """
-    s, k = from_keywords({**keywords, "preset": preset}, "bench", bench=(BenchSettings, settings),
-                         kernels=(KernelSettings, kernels))
+    s, k = from_keywords({**keywords, "preset": preset}, "bench", bench=(BenchConfig, settings),
+                         kernels=(KernelConfig, kernels))
     sparsities = parse_sparsities(k.sparsities)
     cfg = preset_config(s.preset, **({"block_size": s.block_size} if s.block_size is not None else {}))
     device = pick_device(s.device)

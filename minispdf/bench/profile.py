@@ -13,7 +13,7 @@ import statistics
 
 from ..fileio import quiet_stderr
 from ..flops import flop_report
-from .settings import BenchSettings
+from .bench_config import BenchConfig
 from .shapes import KERNELS, SHAPE_NAMES, TWO_FOUR, matrix_shapes
 from .step import Arm, step_autocast, time_steps
 
@@ -117,7 +117,7 @@ def step_estimates(profile_: dict, rows: list[dict], cfg, sparsities) -> list[di
     return out
 
 
-def profile_with_estimates(s: BenchSettings, steps: int, device: str, rows: list[dict], cfg, sparsities) -> dict:
+def profile_with_estimates(s: BenchConfig, steps: int, device: str, rows: list[dict], cfg, sparsities) -> dict:
     """The dense step's profile (:func:`step_profile`) with its Amdahl estimates from the kernel
     ``rows`` and the limit if the masked matmuls cost nothing."""
     prof = step_profile(s.preset, s.batch_size, s.block_size, device, s.dtype, steps=steps)

@@ -30,7 +30,7 @@ from ..flops import HONESTY_NOTE, flop_report
 from ..model import GPT, preset_config
 from ..sparsity import check_sparsity, masked_parameters, sparsify
 from ..train import TrainConfig, autocast_for, finish_step, forward_backward, make_optimizer, pick_device
-from .settings import BenchSettings
+from .bench_config import BenchConfig
 
 # Dense bf16 tensor-core peaks in TFLOP/s from the vendors' datasheets (no sparsity). Unknown
 # devices get no MFU rather than a guessed one.
@@ -135,7 +135,7 @@ def step_autocast(device: str, dtype: str = "auto"):
     return use_bf16, autocast
 
 
-def _build_arms(s: BenchSettings, device: str, autocast) -> tuple[dict, dict]:
+def _build_arms(s: BenchConfig, device: str, autocast) -> tuple[dict, dict]:
     """The dense and the masked arm, each built and warmed up (and compiled); on CUDA, the memory
     each one's warm-up took (what is allocated before it, the other arm, is not its cost)."""
     arms, mem = {}, {}
@@ -182,15 +182,15 @@ def _peak(device: str, use_bf16: bool, peak_tflops: float | None) -> tuple[str, 
     return name, None, None
 
 
-def bench(*, settings: BenchSettings | None = None, memory: bool = True, **keywords) -> dict:
+def bench(*, settings: BenchConfig | None = None, memory: bool = True, **keywords) -> dict:
     """Interleaved timing of dense vs masked training steps; see the module docstring.
 
     ``settings`` (what the CLI passes), or keywords named like its fields:
     ``bench(preset="nano", sparsity=0.9, steps=10)``. ``memory``: the peak RSS of a fresh process
     per arm (CPU; a few seconds more).
     """
-    (s,) = from_keywords(keywords, "bench", bench=(BenchSettings, settings))
-    check_sparsity(s.sparsity)  # the other bounds are BenchSettings'
+    (s,) = from_keywords(keywords, "bench", bench=(BenchConfig, settings))
+    check_sparsity(s.sparsity)  # the other bounds are BenchConfig'
     device = pick_device(s.device)
     use_bf16, autocast = step_autocast(device, s.dtype)
     arms, mem = _build_arms(s, device, autocast)
@@ -203,7 +203,7 @@ def bench(*, settings: BenchSettings | None = None, memory: bool = True, **keywo
                    cuda=device.startswith("cuda"))
 
 
-def _result(s: BenchSettings, arms, times, mem, name, dtype, peak, peak_source, cuda) -> dict:
+def _result(s: BenchConfig, arms, times, mem, name, dtype, peak, peak_source, cuda) -> dict:
     cfg = arms["dense"].model.config
     T = cfg.block_size
     report = flop_report(cfg, sparsity=s.sparsity, seq_len=T)

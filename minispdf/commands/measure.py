@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..bench.settings import BenchSettings, KernelSettings
+from ..bench.bench_config import BenchConfig, KernelConfig
 from ..config import build
-from ..flops import FlopsSettings
+from ..flops import FlopsConfig
 from ..schedules import SparsityConfig
 from ..spdf import ModelConfig
 from . import emit
@@ -16,7 +16,7 @@ def flops(args):
     from ..flops import flop_report, flop_table
     from ..model import preset_config
 
-    s = build(FlopsSettings, args)
+    s = build(FlopsConfig, args)
     if s.table:
         rows = flop_table(seq_len=s.seq_len, count_embedding=s.count_embedding)
         text = "\n".join(f"{r['preset']:<8} T={r['seq_len']:<5} sparsity {r['sparsity']:>4.0%}: "
@@ -37,7 +37,7 @@ def flops(args):
     emit(args.json, d, text)
 
 
-def _run_flops(masks: SparsityConfig, config, s: FlopsSettings) -> tuple[dict, str]:
+def _run_flops(masks: SparsityConfig, config, s: FlopsConfig) -> tuple[dict, str]:
     """A whole pre-training run's FLOPs under the mask schedule (GMP's dense start, RigL's dense
     gradients, a dense tail), summed step by step."""
     from ..flops import pretraining_flops
@@ -51,9 +51,9 @@ def _run_flops(masks: SparsityConfig, config, s: FlopsSettings) -> tuple[dict, s
 def bench(args):
     from ..bench import bench, format_bench, format_kernel_bench, kernel_bench_presets
 
-    s = build(BenchSettings, args)  # a setting of the other mode was refused when parsing (``applies``)
+    s = build(BenchConfig, args)  # a setting of the other mode was refused when parsing (``applies``)
     if s.kernels:
-        result = kernel_bench_presets(settings=s, kernels=build(KernelSettings, args))
+        result = kernel_bench_presets(settings=s, kernels=build(KernelConfig, args))
         emit(args.json, result, format_kernel_bench(result))
         return
     result = bench(settings=s)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import build
-from ..data import PrepareSettings
+from ..data import PrepareConfig
 from ..errors import MiniSPDFError
 from ..schedules import SparsityConfig
 from ..spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig
@@ -21,7 +21,7 @@ def corpora() -> str:
 def prepare(args):
     from ..data import corpus_stats
 
-    s = build(PrepareSettings, args)
+    s = build(PrepareConfig, args)
     if s.task is not None:
         if s.data is not None:
             raise MiniSPDFError("prepare takes --data or --task, not both: run it once for each")

@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 
 from ..config import build, given
-from ..demo import DemoScale, DemoSettings
+from ..demo import DemoConfig, DemoScale
 from ..errors import MiniSPDFError
-from ..study.settings import RealTasks, ReproduceSettings
+from ..study.reproduce_config import RealTasks, ReproduceConfig
 from . import emit, progress_log
 
 
 def demo(args):
     from ..demo import results_table, run_demo
 
-    results = run_demo(build(DemoSettings, args), build(DemoScale, args), log=(lambda *a: None) if args.json else print)
+    results = run_demo(build(DemoConfig, args), build(DemoScale, args), log=(lambda *a: None) if args.json else print)
     emit(args.json, {k: v for k, v in results.items() if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
          f"\nSPDF demo ({results['grid']['name']} grid, {results['timing']['wall_s']:.0f} s)\n"
          f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{results_table(results)}\n\n"
@@ -25,7 +25,7 @@ def reproduce(args):
     from ..study import rejudge, resolve_grid, run_study
     from ..study.report import FIGURES, headline_table
 
-    s = build(ReproduceSettings, args)
+    s = build(ReproduceConfig, args)
     _check_mode(s, args)
     if s.verify:
         return _verify(s, args)
@@ -57,7 +57,7 @@ def reproduce(args):
 RUN_ONLY = ("grid", "quick", "out", "seeds", "jobs", "dry_run", "power_from", "redeclare", *(f.name for f in fields(RealTasks)))
 
 
-def _check_mode(s: ReproduceSettings, args) -> None:
+def _check_mode(s: ReproduceConfig, args) -> None:
     if s.report and s.verify:
         raise MiniSPDFError("--report and --verify are two modes: pass one of them")
     mode = "--report" if s.report else "--verify" if s.verify else None
@@ -78,7 +78,7 @@ def _cells(text: str) -> int | list[str]:
     return names
 
 
-def _verify(s: ReproduceSettings, args) -> None:
+def _verify(s: ReproduceConfig, args) -> None:
     from ..study.verify import verify
 
     result = verify(s.verify, _cells(s.cells), device="cpu" if s.device == "auto" else s.device,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from ..config import build
-from ..decoding import SampleSettings
+from ..decoding import SampleConfig
 from ..errors import MiniSPDFError
-from ..evaluate import EvaluateSettings, ScoreSettings
+from ..evaluate import EvaluateConfig, ScoreConfig
 from ..fileio import writer_lock
 from . import emit
 
@@ -29,7 +29,7 @@ def _model_and_tokenizer(ckpt: str | None, command: str, wrote_it: str):
 def sample(args):
     import torch
 
-    s = build(SampleSettings, args)
+    s = build(SampleConfig, args)
     model, tok = _model_and_tokenizer(s.ckpt, "sample", "pretrain/finetune")
     gen = torch.Generator().manual_seed(s.seed)
     # a terminal in another encoding hands Python undecodable bytes as surrogates: show them as U+FFFD
@@ -48,7 +48,7 @@ def evaluate(args):
     from ..metrics import format_report, parse_metrics
     from ..tasks import resolve_task, split_counts
 
-    s = build(EvaluateSettings, args)
+    s = build(EvaluateConfig, args)
     model, tok = _model_and_tokenizer(s.ckpt, "evaluate", "finetune")
     task = resolve_task(s.task, test_file=s.test_file)
     metrics = parse_metrics(s.metrics, task.name)  # a typo fails before the model decodes
@@ -67,7 +67,7 @@ def evaluate(args):
          + f"\nread: {task.description}\npredictions: {pred}")
 
 
-def _predictions_path(s: EvaluateSettings) -> str:
+def _predictions_path(s: EvaluateConfig) -> str:
     """Where ``evaluate`` writes its predictions: --predictions, or beside the checkpoint."""
     from ..checkpoint import check_out_folder
 
@@ -85,7 +85,7 @@ def score(args):
     from ..evaluate import score_file
     from ..metrics import format_report
 
-    s = build(ScoreSettings, args)
+    s = build(ScoreConfig, args)
     if s.predictions is None:
         raise MiniSPDFError("score needs a predictions file: minispdf score PREDICTIONS.jsonl [--metrics bleu,chrf]")
     name, _, path = (s.task or "").partition(":")

@@ -30,7 +30,9 @@ Arms (one set of names everywhere: the demo, the study, the tables):
 
 The moving and gradual schedules take their settings from the grid's ``[schedules]`` table: the
 schedule settings of ``minispdf pretrain`` (``schedules.SparsityConfig``: update_interval,
-drop_fraction, ...), with the same bounds; left out, its defaults.
+drop_fraction, ...), with the same bounds; left out, its defaults. Likewise ``[pretrain]`` and
+``[finetune]`` hold ``train.TrainConfig``'s settings by its names and bounds (``warmup_frac``, a
+share of each job's steps, stands for its ``warmup_steps``): :func:`train_config` makes a job's.
 """
 
 from __future__ import annotations
@@ -60,7 +62,6 @@ TOP_KEYS = {"description": str, "inherit": str, "block_size": int, "tokenizer": 
             "first_seed": int, "schedules": dict, "frontier": dict}
 REQUIRED = ("description", "block_size", "tokenizer", "corpus", "pretrain", "finetune", "margins", "gates", "sizes",
             "tasks", "sets", "blocks", "primary")
-TRAINING_KEYS = {"batch_size": int, "lr": float, "weight_decay": float, "warmup_frac": float, "eval_iters": int}
 MARGIN_KEYS = ("test_loss", "bleu")
 GATE_KEYS = ("min_bleu", "max_bleu", "min_test_loss", "min_benefit", "plateau_ratio", "precision")
 SIZE_KEYS = {"preset": str, "overrides": dict, "pretrain_steps": int, "tokens_per_param": (int, float),
@@ -75,6 +76,12 @@ ARM_SETS = ("schedule", "nm", "dense_from")
 # [schedules] takes the settings of ``minispdf pretrain``'s masks, with their types and bounds
 SCHEDULE_KEYS = {f.name: value_type(SparsityConfig, f) for f in fields(SparsityConfig)
                  if f.name in SparsityConfig.SCHEDULE_FIELDS and f.name not in ("schedule", "nm")}
+# [pretrain] and [finetune] take TrainConfig's settings by its own names, types and bounds, but for
+# those the study sets per job; warmup_frac (a share of the job's steps) becomes warmup_steps in
+# train_config, the one place
+JOB_SETS = ("max_steps", "warmup_steps", "seed", "device", "progress", "eval_interval")
+PHASE_KEYS = {**{f.name: value_type(TrainConfig, f) for f in fields(TrainConfig)
+                 if f.name not in JOB_SETS}, "warmup_frac": float}
 
 # Real tasks join any grid by path, in their official formats, as a block of their own.
 REAL_TASKS = {
@@ -158,12 +165,12 @@ def _where(source) -> str:
 
 
 def _typed(source, key: str, value, kind) -> None:
-    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if kind is float or kind == (int, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
-        want = {str: "a string", int: "an integer", float: "a number", dict: "a table", list: "a list"}.get(
-            kind, "a number")
+        want = {bool: "true or false", str: "a string", int: "an integer", float: "a number",
+                dict: "a table", list: "a list"}.get(kind, "a number")
         raise MiniSPDFError(f"{_where(source)}: key {key} must be {want}, not {value!r}")
 
 
@@ -174,15 +181,19 @@ def _check_table(source, prefix: str, table: dict, keys: dict) -> None:
         _typed(source, prefix + k, v, keys[k])
 
 
-def _check_training(source, phase: str, table: dict) -> None:
-    """A phase's settings by TrainConfig's bounds, as on the command line, before anything runs;
-    warmup_frac (the grid's share of the steps for TrainConfig's warmup_steps) is in [0, 1)."""
+def train_config(table: dict, steps: int = 1, seed: int = 0, phase: str = "",
+                 source=None) -> TrainConfig:
+    """A phase table of a grid ([pretrain] or [finetune]) as the TrainConfig of a job of ``steps``
+    steps and ``seed``, checked by TrainConfig's own bounds (an error names ``phase`` of
+    ``source``); the grid's warmup_frac, in [0, 1), is the share of the steps that warm up."""
     frac = table.get("warmup_frac", 0.0)
-    if not 0 <= frac < 1:
-        raise MiniSPDFError(f"{_where(source)}: key {phase}.warmup_frac = {frac} must be in [0, 1) "
-                            "(the share of the steps spent warming up)")
     try:
-        TrainConfig(**{k: v for k, v in table.items() if k != "warmup_frac"})
+        if not 0 <= frac < 1:
+            raise MiniSPDFError(f"warmup_frac = {frac} must be in [0, 1) (the share of the steps "
+                                "spent warming up)")
+        given = {k: v for k, v in table.items() if k != "warmup_frac"}
+        return TrainConfig(**given, max_steps=steps, seed=seed, eval_interval=0, progress=False,
+                           warmup_steps=max(1, round(frac * steps)))
     except MiniSPDFError as e:
         raise MiniSPDFError(f"{_where(source)}: key {phase}.{e}") from None
 
@@ -203,8 +214,8 @@ def check_grid(grid: dict, source) -> None:
             raise MiniSPDFError(f"{_where(source)}: missing key {key} (or inherit = \"_cpu\" for the CPU settings)")
     _check_table(source, "", grid, {**TOP_KEYS, "name": str, "source": str})
     for phase in ("pretrain", "finetune"):
-        _check_table(source, f"{phase}.", grid[phase], TRAINING_KEYS)
-        _check_training(source, phase, grid[phase])
+        _check_table(source, f"{phase}.", grid[phase], PHASE_KEYS)
+        train_config(grid[phase], phase=phase, source=source)
     _check_table(source, "margins.", grid["margins"], dict.fromkeys(MARGIN_KEYS, float))
     for k, v in grid["margins"].items():
         if not 0 < v < 1:
@@ -256,15 +267,14 @@ def check_grid(grid: dict, source) -> None:
             raise MiniSPDFError(f"{_where(source)}: key difficulty names undeclared task {task!r}")
 
 
-# Counts and rates that must be positive (and finite: TOML has nan and inf): a 0 or a negative would reach the
-# FLOP sums and the plan's estimates; weight_decay and warmup_frac may also be 0.
-POSITIVE = ("batch_size", "eval_iters", "lr", "pretrain_steps", "tokens_per_param", "finetune_steps", "eval_inputs",
-            "max_new_tokens", "max_train_inputs", "train_refs")
+# Counts that must be positive (and finite: TOML has nan and inf): a 0 or a negative would reach
+# the FLOP sums and the plan's estimates ([pretrain] and [finetune] have TrainConfig's bounds).
+POSITIVE = ("pretrain_steps", "tokens_per_param", "finetune_steps", "eval_inputs", "max_new_tokens",
+            "max_train_inputs", "train_refs")
 
 
 def _check_numbers(grid: dict, source) -> None:
-    tables = [(f"{p}.", grid[p]) for p in ("pretrain", "finetune")]
-    tables += [(f"sizes.{n}.", t) for n, t in grid["sizes"].items()] + [
+    tables = [(f"sizes.{n}.", t) for n, t in grid["sizes"].items()] + [
         (f"tasks.{n}.", t) for n, t in grid["tasks"].items()]
     for prefix, table in tables:
         for k, v in table.items():

@@ -14,9 +14,9 @@ import math
 from ..config import MAX_STEPS, STEPS_HINT
 from ..errors import MiniSPDFError
 from ..schedules import SparsityConfig, applies_to
-from ..spdf import ModelConfig
+from ..spdf import ModelConfig, PretrainConfig
 from ..train import TrainConfig
-from .grids import ARM_SETS, VSPDF_DENSE_FROM, parse_arm
+from .grids import ARM_SETS, VSPDF_DENSE_FROM, parse_arm, train_config
 
 
 def _hash(obj) -> str:
@@ -65,19 +65,52 @@ def flop_ratio(grid: dict, size: str, sparsity: float) -> float:
     return r.train_sparse / r.train_dense
 
 
-def pretrain_spec(grid: dict, size: str, arm: dict, seed: int) -> dict:
-    sz, p = grid["sizes"][size], grid["pretrain"]
+# ------------------------------------------------------------------ a job: its settings, its spec
+# A job's settings objects are made here, once, from the grid (grids.train_config translates its
+# warmup_frac), and reach spdf.pretrain / spdf.finetune unchanged but for the device. Its spec is
+# what names it (a hash of every setting that affects the result): the keys keep their old names
+# (``steps`` is the run's ``max_steps``), so the committed studies keep their names.
+TRAIN_SPEC = ("batch_size", "lr", "weight_decay", "eval_iters", "warmup_frac")  # in every spec
+
+
+def _train_spec(table: dict, t: TrainConfig) -> dict:
+    """The spec of a job's training: the seed, steps and warmup it got, and the grid's other
+    settings (those a committed grid gives by the names above, any other one by its own)."""
+    return {"seed": t.seed, "steps": t.max_steps, "batch_size": t.batch_size, "lr": t.lr,
+            "weight_decay": t.weight_decay, "warmup_steps": t.warmup_steps,
+            "eval_iters": t.eval_iters, **{k: v for k, v in table.items() if k not in TRAIN_SPEC}}
+
+
+def size_model(grid: dict, size: str) -> ModelConfig:
+    sz = grid["sizes"][size]
+    return ModelConfig(preset=sz["preset"], tokenizer=grid["tokenizer"],
+                       arch={"block_size": grid["block_size"], **sz["overrides"]})
+
+
+def pretrain_job(grid: dict, size: str, arm: dict, seed: int) -> dict:
+    """``{"name", "spec", "settings"}``: settings, the keywords of :func:`minispdf.spdf.pretrain`
+    but ``run``."""
+    sz = grid["sizes"][size]
     steps = pretrain_steps(grid, size)
     sparsity = arm["sparsity"]
     if arm["equal_flops"]:  # dense, for the FLOPs of the sparse run: fewer steps
         steps, sparsity = max(1, round(steps * flop_ratio(grid, size, arm["sparsity"]))), 0.0
-    spec = {"size": size, "preset": sz["preset"], "overrides": sz["overrides"], "block_size": grid["block_size"],
-            "corpus": grid["corpus"], "tokenizer": grid["tokenizer"], "sparsity": sparsity, "seed": seed,
-            "steps": steps, "batch_size": p["batch_size"], "lr": p["lr"], "weight_decay": p["weight_decay"],
-            "warmup_steps": max(1, round(p["warmup_frac"] * steps)), "eval_iters": p["eval_iters"]}
-    if arm.get("schedule", "static") != "static" or arm.get("dense_tail"):  # static specs keep their old hashes
-        spec["schedule"] = schedule_settings(grid, arm)
-    return spec
+    sched = {}
+    if arm.get("schedule", "static") != "static" or arm.get("dense_tail"):  # static: old hashes
+        sched = {"schedule": schedule_settings(grid, arm)}
+    mask = SparsityConfig(sparsity, mask_seed=seed, **sched.get("schedule", {}))
+    settings = {"pretraining": PretrainConfig(data=grid["corpus"]),
+                "model_config": size_model(grid, size), "sparsity_config": mask,
+                "training": train_config(grid["pretrain"], steps, seed)}
+    spec = {"size": size, "preset": sz["preset"], "overrides": sz["overrides"],
+            "block_size": grid["block_size"], "corpus": grid["corpus"],
+            "tokenizer": grid["tokenizer"], "sparsity": sparsity,
+            **_train_spec(grid["pretrain"], settings["training"]), **sched}
+    return {"name": pretrain_name(spec), "spec": spec, "settings": settings}
+
+
+def pretrain_spec(grid: dict, size: str, arm: dict, seed: int) -> dict:
+    return pretrain_job(grid, size, arm, seed)["spec"]
 
 
 def schedule_settings(grid: dict, arm: dict) -> dict:
@@ -94,32 +127,6 @@ def schedule_settings(grid: dict, arm: dict) -> dict:
     return out
 
 
-def pretrain_schedule(spec: dict):
-    """The :class:`minispdf.schedules.MaskSchedule` a pre-training spec trains with (None: dense)."""
-    return sparsity_settings(spec).make_schedule(spec["steps"]) if spec["sparsity"] else None
-
-
-# ------------------------------------------------------------------------------ a job's settings objects
-# A spec's keys are part of the results' identity (their hash names the runs), so they keep their
-# names (``steps`` is the run's ``max_steps``); these build the library's settings from them.
-
-
-def sparsity_settings(spec: dict) -> SparsityConfig:
-    return SparsityConfig(spec["sparsity"], mask_seed=spec["seed"], **spec.get("schedule", {}))
-
-
-def training_config(s: dict, device: str) -> TrainConfig:
-    """The loop's settings of a job's spec (its ``steps`` is the run's ``max_steps``)."""
-    return TrainConfig(max_steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], weight_decay=s["weight_decay"],
-                       warmup_steps=s["warmup_steps"], eval_interval=0, eval_iters=s["eval_iters"], seed=s["seed"],
-                       device=device, progress=False)
-
-
-def model_settings(s: dict) -> ModelConfig:
-    return ModelConfig(preset=s["preset"], tokenizer=s["tokenizer"],
-                       arch={"block_size": s["block_size"], **s["overrides"]})
-
-
 def pretrain_name(spec: dict) -> str:
     kind = spec.get("schedule", {}).get("schedule", "")
     tail = "-vspdf" if spec.get("schedule", {}).get("dense_from") else ""
@@ -127,18 +134,23 @@ def pretrain_name(spec: dict) -> str:
             f"{tail}-{spec['steps']}steps-seed{spec['seed']}-{_hash(spec)}")
 
 
-def cell_spec(grid: dict, size: str, task: str, set_name: str, arm: dict, seed: int, pre: str | None) -> dict:
-    f, t = grid["finetune"], grid["tasks"][task]
-    steps = grid["sizes"][size]["finetune_steps"]
-    return {"size": size, "preset": grid["sizes"][size]["preset"], "overrides": grid["sizes"][size]["overrides"],
+def cell_job(grid: dict, size: str, task: str, set_name: str, arm: dict, seed: int,
+             pre: str | None) -> dict:
+    """``{"name", "spec", "settings"}``: settings, the model and training keywords of
+    :func:`minispdf.spdf.finetune` (a pre-trained cell's architecture is its checkpoint's); the
+    task and the checkpoint come at run time."""
+    t, sz = grid["tasks"][task], grid["sizes"][size]
+    training = train_config(grid["finetune"], sz["finetune_steps"], seed)
+    model = size_model(grid, size) if pre is None else ModelConfig(tokenizer=grid["tokenizer"])
+    spec = {"size": size, "preset": sz["preset"], "overrides": sz["overrides"],
             "block_size": grid["block_size"], "tokenizer": grid["tokenizer"], "task": task,
             "task_def": {k: t[k] for k in ("spec", "options", "eval_inputs", "max_new_tokens", "max_train_inputs",
                                            "train_refs")
                          if k in t},
             "set": set_name, "set_frac": grid["sets"][set_name], "arm": arm["arm"], "keep_masks": arm["keep_masks"],
-            "seed": seed, "pretrain": pre, "steps": steps, "batch_size": f["batch_size"], "lr": f["lr"],
-            "weight_decay": f["weight_decay"], "warmup_steps": max(1, round(f["warmup_frac"] * steps)),
-            "eval_iters": f["eval_iters"]}
+            "pretrain": pre, **_train_spec(grid["finetune"], training)}
+    name = f"{task}-{size}-{set_name}-{arm['arm']}-seed{seed}-{_hash(spec)}"
+    return {"name": name, "spec": spec, "settings": {"model_config": model, "training": training}}
 
 
 def plan(grid: dict) -> tuple[list[dict], list[dict]]:
@@ -159,14 +171,13 @@ def plan(grid: dict) -> tuple[list[dict], list[dict]]:
                     arm = parse_arm(arm_name)
                     pre = None
                     if arm["pretrained"]:
-                        spec = pretrain_spec(grid, size, arm, seed)
-                        pre = pretrain_name(spec)
-                        pretrains.setdefault(pre, {"name": pre, "spec": spec})
+                        job = pretrain_job(grid, size, arm, seed)
+                        pre = job["name"]
+                        pretrains.setdefault(pre, job)
                     for task in block["tasks"]:
                         for set_name in block["sets"]:
-                            spec = cell_spec(grid, size, task, set_name, arm, seed, pre)
-                            name = f"{task}-{size}-{set_name}-{arm_name}-seed{seed}-{_hash(spec)}"
-                            cells.setdefault(name, {"name": name, "spec": spec})
+                            job = cell_job(grid, size, task, set_name, arm, seed, pre)
+                            cells.setdefault(job["name"], job)
     return list(pretrains.values()), list(cells.values())
 
 
@@ -185,7 +196,9 @@ def training_flops(grid: dict, pretrains: list[dict], cells: list[dict], ft_toke
     total = 0.0
     for p in pretrains:
         s = p["spec"]
-        total += pretraining_flops(pretrain_schedule(s), model_config(grid, s["size"]), s["batch_size"],
+        sp = p["settings"]["sparsity_config"]
+        schedule = sp.make_schedule(s["steps"]) if s["sparsity"] else None
+        total += pretraining_flops(schedule, model_config(grid, s["size"]), s["batch_size"],
                                    grid["block_size"], max_steps=s["steps"])["flops"]
     for c in cells:
         s = c["spec"]

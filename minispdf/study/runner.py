@@ -17,10 +17,10 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 
 from ..fileio import publish_folder, read_json, write_json, writer_lock
 from ..run_folder import remove_temps
-from ..spdf import ModelConfig
 from . import plan as plan_lib
 from .grid_tasks import load_tasks, task_for
 
@@ -49,15 +49,14 @@ def _curve(history: list[dict], points: int = 150) -> list[list[float]]:
 
 def run_pretrain(out: str, job: dict, device: str) -> dict:
     """Train one pre-training job in a temp folder and rename it into place when complete."""
-    from ..spdf import PretrainConfig, RunConfig, pretrain
+    from ..spdf import RunConfig, pretrain
 
-    s, name = job["spec"], job["name"]
+    s, name, settings = job["spec"], job["name"], job["settings"]
     final = os.path.join(out, "pretrain", name)
     t0 = time.perf_counter()
     with publish_folder(final) as tmp:  # leftovers under the final name are never complete: replaced
-        r = pretrain(pretraining=PretrainConfig(data=s["corpus"]), model_config=plan_lib.model_settings(s),
-                     sparsity_config=plan_lib.sparsity_settings(s),
-                     training=plan_lib.training_config(s, device), run=RunConfig(out=tmp))
+        training = replace(settings["training"], device=device)
+        r = pretrain(**{**settings, "training": training}, run=RunConfig(out=tmp))
         summary = {"format": FORMAT, "name": name, "spec": s, "seconds": time.perf_counter() - t0,
                    "flops": r["flops"], "flops_dense": r["flops_dense"], "tokens": r["tokens"],
                    "val_loss": r["val_loss"], "n_params": r["model"].num_params(), "curve": _curve(r["history"])}
@@ -71,16 +70,13 @@ def run_cell(out: str, cell: dict, tasks: dict, pre: dict | None, device: str) -
     from ..evaluate import evaluate_task
     from ..spdf import FinetuneConfig, finetune
 
-    s = cell["spec"]
+    s, settings = cell["spec"], cell["settings"]
     task = task_for(tasks[s["task"]], s["set_frac"], s["task"], s["seed"])
     t0 = time.perf_counter()
-    if s["pretrain"] is None:  # no pre-training: a new model of the size's architecture
-        f = finetune(finetuning=FinetuneConfig(task=task), model_config=plan_lib.model_settings(s),
-                     training=plan_lib.training_config(s, device))
-    else:  # the checkpoint's architecture; the tokenizer must match it
-        f = finetune(finetuning=FinetuneConfig(init_from=os.path.join(out, "pretrain", s["pretrain"]), task=task,
-                                               keep_masks=s["keep_masks"]),
-                     model_config=ModelConfig(tokenizer=s["tokenizer"]), training=plan_lib.training_config(s, device))
+    init = os.path.join(out, "pretrain", s["pretrain"]) if s["pretrain"] else None  # None: scratch
+    f = finetune(finetuning=FinetuneConfig(init_from=init, task=task, keep_masks=s["keep_masks"]),
+                 model_config=settings["model_config"],
+                 training=replace(settings["training"], device=device))
     t1 = time.perf_counter()
     pred = os.path.join(out, "predictions", cell["name"] + ".jsonl")
     ev = evaluate_task(f["model"], get_tokenizer(s["tokenizer"]), task.test, max_new_tokens=s["task_def"]["max_new_tokens"],

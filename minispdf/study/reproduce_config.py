@@ -11,7 +11,7 @@ from .grids import REAL_TASKS, builtin_names
 
 
 @dataclass
-class ReproduceSettings(Settings):
+class ReproduceConfig(Settings):
     """Study."""
     grid: str | None = setting(None, f"a built-in grid ({', '.join(builtin_names())}; default: default, --quick "
                                      "means quick) or a TOML grid file of your own", metavar="NAME|FILE")

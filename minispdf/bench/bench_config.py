@@ -21,7 +21,7 @@ STEP_MODE, KERNEL_MODE = ("kernels", False), ("kernels", True)
 
 
 @dataclass
-class BenchSettings(Settings):
+class BenchConfig(Settings):
     """Training-step benchmark."""
     preset: str = setting("tiny", "model size (with --kernels also: all)", metavar="NAME")
     sparsity: float = setting(0.75, "the masked arm's sparsity", applies=STEP_MODE)
@@ -38,7 +38,7 @@ class BenchSettings(Settings):
 
 
 @dataclass
-class KernelSettings(Settings):
+class KernelConfig(Settings):
     """With --kernels."""
     APPLIES: ClassVar = KERNEL_MODE  # every field
     sparsities: str = setting(",".join(f"{s:g}" for s in SPARSITIES), "comma-separated sparsities")
