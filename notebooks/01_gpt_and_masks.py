@@ -38,12 +38,9 @@
 # every matrix), and the switch to dense for fine-tuning.
 
 # %% tags=["parameters"]
-import os
-
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     "default": dict(preset="nano", block_size=128, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
                     train_steps=600, dense_steps=200),
@@ -52,25 +49,24 @@ SCALES = {
     "smoke": dict(preset="nano", block_size=64, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
                   train_steps=8, dense_steps=4),
 }
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/01_gpt_and_masks"
 
 # %%
 import copy
 
 import matplotlib.pyplot as plt
+import torch
 
-from minispdf import GPT, assignments, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
+from minispdf import GPT, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
 from minispdf.masks import regrowth
 from minispdf.sparsity import format_sparsity_report, masked_parameters, target_parameters
 from minispdf.spdf import finetune, pretrain
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
                 eval_interval=0, device=DEVICE, progress=PROGRESS)

@@ -42,12 +42,9 @@
 # available to this kit, so treat the agreement (2.49x) as a check of the method, not of every term.
 
 # %% tags=["parameters"]
-import os
-
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     "default": dict(counter_preset="tiny", bench_preset="tiny", bench_batch=8, bench_steps=10,
                     bench_warmup=3, bench_sparsities=(0.5, 0.75, 0.9)),
@@ -56,22 +53,21 @@ SCALES = {
     "smoke": dict(counter_preset="nano", bench_preset="nano", bench_batch=2, bench_steps=2,
                   bench_warmup=1, bench_sparsities=(0.75,)),
 }
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 
 # %%
 import matplotlib.pyplot as plt
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from minispdf import GPT, GPTConfig, assignments, flop_report, plots, preset_config, sparsify
+from minispdf import GPT, GPTConfig, flop_report, plots, preset_config, sparsify
 from minispdf.bench import bench, plot_bench
 from minispdf.flops import flop_table, weight_matmul_flops
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 # %% [markdown]
 # ## 1 · Count one block yourself

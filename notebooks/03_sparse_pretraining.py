@@ -41,12 +41,9 @@
 # mask's doing.
 
 # %% tags=["parameters"]
-import os
-
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     # break_*: section 1b, a few dense steps, then masked steps done wrong and right (seconds)
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
@@ -56,21 +53,19 @@ SCALES = {
     "smoke": dict(preset="nano", block_size=64, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
                   steps=12, sparsities=(0.0, 0.5, 0.75), break_block=32, break_dense=2, break_steps=4),
 }
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/03_sparse_pretraining"
 
 # %%
 import matplotlib.pyplot as plt
 
-from minispdf import assignments, plots, sparsity_report
+from minispdf import plots, sparsity_report
 from minispdf.spdf import pretrain
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 # %% [markdown]
 # ## 1 · One optimizer step that keeps the mask

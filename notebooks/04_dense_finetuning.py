@@ -51,12 +51,9 @@
 # fraction of pre-training's tokens):
 
 # %% tags=["parameters"]
-import os
-
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
                     pretrain_steps=1000, finetune_steps=600, n_train=1000, n_eval=100, max_new_tokens=200),
@@ -65,24 +62,22 @@ SCALES = {
     "smoke": dict(preset="nano", block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
                   pretrain_steps=10, finetune_steps=6, n_train=40, n_eval=6, max_new_tokens=30),
 }
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/04_dense_finetuning"
 
 # %%
 import matplotlib.pyplot as plt
 
-from minispdf import assignments, plots
+from minispdf import plots
 from minispdf.data import get_tokenizer
 from minispdf.evaluate import decode, evaluate_task
 from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import encode_example, encode_prompt, make_builtin_task
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 plots.draw_schedules(sparsity=0.75)
 plt.show()

@@ -47,10 +47,9 @@
 # %% tags=["parameters"]
 import os
 
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     # which committed study to read, and which grid a rerun runs
     # jobs: parallel runs of a rerun (None: one per CPU core)
@@ -60,12 +59,12 @@ SCALES = {
 }
 RERUN = os.environ.get("MINISPDF_RERUN", "") or False  # True: run P["grid"] here (smoke: seconds, quick: ~10 min)
 # the gpu grid takes about an hour of GPU time: it runs only when RERUN names it, RERUN = "gpu-quick"
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/05_paper_findings"
 
 # %%
@@ -73,10 +72,7 @@ import json
 
 import matplotlib.pyplot as plt
 
-from minispdf import assignments
 from minispdf.study import report, resolve_grid, run_study
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 path = P["results"]
 run_here = bool(RERUN) or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds

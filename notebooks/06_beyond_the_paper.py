@@ -47,12 +47,9 @@
 # questions; the paper trained on a Cerebras CS-2, which skips zeros.
 
 # %% tags=["parameters"]
-import os
-
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
                     lm_steps=400, update_interval=25, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=800, dense_phase=0.2,
@@ -73,12 +70,12 @@ SCALES = {
                   kernel_sparsities=(0.5, 0.99), kernel_repeats=1, gpt2_batch=1, gpt2_block=8,
                   gpt2_step=False),
 }
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/06_beyond_the_paper"
 
 # %%
@@ -86,15 +83,14 @@ import math
 import time
 
 import matplotlib.pyplot as plt
+import torch
 
-from minispdf import assignments, flop_report, plots, preset_config
+from minispdf import flop_report, plots, preset_config
 from minispdf.bench import bench, format_break_even, kernel_bench, plot_bench, plot_kernel_speedups
 from minispdf.data import get_tokenizer
 from minispdf.evaluate import evaluate_task
 from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import make_builtin_task
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 tok = get_tokenizer("char")
 settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
