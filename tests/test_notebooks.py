@@ -404,3 +404,25 @@ def test_lesson_setup_reads_the_scale_and_threads_and_refuses_a_bad_one(monkeypa
             setup(scales, scale="gpu")
     finally:
         torch.set_num_threads(threads)
+
+
+def _png_widths(page: str) -> list[int]:
+    """The pixel widths of the PNG figures embedded in an executed reference page."""
+    import base64
+    import struct
+
+    heads = re.findall(r"data:image/png;base64,([A-Za-z0-9+/]{32})", page)
+    return [struct.unpack(">I", base64.b64decode(h)[16:20])[0] for h in heads]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_reference_figures_fit_a_column_at_100_percent(path):
+    """Every figure a lesson shows is at most COLUMN_PX wide as executed (inline, 100 dpi), so a
+    reader at 100% zoom sees its fonts at their size (the library draws none below 9 pt:
+    tests/test_plots.py); a wider one is shrunk to fit, and its fonts with it."""
+    from minispdf.canvas import COLUMN_PX
+
+    widths = _png_widths((REFERENCE / f"{path.stem}.html").read_text(encoding="utf-8"))
+    assert widths or path.stem == "05_paper_findings_small_scale", "no figure in the reference"
+    wide = [w for w in widths if w > COLUMN_PX]
+    assert not wide, f"{path.stem} shows figures {wide} px wide: lay out {COLUMN_PX / 100:g} in at most"
