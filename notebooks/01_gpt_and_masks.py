@@ -256,7 +256,8 @@ sparse_run = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0
 report = sparsity_report(sparse_run["model"])
 print(format_sparsity_report(report))
 print("zeros == masked in every matrix:", all(r["zeros"] == r["masked"] for r in report["layers"]))
-print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['val_loss']:.3f} (same steps)")
+print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['val_loss']:.3f} "
+      f"(same steps; gap {sparse_run['val_loss'] - dense_run['val_loss']:.3f})")
 
 # %% [markdown]
 # ## 6 · What densify changes
@@ -266,12 +267,13 @@ print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['va
 # checkpoint and continue pre-training it densely for a few steps
 # (`finetune(init_from=..., data="builtin")`), then look at the formerly pruned weights.
 #
-# **Break it, then fix it.** This is also what breaking the masking looks like: take the hooks
-# away (here with `densify`; in lesson 03 by masking only the gradients) and the pruned weights
-# come back within a few steps, as the cell below prints. SPDF wants exactly that, but only once
-# pre-training is over. The fix, where they must stay zero, is to keep the hooks: section 5's run
-# kept `zeros == masked` in every matrix, and `finetune(..., keep_masks=True)` fine-tunes that
-# way (the SPSF arm of lesson 04).
+# **Break it, then fix it.** This is also what breaking the masking looks like: apply the mask
+# *once* (the checkpoint's zeros) and then train without re-applying it after each optimizer step
+# (here `densify` takes the hooks away; in lesson 03 a loop masks only the gradients). The cell
+# below runs the break and prints how many pruned weights came back. SPDF wants exactly that, but
+# only once pre-training is over. The fix, where they must stay zero, is to keep the hooks: the
+# cell after it continues the same checkpoint for the same steps with `keep_masks=True` (the SPSF
+# arm of lesson 04) and counts again.
 
 # %%
 sparse_model, _ = load_checkpoint(f"{RUNS}/sparse75")
@@ -286,8 +288,21 @@ stats = regrowth(old_masks, cont["model"])
 nonzero = sum(r["nonzero_fraction"] * r["pruned"] for r in stats["layers"]) / sum(r["pruned"] for r in stats["layers"])
 print(f"after {P['dense_steps']} dense steps: {nonzero:.1%} of the formerly pruned weights are nonzero; "
       f"val loss {sparse_run['val_loss']:.3f} -> {cont['val_loss']:.3f}")
+print(f"mean |w|: formerly pruned {float(stats['pruned_abs'].mean()):.3f}, kept by the mask "
+      f"{float(stats['kept_abs'].mean()):.3f}")
 plots.plot_regrowth(stats)
 plt.show()
+
+# %%
+# the fix: the same checkpoint, steps and data, with the masks (and their hooks) kept
+kept = finetune(init_from=f"{RUNS}/sparse75", data="builtin", max_steps=P["dense_steps"], seed=2,
+                keep_masks=True, out=f"{RUNS}/masks-kept", overwrite=True, **settings)
+kept_stats = regrowth(old_masks, kept["model"])
+still = sum(r["nonzero_fraction"] * r["pruned"] for r in kept_stats["layers"]) / sum(
+    r["pruned"] for r in kept_stats["layers"])
+print(f"masks kept for {P['dense_steps']} steps: {still:.1%} of the pruned weights are nonzero "
+      f"(largest |w| {float(kept_stats['pruned_abs'].max()):.1f}); "
+      f"val loss {sparse_run['val_loss']:.3f} -> {kept['val_loss']:.3f}")
 
 # %% [markdown]
 # Why nearly all of them move: `finetune` starts a fresh AdamW, and its first update of a weight

@@ -189,7 +189,7 @@ grown = sum(r["nonzero_fraction"] * r["pruned"] for r in broken_stats["layers"])
 print(f"broken: after {P['break_steps']} masked steps {grown:.1%} of the pruned weights are nonzero, mean |w| "
       f"{broken[-1]:.4f} (kept weights {float(broken_stats['kept_abs'].mean()):.4f})")
 print(f"fixed:  largest |w| at a pruned slot {float(fixed_stats['pruned_abs'].max()):.1f}")
-fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
 plots.plot_lines(range(1, len(broken) + 1), {"broken: gradients masked, moments not": broken,
                                              "fixed: the library's hooks": fixed}, ax=a, marker="",
                  xlabel="masked step", ylabel="mean |w| of the pruned weights", title="Pruned weights growing back")
@@ -219,9 +219,13 @@ for s in P["sparsities"]:
                            lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"], device=DEVICE,
                            progress=PROGRESS, out=f"{RUNS}/sparsity-{s}", overwrite=True)
     print(f"{label:>11}: val loss {runs[label]['val_loss']:.3f}")
+for label, r in runs.items():  # the validation curves the figure draws, as numbers
+    steps, losses = plots.history(r, "val_loss")
+    curve = ", ".join(f"{s}: {v:.3f}" for s, v in zip(steps, losses))
+    print(f"{label:>11} val loss by step: {curve}")
 
 # %%
-fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
 plots.plot_curves(runs, x="step", ax=a, title="Loss per optimizer step")
 plots.plot_curves(runs, x="flops", ax=b, title="Loss against training FLOPs")
 b.set_ylim(top=min(b.get_ylim()[1], 3.0))  # zoom in on the part after the first plateau
