@@ -42,7 +42,9 @@ def setup(scales: dict[str, dict], scale: str | None = None, threads: int | None
     try:
         threads = int(raw)
     except ValueError:
-        raise MiniSPDFError(f"MINISPDF_THREADS={raw!r}: give a whole number of threads, such as 1") from None
+        raise MiniSPDFError(
+            f"MINISPDF_THREADS={raw!r}: give a whole number of threads, such as 1"
+        ) from None
     if threads < 1:
         raise MiniSPDFError(f"MINISPDF_THREADS={threads}: give at least 1 thread")
     torch.set_num_threads(threads)

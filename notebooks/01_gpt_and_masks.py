@@ -321,11 +321,13 @@ print(f"masks kept for {P['dense_steps']} steps: {still:.1%} of the pruned weigh
 # (GPT-2 small **68%**, GPT-3 XL **92%**); every masked matrix exactly **75.0%** sparse and
 # `zeros == masked` True after 600 steps of sparse training; validation loss **2.116** dense vs
 # **2.197** at 75% after the same 600 steps; after densify and 200 dense steps **100.0%** of the
-# formerly pruned weights were nonzero and the loss went from 2.197 to **2.138**. In the mask pictures the random masks
-# look like even noise and the magnitude masks show stripes; in the regrowth histogram the
-# formerly pruned weights had mean |w| 0.010 after the 200 dense steps, against 0.046 for the
-# weights the mask kept. The 600-step runs are short: both losses were still
-# falling, so the 0.08-nat dense-sparse gap is a snapshot, not a converged difference.
+# formerly pruned weights were nonzero and the loss went from 2.197 to **2.138**; with the masks
+# kept for the same 200 steps (the fix) **0.0%** were nonzero and the loss went to **2.149**. In
+# the mask pictures the random masks look like even noise and the magnitude masks show stripes;
+# in the regrowth histogram the formerly pruned weights had mean |w| **0.010** after the 200 dense
+# steps, against **0.045** for the weights the mask kept. The 600-step runs are short: both
+# losses were still falling, so the **0.081**-nat dense-sparse gap is a snapshot, not a
+# converged difference.
 #
 # ## Check your understanding
 #
@@ -346,7 +348,7 @@ print(f"masks kept for {P['dense_steps']} steps: {still:.1%} of the pruned weigh
 # 9. The 75% sparse model trails dense after 600 steps. Give two reasons why this gap may
 #    overstate the gap a longer, tuned run would show.
 #
-# **Try this: predict, then measure, then explain** (under 5 minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
+# **Try this: predict, then measure, then explain** (a few minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
 # draw a 75% random mask and a 75% magnitude mask with `sparsify` on two copies, and compute for
 # each the share of the total |w| of the masked matrices that the mask keeps. How much more of
 # the weight mass does the magnitude mask keep, and what does that predict for the validation
@@ -380,3 +382,10 @@ print(f"masks kept for {P['dense_steps']} steps: {still:.1%} of the pruned weigh
 #    gradient leaves a weight at zero.
 # 9. The runs are short and still falling (the gap is a snapshot), one seed, and the
 #    hyperparameters were chosen for the dense model and not retuned for the sparse one.
+#
+# **Try this.** The random mask keeps about a quarter of the weight mass (it keeps a quarter of
+# the weights, whatever their size); the magnitude mask keeps the largest |w| and so clearly more
+# of it. Prediction: right after masking, the magnitude-masked copy's validation loss rises much
+# less than the random copy's, because the output of each layer changes less. A few steps of
+# training narrow the difference as the kept weights adapt. SPDF still uses random masks: it masks
+# before training, when there is no trained magnitude to rank by.

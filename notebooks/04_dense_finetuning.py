@@ -236,8 +236,9 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # BLEU of **0.463 / 18.6** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and
 # **1.920 / 0.6** (scratch): SPDF **+0.308** nats from dense, SPSF **+1.013**, scratch
 # **+1.457**; the SPDF-dense validation gap by step rose to **+0.586** at step 300, then fell to
-# **+0.515**, **+0.398** and **+0.337**. The ordering dense < SPDF < SPSF < scratch is
-# the paper's; the size of the SPDF gap is this budget's.
+# **+0.515**, **+0.398** and **+0.337**. The break, measured: SPSF kept **75.0%** of the
+# block weights at zero through fine-tuning, SPDF **0.0%**. The ordering dense < SPDF < SPSF <
+# scratch is the paper's; the size of the SPDF gap is this budget's.
 #
 # **Still unconverged.** At the last fine-tuning step every validation curve is still falling,
 # and not at the same rate: the "SPDF - dense validation loss by step" line printed under the
@@ -245,8 +246,8 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # after its peak (in the reference run by about a third over the last 200 steps). The gap in the table therefore measures partly how *fast* each arm learns the task,
 # not only how *well* it can: with more fine-tuning steps it would likely be smaller, and only a
 # longer run (with several seeds) can say by how much, or whether it closes. SPSF and scratch
-# fall slowly (1.581 to 1.508, 1.949 to 1.913): they are far from the others and not catching up
-# at this rate.
+# end far above the others: their validation losses went from 2.092 and 2.285 at the first
+# evaluation to only 1.508 and 1.913 at the last, and they are not catching up at this rate.
 #
 # **The samples.** None of the arms is good at this budget: even dense garbles words ("Henarbour
 # Bidge Heron"), misnames Wild Thyme ("The Windering Gry") and gets slots wrong (it calls The Red
@@ -306,3 +307,9 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 #    (compute it from the `flops` of the pre-training and fine-tuning results).
 # 9. Learning curves decelerate: a gap can shrink fast early and then level off above zero.
 #    Only running longer (with seeds) shows where it ends.
+#
+# **Try this.** Expect it to shrink: the "SPDF - dense validation loss by step" line printed under
+# the table already narrowed over the last evaluations. If twice the steps shrink the gap a lot,
+# "SPDF learns more slowly" fits; if it stays where it was, "SPDF ends worse" fits. One run cannot
+# tell which: several seeds with paired intervals (lesson 05) and runs long enough that both
+# curves flatten would.

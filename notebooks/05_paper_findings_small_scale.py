@@ -72,6 +72,9 @@ import json
 
 import matplotlib.pyplot as plt
 
+import torch
+
+from minispdf import GPT, preset_config
 from minispdf.study import report, resolve_grid, run_study
 
 path = P["results"]
@@ -91,6 +94,14 @@ else:
         results = json.load(f)
 grid = results["grid"]
 print(f"grid {grid['name']!r}: {grid['description']}")
+params = {}  # the grid's model sizes, counted on the meta device (shapes only)
+for name, size in grid.get("sizes", {}).items():
+    with torch.device("meta"):
+        params[name] = GPT(preset_config(size["preset"], block_size=grid["block_size"],
+                                         **size.get("overrides", {}))).num_params()
+if params:
+    print("model sizes: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in params.items())
+          + f" parameters ({max(params.values()) / min(params.values()):.1f}x apart)")
 print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-training runs, "
       f"run on {results['machine']['cpu']} at commit {results['commit']}; judged by "
       f"{results['declaration']['file']}, declared {results['declaration']['written']}")
@@ -313,3 +324,9 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 #    interval is that bound. The directional claims are judged at the usual two-sided 95%.
 # 9. No: verdicts depend on interval widths (seeds, spread), not only on the estimates. Compare
 #    the two L estimates and, better, their per-seed difference with its own interval.
+#
+# **Try this.** The same interval, up to rounding: the table's L and its 95% interval are computed
+# the same way, per seed on paired runs, then a t-interval over the seeds, so a hand computation
+# from the same rows reproduces it. A narrower interval would mean a mistake (an unpaired
+# comparison, or dropping the seeds' spread). The dry run's power table then gives the seeds
+# spdf50's BLEU verdict would need, from the spread of the committed study.

@@ -264,7 +264,7 @@ for kind in ("set", "rigl"):
                             max_steps=N, eval_interval=max(1, N // 6), schedule=kind,
                             update_interval=P["update_interval"], out=f"{RUNS}/lm-{kind}", overwrite=True, **settings)
 moves = {kind: [h["mask"] for h in r["history"] if "mask" in h] for kind, r in moving.items() if kind != "static (section 1)"}
-fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+fig, (a, b) = plt.subplots(1, 2, figsize=(9.6, 3.8))
 for kind, ms in moves.items():
     a.plot([m["step"] for m in ms], [m["grown"] for m in ms], "o-", label=kind)
 a.set_xlabel("step")
@@ -494,3 +494,10 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # 10. The masked backward computes only the kept slots' weight gradients; RigL needs all of them,
 #    so on an update step the weight-gradient matmuls run dense: one forward's worth of the
 #    pruned share of the masked matmuls extra (75% of them here), every `update_interval` steps.
+#
+# **Try this.** At 50% the reduction factor is smaller than at 75% (lesson 02), so the equal-FLOP
+# sparse run gets fewer extra steps, while it keeps twice the weights of the 75% model. If
+# 50%-and-longer gains less over dense than 75%-and-longer did, the extra tokens were what helped
+# (this short run is far from convergence); if it gains more, the weights the 75% mask removed
+# mattered more than the extra tokens. One seed each: treat a difference of a few hundredths of a
+# nat as a tie.
