@@ -117,14 +117,18 @@ def show_mask(mask: torch.Tensor, ax=None, title: str | None = None, crop: int |
 
 
 def show_masks(masks: Mapping[str, torch.Tensor], crop: int | None = 64, title: str | None = None):
-    """A row of :func:`show_mask` images, one per labelled mask. Returns the figure."""
+    """:func:`show_mask` images, one per labelled mask, at most 3 a row. Returns the figure."""
     plt = _plt()
     n = len(masks)
     if n == 0:
         raise MiniSPDFError("show_masks needs at least one mask")
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
-    for ax, (label, m) in zip(axes[0], masks.items()):
+    cols = n if n <= 3 else math.ceil(n / 2)  # at most 3 a row: wider, the page shrinks it
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, (label, m) in zip(axes.flat, masks.items()):
         show_mask(m, ax=ax, title=label, crop=crop)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -311,7 +315,7 @@ def draw_schedules(ax=None, sparsity: float = 0.75, vspdf_sparsity: float = 0.9,
     visible), with Variable SPDF's extra dense pre-training phase (``dense_phase`` of the budget)."""
     from matplotlib.patches import Patch
 
-    ax = _axes(ax, figsize=(9.5, 3.2))
+    ax = _axes(ax, figsize=(8.6, 3.2))  # with its legend on the right: under 10 in as drawn
     recipes = {  # (label, length, sparse?) phases in order
         "SPDF": [(f"sparse pre-training ({sparsity:.0%})", 1.0, True), ("dense fine-tuning", finetune, False)],
         "SPSF": [(f"sparse pre-training ({sparsity:.0%})", 1.0, True), ("sparse fine-tuning", finetune, True)],

@@ -38,12 +38,9 @@
 # every matrix), and the switch to dense for fine-tuning.
 
 # %% tags=["parameters"]
-import os
-
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     "default": dict(preset="nano", block_size=128, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
                     train_steps=600, dense_steps=200),
@@ -52,25 +49,24 @@ SCALES = {
     "smoke": dict(preset="nano", block_size=64, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
                   train_steps=8, dense_steps=4),
 }
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/01_gpt_and_masks"
 
 # %%
 import copy
 
 import matplotlib.pyplot as plt
+import torch
 
-from minispdf import GPT, assignments, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
+from minispdf import GPT, densify, load_checkpoint, plots, preset_config, sparsify, sparsity_report
 from minispdf.masks import regrowth
 from minispdf.sparsity import format_sparsity_report, masked_parameters, target_parameters
 from minispdf.spdf import finetune, pretrain
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
                 eval_interval=0, device=DEVICE, progress=PROGRESS)
@@ -260,7 +256,8 @@ sparse_run = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0
 report = sparsity_report(sparse_run["model"])
 print(format_sparsity_report(report))
 print("zeros == masked in every matrix:", all(r["zeros"] == r["masked"] for r in report["layers"]))
-print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['val_loss']:.3f} (same steps)")
+print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['val_loss']:.3f} "
+      f"(same steps; gap {sparse_run['val_loss'] - dense_run['val_loss']:.3f})")
 
 # %% [markdown]
 # ## 6 · What densify changes
@@ -270,12 +267,13 @@ print(f"dense val loss {dense_run['val_loss']:.3f} vs 75% sparse {sparse_run['va
 # checkpoint and continue pre-training it densely for a few steps
 # (`finetune(init_from=..., data="builtin")`), then look at the formerly pruned weights.
 #
-# **Break it, then fix it.** This is also what breaking the masking looks like: take the hooks
-# away (here with `densify`; in lesson 03 by masking only the gradients) and the pruned weights
-# come back within a few steps, as the cell below prints. SPDF wants exactly that, but only once
-# pre-training is over. The fix, where they must stay zero, is to keep the hooks: section 5's run
-# kept `zeros == masked` in every matrix, and `finetune(..., keep_masks=True)` fine-tunes that
-# way (the SPSF arm of lesson 04).
+# **Break it, then fix it.** This is also what breaking the masking looks like: apply the mask
+# *once* (the checkpoint's zeros) and then train without re-applying it after each optimizer step
+# (here `densify` takes the hooks away; in lesson 03 a loop masks only the gradients). The cell
+# below runs the break and prints how many pruned weights came back. SPDF wants exactly that, but
+# only once pre-training is over. The fix, where they must stay zero, is to keep the hooks: the
+# cell after it continues the same checkpoint for the same steps with `keep_masks=True` (the SPSF
+# arm of lesson 04) and counts again.
 
 # %%
 sparse_model, _ = load_checkpoint(f"{RUNS}/sparse75")
@@ -290,8 +288,21 @@ stats = regrowth(old_masks, cont["model"])
 nonzero = sum(r["nonzero_fraction"] * r["pruned"] for r in stats["layers"]) / sum(r["pruned"] for r in stats["layers"])
 print(f"after {P['dense_steps']} dense steps: {nonzero:.1%} of the formerly pruned weights are nonzero; "
       f"val loss {sparse_run['val_loss']:.3f} -> {cont['val_loss']:.3f}")
+print(f"mean |w|: formerly pruned {float(stats['pruned_abs'].mean()):.3f}, kept by the mask "
+      f"{float(stats['kept_abs'].mean()):.3f}")
 plots.plot_regrowth(stats)
 plt.show()
+
+# %%
+# the fix: the same checkpoint, steps and data, with the masks (and their hooks) kept
+kept = finetune(init_from=f"{RUNS}/sparse75", data="builtin", max_steps=P["dense_steps"], seed=2,
+                keep_masks=True, out=f"{RUNS}/masks-kept", overwrite=True, **settings)
+kept_stats = regrowth(old_masks, kept["model"])
+still = sum(r["nonzero_fraction"] * r["pruned"] for r in kept_stats["layers"]) / sum(
+    r["pruned"] for r in kept_stats["layers"])
+print(f"masks kept for {P['dense_steps']} steps: {still:.1%} of the pruned weights are nonzero "
+      f"(largest |w| {float(kept_stats['pruned_abs'].max()):.1f}); "
+      f"val loss {sparse_run['val_loss']:.3f} -> {kept['val_loss']:.3f}")
 
 # %% [markdown]
 # Why nearly all of them move: `finetune` starts a fresh AdamW, and its first update of a weight
@@ -310,11 +321,13 @@ plt.show()
 # (GPT-2 small **68%**, GPT-3 XL **92%**); every masked matrix exactly **75.0%** sparse and
 # `zeros == masked` True after 600 steps of sparse training; validation loss **2.116** dense vs
 # **2.197** at 75% after the same 600 steps; after densify and 200 dense steps **100.0%** of the
-# formerly pruned weights were nonzero and the loss went from 2.197 to **2.138**. In the mask pictures the random masks
-# look like even noise and the magnitude masks show stripes; in the regrowth histogram the
-# formerly pruned weights had mean |w| 0.010 after the 200 dense steps, against 0.046 for the
-# weights the mask kept. The 600-step runs are short: both losses were still
-# falling, so the 0.08-nat dense-sparse gap is a snapshot, not a converged difference.
+# formerly pruned weights were nonzero and the loss went from 2.197 to **2.138**; with the masks
+# kept for the same 200 steps (the fix) **0.0%** were nonzero and the loss went to **2.149**. In
+# the mask pictures the random masks look like even noise and the magnitude masks show stripes;
+# in the regrowth histogram the formerly pruned weights had mean |w| **0.010** after the 200 dense
+# steps, against **0.045** for the weights the mask kept. The 600-step runs are short: both
+# losses were still falling, so the **0.081**-nat dense-sparse gap is a snapshot, not a
+# converged difference.
 #
 # ## Check your understanding
 #
@@ -335,7 +348,7 @@ plt.show()
 # 9. The 75% sparse model trails dense after 600 steps. Give two reasons why this gap may
 #    overstate the gap a longer, tuned run would show.
 #
-# **Try this: predict, then measure, then explain** (under 5 minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
+# **Try this: predict, then measure, then explain** (a few minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
 # draw a 75% random mask and a 75% magnitude mask with `sparsify` on two copies, and compute for
 # each the share of the total |w| of the masked matrices that the mask keeps. How much more of
 # the weight mass does the magnitude mask keep, and what does that predict for the validation
@@ -369,3 +382,10 @@ plt.show()
 #    gradient leaves a weight at zero.
 # 9. The runs are short and still falling (the gap is a snapshot), one seed, and the
 #    hyperparameters were chosen for the dense model and not retuned for the sparse one.
+#
+# **Try this.** The random mask keeps about a quarter of the weight mass (it keeps a quarter of
+# the weights, whatever their size); the magnitude mask keeps the largest |w| and so clearly more
+# of it. Prediction: right after masking, the magnitude-masked copy's validation loss rises much
+# less than the random copy's, because the output of each layer changes less. A few steps of
+# training narrow the difference as the kept weights adapt. SPDF still uses random masks: it masks
+# before training, when there is no trained magnitude to rank by.

@@ -51,12 +51,9 @@
 # fraction of pre-training's tokens):
 
 # %% tags=["parameters"]
-import os
-
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
                     pretrain_steps=1000, finetune_steps=600, n_train=1000, n_eval=100, max_new_tokens=200),
@@ -65,24 +62,22 @@ SCALES = {
     "smoke": dict(preset="nano", block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
                   pretrain_steps=10, finetune_steps=6, n_train=40, n_eval=6, max_new_tokens=30),
 }
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/04_dense_finetuning"
 
 # %%
 import matplotlib.pyplot as plt
 
-from minispdf import assignments, plots
+from minispdf import plots, sparsity_report
 from minispdf.data import get_tokenizer
 from minispdf.evaluate import decode, evaluate_task
 from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import encode_example, encode_prompt, make_builtin_task
-
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
 
 plots.draw_schedules(sparsity=0.75)
 plt.show()
@@ -159,8 +154,9 @@ print("".join("^" if m else " " for m in [0] + mask)[: len(text)])  # mask[i] sc
 #
 # **Break it, then fix it.** The SPSF arm is the break: it fine-tunes the 75% sparse checkpoint
 # with its masks kept (`keep_masks=True`), so three quarters of every block matrix stay zero for
-# the task too. SPDF is the fix, the paper's: the same checkpoint, masks dropped. Compare the
-# two rows of the table below; the gap between them is what dropping the masks buys.
+# the task too. SPDF is the fix, the paper's: the same checkpoint, masks dropped. The cell after
+# the loop counts the zeros each of the two left in the block matrices, next to its test loss and
+# BLEU; the gap between them is what dropping the masks buys.
 
 # %%
 arms = {"dense": dict(init_from=f"{RUNS}/pretrain-0.0"),
@@ -177,7 +173,16 @@ for label, how in arms.items():
     print(f"{label:>8}: test loss {scores[label]['loss']:.3f}, BLEU {scores[label]['bleu']:.1f}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+# the break, measured: the masked matrices' zeros each arm kept through fine-tuning, and their cost
+for label in ("SPSF", "SPDF"):
+    zeros = sparsity_report(tuned[label]["model"])["total"]["sparsity"]
+    print(f"{label}: {zeros:.1%} of the block weights are zero after fine-tuning; test loss "
+          f"{scores[label]['loss']:.3f}, BLEU {scores[label]['bleu']:.1f}")
+
+# %%
+fig = plt.figure(figsize=(10, 7.6))  # the curves above, the two scores below: 10 in reads at 100%
+grid = fig.add_gridspec(2, 2)
+axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
 plots.plot_curves(tuned, ax=axes[0], title="Fine-tuning loss (target tokens only)")
 plots.plot_bars({k: v["loss"] for k, v in scores.items()}, ax=axes[1], fmt="{:.3f}",
                 ylabel="test loss (nats per target char, lower is better)", title="Reference likelihood",
@@ -198,6 +203,10 @@ print(f"SPDF is {gap:+.3f} nats from dense with {pre[0.0]['flops'] / pre[0.75]['
 # the SPDF-dense gap on the validation loss at each evaluation: does it stay put or shrink?
 (steps, spdf_val), (_, dense_val) = plots.history(tuned["SPDF"], "val_loss"), plots.history(tuned["dense"], "val_loss")
 print("SPDF - dense validation loss by step: " + ", ".join(f"{s}: {a - b:+.3f}" for s, a, b in zip(steps, spdf_val, dense_val)))
+for label in ("SPSF", "scratch"):  # the slow arms: first and last validation loss
+    _, val = plots.history(tuned[label], "val_loss")
+    print(f"{label} validation loss: {val[0]:.3f} at the first evaluation, {val[-1]:.3f} at the "
+          "last")
 
 # %% [markdown]
 # **Reading it.** Look at the ordering first. Pre-training of any kind beats scratch: the
@@ -227,8 +236,9 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # BLEU of **0.463 / 18.6** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and
 # **1.920 / 0.6** (scratch): SPDF **+0.308** nats from dense, SPSF **+1.013**, scratch
 # **+1.457**; the SPDF-dense validation gap by step rose to **+0.586** at step 300, then fell to
-# **+0.515**, **+0.398** and **+0.337**. The ordering dense < SPDF < SPSF < scratch is
-# the paper's; the size of the SPDF gap is this budget's.
+# **+0.515**, **+0.398** and **+0.337**. The break, measured: SPSF kept **75.0%** of the
+# block weights at zero through fine-tuning, SPDF **0.0%**. The ordering dense < SPDF < SPSF <
+# scratch is the paper's; the size of the SPDF gap is this budget's.
 #
 # **Still unconverged.** At the last fine-tuning step every validation curve is still falling,
 # and not at the same rate: the "SPDF - dense validation loss by step" line printed under the
@@ -236,8 +246,8 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # after its peak (in the reference run by about a third over the last 200 steps). The gap in the table therefore measures partly how *fast* each arm learns the task,
 # not only how *well* it can: with more fine-tuning steps it would likely be smaller, and only a
 # longer run (with several seeds) can say by how much, or whether it closes. SPSF and scratch
-# fall slowly (1.581 to 1.508, 1.949 to 1.913): they are far from the others and not catching up
-# at this rate.
+# end far above the others: their validation losses went from 2.092 and 2.285 at the first
+# evaluation to only 1.508 and 1.913 at the last, and they are not catching up at this rate.
 #
 # **The samples.** None of the arms is good at this budget: even dense garbles words ("Henarbour
 # Bidge Heron"), misnames Wild Thyme ("The Windering Gry") and gets slots wrong (it calls The Red
@@ -297,3 +307,9 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 #    (compute it from the `flops` of the pre-training and fine-tuning results).
 # 9. Learning curves decelerate: a gap can shrink fast early and then level off above zero.
 #    Only running longer (with seeds) shows where it ends.
+#
+# **Try this.** Expect it to shrink: the "SPDF - dense validation loss by step" line printed under
+# the table already narrowed over the last evaluations. If twice the steps shrink the gap a lot,
+# "SPDF learns more slowly" fits; if it stays where it was, "SPDF ends worse" fits. One run cannot
+# tell which: several seeds with paired intervals (lesson 05) and runs long enough that both
+# curves flatten would.

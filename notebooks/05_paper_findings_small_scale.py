@@ -47,10 +47,9 @@
 # %% tags=["parameters"]
 import os
 
-import torch
+from minispdf.lessons import check, hint, setup  # hint("name") prints an exercise's hint
 
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
-SCALE = os.environ.get("MINISPDF_SCALE", "default")
 SCALES = {
     # which committed study to read, and which grid a rerun runs
     # jobs: parallel runs of a rerun (None: one per CPU core)
@@ -60,12 +59,12 @@ SCALES = {
 }
 RERUN = os.environ.get("MINISPDF_RERUN", "") or False  # True: run P["grid"] here (smoke: seconds, quick: ~10 min)
 # the gpu grid takes about an hour of GPU time: it runs only when RERUN names it, RERUN = "gpu-quick"
-assert SCALE in SCALES, f"MINISPDF_SCALE={SCALE!r}: choose one of {sorted(SCALES)}"
-P = SCALES[SCALE]
+# MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
+# run time above is measured with one: two threads on two cores shared with other work run many
+# times slower)
+SCALE, P, THREADS = setup(SCALES)
 DEVICE = "auto"  # cuda if present, else mps, else cpu
 PROGRESS = True  # progress bars while training (widgets in JupyterLab, text in a terminal)
-THREADS = int(os.environ.get("MINISPDF_THREADS", "1"))  # the run time above is measured with one thread
-torch.set_num_threads(THREADS)  # two threads on two cores shared with other work run many times slower
 RUNS = "runs/05_paper_findings"
 
 # %%
@@ -73,10 +72,10 @@ import json
 
 import matplotlib.pyplot as plt
 
-from minispdf import assignments
-from minispdf.study import report, resolve_grid, run_study
+import torch
 
-check, hint = assignments.check, assignments.hint  # hint("name") prints an exercise's hint
+from minispdf import GPT, preset_config
+from minispdf.study import report, resolve_grid, run_study
 
 path = P["results"]
 run_here = bool(RERUN) or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
@@ -95,6 +94,14 @@ else:
         results = json.load(f)
 grid = results["grid"]
 print(f"grid {grid['name']!r}: {grid['description']}")
+params = {}  # the grid's model sizes, counted on the meta device (shapes only)
+for name, size in grid.get("sizes", {}).items():
+    with torch.device("meta"):
+        params[name] = GPT(preset_config(size["preset"], block_size=grid["block_size"],
+                                         **size.get("overrides", {}))).num_params()
+if params:
+    print("model sizes: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in params.items())
+          + f" parameters ({max(params.values()) / min(params.values()):.1f}x apart)")
 print(f"{results['n_cells_done']} cells, {len(results['pretrains'])} pre-training runs, "
       f"run on {results['machine']['cpu']} at commit {results['commit']}; judged by "
       f"{results['declaration']['file']}, declared {results['declaration']['written']}")
@@ -162,6 +169,31 @@ for claim in [c for c in results["claims"] if c["primary"] and c["kind"] == "no_
     if mine:
         print(f"{claim['claim']} ({claim['measure']}): your mean L {statistics.fmean(mine.values()):+.3f} over "
               f"{len(mine)} seeds; the study's {claim['effect']:+.3f}")
+
+# %% [markdown]
+# **Break it, then fix it: a verdict from one seed.** A single run pair is how most comparisons
+# are made: train the sparse arm and the dense arm once, compute $L$, and compare it with the
+# margin. The cell below does that for each seed of the study's primary "spdf75: no significant
+# loss" claim on test loss, as if that seed had been the only one, and then prints the fix: all
+# seeds, paired, judged by the 90% interval of their mean $L$ against the declared margin.
+
+# %%
+claim = next((c for c in results["claims"] if c["primary"] and c["claim"].startswith("spdf75:")
+              and c["kind"] == "no_loss" and c["measure"] == "test_loss"
+              and c["effect"] is not None), None)
+if claim:
+    runs = {arm: {r["seed"]: r["test_loss"] for r in results["rows"] if r["arm"] == arm
+                  and all(r[k] == v for k, v in claim["where"].items())
+                  and r["test_loss"] is not None}
+            for arm in ("spdf75", "dense", "scratch")}
+    one_seed = benefit_lost(*runs.values(), "test_loss")
+    for seed, value in sorted(one_seed.items()):  # the break: each seed alone against the margin
+        verdict = "holds" if value < claim["margin"] else "fails"
+        print(f"seed {seed} alone: L {value:+.3f} -> {verdict}")
+    # the fix: every seed, paired, judged by the interval of the mean
+    print(f"all {claim['n_seeds']} seeds, paired: L {claim['effect']:+.3f}, 90% interval "
+          f"[{claim['ci90_low']:+.3f}, {claim['ci90_high']:+.3f}] against the margin "
+          f"{claim['margin']:.2f} -> {claim['verdict']}")
 
 # %%
 print(report.summary_markdown(results["summary"]))
@@ -292,3 +324,9 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 #    interval is that bound. The directional claims are judged at the usual two-sided 95%.
 # 9. No: verdicts depend on interval widths (seeds, spread), not only on the estimates. Compare
 #    the two L estimates and, better, their per-seed difference with its own interval.
+#
+# **Try this.** The same interval, up to rounding: the table's L and its 95% interval are computed
+# the same way, per seed on paired runs, then a t-interval over the seeds, so a hand computation
+# from the same rows reproduces it. A narrower interval would mean a mistake (an unpaired
+# comparison, or dropping the seeds' spread). The dry run's power table then gives the seeds
+# spdf50's BLEU verdict would need, from the spread of the committed study.

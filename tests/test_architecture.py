@@ -28,7 +28,7 @@ FLOORS = [
     ("the loop and the scores", {"train", "evaluate", "plots"}),
     ("the recipe and the bench", {"spdf", "bench"}),
     ("the study", {"study"}),
-    ("the demo and course mode", {"demo", "assignments"}),
+    ("the demo and course mode", {"demo", "assignments", "lessons"}),
     ("the commands", {"commands", "cli", "__main__", "__init__"}),
     ("what tries the commands", {"badinput"}),
 ]

@@ -199,3 +199,89 @@ def test_draw_schedules_shows_the_three_recipes_on_one_axis():
                   abs(b.get_paths()[0].get_extents().y0 - (row - 0.35)) < 1e-9] for row in range(3)}
     assert max(bars[0]) == pytest.approx(1.0 + 0.15 + 0.25)  # Variable SPDF: its dense phase lengthens it
     assert max(bars[2]) == pytest.approx(1.25)
+
+
+# ---- legible at 100% zoom: no font below 9 pt as shown, nothing clipped (canvas.legibility)
+
+def _figures():
+    """The figures the lessons show, drawn by the library (the lessons lay out their own panels
+    at most 10 in wide: test_notebooks checks their executed references' widths)."""
+    g = torch.Generator().manual_seed(0)
+    model = GPT(preset_config("tiny"))
+    masks = sparsify(model, 0.75, seed=0)
+    runs = {"dense": _history(), "75% sparse": _history(offset=0.2)}
+    yield "curves", plots.plot_curves(runs, x="flops").figure
+    corners = {f"layer {i} q/k/v": torch.rand(64, 64, generator=g) > 0.75 for i in range(4)}
+    yield "masks", plots.show_masks(corners, title="75% masks (black = kept), top-left 64x64")
+    yield "layers", plots.plot_layer_sparsity({"uniform": sparsity_report(model)}, title="t").figure
+    densify(model)
+    yield "regrowth", plots.plot_regrowth(regrowth(masks, model)).figure
+    reports = {"GPT-2 small": flop_report("gpt2", 0.75, seq_len=2048),
+               "GPT-3 XL": flop_report("gpt3-xl", 0.75, seq_len=2048),
+               "tiny (bytes)": flop_report("tiny", 0.75)}
+    yield "flops", plots.plot_flop_breakdown(reports).figure
+    yield "block", plots.draw_block().figure
+    schedules = plots.draw_schedules(sparsity=0.75, vspdf_sparsity=0.9, dense_phase=0.15)
+    yield "schedules", schedules.figure
+    scores = {"dense": 1.0, "SPDF": 1.2, "SPSF": 1.5, "scratch": 2.2}
+    yield "bars", plots.plot_bars(scores, ylabel="test loss", title="t", reference=1.0,
+                                  reference_label="dense", xlabel="arm").figure
+    yield "bench", report.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)]).figure
+    speedups = {f"{k}_speedup": 2.0 for k in report.KERNEL_PANELS}
+    rows = [dict(shape=s, arm=arm, sparsity=sp, **speedups)
+            for s in ("qkv", "mlp_up") for arm in ("zeros", "csr") for sp in (0.5, 0.9)]
+    kernels = dict(rows=rows, preset="nano", tokens=4096, device="AMD EPYC 7B13 64-Core Processor",
+                   threads=1)
+    yield "kernels", report.plot_kernel_speedups(kernels)[0].figure
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _figures()])
+def test_lesson_figures_are_legible_at_100_percent(name):
+    from minispdf.canvas import legibility
+
+    fig = dict(_figures())[name]
+    assert legibility(fig) == [], name  # shown inline at 100 dpi, cropped to the drawing
+
+
+@pytest.mark.parametrize("folder", ["default", "quick", "methods", "frontier"])
+def test_study_figures_are_legible_and_unclipped(folder, monkeypatch):
+    """The figures ``minispdf reproduce`` saves (110 dpi, uncropped) for each committed study."""
+    import json
+    from pathlib import Path
+
+    from minispdf.canvas import legibility
+    from minispdf.study import frontier
+    from minispdf.study import report as study_report
+
+    figs = {}  # path -> the figure _save would write there (nothing is written)
+    monkeypatch.setattr(study_report, "_save", lambda ax, path: figs.__setitem__(path, ax.figure))
+    study = Path(__file__).resolve().parents[1] / "results" / folder
+    results = json.loads((study / "results.json").read_text())
+    study_report.plot_pretraining(results, "pretrain.png")
+    study_report._save(study_report.plot_gaps(results).axes[0], "gaps.png")
+    study_report.plot_claims(results, "claims.png")
+    study_report._save(study_report.plot_lost_vs_flops(results).axes[0], "lost.png")
+    if results.get("frontier"):
+        frontier.plot(results, results["frontier"], "frontier.png")  # its _save is report's
+    assert len(figs) == 4 + bool(results.get("frontier"))
+    for path, fig in figs.items():
+        fig.tight_layout()  # as _save does before it writes
+        assert legibility(fig, dpi=110, saved=True) == [], (folder, path)
+
+
+def test_legibility_finds_small_fonts_wide_figures_and_clipped_labels():
+    from minispdf.canvas import legibility
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_title("fine")
+    assert legibility(fig) == []
+    ax.legend(handles=ax.plot([0, 1], label="tiny legend"), fontsize=7)
+    assert any("'tiny legend': 7.0 pt" in p for p in legibility(fig))
+    wide, _ = plt.subplots(figsize=(15, 4))
+    found = legibility(wide)  # 10-pt tick labels, shrunk with the figure to fit the column
+    assert "shrunk to" in found[0] and any(p.endswith("pt as shown") for p in found[1:])
+    clipped, ax = plt.subplots(figsize=(4, 3))
+    ax.set_ylabel("a label far too long to fit on the left of a figure this small " * 2)
+    ax.text(1.5, 0.5, "outside", transform=ax.transAxes)
+    assert any("clipped" in p for p in legibility(clipped, saved=True))
+    assert not any("clipped" in p for p in legibility(clipped))  # inline: cropped to the drawing

@@ -146,7 +146,9 @@ def plot_kernel_speedups(result: dict, axes=None, title: str | None = None):
     if not rows:
         raise MiniSPDFError("plot_kernel_speedups needs a kernel_bench result with rows")
     if axes is None:
-        _, axes = pyplot().subplots(1, len(KERNEL_PANELS), figsize=(4 * len(KERNEL_PANELS), 3.6), sharey=True)
+        # two panels a row: four side by side make a figure too wide to read at 100% zoom
+        _, grid = pyplot().subplots(2, 2, figsize=(9.5, 7.4), sharey=True)
+        axes = list(grid.flat)
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     for ax, (kernel, label) in zip(axes, KERNEL_PANELS.items()):
         ax.axhline(1.0, color="k", lw=0.8)
@@ -164,10 +166,14 @@ def plot_kernel_speedups(result: dict, axes=None, title: str | None = None):
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("sparsity")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("speedup over dense (measured; >1 = faster)")
+    for ax in axes:  # the left column's panels name the shared y axis
+        spec = ax.get_subplotspec()
+        if spec is None or spec.is_first_col():
+            ax.set_ylabel("speedup over dense (measured; >1 = faster)")
     axes[0].legend(fontsize=9)
     fig = axes[0].figure
-    fig.suptitle(title or f"{result['preset']}'s masked matmuls at {result['tokens']} tokens on {result['device']} "
-                 f"({result['threads']} thread{'s' * (result['threads'] != 1)}): when do sparse kernels pay?", fontsize=10)
+    threads = f"{result['threads']} thread{'s' * (result['threads'] != 1)}"
+    fig.suptitle(title or f"{result['preset']}'s masked matmuls at {result['tokens']} tokens on "
+                 f"{result['device']} ({threads}):\nwhen do sparse kernels pay?", fontsize=10)
     fig.tight_layout()
     return axes

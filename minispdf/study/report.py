@@ -286,7 +286,7 @@ def plot_pretraining(results: dict, path: str, size: str | None = None) -> None:
     if results.get("unigram_entropy"):
         ax.axhline(results["unigram_entropy"], color="gray", linestyle=":", linewidth=1,
                    label="unigram entropy of the corpus")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     _save(ax, path)
 
 
@@ -297,7 +297,8 @@ def plot_gaps(results: dict):
 
     plt = plots._plt()
     rows = [r for r in results["summary"] if r["arm"] not in ("dense", "scratch")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 + 0.3 * max(1, len(rows))))
+    # one panel above the other: side by side, the figure is too wide for a page at 100% zoom
+    fig, axes = plt.subplots(2, 1, figsize=(9, 2 * (1.1 + 0.3 * max(1, len(rows)))))
     for ax, m in zip(axes, ("test_loss", "bleu")):
         pts = [{"label": f"{r['task']} {r['size']} {r['set']}: {r['arm']}", "group": r["arm"],
                 **({k: r[f'lost_{m}'][k] for k in ("mean", "low", "high")} if r[f"lost_{m}"] else {"mean": None})}
@@ -315,7 +316,7 @@ def plot_claims(results: dict, path: str) -> None:
     from .. import plots
 
     plt = plots._plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+    fig, axes = plt.subplots(2, 1, figsize=(9, 7.2))  # stacked: 9 in at 110 dpi fits a page
     for ax, m in zip(axes, ("test_loss", "bleu")):
         cs = [c for c, _ in headlines(results["claims"]) if c["measure"] == m]
         plots.plot_intervals([{"label": f"{c['claim']} [{c['verdict']}]", "mean": c["effect"], "low": c["ci_low"],
@@ -334,7 +335,7 @@ def plot_lost_vs_flops(results: dict):
     plt = plots._plt()
     rows = sorted([r for r in _primary_rows(results) if r["arm"] != "scratch" and not r["arm"].startswith("spsf")
                    and r["pretrain_flops_x_dense"]], key=lambda r: arm_key(r["arm"]))  # spsf: spdf's pre-training
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))  # 9 in at 110 dpi fits a page's column
     for ax, m in zip(axes, MEASURES):
         seen: dict[float, int] = {}
         for r in rows:
@@ -345,16 +346,19 @@ def plot_lost_vs_flops(results: dict):
             x = r["pretrain_flops_x_dense"] + 0.006 * same  # equal FLOPs by design (eqflop): side by side
             ax.errorbar([x], [ci["mean"]], yerr=[[ci["mean"] - ci["low"]], [ci["high"] - ci["mean"]]], fmt="o",
                         color=f"C{arm_key(r['arm'])[0] % 10}", capsize=3)
-            ax.annotate(r["arm"], (x, ci["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(r["arm"], (x, ci["mean"]), textcoords="offset points", xytext=(5, 4),
+                        fontsize=9)
         ax.axhline(0, color="k", linewidth=0.8)
         ax.axhline(results["grid"]["margins"][m], color="k", linestyle="--", linewidth=0.8, label="margin")
         ax.set_xlabel("pre-training FLOPs (x dense)")
         ax.set_ylabel(f"{LABEL[m]} (> 0: worse than dense)")
-        ax.set_title(f"{LABEL[m]} against pre-training FLOPs", fontsize=9)
+        ax.set_title(f"{LABEL[m]} against pre-training FLOPs", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     p = results["grid"]["primary"]
-    fig.suptitle(f"task {p['task']}, model {p['size']}, set {p['set']}: mean of seeds, 95% intervals", fontsize=9)
+    fig.suptitle(f"task {p['task']}, model {p['size']}, set {p['set']}: mean of seeds, "
+                 "95% intervals",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
