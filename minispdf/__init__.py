@@ -8,7 +8,8 @@ The stable API for notebooks and users::
 import importlib
 
 __version__ = "0.1.0"
-# name -> the module that defines it, imported on first use: `python -m minispdf` starts without torch,
+# name -> the module that defines it, imported on first use: `python -m minispdf` starts without
+# torch,
 # so that a Ctrl-C while torch loads ends in one line (see __main__), not a traceback
 _API = {"GPT": "model", "GPTConfig": "model", "preset_config": "model", "sparsify": "sparsity",
         "densify": "sparsity", "sparsity_report": "sparsity", "flop_report": "flops",

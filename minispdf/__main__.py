@@ -2,7 +2,8 @@ import sys
 
 
 def run() -> int:
-    """The ``minispdf`` command; a Ctrl-C while the kit (torch) is still loading ends quietly too."""
+    """The ``minispdf`` command; a Ctrl-C while the kit (torch) is still loading ends quietly
+    too."""
     try:
         from .cli import main
     except KeyboardInterrupt:

@@ -7,7 +7,8 @@ inf, out of range, just past a bound), for each path a missing file, a FIFO, a d
 a folder, a file that is not UTF-8 or not what it should be, and for each option that belongs to
 one mode (``applies``) the option given in the other mode. Each case runs in this process through
 ``cli.main`` inside a scratch folder and passes when it prints one ``error:`` line, exits with
-status 2 within :data:`TIMEOUT_S` seconds of CPU time (and a few times that of waiting) and leaves every file there byte-identical. A command
+status 2 within :data:`TIMEOUT_S` seconds of CPU time (and a few times that of waiting) and leaves
+every file there byte-identical. A command
 that exits 0 is "accepted" (listed, not failed); anything else -- a traceback, a hang, a second
 line, a changed file -- fails.
 """
@@ -34,25 +35,33 @@ from .config import value_type
 from .errors import MiniSPDFError
 
 TIMEOUT_S = 20  # CPU seconds, far above any refusal: work that starts runs into it
-WAIT_FACTOR = 5  # a read that blocks uses no CPU: it runs into 5x that of wall time (slack for a busy machine)
+# a read that blocks uses no CPU: it runs into 5x that of wall time (slack for a busy machine)
+WAIT_FACTOR = 5
 # A base command line per command (and mode), small enough that an accepted case finishes at once.
 BASES = {
     "prepare": [], "flops": ["--preset", "nano"], "score": ["preds.jsonl"],
-    "pretrain": ["--preset", "nano", "--max_steps", "1", "--eval_iters", "1", "--no-progress", "--out", "new"],
-    "finetune": ["--init_from", "ckpt", "--max_steps", "1", "--eval_iters", "1", "--no-progress", "--out", "new"],
+    "pretrain": ["--preset", "nano", "--max_steps", "1", "--eval_iters", "1", "--no-progress",
+                 "--out", "new"],
+    "finetune": ["--init_from", "ckpt", "--max_steps", "1", "--eval_iters", "1", "--no-progress",
+                 "--out", "new"],
     "bench": ["--preset", "nano", "--steps", "1", "--warmup", "0"],
-    "bench --kernels": ["--kernels", "--preset", "nano", "--repeats", "1", "--no-step", "--sparsities", "0.5"],
+    "bench --kernels": ["--kernels", "--preset", "nano", "--repeats", "1", "--no-step",
+                        "--sparsities", "0.5"],
     "sample": ["--ckpt", "ckpt", "--max_new_tokens", "1"],
-    "evaluate": ["--ckpt", "ckpt", "--limit", "1", "--max_new_tokens", "1", "--predictions", "new.jsonl"],
+    "evaluate": ["--ckpt", "ckpt", "--limit", "1", "--max_new_tokens", "1",
+                 "--predictions", "new.jsonl"],
     "demo": ["--quick", "--out", "new"], "reproduce": ["--dry_run", "--grid", "smoke"],
 }
-FAST = ("prepare", "sample", "flops", "score")  # what the test command tries (each kind of value once: seconds)
+# what the test command tries (each kind of value once: seconds)
+FAST = ("prepare", "sample", "flops", "score")
 # Bad paths, named in the scratch folder that :func:`scratch` fills.
 BAD_FILES = ("missing", "", "fifo", "sock", "/dev/zero", "folder", "latin1.txt")
 BAD_DIRS = ("missing", "", "fifo", "sock", "/dev/null", "latin1.txt", "latin1.txt/sub")
 BAD_CHECKPOINTS = ("nan", "badstep", "latin1.txt")
-BAD_TASK_FILES = ("dart:surrogate.json", "dart:latin1.txt", "webnlg:fifo", "e2e:missing.csv", "e2e:/dev/zero")
-OUTPUTS = {"out", "predictions", "csv"}  # written, not read: a FIFO or device there is refused, not opened
+BAD_TASK_FILES = ("dart:surrogate.json", "dart:latin1.txt", "webnlg:fifo", "e2e:missing.csv",
+                  "e2e:/dev/zero")
+# written, not read: a FIFO or device there is refused, not opened
+OUTPUTS = {"out", "predictions", "csv"}
 
 
 class Case(NamedTuple):
@@ -111,7 +120,8 @@ def _values(meta: dict, typ, dest: str, metavar) -> list[tuple[str, str]]:
         return [("path", v) for v in BAD_FILES]
     if metavar == "SPEC":
         return [("task", v) for v in BAD_TASK_FILES]
-    # other text (a regex, N:M, a device, a list): empty, nonsense, and the lone surrogate that a terminal in
+    # other text (a regex, N:M, a device, a list): empty, nonsense, and the lone surrogate that a
+    # terminal in
     # another encoding hands over for a byte that is not UTF-8
     return [("text", v) for v in ("", "no-such-value", "\udcff")]
 
@@ -122,7 +132,8 @@ def _mode(action) -> tuple[str, list]:
     if switch is None:
         return "", []
     if isinstance(on, bool):
-        return (" --kernels" if (switch, on) == ("kernels", True) else ""), ([f"--{switch}"] if on else [])
+        return ((" --kernels" if (switch, on) == ("kernels", True) else ""),
+                ([f"--{switch}"] if on else []))
     return "", [f"--{switch}", on[0]]
 
 
@@ -161,19 +172,23 @@ def generated(commands=None) -> list[Case]:
             flag = bool(action.option_strings)
             for kind, value in _values(f.metadata, value_type(cls, f), dest, action.metavar):
                 # --x=VALUE: a value such as "-inf" is not taken for an option
-                argv = [*_without(BASES[name + key], f"--{dest}"), *mode, f"--{dest}={value}"] if flag else [value]
+                argv = ([*_without(BASES[name + key], f"--{dest}"), *mode, f"--{dest}={value}"]
+                        if flag else [value])
                 cases.append(Case(name, argv, kind))
             if getattr(action, "applies", None) and action.default is not None:
-                value = str(action.default).lower() if isinstance(action.default, bool) else str(action.default)
+                value = (str(action.default).lower() if isinstance(action.default, bool)
+                         else str(action.default))
                 extra = [f"--{dest}"] if isinstance(action.default, bool) else [f"--{dest}", value]
                 cases.append(Case(name, [*BASES[name], *_other_mode(action), *extra], "mode"))
     return cases
 
 
-# Bad inputs that are not one option's value: files with the wrong contents, and options that do nothing.
+# Bad inputs that are not one option's value: files with the wrong contents, and options that do
+# nothing.
 HANDMADE = [
     Case("pretrain", [*BASES["pretrain"][:-1], ""], "folder"),  # --out '': nothing would be saved
-    Case("pretrain", [*BASES["pretrain"], "--allow_change="], "mode"),  # names nothing, and no --resume
+    # names nothing, and no --resume
+    Case("pretrain", [*BASES["pretrain"], "--allow_change="], "mode"),
     Case("finetune", [*BASES["finetune"], "--task", "builtin", "--train_file", "x.csv"], "mode"),
     Case("reproduce", ["--cells", "3", "--dry_run"], "mode"),
     Case("reproduce", ["--dry_run", "--grid", "negative.toml"], "grid"),
@@ -182,7 +197,8 @@ HANDMADE = [
     Case("reproduce", ["--dry_run", "--grid", "smoke", "--power_from", "folder"], "folder"),
     Case("sample", ["--ckpt", "ckpt", "--max_new_tokens", "1000000000000"], "size"),
     Case("flops", ["--preset", "nano", "--max_steps", "1000000000000"], "size"),
-    Case("pretrain", ["--preset", "nano", "--n_layer", "2", "--n_embd", "65536", "--n_head", "1"], "size"),
+    Case("pretrain", ["--preset", "nano", "--n_layer", "2", "--n_embd", "65536", "--n_head", "1"],
+         "size"),
     Case("assign", ["grade", "old.ipynb"], "notebook"),
     Case("assign", ["grade", "fifo"], "notebook"),
 ]
@@ -199,15 +215,19 @@ def scratch(folder: str) -> None:
     config = GPTConfig(block_size=16, vocab_size=257, n_layer=1, n_head=1, n_embd=8)
     model = GPT(config)
     good = dict(model=model.state_dict(), model_config=config.to_dict(), tokenizer="char", step=1)
-    nan = {k: v.clone().fill_(math.nan) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    for name, payload in (("ckpt", good), ("nan", {**good, "model": nan}), ("badstep", {**good, "step": "ten"})):
+    nan = {k: v.clone().fill_(math.nan) if v.is_floating_point() else v
+           for k, v in model.state_dict().items()}
+    for name, payload in (("ckpt", good), ("nan", {**good, "model": nan}),
+                          ("badstep", {**good, "step": "ten"})):
         save_checkpoint(os.path.join(folder, name, "ckpt.pt"), payload)
     os.mkfifo(os.path.join(folder, "fifo"))
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(os.path.join(folder, "sock"))
     os.makedirs(os.path.join(folder, "folder"))
-    files = {"latin1.txt": "caf\xe9 cr\xe8me".encode("latin-1"), "latin1.toml": b'description = "caf\xe9"\n',
-             "surrogate.json": b'[{"tripleset": [["a", "b", "c"]], "annotations": [{"text": "x\\ud800y"}]}]',
+    files = {"latin1.txt": "caf\xe9 cr\xe8me".encode("latin-1"),
+             "latin1.toml": b'description = "caf\xe9"\n',
+             "surrogate.json": b'[{"tripleset": [["a", "b", "c"]], "annotations": [{"text": '
+                               b'"x\\ud800y"}]}]',
              "old.ipynb": json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {},
                                       "worksheets": [{"cells": []}]}).encode(),
              "preds.jsonl": b'{"input": "a", "prediction": "b", "references": ["b"]}\n',
@@ -218,7 +238,8 @@ def scratch(folder: str) -> None:
 
 
 def _grid_toml(steps: int) -> str:
-    return (f'inherit = "smoke"\n[sizes.nano]\npreset = "nano"\npretrain_steps = {steps}\nfinetune_steps = 2\n')
+    return (f'inherit = "smoke"\n[sizes.nano]\npreset = "nano"\npretrain_steps = '
+            f'{steps}\nfinetune_steps = 2\n')
 
 
 def snapshot(folder: str) -> dict:
@@ -235,17 +256,20 @@ def snapshot(folder: str) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------ the fixes that messages suggest
+# ------------------------------------------------------------------ the fixes that messages suggest
 
-PROSE = {"or", "to", "and", "with", "for", "the", "a", "an", "is", "in", "of", "it", "too", "instead", "first", "out",
+PROSE = {"or", "to", "and", "with", "for", "the", "a", "an", "is", "in", "of", "it", "too",
+         "instead", "first", "out",
          "applies", "takes", "does", "was", "were", "then", "as", "on", "at", "only", "flag"}
 
 
 def all_parsers() -> list:
-    """The parser of every command, ``assign``'s included: a message may name another command's option."""
+    """The parser of every command, ``assign``'s included: a message may name another command's
+    option."""
     from .assignments.cli import _parser
 
-    subs = next(a for a in _parser("minispdf assign")._actions if a.choices and isinstance(a.choices, dict))
+    subs = next(a for a in _parser("minispdf assign")._actions
+                if a.choices and isinstance(a.choices, dict))
     return [*cli.build_parser()[1].values(), *subs.choices.values()]
 
 
@@ -275,7 +299,8 @@ def _accepts(parser, flag: str, value: str | None) -> bool:
         return False
     if action.nargs == 0:  # a switch takes no value
         return value is None or value.lower() not in TRUE | FALSE | {"none"}
-    if value is None or value.isupper() or value.lower() in PROSE or "{" in value:  # a placeholder, or prose
+    # a placeholder, or prose
+    if value is None or value.isupper() or value.lower() in PROSE or "{" in value:
         return True
     if value == "None" or action.choices and value not in action.choices:
         return False
@@ -311,7 +336,8 @@ def run_case(case: Case, folder: str, timeout: float = TIMEOUT_S) -> Outcome:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             code = cli.main([case.command, *case.argv])
     except _Hang:
-        return Outcome(case, "hang", f"no answer within {timeout:g} s of CPU or {timeout * WAIT_FACTOR:g} s")
+        return Outcome(case, "hang",
+                       f"no answer within {timeout:g} s of CPU or {timeout * WAIT_FACTOR:g} s")
     except BaseException as e:  # noqa: BLE001 -- a traceback is exactly what this suite looks for
         return Outcome(case, "traceback", f"{type(e).__name__}: {e}"[:200])
     finally:
@@ -327,7 +353,8 @@ def run_case(case: Case, folder: str, timeout: float = TIMEOUT_S) -> Outcome:
     after = snapshot(folder)
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     if changed:
-        return Outcome(case, "changed files", ", ".join(os.path.relpath(p, folder) for p in changed))
+        return Outcome(case, "changed files",
+                       ", ".join(os.path.relpath(p, folder) for p in changed))
     wrong = bad_hints(lines[0], _parsers())
     if wrong:
         return Outcome(case, "bad hint", f"{', '.join(wrong)} is refused by the parser: {lines[0]}")
@@ -363,7 +390,8 @@ def _run_one(case: Case, folder: str, log) -> Outcome:
         elif os.path.lexists(path):
             os.unlink(path)
     if log:
-        log(f"{outcome.verdict:<10} {case.command} {' '.join(map(repr, case.argv))}: {outcome.detail}")
+        log(f"{outcome.verdict:<10} {case.command} {' '.join(map(repr, case.argv))}: "
+            f"{outcome.detail}")
     return outcome
 
 
@@ -393,9 +421,11 @@ def main(argv=None) -> int:
     outcomes = run_suite(all_cases(fast), log=(lambda s: print(s, flush=True)) if verbose else None)
     for o in outcomes:
         if o.verdict not in ("clean", "accepted"):
-            print(f"FAILED ({o.verdict}): minispdf {o.case.command} {' '.join(map(repr, o.case.argv))}: {o.detail}")
+            print(f"FAILED ({o.verdict}): minispdf {o.case.command} "
+                  f"{' '.join(map(repr, o.case.argv))}: {o.detail}")
     c = counts(outcomes)
-    print(f"{c['tried']} bad inputs tried: {c['clean']} clean one-line errors, {c['accepted']} accepted, "
+    print(f"{c['tried']} bad inputs tried: {c['clean']} clean one-line errors, "
+          f"{c['accepted']} accepted, "
           f"{c['failed']} failed ({time.time() - t0:.0f} s)")
     return 1 if c["failed"] else 0
 

@@ -56,23 +56,27 @@ class TaskBatches:
     held out for validation (so no input is in both).
     """
 
-    def __init__(self, tokenizer, task: Task, block_size: int, batch_size: int, truncate: bool = True,
+    def __init__(self, tokenizer, task: Task, block_size: int, batch_size: int,
+                 truncate: bool = True,
                  seed: int = 0):
         if not task.train:
             raise MiniSPDFError(
-                f"task {task.name} has no training examples ({counts_text(task)}): pass a directory or "
+                f"task {task.name} has no training examples ({counts_text(task)}): pass a "
+                f"directory or "
                 "train file (e.g. --train_file devset.csv), or a task with a train split"
             )
         train, val = task.train, task.val
         if not val:
             if len(train) < 2:
-                raise MiniSPDFError(f"task {task.name} has a single training input: give a val file or more data")
+                raise MiniSPDFError(
+                    f"task {task.name} has a single training input: give a val file or more data")
             order = seeded_order(len(train), seed)
             n_val = max(1, round(0.1 * len(train)))
             val = [train[i] for i in sorted(order[:n_val])]
             train = [train[i] for i in sorted(order[n_val:])]
         self.task = task
-        self.splits = {name: FinetuneBatches(tokenizer, training_pairs(examples), block_size, batch_size,
+        self.splits = {name: FinetuneBatches(tokenizer, training_pairs(examples), block_size,
+                                             batch_size,
                                              torch.Generator(), truncate=truncate)
                        for name, examples in (("train", train), ("val", val))}
 

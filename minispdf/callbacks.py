@@ -25,7 +25,8 @@ class RunLog:
         self.path = os.path.join(out_dir, "log.jsonl") if out_dir and s.rank == 0 else None
         if self.path:
             os.makedirs(out_dir, exist_ok=True)
-            if resume and os.path.exists(self.path):  # drop the records written after the checkpoint
+            # drop the records written after the checkpoint
+            if resume and os.path.exists(self.path):
                 kept = [line for line, rec in self.read(self.path) if rec["step"] <= s.step]
                 write_text(self.path, "".join(kept))  # atomic: an interrupt keeps the old log
             elif not resume:
@@ -45,16 +46,19 @@ class RunLog:
                     raise ValueError("not a record with a step")
             except ValueError as e:
                 if i == len(lines):
-                    print(f"note: dropped the torn last line of {path} (the run was stopped while writing it)",
+                    print(f"note: dropped the torn last line of {path} (the run was stopped "
+                          f"while writing it)",
                           file=sys.stderr)
                     break
-                raise MiniSPDFError(f"{path} line {i} is not a log record ({one_line(e, 80)}): move the file away "
+                raise MiniSPDFError(f"{path} line {i} is not a log record ({one_line(e, 80)}): "
+                                    f"move the file away "
                                     "to resume without the old log") from None
             out.append((line if line.endswith("\n") else line + "\n", rec))
         return out
 
     def __call__(self, event: str, record: dict) -> None:
-        if event == "eval" or (event == "step" and (record["step"] % self.every == 0 or record["step"] == self.last)):
+        if event == "eval" or (event == "step" and (record["step"] % self.every == 0
+                                                    or record["step"] == self.last)):
             self.history.append(record)
             if self.path:
                 with open(self.path, "a") as f:
@@ -68,12 +72,15 @@ class ProgressBar:
         from tqdm.auto import tqdm
 
         interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-        kwargs = dict(total=s.cfg.max_steps, initial=s.step, desc=s.meta.get("phase", "train"), leave=True,
+        kwargs = dict(total=s.cfg.max_steps, initial=s.step, desc=s.meta.get("phase", "train"),
+                      leave=True,
                       mininterval=0.2 if interactive else 30)
-        self.shown = None  # a notebook's display handle: close() rewrites the saved output to the last state
+        # a notebook's display handle: close() rewrites the saved output to the last state
+        self.shown = None
         from tqdm.notebook import tqdm as widget_bar
 
-        if issubclass(tqdm, widget_bar):  # tqdm.auto chose the widget (in a notebook with ipywidgets)
+        # tqdm.auto chose the widget (in a notebook with ipywidgets)
+        if issubclass(tqdm, widget_bar):
             from IPython.display import display
 
             self.bar = tqdm(**kwargs, display=False)
@@ -88,7 +95,8 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
-        if self.shown is not None:  # a saved notebook then shows "1200/1200", not the 0% it was drawn at
+        # a saved notebook then shows "1200/1200", not the 0% it was drawn at
+        if self.shown is not None:
             self.shown.update(self.bar.container)
 
 
@@ -96,7 +104,8 @@ class StopSignals:
     """``with StopSignals() as signals:`` SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after the
     current step (it is a callback that then returns True), so that ``train`` saves a checkpoint at
     a step boundary; a second signal stops at once (KeyboardInterrupt). Off outside the main thread
-    (signal handlers cannot be set there) and under DDP (the ranks would stop at different steps)."""
+    (signal handlers cannot be set there) and under DDP (the ranks would stop at different
+    steps)."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
@@ -113,7 +122,8 @@ class StopSignals:
         if self.signum is not None:
             raise KeyboardInterrupt  # the second: now
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (again to stop at once)",
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (again to "
+              f"stop at once)",
               file=sys.stderr, flush=True)
 
     def __call__(self, event: str, record: dict) -> bool:

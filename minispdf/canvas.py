@@ -1,6 +1,7 @@
 """The blank figure every plot draws on, shared by :mod:`minispdf.plots` and the bench's plots.
 
-matplotlib is imported on first use, so importing a module that can draw costs nothing until it does.
+matplotlib is imported on first use, so importing a module that can draw costs nothing until it
+does.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A checkpoint is one ``torch.save`` file holding: the model weights *with their m
 buffers), the model config, the optimizer state, the step, cumulative FLOPs and tokens, the RNG
 states (torch CPU/CUDA) and the data-sampler generator state of every rank, the training config,
 the tokenizer name and where the data came from. It is written atomically
-(:func:`minispdf.fileio.atomic_write_bytes`), so a crash mid-write leaves the previous checkpoint intact.
+(:func:`minispdf.fileio.atomic_write_bytes`), so a crash mid-write leaves the previous checkpoint
+intact.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ def check_out_folder(out: str, flag: str = "--out") -> None:
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise MiniSPDFError(f"{flag} {out}: {parent} is a file, so the folder cannot be made there: "
+        raise MiniSPDFError(f"{flag} {out}: {parent} is a file, so the folder cannot be "
+                            f"made there: "
                             f"choose another {flag}")
     try:  # probe: permission bits do not tell (root, read-only mounts, /proc)
         os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=out if os.path.isdir(out) else parent))
     except OSError as e:
-        raise MiniSPDFError(f"cannot make the folder {out} ({e.strerror or e}): choose a writable {flag}") from None
+        raise MiniSPDFError(
+            f"cannot make the folder {out} ({e.strerror or e}): choose a writable {flag}") from None
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -48,7 +51,8 @@ def save_checkpoint(path: str, payload: dict) -> None:
     def write(f):
         try:
             torch.save(payload, f)
-        except RuntimeError as e:  # torch's writer reports a failed write (disk full, file too large) so
+        # torch's writer reports a failed write (disk full, file too large) so
+        except RuntimeError as e:
             raise OSError(errno.EIO, f"torch.save failed: {one_line(e, 120)}") from None
 
     atomic_write_bytes(path, write)
@@ -59,19 +63,24 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     if os.path.isdir(path):
         path = os.path.join(path, "ckpt.pt")
     if file_problem(path) == "does not exist":
-        raise MiniSPDFError(f"no checkpoint at {path}: pass the ckpt.pt (or run folder) that pretrain --out wrote")
-    require_readable(path, "checkpoint", "pass the ckpt.pt (or run folder) that pretrain --out wrote")
+        raise MiniSPDFError(
+            f"no checkpoint at {path}: pass the ckpt.pt (or run folder) that pretrain --out wrote")
+    require_readable(path, "checkpoint",
+                     "pass the ckpt.pt (or run folder) that pretrain --out wrote")
     try:
         with warnings.catch_warnings():  # the one-line error below is the whole message
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "unsupported global" not in str(e).lower():  # torch 2.13: "unsupported GLOBAL"
-            raise MiniSPDFError(f"{path} is not a readable checkpoint (UnpicklingError): the file is corrupt or "
+            raise MiniSPDFError(f"{path} is not a readable checkpoint (UnpicklingError): the file "
+                                f"is corrupt or "
                                 "truncated; re-run the training that wrote it") from None
         raise MiniSPDFError(
-            f"{path} holds Python objects that a safe load refuses (loading them could run code): minispdf "
-            "checkpoints hold only tensors and plain values; load this file only if you trust it, with "
+            f"{path} holds Python objects that a safe load refuses (loading them could run "
+            f"code): minispdf "
+            "checkpoints hold only tensors and plain values; load this file only if you "
+            "trust it, with "
             "torch.load(weights_only=False), or re-run the training that wrote it"
         ) from None
     except Exception as e:
@@ -82,8 +91,10 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise MiniSPDFError(f"{path} is not a minispdf checkpoint (no '{FORMAT}' format tag)")
     require_keys(ckpt, {"model": dict, "model_config": dict}, path)
-    require_keys(ckpt, {k: dict for k in OPTIONAL_DICTS if k in ckpt}, path)  # read with .get(...) everywhere
-    require_keys(ckpt, {k: t for k, t in RESUME_KEYS.items() if k in ckpt}, path)  # printed and summed, not only resumed
+    # read with .get(...) everywhere
+    require_keys(ckpt, {k: dict for k in OPTIONAL_DICTS if k in ckpt}, path)
+    # printed and summed, not only resumed
+    require_keys(ckpt, {k: t for k, t in RESUME_KEYS.items() if k in ckpt}, path)
     return ckpt
 
 
@@ -91,15 +102,18 @@ OPTIONAL_DICTS = ("meta", "train_config", "rng")
 
 
 # What ``--resume`` needs beyond the model: the rest of the training state.
-RESUME_KEYS = {"optimizer": dict, "step": int, "flops": float, "flops_dense": float, "tokens": int, "rng": dict}
+RESUME_KEYS = {"optimizer": dict, "step": int, "flops": float, "flops_dense": float, "tokens": int,
+               "rng": dict}
 
 
 def require_keys(ckpt: dict, keys: dict, path: str) -> None:
     """One-line error for a checkpoint that lacks (or has a wrong-typed) entry it needs."""
     for key, typ in keys.items():
         value = ckpt.get(key)
-        if value is None or not isinstance(value, (int, float) if typ is float else typ) or isinstance(value, bool):
-            kind = {int: "an integer", float: "a number", dict: "a dictionary"}.get(typ, typ.__name__)
+        if (value is None or not isinstance(value, (int, float) if typ is float else typ)
+            or isinstance(value, bool)):
+            kind = {int: "an integer", float: "a number", dict: "a dictionary"}.get(typ,
+                                                                                    typ.__name__)
             raise MiniSPDFError(f"{path} is damaged: its {key!r} entry is missing or not {kind}; "
                                 "re-run the training that wrote it, or use another checkpoint")
 
@@ -112,7 +126,8 @@ def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> GPT:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise MiniSPDFError(f"{path} does not match its own model config ({one_line(e)}): the file is damaged") from None
+        raise MiniSPDFError(f"{path} does not match its own model config ({one_line(e)}): the "
+                            f"file is damaged") from None
     return model
 
 
@@ -124,7 +139,8 @@ def load_checkpoint(path: str, map_location="cpu") -> tuple[GPT, dict]:
     ckpt = read_checkpoint(path, map_location=map_location)
     model = model_from_checkpoint(ckpt, path)
     if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
-        raise MiniSPDFError(f"{path} holds NaN or infinite weights (the training that wrote it diverged): use an "
+        raise MiniSPDFError(f"{path} holds NaN or infinite weights (the training that wrote it "
+                            f"diverged): use an "
                             "earlier checkpoint, or re-train with a lower --lr")
     info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
     return model, info

@@ -23,22 +23,27 @@ from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 
 from .errors import MiniSPDFError
 
-MAX_STEPS = 1_000_000  # past this a typo is likelier than a plan; the FLOP sums and the schedules go step by step
+# past this a typo is likelier than a plan; the FLOP sums and the schedules go step by step
+MAX_STEPS = 1_000_000
 STEPS_HINT = "nanoGPT's GPT-2 (124M) run is 600,000 steps"
-PATHS = {"DIR": "folder", "FILE": "file", "RUN": "checkpoint or run folder", "NAME|FILE": "grid or grid file"}
+PATHS = {"DIR": "folder", "FILE": "file", "RUN": "checkpoint or run folder",
+         "NAME|FILE": "grid or grid file"}
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
 
 
-def setting(default, help: str, choices=None, metavar: str | None = None, *, min=None, max=None, above=None,
+def setting(default, help: str, choices=None, metavar: str | None = None, *, min=None, max=None,
+            above=None,
             below=None, hint: str | None = None, **extra) -> Field:
     """A dataclass field with its help text, its choices (listed in ``--help`` and checked) and
     its bounds: ``min``/``max`` inclusive, ``above``/``below`` exclusive. :class:`Settings` checks
-    both, and the value's type, once, for every class; ``hint`` ends the error (``"0 turns it off"``).
+    both, and the value's type, once, for every class; ``hint`` ends the error (``"0 turns it
+    off"``).
 
     ``applies=(switch, value)``: the setting only means something when the switch field has that
     value (``("kernels", False)``) or one of a tuple (``("schedule", ("set", "rigl"))``)."""
-    meta = dict(help=help, choices=tuple(choices) if choices is not None else None, metavar=metavar, **extra)
+    meta = dict(help=help, choices=tuple(choices) if choices is not None else None, metavar=metavar,
+                **extra)
     if (min, max, above, below) != (None,) * 4:
         lo = (above, True) if above is not None else (min, False)
         hi = (below, True) if below is not None else (max, False)
@@ -61,18 +66,23 @@ class Settings:
         for f in fields(self):
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices and value is not None and value not in choices:
-                raise MiniSPDFError(f"unknown {f.name} {value!r}: choose one of {', '.join(map(str, choices))}")
-            if value == "" and f.metadata.get("metavar") in PATHS:  # '' would be the current folder, or nothing
-                raise MiniSPDFError(f"{f.name}='' is an empty path: name a {PATHS[f.metadata['metavar']]} or leave it out")
+                raise MiniSPDFError(
+                    f"unknown {f.name} {value!r}: choose one of {', '.join(map(str, choices))}")
+            # '' would be the current folder, or nothing
+            if value == "" and f.metadata.get("metavar") in PATHS:
+                raise MiniSPDFError(f"{f.name}='' is an empty path: name a "
+                                    f"{PATHS[f.metadata['metavar']]} or leave it out")
             bounds, typ = f.metadata.get("bounds"), value_type(type(self), f)
             if bounds and not (value is None is f.default) and not _within(value, typ, *bounds):
                 hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
-                raise MiniSPDFError(f"{f.name}={value!r} must be {_bound_words(typ, *bounds)}{hint}")
+                raise MiniSPDFError(
+                    f"{f.name}={value!r} must be {_bound_words(typ, *bounds)}{hint}")
 
 
 def _within(value, typ, lo, lo_open, hi, hi_open) -> bool:
     kinds = (int,) if typ is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or (isinstance(value, float) and not math.isfinite(value)):
+    if (isinstance(value, bool) or not isinstance(value, kinds)
+        or (isinstance(value, float) and not math.isfinite(value))):
         return False
     return (lo is None or value > lo or (value == lo and not lo_open)) and \
         (hi is None or value < hi or (value == hi and not hi_open))
@@ -83,7 +93,8 @@ def _bound_words(typ, lo, lo_open, hi, hi_open) -> str:
     if hi is None and typ is int and not lo_open:
         return {1: "a positive integer", 0: "a non-negative integer"}.get(lo, f"an integer >= {lo}")
     if hi is None:
-        return "a positive number" if lo_open and lo == 0 else f"a number {'>' if lo_open else '>='} {lo}"
+        return ("a positive number" if lo_open and lo == 0
+                else f"a number {'>' if lo_open else '>='} {lo}")
     if lo is None:
         return f"a number {'<' if hi_open else '<='} {hi}"
     if not lo_open and not hi_open:
@@ -182,7 +193,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
     def _format_action_invocation(self, action):
-        return action.format_usage() if isinstance(action, Switch) else super()._format_action_invocation(action)
+        return (action.format_usage() if isinstance(action, Switch)
+                else super()._format_action_invocation(action))
 
     def _split_lines(self, text, width):  # keep "--no-compile" whole
         import textwrap
@@ -196,10 +208,12 @@ def _describe_default(f: Field, typ) -> str:
         return ""
     if typ is bool:
         return f" (default: --{f.name})" if default else f" (default: --no-{f.name})"
-    return f" (default: {default!r})" if isinstance(default, str) and not default.strip() else f" (default: {default})"
+    return (f" (default: {default!r})" if isinstance(default, str) and not default.strip()
+            else f" (default: {default})")
 
 
-def add_settings(parser, cls, title: str | None = None, only=None, skip=(), overrides: bool = False):
+def add_settings(parser, cls, title: str | None = None, only=None, skip=(),
+                 overrides: bool = False):
     """Add a ``--name`` option to ``parser`` for each field of the dataclass ``cls``.
 
     ``overrides``: every option defaults to None ("the preset's"); used for the GPTConfig fields
@@ -207,38 +221,48 @@ def add_settings(parser, cls, title: str | None = None, only=None, skip=(), over
     overrides (see ``spdf.ModelConfig.arch``).
     """
     title = title or cls.__doc__.strip().splitlines()[0].rstrip(".")
-    name, colon, about = title.partition(": ")  # "Training: the optimizer, ..." -> "Training (the optimizer, ...):"
+    # "Training: the optimizer, ..." -> "Training (the optimizer, ...):"
+    name, colon, about = title.partition(": ")
     group = parser.add_argument_group(f"{name} ({about})" if colon else title)
     for f in fields(cls):
         if f.name in skip or (only is not None and f.name not in only):
             continue
         sub = f.metadata.get("fields_of")
         if sub is not None:
-            add_settings(parser, sub, title=f.metadata["help"], skip=f.metadata.get("skip", ()), overrides=True)
+            add_settings(parser, sub, title=f.metadata["help"], skip=f.metadata.get("skip", ()),
+                         overrides=True)
             continue
         typ = value_type(cls, f)
         if typ is None or "help" not in f.metadata:
             continue
-        help_ = f.metadata["help"] + (" (default: the preset's)" if overrides else _describe_default(f, typ))
-        default = None if overrides else (f.default if f.default is not MISSING else f.default_factory())
+        help_ = (f.metadata["help"]
+                 + (" (default: the preset's)" if overrides else _describe_default(f, typ)))
+        default = (None if overrides
+                   else (f.default if f.default is not MISSING else f.default_factory()))
         choices, metavar = f.metadata.get("choices"), f.metadata.get("metavar")
-        if choices and len(",".join(map(str, choices))) > 24:  # a long list reads better in the help than the usage
-            metavar, help_ = metavar or f.name.upper(), help_ + ": one of " + ", ".join(map(str, choices))
+        # a long list reads better in the help than the usage
+        if choices and len(",".join(map(str, choices))) > 24:
+            metavar, help_ = (metavar or f.name.upper(),
+                              help_ + ": one of " + ", ".join(map(str, choices)))
         elif choices:
             metavar = metavar or "{" + ",".join(map(str, choices)) + "}"
         if f.metadata.get("positional"):
-            action = group.add_argument(f.name, type=CONVERTERS[typ], metavar=metavar or f.name.upper(),
+            action = group.add_argument(f.name, type=CONVERTERS[typ],
+                                        metavar=metavar or f.name.upper(),
                                         nargs="?" if default is None else None, default=default)
         elif typ is bool:
             action = group.add_argument("--" + f.name, action=Switch, default=default)
         elif f.metadata.get("append"):  # repeatable: a list of the values given
-            action = group.add_argument("--" + f.name, action="append", type=CONVERTERS[typ], default=default,
+            action = group.add_argument("--" + f.name, action="append", type=CONVERTERS[typ],
+                                        default=default,
                                         metavar=metavar or "TEXT")
         else:
             action = group.add_argument("--" + f.name, type=CONVERTERS[typ], default=default,
                                         metavar=metavar or {int: "N", float: "X", str: "TEXT"}[typ])
-        action.help = help_.replace("%", "%%")  # set after: BooleanOptionalAction adds its own default
-        action.applies = f.metadata.get("applies") or getattr(cls, "APPLIES", None)  # (switch, value) or None
+        # set after: BooleanOptionalAction adds its own default
+        action.help = help_.replace("%", "%%")
+        # (switch, value) or None
+        action.applies = f.metadata.get("applies") or getattr(cls, "APPLIES", None)
     return group
 
 
@@ -265,7 +289,8 @@ def _options(parser: argparse.ArgumentParser) -> dict:
         for opt in action.option_strings:
             if opt.startswith("--"):
                 name = opt[2:]
-                prefix = "no-" if isinstance(action, argparse.BooleanOptionalAction) and name.startswith("no-") else ""
+                prefix = ("no-" if isinstance(action, argparse.BooleanOptionalAction)
+                          and name.startswith("no-") else "")
                 rest = name[len(prefix):]
                 for variant in (rest, rest.replace("_", "-"), rest.replace("-", "_")):
                     for p in {prefix, prefix.replace("-", "_")}:
@@ -275,7 +300,8 @@ def _options(parser: argparse.ArgumentParser) -> dict:
 
 def normalize(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """``--max-steps`` = ``--max_steps``, ``--no_keep_masks`` = ``--no-keep_masks``, and
-    ``--keep_masks=false`` = ``--no-keep_masks`` (the ``=`` form leaves no doubt what the value is)."""
+    ``--keep_masks=false`` = ``--no-keep_masks`` (the ``=`` form leaves no doubt what the value
+    is)."""
     spellings = _options(parser)
     switches = {opt: a for a in parser._actions if isinstance(a, argparse.BooleanOptionalAction)
                 for opt in a.option_strings}
@@ -286,7 +312,8 @@ def normalize(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
         if eq and key in switches:
             on, off = switches[key].option_strings
             if value.lower() not in TRUE | FALSE:
-                raise MiniSPDFError(f"{on} expects true or false, got {value!r}: write {on} or {off}")
+                raise MiniSPDFError(
+                    f"{on} expects true or false, got {value!r}: write {on} or {off}")
             out.append(on if (value.lower() in TRUE) == (key == on) else off)
         else:
             out.append(key + eq + value)
@@ -297,14 +324,20 @@ def _unknown(parser: argparse.ArgumentParser, extra: list[str], argv: list[str])
     arg, where = extra[0], f"`{parser.prog} --help` lists the settings"
     if arg.startswith("-"):
         key = arg.partition("=")[0]
-        close = difflib.get_close_matches(key, [o for a in parser._actions for o in a.option_strings], n=1)
-        return MiniSPDFError(f"unknown setting {key}" + (f" (did you mean {close[0]}?)" if close else "") + f": {where}")
+        close = difflib.get_close_matches(key,
+                                          [o for a in parser._actions for o in a.option_strings],
+                                          n=1)
+        return MiniSPDFError(f"unknown setting {key}"
+                             + (f" (did you mean {close[0]}?)" if close else "") + f": {where}")
     before = argv[argv.index(arg) - 1] if argv.index(arg) > 0 else ""
     switch = [a for a in parser._actions if before in a.option_strings and a.nargs == 0]
-    if switch and isinstance(switch[0], argparse.BooleanOptionalAction):  # the old `--progress false`
+    # the old `--progress false`
+    if switch and isinstance(switch[0], argparse.BooleanOptionalAction):
         on, off = switch[0].option_strings
-        return MiniSPDFError(f"{before} is a switch and takes no value: write {on} or {off}, not {before} {arg}")
-    return MiniSPDFError(f"unexpected argument {arg!r}: settings are given as --NAME VALUE; {where}")
+        return MiniSPDFError(
+            f"{before} is a switch and takes no value: write {on} or {off}, not {before} {arg}")
+    return MiniSPDFError(
+        f"unexpected argument {arg!r}: settings are given as --NAME VALUE; {where}")
 
 
 def read_config_file(path: str) -> dict:
@@ -322,7 +355,8 @@ def read_config_file(path: str) -> dict:
             with open(path) as f:
                 data = json.load(f)
     except Exception as e:
-        raise MiniSPDFError(f"config file {path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'} "
+        raise MiniSPDFError(f"config file {path} is not valid "
+                            f"{'TOML' if path.endswith('.toml') else 'JSON'} "
                             f"({e}): fix the syntax") from None
     if not isinstance(data, dict):
         raise MiniSPDFError(f"config file {path} must hold a mapping of setting names to values")
@@ -331,15 +365,18 @@ def read_config_file(path: str) -> dict:
 
 def config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     """The settings in a config file, checked and converted like the command line's."""
-    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    actions = {a.dest: a for a in parser._actions
+               if a.option_strings and a.dest not in ("help", "config")}
     values = {}
     for key, value in read_config_file(path).items():
         key = key.replace("-", "_")
-        if key == "history":  # a run's settings.json: the changes made on --resume, a record, not a setting
+        # a run's settings.json: the changes made on --resume, a record, not a setting
+        if key == "history":
             continue
         if key not in actions:
             close = difflib.get_close_matches(key, actions, n=1)
-            raise MiniSPDFError(f"unknown setting {key!r} in {path}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            raise MiniSPDFError(f"unknown setting {key!r} in {path}"
+                                + (f" (did you mean {close[0]!r}?)" if close else "")
                                 + f": `{parser.prog} --help` lists the settings")
         action = actions[key]
         if value is None:
@@ -366,7 +403,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         parser.set_defaults(**config_defaults(parser, args.config))
         args = parser.parse_args(argv)
     keys = {arg.partition("=")[0] for arg in argv}
-    args._given = {a.dest for a in parser._actions if keys & set(a.option_strings)}  # set by a flag, not a default
+    # set by a flag, not a default
+    args._given = {a.dest for a in parser._actions if keys & set(a.option_strings)}
     _check_applies(parser, args)
     return args
 
@@ -377,23 +415,29 @@ def given(args: argparse.Namespace) -> set[str]:
 
 
 def _check_applies(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A flag given for the other mode of a switch (``applies``) is an error, not silently ignored."""
+    """A flag given for the other mode of a switch (``applies``) is an error, not silently
+    ignored."""
     for action in parser._actions:
         switch, on = getattr(action, "applies", None) or (None, None)
         if switch is None or action.dest not in args._given or getattr(args, switch) in (
                 on if isinstance(on, tuple) else (on,)):
             continue
         if isinstance(on, tuple):  # the modes of a choice: (schedule, ("set", "rigl"))
-            raise MiniSPDFError(f"--{action.dest} applies only with --{switch} {' or '.join(on)}, not "
-                                f"--{switch} {getattr(args, switch)}: add --{switch} {on[0]}, or drop it")
+            raise MiniSPDFError(f"--{action.dest} applies only with --{switch} "
+                                f"{' or '.join(on)}, not "
+                                f"--{switch} {getattr(args, switch)}: add --{switch} "
+                                f"{on[0]}, or drop it")
         if on:
-            raise MiniSPDFError(f"unknown setting --{action.dest} without --{switch}: add --{switch} or drop it")
-        raise MiniSPDFError(f"unknown setting --{action.dest} with --{switch}: it applies only without "
+            raise MiniSPDFError(
+                f"unknown setting --{action.dest} without --{switch}: add --{switch} or drop it")
+        raise MiniSPDFError(f"unknown setting --{action.dest} with --{switch}: it applies "
+                            f"only without "
                             f"--{switch}; drop it")
 
 
 def as_flag(name: str, value) -> str:
-    """A setting's value as the command line writes it: ``--no-keep_masks``, ``--lr 0.001``; None: nothing."""
+    """A setting's value as the command line writes it: ``--no-keep_masks``, ``--lr 0.001``; None:
+    nothing."""
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no-{name}"
     return "" if value is None else f"--{name} {shlex.quote(str(value))}"
@@ -415,11 +459,13 @@ def from_keywords(settings: dict, command: str, **slots) -> list:
     for slot, (cls, _) in slots.items():
         for f in fields(cls):
             sub = f.metadata.get("fields_of")
-            names = [g.name for g in fields(sub) if g.name not in f.metadata.get("skip", ())] if sub else [f.name]
+            names = ([g.name for g in fields(sub) if g.name not in f.metadata.get("skip", ())]
+                     if sub else [f.name])
             owner.update({name: (slot, f.name if sub else None) for name in names})
     unknown = [k for k in settings if k not in owner]
     if unknown:
-        raise MiniSPDFError(f"unknown setting(s) {', '.join(unknown)}: see `minispdf {command} --help`")
+        raise MiniSPDFError(
+            f"unknown setting(s) {', '.join(unknown)}: see `minispdf {command} --help`")
     changes: dict = {slot: {} for slot in slots}
     for key, value in settings.items():
         slot, into = owner[key]
@@ -432,7 +478,8 @@ def from_keywords(settings: dict, command: str, **slots) -> list:
         if obj is None:
             out.append(cls(**changes[slot]))
         else:
-            merged = {k: {**getattr(obj, k), **v} if isinstance(v, dict) else v for k, v in changes[slot].items()}
+            merged = {k: {**getattr(obj, k), **v} if isinstance(v, dict) else v
+                      for k, v in changes[slot].items()}
             out.append(replace(obj, **merged) if merged else obj)
     return out
 

@@ -62,8 +62,10 @@ class HubSource(NamedTuple):
 HUB_SOURCES = {
     "tinystories": HubSource("roneneldan/TinyStories", None, "\n\n", "simple short stories"),
     "wikitext2": HubSource("Salesforce/wikitext", "wikitext-2-raw-v1", "", "Wikipedia, ~11 MB"),
-    "wikitext103": HubSource("Salesforce/wikitext", "wikitext-103-raw-v1", "", "Wikipedia, ~540 MB"),
-    "fineweb-edu": HubSource("HuggingFaceFW/fineweb-edu", "sample-10BT", "\n\n", "educational web pages"),
+    "wikitext103": HubSource("Salesforce/wikitext", "wikitext-103-raw-v1", "",
+                             "Wikipedia, ~540 MB"),
+    "fineweb-edu": HubSource("HuggingFaceFW/fineweb-edu", "sample-10BT", "\n\n",
+                             "educational web pages"),
 }
 HUB_DEFAULT_MAX_CHARS = 50_000_000  # hub corpora are cut to this many characters by default
 BUILTIN_SOURCES = ("builtin", "shakespeare")
@@ -84,17 +86,20 @@ def describe_sources() -> str:
 
 def max_chars_setting():
     """The ``max_chars`` setting, alike in ``prepare`` and ``pretrain``."""
-    return setting(None, f"cap on the characters read (hub corpora: the first {HUB_DEFAULT_MAX_CHARS // 1_000_000}M "
+    return setting(None, f"cap on the characters read (hub corpora: the first "
+                         f"{HUB_DEFAULT_MAX_CHARS // 1_000_000}M "
                          "unless given)", min=1)
 
 
 @dataclass
 class PrepareConfig(Settings):
     """Corpus or task."""
-    data: str | None = setting(None, "corpus to tokenize (default builtin; the list is below)", metavar="SOURCE")
+    data: str | None = setting(None, "corpus to tokenize (default builtin; the list is below)",
+                               metavar="SOURCE")
     tokenizer: str = setting("char", "tokenizer", choices=TOKENIZERS)
     max_chars: int | None = max_chars_setting()
-    task: str | None = setting(None, f"or load a task and count its splits: {TASK_SPEC}", metavar="SPEC")
+    task: str | None = setting(None, f"or load a task and count its splits: {TASK_SPEC}",
+                               metavar="SPEC")
 
 
 def _choices() -> str:
@@ -148,7 +153,8 @@ def _load_hub(name: str, max_chars: int) -> str:
     try:
         import datasets
     except ImportError as exc:
-        raise MiniSPDFError(f"data source {name!r} needs the datasets package: pip install datasets") from exc
+        raise MiniSPDFError(
+            f"data source {name!r} needs the datasets package: pip install datasets") from exc
     pieces, total = [], 0
     try:
         # Streaming reads only as many rows as needed instead of the whole dataset.
@@ -219,7 +225,8 @@ class TokenData:
 
     def __repr__(self):
         return (f"TokenData({self.source!r}, tokenizer={self.tokenizer_name!r}, "
-                f"train={len(self.train):,} tokens, val={len(self.val):,} tokens, path={self.path!r})")
+                f"train={len(self.train):,} tokens, val={len(self.val):,} tokens, "
+                f"path={self.path!r})")
 
     @property
     def tokenizer(self):
@@ -300,7 +307,8 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
     if not 0 <= val_fraction < 1:
         raise MiniSPDFError(f"val_fraction must be in [0, 1), got {val_fraction}: pick e.g. 0.1")
     if max_chars is not None and max_chars < 1:
-        raise MiniSPDFError(f"max_chars={max_chars}: give a positive number of characters (or leave it out)")
+        raise MiniSPDFError(
+            f"max_chars={max_chars}: give a positive number of characters (or leave it out)")
     tokenizer = get_tokenizer(tokenizer_name)
     data_dir = Path(data_dir or os.environ.get("MINISPDF_DATA_DIR") or DATA_DIR)
     max_chars = max_chars or _default_max_chars(source)
@@ -328,12 +336,15 @@ def prepare_data(source: str, tokenizer_name: str, data_dir: str | None = None,
     n_train = int(len(ids) * (1 - val_fraction))
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    with writer_lock(str(folder), "prepare", wait=True):  # a shared cache: a second process waits, then reuses it
+    # a shared cache: a second process waits, then reuses it
+    with writer_lock(str(folder), "prepare", wait=True):
         if _matches(folder, expected):
             return TokenData(folder)
         _remove_stale_temp_dirs(data_dir, folder.name)
-        _publish_tokens(folder, ids, n_train, dtype, meta={**expected, "dtype": np.dtype(dtype).name,
-                                                          "text_chars": len(text), "train_tokens": n_train,
+        _publish_tokens(folder, ids, n_train, dtype,
+                        meta={**expected, "dtype": np.dtype(dtype).name,
+                                                          "text_chars": len(text),
+                                                           "train_tokens": n_train,
                                                           "val_tokens": len(ids) - n_train})
     return TokenData(folder)
 

@@ -56,7 +56,8 @@ class SampleConfig(Settings):
     temperature: float = setting(0.8, "softmax temperature (0: greedy)", min=0, hint="0 = greedy")
     top_k: int = setting(50, "sample from the k most likely tokens", min=1)
     seed: int = setting(0, "sampling seed")
-    num_samples: int = setting(1, "how many samples", min=1, max=10_000, hint="a batch of them is held in memory")
+    num_samples: int = setting(1, "how many samples", min=1, max=10_000,
+                               hint="a batch of them is held in memory")
 
 
 @contextlib.contextmanager
@@ -79,7 +80,8 @@ def check_tokenizer(model, tokenizer) -> int:
     eot = int(tokenizer.eot_id)
     if eot >= model.config.vocab_size:
         raise MiniSPDFError(
-            f"tokenizer {getattr(tokenizer, 'name', '?')!r} (eot id {eot}) does not fit the model's "
+            f"tokenizer {getattr(tokenizer, 'name', '?')!r} (eot id {eot}) does not fit "
+            f"the model's "
             f"vocab_size={model.config.vocab_size}: use the tokenizer the model was trained with"
         )
     return eot
@@ -88,7 +90,8 @@ def check_tokenizer(model, tokenizer) -> int:
 def _check_prompt(model, prompt) -> None:
     if not 0 < len(prompt) < model.config.block_size:
         raise MiniSPDFError(
-            f"a prompt of {len(prompt)} tokens leaves no room in the context block_size={model.config.block_size}: "
+            f"a prompt of {len(prompt)} tokens leaves no room in the context "
+            f"block_size={model.config.block_size}: "
             "cut it with tasks.encode_prompt(..., max_tokens=block_size - 1)"
         )
 
@@ -104,7 +107,8 @@ def _budget(model, prompt_len: int, max_new_tokens: int | None) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _greedy_batch(model, prompts: list[list[int]], eot: int, max_new_tokens, device) -> list[list[int]]:
+def _greedy_batch(model, prompts: list[list[int]], eot: int, max_new_tokens,
+                  device) -> list[list[int]]:
     """Greedy continuations (token ids, eot excluded) of one batch of prompts."""
     n = len(prompts)
     lens = [len(p) for p in prompts]
@@ -118,7 +122,8 @@ def _greedy_batch(model, prompts: list[list[int]], eot: int, max_new_tokens, dev
     idx = torch.tensor([[eot] * (P - len(p)) + p for p in prompts], dtype=torch.long, device=device)
     cols = torch.arange(width, device=device)
     real = cols[None, :] >= pad[:, None]  # (n, width): column holds a real token of that row
-    pos = (cols[None, :] - pad[:, None]).clamp_min(0)  # each row's own positions, 0 at its first token
+    # each row's own positions, 0 at its first token
+    pos = (cols[None, :] - pad[:, None]).clamp_min(0)
     # Prefill mask: causal, real keys only; a padding query sees itself so no softmax row is empty.
     causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()
     eye = torch.eye(P, dtype=torch.bool, device=device)
@@ -142,11 +147,13 @@ def _greedy_batch(model, prompts: list[list[int]], eot: int, max_new_tokens, dev
             nxt = nxt[keep]
         sel = torch.tensor(rows, device=device)
         col = P + step  # the column this step's token goes into
-        logits = model.decode_step(nxt[:, None], cache, pos[sel, col:col + 1], real[sel, None, None, :col + 1])
+        logits = model.decode_step(nxt[:, None], cache, pos[sel, col:col + 1],
+                                   real[sel, None, None, :col + 1])
     return out
 
 
-def greedy_tokens(model, prompts: Sequence[Sequence[int]], eot_id: int, max_new_tokens: int | None = None,
+def greedy_tokens(model, prompts: Sequence[Sequence[int]], eot_id: int,
+                  max_new_tokens: int | None = None,
                   batch_size: int = 64, device=None) -> list[list[int]]:
     """Greedy continuations (token ids, eot excluded) of already encoded prompts, in input order.
 
@@ -161,7 +168,8 @@ def greedy_tokens(model, prompts: Sequence[Sequence[int]], eot_id: int, max_new_
     result: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        for i, toks in zip(chunk, _greedy_batch(model, [prompts[i] for i in chunk], eot_id, max_new_tokens, device)):
+        for i, toks in zip(chunk, _greedy_batch(model, [prompts[i] for i in chunk], eot_id,
+                                                max_new_tokens, device)):
             result[i] = toks
     return result
 
@@ -171,7 +179,8 @@ def greedy_tokens(model, prompts: Sequence[Sequence[int]], eot_id: int, max_new_
 # --------------------------------------------------------------------------------------------
 
 
-def beam_tokens(model, prompt: Sequence[int], eot_id: int, num_beams: int = 4, max_new_tokens: int | None = None,
+def beam_tokens(model, prompt: Sequence[int], eot_id: int, num_beams: int = 4,
+                max_new_tokens: int | None = None,
                 length_penalty: float = 1.0, device=None) -> tuple[list[int], float]:
     """Beam search for one encoded prompt: ``(best continuation ids without eot, its score)``.
 
@@ -182,7 +191,8 @@ def beam_tokens(model, prompt: Sequence[int], eot_id: int, num_beams: int = 4, m
     budget = _budget(model, len(prompt), max_new_tokens)
     if budget <= 0:
         return [], 0.0
-    cache = KVCache(model.config, 1, len(prompt) + budget, device=device, dtype=model.lm_head.weight.dtype)
+    cache = KVCache(model.config, 1, len(prompt) + budget, device=device,
+                    dtype=model.lm_head.weight.dtype)
     logits = model.decode_step(torch.tensor([list(prompt)], dtype=torch.long, device=device), cache)
     beams: list[list[int]] = [[]]
     scores = torch.zeros(1, device=device)
@@ -196,7 +206,8 @@ def beam_tokens(model, prompt: Sequence[int], eot_id: int, num_beams: int = 4, m
             parent, tok = divmod(flat, vocab)
             if tok == eot_id:
                 if rank < num_beams:  # an eot only counts when it ranks among the live beams
-                    finished.append((score / (len(beams[parent]) + 1) ** length_penalty, beams[parent]))
+                    finished.append((score / (len(beams[parent]) + 1) ** length_penalty,
+                                     beams[parent]))
                 continue
             new_beams.append(beams[parent] + [tok])
             new_scores.append(score)
@@ -228,18 +239,22 @@ def decode(model, tokenizer, inputs: list[str], method: str = "greedy", num_beam
     if method == "beam" and (not isinstance(num_beams, int) or num_beams < 1):
         raise MiniSPDFError(f"num_beams={num_beams!r} must be a positive integer")
     if max_new_tokens is not None and max_new_tokens < 0:
-        raise MiniSPDFError(f"max_new_tokens={max_new_tokens} is negative: use 0 or more (or None for a full context)")
+        raise MiniSPDFError(f"max_new_tokens={max_new_tokens} is negative: use 0 or more (or None "
+                            f"for a full context)")
     if batch_size < 1:
         raise MiniSPDFError(f"batch_size={batch_size} must be at least 1")
     eot = check_tokenizer(model, tokenizer)
     if model.config.block_size < 2:
-        raise MiniSPDFError("the model's block_size is 1: there is no room to decode; use a larger block_size")
+        raise MiniSPDFError(
+            "the model's block_size is 1: there is no room to decode; use a larger block_size")
     device = device_of(model, device)
-    prompts = [encode_prompt(tokenizer, text, max_tokens=model.config.block_size - 1) for text in inputs]
+    prompts = [encode_prompt(tokenizer, text, max_tokens=model.config.block_size - 1)
+               for text in inputs]
     with eval_mode(model):
         if method == "greedy":
             token_lists = greedy_tokens(model, prompts, eot, max_new_tokens, batch_size, device)
         else:
-            token_lists = [beam_tokens(model, p, eot, num_beams, max_new_tokens, length_penalty, device)[0]
+            token_lists = [beam_tokens(model, p, eot, num_beams, max_new_tokens, length_penalty,
+                                       device)[0]
                            for p in prompts]
     return [tokenizer.decode(toks).strip() for toks in token_lists]

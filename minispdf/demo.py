@@ -34,15 +34,18 @@ class DemoConfig(Settings):
     """Demo."""
     quick: bool = setting(False, "the smallest scale: under a minute on a CPU")
     out: str = setting("runs/demo", "run folder", metavar="DIR")
-    overwrite: bool = setting(False, "replace an earlier demo in --out (once the new one has finished)")
+    overwrite: bool = setting(False,
+                              "replace an earlier demo in --out (once the new one has finished)")
     seed: int = setting(0, "seed of the one run of every arm")
     device: str = device_setting()
     jobs: int | None = setting(None, "parallel jobs (default: one per CPU core)")
 
 
 # --pretrain_steps N, ...: the demo grid's scale, each left at the grid's unless given
-DemoScale = make_dataclass("DemoScale", [(k, int | None, setting(None, k.replace("_", " "), min=1, **(
-    dict(max=MAX_STEPS, hint=STEPS_HINT) if k.endswith("_steps") else {}))) for k in SCALE_KEYS], bases=(Settings,))
+DemoScale = make_dataclass("DemoScale",
+                           [(k, int | None, setting(None, k.replace("_", " "), min=1, **(
+    dict(max=MAX_STEPS, hint=STEPS_HINT) if k.endswith("_steps") else {}))) for k in SCALE_KEYS],
+                           bases=(Settings,))
 
 
 def demo_grid(quick: bool = False, seed: int = 0, **scale) -> dict:
@@ -52,7 +55,8 @@ def demo_grid(quick: bool = False, seed: int = 0, **scale) -> dict:
     grid = resolve_grid("demo")
     unknown = set(scale) - set(SCALE_KEYS)
     if unknown:
-        raise MiniSPDFError(f"unknown demo setting(s) {', '.join(sorted(unknown))}: choose from {', '.join(SCALE_KEYS)}")
+        raise MiniSPDFError(f"unknown demo setting(s) {', '.join(sorted(unknown))}: choose from "
+                            f"{', '.join(SCALE_KEYS)}")
     scale = {**(QUICK if quick else {}), **{k: v for k, v in scale.items() if v is not None}}
     for key, value in scale.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -82,22 +86,26 @@ def run_demo(settings: DemoConfig | None = None, scale=None, log=print, **keywor
     with writer_lock(s.out, "demo"), publish_folder(_new_or_overwritten(s.out, s.overwrite)) as tmp:
         results = run_study(grid, tmp, device=s.device, jobs=s.jobs, log=log,
                             command="minispdf demo" + (" --quick" if s.quick else ""))
-        write_text(os.path.join(tmp, "results.md"), results_table(results) + "\n\n" + caption(results) + "\n")
+        write_text(os.path.join(tmp, "results.md"),
+                   results_table(results) + "\n\n" + caption(results) + "\n")
     results["out"] = s.out
     return results
 
 
 def _new_or_overwritten(out: str, overwrite: bool) -> str:
-    """``out``, if it does not exist or may be replaced (the new demo replaces it only once finished)."""
+    """``out``, if it does not exist or may be replaced (the new demo replaces it only once
+    finished)."""
     if os.path.exists(out) and not overwrite:
-        raise MiniSPDFError(f"{out} already exists: pass --overwrite to replace it (only once the new demo has "
+        raise MiniSPDFError(f"{out} already exists: pass --overwrite to replace it (only once the "
+                            f"new demo has "
                             "finished) or choose another --out")
     return out
 
 
 def results_table(results: dict) -> str:
     """One row per arm: pre-training cost and loss, then the downstream test loss and BLEU."""
-    head = ("| arm | pre-training FLOPs (x dense) | pre-training val loss | test loss | test perplexity "
+    head = ("| arm | pre-training FLOPs (x dense) | pre-training val loss | test loss | "
+            "test perplexity "
             "| BLEU |")
     rows = [head, "|" + "---|" * 6]
     for r in results["summary"]:
@@ -105,7 +113,8 @@ def results_table(results: dict) -> str:
         pv = "-" if r["pretrain_val_loss"] is None else f"{r['pretrain_val_loss']:.3f}"
         ppl = [x["test_perplexity"] for x in results["rows"] if x["arm"] == r["arm"]]
         bleu = "-" if r["bleu"] is None else f"{r['bleu']:.1f}"
-        rows.append(f"| {r['arm']} | {flops} | {pv} | {r['test_loss']:.3f} | {sum(ppl) / len(ppl):.2f} | {bleu} |")
+        rows.append(f"| {r['arm']} | {flops} | {pv} | {r['test_loss']:.3f} | "
+                    f"{sum(ppl) / len(ppl):.2f} | {bleu} |")
     return "\n".join(rows)
 
 
@@ -113,8 +122,12 @@ def caption(results: dict) -> str:
     """How the table was made, from the results themselves: scale, time, machine, commit."""
     g, t, m = results["grid"], results["timing"], results["machine"]
     size, task = next(iter(g["sizes"].values())), next(iter(g["tasks"].values()))
-    return (f"One seed of each arm (`{g['name']}` grid: {size['pretrain_steps']:,} pre-training and "
-            f"{size['finetune_steps']:,} fine-tuning steps of {g['pretrain']['batch_size']} x {g['block_size']} "
-            f"tokens, {task['eval_inputs']} test inputs, greedy decoding); {t['wall_s']:.0f} s in the runner with "
-            f"{t['jobs']} job(s) of {t['threads']} thread(s) on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
+    return (f"One seed of each arm (`{g['name']}` grid: {size['pretrain_steps']:,} "
+            f"pre-training and "
+            f"{size['finetune_steps']:,} fine-tuning steps of {g['pretrain']['batch_size']} x "
+            f"{g['block_size']} "
+            f"tokens, {task['eval_inputs']} test inputs, greedy decoding); {t['wall_s']:.0f} s in "
+            f"the runner with "
+            f"{t['jobs']} job(s) of {t['threads']} thread(s) on {m['cpu']} ({m['cores']} cores), "
+            f"torch {m['torch']}, "
             f"commit `{results['commit']}`.")

@@ -11,7 +11,8 @@ class MiniSPDFError(Exception):
 
 def one_line(error: BaseException | str, limit: int = 200) -> str:
     """A caught error's message as one line to quote inside a :class:`MiniSPDFError`: its lines
-    joined, whitespace collapsed, cut to ``limit`` characters (the type's name if it has no text)."""
+    joined, whitespace collapsed, cut to ``limit`` characters (the type's name if it has no
+    text)."""
     text = " ".join(str(error).split())
     if not text and isinstance(error, BaseException):
         text = type(error).__name__

@@ -29,13 +29,15 @@ from .errors import MiniSPDFError, one_line
 from .fileio import file_problem, valid_unicode, write_text
 from .config import Settings, setting
 from .metrics import METRICS as SCORE_METRICS, bleu, score_predictions
-from .tasks import SEPARATOR, TASK_METRICS, TASK_SPEC, Example, FinetuneBatches, pair_fits, training_pairs
+from .tasks import (SEPARATOR, TASK_METRICS, TASK_SPEC, Example, FinetuneBatches, pair_fits,
+                    training_pairs)
 
 __all__ = ["decode", "bleu", "perplexity", "evaluate_task", "score_file", "read_predictions"]
 
 
 
-def perplexity(model, tokenizer, examples: list[Example], block_size: int | None = None, batch_size: int = 32,
+def perplexity(model, tokenizer, examples: list[Example], block_size: int | None = None,
+               batch_size: int = 32,
                device=None) -> dict:
     """Perplexity over every (input, reference) pair: target tokens and the eot, as in fine-tuning.
 
@@ -49,15 +51,18 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
     block_size = model.config.block_size if block_size is None else int(block_size)
     if block_size > model.config.block_size:
         raise MiniSPDFError(
-            f"block_size={block_size} is larger than the model's context {model.config.block_size}: use a smaller one"
+            f"block_size={block_size} is larger than the model's context "
+            f"{model.config.block_size}: use a smaller one"
         )
     pairs = training_pairs(examples)
     if not pairs:
-        raise MiniSPDFError("no (input, reference) pairs to score: give examples that have references")
+        raise MiniSPDFError(
+            "no (input, reference) pairs to score: give examples that have references")
     sep = len(tokenizer.encode(SEPARATOR))  # a reference is scored if it fits with one input token
     fitting = [(i, r) for i, r in pairs if pair_fits(1, len(tokenizer.encode(r)), sep, block_size)]
     if not fitting:
-        raise MiniSPDFError(f"no reference fits the context block_size {block_size} with its input: "
+        raise MiniSPDFError(f"no reference fits the context block_size {block_size} "
+                            f"with its input: "
                             "use a model with a larger block_size")
     batches = FinetuneBatches(tokenizer, fitting, block_size, batch_size, torch.Generator())
     device = device_of(model, device)
@@ -67,16 +72,20 @@ def perplexity(model, tokenizer, examples: list[Example], block_size: int | None
             x, y, mask = batches.collate(range(start, min(start + batch_size, len(batches))))
             x, y, mask = x.to(device), y.to(device), mask.to(device)
             logits, _ = model(x, y)
-            nll = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="none")
+            nll = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                  reduction="none")
             total += float(nll[mask.view(-1)].double().sum())
             count += int(mask.sum())
     loss = total / count
     ppl = math.exp(loss) if loss < 700 else float("inf")
-    return {"perplexity": ppl, "loss": loss, "tokens": count, "pairs_skipped": len(pairs) - len(fitting)}
+    return {"perplexity": ppl, "loss": loss, "tokens": count,
+            "pairs_skipped": len(pairs) - len(fitting)}
 
 
-def evaluate_task(model, tokenizer, examples: list[Example], method: str = "greedy", num_beams: int = 4,
-                  max_new_tokens: int | None = None, limit: int | None = None, predictions_path: str | None = None,
+def evaluate_task(model, tokenizer, examples: list[Example], method: str = "greedy",
+                  num_beams: int = 4,
+                  max_new_tokens: int | None = None, limit: int | None = None,
+                  predictions_path: str | None = None,
                   metric: str = "bleu", batch_size: int = 64, metrics=None, task: str = "") -> dict:
     """Score a model on a task split: perplexity, and the metrics of its decoded outputs.
 
@@ -96,7 +105,8 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
             raise MiniSPDFError(f"limit={limit} must be at least 1 (or None for all inputs)")
         examples = examples[:limit]
     if not examples:
-        raise MiniSPDFError("no examples to evaluate: the split is empty; load a task that has this split")
+        raise MiniSPDFError(
+            "no examples to evaluate: the split is empty; load a task that has this split")
     if metrics is None:
         metrics = ["bleu"] if metric == "bleu" else []
     elif metrics == "default":
@@ -107,17 +117,22 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
     ppl = perplexity(model, tokenizer, examples, batch_size=batch_size)
     result.update(perplexity=ppl["perplexity"], loss=ppl["loss"])
     ppl_note = [] if not ppl["pairs_skipped"] else [
-        f"perplexity left out {ppl['pairs_skipped']} of {sum(len(ex.references) for ex in examples)} (input, "
+        f"perplexity left out {ppl['pairs_skipped']} of "
+        f"{sum(len(ex.references) for ex in examples)} (input, "
         "reference) pairs: their reference alone does not fit the model's context"]
     written, decoded = None, metrics is None or len(metrics) > 0
     if decoded:
-        preds = decode(model, tokenizer, [ex.input for ex in examples], method=method, num_beams=num_beams,
+        preds = decode(model, tokenizer, [ex.input for ex in examples], method=method,
+                       num_beams=num_beams,
                        max_new_tokens=max_new_tokens, batch_size=batch_size)
         refs = [list(ex.references) for ex in examples]
-        result.update(score_predictions(preds, refs, metrics, labels if has_subsets else None, task=task))
+        result.update(score_predictions(preds, refs, metrics, labels if has_subsets else None,
+                                        task=task))
         if predictions_path is not None:
-            text = "".join(json.dumps({"input": ex.input, "prediction": p, "references": r, **ex.meta},
-                                      ensure_ascii=False) + "\n" for ex, p, r in zip(examples, preds, refs))
+            text = "".join(
+                json.dumps({"input": ex.input, "prediction": p, "references": r, **ex.meta},
+                                      ensure_ascii=False) + "\n"
+                           for ex, p, r in zip(examples, preds, refs))
             write_text(str(predictions_path), text)
             written = str(predictions_path)
     elif has_subsets:
@@ -144,7 +159,8 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
     path = os.fspath(predictions_path)
     why = file_problem(path)
     if why:
-        where = f"no predictions file at {path}" if why == "does not exist" else f"predictions file {path} {why}"
+        where = (f"no predictions file at {path}" if why == "does not exist"
+                 else f"predictions file {path} {why}")
         raise MiniSPDFError(f"{where}: pass the JSONL that evaluate --predictions wrote")
     preds, refs, labels = [], [], []
     try:
@@ -157,19 +173,24 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
                 except json.JSONDecodeError:
                     raise ValueError(f"line {lineno} is not JSON") from None
                 if not valid_unicode(row):
-                    raise ValueError(f"line {lineno} holds a lone surrogate (an unpaired \\ud800-\\udfff escape)")
+                    raise ValueError(f"line {lineno} holds a lone surrogate (an unpaired "
+                                     f"\\ud800-\\udfff escape)")
                 pred, ref, label = row["prediction"], row["references"], row.get("subset")
-                if not isinstance(pred, str) or not isinstance(ref, list) or not all(isinstance(r, str) for r in ref):
+                if (not isinstance(pred, str) or not isinstance(ref, list)
+                    or not all(isinstance(r, str) for r in ref)):
                     raise ValueError(f"line {lineno} has the wrong field types")
                 if not ref or not all(r.strip() for r in ref):
-                    raise ValueError(f"line {lineno} has an empty reference: every reference needs some text")
+                    raise ValueError(
+                        f"line {lineno} has an empty reference: every reference needs some text")
                 if not (label is None or isinstance(label, str)
                         or (isinstance(label, list) and all(isinstance(x, str) for x in label))):
-                    raise ValueError(f"line {lineno} has a subset that is not a string or a list of strings")
+                    raise ValueError(
+                        f"line {lineno} has a subset that is not a string or a list of strings")
                 preds.append(pred)
                 refs.append(ref)
                 labels.append(label)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError, RecursionError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError,
+            RecursionError) as e:
         if isinstance(e, RecursionError):
             kind = "a line nested too deeply"
         elif isinstance(e, KeyError):
@@ -181,8 +202,10 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
         else:
             kind = "a line that is not a JSON object"
         raise MiniSPDFError(
-            f"{path} is not a predictions JSONL ({kind}): the file is corrupt or in another format; each line "
-            'must be {"prediction": "...", "references": ["...", ...]}; re-run the evaluation that wrote it'
+            f"{path} is not a predictions JSONL ({kind}): the file is corrupt or in another "
+            f"format; each line "
+            'must be {"prediction": "...", "references": ["...", ...]}; re-run the evaluation '
+            'that wrote it'
         ) from None
     if not preds:
         raise MiniSPDFError(f"{path} holds no predictions: re-run the evaluation that wrote it")
@@ -190,13 +213,14 @@ def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]],
 
 
 def score_file(predictions_path: str, metrics=None, task: str = "") -> dict:
-    """Every metric (and subset) of :func:`minispdf.metrics.score_predictions` for a predictions JSONL."""
+    """Every metric (and subset) of :func:`minispdf.metrics.score_predictions` for a predictions
+    JSONL."""
     preds, refs, labels = read_predictions(predictions_path)
     has_subsets = any(label is not None for label in labels)
     return score_predictions(preds, refs, metrics, labels if has_subsets else None, task=task)
 
 
-# ------------------------------------------------------------------------------ settings (minispdf evaluate, score)
+# -------------------------------------------------------------- settings (minispdf evaluate, score)
 
 METRICS_HELP = f"comma-separated {','.join(SCORE_METRICS)} (default: the task's usual set)"
 
@@ -209,11 +233,15 @@ class EvaluateConfig(Settings):
     split: str = setting("test", "which split to decode", choices=("train", "val", "test"))
     decode: str = setting("greedy", "decoding", choices=("greedy", "beam"))
     num_beams: int = setting(4, "beams for --decode beam", min=1)
-    max_new_tokens: int | None = setting(None, "tokens to generate per input (default: fill the context)", min=1)
+    max_new_tokens: int | None = setting(None,
+                                         "tokens to generate per input (default: fill the context)",
+                                         min=1)
     limit: int | None = setting(None, "evaluate only the first N inputs", min=1)
-    test_file: str | None = setting(None, "with a bare --task name: the file to evaluate (e.g. testset_w_refs.csv)",
+    test_file: str | None = setting(None, "with a bare --task name: the file to evaluate (e.g. "
+                                          "testset_w_refs.csv)",
                                     metavar="FILE")
-    predictions: str | None = setting(None, "where to write the predictions JSONL (default: RUN/predictions-SPLIT.jsonl)",
+    predictions: str | None = setting(None, "where to write the predictions JSONL (default: "
+                                            "RUN/predictions-SPLIT.jsonl)",
                                       metavar="FILE")
     metrics: str | None = setting(None, METRICS_HELP)
 
@@ -221,8 +249,10 @@ class EvaluateConfig(Settings):
 @dataclass
 class ScoreConfig(Settings):
     """Scoring."""
-    predictions: str | None = setting(None, "the predictions JSONL (evaluate's, or one in its format)",
+    predictions: str | None = setting(None,
+                                      "the predictions JSONL (evaluate's, or one in its format)",
                                       positional=True, metavar="PREDICTIONS.jsonl")
     metrics: str | None = setting(None, METRICS_HELP)
-    task: str | None = setting(None, "the task (name or spec) whose usual metrics are the default (curation: ROUGE; "
+    task: str | None = setting(
+        None, "the task (name or spec) whose usual metrics are the default (curation: ROUGE; "
                                      "others: all)", metavar="SPEC")

@@ -43,7 +43,8 @@ def atomic_write_bytes(path: str, write: Callable) -> None:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
     except OSError as e:
-        raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}): choose a writable folder") from None
+        raise MiniSPDFError(
+            f"cannot write {path} ({e.strerror or e}): choose a writable folder") from None
     try:
         usual_permissions(tmp)
         with os.fdopen(fd, "wb") as f:
@@ -54,8 +55,10 @@ def atomic_write_bytes(path: str, write: Callable) -> None:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError):  # disk full, quota, folder removed under us: the old file is intact
-            raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}); the previous version, if any, "
+        # disk full, quota, folder removed under us: the old file is intact
+        if isinstance(e, OSError):
+            raise MiniSPDFError(f"cannot write {path} ({e.strerror or e}); the previous "
+                                f"version, if any, "
                                 "is intact: free some space or choose another folder") from None
         raise
 
@@ -83,7 +86,8 @@ def publish_folder(final: str) -> Iterator[str]:
     final = os.path.realpath(final)
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(final))}-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(final))}-",
+                           dir=parent)
     try:
         usual_permissions(tmp)
         yield tmp
@@ -94,8 +98,10 @@ def publish_folder(final: str) -> Iterator[str]:
 
 
 def replace_folder(new: str, final: str) -> None:
-    """Rename the folder ``new`` to ``final``; an old ``final`` is moved aside first, then deleted."""
-    final = os.path.realpath(final)  # a symlink names its target: the link stays, the target is replaced
+    """Rename the folder ``new`` to ``final``; an old ``final`` is moved aside first, then
+    deleted."""
+    # a symlink names its target: the link stays, the target is replaced
+    final = os.path.realpath(final)
     old = move_aside(final) if os.path.exists(final) else None
     try:
         os.replace(new, final)
@@ -109,10 +115,12 @@ def replace_folder(new: str, final: str) -> None:
 
 def move_aside(folder: str) -> str:
     """Move ``folder`` into a new hidden holder folder beside it; returns the holder, which
-    :func:`put_back` restores (or ``shutil.rmtree`` discards). A symlink's target is moved, not the link."""
+    :func:`put_back` restores (or ``shutil.rmtree`` discards). A symlink's target is moved, not the
+    link."""
     folder = os.path.realpath(folder)
     name = os.path.basename(os.path.abspath(folder))
-    holder = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-old-", dir=os.path.dirname(os.path.abspath(folder)))
+    holder = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-old-",
+                              dir=os.path.dirname(os.path.abspath(folder)))
     os.replace(folder, os.path.join(holder, name))
     return holder
 
@@ -179,7 +187,8 @@ def lock_path(target: str) -> str:
 
 
 def in_use(target: str, what: str, holder: str) -> MiniSPDFError:
-    return MiniSPDFError(f"{target} is in use by another minispdf {what} (pid {holder}): wait for it to finish "
+    return MiniSPDFError(f"{target} is in use by another minispdf {what} (pid {holder}): wait for "
+                         f"it to finish "
                          "(or stop it), or choose another folder")
 
 
@@ -219,12 +228,14 @@ def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError as e:
-        raise MiniSPDFError(f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
+        raise MiniSPDFError(
+            f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise MiniSPDFError(f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
+            raise MiniSPDFError(
+                f"cannot lock {target} ({e.strerror or e}): choose a writable folder") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -232,7 +243,8 @@ def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 if not wait:
                     raise in_use(target, what, holder) from None
-                print(f"waiting for pid {holder}, which is writing {target}", file=sys.stderr, flush=True)
+                print(f"waiting for pid {holder}, which is writing {target}", file=sys.stderr,
+                      flush=True)
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(path))
@@ -251,7 +263,8 @@ def writer_lock(target: str, what: str = "run", wait: bool = False) -> Iterator[
         yield path
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(path)  # still holding it: a process waiting on this inode sees it gone and starts over
+            # still holding it: a process waiting on this inode sees it gone and starts over
+            os.unlink(path)
         os.close(fd)
 
 

@@ -43,7 +43,8 @@ class FlopReport:
     seq_len: int
     sparsity: float  # the nominal (or measured overall) sparsity of the sparsified matrices
     count_embedding: bool
-    components: dict = field(default_factory=dict)  # name -> {dense, sparse, sparsified}: forward FLOPs per sequence
+    # name -> {dense, sparse, sparsified}: forward FLOPs per sequence
+    components: dict = field(default_factory=dict)
 
     @property
     def forward_dense(self) -> int:
@@ -84,15 +85,19 @@ class FlopReport:
 
     def format(self) -> str:
         c = self.config
-        head = (f"FLOPs per sequence of {self.seq_len} tokens: {c['n_layer']} layers, d={c['n_embd']}, "
+        head = (f"FLOPs per sequence of {self.seq_len} tokens: {c['n_layer']} layers, "
+                f"d={c['n_embd']}, "
                 f"heads={c['n_head']}, vocab={c['vocab_size']}, sparsity {self.sparsity:.0%}"
                 f"{', embedding counted' if self.count_embedding else ''}")
-        lines = [head, f"{'component':<20} {'dense fwd':>12} {'sparse fwd':>12} {'share (dense)':>14}"]
+        lines = [head,
+                 f"{'component':<20} {'dense fwd':>12} {'sparse fwd':>12} {'share (dense)':>14}"]
         for name, v in self.components.items():
             lines.append(f"{name:<20} {v['dense']:>12.4g} {v['sparse']:>12.4g} "
                          f"{v['dense'] / self.forward_dense:>14.1%}")
-        lines.append(f"{'forward total':<20} {self.forward_dense:>12.4g} {self.forward_sparse:>12.4g}")
-        lines.append(f"{'training (3x fwd)':<20} {self.train_dense:>12.4g} {self.train_sparse:>12.4g}")
+        lines.append(
+            f"{'forward total':<20} {self.forward_dense:>12.4g} {self.forward_sparse:>12.4g}")
+        lines.append(
+            f"{'training (3x fwd)':<20} {self.train_dense:>12.4g} {self.train_sparse:>12.4g}")
         lines.append(f"reduction: {self.reduction:.2f}x fewer training FLOPs than dense")
         lines.append(HONESTY_NOTE)
         return "\n".join(lines)
@@ -112,7 +117,8 @@ def _components(cfg: GPTConfig, T: int, dens: dict, count_embedding: bool) -> di
         "logits": (2 * T * d * V, None),
     }
     return {
-        name: dict(dense=dense, sparse=dense * dens[key] if key else dense, sparsified=key is not None)
+        name: dict(dense=dense, sparse=dense * dens[key] if key else dense,
+                   sparsified=key is not None)
         for name, (dense, key) in raw.items()
     }
 
@@ -134,7 +140,8 @@ def flop_report(model_or_config, sparsity: float | None = None, seq_len: int | N
     elif isinstance(model_or_config, GPTConfig):
         cfg = model_or_config
     else:
-        raise MiniSPDFError(f"flop_report needs a preset name, GPTConfig or GPT, not {type(model_or_config).__name__}")
+        raise MiniSPDFError(f"flop_report needs a preset name, GPTConfig or GPT, not "
+                            f"{type(model_or_config).__name__}")
     T = cfg.block_size if seq_len is None else int(seq_len)
     if T < 1:
         raise MiniSPDFError(f"seq_len={seq_len} must be a positive integer")
@@ -146,7 +153,8 @@ def flop_report(model_or_config, sparsity: float | None = None, seq_len: int | N
     else:
         nominal = check_sparsity(0.0 if sparsity is None else sparsity)
         dens = {k: 1.0 - nominal for k in SPARSIFIABLE}
-    return FlopReport(config=cfg.to_dict(), seq_len=T, sparsity=nominal, count_embedding=count_embedding,
+    return FlopReport(config=cfg.to_dict(), seq_len=T, sparsity=nominal,
+                      count_embedding=count_embedding,
                       components=_components(cfg, T, dens, count_embedding))
 
 
@@ -163,7 +171,8 @@ def measured_densities(model: GPT) -> dict:
         suffixes = (suffixes,) if isinstance(suffixes, str) else suffixes
         kept = total = 0
         for name, p in model.named_parameters():
-            if name.startswith("transformer.h.") and name.endswith(tuple(s + ".weight" for s in suffixes)):
+            if (name.startswith("transformer.h.")
+                and name.endswith(tuple(s + ".weight" for s in suffixes))):
                 m = masks.get(name)
                 kept += int(m.sum()) if m is not None else p.numel()
                 total += p.numel()
@@ -188,7 +197,8 @@ def flop_table(presets=("gpt2", "gpt3-xl"), sparsities=(0.0, 0.5, 0.75, 0.9), se
     for preset in presets:
         for s in sparsities:
             r = flop_report(preset, sparsity=s, seq_len=seq_len, count_embedding=count_embedding)
-            rows.append(dict(preset=preset, seq_len=r.seq_len, sparsity=s, train_dense=r.train_dense,
+            rows.append(dict(preset=preset, seq_len=r.seq_len, sparsity=s,
+                             train_dense=r.train_dense,
                              train_sparse=r.train_sparse, reduction=r.reduction))
     return rows
 
@@ -198,11 +208,15 @@ class FlopsConfig(Settings):
     """FLOP count."""
     seq_len: int | None = setting(None, "sequence length (default: the context length)", min=1)
     count_embedding: bool = setting(False, "count the embedding lookup as 2*T*V*d (Chinchilla)")
-    table: bool = setting(False, "print the reduction for the paper's models and sparsities instead")
-    max_steps: int | None = setting(None, "also sum the training FLOPs of a pre-training run of this many steps "
-                                          "(pretrain's --max_steps) under --schedule, step by step", metavar="N", min=1,
+    table: bool = setting(False,
+                          "print the reduction for the paper's models and sparsities instead")
+    max_steps: int | None = setting(
+        None, "also sum the training FLOPs of a pre-training run of this many steps "
+                                          "(pretrain's --max_steps) under --schedule, step by step",
+                                    metavar="N", min=1,
                                   max=MAX_STEPS, hint=STEPS_HINT)
-    batch_size: int = setting(12, "with --max_steps: sequences per step (pretrain's --batch_size)", min=1)
+    batch_size: int = setting(12, "with --max_steps: sequences per step (pretrain's --batch_size)",
+                              min=1)
 
 
 def pretraining_flops(schedule, config, batch_size: int, seq_len: int | None = None,
@@ -221,7 +235,8 @@ def pretraining_flops(schedule, config, batch_size: int, seq_len: int | None = N
         if d not in per_seq:
             per_seq[d] = flop_report(config, sparsity=1.0 - d, seq_len=T).forward_sparse
         fwd = per_seq[d]
-        total += (3 * fwd + (dense.forward_dense - fwd if schedule and schedule.reads_dense_gradient_at(step) else 0))
+        total += (3 * fwd + (dense.forward_dense - fwd
+                             if schedule and schedule.reads_dense_gradient_at(step) else 0))
     total *= batch_size
     flops_dense = steps * batch_size * dense.train_dense
     return {"flops": total, "flops_dense": flops_dense, "ratio": flops_dense / total}

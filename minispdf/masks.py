@@ -14,12 +14,14 @@ from .sparsity import target_parameters
 
 
 def masked_block_matrices() -> list[str]:
-    """Names (``attn.c_attn``, ...) of the block matrices the library's ``sparsify`` masks by default,
+    """Names (``attn.c_attn``, ...) of the block matrices the library's ``sparsify`` masks by
+    default,
     read from ``target_parameters`` of a model on the meta device (shapes only, no memory)."""
     with torch.device("meta"):
         model = GPT(preset_config("nano"))
     prefix = "transformer.h.0."
-    return [n[len(prefix):-len(".weight")] for n, _ in target_parameters(model) if n.startswith(prefix)]
+    return [n[len(prefix):-len(".weight")] for n, _ in target_parameters(model)
+            if n.startswith(prefix)]
 
 
 def regrowth(masks: Mapping[str, torch.Tensor], model) -> dict:
@@ -34,7 +36,8 @@ def regrowth(masks: Mapping[str, torch.Tensor], model) -> dict:
     rows, pruned_all, kept_all = [], [], []
     for name, mask in masks.items():
         if name not in params:
-            raise MiniSPDFError(f"model has no parameter {name!r}: pass masks of the same architecture")
+            raise MiniSPDFError(
+                f"model has no parameter {name!r}: pass masks of the same architecture")
         w = params[name].detach().float().cpu()
         m = mask.detach().bool().cpu()
         pruned, kept = w[~m].abs(), w[m].abs()

@@ -31,30 +31,35 @@ from typing import Sequence
 from .errors import MiniSPDFError, one_line
 from .fileio import quiet_stderr
 
-__all__ = ["METRICS", "default_metrics", "parse_metrics", "meteor_available", "score_predictions", "bleu"]
+__all__ = ["METRICS", "default_metrics", "parse_metrics", "meteor_available", "score_predictions",
+           "bleu"]
 
 METRICS = ("bleu", "chrf", "ter", "rouge", "meteor")
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 def default_metrics(task_name: str) -> tuple[str, ...]:
-    """Each task's usual set: BLEU, METEOR, chrF++, TER, ROUGE for data-to-text; ROUGE for summaries."""
+    """Each task's usual set: BLEU, METEOR, chrF++, TER, ROUGE for data-to-text; ROUGE for
+    summaries."""
     if str(task_name).split(":")[0] == "curation":
         return ("rouge",)
     return ("bleu", "chrf", "ter", "rouge", "meteor")
 
 
 def parse_metrics(spec: str | Sequence[str] | None, task_name: str = "") -> list[str]:
-    """``"bleu,chrf"`` (or a list) as a checked list of metric names; None gives the task's defaults."""
+    """``"bleu,chrf"`` (or a list) as a checked list of metric names; None gives the task's
+    defaults."""
     if spec is None:
         return list(default_metrics(task_name))
     names = [m.strip().lower() for m in (spec.split(",") if isinstance(spec, str) else spec)]
     names = [m for m in names if m]
     if not names:
-        raise MiniSPDFError(f"--metrics is empty: give some of {', '.join(METRICS)}, separated by commas")
+        raise MiniSPDFError(
+            f"--metrics is empty: give some of {', '.join(METRICS)}, separated by commas")
     for m in names:
         if m not in METRICS:
-            raise MiniSPDFError(f"unknown metric {m!r}: choose from {', '.join(METRICS)} (comma-separated)")
+            raise MiniSPDFError(
+                f"unknown metric {m!r}: choose from {', '.join(METRICS)} (comma-separated)")
     return list(dict.fromkeys(names))
 
 
@@ -66,7 +71,8 @@ def meteor_available() -> str | None:
     except ImportError:
         return "METEOR needs the official meteor-1.5 jar: pip install pycocoevalcap (and Java)"
     if shutil.which("java") is None:
-        return "METEOR runs the official meteor-1.5 jar and needs Java: install a JRE (e.g. apt-get install default-jre-headless)"
+        return ("METEOR runs the official meteor-1.5 jar and needs Java: install a JRE (e.g. "
+                "apt-get install default-jre-headless)")
     return None
 
 
@@ -128,12 +134,14 @@ class _Meteor:
         try:
             with quiet_stderr() as log:  # the Java tokenizer reports its speed on stderr
                 tok = PTBTokenizer()
-                self.refs = tok.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
+                self.refs = tok.tokenize({i: [{"caption": r} for r in refs]
+                                          for i, refs in enumerate(references)})
                 self.hyps = tok.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
             self.scorer = Meteor()
         except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
             why = one_line(f"{e} {log['text']}", 300)
-            raise MiniSPDFError(f"METEOR could not run ({why}); check Java and the pycocoevalcap install, "
+            raise MiniSPDFError(f"METEOR could not run ({why}); check Java and the "
+                                f"pycocoevalcap install, "
                                 "or leave meteor out of --metrics") from None
 
     def score(self, indices: list[int]) -> float:
@@ -171,14 +179,16 @@ def bleu(predictions: list[str], references: list[list[str]]) -> float:
 def _check(predictions, references, what: str = "a metric") -> tuple[list[str], list[list[str]]]:
     if len(predictions) != len(references):
         raise MiniSPDFError(
-            f"{len(predictions)} predictions but {len(references)} reference lists: give one list per prediction"
+            f"{len(predictions)} predictions but {len(references)} reference lists: give one list "
+            f"per prediction"
         )
     if not predictions:
         raise MiniSPDFError("no predictions to score: evaluate at least one input")
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
     for i, r in enumerate(refs):
         if not r:
-            raise MiniSPDFError(f"input {i} has no references: {what} needs at least one reference per input")
+            raise MiniSPDFError(
+                f"input {i} has no references: {what} needs at least one reference per input")
     return [str(p) for p in predictions], refs
 
 
@@ -187,7 +197,8 @@ def _subset_indices(subsets, n: int) -> dict[str, list[int]]:
     if subsets is None:
         return {}
     if len(subsets) != n:
-        raise MiniSPDFError(f"{len(subsets)} subset labels for {n} predictions: give one label (or None) per input")
+        raise MiniSPDFError(
+            f"{len(subsets)} subset labels for {n} predictions: give one label (or None) per input")
     out: dict[str, list[int]] = {}
     for i, label in enumerate(subsets):
         for name in ([label] if isinstance(label, str) else label or []):
@@ -243,11 +254,13 @@ def score_predictions(predictions: Sequence[str], references: Sequence[Sequence[
         signatures["meteor"] = "meteor-1.5 -l en -norm (pycocoevalcap), PTB-tokenized"
     if "rouge" in names:
         signatures["rouge"] = "rouge-score F1, use_stemmer=True, best reference per input"
-    result = {"metrics": names, **scored.pop(""), "signatures": signatures, "subsets": scored, "notes": notes}
+    result = {"metrics": names, **scored.pop(""), "signatures": signatures, "subsets": scored,
+              "notes": notes}
     return result
 
 
-_LABELS = (("bleu", "BLEU"), ("meteor", "METEOR"), ("chrf", "chrF++"), ("ter", "TER"), ("rouge1", "ROUGE-1"),
+_LABELS = (("bleu", "BLEU"), ("meteor", "METEOR"), ("chrf", "chrF++"), ("ter", "TER"),
+           ("rouge1", "ROUGE-1"),
            ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("perplexity", "perplexity"))
 
 
@@ -260,7 +273,8 @@ def format_scores(row: dict) -> str:
 def format_report(result: dict, title: str) -> str:
     """The overall line (``all``) and one line per subset of a :func:`score_predictions` result."""
     def line(name: str, row: dict) -> str:
-        return f"  {name:<10} {row['n_inputs']:>6} inputs {row['n_references']:>6} refs  {format_scores(row)}"
+        return (f"  {name:<10} {row['n_inputs']:>6} inputs {row['n_references']:>6} refs  "
+                f"{format_scores(row)}")
 
     lines = [title, line("all", result)]
     lines += [line(name, row) for name, row in result.get("subsets", {}).items()]

@@ -32,7 +32,9 @@ from .errors import MiniSPDFError
 class GPTConfig(Settings):
     """The architecture: a preset's values, any of which a run may change."""
     block_size: int = setting(64, "context length T (tokens)", min=1)
-    vocab_size: int = setting(257, "vocabulary: 257 is the byte-level char tokenizer, 50257 GPT-2's BPE", min=1)
+    vocab_size: int = setting(257,
+                              "vocabulary: 257 is the byte-level char tokenizer, 50257 GPT-2's BPE",
+                              min=1)
     n_layer: int = setting(4, "transformer blocks", min=1)
     n_head: int = setting(4, "attention heads per block", min=1)
     n_embd: int = setting(128, "width of the residual stream (a multiple of n_head)", min=1)
@@ -221,7 +223,8 @@ class GPT(nn.Module):
         B, T = idx.shape
         if T > self.config.block_size:
             raise MiniSPDFError(
-                f"sequence of {T} tokens is longer than the context block_size={self.config.block_size}"
+                f"sequence of {T} tokens is longer than the context "
+                f"block_size={self.config.block_size}"
             )
         pos = torch.arange(T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
@@ -232,7 +235,8 @@ class GPT(nn.Module):
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)
         if loss_mask is None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=-1)
         else:
             per_token = F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
@@ -255,9 +259,11 @@ class GPT(nn.Module):
         if pos is None:
             pos = torch.arange(cache.length, end, device=idx.device).expand(B, T)
         if end > cache.kv.size(4) or int(pos.max()) >= self.config.block_size:
-            raise MiniSPDFError(f"decoding past the context block_size={self.config.block_size}: stop earlier")
+            raise MiniSPDFError(
+                f"decoding past the context block_size={self.config.block_size}: stop earlier")
         if attn_mask is None:
-            attn_mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=cache.length)
+            attn_mask = torch.ones(T, end, dtype=torch.bool,
+                                   device=idx.device).tril(diagonal=cache.length)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, cache, layer, attn_mask)
@@ -283,9 +289,11 @@ class GPT(nn.Module):
             logits, _ = self(idx_cond)
             logits = logits[:, -1, :]
             if not torch.isfinite(logits).all():
-                raise MiniSPDFError("the model's logits are not finite (NaN/inf weights?): the checkpoint is "
+                raise MiniSPDFError("the model's logits are not finite (NaN/inf weights?): the "
+                                    "checkpoint is "
                                     "damaged or training diverged; use another checkpoint")
-            if temperature < 1e-6:  # 0 means greedy; so does a temperature too small for fp32 division
+            # 0 means greedy; so does a temperature too small for fp32 division
+            if temperature < 1e-6:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:
                 logits = logits / temperature
@@ -304,15 +312,18 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name: str = "gpt2") -> "GPT":
-        """OpenAI's GPT-2 weights from the Hugging Face hub (needs ``transformers`` and a network)."""
+        """OpenAI's GPT-2 weights from the Hugging Face hub (needs ``transformers`` and a
+        network)."""
         hf_names = {k: k for k in PRETRAINED}
         if name not in hf_names:
-            raise MiniSPDFError(f"no pretrained weights for {name!r}: choose one of {', '.join(hf_names)}")
+            raise MiniSPDFError(
+                f"no pretrained weights for {name!r}: choose one of {', '.join(hf_names)}")
         try:
             from transformers import GPT2LMHeadModel
         except ImportError:
             raise MiniSPDFError(
-                "loading OpenAI GPT-2 weights needs the transformers package: pip install transformers"
+                "loading OpenAI GPT-2 weights needs the transformers package: pip install "
+                "transformers"
             ) from None
         try:
             hf = GPT2LMHeadModel.from_pretrained(hf_names[name])
@@ -324,7 +335,8 @@ class GPT(nn.Module):
         model = cls(preset_config(name))
         sd, hf_sd = model.state_dict(), hf.state_dict()
         # OpenAI's checkpoints use Conv1D (weight stored as in x out): transpose those to Linear.
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
+                      "mlp.c_proj.weight")
         with torch.no_grad():
             for k, v in hf_sd.items():
                 if k not in sd:  # HF's causal-mask buffers (attn.bias, attn.masked_bias)

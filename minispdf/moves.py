@@ -20,8 +20,10 @@ def _highest(scores: torch.Tensor, slots: torch.Tensor, k: int) -> torch.Tensor:
     return slots[torch.argsort(scores[slots], descending=True, stable=True)[:k]]
 
 
-def drop_and_grow(mask: torch.Tensor, weight: torch.Tensor, grow_score: torch.Tensor, n_move: int) -> torch.Tensor:
-    """One SET/RigL move of one tensor: drop the ``n_move`` kept slots of smallest |weight|, then grow
+def drop_and_grow(mask: torch.Tensor, weight: torch.Tensor, grow_score: torch.Tensor,
+                  n_move: int) -> torch.Tensor:
+    """One SET/RigL move of one tensor: drop the ``n_move`` kept slots of smallest |weight|, then
+    grow
     the ``n_move`` slots of largest ``grow_score`` among those not kept after the drop (a slot just
     dropped may come back, keeping its weight). The number kept is unchanged."""
     flat = mask.flatten().clone()
@@ -33,9 +35,11 @@ def drop_and_grow(mask: torch.Tensor, weight: torch.Tensor, grow_score: torch.Te
 
 
 def magnitude_keep(mask: torch.Tensor, weight: torch.Tensor, n_keep: int) -> torch.Tensor:
-    """The ``n_keep`` kept slots of largest |weight| (GMP's prune step); never revives a pruned slot."""
+    """The ``n_keep`` kept slots of largest |weight| (GMP's prune step); never revives a pruned
+    slot."""
     flat = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
-    flat[_highest(weight.detach().abs().flatten().float(), mask.flatten().nonzero().squeeze(1), n_keep)] = True
+    flat[_highest(weight.detach().abs().flatten().float(), mask.flatten().nonzero().squeeze(1),
+                  n_keep)] = True
     return flat.view_as(mask)
 
 
@@ -44,7 +48,8 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     last one: a Linear's weight is out x in); ties: the earlier weight first."""
     rows, cols = weight.shape[0], weight[0].numel()
     if cols % m:
-        raise MiniSPDFError(f"a weight of shape {tuple(weight.shape)} has {cols} inputs, not a multiple of M={m}: "
+        raise MiniSPDFError(f"a weight of shape {tuple(weight.shape)} has {cols} inputs, not a "
+                            f"multiple of M={m}: "
                             "N:M needs every group of M whole")
     groups = weight.detach().abs().float().reshape(rows, cols // m, m)
     top = torch.argsort(groups, dim=-1, descending=True, stable=True)[..., :n]
@@ -66,6 +71,7 @@ def cosine_fraction(step: int, drop_fraction: float, end: int) -> float:
 
 
 def cubic_sparsity(step: int, final: float, start: int, end: int) -> float:
-    """GMP's target sparsity at ``step``: 0 before ``start``, ``final`` from ``end``, cubic between."""
+    """GMP's target sparsity at ``step``: 0 before ``start``, ``final`` from ``end``, cubic
+    between."""
     progress = min(1.0, max(0.0, (step - start) / (end - start)))
     return final * (1 - (1 - progress) ** 3)

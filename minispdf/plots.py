@@ -3,7 +3,8 @@
 histories, masks, ``sparsity_report``, ``masks.regrowth`` and ``flop_report`` outputs -- so each
 lesson stays a few readable lines. Every function takes an optional matplotlib ``ax`` and returns
 the axes it drew on, with a title, axis labels and (where there is more than one series) a legend.
-matplotlib is imported on first use (:mod:`minispdf.canvas`), so importing this module costs nothing.
+matplotlib is imported on first use (:mod:`minispdf.canvas`), so importing this module costs
+nothing.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def history(result, y: str = "loss", x: str = "step") -> tuple[list[float], list
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(runs: Mapping[str, dict], x: str = "step", y: str = "loss", ax=None, smooth_alpha: float = 0.9,
-                val: bool = True, title: str | None = None, logx: bool = False, offsets: Mapping[str, float] | None = None):
+def plot_curves(runs: Mapping[str, dict], x: str = "step", y: str = "loss", ax=None,
+                smooth_alpha: float = 0.9,
+                val: bool = True, title: str | None = None, logx: bool = False,
+                offsets: Mapping[str, float] | None = None):
     """One line per run against ``x``: the (smoothed) training loss with validation losses as dots
     (``y="loss"``), or any other logged quantity as a line with markers (e.g. ``y="val_loss"``).
 
@@ -71,7 +74,8 @@ def plot_curves(runs: Mapping[str, dict], x: str = "step", y: str = "loss", ax=N
         shift = (offsets or {}).get(label, 0.0)
         xs, ys = history(result, y, x)
         if xs and y == "loss":
-            ax.plot([v + shift for v in xs], smooth(ys, smooth_alpha) if smooth_alpha else ys, color=color,
+            ax.plot([v + shift for v in xs], smooth(ys, smooth_alpha) if smooth_alpha else ys,
+                    color=color,
                     label=label + (" (smoothed)" if smooth_alpha and len(runs) == 1 else ""))
         elif xs:
             ax.plot([v + shift for v in xs], ys, "o-", color=color, markersize=4, label=label)
@@ -87,7 +91,8 @@ def plot_curves(runs: Mapping[str, dict], x: str = "step", y: str = "loss", ax=N
 
         ax.xaxis.set_major_formatter(EngFormatter())  # 200G, 1.5T: no offset text over the label
     ax.set_xlabel(X_LABELS.get(x, x))
-    ax.set_ylabel(Y_LABELS.get(y, y) + (" (line: train, dots: validation)" if val and y == "loss" else ""))
+    ax.set_ylabel(Y_LABELS.get(y, y)
+                  + (" (line: train, dots: validation)" if val and y == "loss" else ""))
     ax.set_title(title or f"{Y_LABELS.get(y, y)} vs {X_LABELS.get(x, x).split(' (')[0]}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
@@ -110,7 +115,8 @@ def show_mask(mask: torch.Tensor, ax=None, title: str | None = None, crop: int |
     shown = m if crop is None else m[:crop, :crop]
     ax.imshow(shown.float().numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
     kept = m.float().mean().item()
-    ax.set_title(f"{title + chr(10) if title else ''}{kept:.0%} kept of {m.shape[0]}x{m.shape[1]}", fontsize=9)
+    ax.set_title(f"{title + chr(10) if title else ''}{kept:.0%} kept of {m.shape[0]}x{m.shape[1]}",
+                 fontsize=9)
     ax.set_xlabel(f"input feature (first {shown.shape[1]})")
     ax.set_ylabel(f"output feature (first {shown.shape[0]})")
     return ax
@@ -159,7 +165,8 @@ def plot_layer_sparsity(reports: Mapping[str, dict], ax=None, title: str | None 
         by_name = {r["name"]: r["sparsity"] for r in reports[label]["layers"]}
         xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(names))]
         total = reports[label]["total"]["sparsity"]
-        ax.bar(xs, [by_name.get(n, 0.0) for n in names], width=width, label=f"{label} (overall {total:.0%})")
+        ax.bar(xs, [by_name.get(n, 0.0) for n in names], width=width,
+               label=f"{label} (overall {total:.0%})")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([short_name(n) for n in names], rotation=60, ha="right", fontsize=9)
     ax.set_xlabel("sparsified weight matrix (block.module)")
@@ -172,13 +179,17 @@ def plot_layer_sparsity(reports: Mapping[str, dict], ax=None, title: str | None 
 
 
 def plot_regrowth(stats: dict, ax=None, title: str | None = None, bins: int = 60):
-    """Histograms of |w| after dense training: weights that had been pruned vs weights kept all along."""
+    """Histograms of |w| after dense training: weights that had been pruned vs weights kept all
+    along."""
     ax = _axes(ax)
     pruned, kept = stats["pruned_abs"], stats["kept_abs"]
-    top = float(max(pruned.max() if pruned.numel() else 0, kept.max() if kept.numel() else 0)) or 1.0
+    top = (float(max(pruned.max() if pruned.numel() else 0, kept.max() if kept.numel() else 0))
+           or 1.0)
     edges = torch.linspace(0, top, bins + 1).tolist()
-    ax.hist(kept.numpy(), bins=edges, alpha=0.6, label=f"kept by the mask (mean |w| {kept.mean():.4f})")
-    ax.hist(pruned.numpy(), bins=edges, alpha=0.6, label=f"pruned, then densified (mean |w| {pruned.mean():.4f})")
+    ax.hist(kept.numpy(), bins=edges, alpha=0.6,
+            label=f"kept by the mask (mean |w| {kept.mean():.4f})")
+    ax.hist(pruned.numpy(), bins=edges, alpha=0.6,
+            label=f"pruned, then densified (mean |w| {pruned.mean():.4f})")
     ax.set_yscale("log")
     ax.set_xlabel("|weight| after dense training")
     ax.set_ylabel("number of weights (log)")
@@ -228,8 +239,10 @@ def plot_flop_breakdown(reports: Mapping[str, object], ax=None, title: str | Non
     return ax
 
 
-def plot_lines(xs: Sequence[float], series: Mapping[str, Sequence[float]], ax=None, xlabel: str = "",
-               ylabel: str = "", title: str = "", logx: bool = False, logy: bool = False, marker: str = "o",
+def plot_lines(xs: Sequence[float], series: Mapping[str, Sequence[float]], ax=None,
+               xlabel: str = "",
+               ylabel: str = "", title: str = "", logx: bool = False, logy: bool = False,
+               marker: str = "o",
                styles: Mapping[str, str] | None = None):
     """Several labelled series over the same x values (e.g. FLOP reduction vs sparsity)."""
     ax = _axes(ax)
@@ -273,7 +286,8 @@ BLOCK_ROWS = [
 
 def draw_block(ax=None, title: str | None = None):
     """A GPT-2 block (bottom to top) with the matrices sparse pre-training masks highlighted and
-    the dense parts (embeddings, LayerNorms, biases, LM head) marked; the block repeats n_layer times."""
+    the dense parts (embeddings, LayerNorms, biases, LM head) marked; the block repeats n_layer
+    times."""
     from matplotlib.patches import Patch, Rectangle
 
     ax = _axes(ax, figsize=(7.5, 7.0))
@@ -281,26 +295,33 @@ def draw_block(ax=None, title: str | None = None):
     n = len(BLOCK_ROWS)
     for i, (label, module, note) in enumerate(BLOCK_ROWS):
         y = n - 1 - i
-        color = NO_WEIGHTS_COLOR if module is None else MASKED_COLOR if module in masked else DENSE_COLOR
+        color = (NO_WEIGHTS_COLOR if module is None
+                 else MASKED_COLOR if module in masked else DENSE_COLOR)
         ax.add_patch(Rectangle((0.05, y + 0.12), 0.7, 0.76, facecolor=color, edgecolor="k",
                                hatch="//" if module in masked else None))
         kind = "" if module is None else "  [masked]" if module in masked else "  [dense]"
         ax.text(0.4, y + 0.5, label + kind, ha="center", va="center", fontsize=9,
-                bbox=dict(facecolor="white", edgecolor="none", pad=1.0) if module in masked else None)
+                bbox=dict(facecolor="white", edgecolor="none", pad=1.0) if module in masked
+                else None)
         if note:
             ax.text(0.78, y + 0.5, note, ha="left", va="center", fontsize=9, color="0.35")
-    block = [n - 1 - i for i, row in enumerate(BLOCK_ROWS) if row[1] in ("ln_1",) or row[0] == "+ residual"]
+    block = [n - 1 - i for i, row in enumerate(BLOCK_ROWS)
+             if row[1] in ("ln_1",) or row[0] == "+ residual"]
     lo, hi = min(block), max(block) + 1
-    ax.add_patch(Rectangle((0.0, lo + 0.02), 0.95, hi - lo - 0.04, fill=False, linestyle="--", edgecolor="0.3"))
-    ax.text(0.97, (lo + hi) / 2, "transformer block,\nrepeated n_layer times", rotation=90, ha="left",
+    ax.add_patch(Rectangle((0.0, lo + 0.02), 0.95, hi - lo - 0.04, fill=False, linestyle="--",
+                           edgecolor="0.3"))
+    ax.text(0.97, (lo + hi) / 2, "transformer block,\nrepeated n_layer times", rotation=90,
+            ha="left",
             va="center", fontsize=9)
     ax.set_xlim(0, 1.08)
     ax.set_ylim(0, n)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_xlabel("biases of every layer stay dense; only the four hatched weight matrices carry a mask")
+    ax.set_xlabel(
+        "biases of every layer stay dense; only the four hatched weight matrices carry a mask")
     ax.set_ylabel("data flows upwards")
-    ax.legend(handles=[Patch(facecolor=MASKED_COLOR, hatch="//", edgecolor="k", label="masked weight (sparse)"),
+    ax.legend(handles=[Patch(facecolor=MASKED_COLOR, hatch="//", edgecolor="k",
+                             label="masked weight (sparse)"),
                        Patch(facecolor=DENSE_COLOR, edgecolor="k", label="dense weight"),
                        Patch(facecolor=NO_WEIGHTS_COLOR, edgecolor="k", label="no weights")],
               loc="upper left", bbox_to_anchor=(1.1, 1.0), fontsize=9)
@@ -308,34 +329,44 @@ def draw_block(ax=None, title: str | None = None):
     return ax
 
 
-def draw_schedules(ax=None, sparsity: float = 0.75, vspdf_sparsity: float = 0.9, dense_phase: float = 0.15,
+def draw_schedules(ax=None, sparsity: float = 0.75, vspdf_sparsity: float = 0.9,
+                   dense_phase: float = 0.15,
                    finetune: float = 0.25, title: str | None = None):
     """SPDF, SPSF and Variable SPDF on one time axis: pre-training (length 1: the dense token
     budget) and fine-tuning (length ``finetune``, drawn longer than it is so that it stays
-    visible), with Variable SPDF's extra dense pre-training phase (``dense_phase`` of the budget)."""
+    visible), with Variable SPDF's extra dense pre-training phase (``dense_phase`` of the
+    budget)."""
     from matplotlib.patches import Patch
 
     ax = _axes(ax, figsize=(8.6, 3.2))  # with its legend on the right: under 10 in as drawn
     recipes = {  # (label, length, sparse?) phases in order
-        "SPDF": [(f"sparse pre-training ({sparsity:.0%})", 1.0, True), ("dense fine-tuning", finetune, False)],
-        "SPSF": [(f"sparse pre-training ({sparsity:.0%})", 1.0, True), ("sparse fine-tuning", finetune, True)],
+        "SPDF": [(f"sparse pre-training ({sparsity:.0%})", 1.0, True),
+                 ("dense fine-tuning", finetune, False)],
+        "SPSF": [(f"sparse pre-training ({sparsity:.0%})", 1.0, True),
+                 ("sparse fine-tuning", finetune, True)],
         "Variable SPDF": [(f"sparse pre-training ({vspdf_sparsity:.0%})", 1.0, True),
-                          ("dense pre-training", dense_phase, False), ("dense fine-tuning", finetune, False)],
+                          ("dense pre-training", dense_phase, False),
+                          ("dense fine-tuning", finetune, False)],
     }
     for row, (recipe, phases) in enumerate(reversed(recipes.items())):
         start = 0.0
         for label, length, sparse in phases:
-            ax.broken_barh([(start, length)], (row - 0.35, 0.7), facecolor=MASKED_COLOR if sparse else DENSE_COLOR,
+            ax.broken_barh([(start, length)], (row - 0.35, 0.7),
+                           facecolor=MASKED_COLOR if sparse else DENSE_COLOR,
                            edgecolor="k", hatch="//" if sparse else None)
             ax.text(start + length / 2, row, label.replace(" ", "\n", 1) if length < 0.5 else label,
-                    ha="center", va="center", fontsize=9, bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
+                    ha="center", va="center", fontsize=9,
+                    bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
             start += length
     ax.set_yticks(range(len(recipes)))
     ax.set_yticklabels(list(reversed(recipes)))
-    ax.set_xlabel("training time in tokens (1 = the dense model's pre-training budget; fine-tuning not to scale)")
+    ax.set_xlabel("training time in tokens (1 = the dense model's pre-training budget; fine-tuning "
+                  "not to scale)")
     ax.set_ylabel("recipe")
-    ax.legend(handles=[Patch(facecolor=MASKED_COLOR, hatch="//", edgecolor="k", label="masked (sparse)"),
-                       Patch(facecolor=DENSE_COLOR, edgecolor="k", label="dense")], fontsize=9, loc="upper left",
+    ax.legend(handles=[Patch(facecolor=MASKED_COLOR, hatch="//", edgecolor="k",
+                             label="masked (sparse)"),
+                       Patch(facecolor=DENSE_COLOR, edgecolor="k", label="dense")], fontsize=9,
+              loc="upper left",
               bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or "Three recipes on one time axis")
     return ax
@@ -344,18 +375,23 @@ def draw_schedules(ax=None, sparsity: float = 0.75, vspdf_sparsity: float = 0.9,
 # ------------------------------------------------------------------------------ comparisons
 
 
-def plot_bars(values: Mapping[str, float], ax=None, ylabel: str = "", title: str = "", fmt: str = "{:.2f}",
-              reference: float | None = None, reference_label: str = "", colors: Sequence[str] | None = None,
+def plot_bars(values: Mapping[str, float], ax=None, ylabel: str = "", title: str = "",
+              fmt: str = "{:.2f}",
+              reference: float | None = None, reference_label: str = "",
+              colors: Sequence[str] | None = None,
               xlabel: str = ""):
     """One annotated bar per label; an optional horizontal reference line (e.g. the dense model)."""
     ax = _axes(ax)
     labels = list(values)
     vals = [values[k] for k in labels]
-    bars = ax.bar(range(len(labels)), [0 if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                                       for v in vals], color=colors or [f"C{i}" for i in range(len(labels))])
+    bars = ax.bar(range(len(labels)),
+                  [0 if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                                       for v in vals],
+                  color=colors or [f"C{i}" for i in range(len(labels))])
     for b, v in zip(bars, vals):
         if v is not None:
-            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), fmt.format(v), ha="center", va="bottom", fontsize=9)
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), fmt.format(v), ha="center",
+                    va="bottom", fontsize=9)
     ax.margins(y=0.12)  # room above the tallest bar for its label
     if reference is not None:
         ax.axhline(reference, color="k", linestyle="--", linewidth=1, label=reference_label or None)
@@ -421,14 +457,16 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str] | Mapping[str, 
 
     table = [[headers[k] for k in headers]] + [[cell(r.get(k)) for k in headers] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths)))
              for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def format_samples(inputs: Sequence[str], outputs: Mapping[str, Sequence[str]],
-                   references: Sequence[Sequence[str]] | None = None, n: int = 2, width: int = 100) -> str:
+                   references: Sequence[Sequence[str]] | None = None, n: int = 2,
+                   width: int = 100) -> str:
     """Side-by-side text of what each model wrote for the first ``n`` inputs."""
     import textwrap
 
@@ -436,7 +474,8 @@ def format_samples(inputs: Sequence[str], outputs: Mapping[str, Sequence[str]],
     for i in range(min(n, len(inputs))):
         lines = [f"input: {inputs[i]}"]
         if references is not None and references[i]:
-            lines.append(textwrap.fill(f"reference: {references[i][0]}", width, subsequent_indent="    "))
+            lines.append(textwrap.fill(f"reference: {references[i][0]}", width,
+                                       subsequent_indent="    "))
         for label, outs in outputs.items():
             lines.append(textwrap.fill(f"{label}: {outs[i]}", width, subsequent_indent="    "))
         blocks.append("\n".join(lines))

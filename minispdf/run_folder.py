@@ -49,7 +49,8 @@ class RunConfig(Settings):
         names = self.allow_change
         names = [] if names is None else names if isinstance(names, (list, tuple)) else [names]
         if any(not str(part).strip(" ,-") for part in names):
-            raise MiniSPDFError("--allow_change needs the name of a setting (e.g. --allow_change lr)"
+            raise MiniSPDFError("--allow_change needs the name of a setting (e.g. "
+                                "--allow_change lr)"
                                 ": give one, or drop --allow_change")
         self.allow_change = tuple(n.strip().lstrip("-") for part in names
                                   for n in str(part).split(",") if n.strip())
@@ -129,7 +130,8 @@ def check_resume(run: RunConfig, settings: dict, fixed: dict, config: GPTConfig,
     saved = ckpt.get("meta", {})
     for key, value in fixed.items():  # a 75%-sparse run the command line calls dense is refused
         if key in saved and saved[key] != value:
-            fix = f"pass {as_flag(key, saved[key])}" if saved[key] is not None else f"leave --{key} out"
+            fix = (f"pass {as_flag(key, saved[key])}" if saved[key] is not None
+                   else f"leave --{key} out")
             raise MiniSPDFError(f"{as_flag(key, value) or f'no --{key}'} conflicts with the run in "
                                 f"{run.out} ({key} {saved[key]}): {fix} to continue it, or start a "
                                 "new run without --resume")

@@ -5,11 +5,13 @@ move, masks that arrive gradually, a pattern that GPUs accelerate, and a dense t
 
 =========== ============================================================================================
 ``static``  one mask for all of pre-training (SPDF), drawn by :func:`minispdf.sparsity.sparsify`
-``set``     every ``update_interval`` steps, drop the smallest-magnitude kept weights of each tensor and
+``set``     every ``update_interval`` steps, drop the smallest-magnitude kept weights of each tensor
+            and
             regrow as many pruned slots at random (SET, Mocanu et al. 2018)
 ``rigl``    the same drop; regrow where the dense gradient is largest (RigL, Evci et al. 2020). The
             backward pass of an update step computes the dense weight gradient, and its FLOPs count
-``gmp``     start dense; prune by magnitude on a cubic ramp from ``gmp_start`` to ``gmp_end`` of the run
+``gmp``     start dense; prune by magnitude on a cubic ramp from ``gmp_start`` to ``gmp_end`` of the
+            run
             (gradual magnitude pruning, Zhu & Gupta 2017)
 ``nm``      keep the N largest of every M consecutive weights along the input dimension (2:4: the
             pattern current GPUs accelerate); chosen once, at the start, by magnitude
@@ -51,7 +53,8 @@ from .errors import MiniSPDFError
 from .moves import check_nm, cosine_fraction, cubic_sparsity, drop_and_grow, magnitude_keep, nm_mask
 
 __all__ = ["SCHEDULES", "SparsityConfig", "MaskSchedule", "make_schedule", "applies_to", "parse_nm",
-           "check_nm", "drop_and_grow", "magnitude_keep", "nm_mask", "cosine_fraction", "cubic_sparsity"]
+           "check_nm", "drop_and_grow", "magnitude_keep", "nm_mask", "cosine_fraction",
+           "cubic_sparsity"]
 
 SCHEDULES = ("static", "set", "rigl", "gmp", "nm")
 DYNAMIC = ("set", "rigl")  # masks that move: drop and regrow
@@ -162,7 +165,8 @@ class SparsityConfig(Settings):
         return {k: getattr(self, k) for k in SCHEDULE_FIELDS if k != "schedule"}
 
     def schedule_words(self) -> str:
-        """"" for SPDF's one static mask; else e.g. "rigl" or "static, dense from 80% of the steps"."""
+        """"" for SPDF's one static mask; else e.g. "rigl" or "static, dense from 80% of the
+        steps"."""
         if self.schedule == "static" and not self.dense_from:
             return ""
         tail = f", dense from {self.dense_from:.0%} of the steps" if self.dense_from else ""
@@ -221,7 +225,8 @@ class MaskSchedule:
         """Before the ``step``-th step's backward (RigL reads its dense gradient)."""
 
     def density_at(self, step: int) -> float:
-        """The nominal density of the masked matrices during the ``step``-th step (for FLOP sums)."""
+        """The nominal density of the masked matrices during the ``step``-th step (for FLOP
+        sums)."""
         return 1.0 if self.dense_step and step > self.dense_step else 1.0 - self.sparsity
 
     def reads_dense_gradient_at(self, step: int) -> bool:
@@ -261,10 +266,12 @@ class MaskSchedule:
             return  # a checkpoint from before schedules: static, nothing to restore
         state = state or {}
         if state.get("kind") != self.kind:
-            raise MiniSPDFError(f"the checkpoint's mask schedule is {state.get('kind')!r}, not {self.kind!r}: "
+            raise MiniSPDFError(f"the checkpoint's mask schedule is {state.get('kind')!r}, not "
+                                f"{self.kind!r}: "
                                 f"pass --schedule {state.get('kind')}")
         if self.timed and state.get("max_steps") != self.max_steps:
-            raise MiniSPDFError(f"the {self.kind} mask schedule of this run is timed for max_steps {state.get('max_steps')}: "
+            raise MiniSPDFError(f"the {self.kind} mask schedule of this run is timed for max_steps "
+                                f"{state.get('max_steps')}: "
                                 f"resume with --max_steps {state.get('max_steps')}")
         self.history = list(state["history"])
         self.generator.set_state(state["generator"])
@@ -272,7 +279,8 @@ class MaskSchedule:
     # -------------------------------------------------- shared by the moving schedules
 
     def _apply(self, model, optimizer, new_masks: dict, step: int) -> dict:
-        """Attach ``new_masks`` and zero the weights and optimizer moments of every slot that changed."""
+        """Attach ``new_masks`` and zero the weights and optimizer moments of every slot that
+        changed."""
         old = {name: mask for name, _, mask in sp.masked_parameters(model)}
         params = dict(model.named_parameters())
         grown = dropped = kept = 0
@@ -289,7 +297,8 @@ class MaskSchedule:
             sp.register_masks(model, {name: new})
         numel = sum(m.numel() for m in new_masks.values())
         density = sum(int(m.sum()) for m in new_masks.values()) / numel
-        return {"step": step, "dropped": dropped / max(kept, 1), "grown": grown / max(kept, 1), "density": density}
+        return {"step": step, "dropped": dropped / max(kept, 1), "grown": grown / max(kept, 1),
+                "density": density}
 
 
 class SET(MaskSchedule):
@@ -306,7 +315,8 @@ class SET(MaskSchedule):
         if not self.is_update(step):
             return None
         fraction = cosine_fraction(step, self.drop_fraction, self.stop_step)
-        new = {name: drop_and_grow(mask, p, self._grow_score(name, p), round(fraction * int(mask.sum())))
+        new = {name: drop_and_grow(mask, p, self._grow_score(name, p),
+                                   round(fraction * int(mask.sum())))
                for name, p, mask in sp.masked_parameters(model)}
         return self._apply(model, optimizer, new, step)
 
@@ -344,7 +354,8 @@ class RigL(SET):
     def _grow_score(self, name: str, p: torch.Tensor) -> torch.Tensor:
         g = self._grads.get(id(p))
         if g is None:
-            raise MiniSPDFError(f"RigL found no dense gradient for {name}: call schedule.prepare(step) before the "
+            raise MiniSPDFError(f"RigL found no dense gradient for {name}: call "
+                                f"schedule.prepare(step) before the "
                                 "step's backward")
         return g.abs()
 
@@ -363,7 +374,8 @@ class GMP(MaskSchedule):
 
     def start(self, model: nn.Module) -> None:
         sp.register_masks(model, {name: torch.ones_like(p, dtype=torch.bool)
-                                  for name, p in sp.target_parameters(model, self.mask_options["include"])})
+                                  for name, p in sp.target_parameters(model,
+                                          self.mask_options["include"])})
 
     def is_update(self, step: int) -> bool:
         start, end = self.gmp_steps
@@ -372,7 +384,8 @@ class GMP(MaskSchedule):
     def density_at(self, step: int) -> float:
         if self.dense_step and step > self.dense_step:
             return 1.0
-        last = max([t for t in range(1, step) if self.is_update(t)], default=0)  # the masks' last move before it
+        # the masks' last move before it
+        last = max([t for t in range(1, step) if self.is_update(t)], default=0)
         return 1.0 - (cubic_sparsity(last, self.sparsity, *self.gmp_steps) if last else 0.0)
 
     def _move(self, model, optimizer, step: int) -> dict | None:
@@ -391,7 +404,8 @@ class NM(MaskSchedule):
     def start(self, model: nn.Module) -> None:
         n, m = self.nm
         sp.register_masks(model, {name: nm_mask(p, n, m)
-                                  for name, p in sp.target_parameters(model, self.mask_options["include"])})
+                                  for name, p in sp.target_parameters(model,
+                                          self.mask_options["include"])})
 
 
 KINDS = {cls.kind: cls for cls in (MaskSchedule, SET, RigL, GMP, NM)}

@@ -32,16 +32,19 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from .errors import MiniSPDFError
 
 # The paper's choice: q/k/v (c_attn), attention output and MLP matrices of every block.
-DEFAULT_INCLUDE = r"^transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$"
+DEFAULT_INCLUDE = (
+    r"^transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 METHODS = ("random", "magnitude")
 DISTRIBUTIONS = ("uniform", "erk")
 MASK_SUFFIX = "_mask"
 
 
 def check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+    if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
+        or not 0.0 <= sparsity < 1.0):
         raise MiniSPDFError(
-            f"sparsity={sparsity!r} is outside [0, 1): give the fraction of weights held at zero, e.g. 0.75"
+            f"sparsity={sparsity!r} is outside [0, 1): give the fraction of weights held at "
+            f"zero, e.g. 0.75"
         )
     return float(sparsity)
 
@@ -52,11 +55,13 @@ def check_mask_options(method: str, distribution: str = "uniform", scope: str = 
     if method not in METHODS:
         raise MiniSPDFError(f"unknown mask method {method!r}: choose one of {', '.join(METHODS)}")
     if distribution not in DISTRIBUTIONS:
-        raise MiniSPDFError(f"unknown distribution {distribution!r}: choose one of {', '.join(DISTRIBUTIONS)}")
+        raise MiniSPDFError(
+            f"unknown distribution {distribution!r}: choose one of {', '.join(DISTRIBUTIONS)}")
     if scope not in ("tensor", "global"):
         raise MiniSPDFError(f"unknown scope {scope!r}: choose 'tensor' or 'global'")
     if scope == "global" and (method != "magnitude" or distribution != "uniform"):
-        raise MiniSPDFError("scope='global' works only with method='magnitude' and the default distribution")
+        raise MiniSPDFError(
+            "scope='global' works only with method='magnitude' and the default distribution")
 
 
 def _owner(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
@@ -68,16 +73,19 @@ def _include_pattern(include: str | None) -> re.Pattern:
     try:
         return re.compile(include or DEFAULT_INCLUDE)
     except re.error as e:
-        raise MiniSPDFError(f"include={include!r} is not a valid regular expression ({e}): fix the pattern, "
+        raise MiniSPDFError(f"include={include!r} is not a valid regular expression ({e}): fix "
+                            f"the pattern, "
                             f"e.g. {DEFAULT_INCLUDE!r}") from None
 
 
-def target_parameters(model: nn.Module, include: str | None = None) -> list[tuple[str, nn.Parameter]]:
+def target_parameters(model: nn.Module,
+                      include: str | None = None) -> list[tuple[str, nn.Parameter]]:
     """The (name, parameter) pairs a mask would act on: names matching the regex ``include``."""
     pattern = _include_pattern(include)
     targets = [(n, p) for n, p in model.named_parameters() if pattern.search(n)]  # tied: once
     if not targets:
-        raise MiniSPDFError(f"no parameter name matches include={pattern.pattern!r}: check the regex")
+        raise MiniSPDFError(
+            f"no parameter name matches include={pattern.pattern!r}: check the regex")
     return targets
 
 
@@ -108,8 +116,10 @@ def _keep_topk(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sparsify(model: nn.Module, sparsity: float, method: str = "random", distribution: str = "uniform",
-             include: str | None = None, scope: str = "tensor", seed: int = 0) -> dict[str, torch.Tensor]:
+def sparsify(model: nn.Module, sparsity: float, method: str = "random",
+             distribution: str = "uniform",
+             include: str | None = None, scope: str = "tensor",
+             seed: int = 0) -> dict[str, torch.Tensor]:
     """Give the model fixed unstructured masks and zero the pruned weights. Returns the masks.
 
     ``scope="global"`` (magnitude only) keeps the largest |w| across all target tensors together,
@@ -184,11 +194,13 @@ def masked_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter, torch.T
 
 
 def register_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Attach saved masks (``{param name: bool tensor}``) to a fresh model, e.g. from a checkpoint."""
+    """Attach saved masks (``{param name: bool tensor}``) to a fresh model, e.g. from a
+    checkpoint."""
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         if name not in params or params[name].shape != mask.shape:
-            raise MiniSPDFError(f"mask for {name!r} does not fit this model: wrong checkpoint for this architecture?")
+            raise MiniSPDFError(f"mask for {name!r} does not fit this model: wrong checkpoint for "
+                                f"this architecture?")
         _attach(model, name, mask.to(device=params[name].device, dtype=torch.bool))
 
 
@@ -214,11 +226,13 @@ def mask_state_keys(state_dict: dict) -> dict[str, torch.Tensor]:
 # The hooks read the mask from the module on every call, so ``model.to(device)``,
 # ``load_state_dict`` and a new ``sparsify`` need no re-registration. :func:`densify` removes them.
 
-# id(parameter) -> (weakref to it, weakref to its module, its mask's buffer name, hook handle). Keyed by id:
+# id(parameter) -> (weakref to it, weakref to its module, its mask's buffer name, hook handle).
+# Keyed by id:
 # a plain dict lookup is ~20x faster than a WeakKeyDictionary's, and it is on every step's path.
 _HOOKED: dict[int, tuple] = {}
 _STEP_HOOK = None  # the handle of hook 2, registered once per process
-_DENSE_GRADIENT_TAP = None  # f(param, grad, mask), shown the gradient before hook 1 clears it (RigL)
+# f(param, grad, mask), shown the gradient before hook 1 clears it (RigL)
+_DENSE_GRADIENT_TAP = None
 
 
 def tap_dense_gradients(fn) -> None:
@@ -284,10 +298,12 @@ def _remask_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
                 if torch.is_tensor(v) and v.shape == p.shape and not _cleared_for(v, mask):
                     _zero_pruned(v, mask)
     if weights:
-        torch._foreach_mul_(weights, masks)  # one call for all tensors: per-op overhead dominates on a CPU
+        # one call for all tensors: per-op overhead dominates on a CPU
+        torch._foreach_mul_(weights, masks)
 
 
-_CLEARED: dict[int, tuple] = {}  # id(optimizer state tensor) -> (weakref to it, weakref to the mask)
+# id(optimizer state tensor) -> (weakref to it, weakref to the mask)
+_CLEARED: dict[int, tuple] = {}
 
 
 def _cleared_for(state: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -315,7 +331,8 @@ def _reattach(module: nn.Module, args=None) -> None:
         if mask is not None and param.requires_grad and (entry is None or entry[1]() is not module):
             _unhook(param)
             handle = param.register_post_accumulate_grad_hook(_mask_gradient)
-            _HOOKED[id(param)] = (_forget_when_freed(_HOOKED, param), weakref.ref(module), attr + MASK_SUFFIX,
+            _HOOKED[id(param)] = (_forget_when_freed(_HOOKED, param), weakref.ref(module),
+                                  attr + MASK_SUFFIX,
                                   handle)
             _zero_pruned(param, mask)
 
@@ -354,13 +371,15 @@ def tracked_tensors() -> dict[str, int]:
     """How many tensors the mask hooks track in this process: ``weights`` (masked weights given
     the gradient hook) and ``optimizer_state`` (optimizer state tensors whose pruned slots were
     cleared). A leak check: each entry goes when its tensor is freed or :func:`densify` unhooks
-    it, so once a sparse model and its optimizer are dropped both counts are back where they were."""
+    it, so once a sparse model and its optimizer are dropped both counts are back where they
+    were."""
     return {"weights": len(_HOOKED), "optimizer_state": len(_CLEARED)}
 
 
 def random_mask(shape, sparsity: float, generator: torch.Generator) -> torch.Tensor:
     """Exactly round((1 - sparsity) * numel) kept entries, uniformly at random (True = kept)."""
-    return _keep_topk(torch.rand(shape, generator=generator), round((1 - sparsity) * math.prod(shape)))
+    return _keep_topk(torch.rand(shape, generator=generator),
+                      round((1 - sparsity) * math.prod(shape)))
 
 
 def sparsity_report(model: nn.Module, include: str | None = None) -> dict:

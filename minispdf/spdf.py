@@ -1,4 +1,5 @@
-"""The SPDF recipe as two functions: ``pretrain`` (sparse or dense) and ``finetune`` (dense or sparse).
+"""The SPDF recipe as two functions: ``pretrain`` (sparse or dense) and ``finetune`` (dense or
+sparse).
 
 These glue the pieces together -- tokenizer and data (``data``), the GPT (``model``), masks
 (``sparsity``), the loop (``train``) and the FLOP count (``flops``) -- and are what the CLI and
@@ -40,23 +41,27 @@ from .tasks import TASK_SPEC, Task
 from .run_folder import RunConfig
 from .train import TrainConfig, check_fits, dist_info
 
-# ------------------------------------------------------------------------------ the settings, one object per concern
+# ------------------------------------------------------------- the settings, one object per concern
 
 
 @dataclass
 class ModelConfig(Settings):
     """Model: a preset, any of its architecture changed, and the tokenizer."""
     preset: str | None = setting(None, "model size (default: tiny)", choices=PRESETS)
-    tokenizer: str | None = setting(None, "char (bytes, 257 ids) or gpt2 (BPE, 50257 ids); default from the preset",
+    tokenizer: str | None = setting(None, "char (bytes, 257 ids) or gpt2 (BPE, 50257 ids); default "
+                                          "from the preset",
                                     choices=TOKENIZERS)
-    arch: dict = setting({}, "Architecture: changes to the preset's", fields_of=GPTConfig, skip=("vocab_size",))
+    arch: dict = setting({}, "Architecture: changes to the preset's", fields_of=GPTConfig,
+                         skip=("vocab_size",))
 
     def __post_init__(self):
         super().__post_init__()
-        allowed = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]  # the vocabulary is the tokenizer's
+        # the vocabulary is the tokenizer's
+        allowed = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
         unknown = [k for k in self.arch if k not in allowed]
         if unknown:
-            raise MiniSPDFError(f"unknown architecture setting(s) {', '.join(unknown)}: choose from {', '.join(allowed)}")
+            raise MiniSPDFError(f"unknown architecture setting(s) {', '.join(unknown)}: choose "
+                                f"from {', '.join(allowed)}")
         preset_config(self.preset or "tiny", **self.arch)  # a bad value fails here, before any work
 
     def gpt_config(self, vocab_size: int) -> GPTConfig:
@@ -66,45 +71,58 @@ class ModelConfig(Settings):
 @dataclass
 class PretrainConfig(Settings):
     """Pre-training: the corpus and the initial weights."""
-    data: str = setting("builtin", "corpus: " + ", ".join([*data_lib.BUILTIN_SOURCES, *data_lib.HUB_SOURCES])
-                        + " or a path to a .txt file (see `minispdf prepare --help`)", metavar="SOURCE")
+    data: str = setting("builtin",
+                        "corpus: " + ", ".join([*data_lib.BUILTIN_SOURCES, *data_lib.HUB_SOURCES])
+                        + " or a path to a .txt file (see `minispdf prepare --help`)",
+                        metavar="SOURCE")
     max_chars: int | None = data_lib.max_chars_setting()
-    init: str = setting("scratch", "initial weights: scratch, or gpt2 (OpenAI's; needs transformers and the network)",
+    init: str = setting("scratch", "initial weights: scratch, or gpt2 (OpenAI's; needs "
+                                   "transformers and the network)",
                         choices=("scratch", "gpt2"))
 
 
 @dataclass
 class FinetuneConfig(Settings):
     """Fine-tuning: the checkpoint it starts from, and the task (or corpus) it trains on."""
-    init_from: str | None = setting(None, "checkpoint or run folder to start from, with its architecture (a --preset "
-                                          "given must match it); none: a new model, the no-pre-training baseline",
+    init_from: str | None = setting(
+        None, "checkpoint or run folder to start from, with its architecture (a --preset "
+                                          "given must match it); none: a new model, the "
+                                          "no-pre-training baseline",
                                     metavar="RUN")
-    task: str | Task | None = setting(None, f"downstream task: {TASK_SPEC}", metavar="SPEC")  # or a Task object
-    data: str | None = setting(None, "or continue language modelling on this corpus (as pretrain --data)",
+    # or a Task object
+    task: str | Task | None = setting(None, f"downstream task: {TASK_SPEC}", metavar="SPEC")
+    data: str | None = setting(None,
+                               "or continue language modelling on this corpus (as pretrain --data)",
                                metavar="SOURCE")
     keep_masks: bool = setting(False, "keep the pre-training masks: sparse fine-tuning (SPSF)")
-    train_file: str | None = setting(None, "with a bare --task name: the file to fine-tune on (e.g. trainset.csv)",
+    train_file: str | None = setting(None, "with a bare --task name: the file to fine-tune on "
+                                           "(e.g. trainset.csv)",
                                      metavar="FILE")
-    val_file: str | None = setting(None, "with a bare --task name: the validation file", metavar="FILE")
+    val_file: str | None = setting(None, "with a bare --task name: the validation file",
+                                   metavar="FILE")
 
 
 def default_tokenizer(preset: str) -> str:
     return "char" if PRESETS.get(preset, {}).get("vocab_size", 257) <= 512 else "gpt2"
 
 
-def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callbacks, settings: dict, backup=None,
+def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callbacks, settings: dict,
+         backup=None,
          changes: dict | None = None, schedule=None):
-    """Train in the run folder; ``settings.json`` (readable by ``--config``) first, ``result.json`` last."""
+    """Train in the run folder; ``settings.json`` (readable by ``--config``) first, ``result.json``
+    last."""
     from .train import train
 
     out, owner = run.out, dist_info()[0] == 0  # under torchrun, rank 0 alone writes the run folder
     try:
         if out and owner:
             run_folder.write_settings(run, settings, changes)
-        result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=run.resume, meta=meta,
+        result = train(model, batches, tcfg, out_dir=out, callbacks=callbacks, resume=run.resume,
+                       meta=meta,
                        schedule=schedule)
     except BaseException as e:
-        if backup and isinstance(e, Interrupted) and e.saved:  # both runs are kept: the new one to resume
+        # both runs are kept: the new one to resume
+        if backup and isinstance(e, Interrupted) and e.saved:
             kept = run_folder.keep_beside(backup, out)
             e.args = (f"{e.args[0]}; the run it replaced is kept in {kept}",)
         elif backup:  # --overwrite of a run that then failed: the old run comes back
@@ -120,14 +138,16 @@ def _run(model, batches, tcfg: TrainConfig, run: RunConfig, meta: dict, callback
         result["mode"] = meta["mode"]  # dense (SPDF) | sparse (SPSF) | from scratch
     result["model"] = model
     if out:
-        run_folder.write_result(out, {k: v for k, v in result.items() if k not in ("model", "history")})
+        run_folder.write_result(out,
+                                {k: v for k, v in result.items() if k not in ("model", "history")})
     return result
 
 
 def pretrain(*, pretraining: PretrainConfig | None = None, model_config: ModelConfig | None = None,
              sparsity_config: SparsityConfig | None = None, training: TrainConfig | None = None,
              run: RunConfig | None = None, callbacks=(), **settings) -> dict:
-    """Pre-train a GPT, sparse if ``sparsity_config.sparsity > 0``. Returns the train summary plus the model.
+    """Pre-train a GPT, sparse if ``sparsity_config.sparsity > 0``. Returns the train summary plus
+    the model.
 
     The settings come as one object per concern (what the CLI passes), or as keywords named like
     their fields, which fill the same objects (handy in a notebook)::
@@ -135,14 +155,18 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model_config: ModelCo
         pretrain(preset="nano", block_size=32, sparsity=0.75, max_steps=100, out="runs/s75")
     """
     pre, spec, masks, tcfg, run = from_keywords(
-        settings, "pretrain", pretraining=(PretrainConfig, pretraining), model=(ModelConfig, model_config),
-        masks=(SparsityConfig, sparsity_config), training=(TrainConfig, training), run=(RunConfig, run))
+        settings, "pretrain", pretraining=(PretrainConfig, pretraining), model=(ModelConfig,
+                                                                                model_config),
+        masks=(SparsityConfig, sparsity_config), training=(TrainConfig, training),
+        run=(RunConfig, run))
     preset = spec.preset or "tiny"
     if pre.init == "gpt2" and preset not in PRETRAINED:
-        raise MiniSPDFError(f"--init gpt2 needs --preset {' or '.join(PRETRAINED)} (OpenAI's sizes), not {preset!r}")
+        raise MiniSPDFError(f"--init gpt2 needs --preset {' or '.join(PRETRAINED)} (OpenAI's "
+                            f"sizes), not {preset!r}")
     run_folder.check(run)
     settings = flat(pre, spec, masks, tcfg)
-    tok = data_lib.get_tokenizer(spec.tokenizer or ("gpt2" if pre.init == "gpt2" else default_tokenizer(preset)))
+    tok = data_lib.get_tokenizer(spec.tokenizer
+                                 or ("gpt2" if pre.init == "gpt2" else default_tokenizer(preset)))
     config = spec.gpt_config(tok.vocab_size)
     check_fits(config, tcfg)  # an absurd size fails here, not in an allocation that swaps for hours
     changes = run_folder.check_resume(run, settings, {**asdict(pre), **asdict(masks)}, config,
@@ -151,10 +175,12 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model_config: ModelCo
         with torch.device("meta"):  # names only, no memory: a bad --include fails before any work
             target_parameters(GPT(config), masks.include)
     tokens = data_lib.prepare_data(pre.data, tok.name, max_chars=pre.max_chars)
-    tokens.validate(config.block_size)  # a corpus too short for the context fails before the run folder is made
+    # a corpus too short for the context fails before the run folder is made
+    tokens.validate(config.block_size)
     batches = TokenBatches(tokens, tcfg.batch_size, config.block_size)
 
-    schedule = masks.make_schedule(tcfg.max_steps) if masks.sparsity > 0 else None  # bad timing fails here
+    # bad timing fails here
+    schedule = masks.make_schedule(tcfg.max_steps) if masks.sparsity > 0 else None
     torch.manual_seed(tcfg.seed)
     net = GPT.from_pretrained(preset) if pre.init == "gpt2" else GPT(config)
     if schedule is not None:
@@ -162,12 +188,14 @@ def pretrain(*, pretraining: PretrainConfig | None = None, model_config: ModelCo
     meta = dict(phase="pretrain", tokenizer=tok.name, preset=preset, **asdict(pre), **asdict(masks))
     owner = dist_info()[0] == 0  # under torchrun, rank 0 alone writes the run folder
     with run_folder.lock(run, owner):
-        backup = run_folder.prepare(run, owner)  # only now, when nothing is left to fail on the settings
+        # only now, when nothing is left to fail on the settings
+        backup = run_folder.prepare(run, owner)
         return _run(net, batches, tcfg, run, meta, callbacks, settings, backup, changes, schedule)
 
 
 def finetune(*, finetuning: FinetuneConfig | None = None, model_config: ModelConfig | None = None,
-             training: TrainConfig | None = None, run: RunConfig | None = None, callbacks=(), **settings) -> dict:
+             training: TrainConfig | None = None, run: RunConfig | None = None, callbacks=(),
+             **settings) -> dict:
     """Fine-tune a pre-trained checkpoint: dense by default (SPDF), masks kept with ``keep_masks``.
 
     ``init_from`` is a checkpoint (or run folder); without it the model starts from scratch
@@ -177,19 +205,23 @@ def finetune(*, finetuning: FinetuneConfig | None = None, model_config: ModelCon
     modelling on ``data``. Settings come as objects or keywords, as for :func:`pretrain`.
     """
     ft, spec, tcfg, run = from_keywords(
-        settings, "finetune", finetuning=(FinetuneConfig, finetuning), model=(ModelConfig, model_config),
+        settings, "finetune", finetuning=(FinetuneConfig, finetuning), model=(ModelConfig,
+                                                                              model_config),
         training=(TrainConfig, training), run=(RunConfig, run))
     task_name = ft.task if ft.task is None or isinstance(ft.task, str) else ft.task.name
     if (ft.task is None) == (ft.data is None):
-        raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data SOURCE (language modelling)")
+        raise MiniSPDFError("finetune needs exactly one of --task NAME (downstream) or --data "
+                            "SOURCE (language modelling)")
     if run.out and ft.init_from and os.path.abspath(run.out) == os.path.abspath(
             ft.init_from if os.path.isdir(ft.init_from) else os.path.dirname(ft.init_from) or "."):
-        raise MiniSPDFError(f"--out {run.out} is the folder of --init_from: fine-tune into another folder, so the "
+        raise MiniSPDFError(f"--out {run.out} is the folder of --init_from: fine-tune into another "
+                            f"folder, so the "
                             "pre-trained checkpoint survives")
     run_folder.check(run)
     settings = {**flat(ft, spec, tcfg), "task": task_name}
     net, info, tok = _starting_model(ft, spec, tcfg)
-    changes = run_folder.check_resume(run, settings, dict(keep_masks=ft.keep_masks, task=task_name, data=ft.data),
+    changes = run_folder.check_resume(run, settings,
+                                      dict(keep_masks=ft.keep_masks, task=task_name, data=ft.data),
                                       net.config, tok.name) if run.resume else None
     batches = _finetune_batches(ft, tok, net.config.block_size, tcfg.batch_size)
 
@@ -198,16 +230,19 @@ def finetune(*, finetuning: FinetuneConfig | None = None, model_config: ModelCon
     mode = "sparse (SPSF)" if ft.keep_masks and info and info.get("meta", {}).get("sparsity") else (
         "dense" if ft.init_from else "from scratch")
     source = dict(init_from=ft.init_from, pretrain=info.get("meta", {}) if info else None)
-    meta = dict(phase="finetune", tokenizer=tok.name, task=task_name, data=ft.data, keep_masks=ft.keep_masks,
+    meta = dict(phase="finetune", tokenizer=tok.name, task=task_name, data=ft.data,
+                keep_masks=ft.keep_masks,
                 mode=mode, **source)
     owner = dist_info()[0] == 0  # under torchrun, rank 0 alone writes the run folder
     with run_folder.lock(run, owner):
-        backup = run_folder.prepare(run, owner)  # only now, when nothing is left to fail on the settings
+        # only now, when nothing is left to fail on the settings
+        backup = run_folder.prepare(run, owner)
         return _run(net, batches, tcfg, run, meta, callbacks, settings, backup, changes)
 
 
 def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
-    """(model, checkpoint info or None, tokenizer): the checkpoint's, or a new model from the preset."""
+    """(model, checkpoint info or None, tokenizer): the checkpoint's, or a new model from the
+    preset."""
     if not ft.init_from:
         tok = data_lib.get_tokenizer(spec.tokenizer or default_tokenizer(spec.preset or "tiny"))
         check_fits(spec.gpt_config(tok.vocab_size), tcfg)
@@ -217,7 +252,8 @@ def _starting_model(ft: FinetuneConfig, spec: ModelConfig, tcfg: TrainConfig):
     tok_name = spec.tokenizer or info.get("tokenizer") or "char"
     check_compatible(info, None, tok_name, ft.init_from)
     if spec.arch:
-        raise MiniSPDFError(f"cannot change the architecture ({', '.join(spec.arch)}) of a checkpoint "
+        raise MiniSPDFError(f"cannot change the architecture ({', '.join(spec.arch)}) of "
+                            f"a checkpoint "
                             "when fine-tuning it: drop those settings")
     if spec.preset is not None:
         check_compatible(info, preset_config(spec.preset, vocab_size=net.config.vocab_size,
@@ -242,5 +278,6 @@ def _finetune_batches(ft: FinetuneConfig, tok, block_size: int, batch_size: int)
             raise
         # the context length is the checkpoint's: say where it can be changed
         raise MiniSPDFError(str(e).replace(
-            "use a larger --block_size", f"the context of {ft.init_from} is fixed: pre-train with a larger "
+            "use a larger --block_size",
+            f"the context of {ft.init_from} is fixed: pre-train with a larger "
             "--block_size for this task")) from None

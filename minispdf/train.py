@@ -46,7 +46,8 @@ from .sparsity import densify, mask_state_keys, register_masks, tap_dense_gradie
 @dataclass
 class TrainConfig(Settings):
     """Training: the optimizer, its schedule, evaluation, checkpoints and the device."""
-    max_steps: int = setting(200, "optimizer steps; also the length of the LR schedule", min=1, max=MAX_STEPS,
+    max_steps: int = setting(200, "optimizer steps; also the length of the LR schedule", min=1,
+                             max=MAX_STEPS,
                              hint=STEPS_HINT)
     batch_size: int = setting(12, "sequences per micro-batch (per rank)", min=1)
     grad_accum: int = setting(1, "micro-batches per optimizer step", min=1, max=10_000,
@@ -54,19 +55,27 @@ class TrainConfig(Settings):
     lr: float = setting(1e-3, "peak learning rate", above=0)
     min_lr_ratio: float = setting(0.1, "the cosine decays to lr * min_lr_ratio", min=0, max=1)
     warmup_steps: int = setting(20, "linear warmup steps", min=0)
-    weight_decay: float = setting(0.1, "AdamW weight decay, on matrices only (not biases, LayerNorms)", min=0,
+    weight_decay: float = setting(0.1,
+                                  "AdamW weight decay, on matrices only (not biases, LayerNorms)",
+                                  min=0,
                                   hint="0 turns it off")
     beta1: float = setting(0.9, "AdamW beta1", min=0, below=1, hint="torch's AdamW default is 0.9")
     beta2: float = setting(0.95, "AdamW beta2", min=0, below=1,
-                           hint="torch's AdamW default is 0.999; GPT pre-training commonly uses 0.95")
+                           hint="torch's AdamW default is 0.999; GPT pre-training "
+                                "commonly uses 0.95")
     eps: float = setting(1e-8, "AdamW epsilon", above=0, hint="e.g. 1e-8")
-    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", min=0, hint="0 turns it off")
+    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", min=0,
+                               hint="0 turns it off")
     eval_interval: int = setting(50, "steps between evaluations (0: only at the end)", min=0)
-    eval_iters: int = setting(10, "batches per evaluation", min=1, max=10_000, hint="each is a forward pass")
+    eval_iters: int = setting(10, "batches per evaluation", min=1, max=10_000,
+                              hint="each is a forward pass")
     log_interval: int = setting(1, "steps between log.jsonl records", min=1)
-    checkpoint_interval: int = setting(0, "steps between checkpoints (0: only at the end; Ctrl-C, SIGTERM and "
-                                          "--stop_after always save one at the current step)", min=0)
-    stop_after: int = setting(0, "stop (with a checkpoint) at this step, to continue later with --resume (0: never)",
+    checkpoint_interval: int = setting(
+        0, "steps between checkpoints (0: only at the end; Ctrl-C, SIGTERM and "
+                                          "--stop_after always save one at the current step)",
+                                       min=0)
+    stop_after: int = setting(0, "stop (with a checkpoint) at this step, to continue later with "
+                                 "--resume (0: never)",
                               min=0)
     seed: int = setting(1337, "seed of the initial weights, dropout and the data order")
     device: str = device_setting()
@@ -85,11 +94,14 @@ def check_device_name(name) -> None:
 
 def pick_device(name: str = "auto") -> str:
     check_device_name(name)
-    if name.startswith("cuda:") and torch.cuda.is_available() and int(name[5:]) >= torch.cuda.device_count():
-        raise MiniSPDFError(f"device={name} but only {torch.cuda.device_count()} GPU(s) are visible: use --device cuda")
+    if (name.startswith("cuda:") and torch.cuda.is_available()
+        and int(name[5:]) >= torch.cuda.device_count()):
+        raise MiniSPDFError(f"device={name} but only {torch.cuda.device_count()} GPU(s) are "
+                            f"visible: use --device cuda")
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():
-            raise MiniSPDFError(f"device={name} but no CUDA GPU is visible: use --device cpu or auto")
+            raise MiniSPDFError(
+                f"device={name} but no CUDA GPU is visible: use --device cpu or auto")
         if name == "mps" and not torch.backends.mps.is_available():
             raise MiniSPDFError("device=mps but MPS is not available: use --device cpu or auto")
         return name
@@ -106,7 +118,8 @@ def check_fits(config, cfg: TrainConfig) -> None:
     parameter) and the activations (Korthikanti et al.'s per-layer count, in float32) -- a lower
     bound, so a refusal is certain and a pass is no promise."""
     T, d, h, L = config.block_size, config.n_embd, config.n_head, config.n_layer
-    n = 12 * L * d * d + (config.vocab_size + T) * d  # the matrices and embeddings (not biases, LayerNorms)
+    # the matrices and embeddings (not biases, LayerNorms)
+    n = 12 * L * d * d + (config.vocab_size + T) * d
     need = 16 * n + 4 * cfg.batch_size * T * L * (34 * d + 5 * h * T)
     device = pick_device(cfg.device)
     if device.startswith("cuda"):
@@ -114,9 +127,12 @@ def check_fits(config, cfg: TrainConfig) -> None:
     else:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
-        raise MiniSPDFError(f"training ~{n:,} parameters at batch_size {cfg.batch_size} x block_size {T} needs at "
-                            f"least {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB: use a smaller "
-                            "model or a smaller --batch_size (with --grad_accum for the same batch)")
+        raise MiniSPDFError(f"training ~{n:,} parameters at batch_size {cfg.batch_size} x "
+                            f"block_size {T} needs at "
+                            f"least {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB: "
+                            f"use a smaller "
+                            "model or a smaller --batch_size (with --grad_accum for "
+                            "the same batch)")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -149,12 +165,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 def dist_info() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) under torchrun, else (0, 0, 1)."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
+        return (int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)),
+                int(os.environ["WORLD_SIZE"]))
     return 0, 0, 1
 
 
 @torch.no_grad()
-def estimate_loss(model, batches, split: str, iters: int, device: str, seed: int, autocast) -> float:
+def estimate_loss(model, batches, split: str, iters: int, device: str, seed: int,
+                  autocast) -> float:
     """Mean loss over ``iters`` batches drawn with a fixed seed (the same batches every time)."""
     was_training = model.training
     model.eval()
@@ -210,7 +228,8 @@ class TrainState:
     rank: int = 0
     world: int = 1
     ckpt_path: str | None = None
-    meta: dict = field(default_factory=dict)  # stored in the checkpoint: tokenizer, data, phase, ...
+    # stored in the checkpoint: tokenizer, data, phase, ...
+    meta: dict = field(default_factory=dict)
     schedule: object = None  # a ``schedules.MaskSchedule`` that moves the masks, or None
     step: int = 0
     flops: float = 0.0  # training FLOPs so far, counting the masks
@@ -220,7 +239,8 @@ class TrainState:
     _t_last: float = field(default_factory=time.perf_counter)
 
     def count(self, x, loss_mask) -> None:
-        """Add one micro-batch's FLOPs (every position, prompt and padding too) and tokens, on all ranks.
+        """Add one micro-batch's FLOPs (every position, prompt and padding too) and tokens, on all
+        ranks.
 
         At the masks' density now (a schedule's move empties the cache); a backward that computes
         the dense weight gradient (RigL's update step) costs the dense weight-gradient matmuls."""
@@ -245,7 +265,8 @@ class TrainState:
 
 
 def setup(model, cfg: TrainConfig, ckpt_path: str | None, meta: dict, schedule=None) -> TrainState:
-    """Pick the device (joining the process group under torchrun), seed, move the model, make the optimizer."""
+    """Pick the device (joining the process group under torchrun), seed, move the model, make the
+    optimizer."""
     rank, local_rank, world = dist_info()
     device = pick_device(cfg.device)
     if world > 1:
@@ -257,17 +278,21 @@ def setup(model, cfg: TrainConfig, ckpt_path: str | None, meta: dict, schedule=N
     torch.manual_seed(cfg.seed)
     model.to(device)
     if schedule is not None and schedule.kind == "rigl" and world > 1:
-        raise MiniSPDFError("schedule rigl reads each rank's own dense gradient: run it on one process (not torchrun)")
-    return TrainState(model, make_optimizer(model, cfg), cfg, device, torch.Generator().manual_seed(cfg.seed + 1000 * rank),
+        raise MiniSPDFError("schedule rigl reads each rank's own dense gradient: run it on one "
+                            "process (not torchrun)")
+    return TrainState(model, make_optimizer(model, cfg), cfg, device,
+                      torch.Generator().manual_seed(cfg.seed + 1000 * rank),
                       rank, world, ckpt_path, dict(meta), schedule)
 
 
 def restore(s: TrainState) -> None:
-    """Load model, masks, optimizer, counters and every RNG from ``s.ckpt_path``, checking they fit."""
+    """Load model, masks, optimizer, counters and every RNG from ``s.ckpt_path``, checking they
+    fit."""
     ckpt = read_checkpoint(s.ckpt_path, map_location=s.device)
     check_resumable(ckpt, s.ckpt_path, s.model.config, s.meta.get("tokenizer"), s.cfg.max_steps)
     try:
-        densify(s.model)  # the checkpoint's masks, and none where it has none (a schedule may have dropped them)
+        # the checkpoint's masks, and none where it has none (a schedule may have dropped them)
+        densify(s.model)
         register_masks(s.model, mask_state_keys(ckpt["model"]))
         s.model.load_state_dict(ckpt["model"])
         s.optimizer = make_optimizer(s.model, s.cfg)  # over the parameters as they are now
@@ -275,9 +300,11 @@ def restore(s: TrainState) -> None:
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         data_states = [d.cpu() for d in ckpt["rng"]["data"]]
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
-        raise MiniSPDFError(f"{s.ckpt_path} cannot be resumed ({one_line(e)}): the file is damaged or from another "
+        raise MiniSPDFError(f"{s.ckpt_path} cannot be resumed ({one_line(e)}): the file is damaged "
+                            f"or from another "
                             "version; start a new run without --resume") from None
-    s.step, s.flops, s.flops_dense, s.tokens = ckpt["step"], ckpt["flops"], ckpt["flops_dense"], ckpt["tokens"]
+    s.step, s.flops, s.flops_dense, s.tokens = (ckpt["step"], ckpt["flops"], ckpt["flops_dense"],
+                                                ckpt["tokens"])
     if s.schedule is not None:
         s.schedule.load_state_dict(ckpt.get("schedule"))
     if s.device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
@@ -285,7 +312,8 @@ def restore(s: TrainState) -> None:
     if len(data_states) == s.world:
         s.data_gen.set_state(data_states[s.rank])
     elif s.rank == 0:
-        print(f"warning: checkpoint has data positions for {len(data_states)} ranks, running {s.world}: the data "
+        print(f"warning: checkpoint has data positions for {len(data_states)} ranks, running "
+              f"{s.world}: the data "
               "order is reseeded, so this run will not match an unsplit one", file=sys.stderr)
     s.meta = {**ckpt.get("meta", {}), **s.meta}
 
@@ -299,9 +327,11 @@ def save(s: TrainState) -> None:
     if s.rank != 0 or not s.ckpt_path:
         return
     save_checkpoint(s.ckpt_path, dict(
-        model=s.model.state_dict(), model_config=s.model.config.to_dict(), optimizer=s.optimizer.state_dict(),
+        model=s.model.state_dict(), model_config=s.model.config.to_dict(),
+        optimizer=s.optimizer.state_dict(),
         train_config=asdict(s.cfg), step=s.step, flops=s.flops,
-        schedule=s.schedule.state_dict() if s.schedule is not None else None, flops_dense=s.flops_dense, tokens=s.tokens,
+        schedule=s.schedule.state_dict() if s.schedule is not None else None,
+        flops_dense=s.flops_dense, tokens=s.tokens,
         rng=dict(torch=torch.get_rng_state(), data=data_states,
                  cuda=torch.cuda.get_rng_state() if s.device.startswith("cuda") else None),
         tokenizer=s.meta.get("tokenizer"), meta=s.meta,
@@ -310,12 +340,14 @@ def save(s: TrainState) -> None:
 
 def evaluate(s: TrainState, batches) -> dict:
     autocast = autocast_for(s.device)
-    val_loss = estimate_loss(s.model, batches, "val", s.cfg.eval_iters, s.device, s.cfg.seed, autocast)
+    val_loss = estimate_loss(s.model, batches, "val", s.cfg.eval_iters, s.device, s.cfg.seed,
+                             autocast)
     return {"step": s.step, "flops": s.flops, "flops_dense": s.flops_dense, "val_loss": val_loss}
 
 
 def wrap(model, cfg: TrainConfig, s: TrainState):
-    """The module the loop calls: compiled if asked, and inside DistributedDataParallel under torchrun."""
+    """The module the loop calls: compiled if asked, and inside DistributedDataParallel under
+    torchrun."""
     if cfg.compile:
         model = torch.compile(model)
     if s.world > 1:
@@ -324,7 +356,8 @@ def wrap(model, cfg: TrainConfig, s: TrainState):
 
 
 def sync_gradients(model, now: bool):
-    """Under DDP, all-reduce the gradients once per step: on its last micro-batch, not on every one."""
+    """Under DDP, all-reduce the gradients once per step: on its last micro-batch, not on every
+    one."""
     return model.no_sync() if isinstance(model, DDP) and not now else contextlib.nullcontext()
 
 
@@ -344,8 +377,10 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
     cfg = config or TrainConfig()
     ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
     if resume and not (ckpt_path and os.path.exists(ckpt_path)):
-        raise MiniSPDFError(f"cannot resume: no checkpoint in {out_dir}: drop --resume to start a new run")
-    with StopSignals(enabled=dist_info()[2] == 1) as signals:  # from here, Ctrl-C stops at a step and saves it
+        raise MiniSPDFError(
+            f"cannot resume: no checkpoint in {out_dir}: drop --resume to start a new run")
+    # from here, Ctrl-C stops at a step and saves it
+    with StopSignals(enabled=dist_info()[2] == 1) as signals:
         s = setup(model, cfg, ckpt_path, meta or {}, schedule)
         if resume:
             restore(s)
@@ -353,17 +388,20 @@ def train(model, batches, config: TrainConfig | None = None, out_dir: str | None
         bar = ProgressBar(s) if cfg.progress and s.rank == 0 else None
         model.train()
         try:
-            train_loss = loop(s, batches, wrap(model, cfg, s), [log, *([bar] if bar else []), *callbacks, signals])
+            train_loss = loop(s, batches, wrap(model, cfg, s),
+                              [log, *([bar] if bar else []), *callbacks, signals])
         finally:  # an error message must start on its own line, not after the bar
             if bar:
                 bar.close()
             if schedule is not None:
-                tap_dense_gradients(None)  # a step cut short must not leave RigL reading later runs' gradients
+                # a step cut short must not leave RigL reading later runs' gradients
+                tap_dense_gradients(None)
         if signals.signum is not None and s.step < cfg.max_steps:
             save(s)  # whatever checkpoint_interval: the work so far is kept
             name = signal.Signals(signals.signum).name
             raise Interrupted(f"{name} at step {s.step} of {cfg.max_steps}: " + (
-                f"the checkpoint {ckpt_path} is saved at this step" if ckpt_path else "nothing saved (no run folder)"),
+                f"the checkpoint {ckpt_path} is saved at this step" if ckpt_path
+                else "nothing saved (no run folder)"),
                 signals.signum, s.step, ckpt_path)
         final = evaluate(s, batches)
         if s.step == cfg.max_steps:
@@ -403,8 +441,10 @@ def loop(s: TrainState, batches, train_model, callbacks) -> float:
             s._flop_cache.clear()  # the next steps run at the new density
         loss /= cfg.grad_accum
         if not math.isfinite(loss):
-            raise MiniSPDFError(f"loss became {loss} at step {s.step}: lower --lr or check the data")
-        stop = notify(callbacks, "step", s.record(loss=loss, lr=lr, **({"mask": moved} if moved else {})))
+            raise MiniSPDFError(
+                f"loss became {loss} at step {s.step}: lower --lr or check the data")
+        stop = notify(callbacks, "step",
+                      s.record(loss=loss, lr=lr, **({"mask": moved} if moved else {})))
         if cfg.eval_interval and s.step % cfg.eval_interval == 0 and s.step < cfg.max_steps:
             stop |= notify(callbacks, "eval", evaluate(s, batches))
         stop |= bool(cfg.stop_after) and s.step >= cfg.stop_after

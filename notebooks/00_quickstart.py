@@ -49,9 +49,11 @@ from minispdf.lessons import check, hint, setup  # hint("name") prints an exerci
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
 SCALES = {
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
-                    pretrain_steps=1200, finetune_steps=800, n_train=1000, n_eval=100, max_new_tokens=200),
+                    pretrain_steps=1200, finetune_steps=800, n_train=1000, n_eval=100,
+                    max_new_tokens=200),
     "gpu": dict(preset="small", block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20,
-                pretrain_steps=3000, finetune_steps=1000, n_train=4000, n_eval=300, max_new_tokens=200),
+                pretrain_steps=3000, finetune_steps=1000, n_train=4000, n_eval=300,
+                max_new_tokens=200),
     "smoke": dict(preset="nano", block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
                   pretrain_steps=12, finetune_steps=8, n_train=40, n_eval=6, max_new_tokens=30),
 }
@@ -73,7 +75,8 @@ from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import make_builtin_task
 
 # the same training settings for every run of this notebook
-settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
+settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"],
+                eval_iters=P["eval_iters"],
                 device=DEVICE, progress=PROGRESS)
 evals = lambda steps: max(1, steps // 6)  # evaluate ~6 times per run, for the curves
 
@@ -146,11 +149,15 @@ model_sparsity = check("model_sparsity", model_sparsity)  # the kit's own until 
 model = sparse["model"]
 shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
 masked = [name for name, _, _ in masked_parameters(model)]
-zeros = sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in model.parameters())
-print(f"yours: {model_sparsity(shapes, masked, 0.75):.1%} of all parameters are zero; counted in the trained model: "
+zeros = sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel()
+                                                                   for p in model.parameters())
+print(f"yours: {model_sparsity(shapes, masked, 0.75):.1%} of all parameters are zero; counted in "
+      f"the trained model: "
       f"{zeros:.1%}")
-maskable = sum(math.prod(shapes[name]) for name in masked) / sum(math.prod(s) for s in shapes.values())
-print(f"{maskable:.1%} of the parameters are maskable (block size {P['block_size']}); 75% of them is "
+maskable = sum(math.prod(shapes[name]) for name in masked) / sum(math.prod(s)
+                                                                 for s in shapes.values())
+print(f"{maskable:.1%} of the parameters are maskable (block size {P['block_size']}); "
+      f"75% of them is "
       f"{0.75 * maskable:.1%}")
 
 # %% [markdown]
@@ -162,7 +169,8 @@ print(f"{maskable:.1%} of the parameters are maskable (block size {P['block_size
 # description, not the input it is conditioned on.
 
 # %%
-task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3, max_slots=5)
+task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3,
+                         max_slots=5)
 print(task.description)
 print("input:    ", task.train[0].input)
 print("reference:", task.train[0].references[0])
@@ -179,17 +187,20 @@ print(f"fine-tuning validation loss {tuned['val_loss']:.3f} nats per target char
 
 # %%
 tok = get_tokenizer("char")
-metrics = evaluate_task(tuned["model"], tok, task.test, limit=P["n_eval"], max_new_tokens=P["max_new_tokens"])
+metrics = evaluate_task(tuned["model"], tok, task.test, limit=P["n_eval"],
+                        max_new_tokens=P["max_new_tokens"])
 print(f"BLEU {metrics['bleu']:.1f} on {metrics['n_inputs']} test inputs; "
       f"reference perplexity {metrics['perplexity']:.2f} per character")
 shown = task.test[:3]
-outputs = decode(tuned["model"], tok, [ex.input for ex in shown], max_new_tokens=P["max_new_tokens"])
+outputs = decode(tuned["model"], tok, [ex.input for ex in shown],
+                 max_new_tokens=P["max_new_tokens"])
 print(plots.format_samples([ex.input for ex in shown], {"SPDF model": outputs},
                            [ex.references for ex in shown], n=3))
 
 # %%
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))  # 10 in: read at 100% zoom
-plots.plot_curves({"75% sparse": sparse}, ax=a, title="Phase 1: sparse pre-training (language model)")
+plots.plot_curves({"75% sparse": sparse}, ax=a,
+                  title="Phase 1: sparse pre-training (language model)")
 plots.plot_curves({"densified": tuned}, ax=b, title="Phase 2: dense fine-tuning (data-to-text)")
 fig.tight_layout()
 plt.show()
@@ -217,7 +228,8 @@ print(f"pre-trained model on 40 fixed batches: training text {split_loss['train'
 # 1200 sparse steps; **1.68x** fewer pre-training FLOPs than the same run dense (**1.59e12** vs
 # **2.68e12**); **55.5%** of all the parameters zero (exercise 0); fine-tuning validation loss
 # **0.382** nats per target character; **BLEU 22.2** on 100 test inputs, reference perplexity
-# **1.46**. (Numbers in bold are checked against the reference by `tests/test_notebooks.py`.) Your numbers move a little with the machine and
+# **1.46**. (Numbers in bold are checked against the reference by `tests/test_notebooks.py`.) Your
+# numbers move a little with the machine and
 # torch version; the order of magnitude should not.
 #
 # **Reading the figures.** Left, the pre-training loss falls fast for the first few hundred
@@ -234,7 +246,8 @@ print(f"pre-trained model on 40 fixed batches: training text {split_loss['train'
 # the same `eval_iters` fixed validation batches after the step, a small sample that can sit a
 # little higher or lower than the split as a whole. (3) **Smoothing:** the line is an exponential
 # moving average (about 10 steps), which lags above a falling curve early on. None of this means
-# the model generalises "better than it trains"; compare dots with dots and lines with lines. Right, the fine-tuning loss counts only
+# the model generalises "better than it trains"; compare dots with dots and lines with lines. Right,
+# the fine-tuning loss counts only
 # the description characters: it starts far lower than the pre-training loss (descriptions are
 # repetitive, and the pre-trained model already spells) and is still falling at the last step.
 #

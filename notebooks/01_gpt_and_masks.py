@@ -26,8 +26,10 @@
 # larger scale.*
 #
 # **Learning goals.** After this lesson you can
-# - point to the four weight matrices of a GPT-2 block that SPDF masks, and say why the rest stays dense;
-# - write a random mask with an exact count and a magnitude mask (exercises 1 and 2), and tell them apart in a picture;
+# - point to the four weight matrices of a GPT-2 block that SPDF masks, and say why the rest stays
+#   dense;
+# - write a random mask with an exact count and a magnitude mask (exercises 1 and 2), and tell them
+#   apart in a picture;
 # - compare ways of spreading 75% sparsity over the layers (uniform, ERK, global magnitude);
 # - say what `densify` changes and what it leaves alone.
 #
@@ -68,7 +70,8 @@ from minispdf.masks import regrowth
 from minispdf.sparsity import format_sparsity_report, masked_parameters, target_parameters
 from minispdf.spdf import finetune, pretrain
 
-settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
+settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"],
+                eval_iters=P["eval_iters"],
                 eval_interval=0, device=DEVICE, progress=PROGRESS)
 
 # %% [markdown]
@@ -91,7 +94,8 @@ plt.show()
 # %%
 model = GPT(preset_config(P["preset"], block_size=P["block_size"]))
 targets = {name for name, _ in target_parameters(model)}
-rows = [dict(parameter=name, shape="x".join(map(str, p.shape)), numel=p.numel(), masked="yes" if name in targets else "")
+rows = [dict(parameter=name, shape="x".join(map(str, p.shape)), numel=p.numel(),
+             masked="yes" if name in targets else "")
         for name, p in model.named_parameters()]
 print(plots.format_table(rows[:8] + rows[-2:]))
 print(f"... {len(rows)} tensors in all")
@@ -215,7 +219,8 @@ def magnitude_mask(weight, sparsity):
 # %%
 magnitude_mask = check("magnitude_mask", magnitude_mask)
 w = trained.transformer.h[0].attn.c_attn.weight.detach()
-plots.show_masks({"your random mask": random_mask(tuple(w.shape), 0.75, torch.Generator().manual_seed(0)),
+plots.show_masks({"your random mask": random_mask(tuple(w.shape), 0.75,
+                                                  torch.Generator().manual_seed(0)),
                   "your magnitude mask": magnitude_mask(w, 0.75)}, crop=64)
 plt.show()
 
@@ -248,10 +253,12 @@ plt.show()
 # training, every masked weight is still exactly zero. In equations, for a mask $M$ (1 = kept):
 #
 # $$\nabla_W \leftarrow \nabla_W \odot M \;\text{(as backward finishes)}, \qquad
-#   W \leftarrow W \odot M,\; m \leftarrow m \odot M,\; v \leftarrow v \odot M \;\text{(after each step)}.$$
+#   W \leftarrow W \odot M,\; m \leftarrow m \odot M,\; v \leftarrow v \odot M
+#   \;\text{(after each step)}.$$
 
 # %%
-sparse_run = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0.75, max_steps=P["train_steps"],
+sparse_run = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=0.75,
+                      max_steps=P["train_steps"],
                       out=f"{RUNS}/sparse75", overwrite=True, **settings)
 report = sparsity_report(sparse_run["model"])
 print(format_sparsity_report(report))
@@ -285,8 +292,10 @@ print("after densify: masks left =", len(masked_parameters(sparse_model)),
 cont = finetune(init_from=f"{RUNS}/sparse75", data="builtin", max_steps=P["dense_steps"], seed=2,
                 out=f"{RUNS}/densified", overwrite=True, **settings)
 stats = regrowth(old_masks, cont["model"])
-nonzero = sum(r["nonzero_fraction"] * r["pruned"] for r in stats["layers"]) / sum(r["pruned"] for r in stats["layers"])
-print(f"after {P['dense_steps']} dense steps: {nonzero:.1%} of the formerly pruned weights are nonzero; "
+nonzero = sum(r["nonzero_fraction"] * r["pruned"]
+              for r in stats["layers"]) / sum(r["pruned"] for r in stats["layers"])
+print(f"after {P['dense_steps']} dense steps: {nonzero:.1%} of the formerly pruned weights "
+      f"are nonzero; "
       f"val loss {sparse_run['val_loss']:.3f} -> {cont['val_loss']:.3f}")
 print(f"mean |w|: formerly pruned {float(stats['pruned_abs'].mean()):.3f}, kept by the mask "
       f"{float(stats['kept_abs'].mean()):.3f}")
@@ -348,7 +357,8 @@ print(f"masks kept for {P['dense_steps']} steps: {still:.1%} of the pruned weigh
 # 9. The 75% sparse model trails dense after 600 steps. Give two reasons why this gap may
 #    overstate the gap a longer, tuned run would show.
 #
-# **Try this: predict, then measure, then explain** (a few minutes). Load the dense checkpoint (`load_checkpoint(f"{RUNS}/dense")`),
+# **Try this: predict, then measure, then explain** (a few minutes). Load the dense checkpoint
+# (`load_checkpoint(f"{RUNS}/dense")`),
 # draw a 75% random mask and a 75% magnitude mask with `sparsify` on two copies, and compute for
 # each the share of the total |w| of the masked matrices that the mask keeps. How much more of
 # the weight mass does the magnitude mask keep, and what does that predict for the validation

@@ -106,13 +106,16 @@ def block_forward_flops(d_model, seq_len, n_head, sparsity):
 # %%
 block_forward_flops = check("block_flops", block_forward_flops)  # the kit's own until yours passes
 c = preset_config("gpt3-xl")
-mine = c.n_layer * block_forward_flops(c.n_embd, c.block_size, c.n_head, 0.75) + 2 * c.block_size * c.n_embd * c.vocab_size
-print(f"GPT-3 XL forward, 75% sparse: yours {mine:.4g}, library {flop_report('gpt3-xl', 0.75).forward_sparse:.4g}")
+mine = (c.n_layer * block_forward_flops(c.n_embd, c.block_size, c.n_head, 0.75)
+        + 2 * c.block_size * c.n_embd * c.vocab_size)
+print(f"GPT-3 XL forward, 75% sparse: yours {mine:.4g}, library "
+      f"{flop_report('gpt3-xl', 0.75).forward_sparse:.4g}")
 
 # %% [markdown]
 # ### The count, written out
 #
-# The library's count (`minispdf.flops`), per sequence of T tokens (d = width, L = layers, V = vocab):
+# The library's count (`minispdf.flops`), per sequence of T tokens (d = width, L = layers, V =
+# vocab):
 #
 # | component | forward FLOPs | shrinks with density? |
 # |---|---|---|
@@ -122,8 +125,10 @@ print(f"GPT-3 XL forward, 75% sparse: yours {mine:.4g}, library {flop_report('gp
 #
 # As equations, with sparsity $s$ (density $1-s$), $h$ heads and the embedding lookup free:
 #
-# $$F_{\text{fwd}}(s) = L\Big[\underbrace{(1-s)\cdot 2T\,(3d^2 + d^2 + 8d^2)}_{\text{masked matrices}}
-#   + \underbrace{2T^2d + 2T^2d + 3hT^2}_{\text{scores, values, softmax}}\Big] + \underbrace{2TdV}_{\text{logits}}$$
+# $$F_{\text{fwd}}(s) =
+# L\Big[\underbrace{(1-s)\cdot 2T\,(3d^2 + d^2 + 8d^2)}_{\text{masked matrices}}
+#   + \underbrace{2T^2d + 2T^2d + 3hT^2}_{\text{scores, values, softmax}}\Big] +
+#     \underbrace{2TdV}_{\text{logits}}$$
 #
 # $$F_{\text{train}}(s) = 3\,F_{\text{fwd}}(s), \qquad
 #   \text{reduction}(s) = \frac{F_{\text{train}}(0)}{F_{\text{train}}(s)}
@@ -183,7 +188,8 @@ print(flop_report("gpt3-xl", sparsity=0.75).format())
 # %%
 rows = flop_table(presets=("gpt2", "gpt3-xl"), sparsities=(0.5, 0.75, 0.9), seq_len=2048)
 print(plots.format_table(rows, {"preset": "model", "seq_len": "T", "sparsity": "sparsity",
-                                "train_dense": "dense FLOPs/seq", "train_sparse": "sparse FLOPs/seq",
+                                "train_dense": "dense FLOPs/seq",
+                                "train_sparse": "sparse FLOPs/seq",
                                 "reduction": "reduction (x)"}, floatfmt="{:.2f}"))
 xl = flop_report("gpt3-xl", sparsity=0.75, seq_len=2048)
 print(f"GPT-3 XL at 75%: {xl.reduction:.2f}x fewer training FLOPs (the paper: 2.5x)")
@@ -196,7 +202,8 @@ plots.plot_flop_breakdown({"GPT-2 small": flop_report("gpt2", 0.75, seq_len=2048
                            "tiny (bytes)": flop_report("tiny", 0.75)}, ax=a)
 sparsities = [0.0, 0.25, 0.5, 0.75, 0.9, 0.95]
 series = {f"{name} (T={2048 if name != 'tiny' else 64})":
-          [flop_report(name, s, seq_len=2048 if name != "tiny" else None).reduction for s in sparsities]
+          [flop_report(name, s, seq_len=2048 if name != "tiny" else None).reduction
+           for s in sparsities]
           for name in ("gpt2", "gpt3-xl", "gpt3-6.7b", "tiny")}
 series["ideal 1/(1-s)"] = [1 / (1 - s) for s in sparsities]
 plots.plot_lines(sparsities, series, ax=b, xlabel="sparsity of the masked matrices", logy=True,
@@ -217,15 +224,18 @@ plt.show()
 # %%
 widths = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 def reduction(d, vocab, T=1024, layers=12):
-    cfg = GPTConfig(n_layer=layers, n_embd=d, n_head=max(1, d // 64), block_size=T, vocab_size=vocab)
+    cfg = GPTConfig(n_layer=layers, n_embd=d, n_head=max(1, d // 64), block_size=T,
+                    vocab_size=vocab)
     return flop_report(cfg, sparsity=0.75).reduction
 series = {"GPT-2 vocabulary (50257)": [reduction(d, 50257) for d in widths],
           "byte vocabulary (257)": [reduction(d, 257) for d in widths]}
-plots.plot_lines(widths, series, xlabel="width d (12 layers, T=1024)", ylabel="training FLOP reduction at 75%",
+plots.plot_lines(widths, series, xlabel="width d (12 layers, T=1024)",
+                 ylabel="training FLOP reduction at 75%",
                  title="Training FLOP reduction at 75% sparsity vs width", logx=True)
 plt.show()
 for vocab in (50257, 257):
-    print(f"vocab {vocab}: width 128 -> {reduction(128, vocab):.2f}x, width 4096 -> {reduction(4096, vocab):.2f}x")
+    print(f"vocab {vocab}: width 128 -> {reduction(128, vocab):.2f}x, width 4096 -> "
+          f"{reduction(4096, vocab):.2f}x")
 
 
 # %% [markdown]
@@ -239,7 +249,8 @@ for vocab in (50257, 257):
 # %%
 def counted(model, B=2):
     T = model.config.block_size
-    x = torch.randint(0, model.config.vocab_size, (B, T), generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, model.config.vocab_size, (B, T),
+                      generator=torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as counter:
         _, loss = model(x, x)
         loss.backward()
@@ -253,8 +264,10 @@ sparsify(masked_model, 0.75, seed=0)
 dense_ops, masked_ops = counted(dense_model), counted(masked_model)
 weight = sum(n for op, n in dense_ops.items() if op.endswith(("mm", "addmm")) and "bmm" not in op)
 print("ops counted (dense):", dense_ops)
-print(f"weight matmuls counted {weight:,} vs analytic 3 x {weight_matmul_flops(cfg, cfg.block_size, 2):,} "
-      f"= {3 * weight_matmul_flops(cfg, cfg.block_size, 2):,} -> exact: {weight == 3 * weight_matmul_flops(cfg, cfg.block_size, 2)}")
+print(f"weight matmuls counted {weight:,} vs analytic 3 x "
+      f"{weight_matmul_flops(cfg, cfg.block_size, 2):,} "
+      f"= {3 * weight_matmul_flops(cfg, cfg.block_size, 2):,} -> exact: "
+      f"{weight == 3 * weight_matmul_flops(cfg, cfg.block_size, 2)}")
 print("masked model runs the same FLOPs:", masked_ops == dense_ops,
       f"| the analytic sparse count would be {flop_report(masked_model).reduction:.2f}x fewer")
 
@@ -271,11 +284,15 @@ print("masked model runs the same FLOPs:", masked_ops == dense_ops,
 # could reach in theory.
 
 # %%
-results = [bench(preset=P["bench_preset"], sparsity=s, batch_size=P["bench_batch"], steps=P["bench_steps"],
-                 warmup=P["bench_warmup"], device=DEVICE, memory=False) for s in P["bench_sparsities"]]
+results = [bench(preset=P["bench_preset"], sparsity=s, batch_size=P["bench_batch"],
+                 steps=P["bench_steps"],
+                 warmup=P["bench_warmup"], device=DEVICE, memory=False)
+           for s in P["bench_sparsities"]]
 for r in results:
-    print(f"{r['preset']} at {r['sparsity']:.0%}: dense {r['dense_step_ms']:.1f} ms, masked {r['sparse_step_ms']:.1f} ms "
-          f"({r['sparse_over_dense']:.2f}x); theory says {r['theoretical_flop_reduction']:.2f}x fewer FLOPs")
+    print(f"{r['preset']} at {r['sparsity']:.0%}: dense {r['dense_step_ms']:.1f} ms, masked "
+          f"{r['sparse_step_ms']:.1f} ms "
+          f"({r['sparse_over_dense']:.2f}x); theory says "
+          f"{r['theoretical_flop_reduction']:.2f}x fewer FLOPs")
 plot_bench(results)
 plt.show()
 
@@ -295,7 +312,8 @@ plt.show()
 # same FLOPs for the masked model; the bench timed the masked `tiny` step at 1.02x-1.15x of the
 # dense step (164.0-263.5 ms), against **1.80x**-**4.96x** fewer FLOPs in theory. The three
 # shortcuts of the break gave **4.00x** (all at density) and **3.24x** (attention forgotten)
-# for GPT-3 XL instead of 2.49x, and a forward-only budget of **0.33** of the true one. Step times move with
+# for GPT-3 XL instead of 2.49x, and a forward-only budget of **0.33** of the true one. Step times
+# move with
 # the machine's load (they are not in bold: they are not expected to reproduce); the FLOP counts
 # do not.
 #

@@ -27,7 +27,8 @@
 #
 # **Learning goals.** After this lesson you can
 # - write the optimizer step that keeps a mask: gradients, weights and AdamW moments (exercise 4);
-# - compare sparse and dense pre-training per step and per FLOP, and say which comparison answers which question;
+# - compare sparse and dense pre-training per step and per FLOP, and say which comparison answers
+#   which question;
 # - check that a trained sparse model is still exactly as sparse as its mask.
 #
 # **Prerequisites.** Lessons 01 (masks) and 02 (FLOP counts); what AdamW keeps per weight (two
@@ -47,11 +48,14 @@ from minispdf.lessons import check, hint, setup  # hint("name") prints an exerci
 SCALES = {
     # break_*: section 1b, a few dense steps, then masked steps done wrong and right (seconds)
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
-                    steps=1200, sparsities=(0.0, 0.5, 0.75), break_block=64, break_dense=10, break_steps=60),
+                    steps=1200, sparsities=(0.0, 0.5, 0.75), break_block=64, break_dense=10,
+                    break_steps=60),
     "gpu": dict(preset="small", block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20,
-                steps=3000, sparsities=(0.0, 0.5, 0.75, 0.9), break_block=64, break_dense=10, break_steps=60),
+                steps=3000, sparsities=(0.0, 0.5, 0.75, 0.9), break_block=64, break_dense=10,
+                break_steps=60),
     "smoke": dict(preset="nano", block_size=64, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
-                  steps=12, sparsities=(0.0, 0.5, 0.75), break_block=32, break_dense=2, break_steps=4),
+                  steps=12, sparsities=(0.0, 0.5, 0.75), break_block=32, break_dense=2,
+                  break_steps=4),
 }
 # MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
 # run time above is measured with one: two threads on two cores shared with other work run many
@@ -82,7 +86,8 @@ from minispdf.spdf import pretrain
 #
 # $$m_t = \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2,$$
 #
-# $$w_t = w_{t-1} - \eta\,\lambda\,w_{t-1} - \eta\,\frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)}+\epsilon}.$$
+# $$w_t = w_{t-1} - \eta\,\lambda\,w_{t-1} -
+# \eta\,\frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)}+\epsilon}.$$
 #
 # With a mask $M$ (1 = kept, 0 = pruned) the step keeps the pruned slots at zero when it uses
 # $g_t \odot M$ in place of $g_t$ and starts from $w_{t-1} \odot M$, $m_{t-1} \odot M$ and
@@ -143,7 +148,8 @@ masked_adamw_step = check("masked_step", masked_adamw_step)  # the kit's own unt
 # - **fixed:** the mask keeps its hooks (the library's way: gradients masked as backward
 #   finishes, weights and moments re-zeroed after the step).
 #
-# After every step `regrowth` (from `minispdf.masks`) measures the formerly zero weights. The training loop is
+# After every step `regrowth` (from `minispdf.masks`) measures the formerly zero weights. The
+# training loop is
 # written out here only because breaking it is the point; the library's own loop is `train`.
 
 # %%
@@ -152,7 +158,8 @@ from minispdf.batches import TokenBatches
 from minispdf.data import prepare_data
 from minispdf.masks import regrowth
 
-break_batches = TokenBatches(prepare_data("builtin", "char", data_dir="data", verbose=False), P["batch_size"],
+break_batches = TokenBatches(prepare_data("builtin", "char", data_dir="data", verbose=False),
+                             P["batch_size"],
                              P["break_block"])
 
 
@@ -173,7 +180,8 @@ def masked_run(recipe):
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if name in masks:
-                        p.grad.mul_(masks[name])  # gradients only: the moments keep their old values
+                        # gradients only: the moments keep their old values
+                        p.grad.mul_(masks[name])
         opt.step()
         opt.zero_grad(set_to_none=True)
         if masks:
@@ -186,13 +194,15 @@ broken, broken_stats = masked_run("broken")
 fixed, fixed_stats = masked_run("fixed")
 grown = sum(r["nonzero_fraction"] * r["pruned"] for r in broken_stats["layers"]) / sum(
     r["pruned"] for r in broken_stats["layers"])
-print(f"broken: after {P['break_steps']} masked steps {grown:.1%} of the pruned weights are nonzero, mean |w| "
+print(f"broken: after {P['break_steps']} masked steps {grown:.1%} of the pruned weights are "
+      f"nonzero, mean |w| "
       f"{broken[-1]:.4f} (kept weights {float(broken_stats['kept_abs'].mean()):.4f})")
 print(f"fixed:  largest |w| at a pruned slot {float(fixed_stats['pruned_abs'].max()):.1f}")
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
 plots.plot_lines(range(1, len(broken) + 1), {"broken: gradients masked, moments not": broken,
                                              "fixed: the library's hooks": fixed}, ax=a, marker="",
-                 xlabel="masked step", ylabel="mean |w| of the pruned weights", title="Pruned weights growing back")
+                 xlabel="masked step", ylabel="mean |w| of the pruned weights",
+                 title="Pruned weights growing back")
 plots.plot_regrowth(broken_stats, ax=b, title="Broken recipe: |w| after the masked steps")
 fig.tight_layout()
 plt.show()
@@ -214,9 +224,12 @@ plt.show()
 runs = {}
 for s in P["sparsities"]:
     label = "dense" if s == 0 else f"{s:.0%} sparse"
-    runs[label] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=s, data="builtin",
-                           max_steps=P["steps"], eval_interval=max(1, P["steps"] // 6), batch_size=P["batch_size"],
-                           lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"], device=DEVICE,
+    runs[label] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=s,
+                           data="builtin",
+                           max_steps=P["steps"], eval_interval=max(1, P["steps"] // 6),
+                           batch_size=P["batch_size"],
+                           lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
+                           device=DEVICE,
                            progress=PROGRESS, out=f"{RUNS}/sparsity-{s}", overwrite=True)
     print(f"{label:>11}: val loss {runs[label]['val_loss']:.3f}")
 for label, r in runs.items():  # the validation curves the figure draws, as numbers
@@ -246,8 +259,10 @@ rows = [dict(run=label, val_loss=r["val_loss"], gap=r["val_loss"] - dense["val_l
              flops=r["flops"], flops_x_dense=r["flops"] / dense["flops"],
              sparsity=sparsity_report(r["model"])["total"]["sparsity"])
         for label, r in runs.items()]
-print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "val_loss": "val loss",
-                                "gap": "gap to dense", "flops": "train FLOPs", "flops_x_dense": "FLOPs (x dense)"}))
+print(plots.format_table(rows,
+                         {"run": "run", "sparsity": "measured sparsity", "val_loss": "val loss",
+                                "gap": "gap to dense", "flops": "train FLOPs",
+                                "flops_x_dense": "FLOPs (x dense)"}))
 
 # %% [markdown]
 # The measured sparsity of the trained models is exactly the nominal one: the mask held for
@@ -263,7 +278,8 @@ print(plots.format_table(rows, {"run": "run", "sparsity": "measured sparsity", "
 # (75% sparse): gaps to dense of **0.183** and **0.252** nats, at **0.730x** and **0.595x** of
 # the dense training FLOPs; measured sparsity exactly **0.500** and **0.750**.
 # None of the runs has converged: between steps 1000 and 1200 the dense validation loss still
-# fell from 1.817 to 1.743 and the 75% loss from 2.021 to 1.995. The curves also say *when* the gap opens: at step
+# fell from 1.817 to 1.743 and the 75% loss from 2.021 to 1.995. The curves also say *when* the gap
+# opens: at step
 # 200 the dense and 75% runs were level (2.222 vs 2.208); the gap grew with every evaluation
 # after that. So the gap printed here belongs to this budget; a longer run would show a
 # different one (it kept growing here, and whether it would later shrink is not something these

@@ -56,9 +56,11 @@ from minispdf.lessons import check, hint, setup  # hint("name") prints an exerci
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
 SCALES = {
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
-                    pretrain_steps=1000, finetune_steps=600, n_train=1000, n_eval=100, max_new_tokens=200),
+                    pretrain_steps=1000, finetune_steps=600, n_train=1000, n_eval=100,
+                    max_new_tokens=200),
     "gpu": dict(preset="small", block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20,
-                pretrain_steps=3000, finetune_steps=1000, n_train=4000, n_eval=300, max_new_tokens=200),
+                pretrain_steps=3000, finetune_steps=1000, n_train=4000, n_eval=300,
+                max_new_tokens=200),
     "smoke": dict(preset="nano", block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
                   pretrain_steps=10, finetune_steps=6, n_train=40, n_eval=6, max_new_tokens=30),
 }
@@ -84,14 +86,16 @@ plt.show()
 
 # %%
 tok = get_tokenizer("char")
-settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
+settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"],
+                eval_iters=P["eval_iters"],
                 device=DEVICE, progress=PROGRESS)
 pre = {}
 for s in (0.0, 0.75):
     pre[s] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=s, data="builtin",
                       max_steps=P["pretrain_steps"], eval_interval=0, out=f"{RUNS}/pretrain-{s}",
                       overwrite=True, **settings)
-    print(f"pre-trained {s:.0%} sparse: val loss {pre[s]['val_loss']:.3f}, FLOPs {pre[s]['flops']:.3g}")
+    print(f"pre-trained {s:.0%} sparse: val loss {pre[s]['val_loss']:.3f}, FLOPs "
+          f"{pre[s]['flops']:.3g}")
 
 # %% [markdown]
 # ## The task and its loss mask
@@ -102,15 +106,18 @@ for s in (0.0, 0.75):
 # meaning representations. With the loss mask $m_i \in \{0, 1\}$ of exercise 5, the
 # fine-tuning loss of a sequence $x_0 \dots x_n$ is
 #
-# $$\mathcal{L} = -\frac{1}{\sum_i m_i} \sum_{i=0}^{n-1} m_i \log p_\theta(x_{i+1} \mid x_0 \dots x_i).$$
+# $$\mathcal{L} = -\frac{1}{\sum_i m_i} \sum_{i=0}^{n-1} m_i \log p_\theta(x_{i+1} \mid x_0 \dots
+# x_i).$$
 
 # %%
-task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3, max_slots=5)
+task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3,
+                         max_slots=5)
 print(task.description)
 ex = task.train[0]
 print("input:    ", ex.input)
 print("reference:", ex.references[0])
-tokens, mask = encode_example(tok, ex.input, ex.references[0], block_size=P["block_size"])  # the library's mask
+# the library's mask
+tokens, mask = encode_example(tok, ex.input, ex.references[0], block_size=P["block_size"])
 
 # %% [markdown]
 # **Exercise 5: the fine-tuning loss mask.** A sequence is `prompt + target + [eot]`, where
@@ -145,7 +152,8 @@ print("yours equals the library's on the example above:",
 # %%
 text = tok.decode(tokens).replace("\n", "|")
 print(text)
-print("".join("^" if m else " " for m in [0] + mask)[: len(text)])  # mask[i] scores the prediction of tokens[i+1]
+# mask[i] scores the prediction of tokens[i+1]
+print("".join("^" if m else " " for m in [0] + mask)[: len(text)])
 
 # %% [markdown]
 # ## Fine-tune the four arms
@@ -166,7 +174,8 @@ arms = {"dense": dict(init_from=f"{RUNS}/pretrain-0.0"),
 tuned, scores = {}, {}
 for label, how in arms.items():
     tuned[label] = finetune(task=task, max_steps=P["finetune_steps"], weight_decay=0.01,
-                            eval_interval=max(1, P["finetune_steps"] // 6), out=f"{RUNS}/finetune-{label}",
+                            eval_interval=max(1, P["finetune_steps"] // 6),
+                            out=f"{RUNS}/finetune-{label}",
                             overwrite=True, **settings, **how)
     scores[label] = evaluate_task(tuned[label]["model"], tok, task.test, limit=P["n_eval"],
                                   max_new_tokens=P["max_new_tokens"])
@@ -185,24 +194,33 @@ grid = fig.add_gridspec(2, 2)
 axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
 plots.plot_curves(tuned, ax=axes[0], title="Fine-tuning loss (target tokens only)")
 plots.plot_bars({k: v["loss"] for k, v in scores.items()}, ax=axes[1], fmt="{:.3f}",
-                ylabel="test loss (nats per target char, lower is better)", title="Reference likelihood",
+                ylabel="test loss (nats per target char, lower is better)",
+                title="Reference likelihood",
                 reference=scores["dense"]["loss"], reference_label="dense", xlabel="arm")
 plots.plot_bars({k: v["bleu"] for k, v in scores.items()}, ax=axes[2], fmt="{:.1f}",
-                ylabel="BLEU (greedy, higher is better)", title=f"BLEU on {scores['dense']['n_inputs']} test inputs",
+                ylabel="BLEU (greedy, higher is better)",
+                title=f"BLEU on {scores['dense']['n_inputs']} test inputs",
                 reference=scores["dense"]["bleu"], reference_label="dense", xlabel="arm")
 fig.tight_layout()
 plt.show()
 
-rows = [dict(arm=k, pretrain_flops=pre[0.75 if k in ("SPDF", "SPSF") else 0.0]["flops"] if k != "scratch" else 0.0,
-             test_loss=v["loss"], perplexity=v["perplexity"], bleu=v["bleu"]) for k, v in scores.items()]
-print(plots.format_table(rows, {"arm": "arm", "pretrain_flops": "pre-training FLOPs", "test_loss": "test loss",
+rows = [dict(arm=k, pretrain_flops=pre[0.75 if k in ("SPDF", "SPSF") else 0.0]["flops"]
+             if k != "scratch" else 0.0,
+             test_loss=v["loss"], perplexity=v["perplexity"], bleu=v["bleu"])
+        for k, v in scores.items()]
+print(plots.format_table(rows, {"arm": "arm", "pretrain_flops": "pre-training FLOPs",
+                                "test_loss": "test loss",
                                 "perplexity": "perplexity", "bleu": "BLEU"}))
 gap = scores["SPDF"]["loss"] - scores["dense"]["loss"]
-print(f"SPDF is {gap:+.3f} nats from dense with {pre[0.0]['flops'] / pre[0.75]['flops']:.2f}x fewer pre-training FLOPs; "
-      f"SPSF {scores['SPSF']['loss'] - scores['dense']['loss']:+.3f}; scratch {scores['scratch']['loss'] - scores['dense']['loss']:+.3f}")
+print(f"SPDF is {gap:+.3f} nats from dense with {pre[0.0]['flops'] / pre[0.75]['flops']:.2f}x "
+      f"fewer pre-training FLOPs; "
+      f"SPSF {scores['SPSF']['loss'] - scores['dense']['loss']:+.3f}; scratch "
+      f"{scores['scratch']['loss'] - scores['dense']['loss']:+.3f}")
 # the SPDF-dense gap on the validation loss at each evaluation: does it stay put or shrink?
-(steps, spdf_val), (_, dense_val) = plots.history(tuned["SPDF"], "val_loss"), plots.history(tuned["dense"], "val_loss")
-print("SPDF - dense validation loss by step: " + ", ".join(f"{s}: {a - b:+.3f}" for s, a, b in zip(steps, spdf_val, dense_val)))
+(steps, spdf_val), (_, dense_val) = (plots.history(tuned["SPDF"], "val_loss"),
+                                     plots.history(tuned["dense"], "val_loss"))
+print("SPDF - dense validation loss by step: "
+      + ", ".join(f"{s}: {a - b:+.3f}" for s, a, b in zip(steps, spdf_val, dense_val)))
 for label in ("SPSF", "scratch"):  # the slow arms: first and last validation loss
     _, val = plots.history(tuned[label], "val_loss")
     print(f"{label} validation loss: {val[0]:.3f} at the first evaluation, {val[-1]:.3f} at the "
@@ -215,19 +233,23 @@ for label in ("SPSF", "scratch"):  # the slow arms: first and last validation lo
 # for the cheap phase. Whether SPDF *matches* dense cannot be read off this table: the gap
 # printed under it shrinks quickly over the last evaluations while both arms are still
 # learning, so at least part of it is how *fast* each arm learns the task, not a ceiling on
-# how *well* it can (a lack of capacity would show as a gap that stays put). The paper's claim is for 125M-1.3B models
+# how *well* it can (a lack of capacity would show as a gap that stays put). The paper's claim is
+# for 125M-1.3B models
 # pre-trained on billions of tokens; this one runs a minute (notebook 05 varies the model size
 # and reads a multi-seed study; the `gpu` scale trains larger models longer). One seed:
-# differences of a few hundredths of a nat can be noise, differences of tenths are not. The test loss is steadier
+# differences of a few hundredths of a nat can be noise, differences of tenths are not. The test
+# loss is steadier
 # than BLEU, which hinges on every greedy choice.
 #
 # What the models write for the same inputs:
 
 # %%
 shown = task.test[:2]
-outputs = {label: decode(r["model"], tok, [ex.input for ex in shown], max_new_tokens=P["max_new_tokens"])
+outputs = {label: decode(r["model"], tok, [ex.input for ex in shown],
+                         max_new_tokens=P["max_new_tokens"])
            for label, r in tuned.items()}
-print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references for ex in shown], n=2))
+print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references for ex in shown],
+                           n=2))
 
 # %% [markdown]
 # **What you should see.** The [reference run](reference/04_dense_finetuning.html) at the
@@ -243,7 +265,8 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # **Still unconverged.** At the last fine-tuning step every validation curve is still falling,
 # and not at the same rate: the "SPDF - dense validation loss by step" line printed under the
 # table first grows (dense learns the task format faster), then shrinks at every evaluation
-# after its peak (in the reference run by about a third over the last 200 steps). The gap in the table therefore measures partly how *fast* each arm learns the task,
+# after its peak (in the reference run by about a third over the last 200 steps). The gap in the
+# table therefore measures partly how *fast* each arm learns the task,
 # not only how *well* it can: with more fine-tuning steps it would likely be smaller, and only a
 # longer run (with several seeds) can say by how much, or whether it closes. SPSF and scratch
 # end far above the others: their validation losses went from 2.092 and 2.285 at the first
@@ -251,7 +274,8 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 #
 # **The samples.** None of the arms is good at this budget: even dense garbles words ("Henarbour
 # Bidge Heron"), misnames Wild Thyme ("The Windering Gry") and gets slots wrong (it calls The Red
-# Kite family friendly, which the input says it is not, and invents landmarks). SPDF produces sentence-shaped text with more misspellings ("caled",
+# Kite family friendly, which the input says it is not, and invents landmarks). SPDF produces
+# sentence-shaped text with more misspellings ("caled",
 # "universitrity") and gets the family-friendly slot right in both samples. SPSF
 # and scratch fall into repetition ("The The The", "a a a"), which is what BLEU near 0 means.
 # BLEU rewards shared n-grams, so a fluent wrong description can outscore a halting right one:

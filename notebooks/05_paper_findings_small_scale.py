@@ -57,8 +57,10 @@ SCALES = {
     "gpu": dict(results="../results/gpu-quick/results.json", grid="gpu-quick", jobs=1),
     "smoke": dict(results="../results/quick/results.json", grid="smoke", jobs=1),
 }
-RERUN = os.environ.get("MINISPDF_RERUN", "") or False  # True: run P["grid"] here (smoke: seconds, quick: ~10 min)
-# the gpu grid takes about an hour of GPU time: it runs only when RERUN names it, RERUN = "gpu-quick"
+# True: run P["grid"] here (smoke: seconds, quick: ~10 min)
+RERUN = os.environ.get("MINISPDF_RERUN", "") or False
+# the gpu grid takes about an hour of GPU time: it runs only when RERUN names it, RERUN =
+# "gpu-quick"
 # MINISPDF_SCALE picks the scale; torch gets one thread unless MINISPDF_THREADS says otherwise (the
 # run time above is measured with one: two threads on two cores shared with other work run many
 # times slower)
@@ -78,17 +80,22 @@ from minispdf import GPT, preset_config
 from minispdf.study import report, resolve_grid, run_study
 
 path = P["results"]
-run_here = bool(RERUN) or (P["grid"] == "smoke" and not os.path.exists(path))  # the smoke grid takes seconds
-if run_here and P["grid"] == "gpu-quick" and RERUN != "gpu-quick":  # an hour of work needs its own switch
-    print('refusing to start the gpu-quick study (about an hour) on RERUN = True: set RERUN = "gpu-quick" '
+# the smoke grid takes seconds
+run_here = bool(RERUN) or (P["grid"] == "smoke" and not os.path.exists(path))
+# an hour of work needs its own switch
+if run_here and P["grid"] == "gpu-quick" and RERUN != "gpu-quick":
+    print('refusing to start the gpu-quick study (about an hour) on RERUN = True: set RERUN = '
+          '"gpu-quick" '
           "(or MINISPDF_RERUN=gpu-quick) to run it; reading the committed study instead")
     run_here = False
 if not run_here and not os.path.exists(path):  # never start a long study by surprise
-    print(f"{path} is not committed yet: reading the default study instead; set RERUN = True to run "
+    print(f"{path} is not committed yet: reading the default study instead; set RERUN = "
+          f"True to run "
           f"the {P['grid']!r} grid here")
     path = SCALES["default"]["results"]
 if run_here:
-    results = run_study(resolve_grid(P["grid"]), out=f"{RUNS}/study-{P['grid']}", device=DEVICE, jobs=P["jobs"])
+    results = run_study(resolve_grid(P["grid"]), out=f"{RUNS}/study-{P['grid']}", device=DEVICE,
+                        jobs=P["jobs"])
 else:
     with open(path) as f:
         results = json.load(f)
@@ -161,13 +168,16 @@ import statistics
 
 benefit_lost = check("benefit_lost", benefit_lost)  # the kit's own until yours passes
 # yours on the committed study's rows, against the L its claims were judged on
-for claim in [c for c in results["claims"] if c["primary"] and c["kind"] == "no_loss" and c["effect"] is not None]:
+for claim in [c for c in results["claims"]
+              if c["primary"] and c["kind"] == "no_loss" and c["effect"] is not None]:
     runs = {arm: {r["seed"]: r[claim["measure"]] for r in results["rows"] if r["arm"] == arm
-                  and all(r[k] == v for k, v in claim["where"].items()) and r[claim["measure"]] is not None}
+                  and all(r[k] == v for k, v in claim["where"].items())
+                  and r[claim["measure"]] is not None}
             for arm in (claim["claim"].split(":")[0], "dense", "scratch")}
     mine = benefit_lost(*runs.values(), claim["measure"])
     if mine:
-        print(f"{claim['claim']} ({claim['measure']}): your mean L {statistics.fmean(mine.values()):+.3f} over "
+        print(f"{claim['claim']} ({claim['measure']}): your mean L "
+              f"{statistics.fmean(mine.values()):+.3f} over "
               f"{len(mine)} seeds; the study's {claim['effect']:+.3f}")
 
 # %% [markdown]
@@ -229,14 +239,17 @@ print(results["flop_claim"]["reason"])
 print()
 # the 50% arm against the 75% arm where both were judged: the paper expects 50% to lose no more
 def ell(c):  # L and its 95% interval, or n/a where the claim was untestable
-    return "n/a" if c["effect"] is None else f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+    return ("n/a" if c["effect"] is None
+            else f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
 
 
 for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
-    other = next((o for o in results["claims"] if o["claim"].startswith("spdf75:") and o["measure"] == c["measure"]
+    other = next((o for o in results["claims"]
+                  if o["claim"].startswith("spdf75:") and o["measure"] == c["measure"]
                   and o["where"] == c["where"]), None)
     if other:
-        print(f"{c['measure']} at {', '.join(f'{k} {v}' for k, v in c['where'].items())}: spdf50 L {ell(c)} "
+        print(f"{c['measure']} at {', '.join(f'{k} {v}' for k, v in c['where'].items())}: "
+              f"spdf50 L {ell(c)} "
               f"({c['verdict']}) vs spdf75 L {ell(other)} ({other['verdict']})")
 
 # %% [markdown]
@@ -247,7 +260,8 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 #    no more, so spdf50's $L$ should sit at or below spdf75's. The last lines printed above put the
 #    two side by side where both were judged; read the verdicts there, not an expectation: with
 #    few seeds an interval can cross the margin for the 50% arm and not for the 75% arm, or the
-#    other way round, and a rerun with other seeds can change which. A claim that holds here is a claim that
+#    other way round, and a rerun with other seeds can change which. A claim that holds here is a
+#    claim that
 #    survives a much harder setting; one that fails shows where it stops holding, not that the
 #    paper is wrong at its scale.
 # 2. *SPSF loses more than SPDF.* Dropping the mask gives the fine-tuning the full capacity
@@ -291,11 +305,13 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 # rerun the cell under the exercise. $L$ itself survives (both gaps flip, and so does their
 # ratio), but the test "did pre-training help?" does not: on BLEU a helpful pre-training makes
 # scratch *minus* dense negative: the seeds where pre-training helped are left out, those where
-# it did not are kept, and the check names the BLEU cases whose seeds come out wrong. Put the flip back: for BLEU, higher is
+# it did not are kept, and the check names the BLEU cases whose seeds come out wrong. Put the flip
+# back: for BLEU, higher is
 # better, so "worse than dense" is dense minus the run.
 #
 # **Try this: predict, then measure, then explain** (under 10 minutes). *Predict* first whether
-# your interval will be wider or narrower than the table's. With your `benefit_lost`, compute per seed the L of
+# your interval will be wider or narrower than the table's. With your `benefit_lost`, compute per
+# seed the L of
 # `spsf75` at the study's primary cell from `results["rows"]`, then its mean and a 95% t-interval
 # by hand (`statistics.fmean`, `statistics.stdev`, and t = 2.365 for 8 seeds). Does your interval
 # match the table's? Then run `minispdf reproduce --dry-run` and read how many seeds the power
@@ -310,7 +326,8 @@ for c in (c for c in results["claims"] if c["claim"].startswith("spdf50")):
 #    and it is 0.12 wide, less than twice the margin, so it is not underpowered: a few more
 #    seeds could decide it.
 # 3. No. The claim is for 125M-1.3B models trained on billions of tokens; models of 0.08-0.38M
-#    parameters trained on a few million characters are another regime. The result locates where the claim stops holding at
+#    parameters trained on a few million characters are another regime. The result locates where the
+#    claim stops holding at
 #    small scale; it does not test the paper's scale.
 # 4. L = (1.30 − 1.20) / (2.20 − 1.20) = 0.10, exactly at the margin. One seed has no interval:
 #    it cannot show anything about the claim, only a point estimate.

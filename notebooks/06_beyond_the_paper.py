@@ -35,8 +35,10 @@
 # **Learning goals.** After this lesson you can
 # - set up an equal-FLOP comparison in either direction and compute its step counts (exercise 7);
 # - place SPDF, SPSF and Variable SPDF on one timeline and count what each spends;
-# - run a moving-mask schedule (SET, RigL), read how much of its mask moves, and write a 2:4 mask (exercise 8);
-# - measure whether masked training is faster on your machine, and find where sparse kernels break even;
+# - run a moving-mask schedule (SET, RigL), read how much of its mask moves, and write a 2:4 mask
+#   (exercise 8);
+# - measure whether masked training is faster on your machine, and find where sparse kernels break
+#   even;
 # - explain why unstructured sparsity needs hardware that skips zeros.
 #
 # **Prerequisites.** Lessons 02 (FLOP counts), 03 (sparse pre-training) and 04 (fine-tuning arms).
@@ -52,19 +54,22 @@ from minispdf.lessons import check, hint, setup  # hint("name") prints an exerci
 # default: laptop CPU, minutes | gpu: one GPU, bigger | smoke: CI, seconds
 SCALES = {
     "default": dict(preset="nano", block_size=256, batch_size=8, lr=3e-3, warmup=50, eval_iters=10,
-                    lm_steps=400, update_interval=25, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=800, dense_phase=0.2,
+                    lm_steps=400, update_interval=25, sparsity=0.75, vspdf_sparsity=0.9,
+                    vspdf_steps=800, dense_phase=0.2,
                     finetune_steps=600, n_train=1000, n_eval=60, max_new_tokens=150,
                     bench_presets=("nano", "tiny"), bench_steps=10,
                     kernel_sparsities=(0.5, 0.75, 0.9, 0.95, 0.99), kernel_repeats=3, gpt2_batch=1,
                     gpt2_block=128, gpt2_step=False),
     "gpu": dict(preset="small", block_size=256, batch_size=32, lr=1e-3, warmup=100, eval_iters=20,
-                lm_steps=2000, update_interval=100, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=3000, dense_phase=0.15,
+                lm_steps=2000, update_interval=100, sparsity=0.75, vspdf_sparsity=0.9,
+                vspdf_steps=3000, dense_phase=0.15,
                 finetune_steps=800, n_train=4000, n_eval=200, max_new_tokens=200,
                 bench_presets=("small", "gpt2"), bench_steps=20,
                 kernel_sparsities=(0.5, 0.75, 0.9, 0.95, 0.99), kernel_repeats=9, gpt2_batch=8,
                 gpt2_block=1024, gpt2_step=True),
     "smoke": dict(preset="nano", block_size=256, batch_size=4, lr=3e-3, warmup=2, eval_iters=2,
-                  lm_steps=4, update_interval=1, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=4, dense_phase=0.5,
+                  lm_steps=4, update_interval=1, sparsity=0.75, vspdf_sparsity=0.9, vspdf_steps=4,
+                  dense_phase=0.5,
                   finetune_steps=3, n_train=40, n_eval=4, max_new_tokens=20,
                   bench_presets=("nano",), bench_steps=2,
                   kernel_sparsities=(0.5, 0.99), kernel_repeats=1, gpt2_batch=1, gpt2_block=8,
@@ -93,7 +98,8 @@ from minispdf.spdf import finetune, pretrain
 from minispdf.tasks import make_builtin_task
 
 tok = get_tokenizer("char")
-settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"], eval_iters=P["eval_iters"],
+settings = dict(batch_size=P["batch_size"], lr=P["lr"], warmup_steps=P["warmup"],
+                eval_iters=P["eval_iters"],
                 device=DEVICE, progress=PROGRESS)
 
 # %% [markdown]
@@ -113,15 +119,18 @@ cfg = preset_config(P["preset"], block_size=P["block_size"])
 ratio = flop_report(cfg, sparsity=P["sparsity"]).reduction
 N = P["lm_steps"]
 plan = {"dense, N steps": (0.0, N), f"{P['sparsity']:.0%} sparse, N steps": (P["sparsity"], N),
-        f"{P['sparsity']:.0%} sparse, {ratio:.2f}N steps (equal FLOPs)": (P["sparsity"], math.ceil(N * ratio))}
+        f"{P['sparsity']:.0%} sparse, {ratio:.2f}N steps (equal FLOPs)": (P["sparsity"],
+                                                                          math.ceil(N * ratio))}
 lm, seconds = {}, {}
 for label, (s, steps) in plan.items():
     start = time.perf_counter()
     lm[label] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=s, data="builtin",
-                         max_steps=steps, eval_interval=max(1, steps // 6), out=f"{RUNS}/lm-{s}-{steps}",
+                         max_steps=steps, eval_interval=max(1, steps // 6),
+                         out=f"{RUNS}/lm-{s}-{steps}",
                          overwrite=True, **settings)
     seconds[label] = time.perf_counter() - start
-print(plots.format_table([dict(run=k, steps=r["step"], tokens=r["tokens"], flops=r["flops"], val_loss=r["val_loss"],
+print(plots.format_table([dict(run=k, steps=r["step"], tokens=r["tokens"], flops=r["flops"],
+                               val_loss=r["val_loss"],
                                seconds=seconds[k]) for k, r in lm.items()]))
 plots.plot_curves(lm, x="flops", y="val_loss", title="Validation loss against FLOPs spent")
 plt.show()
@@ -179,7 +188,8 @@ def equal_flop_steps(sparse_steps, sparse_flops_per_step, dense_flops_per_step):
 equal_flop_steps = check("equal_flop_steps", equal_flop_steps)  # the kit's own until yours passes
 sparse_n = lm[f"{P['sparsity']:.0%} sparse, N steps"]
 steps = equal_flop_steps(N, sparse_n["flops"] / N, lm["dense, N steps"]["flops"] / N)
-print(f"{N} steps at {P['sparsity']:.0%} sparsity cost as much as {steps} dense steps (N / {ratio:.2f})")
+print(f"{N} steps at {P['sparsity']:.0%} sparsity cost as much as {steps} dense steps (N / "
+      f"{ratio:.2f})")
 
 # %% [markdown]
 # ## 2 · Variable SPDF: a short dense phase before fine-tuning
@@ -194,37 +204,48 @@ print(f"{N} steps at {P['sparsity']:.0%} sparsity cost as much as {steps} dense 
 # recipes of this kit, on one time axis:
 
 # %%
-plots.draw_schedules(sparsity=P["sparsity"], vspdf_sparsity=P["vspdf_sparsity"], dense_phase=P["dense_phase"])
+plots.draw_schedules(sparsity=P["sparsity"], vspdf_sparsity=P["vspdf_sparsity"],
+                     dense_phase=P["dense_phase"])
 plt.show()
 
 # %%
 n, s = P["vspdf_steps"], P["vspdf_sparsity"]
-base = dict(preset=P["preset"], block_size=P["block_size"], data="builtin", max_steps=n, eval_interval=0,
+base = dict(preset=P["preset"], block_size=P["block_size"], data="builtin", max_steps=n,
+            eval_interval=0,
             overwrite=True, **settings)
 dense_pt = pretrain(sparsity=0.0, out=f"{RUNS}/vspdf-dense", **base)
 sparse_pt = pretrain(sparsity=s, out=f"{RUNS}/vspdf-sparse", **base)
 dense_phase_steps = max(1, round(P["dense_phase"] * n))
 # seed=2: the dense phase draws other windows than pre-training did
-phase = finetune(init_from=f"{RUNS}/vspdf-sparse", data="builtin", max_steps=dense_phase_steps, eval_interval=0,
+phase = finetune(init_from=f"{RUNS}/vspdf-sparse", data="builtin", max_steps=dense_phase_steps,
+                 eval_interval=0,
                  seed=2, out=f"{RUNS}/vspdf-dense-phase", overwrite=True, **settings)
 pretraining = {"dense": (f"{RUNS}/vspdf-dense", dense_pt["flops"]),
                f"SPDF ({s:.0%})": (f"{RUNS}/vspdf-sparse", sparse_pt["flops"]),
-               f"Variable SPDF ({s:.0%}, then {P['dense_phase']:.0%} more steps dense)": (f"{RUNS}/vspdf-dense-phase", sparse_pt["flops"] + phase["flops"])}
+               f"Variable SPDF ({s:.0%}, then {P['dense_phase']:.0%} more "
+               f"steps dense)": (f"{RUNS}/vspdf-dense-phase", sparse_pt["flops"] + phase["flops"])}
 
-task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3, max_slots=5)
+task = make_builtin_task(n_train=P["n_train"], n_val=P["n_eval"], n_test=P["n_eval"], min_slots=3,
+                         max_slots=5)
 rows = []
 for label, (ckpt, pt_flops) in pretraining.items():
     r = finetune(init_from=ckpt, task=task, max_steps=P["finetune_steps"], weight_decay=0.01,
                  eval_interval=0, out=f"{RUNS}/vspdf-finetune", overwrite=True, **settings)
-    ev = evaluate_task(r["model"], tok, task.test, limit=P["n_eval"], max_new_tokens=P["max_new_tokens"])
-    rows.append(dict(arm=label, pretrain_flops_x_dense=pt_flops / dense_pt["flops"], test_loss=ev["loss"], bleu=ev["bleu"]))
-print(plots.format_table(rows, {"arm": "arm", "pretrain_flops_x_dense": "pre-training FLOPs (x dense)",
+    ev = evaluate_task(r["model"], tok, task.test, limit=P["n_eval"],
+                       max_new_tokens=P["max_new_tokens"])
+    rows.append(dict(arm=label, pretrain_flops_x_dense=pt_flops / dense_pt["flops"],
+                     test_loss=ev["loss"], bleu=ev["bleu"]))
+print(plots.format_table(rows,
+                         {"arm": "arm", "pretrain_flops_x_dense": "pre-training FLOPs (x dense)",
                                 "test_loss": "test loss", "bleu": "BLEU"}))
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
-plots.plot_bars({r["arm"]: r["pretrain_flops_x_dense"] for r in rows}, ax=a, ylabel="pre-training FLOPs (x dense)",
+plots.plot_bars({r["arm"]: r["pretrain_flops_x_dense"] for r in rows}, ax=a,
+                ylabel="pre-training FLOPs (x dense)",
                 title="Pre-training FLOPs per recipe", fmt="{:.2f}", xlabel="recipe")
-plots.plot_bars({r["arm"]: r["test_loss"] for r in rows}, ax=b, ylabel="test loss after fine-tuning (lower is better)",
-                title="Test loss after the same fine-tuning", fmt="{:.3f}", reference=rows[0]["test_loss"], reference_label="dense",
+plots.plot_bars({r["arm"]: r["test_loss"] for r in rows}, ax=b,
+                ylabel="test loss after fine-tuning (lower is better)",
+                title="Test loss after the same fine-tuning", fmt="{:.3f}",
+                reference=rows[0]["test_loss"], reference_label="dense",
                 xlabel="recipe")
 fig.tight_layout()
 plt.show()
@@ -243,9 +264,11 @@ plt.show()
 #
 # - **SET** and **RigL** move the mask every `update_interval` steps. Each update drops the
 #   fraction $f_t$ of a tensor's kept weights with the smallest $|w|$ and regrows as many pruned
-#   slots, $f_t = \tfrac{f_0}{2}\left(1 + \cos\tfrac{\pi t}{T_{\rm stop}}\right)$ with $f_0 = 0.3$ and
+#   slots, $f_t = \tfrac{f_0}{2}\left(1 + \cos\tfrac{\pi t}{T_{\rm stop}}\right)$ with $f_0 = 0.3$
+#   and
 #   $T_{\rm stop}$ = 75% of the run. SET regrows at random; RigL where the *dense* gradient
-#   $|\partial L / \partial w|$ is largest, which costs a dense weight-gradient matmul on each update
+#   $|\partial L / \partial w|$ is largest, which costs a dense weight-gradient matmul on each
+#   update
 #   step (counted in its FLOPs).
 # - **GMP** starts dense and prunes by magnitude towards sparsity $s$ on a cubic ramp,
 #   $s_t = s\,(1 - (1 - p_t)^3)$ with $p_t$ the progress from 25% to 75% of the run: more FLOPs,
@@ -260,10 +283,13 @@ plt.show()
 # %%
 moving = {"static (section 1)": lm[f"{P['sparsity']:.0%} sparse, N steps"]}
 for kind in ("set", "rigl"):
-    moving[kind] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=P["sparsity"], data="builtin",
+    moving[kind] = pretrain(preset=P["preset"], block_size=P["block_size"], sparsity=P["sparsity"],
+                            data="builtin",
                             max_steps=N, eval_interval=max(1, N // 6), schedule=kind,
-                            update_interval=P["update_interval"], out=f"{RUNS}/lm-{kind}", overwrite=True, **settings)
-moves = {kind: [h["mask"] for h in r["history"] if "mask" in h] for kind, r in moving.items() if kind != "static (section 1)"}
+                            update_interval=P["update_interval"], out=f"{RUNS}/lm-{kind}",
+                            overwrite=True, **settings)
+moves = {kind: [h["mask"] for h in r["history"] if "mask" in h] for kind, r in moving.items()
+         if kind != "static (section 1)"}
 fig, (a, b) = plt.subplots(1, 2, figsize=(9.6, 3.8))
 for kind, ms in moves.items():
     a.plot([m["step"] for m in ms], [m["grown"] for m in ms], "o-", label=kind)
@@ -271,10 +297,12 @@ a.set_xlabel("step")
 a.set_ylabel("fraction of the kept weights replaced")
 a.set_title("How much of the mask each update moves")
 a.legend()
-plots.plot_curves(moving, x="flops", y="val_loss", ax=b, title="Validation loss against FLOPs spent")
+plots.plot_curves(moving, x="flops", y="val_loss", ax=b,
+                  title="Validation loss against FLOPs spent")
 fig.tight_layout()
 plt.show()
-print(plots.format_table([dict(run=k, updates=len(moves.get(k, [])), flops=r["flops"], val_loss=r["val_loss"])
+print(plots.format_table([dict(run=k, updates=len(moves.get(k, [])), flops=r["flops"],
+                               val_loss=r["val_loss"])
                           for k, r in moving.items()]))
 
 # %% [markdown]
@@ -312,7 +340,8 @@ from minispdf.schedules import check_nm
 two_four_mask = check("two_four_mask", two_four_mask)
 w = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
 check_nm(two_four_mask(w), 2, 4)  # raises unless every group of 4 keeps exactly 2
-print(f"a 2:4 mask is {1 - two_four_mask(w).float().mean().item():.0%} sparse; pre-training with it: "
+print(f"a 2:4 mask is {1 - two_four_mask(w).float().mean().item():.0%} sparse; "
+      f"pre-training with it: "
       f"`pretrain(..., schedule='nm', nm='2:4')` (the `nm24` arm of the methods study)")
 
 # %% [markdown]
@@ -321,7 +350,8 @@ print(f"a 2:4 mask is {1 - two_four_mask(w).float().mean().item():.0%} sparse; p
 # `minispdf.bench` on this machine, dense vs masked, at the sparsities used above.
 
 # %%
-results = [bench(preset=p, sparsity=sp, batch_size=8, steps=P["bench_steps"], warmup=2, device=DEVICE, memory=False)
+results = [bench(preset=p, sparsity=sp, batch_size=8, steps=P["bench_steps"], warmup=2,
+                 device=DEVICE, memory=False)
            for p in P["bench_presets"] for sp in (P["sparsity"], P["vspdf_sparsity"])]
 plot_bench(results)
 plt.show()
@@ -362,8 +392,10 @@ estimates = {(r["preset"], shape): be["total"]["estimate"] for r in (kern, kern_
 if estimates:  # the prose below reads this line, not numbers of another run
     low = min(estimates, key=estimates.get)
     below = sum(e > P["sparsity"] for e in estimates.values())
-    print(f"break-even between {min(estimates.values()):.0%} and {max(estimates.values()):.0%} sparsity "
-          f"(lowest: {' '.join(low)}); {P['sparsity']:.0%} is below it for {below} of {len(estimates)} shapes")
+    print(f"break-even between {min(estimates.values()):.0%} and "
+          f"{max(estimates.values()):.0%} sparsity "
+          f"(lowest: {' '.join(low)}); {P['sparsity']:.0%} is below it for {below} of "
+          f"{len(estimates)} shapes")
 
 # %% [markdown]
 # The dotted lines (zeros in dense) stay near 1, up to timing noise: dense kernels do not care
@@ -380,7 +412,8 @@ if estimates:  # the prose below reads this line, not numbers of another run
 #
 # Amdahl's law: if the masked matmuls take a fraction $f$ of a step and a sparse kernel runs them
 # $k$ times faster, the step speeds up by $1 / \big((1 - f) + f / k\big)$, at most $1 / (1 - f)$
-# however large $k$ is. The masked matmuls are only part of a step: attention between activations, the dense LM
+# however large $k$ is. The masked matmuls are only part of a step: attention between activations,
+# the dense LM
 # head, LayerNorms and the optimizer stay. The kernel bench also profiles one dense training
 # step with `torch.profiler` (**measured**: which fraction of the step each masked matmul
 # takes) and applies Amdahl's law with the measured kernel speedups (**derived**): the step
@@ -390,11 +423,14 @@ if estimates:  # the prose below reads this line, not numbers of another run
 
 # %%
 p = kern["step"]
-print(f"{kern['preset']} training step: {p['step_ms']:.1f} ms, masked matmuls {p['masked_fraction']:.0%} of it (measured)")
+print(f"{kern['preset']} training step: {p['step_ms']:.1f} ms, masked matmuls "
+      f"{p['masked_fraction']:.0%} of it (measured)")
 print(plots.format_table(
-    [dict(sparsity=e["sparsity"], flops=e["flop_reduction"], csr=e["csr"], best=e["csr_where_faster"],
+    [dict(sparsity=e["sparsity"], flops=e["flop_reduction"], csr=e["csr"],
+          best=e["csr_where_faster"],
           ideal=e["flop_proportional"]) for e in p["estimates"] if "csr" in e],
-    {"sparsity": "sparsity", "flops": "FLOP reduction (counted)", "csr": "step speedup, CSR (derived)",
+    {"sparsity": "sparsity", "flops": "FLOP reduction (counted)",
+     "csr": "step speedup, CSR (derived)",
      "best": "CSR where faster (derived)", "ideal": "FLOP-proportional (derived)"}))
 print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 
@@ -416,7 +452,8 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # becomes time there. NVIDIA GPUs since Ampere accelerate one *structured* pattern,
 # 2:4 (two of every four consecutive weights zero, exactly 50%): the tensor cores skip the
 # zeros because their positions follow a fixed rule: at most 2x on the matmul (the math rate
-# doubles), less in practice, and less again on a whole step. That pattern is not SPDF's unstructured mask, and it stops at 50%.
+# doubles), less in practice, and less again on a whole step. That pattern is not SPDF's
+# unstructured mask, and it stops at 50%.
 # What you *can* take from SPDF on ordinary hardware is the training recipe, and the FLOP
 # accounting for the day your hardware can exploit unstructured sparsity.
 #

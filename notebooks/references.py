@@ -1,10 +1,14 @@
 """Executed reference copies of the lessons, and the lessons' measured run times.
 
-    python notebooks/references.py                 # execute every lesson at the default scale -> notebooks/reference/NAME.html
+    python notebooks/references.py                 # execute every lesson at the default scale ->
+    notebooks/reference/NAME.html
     python notebooks/references.py 00 03           # only these lessons
-    python notebooks/references.py --text          # lesson text edited, code unchanged: refresh the references' text
-    python notebooks/references.py --times         # also record wall and CPU time per lesson in results/lesson_times.md
-    python notebooks/references.py --check         # exit 1 if a reference's code differs from its lesson's
+    python notebooks/references.py --text          # lesson text edited, code unchanged: refresh the
+    references' text
+    python notebooks/references.py --times         # also record wall and CPU time per lesson in
+    results/lesson_times.md
+    python notebooks/references.py --check         # exit 1 if a reference's code differs from its
+    lesson's
 
 Each lesson runs as a student runs it: a Jupyter kernel, the default scale, the lesson's own
 thread setting (``THREADS = 1`` unless ``MINISPDF_THREADS`` says otherwise), figures drawn
@@ -53,7 +57,8 @@ def _code(nb) -> list[str]:
 def _widget_text(nb) -> None:
     """Give every widget output (a progress bar) the text of its final state, from the widget
     state nbclient saved: the text a renderer without widgets shows, and what the bar ended at."""
-    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json",
+                                               {}).get("state", {})
 
     def model(ref):
         return state.get(str(ref).removeprefix("IPY_MODEL_"), {}).get("state", {})
@@ -63,7 +68,8 @@ def _widget_text(nb) -> None:
             view = out.get("data", {}).get("application/vnd.jupyter.widget-view+json")
             if not view:
                 continue
-            # tqdm's bar is an HBox: HTML (description, percent), FloatProgress, HTML (n/total, rate, postfix)
+            # tqdm's bar is an HBox: HTML (description, percent), FloatProgress, HTML (n/total,
+            # rate, postfix)
             texts = [html.unescape(str(model(child).get("value", ""))).replace("\xa0", " ").strip()
                      for child in model(view.get("model_id")).get("children", [])
                      if isinstance(model(child).get("value"), str)]
@@ -83,7 +89,8 @@ def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
         shutil.copy(path, work / path.name)
         nb = nbformat.read(str(path), as_version=4)
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-        env.update(MINISPDF_SCALE="default", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+        env.update(MINISPDF_SCALE="default",
+                   PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
         saved = os.environ.copy()
         os.environ.clear()
         os.environ.update(env)
@@ -135,7 +142,8 @@ def _html(nb) -> str:
     return shared_style(HTMLExporter().from_notebook_node(page)[0])
 
 
-STYLE = "style.css"  # the pages' stylesheet, written once beside them (it is ~0.26 MB: nbconvert's, same for every page)
+# the pages' stylesheet, written once beside them (it is ~0.26 MB: nbconvert's, same for every page)
+STYLE = "style.css"
 
 
 def shared_style(page: str) -> str:
@@ -167,7 +175,8 @@ def write(nb, path: Path) -> Path:
     for i, cell in enumerate(nb.cells):
         cell.id = f"ref{path.name[:2]}-{i:02d}"
     (OUT / path.name).write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
-    (OUT / f"{path.stem}.json").write_text(json.dumps(_record(nb), indent=1) + "\n", encoding="utf-8")
+    (OUT / f"{path.stem}.json").write_text(json.dumps(_record(nb), indent=1) + "\n",
+                                           encoding="utf-8")
     target = OUT / f"{path.stem}.html"
     target.write_text(_html(nb), encoding="utf-8")
     return target
@@ -180,11 +189,13 @@ def refresh_text(path: Path) -> str:
 
     ref_path = OUT / path.name
     if not ref_path.exists():
-        return (f"{path.name}: no executed copy here (the executed notebooks are a local cache, not committed): "
+        return (f"{path.name}: no executed copy here (the executed notebooks are a local cache, "
+                f"not committed): "
                 f"run python notebooks/references.py {path.name[:2]}")
     lesson, ref = nbformat.read(str(path), as_version=4), nbformat.read(str(ref_path), as_version=4)
     if _code(lesson) != _code(ref):
-        return f"{path.name}: its code changed since the reference ran: run python notebooks/references.py {path.name[:2]}"
+        return (f"{path.name}: its code changed since the reference ran: run python "
+                f"notebooks/references.py {path.name[:2]}")
     outputs = iter([(c.outputs, c.execution_count) for c in ref.cells if c.cell_type == "code"])
     for cell in lesson.cells:
         if cell.cell_type == "code":
@@ -205,7 +216,8 @@ def stale(only=()) -> list[str]:
         if not record.exists():
             problems.append(f"{path.name}: no reference")
             continue
-        ran = [c["source"] for c in json.loads(record.read_text())["cells"] if c["cell_type"] == "code"]
+        ran = [c["source"] for c in json.loads(record.read_text())["cells"]
+               if c["cell_type"] == "code"]
         if _code(nbformat.read(str(path), as_version=4)) != ran:
             problems.append(f"{path.name}: the reference ran other code")
     return problems
@@ -215,12 +227,14 @@ def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
     except OSError:
         pass
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
+    return (f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch "
+            f"{torch.__version__}, "
             f"{platform.system()} {platform.release()}")
 
 
@@ -228,9 +242,11 @@ def record_times(times: dict[str, dict], command: str) -> None:
     """Merge ``times`` (lesson stem -> wall, cpu, load) into results/lesson_times.json and .md."""
     data = json.loads(TIMES_JSON.read_text()) if TIMES_JSON.exists() else {"lessons": {}}
     data["lessons"].update(times)
-    data.update(command=command, machine=_machine(), measured=time.strftime("%Y-%m-%d", time.gmtime()))
+    data.update(command=command, machine=_machine(),
+                measured=time.strftime("%Y-%m-%d", time.gmtime()))
     TIMES_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    rows = [f"| `{stem}` | {t['wall_s'] / 60:.1f} | {t['cpu_s'] / 60:.1f} | {t['load_before']:.2f} | {t['started']} |"
+    rows = [f"| `{stem}` | {t['wall_s'] / 60:.1f} | {t['cpu_s'] / 60:.1f} | {t['load_before']:.2f} "
+            f"| {t['started']} |"
             for stem, t in sorted(data["lessons"].items())]
     TIMES_MD.write_text(f"""# Lesson run times at the default scale
 
@@ -253,9 +269,12 @@ says whether the machine was quiet (a busy machine inflates the wall time, not t
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("only", nargs="*", help="lesson numbers or stems (default: all)")
-    ap.add_argument("--text", action="store_true", help="refresh the references' text; execute nothing")
-    ap.add_argument("--times", action="store_true", help="record wall and CPU time in results/lesson_times.*")
-    ap.add_argument("--check", action="store_true", help="exit 1 if a reference is missing or ran other code")
+    ap.add_argument("--text", action="store_true",
+                    help="refresh the references' text; execute nothing")
+    ap.add_argument("--times", action="store_true",
+                    help="record wall and CPU time in results/lesson_times.*")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if a reference is missing or ran other code")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = ap.parse_args(argv)
     chosen = lessons(args.only)
@@ -277,9 +296,11 @@ def main(argv=None) -> int:
         target = write(nb, path)
         print(f"{path.stem}: wall {wall:.0f} s, CPU {cpu:.0f} s (load before {load:.2f}) -> "
               f"{target.relative_to(ROOT)} ({target.stat().st_size / 1e6:.2f} MB)", flush=True)
-        times[path.stem] = dict(wall_s=round(wall, 1), cpu_s=round(cpu, 1), load_before=round(load, 2), started=started)
+        times[path.stem] = dict(wall_s=round(wall, 1), cpu_s=round(cpu, 1),
+                                load_before=round(load, 2), started=started)
     if args.times:
-        record_times(times, "python notebooks/references.py --times" + "".join(f" {o}" for o in args.only))
+        record_times(times,
+                     "python notebooks/references.py --times" + "".join(f" {o}" for o in args.only))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Write each lesson's notebook from its jupytext source, then the student copies.
 
-    python notebooks/sync.py          # after editing a lesson's .py: rewrite the .ipynb and notebooks/student/
+    python notebooks/sync.py          # after editing a lesson's .py: rewrite the .ipynb and
+    notebooks/student/
     python notebooks/sync.py --check  # exit 1 if a notebook or a student copy is out of sync
 
 The lessons are jupytext percent-format scripts (``NN_name.py``, the source under version control)
@@ -33,7 +34,8 @@ def lessons(folder: Path = HERE) -> list[Path]:
 # ---- the run-time line of each lesson's header, from results/lesson_times.json (one place)
 
 TIMES = HERE.parent / "results" / "lesson_times.json"
-HEADER = re.compile(r"^# \*Runs in about .*?\*$", re.M | re.S)  # the header's italic run-time paragraph
+# the header's italic run-time paragraph
+HEADER = re.compile(r"^# \*Runs in about .*?\*$", re.M | re.S)
 
 
 def header_line(stem: str, times: dict | None) -> str:
@@ -41,14 +43,20 @@ def header_line(stem: str, times: dict | None) -> str:
     ``references.py --times`` measured, or a line saying that they are still to be measured."""
     t = (times or {}).get("lessons", {}).get(stem)
     if t:
-        when = f"measured {times['measured']} on {times['machine'].split(',')[0]}, {times['machine'].split(',')[1].strip()}"
-        text = (f"Runs in about {t['wall_s'] / 60:.1f} min of wall-clock time ({t['cpu_s'] / 60:.1f} min of CPU time) at "
-                f"the default scale, executed as a student runs it: figures drawn, one thread ({when}; "
+        when = (f"measured {times['measured']} on {times['machine'].split(',')[0]}, "
+                f"{times['machine'].split(',')[1].strip()}")
+        text = (f"Runs in about {t['wall_s'] / 60:.1f} min of wall-clock time "
+                f"({t['cpu_s'] / 60:.1f} min of CPU time) at "
+                f"the default scale, executed as a student runs it: figures drawn, one "
+                f"thread ({when}; "
                 "[how](../results/lesson_times.md)).")
     else:
-        text = ("Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: not measured yet "
-                "as a student runs it (`python notebooks/references.py --times`, then `python notebooks/sync.py`).")
-    text += (f" [Reference run with outputs](reference/{stem}.html). `MINISPDF_SCALE=smoke` runs it in seconds, "
+        text = ("Runs in about ? min of wall-clock time (? min of CPU time) at the default scale: "
+                "not measured yet "
+                "as a student runs it (`python notebooks/references.py --times`, then `python "
+                "notebooks/sync.py`).")
+    text += (f" [Reference run with outputs](reference/{stem}.html). `MINISPDF_SCALE=smoke` runs "
+             f"it in seconds, "
              "`gpu` at a larger scale.")
     return "# *" + "\n# ".join(textwrap.wrap(text, 96, break_on_hyphens=False)) + "*"
 
@@ -57,7 +65,8 @@ def with_header(source: Path, times: dict | None) -> str:
     """The lesson source with its run-time paragraph written from ``times``."""
     text = source.read_text(encoding="utf-8")
     if not HEADER.search(text):
-        raise SystemExit(f"{source.name} has no '# *Runs in about ...*' paragraph in its first cell: put one back")
+        raise SystemExit(f"{source.name} has no '# *Runs in about ...*' paragraph in its first "
+                         f"cell: put one back")
     return HEADER.sub(lambda _: header_line(source.stem, times), text, count=1)
 
 

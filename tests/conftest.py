@@ -1,4 +1,5 @@
-"""Shared test helpers: deterministic batch sources, a small fine-tuning task, the ``slow`` marker."""
+"""Shared test helpers: deterministic batch sources, a small fine-tuning task, the ``slow``
+marker."""
 
 import os
 

@@ -23,7 +23,8 @@ PACKAGE = ROOT / "minispdf"
 FLOORS = [
     ("ground", {"errors", "fileio", "config", "hub", "tokenizers", "canvas"}),
     ("model, masks, tasks", {"model", "sparsity", "metrics", "tasks"}),
-    ("what the loop reads and counts", {"masks", "flops", "schedules", "checkpoint", "callbacks", "batches", "data",
+    ("what the loop reads and counts",
+     {"masks", "flops", "schedules", "checkpoint", "callbacks", "batches", "data",
                                         "decoding", "run_folder", "moves"}),
     ("the loop and the scores", {"train", "evaluate", "plots"}),
     ("the recipe and the bench", {"spdf", "bench"}),
@@ -37,14 +38,18 @@ FLOORS = [
 INNER_FLOORS = {
     "tasks": [("the task", {"core"}), ("formats", {"tables", "triples", "finetune"}),
               ("sources", {"builtin", "files", "hub_copies"}), ("the spec", {"spec"})],
-    "bench": [("settings and shapes", {"bench_config", "shapes", "vs_nanogpt"}), ("the step", {"step", "summary"}),
+    "bench": [("settings and shapes", {"bench_config", "shapes", "vs_nanogpt"}),
+              ("the step", {"step", "summary"}),
               ("profiles", {"profile"}), ("kernels", {"kernels"})],
-    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}), ("jobs", {"plan", "reproduce_config"}),
-              ("claims", {"claims", "declaration", "power"}), ("report and runner", {"report", "runner", "frontier"}),
+    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}),
+              ("jobs", {"plan", "reproduce_config"}),
+              ("claims", {"claims", "declaration", "power"}), ("report and runner",
+                                                               {"report", "runner", "frontier"}),
               ("outputs", {"readme", "verify", "outputs"}), ("entry", {"__main__"})],
     "assignments": [("checks", {"answers", "checks", "borrowing", "landlock"}),
                     ("confinement", {"accounting_checks", "replay", "reaping", "sandbox"}),
-                    ("exercises", {"exercises", "worker"}), ("files", {"gradebook", "manifest", "notebooks", "preload"}),
+                    ("exercises", {"exercises", "worker"}),
+                    ("files", {"gradebook", "manifest", "notebooks", "preload"}),
                     ("grading and bundles", {"bundle", "grading"}), ("entry", {"cli", "__main__"})],
     "commands": [("printing", {"__init__"}), ("commands", {"measure", "runs", "study", "text"})],
 }
@@ -65,14 +70,16 @@ def _nodes(source: str) -> list:
 
 
 def _targets(node, package: list[str]) -> set[str] | None:
-    """The dotted names (under minispdf) one import statement loads, packages on the way included."""
+    """The dotted names (under minispdf) one import statement loads, packages on the way
+    included."""
     if isinstance(node, ast.Import):
         names = [a.name.split(".")[1:] for a in node.names if a.name.startswith("minispdf.")]
         return {".".join(parts[:i]) for parts in names for i in range(1, len(parts) + 1)}
     if not isinstance(node, ast.ImportFrom):
         return None
     if node.level:
-        base = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+        base = (package[: len(package) - node.level + 1]
+                + (node.module.split(".") if node.module else []))
     elif (node.module or "").split(".")[0] == "minispdf":
         base = node.module.split(".")[1:]
     else:
@@ -94,16 +101,20 @@ def _imports(name: str, path: Path, modules: dict, source: str | None = None) ->
         if targets is None:
             continue
         found |= {t for t in targets if t in modules and t not in own}
-        if isinstance(node, ast.ImportFrom):  # `from minispdf.study import run_study` inside study/runner.py
-            base = ".".join(package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+        # `from minispdf.study import run_study` inside study/runner.py
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]
+                            + (node.module.split(".") if node.module else [])
                             if node.level else node.module.split(".")[1:])
-            if base in own and base != name and any(f"{base}.{a.name}".strip(".") not in modules for a in node.names):
+            if (base in own and base != name
+                and any(f"{base}.{a.name}".strip(".") not in modules for a in node.names)):
                 found.add(base)
     return found - {name}
 
 
 def _graph(extra: dict | None = None) -> dict[str, set[str]]:
-    """``{module: the modules it imports}``; ``extra`` adds source lines to modules (for the tests' own checks)."""
+    """``{module: the modules it imports}``; ``extra`` adds source lines to modules (for the tests'
+    own checks)."""
     modules = _modules()
     graph = {m: _imports(m, p, modules) for m, p in modules.items()}
     for m, line in (extra or {}).items():
@@ -112,7 +123,8 @@ def _graph(extra: dict | None = None) -> dict[str, set[str]]:
 
 
 def _floor(module: str) -> tuple[int, int]:
-    """(floor of its top-level name, floor inside its package); a package's __init__ is above its modules."""
+    """(floor of its top-level name, floor inside its package); a package's __init__ is above its
+    modules."""
     top, _, rest = module.partition(".")
     top = top or "__init__"
     assert top in FLOOR, f"minispdf/{top}: put it on a floor in FLOORS"
@@ -175,7 +187,8 @@ def test_the_rules_see_through_a_package_init_and_inside_packages():
     assert circle and "study" in circle and "study.runner" in circle, circle
     assert _circle(_graph({"study.runner": "from . import plan"})) is None  # a sibling: no circle
     # a module of a package importing another package's module loads that package's __init__ too
-    assert "tasks" in _imports("study.runner", _modules()["study.runner"], _modules(), "from ..tasks.core import Task")
+    assert "tasks" in _imports("study.runner", _modules()["study.runner"], _modules(),
+                               "from ..tasks.core import Task")
     # inside a package, the floors hold as between packages
     assert "study.plan imports study.runner, which is on a floor above it" in _upward(
         _graph({"study.plan": "from .runner import execute"}))
@@ -188,20 +201,24 @@ def test_modules_and_functions_are_short():
         if len(text.splitlines()) > 450:
             long_modules.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())} lines")
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
-                long_functions.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno >= 60):
+                long_functions.append(
+                    f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not long_modules, "split by concern: " + ", ".join(long_modules)
-    assert not long_functions, "split into functions that do one job each: " + ", ".join(long_functions)
+    assert not long_functions, ("split into functions that do one job each: "
+                                + ", ".join(long_functions))
 
 
-# ------------------------------------------------------------------------------ the lessons: public API only
+# --------------------------------------------------------------------- the lessons: public API only
 
 
 def _public(module: str, name: str, modules: dict) -> bool:
     """Whether ``from minispdf.<module> import <name>`` uses the public API: no private module or
     name, and a name the module lists in its ``__all__`` (if it has one) or a submodule."""
     dotted = f"{module}.{name}".strip(".") if module != "__init__" else name
-    if any(part.startswith("_") for part in [*module.split("."), name] if part not in ("", "__init__")):
+    if any(part.startswith("_") for part in [*module.split("."), name]
+           if part not in ("", "__init__")):
         return False
     if dotted in modules:
         return True
@@ -220,12 +237,14 @@ def _public(module: str, name: str, modules: dict) -> bool:
 def _private_uses(source: str, modules: dict) -> list[str]:
     out = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "minispdf" and not node.level:
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "minispdf"
+            and not node.level):
             module = ".".join(node.module.split(".")[1:]) or "__init__"
             if module not in modules:
                 out.append(f"minispdf.{module} is not a module")
                 continue
-            out += [f"{node.module}.{a.name}" for a in node.names if not _public(module, a.name, modules)]
+            out += [f"{node.module}.{a.name}" for a in node.names
+                    if not _public(module, a.name, modules)]
         elif isinstance(node, ast.Import):
             out += [a.name for a in node.names if a.name.startswith("minispdf.")
                     and any(p.startswith("_") for p in a.name.split(".")[1:])]
@@ -243,7 +262,8 @@ def test_the_lessons_import_the_public_api_only(lesson):
 
 def test_the_lesson_check_refuses_private_names():
     modules = _modules()
-    assert _private_uses("from minispdf import GPT, plots\nfrom minispdf.study import report", modules) == []
+    assert _private_uses("from minispdf import GPT, plots\nfrom minispdf.study import report",
+                         modules) == []
     assert _private_uses("from minispdf.spdf import _run", modules) == ["minispdf.spdf._run"]
     assert _private_uses("from minispdf.evaluate import EvaluateConfig", modules) == [
         "minispdf.evaluate.EvaluateConfig"]  # evaluate lists its API in __all__

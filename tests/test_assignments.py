@@ -1,4 +1,5 @@
-"""Assignment mode: student copies stay in sync, reference solutions pass, stubs and wrong answers fail."""
+"""Assignment mode: student copies stay in sync, reference solutions pass, stubs and wrong answers
+fail."""
 
 import json
 import os
@@ -39,7 +40,8 @@ def test_student_copies_fail_the_grader(stem):
     path = NB / "student" / f"{stem}.ipynb"
     nb = nbformat.read(str(path), as_version=4)
     exercise_sources = [c.source for c in nb.cells if A.exercise_name(c)]
-    assert exercise_sources and all("NotImplementedError(\"exercise:" in s for s in exercise_sources)
+    assert (exercise_sources
+            and all("NotImplementedError(\"exercise:" in s for s in exercise_sources))
     assert not any(A.BEGIN in c.source or A.END in c.source for c in nb.cells)
     result = A.grade(path)
     assert result["passed"] == 0 and result["total"] == len(WITH_EXERCISES[stem])
@@ -67,7 +69,8 @@ def _notebook_with(tmp_path, name, source):
 
 WRONG = {
     "random_mask": ("def random_mask(shape, sparsity, generator=None):\n"
-                    "    return torch.rand(shape, generator=generator) >= sparsity  # right only on average\n",
+                    "    return torch.rand(shape, generator=generator) >= sparsity  # right only "
+                    "on average\n",
                     "keeps exactly"),
     "magnitude_mask": ("def magnitude_mask(weight, sparsity):\n"
                        "    k = round((1 - sparsity) * weight.numel())\n"
@@ -76,35 +79,44 @@ WRONG = {
                        "    return mask.view_as(weight)\n",
                        "largest |w|"),
     "block_flops": ("def block_forward_flops(d_model, seq_len, n_head, sparsity):\n"
-                    "    return (1 - sparsity) * (24 * seq_len * d_model**2 + 4 * seq_len**2 * d_model + 3 * n_head * seq_len**2)\n",
+                    "    return (1 - sparsity) * (24 * seq_len * d_model**2 + 4 * seq_len**2 * "
+                    "d_model + 3 * n_head * seq_len**2)\n",
                     "attention matmuls"),
     "loss_mask": ("def loss_mask(prompt_len, n_tokens):\n"
                   "    return [0] * prompt_len + [1] * (n_tokens - prompt_len - 1)  # off by one\n",
                   "expected"),
-    "masked_step": ("def masked_adamw_step(params, masks, optimizer):  # masks too late: after the step\n"
+    "masked_step": ("def masked_adamw_step(params, masks, optimizer):  # masks too late: "
+                    "after the step\n"
                     "    with torch.no_grad():\n"
                     "        optimizer.step()\n"
                     "        for p, m in zip(params, masks):\n"
-                    "            for t in (p, optimizer.state[p]['exp_avg'], optimizer.state[p]['exp_avg_sq']):\n"
+                    "            for t in (p, optimizer.state[p]['exp_avg'], "
+                    "optimizer.state[p]['exp_avg_sq']):\n"
                     "                t.mul_(m)\n"
                     "        optimizer.zero_grad()\n",
                     "before optimizer.step(), not after"),
     "equal_flop_steps": ("def equal_flop_steps(steps, sparse, dense):\n"
                          "    return int(steps * sparse / dense)  # truncates\n",
                          "rounded to the nearest step"),
-    "model_sparsity": ("def model_sparsity(shapes, masked, sparsity):  # sparsity x masked share: no exact counts\n"
+    "model_sparsity": ("def model_sparsity(shapes, masked, sparsity):  # sparsity x masked share: "
+                       "no exact counts\n"
                        "    size = lambda s: math.prod(s)\n"
-                       "    return sparsity * sum(size(shapes[n]) for n in masked) / sum(map(size, shapes.values()))\n",
+                       "    return sparsity * sum(size(shapes[n]) for n in masked) / sum(map(size, "
+                       "shapes.values()))\n",
                        "round((1 - sparsity) * numel)"),
-    "benefit_lost": ("def benefit_lost(arm, dense, scratch, measure):  # keeps seeds where scratch is not worse\n"
+    "benefit_lost": ("def benefit_lost(arm, dense, scratch, measure):  # keeps seeds where scratch "
+                     "is not worse\n"
                      "    sign = -1 if measure == 'bleu' else 1\n"
-                     "    return {s: (arm[s] - dense[s]) / (scratch[s] - dense[s]) for s in arm if s in scratch}\n",
+                     "    return {s: (arm[s] - dense[s]) / (scratch[s] - dense[s]) for s in arm if "
+                     "s in scratch}\n",
                      "expected"),
-    "two_four_mask": ("def two_four_mask(weight):  # 2 of every 4 down the columns: groups of outputs\n"
+    "two_four_mask": ("def two_four_mask(weight):  # 2 of every 4 down the columns: groups "
+                      "of outputs\n"
                       "    g = weight.abs().t().reshape(weight.shape[1], -1, 4)\n"
                       "    top = g.topk(2, dim=-1).indices\n"
                       "    keep = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, top, True)\n"
-                      "    return keep.reshape(weight.shape[1], weight.shape[0]).t().contiguous()\n",
+                      "    return keep.reshape(weight.shape[1], "
+                      "weight.shape[0]).t().contiguous()\n",
                       "do not keep exactly 2"),
 }
 
@@ -115,33 +127,41 @@ BORROWED = {
                     "def random_mask(shape, sparsity, generator=None):\n"
                     "    seed = int(torch.randint(1 << 30, (1,), generator=generator))\n"
                     "    layer = torch.nn.Linear(shape[1], shape[0], bias=False)\n"
-                    "    return sparsify(layer, sparsity, include=r'^weight$', seed=seed)['weight']\n",
+                    "    return sparsify(layer, sparsity, include=r'^weight$', "
+                    "seed=seed)['weight']\n",
                     "sparsify (from minispdf.sparsity)"),
     "magnitude_mask": ("def magnitude_mask(weight, sparsity):\n"
                        "    import minispdf.sparsity as S\n"
                        "    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)\n"
                        "    layer.weight.data.copy_(weight)\n"
-                       "    return S.sparsify(layer, sparsity, method='magnitude', include=r'^weight$')['weight']\n",
+                       "    return S.sparsify(layer, sparsity, method='magnitude', "
+                       "include=r'^weight$')['weight']\n",
                        "import minispdf.sparsity inside magnitude_mask"),
     "block_flops": ("from minispdf.flops import flop_report\n"
                     "from minispdf.model import GPTConfig\n"
                     "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n"
-                    "    cfg = GPTConfig(n_layer=1, n_embd=d_model, n_head=n_head, block_size=seq_len, vocab_size=257)\n"
+                    "    cfg = GPTConfig(n_layer=1, n_embd=d_model, n_head=n_head, "
+                    "block_size=seq_len, vocab_size=257)\n"
                     "    rep = flop_report(cfg, sparsity=sparsity, seq_len=seq_len)\n"
-                    "    return sum(v['sparse'] for k, v in rep.components.items() if k not in ('embedding', 'logits'))\n",
+                    "    return sum(v['sparse'] for k, v in rep.components.items() if k not in "
+                    "('embedding', 'logits'))\n",
                     "flop_report (from minispdf.flops)"),
     "loss_mask": ("from minispdf.tasks.finetune import encode_example, SEPARATOR\n"
                   "from minispdf.data import get_tokenizer\n"
                   "def loss_mask(prompt_len, n_tokens):\n"
-                  "    src, tgt = 'a' * (prompt_len - len(SEPARATOR)), 'b' * (n_tokens - prompt_len - 1)\n"
-                  "    return encode_example(get_tokenizer('char'), src, tgt, block_size=4096)[1]\n",
+                  "    src, tgt = 'a' * (prompt_len - len(SEPARATOR)), 'b' * (n_tokens - "
+                  "prompt_len - 1)\n"
+                  "    return encode_example(get_tokenizer('char'), src, tgt, "
+                  "block_size=4096)[1]\n",
                   "encode_example (from minispdf.tasks.finetune)"),
     "masked_step": ("from minispdf import sparsity\n"
                     "def masked_adamw_step(params, masks, optimizer):\n"
-                    "    holder = torch.nn.Module()  # the library's hooks zero its pruned weights and moments\n"
+                    "    holder = torch.nn.Module()  # the library's hooks zero its pruned weights "
+                    "and moments\n"
                     "    for i, p in enumerate(params):\n"
                     "        holder.register_parameter(f'w{i}', p)\n"
-                    "    sparsity.register_masks(holder, {f'w{i}': m for i, m in enumerate(masks)})\n"
+                    "    sparsity.register_masks(holder, {f'w{i}': m for i, m in "
+                    "enumerate(masks)})\n"
                     "    with torch.no_grad():\n"
                     "        for p, m in zip(params, masks):\n"
                     "            p.grad.mul_(m)\n"
@@ -150,14 +170,18 @@ BORROWED = {
     "model_sparsity": ("from minispdf import GPT, preset_config, sparsify\n"
                        "def model_sparsity(shapes, masked, sparsity):\n"
                        "    total = sum(math.prod(s) for s in shapes.values())\n"
-                       "    return sum(math.prod(shapes[n]) - round((1 - sparsity) * math.prod(shapes[n])) "
+                       "    return sum(math.prod(shapes[n]) - round((1 - sparsity) * "
+                       "math.prod(shapes[n])) "
                        "for n in masked) / total if sparsify else 0\n",
                        "sparsify (from minispdf.sparsity)"),
     "benefit_lost": ("from minispdf.study.claims import benefit_lost as study_L\n"
                      "def benefit_lost(arm, dense, scratch, measure):\n"
-                     "    rows = [dict(seed=s, arm=a, task='t', size='s', set='f', **{measure: v})\n"
-                     "            for a, vals in (('arm', arm), ('dense', dense), ('scratch', scratch)) for s, v in vals.items()]\n"
-                     "    return study_L(rows, measure, 'arm', dict(task='t', size='s', set='f'))\n",
+                     "    rows = [dict(seed=s, arm=a, task='t', size='s', set='f', "
+                     "**{measure: v})\n"
+                     "            for a, vals in (('arm', arm), ('dense', dense), ('scratch', "
+                     "scratch)) for s, v in vals.items()]\n"
+                     "    return study_L(rows, measure, 'arm', dict(task='t', "
+                     "size='s', set='f'))\n",
                      "study_L (from minispdf.study.claims)"),
     "equal_flop_steps": ("m = __import__('minispdf.study.plan')\n"
                          "def equal_flop_steps(steps, sparse, dense):\n"
@@ -198,11 +222,14 @@ def test_borrowed_answers_are_right_and_refused_by_the_notebook_check(monkeypatc
         assert not r["passed"] and r["points"] == 0 and len(r["checks"]) == 1, r
         message = r["checks"][0]["message"]
         assert what in message and "answer key" in message and "torch" in message, (name, message)
-    monkeypatch.setattr(borrowing, "function_uses", lambda fn: [])  # the refusal is all that fails them:
-    for name in ("random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step", "model_sparsity",
+    # the refusal is all that fails them:
+    monkeypatch.setattr(borrowing, "function_uses", lambda fn: [])
+    for name in ("random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step",
+                 "model_sparsity",
                  "benefit_lost", "two_four_mask"):
         fn = _namespace(BORROWED[name][0])[A.EXERCISES[name].function]
-        if name == "random_mask":  # sparsify's seed is not the generator's stream: only the count holds
+        # sparsify's seed is not the generator's stream: only the count holds
+        if name == "random_mask":
             assert A.check_exercise(name, fn)["checks"][0]["passed"]
         else:
             assert A.check_exercise(name, fn)["passed"], name
@@ -214,11 +241,14 @@ def test_the_grader_refuses_borrowed_answers_from_their_source(tmp_path):
     assert result["points"] == 0 and result["total"] == len(A.EXERCISES)
     for name, ex in result["exercises"].items():
         message = ex["checks"][0]["message"]
-        assert "uses the library it is checked against" in message and "line " in message, (name, message)
+        assert "uses the library it is checked against" in message and "line " in message, (name,
+                                                                                            message)
     # and a run-time import, which the source does not spell out, fails in the worker
     spelt = ("def loss_mask(prompt_len, n_tokens):\n"
-             "    f = getattr(__builtins__, '__imp' + 'ort__', None) or __builtins__['__imp' + 'ort__']\n"
-             "    f('mini' + 'spdf')\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)\n")
+             "    f = getattr(__builtins__, '__imp' + 'ort__', None) or __builtins__['__imp' "
+             "+ 'ort__']\n"
+             "    f('mini' + 'spdf')\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - "
+             "prompt_len)\n")
     r = A.grade(_notebook(tmp_path / "spelt.ipynb", ("loss_mask", spelt)))["exercises"]["loss_mask"]
     assert r["points"] == 0 and "exercises may not import minispdf" in r["checks"][0]["message"], r
 
@@ -253,12 +283,14 @@ def test_the_notebook_check_hands_on_the_kits_answer_until_an_exercise_passes(ca
     out = capsys.readouterr().out
     assert "exercise loss_mask: FAIL (0/2 points)" in out
     assert ("exercise loss_mask: not solved yet. The cells below use the kit's own loss_mask "
-            "(minispdf.assignments.answers.loss_mask) until yours passes; stuck? hint('loss_mask') prints a hint.") in out
+            "(minispdf.assignments.answers.loss_mask) until yours passes; stuck? hint('loss_mask') "
+            "prints a hint.") in out
 
     def stub(prompt_len, n_tokens):
         raise NotImplementedError("exercise: write it")
 
-    assert A.check("loss_mask", stub) is kit and "not written yet (exercise: write it)" in capsys.readouterr().out
+    assert (A.check("loss_mask", stub) is kit
+            and "not written yet (exercise: write it)" in capsys.readouterr().out)
     right = lambda p, n: [0] * (p - 1) + [1] * (n - p)  # noqa: E731
     assert A.check("loss_mask", right) is right
     out = capsys.readouterr().out
@@ -293,7 +325,8 @@ def test_crashing_or_broken_cells_fail_with_a_message(tmp_path):
 def test_stub_source_keeps_indentation_and_rejects_unbalanced_markers():
     src = "def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n"
     assert A.stub_source(src, "loss_mask") == (
-        'def f(x):\n    raise NotImplementedError("exercise: ' + A.EXERCISES["loss_mask"].summary + '")\n')
+        'def f(x):\n    raise NotImplementedError("exercise: ' + A.EXERCISES["loss_mask"].summary
+        + '")\n')
     with pytest.raises(A.MiniSPDFError):
         A.stub_source("### BEGIN SOLUTION\nx = 1\n", None)
     with pytest.raises(A.MiniSPDFError):
@@ -312,19 +345,24 @@ def test_make_and_check_student_copies_roundtrip(tmp_path):
     p = dst / "04_dense_finetuning.ipynb"
     p.write_text(p.read_text().replace("exercise:", "exercise :"))
     problems = A.check_student_copies(str(src), str(dst))
-    assert any("out of date" in x for x in problems) and any("no source notebook" in x for x in problems)
+    assert (any("out of date" in x for x in problems)
+            and any("no source notebook" in x for x in problems))
     A.make_student_copies(str(src), str(dst))
     assert A.check_student_copies(str(src), str(dst)) == [] and not (dst / "stale.ipynb").exists()
     # the student copy is identical to its source outside the exercise cells (plus one note), but
     # for the links to the executed references, which show the solutions: named, not linked
     s = nbformat.read(str(dst / "01_gpt_and_masks.ipynb"), as_version=4)
     o = nbformat.read(str(src / "01_gpt_and_masks.ipynb"), as_version=4)
-    answers = [c for c in o.cells if A.ANSWER_TAG in c.metadata.get("tags", [])]  # instructor's copy only
+    # instructor's copy only
+    answers = [c for c in o.cells if A.ANSWER_TAG in c.metadata.get("tags", [])]
     assert answers and len(s.cells) == len(o.cells) + 1 - len(answers)
-    unlinked = lambda text: re.sub(r"\[([^\]]+)\]\(reference/[^)]+\)", r"\1 (in your instructor's copy)", text)  # noqa: E731
+    unlinked = lambda text: re.sub(r"\[([^\]]+)\]\(reference/[^)]+\)",  # noqa: E731
+                                   r"\1 (in your instructor's copy)", text)
     assert [c.source for c in s.cells if c.id != A.STUDENT_NOTE_ID and not A.exercise_name(c)] == \
-           [unlinked(c.source) for c in o.cells if not A.exercise_name(c) and A.ANSWER_TAG not in c.metadata.get("tags", [])]
-    assert "](reference/" not in "".join(c.source for c in s.cells) and "](reference/" in "".join(c.source for c in o.cells)
+           [unlinked(c.source) for c in o.cells
+            if not A.exercise_name(c) and A.ANSWER_TAG not in c.metadata.get("tags", [])]
+    assert ("](reference/" not in "".join(c.source for c in s.cells)
+            and "](reference/" in "".join(c.source for c in o.cells))
 
 
 def test_command_line(tmp_path, capsys):
@@ -385,7 +423,8 @@ def steps_twice(params, masks, optimizer):
 
 def _failures(name, fn):
     result = A.check_exercise(name, fn)
-    assert not result["passed"] and result["points"] == 0 and result["max_points"] == A.EXERCISES[name].points
+    assert (not result["passed"] and result["points"] == 0
+            and result["max_points"] == A.EXERCISES[name].points)
     return " ".join(c["message"] for c in result["checks"] if not c["passed"])
 
 
@@ -393,32 +432,39 @@ def test_masked_step_grader():
     ok = A.check_exercise("masked_step", masked_adamw_step)
     assert ok["passed"] and ok["points"] == A.EXERCISES["masked_step"].points, A.format_result(ok)
     msg = _failures("masked_step", forgot_the_moments)
-    assert "step 1: the exp_avg of parameter 0" in msg and "exp_avg_sq" in msg and "pruned slots" in msg, msg
+    assert ("step 1: the exp_avg of parameter 0" in msg and "exp_avg_sq" in msg
+            and "pruned slots" in msg), msg
     msg = _failures("masked_step", masks_weights_only)
     assert "step 1: the gradient (as optimizer.step() read it) of parameter 0" in msg, msg
     assert "before optimizer.step(), not after" in msg, msg
-    msg = _failures("masked_step", masks_after_the_step_then_zero_grad)  # the step saw the pruned gradients
+    # the step saw the pruned gradients
+    msg = _failures("masked_step", masks_after_the_step_then_zero_grad)
     assert "step 1: the gradient (as optimizer.step() read it) of parameter 0" in msg, msg
-    assert "optimizer.step() was not called" in _failures("masked_step", lambda params, masks, optimizer: None)
+    assert "optimizer.step() was not called" in _failures("masked_step",
+                                                          lambda params, masks, optimizer: None)
     msg = _failures("masked_step", steps_twice)
     assert "kept weights of parameter 0" in msg and "exactly once" in msg, msg
 
 
 def test_equal_flop_steps_grader():
-    ok = A.check_exercise("equal_flop_steps", lambda steps, sparse, dense: round(steps * sparse / dense))
+    ok = A.check_exercise("equal_flop_steps",
+                          lambda steps, sparse, dense: round(steps * sparse / dense))
     assert ok["passed"], A.format_result(ok)
     msg = _failures("equal_flop_steps", lambda steps, sparse, dense: int(steps * sparse / dense))
-    assert "expected 2 steps, got 1" in msg and "grid default, size small, sparsity 0.75" in msg, msg
+    assert ("expected 2 steps, got 1" in msg
+            and "grid default, size small, sparsity 0.75" in msg), msg
     msg = _failures("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense)
     assert "(an int), got 750.0 (float)" in msg, msg
-    msg = _failures("equal_flop_steps", lambda steps, sparse, dense: round(steps * dense / sparse))  # inverted
+    # inverted
+    msg = _failures("equal_flop_steps", lambda steps, sparse, dense: round(steps * dense / sparse))
     assert "equal_flop_steps(1000, 3.0, 4.0): expected 750 steps, got 1333" in msg, msg
 
 
 def test_two_four_mask_grader():
     def right(w):
         top = w.abs().reshape(w.shape[0], -1, 4).topk(2, dim=-1).indices
-        return torch.zeros(w.shape[0], w.shape[1] // 4, 4, dtype=torch.bool).scatter_(-1, top, True).reshape(w.shape)
+        return torch.zeros(w.shape[0], w.shape[1] // 4, 4, dtype=torch.bool).scatter_(-1, top,
+            True).reshape(w.shape)
 
     def half_of_each_row(w):  # 50% per row, not 2 of every 4
         keep = torch.zeros_like(w, dtype=torch.bool)
@@ -429,7 +475,8 @@ def test_two_four_mask_grader():
 
     def signed(w):  # the largest values, not magnitudes
         top = w.reshape(w.shape[0], -1, 4).topk(2, dim=-1).indices
-        return torch.zeros(w.shape[0], w.shape[1] // 4, 4, dtype=torch.bool).scatter_(-1, top, True).reshape(w.shape)
+        return torch.zeros(w.shape[0], w.shape[1] // 4, 4, dtype=torch.bool).scatter_(-1, top,
+            True).reshape(w.shape)
 
     def prunes_in_place(w):
         mask = right(w)
@@ -452,19 +499,24 @@ def test_the_study_cases_cover_sparsity_zero_and_gpt2_sizes():
     cases = list(equal_flop_cases())
     assert {c[1] for c in cases} == {"small", "nano", "large", "10M", "40M", "124M"}
     for grid, size, s, steps, sparse, dense, want in cases:
-        assert (want == steps) == (s == 0.0), (grid, size, s)  # sparsity 0: the same steps, else fewer
+        # sparsity 0: the same steps, else fewer
+        assert (want == steps) == (s == 0.0), (grid, size, s)
         assert 0 < want <= steps
 
 
 def test_hints(capsys):
-    assert set(A.EXERCISES) == {"random_mask", "magnitude_mask", "block_flops", "loss_mask", "masked_step",
-                                "equal_flop_steps", "model_sparsity", "benefit_lost", "two_four_mask"}
+    assert set(A.EXERCISES) == {"random_mask", "magnitude_mask", "block_flops", "loss_mask",
+                                "masked_step",
+                                "equal_flop_steps", "model_sparsity", "benefit_lost",
+                                "two_four_mask"}
     for name, ex in A.EXERCISES.items():
         A.hint(name)
         out = capsys.readouterr().out
         assert out.startswith(f"hint for {name} ({ex.function}") and len(ex.hint) > 80
-    assert "round(" not in A.EXERCISES["equal_flop_steps"].hint  # hints guide, they do not give the answer
-    assert "mul_" not in A.EXERCISES["masked_step"].hint and "topk(" not in A.EXERCISES["magnitude_mask"].hint
+    # hints guide, they do not give the answer
+    assert "round(" not in A.EXERCISES["equal_flop_steps"].hint
+    assert ("mul_" not in A.EXERCISES["masked_step"].hint
+            and "topk(" not in A.EXERCISES["magnitude_mask"].hint)
     with pytest.raises(A.MiniSPDFError, match="unknown exercise 'nope'"):
         A.hint("nope")
     assert A.main(["hint", "masked_step"]) == 0 and "exp_avg" in capsys.readouterr().out
@@ -493,7 +545,8 @@ def test_release_writes_a_bundle_without_solutions_or_answers(tmp_path, capsys):
     src, out = _with_answers(tmp_path), tmp_path / "bundle"
     assert A.main(["release", str(out), "--src", str(src)]) == 0
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["README.txt", "manifest.json", "notebooks/00_quickstart.ipynb", "notebooks/01_gpt_and_masks.ipynb",
+    assert files == ["README.txt", "manifest.json", "notebooks/00_quickstart.ipynb",
+                     "notebooks/01_gpt_and_masks.ipynb",
                      "results/default/results.json"]
     readme = (out / "README.txt").read_text()
     assert "minispdf assign grade" in readme and "hint(" in readme and "2303.10464" in readme
@@ -520,7 +573,8 @@ def test_release_refuses_a_non_empty_folder_and_is_atomic(tmp_path, capsys, monk
     assert A.main(["release", str(out), "--src", str(src)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not empty" in err and "--overwrite" in err, err
-    assert A.main(["release", str(tmp_path / "new"), "--src", str(src), "--results", str(tmp_path / "nope")]) == 2
+    assert A.main(["release", str(tmp_path / "new"), "--src", str(src),
+                   "--results", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
     from minispdf.assignments import bundle
 
@@ -531,17 +585,20 @@ def test_release_refuses_a_non_empty_folder_and_is_atomic(tmp_path, capsys, monk
 
     monkeypatch.setattr(bundle, "student_notebook", broken)
     assert A.main(["release", str(out), "--src", str(src), "--overwrite"]) == 2
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    # no temporary folder left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     monkeypatch.undo()
     assert A.main(["release", str(out), "--src", str(src), "--overwrite"]) == 0
-    assert not (out / "old.txt").exists() and (out / "notebooks" / "01_gpt_and_masks.ipynb").exists()
+    assert (not (out / "old.txt").exists()
+            and (out / "notebooks" / "01_gpt_and_masks.ipynb").exists())
 
 
 # ---- grading: folders, points, time limits, warnings, the CSV
 
 
-LOSS_MASK_OK = "def loss_mask(prompt_len, n_tokens):\n    return [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len)\n"
+LOSS_MASK_OK = ("def loss_mask(prompt_len, n_tokens):\n    return [0] * (prompt_len - 1) + [1] * "
+                "(n_tokens - prompt_len)\n")
 
 
 BORROWED_CELLS = [(name, source) for name, (source, _) in BORROWED.items()]
@@ -574,52 +631,68 @@ def test_grade_a_folder_of_submissions_writes_the_csv(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "note: no exercises in 00_notes.ipynb" in out and "manifest: none" in out
     assert "wrote " + str(grades) + " (4 rows)" in out
-    assert out.splitlines()[-6:-1] == ["student  points", "alice    2/2", "bob      0/2", "dave     0/2",
-                                       "carol    2/2"]  # the maximum is the release's: lesson 04's loss_mask
+    assert out.splitlines()[-6:-1] == ["student  points", "alice    2/2", "bob      0/2",
+                                       "dave     0/2",
+                                       # the maximum is the release's: lesson 04's loss_mask
+                                       "carol    2/2"]
     import csv
 
     rows = list(csv.DictReader(grades.open()))
-    assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook", "notes"]
+    assert list(rows[0]) == ["student", "exercise", "points", "max_points", "feedback", "notebook",
+                             "notes"]
     assert rows[0]["notes"].startswith("confinement root: uid drop + chroot")
     got = [(r["student"], r["exercise"], r["points"], r["max_points"]) for r in rows]
-    assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"), ("dave", "loss_mask", "0", "2"),
+    assert got == [("alice", "loss_mask", "2", "2"), ("bob", "loss_mask", "0", "2"),
+                   ("dave", "loss_mask", "0", "2"),
                    ("carol", "loss_mask", "2", "2")]
     assert rows[0]["feedback"] == "pass"
     assert "not written yet" in rows[1]["feedback"] and "\n" not in rows[1]["feedback"]
     assert rows[2]["feedback"].startswith("submitted: missing") and rows[2]["notebook"] == ""
-    assert rows[2]["notes"].startswith("not graded: ") and "not a readable notebook" in rows[2]["notes"]  # dave: not run
-    assert rows[3]["notes"].endswith("no exercises in 00_notes.ipynb") and rows[3]["notebook"].endswith("04_dense_finetuning.ipynb")
+    # dave: not run
+    assert (rows[2]["notes"].startswith("not graded: ")
+            and "not a readable notebook" in rows[2]["notes"])
+    assert (rows[3]["notes"].endswith("no exercises in 00_notes.ipynb")
+            and rows[3]["notebook"].endswith("04_dense_finetuning.ipynb"))
 
 
 def test_an_endless_exercise_times_out_and_grading_goes_on(tmp_path):
     path = _notebook(tmp_path / "eve.ipynb",
-                     ("block_flops", "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n"
+                     ("block_flops",
+                      "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n"
                                      "    while True:\n        pass\n"),
                      ("loss_mask", LOSS_MASK_OK))
     r = A.grade(path, timeout=3)
     bf, lm = r["exercises"]["block_flops"], r["exercises"]["loss_mask"]
     assert bf["points"] == 0 and bf["checks"][0]["message"].startswith("timed out after 3 s")
     assert lm["passed"] and lm["points"] == 2 and r["points"] == 2 and r["max_points"] == 5
-    path = _notebook(tmp_path / "exits.ipynb", ("block_flops", "import os\nos._exit(3)\n"), ("loss_mask", LOSS_MASK_OK))
+    path = _notebook(tmp_path / "exits.ipynb", ("block_flops", "import os\nos._exit(3)\n"),
+                     ("loss_mask", LOSS_MASK_OK))
     r = A.grade(path)  # an exercise that kills its worker fails alone, too
-    assert "ended the grader's process (exit code 3)" in r["exercises"]["block_flops"]["checks"][0]["message"]
+    assert "ended the grader's process (exit code 3)" in (
+        r["exercises"]["block_flops"]["checks"][0]["message"])
     assert r["exercises"]["loss_mask"]["passed"]
 
 
 def test_a_helper_from_another_cell_is_warned_about(tmp_path):
     assert A.outside_names("import torch\nK = 2\ndef f(x, y=K):\n    global G\n    G = 1\n"
-                           "    z = [helper(q) + G + np.pi for q in range(x)]\n    return torch.tensor(z) + W\n") \
+                           "    z = [helper(q) + G + np.pi for q in range(x)]\n    return "
+                           "torch.tensor(z) + W\n") \
         == ["W", "helper"]
-    assert A.outside_names("def f(x):\n    return x +\n") == []  # a syntax error is the worker's to report
+    # a syntax error is the worker's to report
+    assert A.outside_names("def f(x):\n    return x +\n") == []
     path = _notebook(tmp_path / "frank.ipynb",
                      (None, "def first(n):\n    return [0] * n\n"),
                      ("loss_mask", "def loss_mask(prompt_len, n_tokens):\n"
-                                   "    return first(prompt_len - 1) + [1] * (n_tokens - prompt_len)\n"))
+                                   "    return first(prompt_len - 1) + [1] * (n_tokens - "
+                                   "prompt_len)\n"))
     ex = A.grade(path)["exercises"]["loss_mask"]
     assert not ex["passed"] and "NameError" in ex["checks"][0]["message"]
-    assert ex["warnings"] == ["loss_mask uses first, defined outside its cell: the grader runs only the exercise "
-                              "cells (after `import math, torch, numpy as np`), so define or import them in this cell"]
-    assert A.grade(_notebook(tmp_path / "ok.ipynb", ("loss_mask", LOSS_MASK_OK)))["exercises"]["loss_mask"][
+    assert ex["warnings"] == ["loss_mask uses first, defined outside its cell: the grader runs "
+                              "only the exercise "
+                              "cells (after `import math, torch, numpy as np`), so define or "
+                              "import them in this cell"]
+    assert A.grade(_notebook(tmp_path / "ok.ipynb", ("loss_mask", LOSS_MASK_OK)))["exercises"][
+        "loss_mask"][
         "warnings"] == []
 
 
@@ -652,18 +725,22 @@ def test_help_names_the_command_as_typed(capsys):
 
 
 def _attacks(subs, outside):
-    """Submissions that attack the grader, named so that they are graded before bob (a classmate)."""
+    """Submissions that attack the grader, named so that they are graded before bob (a
+    classmate)."""
     bob = subs / "bob.ipynb"
     wrong = "def loss_mask(prompt_len, n_tokens):\n    return [1] * (n_tokens - 1)\n"
     return {
-        "a1_patches_checker": "import dataclasses, sys\n"  # spelt so that the source check misses it
+        # spelt so that the source check misses it
+        "a1_patches_checker": "import dataclasses, sys\n"
                               "M, lib = getattr(sys, 'mod' + 'ules'), 'mini' + 'spdf'\n"
                               "E = M[lib + '.assignments.exercises']\n"
                               "W = M[lib + '.assignments.worker']\n"
                               "def passed(name, fn=None):\n"
-                              "    return dict(name=name, passed=True, points=2, max_points=2, checks=[])\n"
+                              "    return dict(name=name, passed=True, points=2, max_points=2, "
+                              "checks=[])\n"
                               "E.check_exercise = W.check_exercise = passed\n"
-                              "E.EXERCISES['loss_mask'] = dataclasses.replace(E.EXERCISES['loss_mask'], "
+                              "E.EXERCISES['loss_mask'] = "
+                              "dataclasses.replace(E.EXERCISES['loss_mask'], "
                               "checks=lambda fn: [])\n" + wrong,
         "a2_forges_record": "import gc, json, os, sys\n"
                             "from multiprocessing.connection import Connection\n"
@@ -671,16 +748,20 @@ def _attacks(subs, outside):
                             "while f:\n"
                             "    rid = f.f_locals.get('rid', rid)\n"
                             "    f = f.f_back\n"
-                            "forged = dict(id=rid, name='loss_mask', defined=True, checks=[], passed=True, points=1000)\n"
+                            "forged = dict(id=rid, name='loss_mask', defined=True, checks=[], "
+                            "passed=True, points=1000)\n"
                             "for fd in range(3, 64):\n"
-                            "    try:\n        os.write(fd, (json.dumps(forged) + '\\n').encode())\n"
+                            "    try:\n        os.write(fd, (json.dumps(forged) + "
+                            "'\\n').encode())\n"
                             "    except OSError:\n        pass\n"
                             "for c in [o for o in gc.get_objects() if isinstance(o, Connection)]:\n"
-                            "    try:\n        c.send(('loss_mask', dict(name='loss_mask', passed=True, points=1000)))\n"
+                            "    try:\n        c.send(('loss_mask', dict(name='loss_mask', "
+                            "passed=True, points=1000)))\n"
                             "    except Exception:\n        pass\n"
                             "print('FORGED 1000/2'); os.write(1, b'FORGED 1000/2\\n')\n" + wrong,
         "a3_files": "reached = []\n"
-                    f"for path in [{str(bob)!r}, {str(subs / 'new.ipynb')!r}, {str(outside)!r}, '/etc/hostname']:\n"
+                    f"for path in [{str(bob)!r}, {str(subs / 'new.ipynb')!r}, {str(outside)!r}, "
+                    f"'/etc/hostname']:\n"
                     "    try:\n"
                     "        with open(path, 'w' if path.endswith('bob.ipynb') else 'a') as f:\n"
                     "            f.write('{}')\n"
@@ -689,9 +770,11 @@ def _attacks(subs, outside):
                     "try:\n    reached.append(open('/etc/hostname').read())\n"
                     "except OSError:\n    pass\n"
                     "if not reached:\n"
-                    "    raise RuntimeError('nothing outside the private folder was reachable')\n" + LOSS_MASK_OK,
+                    "    raise RuntimeError('nothing outside the private folder was reachable')\n"
+                    + LOSS_MASK_OK,
         "a5_kills_grader": "import os, signal\n"
-                           "for pid in [os.getppid(), 1, -1] + [p for p in range(2, 1 << 16) if p != os.getpid()]:\n"
+                           "for pid in [os.getppid(), 1, -1] + [p for p in range(2, 1 << 16) if p "
+                           "!= os.getpid()]:\n"
                            "    try:\n        os.kill(pid, signal.SIGKILL)\n"
                            "    except OSError:\n        pass\n" + LOSS_MASK_OK,
         "a6_forks": "import os, time\n"
@@ -715,10 +798,13 @@ def test_attacks_on_the_grader_score_zero_and_classmates_keep_their_points(tmp_p
     subs, outside = tmp_path / "subs", Path("/tmp") / f"minispdf-test-outside-{uuid.uuid4().hex}"
     for name, source in _attacks(subs, outside).items():
         _notebook(subs / f"{name}.ipynb", ("loss_mask", source))
-    _notebook(subs / "a4_garbage.ipynb",  # garbage on the channel; the next exercise is still graded
-              ("block_flops", "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\x00{not json')\n"
+    # garbage on the channel; the next exercise is still graded
+    _notebook(subs / "a4_garbage.ipynb",
+              ("block_flops", "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, "
+                              "b'\\x00{not json')\n"
                               "    except OSError:\n        pass\n"
-                              "def block_forward_flops(d_model, seq_len, n_head, sparsity):\n    return 0\n"),
+                              "def block_forward_flops(d_model, seq_len, n_head, "
+                              "sparsity):\n    return 0\n"),
               ("loss_mask", LOSS_MASK_OK))
     for name in ("bob", "zoe"):
         _notebook(subs / f"{name}.ipynb", ("loss_mask", LOSS_MASK_OK))
@@ -730,29 +816,37 @@ def test_attacks_on_the_grader_score_zero_and_classmates_keep_their_points(tmp_p
     bob_before = (subs / "bob.ipynb").read_bytes()
     files_before = sorted(p.name for p in tmp_path.rglob("*"))
     grades = tmp_path / "grades.csv"
-    done = subprocess.run([sys.executable, "-m", "minispdf.assignments", "grade", str(subs), "--csv", str(grades),
-                           "--timeout", "30"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "minispdf.assignments", "grade", str(subs),
+                           "--csv", str(grades),
+                           "--timeout", "30"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 1, done.stderr  # some fail; the grader itself was not killed
     assert "FORGED" not in done.stdout + done.stderr and "1000" not in done.stdout
     rows = list(csv.DictReader(grades.open()))
     got = {(r["student"], r["exercise"]): (int(r["points"]), int(r["max_points"])) for r in rows}
-    loss_mask = {"a1_patches_checker": 0, "a2_forges_record": 0, "a3_files": 0, "a4_garbage": 2, "a5_kills_grader": 2,
+    loss_mask = {"a1_patches_checker": 0, "a2_forges_record": 0, "a3_files": 0, "a4_garbage": 2,
+                 "a5_kills_grader": 2,
                  "a6_forks": 0, "a7_memory": 0, "bob": 2, "zoe": 2, "odd_json": 0, "odd_meta": 0}
-    # the release (none given: lessons 02 and 04, which the class holds exercises of) decides the rows
+    # the release (none given: lessons 02 and 04, which the class holds exercises of) decides the
+    # rows
     assert got == {**{(s, "loss_mask"): (p, 2) for s, p in loss_mask.items()},
                    **{(s, "block_flops"): (0, 3) for s in loss_mask}}, rows
     feedback = {(r["student"], r["exercise"]): r["feedback"] for r in rows}
     notes = {r["student"]: r["notes"] for r in rows}
-    assert "did the exercise cell change the grader's checks?" in feedback["a1_patches_checker", "loss_mask"]
-    assert "did the exercise cell change the grader's checks?" in feedback["a2_forges_record", "loss_mask"]
+    assert "did the exercise cell change the grader's checks?" in feedback["a1_patches_checker",
+                                                                           "loss_mask"]
+    assert "did the exercise cell change the grader's checks?" in feedback["a2_forges_record",
+                                                                           "loss_mask"]
     assert "nothing outside the private folder was reachable" in feedback["a3_files", "loss_mask"]
     assert "malformed record" in feedback["a4_garbage", "block_flops"]
     assert "BlockingIOError" in feedback["a6_forks", "loss_mask"]
     assert "MemoryError" in feedback["a7_memory", "loss_mask"]
-    assert "not a readable notebook" in notes["odd_json"] and feedback["bob", "block_flops"].startswith("submitted: missing")
+    assert ("not a readable notebook" in notes["odd_json"]
+            and feedback["bob", "block_flops"].startswith("submitted: missing"))
     assert notes["odd_meta"] == "no exercises in odd_meta.ipynb"
-    assert all(r["notes"].startswith("confinement root: uid drop + chroot + Landlock ABI") for r in rows if r["notebook"])
+    assert all(r["notes"].startswith("confinement root: uid drop + chroot + Landlock ABI")
+               for r in rows if r["notebook"])
     assert (subs / "bob.ipynb").read_bytes() == bob_before  # the classmate's file is untouched
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(files_before + ["grades.csv"])
     time.sleep(1.5)  # the forked child, had there been one, would have written this by now
@@ -780,29 +874,38 @@ def test_the_grader_decides_from_the_record_and_rejects_what_its_encoding_cannot
     from minispdf.assignments.replay import Malformed, decode, encode
 
     record = _record("loss_mask", lambda p, n: [0] * (p - 1) + [1] * (n - p))
-    assert judge("loss_mask", {**record, "points": 1000, "passed": False})["points"] == 2  # only the calls count
+    # only the calls count
+    assert judge("loss_mask", {**record, "points": 1000, "passed": False})["points"] == 2
     tampered = copy.deepcopy(record)
     tampered["checks"][0][0]["out"] = encode([1, 1, 1, 1, 1])
     r = judge("loss_mask", tampered)
-    assert r["points"] == 0 and "got [1, 1, 1, 1, 1], expected [0, 0, 1, 1, 1]" in r["checks"][0]["message"], r
-    for junk in ({"t": "tensor", "dtype": "bool", "shape": [4], "data": "AAA="}, {"t": "pickle", "v": "gASV"},
-                 {"t": "int", "v": "1e9"}, {"t": "list", "v": [{"t": "list", "v": []}] * 2 + [7]}, [0, 1]):
+    assert (r["points"] == 0
+            and "got [1, 1, 1, 1, 1], expected [0, 0, 1, 1, 1]" in r["checks"][0]["message"]), r
+    for junk in ({"t": "tensor", "dtype": "bool", "shape": [4], "data": "AAA="},
+                 {"t": "pickle", "v": "gASV"},
+                 {"t": "int", "v": "1e9"}, {"t": "list", "v": [{"t": "list", "v": []}] * 2 + [7]},
+                 [0, 1]):
         bad = copy.deepcopy(record)
         bad["checks"][1][0]["out"] = junk
         r = judge("loss_mask", bad)
         assert r["points"] == 0 and "malformed record" in r["checks"][1]["message"], (junk, r)
-    for value in (None, True, 3, -2.5, float("inf"), "s", (1, [2.0]), torch.arange(6).view(2, 3) > 2,
+    for value in (None, True, 3, -2.5, float("inf"), "s", (1, [2.0]),
+                  torch.arange(6).view(2, 3) > 2,
                   torch.randn(3, dtype=torch.bfloat16), torch.empty(0, 4)):
         back = decode(json.loads(json.dumps(encode(value))))
-        assert type(back) is type(value) and (torch.equal(back, value) if isinstance(value, torch.Tensor)
+        assert type(back) is type(value) and (torch.equal(back, value)
+                                              if isinstance(value, torch.Tensor)
                                                else back == value), value
     assert repr(decode(encode({1, 2}))) == "<set object>"  # messages still name what was returned
     assert decode(json.loads(json.dumps(encode({3: 0.25, "a": [1]})))) == {3: 0.25, "a": [1]}
-    assert repr(decode(encode({(1, 2): 0}))) == "<dict object>"  # keys other than ints and strings: opaque
-    for junk in ({"t": "dict", "v": [[{"t": "float", "v": "0x1p+0"}, {"t": "none"}]]}, {"t": "dict", "v": [[1]]}):
+    # keys other than ints and strings: opaque
+    assert repr(decode(encode({(1, 2): 0}))) == "<dict object>"
+    for junk in ({"t": "dict", "v": [[{"t": "float", "v": "0x1p+0"}, {"t": "none"}]]},
+                 {"t": "dict", "v": [[1]]}):
         with pytest.raises(Malformed):
             decode(junk)
-    r = judge("equal_flop_steps", _record("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense))
+    r = judge("equal_flop_steps",
+              _record("equal_flop_steps", lambda steps, sparse, dense: steps * sparse / dense))
     assert "(an int), got 750.0 (float)" in r["checks"][0]["message"]
     r = judge("masked_step", _record("masked_step", masked_adamw_step))
     assert r["passed"] and r["points"] == 3, r
@@ -823,18 +926,21 @@ def test_every_link_in_the_released_bundle_resolves_inside_it(tmp_path):
     A.release(str(out), src=str(NB))
     checked = 0
     for page in [*out.rglob("*.ipynb"), out / "README.txt"]:
-        text = "\n".join(c.source for c in A.read_notebook(page).cells if c.cell_type == "markdown") \
+        text = "\n".join(c.source for c in A.read_notebook(page).cells
+                         if c.cell_type == "markdown") \
             if page.suffix == ".ipynb" else page.read_text()
         for target in (a or b for a, b in LINK.findall(text)):
             if re.match(r"[a-z]+:", target) or target.startswith("#"):
                 continue  # the web (arXiv, docs) and anchors in the page
             where = (page.parent / target.split("#")[0]).resolve()
-            assert where.is_file() and where.is_relative_to(out.resolve()), f"{page.name} links {target}"
+            assert (where.is_file()
+                    and where.is_relative_to(out.resolve())), f"{page.name} links {target}"
             checked += 1
     assert checked >= 7  # every lesson's header links the page of measured run times
     assert (out / "results" / "lesson_times.md").is_file()
     header = A.read_notebook(out / "notebooks" / "03_sparse_pretraining.ipynb").cells[0].source
-    assert "](reference/" not in header and "Reference run with outputs (in your instructor's copy)" in " ".join(
+    assert "](reference/" not in header and (
+        "Reference run with outputs (in your instructor's copy)") in " ".join(
         header.split())
 
 

@@ -14,7 +14,8 @@ from minispdf.errors import MiniSPDFError
 def token_batches(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("a small corpus for windows of tokens\n" * 40, encoding="utf-8")
-    return TokenBatches(prepare_data(str(path), "char", data_dir=tmp_path / "d", verbose=False), 4, 16)
+    return TokenBatches(prepare_data(str(path), "char", data_dir=tmp_path / "d", verbose=False), 4,
+                        16)
 
 
 @pytest.fixture

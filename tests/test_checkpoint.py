@@ -1,4 +1,5 @@
-"""Checkpoint files and output folders: what a user sees when one is missing, damaged, foreign or unwritable."""
+"""Checkpoint files and output folders: what a user sees when one is missing, damaged, foreign or
+unwritable."""
 
 import datetime
 import os
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from minispdf import checkpoint
-from minispdf.checkpoint import (FORMAT, check_compatible, check_out_folder, load_checkpoint, model_from_checkpoint,
+from minispdf.checkpoint import (FORMAT, check_compatible, check_out_folder, load_checkpoint,
+                                 model_from_checkpoint,
                                  read_checkpoint, require_keys, save_checkpoint)
 from minispdf.errors import MiniSPDFError
 from minispdf.model import GPT, preset_config
@@ -35,7 +37,8 @@ def error_text(call, *args, **kwargs):
 def test_out_folder_that_is_a_file_names_the_flag(tmp_path):
     path = tmp_path / "f"
     path.write_text("x")
-    assert error_text(check_out_folder, str(path)) == f"--out {path} is a file, not a folder: choose another --out"
+    assert error_text(check_out_folder,
+                      str(path)) == f"--out {path} is a file, not a folder: choose another --out"
     assert error_text(check_out_folder, str(path / "sub"), "--predictions") == (
         f"--predictions {path / 'sub'}: {path} is a file, so the folder cannot be made there: "
         "choose another --predictions")
@@ -64,7 +67,8 @@ def test_existing_out_folder_is_probed_itself_not_its_parent(tmp_path, monkeypat
     monkeypatch.setattr(checkpoint.tempfile, "mkdtemp", read_only_parent)
     check_out_folder(str(run))
     assert error_text(check_out_folder, str(tmp_path / "new")) == (
-        f"cannot make the folder {tmp_path / 'new'} (Read-only file system): choose a writable --out")
+        f"cannot make the folder {tmp_path / 'new'} (Read-only file system): choose a "
+        f"writable --out")
 
 
 def test_interrupted_probe_leaves_only_a_hidden_recognisable_folder(tmp_path, monkeypatch):
@@ -97,13 +101,15 @@ def test_read_checkpoint_honours_map_location(tmp_path):
     assert seen and isinstance(model, GPT) and info["format"] == FORMAT
 
 
-def test_unsafe_checkpoint_is_refused_even_when_the_environment_allows_unsafe_loads(tmp_path, monkeypatch):
+def test_unsafe_checkpoint_is_refused_even_when_the_environment_allows_unsafe_loads(tmp_path,
+                                                                                    monkeypatch):
     # torch's own default can be loosened by this variable; an explicit safe load cannot
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path = tmp_path / "ckpt.pt"
     torch.save({"format": FORMAT, **nano_payload(), "when": datetime.date(2023, 3, 17)}, path)
     assert error_text(read_checkpoint, str(path)) == (
-        f"{path} holds Python objects that a safe load refuses (loading them could run code): minispdf "
+        f"{path} holds Python objects that a safe load refuses (loading them could run "
+        f"code): minispdf "
         "checkpoints hold only tensors and plain values; load this file only if you trust it, with "
         f"torch.load(weights_only=False), or {RERUN}")
 
@@ -114,20 +120,24 @@ def test_corrupt_checkpoints_name_the_error_type(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     assert error_text(read_checkpoint, str(path)) == (
-        f"{path} is not a readable checkpoint (RuntimeError): the file is corrupt or truncated; {RERUN}")
+        f"{path} is not a readable checkpoint (RuntimeError): the file is corrupt or "
+        f"truncated; {RERUN}")
     path.write_bytes(b"")
     assert error_text(read_checkpoint, str(path)) == (
-        f"{path} is not a readable checkpoint (EOFError): the file is corrupt or truncated; {RERUN}")
+        f"{path} is not a readable checkpoint (EOFError): the file is corrupt or "
+        f"truncated; {RERUN}")
     path.write_bytes(b"not a checkpoint at all")
     assert error_text(read_checkpoint, str(path)) == (
-        f"{path} is not a readable checkpoint (UnpicklingError): the file is corrupt or truncated; {RERUN}")
+        f"{path} is not a readable checkpoint (UnpicklingError): the file is corrupt or "
+        f"truncated; {RERUN}")
 
 
 def test_tagged_file_without_a_model_names_the_path_and_entry(tmp_path):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(str(path), {"model_config": {}})
     assert error_text(read_checkpoint, str(tmp_path)) == (  # a run folder: its ckpt.pt
-        f"{path} is damaged: its 'model' entry is missing or not a dictionary; {RERUN}, or use another checkpoint")
+        f"{path} is damaged: its 'model' entry is missing or not a dictionary; {RERUN}, or use "
+        f"another checkpoint")
 
 
 # ---------------------------------------------------------------- require_keys
@@ -137,17 +147,19 @@ def test_tagged_file_without_a_model_names_the_path_and_entry(tmp_path):
 def test_require_keys_refuses_missing_and_wrong_types(value):
     ckpt = {} if value is None else {"step": value}
     assert error_text(require_keys, ckpt, {"step": int}, "run/ckpt.pt") == (
-        f"run/ckpt.pt is damaged: its 'step' entry is missing or not an integer; {RERUN}, or use another checkpoint")
+        f"run/ckpt.pt is damaged: its 'step' entry is missing or not an integer; {RERUN}, or use "
+        f"another checkpoint")
 
 
 def test_require_keys_accepts_the_right_types():
     require_keys({"step": 3, "flops": 7, "flops_dense": 7.5, "rng": {}},
-                 {"step": int, "flops": float, "flops_dense": float, "rng": dict}, "p")  # an int is a float count
+                 # an int is a float count
+                 {"step": int, "flops": float, "flops_dense": float, "rng": dict}, "p")
     with pytest.raises(MiniSPDFError, match="'flops' entry is missing or not a number"):
         require_keys({"flops": False}, {"flops": float}, "p")
 
 
-# ---------------------------------------------------------------- model_from_checkpoint / load_checkpoint
+# ---------------------------------------------------------- model_from_checkpoint / load_checkpoint
 
 
 def damaged_payload():
@@ -156,7 +168,8 @@ def damaged_payload():
     return payload
 
 
-MISMATCH = re.compile(r"(.*) does not match its own model config \(Error\(s\) in loading state_dict for GPT: "
+MISMATCH = re.compile(r"(.*) does not match its own model config \(Error\(s\) in loading "
+                      r"state_dict for GPT: "
                       r"size mismatch for transformer\.wpe\.weight: .*\): the file is damaged")
 
 
@@ -178,4 +191,5 @@ def test_check_compatible_messages():
         "use the preset it was trained with or another checkpoint")
     assert error_text(check_compatible, info, None, "gpt2", "run/ckpt.pt") == (
         "run/ckpt.pt was trained with the 'char' tokenizer, not 'gpt2': use --tokenizer char")
-    check_compatible({"model_config": info["model_config"]}, None, "gpt2")  # no tokenizer saved: nothing to check
+    # no tokenizer saved: nothing to check
+    check_compatible({"model_config": info["model_config"]}, None, "gpt2")

@@ -63,7 +63,8 @@ def test_flops_table(capsys):
     (["pretrain", "--min_lr_ratio", "2"], "min_lr_ratio=2.0 must be between 0 and 1"),
     (["pretrain", "--max_chars", "0"], "max_chars=0"),
     (["pretrain", "--out", "/proc/minispdf-run"], "cannot make the folder /proc/minispdf-run"),
-    (["demo", "--quick", "--out", "/proc/minispdf-run"], "cannot make the folder /proc/minispdf-run"),
+    (["demo", "--quick", "--out", "/proc/minispdf-run"],
+     "cannot make the folder /proc/minispdf-run"),
     (["reproduce", "--grid", "smoke", "--out", "/proc/minispdf-run"], "cannot make the folder"),
     (["sample", "--ckpt", "/no/such/run", "--temperature", "nan"], "temperature=nan"),
     (["sample", "--ckpt", "/no/such/run", "--top_k", "0"], "top_k=0"),
@@ -92,8 +93,10 @@ def test_flops_sums_a_pretraining_run_with_pretrains_flags(capsys):
     from minispdf.model import preset_config
     from minispdf.schedules import SparsityConfig
 
-    code, out, err = run(capsys, "flops", "--preset", "nano", "--sparsity", "0.75", "--schedule", "rigl",
-                         "--update_interval", "10", "--max_steps", "100", "--batch_size", "8", "--json")
+    code, out, err = run(capsys, "flops", "--preset", "nano", "--sparsity", "0.75",
+                         "--schedule", "rigl",
+                         "--update_interval", "10", "--max_steps", "100", "--batch_size", "8",
+                         "--json")
     assert code == 0, err
     schedule = SparsityConfig(0.75, schedule="rigl", update_interval=10).make_schedule(100)
     expected = pretraining_flops(schedule, preset_config("nano"), 8)
@@ -106,8 +109,10 @@ def test_flops_sums_a_pretraining_run_with_pretrains_flags(capsys):
 def test_config_file_and_overrides(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.json").write_text(json.dumps({"preset": "nano", "max_steps": 3, "block_size": 32,
-                                                 "batch_size": 2, "eval_iters": 1, "sparsity": 0.5}))
-    code, out, err = run(capsys, "pretrain", "--config", "c.json", "--max_steps", "2", "--out", "r", "--json")
+                                                 "batch_size": 2, "eval_iters": 1,
+                                                 "sparsity": 0.5}))
+    code, out, err = run(capsys, "pretrain", "--config", "c.json", "--max_steps", "2", "--out", "r",
+                         "--json")
     assert code == 0, err
     d = json.loads(out)
     assert d["step"] == 2 and d["sparsity"] == 0.5
@@ -135,11 +140,13 @@ def test_pretrain_run_folder_resume_sample_and_no_clobber(capsys, tmp_path, monk
     code, out, err = run(capsys, "pretrain", *base, "--out", "run", "--resume", "--json")
     assert code == 0, err
     assert json.loads(out)["step"] == 6
-    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert all({"step", "loss", "flops"} <= set(r) for r in records if "loss" in r)
-    code, out, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "The", "--max_new_tokens", "5", "--json")
+    code, out, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "The",
+                         "--max_new_tokens", "5", "--json")
     assert code == 0, err
     # the sample is this checkpoint's own continuation of the prompt, drawn with --seed (default 0)
     import torch
@@ -165,7 +172,8 @@ def test_corrupt_checkpoint(capsys, tmp_path):
 
 
 def test_bench_json(capsys):
-    code, out, err = run(capsys, "bench", "--preset", "nano", "--steps", "2", "--warmup", "1", "--json")
+    code, out, err = run(capsys, "bench", "--preset", "nano", "--steps", "2", "--warmup", "1",
+                         "--json")
     assert code == 0, err
     d = json.loads(out)
     for key in ("dense_step_ms", "sparse_step_ms", "tokens_per_s", "mfu", "peak_memory_mb"):
@@ -173,10 +181,13 @@ def test_bench_json(capsys):
     assert d["dense_step_ms"] > 0 and d["sparse_step_ms"] > 0
     assert d["mask_bytes"] == 2 * 12 * 64 * 64  # one byte per sparsified weight of nano
     dense, sparse = d["state_bytes"]["dense"], d["state_bytes"]["sparse"]
-    assert dense["parameters"] == sparse["parameters"] == 4 * d["params"]  # fp32, no second copy (no weight_orig)
+    # fp32, no second copy (no weight_orig)
+    assert dense["parameters"] == sparse["parameters"] == 4 * d["params"]
     assert dense["gradients"] == dense["parameters"]
-    assert 2 * dense["parameters"] <= dense["optimizer"] <= 2 * dense["parameters"] + 1024  # two moments + step counters
-    assert dense["buffers"] == 0 and sparse["buffers"] == d["mask_bytes"]  # the masks are the only extra
+    # two moments + step counters
+    assert 2 * dense["parameters"] <= dense["optimizer"] <= 2 * dense["parameters"] + 1024
+    # the masks are the only extra
+    assert dense["buffers"] == 0 and sparse["buffers"] == d["mask_bytes"]
     assert sparse["total"] == dense["total"] + d["mask_bytes"]
     assert d["state_ratio"] < 1.1
 
@@ -188,7 +199,8 @@ def test_vs_nanogpt_runs_against_a_model_py_with_nanogpts_interface(capsys, tmp_
         "import torch\nfrom minispdf.model import GPT as _GPT, GPTConfig\n"
         "class GPT(_GPT):\n"
         "    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):\n"
-        "        return torch.optim.AdamW(self.parameters(), lr=learning_rate, betas=betas, weight_decay=weight_decay)\n"
+        "        return torch.optim.AdamW(self.parameters(), lr=learning_rate, betas=betas, "
+        "weight_decay=weight_decay)\n"
     )
     from minispdf.bench.vs_nanogpt import main as vs_main
     vs_main([str(stand_in), "--preset", "nano", "--rounds", "1", "--steps", "1", "--warmup", "0"])
@@ -204,8 +216,10 @@ def test_module_entry_point_has_no_traceback():
 
 
 def _nano_run(capsys, folder, *extra):
-    code, out, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
-                         "--eval_iters", "1", "--max_steps", "2", "--out", str(folder), "--json", *extra)
+    code, out, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32",
+                         "--batch_size", "2",
+                         "--eval_iters", "1", "--max_steps", "2", "--out", str(folder),
+                         "--json", *extra)
     assert code == 0, err
     return json.loads(out)
 
@@ -213,7 +227,8 @@ def _nano_run(capsys, folder, *extra):
 def test_out_that_cannot_be_a_folder_is_refused_and_left_alone(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("keep me")
-    for out, needle in (("afile", "is a file, not a folder"), ("afile/sub", "is a file, so the folder cannot")):
+    for out, needle in (("afile", "is a file, not a folder"),
+                        ("afile/sub", "is a file, so the folder cannot")):
         code, _, err = run(capsys, "pretrain", "--preset", "nano", "--max_steps", "1", "--out", out)
         assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
         assert needle in err, err
@@ -225,7 +240,8 @@ def test_bad_settings_with_overwrite_keep_the_old_run(capsys, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     _nano_run(capsys, "run")
     before = (tmp_path / "run" / "ckpt.pt").read_bytes()
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--sparsity", "0.5", "--include", "nomatch$",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--sparsity", "0.5",
+                       "--include", "nomatch$",
                        "--out", "run", "--overwrite")
     assert code == 2 and "no parameter name matches" in err
     assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
@@ -234,7 +250,8 @@ def test_bad_settings_with_overwrite_keep_the_old_run(capsys, tmp_path, monkeypa
 def test_resume_refuses_other_sparsity(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _nano_run(capsys, "run", "--sparsity", "0.75", "--stop_after", "1")
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--max_steps", "2",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32",
+                       "--max_steps", "2",
                        "--out", "run", "--resume")  # sparsity left at its default, 0
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "--sparsity 0.0 conflicts with the run in run (sparsity 0.75)" in err
@@ -261,7 +278,8 @@ def test_checkpoint_missing_entries(capsys, tmp_path, monkeypatch, drop, needle)
         assert code == 2 and needle in err, err
     else:
         assert code == 0, err
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32",
+                       "--batch_size", "2",
                        "--eval_iters", "1", "--max_steps", "2", "--out", "run", "--resume")
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert needle in err and "damaged" in err, err
@@ -270,7 +288,8 @@ def test_checkpoint_missing_entries(capsys, tmp_path, monkeypatch, drop, needle)
 def test_finetune_reports_its_mode_and_checks_the_preset(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _nano_run(capsys, "pre", "--sparsity", "0.75")
-    ft = ["finetune", "--init_from", "pre", "--data", "builtin", "--max_steps", "1", "--batch_size", "2",
+    ft = ["finetune", "--init_from", "pre", "--data", "builtin", "--max_steps", "1",
+          "--batch_size", "2",
           "--eval_iters", "1"]
     code, out, err = run(capsys, *ft)
     assert code == 0, err
@@ -278,16 +297,20 @@ def test_finetune_reports_its_mode_and_checks_the_preset(capsys, tmp_path, monke
     code, out, err = run(capsys, *ft, "--keep_masks", "--json")
     assert code == 0, err
     assert json.loads(out)["mode"] == "sparse (SPSF)"
-    code, out, err = run(capsys, *ft, "--preset", "nano", "--json")  # the checkpoint's own preset: fine
+    # the checkpoint's own preset: fine
+    code, out, err = run(capsys, *ft, "--preset", "nano", "--json")
     assert code == 0, err
     code, _, err = run(capsys, *ft, "--preset", "tiny")
     assert code == 2 and "from another architecture" in err, err
-    code, _, err = run(capsys, "finetune", "--init_from", "pre", "--task", "builtin", "--max_steps", "1")
-    assert code == 2 and "the context of pre is fixed: pre-train with a larger --block_size" in err, err
+    code, _, err = run(capsys, "finetune", "--init_from", "pre", "--task", "builtin",
+                       "--max_steps", "1")
+    assert (code == 2
+            and "the context of pre is fixed: pre-train with a larger --block_size" in err), err
     code, _, err = run(capsys, *ft, "--out", "ft")
     assert code == 0, err
     code, _, err = run(capsys, *ft, "--out", "ft", "--resume", "--keep_masks")
-    assert code == 2 and "--keep_masks conflicts with the run in ft (keep_masks False): pass --no-keep_masks" in err, err
+    assert (code == 2 and "--keep_masks conflicts with the run in ft (keep_masks False): pass "
+                          "--no-keep_masks" in err), err
 
 
 def test_assign_check_json(capsys):
@@ -311,32 +334,41 @@ def test_failed_overwrite_puts_the_old_run_back(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _nano_run(capsys, "run")
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
-                       "--eval_iters", "1", "--max_steps", "3", "--lr", "1e30", "--out", "run", "--overwrite",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32",
+                       "--batch_size", "2",
+                       "--eval_iters", "1", "--max_steps", "3", "--lr", "1e30", "--out", "run",
+                       "--overwrite",
                        "--progress")
     assert code == 2 and "loss became nan" in err, err
-    assert [line for line in err.splitlines() if "error:" in line][0].startswith("error:")  # not after a bar
+    # not after a bar
+    assert [line for line in err.splitlines() if "error:" in line][0].startswith("error:")
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
     assert sorted(os.listdir(tmp_path)) == ["data", "run"]  # nothing left beside it
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--batch_size", "2",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32",
+                       "--batch_size", "2",
                        "--eval_iters", "1", "--max_steps", "3", "--lr", "1e30", "--out", "new")
-    assert code == 2 and not (tmp_path / "new").exists()  # a failed new run leaves no half-made folder
+    # a failed new run leaves no half-made folder
+    assert code == 2 and not (tmp_path / "new").exists()
     _nano_run(capsys, "run", "--overwrite", "--seed", "5")  # a run that finishes does replace it
     assert (tmp_path / "run" / "ckpt.pt").read_bytes() != before["ckpt.pt"]
     assert sorted(os.listdir(tmp_path)) == ["data", "run"]
 
 
-def test_finetune_into_its_own_checkpoint_folder_and_resuming_a_finished_run_are_refused(capsys, tmp_path, monkeypatch):
+def test_finetune_into_its_own_checkpoint_folder_and_resuming_a_finished_run_are_refused(capsys,
+        tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _nano_run(capsys, "pre")
     before = (tmp_path / "pre" / "ckpt.pt").read_bytes()
-    code, _, err = run(capsys, "finetune", "--init_from", "pre", "--data", "builtin", "--max_steps", "1",
+    code, _, err = run(capsys, "finetune", "--init_from", "pre", "--data", "builtin",
+                       "--max_steps", "1",
                        "--out", "pre", "--overwrite")
     assert code == 2 and "is the folder of --init_from" in err, err
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32", "--max_steps", "2",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "32",
+                       "--max_steps", "2",
                        "--out", "pre", "--resume")
     assert code == 2 and "already reached step 2 of max_steps 2" in err, err
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "48", "--max_steps", "3",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "48",
+                       "--max_steps", "3",
                        "--out", "pre", "--resume")
     assert code == 2 and "pass --block_size 32" in err, err
     assert (tmp_path / "pre" / "ckpt.pt").read_bytes() == before
@@ -353,7 +385,8 @@ def test_finetune_into_its_own_checkpoint_folder_and_resuming_a_finished_run_are
     (["demo", "--block_size", "64"], None, "unknown setting --block_size"),
     (["demo", "--pretrain_steps", "0"], None, "pretrain_steps=0 must be between 1 and 1000000"),
     (["demo", "--eval_inputs", "0"], None, "eval_inputs=0 must be a positive integer"),
-    (["reproduce", "--seeds", "1e9", "--dry-run"], None, "--seeds 1000000000 must be a positive integer up to 100"),
+    (["reproduce", "--seeds", "1e9", "--dry-run"], None,
+     "--seeds 1000000000 must be a positive integer up to 100"),
     (["assign", "bogus"], None, "invalid choice: 'bogus'"),
 ])
 def test_more_bad_values_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, config, needle):
@@ -371,12 +404,15 @@ def test_sample_tiny_temperature_and_damaged_tokenizer(capsys, tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     _nano_run(capsys, "run")
-    code, out, err = run(capsys, "sample", "--ckpt", "run", "--temperature", "1e-300", "--max_new_tokens", "3",
+    code, out, err = run(capsys, "sample", "--ckpt", "run", "--temperature", "1e-300",
+                         "--max_new_tokens", "3",
                          "--prompt", "The", "--json")
     assert code == 0, err  # as greedy, not a NaN crash
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
-    for key, value, needle in (("tokenizer", "gpt2", "use the tokenizer the model was trained with"),
-                               ("model_config", {**ckpt["model_config"], "dropout": "x"}, "dropout='x'")):
+    for key, value, needle in (("tokenizer", "gpt2",
+                                "use the tokenizer the model was trained with"),
+                               ("model_config", {**ckpt["model_config"], "dropout": "x"},
+                                "dropout='x'")):
         torch.save({**ckpt, key: value}, tmp_path / "bad.pt")
         code, _, err = run(capsys, "sample", "--ckpt", "bad.pt", "--max_new_tokens", "2")
         assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
@@ -395,7 +431,8 @@ def test_assign_grade_malformed_notebook(capsys, tmp_path):
 def test_undecodable_prompt_bytes_do_not_crash(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _nano_run(capsys, "run")
-    code, out, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "caf\udcff", "--max_new_tokens", "2", "--json")
+    code, out, err = run(capsys, "sample", "--ckpt", "run", "--prompt", "caf\udcff",
+                         "--max_new_tokens", "2", "--json")
     assert code == 0, err
     assert json.loads(out)["prompt"] == "caf\ufffd"
 
@@ -427,7 +464,7 @@ def test_prepare_task_counts_splits(capsys):
     assert code == 0 and "2,000 inputs" in out
 
 
-# ---------------------------------------------------------------- the parser generated from the settings dataclasses
+# ----------------------------------------------- the parser generated from the settings dataclasses
 
 
 def test_help_is_argparse_generated_from_the_dataclasses(capsys):
@@ -442,15 +479,18 @@ def test_help_is_argparse_generated_from_the_dataclasses(capsys):
     assert code == 0 and out.startswith("usage: minispdf pretrain") and "\noptions:\n" in out
     for cls in (PretrainConfig, SparsityConfig, TrainConfig, RunConfig):
         for f in fields(cls):
-            assert f"--{f.name} " in out or f"--[no-]{f.name} " in out, f.name  # a switch: --[no-]name
-            assert f.metadata["help"][:20] in " ".join(out.split()), f.name  # its help text, however wrapped
+            # a switch: --[no-]name
+            assert f"--{f.name} " in out or f"--[no-]{f.name} " in out, f.name
+            # its help text, however wrapped
+            assert f.metadata["help"][:20] in " ".join(out.split()), f.name
     assert "--n_layer N" in out and "--vocab_size" not in out  # the vocabulary is the tokenizer's
     assert "(default: None)" not in out and "one of nano, tiny, mini" in " ".join(out.split())
     code, out, _ = run(capsys, "finetune", "--help")
     assert "  --[no-]keep_masks " in out and "(default: --no-keep_masks)" in " ".join(out.split())
     assert "[--[no-]keep_masks]" in out  # the usage line, too
     assert {f.name for f in fields(FinetuneConfig)} | {"preset", "tokenizer"} <= {
-        w.strip("[]").removeprefix("--").removeprefix("[no-]") for w in out.split() if w.startswith(("--", "[--"))}
+        w.strip("[]").removeprefix("--").removeprefix("[no-]") for w in out.split()
+        if w.startswith(("--", "[--"))}
     for name in COMMANDS:
         code, out, _ = run(capsys, name, "--help")
         assert code == 0 and out.startswith(f"usage: minispdf {name}"), name
@@ -467,14 +507,18 @@ def test_switches_spellings_and_config_files(tmp_path):
     _, parsers = build_parser()
     ft, pre = parsers["finetune"], parsers["pretrain"]
     assert parse(ft, ["--keep_masks"]).keep_masks is True
-    assert parse(ft, ["--keep-masks", "--no_keep_masks"]).keep_masks is False  # last wins; - and _ alike
+    # last wins; - and _ alike
+    assert parse(ft, ["--keep-masks", "--no_keep_masks"]).keep_masks is False
     assert parse(pre, ["--max-steps=7"]).max_steps == 7 and parse(pre, []).block_size is None
-    assert parse(ft, ["--keep_masks=false"]).keep_masks is False and parse(ft, ["--no-keep-masks=no"]).keep_masks is True
+    assert (parse(ft, ["--keep_masks=false"]).keep_masks is False
+            and parse(ft, ["--no-keep-masks=no"]).keep_masks is True)
     (tmp_path / "c.toml").write_text('max_steps = 3\nsparsity = 0.5\nprogress = false\n')
     args = parse(pre, ["--config", str(tmp_path / "c.toml"), "--max_steps", "2"])
-    assert (args.max_steps, args.sparsity, args.progress) == (2, 0.5, False)  # the flag wins over the file
+    # the flag wins over the file
+    assert (args.max_steps, args.sparsity, args.progress) == (2, 0.5, False)
     assert given(args) == {"config", "max_steps"}
-    for argv, needle in ((["--progress", "false"], "--progress is a switch and takes no value: write --progress "
+    for argv, needle in ((["--progress", "false"],
+                          "--progress is a switch and takes no value: write --progress "
                                                    "or --no-progress"),
                          (["--max", "3"], "unknown setting --max"),  # no abbreviations
                          (["--max_step", "3"], "did you mean --max_steps?")):
@@ -505,27 +549,33 @@ def test_settings_json_is_a_config_file_that_repeats_the_run(capsys, tmp_path, m
     first = _nano_run(capsys, "a", "--sparsity", "0.5", "--lr", "2e-3", "--no-bias")
     saved = json.loads((tmp_path / "a" / "settings.json").read_text())
     assert saved["sparsity"] == 0.5 and saved["bias"] is False and saved["block_size"] == 32
-    assert "out" not in saved and "resume" not in saved  # the run folder is not a setting of the run
+    # the run folder is not a setting of the run
+    assert "out" not in saved and "resume" not in saved
     code, out, err = run(capsys, "pretrain", "--config", "a/settings.json", "--out", "b", "--json")
     assert code == 0, err
     again = json.loads(out)
-    assert (again["train_loss"], again["val_loss"], again["flops"]) == (first["train_loss"], first["val_loss"],
+    assert (again["train_loss"], again["val_loss"], again["flops"]) == (first["train_loss"],
+                                                                        first["val_loss"],
                                                                         first["flops"])
 
 
 @pytest.mark.parametrize("error, caught", [
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),  # by its type
-    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"), True),  # no type on CPU
+    # no type on CPU
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"),
+     True),
     (MemoryError(), True),
     (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug stays a traceback
 ])
-def test_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden(capsys, monkeypatch, error, caught):
+def test_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden(capsys, monkeypatch,
+                                                                           error, caught):
     import minispdf.flops
 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(minispdf.flops, "flop_report", fail)  # the command's work runs out of memory
+    # the command's work runs out of memory
+    monkeypatch.setattr(minispdf.flops, "flop_report", fail)
     if not caught:
         with pytest.raises(RuntimeError, match="shapes"):
             main(["flops"])

@@ -149,7 +149,8 @@ def test_shakespeare_uses_cached_download(tmp_path, monkeypatch):
 
 def test_describe_sources():
     help_text = describe_sources()
-    for name in ["builtin", "shakespeare", "tinystories", "wikitext2", "wikitext103", "fineweb-edu"]:
+    for name in ["builtin", "shakespeare", "tinystories", "wikitext2", "wikitext103",
+                 "fineweb-edu"]:
         assert name in help_text
 
 
@@ -295,7 +296,8 @@ def test_token_data_reopens_from_folder(token_data):
 
 def test_prepared_hub_corpus_is_reused_offline(tmp_path, monkeypatch):
     fake_hub = types.ModuleType("datasets")  # the download, without the network
-    fake_hub.load_dataset = lambda *a, **k: iter([{"text": "Once upon a time there was a tiny robot."}] * 50)
+    fake_hub.load_dataset = (
+        lambda *a, **k: iter([{"text": "Once upon a time there was a tiny robot."}] * 50))
     monkeypatch.setitem(sys.modules, "datasets", fake_hub)
     monkeypatch.setattr(data, "hub_unreachable", lambda: None)
     first = prepare_data("tinystories", "char", data_dir=tmp_path, max_chars=1000, verbose=False)

@@ -52,7 +52,8 @@ def free_port() -> int:
 
 
 def run_two_ranks(worker: str, tmp_path, *args: str) -> None:
-    """Run the script text ``worker`` as two gloo ranks (argv: tmp_path, *args); both must succeed."""
+    """Run the script text ``worker`` as two gloo ranks (argv: tmp_path, *args); both must
+    succeed."""
     script = tmp_path / "worker.py"
     script.write_text(worker)
     port = free_port()
@@ -64,7 +65,8 @@ def run_two_ranks(worker: str, tmp_path, *args: str) -> None:
                    OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                    PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
         # cwd is the repo root, where mutmut (which runs this test on mutated code) finds its config
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), *args], env=env, cwd=ROOT,
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), *args], env=env,
+                                      cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = []
     try:
@@ -84,7 +86,8 @@ def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
     run_two_ranks(WORKER, tmp_path)
     init = torch.load(tmp_path / "init0.pt", weights_only=True)
     init1 = torch.load(tmp_path / "init1.pt", weights_only=True)
-    # each rank's own sparsify output, saved before DDP's first broadcast could copy rank 0's buffers
+    # each rank's own sparsify output, saved before DDP's first broadcast could copy rank 0's
+    # buffers
     own_masks = [k for k in init if k.endswith("_mask")]
     assert len(own_masks) == 8 and init.keys() == init1.keys()
     for k in init:
@@ -109,7 +112,8 @@ def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path):
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 5
     assert len(ckpt["rng"]["data"]) == 2  # both ranks' data positions saved
-    assert not torch.equal(ckpt["rng"]["data"][0], ckpt["rng"]["data"][1])  # ranks draw different data
+    # ranks draw different data
+    assert not torch.equal(ckpt["rng"]["data"][0], ckpt["rng"]["data"][1])
     for k in r0:
         assert torch.equal(ckpt["model"][k], r0[k]), k
     assert (tmp_path / "run" / "log.jsonl").exists()

@@ -1,4 +1,5 @@
-"""Decoding (KV cache, batching, beam search), BLEU, perplexity and evaluate_task on tiny random models."""
+"""Decoding (KV cache, batching, beam search), BLEU, perplexity and evaluate_task on tiny random
+models."""
 
 import json
 import math
@@ -29,14 +30,16 @@ INPUTS = [
 
 def tiny_model(block_size=64, seed=0):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=257)).eval()
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size,
+                         vocab_size=257)).eval()
 
 
 def naive_greedy(model, prompt, eot, max_new_tokens=None):
     """The reference: no cache, the whole sequence through model() at every step."""
     seq, out = list(prompt), []
     with torch.no_grad():
-        while len(seq) < model.config.block_size and (max_new_tokens is None or len(out) < max_new_tokens):
+        while (len(seq) < model.config.block_size
+               and (max_new_tokens is None or len(out) < max_new_tokens)):
             logits, _ = model(torch.tensor([seq]))
             tok = int(logits[0, -1].argmax())
             if tok == eot:
@@ -179,10 +182,13 @@ def test_beam_search_finds_at_least_greedys_logprob():
             greedy = naive_greedy(model, p, TOK.eot_id, 8)
             beam, score = decoding.beam_tokens(model, p, TOK.eot_id, num_beams=4, max_new_tokens=8,
                                                length_penalty=0.0)
-            limit = min(8, model.config.block_size - len(p))  # the long prompt fills the context first
-            ended = len(beam) < limit  # stopped by an eot (counted in its score) rather than the limit
+            # the long prompt fills the context first
+            limit = min(8, model.config.block_size - len(p))
+            # stopped by an eot (counted in its score) rather than the limit
+            ended = len(beam) < limit
             beam_lp = total_logprob(model, p, beam, TOK.eot_id if ended else None)
-            assert score == pytest.approx(beam_lp, abs=1e-4)  # length_penalty=0: score = total logprob
+            # length_penalty=0: score = total logprob
+            assert score == pytest.approx(beam_lp, abs=1e-4)
             assert beam_lp >= total_logprob(model, p, greedy) - 1e-6
 
 
@@ -233,7 +239,8 @@ def test_bleu_equals_the_official_e2e_script(name):
 
 
 def test_bleu_of_the_e2e_example_by_hand():
-    # mteval's report for E2E_EXAMPLE gives the n-gram precisions 0.9697 0.7333 0.5556 0.3750 = 32/33,
+    # mteval's report for E2E_EXAMPLE gives the n-gram precisions 0.9697 0.7333 0.5556 0.3750 =
+    # 32/33,
     # 22/30, 15/27, 9/24. Lowercased 13a tokens ("20-25" -> "20 - 25", "." and "," split off):
     # predictions of 11, 16 and 6 tokens (33); closest references 14, 16 and 11 tokens (41), so
     # BLEU = exp(1 - 41/33) * (32/33 * 22/30 * 15/27 * 9/24) ** (1/4).
@@ -247,7 +254,8 @@ def test_bleu_of_the_e2e_example_by_hand():
 
 
 def test_bleu_perfect_predictions_score_100():
-    refs = [["the cat sat on the mat today", "a cat was on the mat"], ["there is a dog in the big garden"]]
+    refs = [["the cat sat on the mat today", "a cat was on the mat"],
+            ["there is a dog in the big garden"]]
     assert evaluate.bleu([refs[0][1], refs[1][0]], refs) == pytest.approx(100.0)
 
 
@@ -315,22 +323,26 @@ def test_perplexity_equals_hand_computed_masked_cross_entropy():
 EXAMPLES = [
     Example("name[Aromi], food[Thai]", ["Aromi serves Thai food.", "Aromi is a Thai place."]),
     Example("name[Zizzi]", ["Zizzi is a restaurant."]),
-    Example("name[The Eagle], area[riverside]", ["The Eagle is by the river.", "The Eagle is riverside.", "X"]),
+    Example("name[The Eagle], area[riverside]",
+            ["The Eagle is by the river.", "The Eagle is riverside.", "X"]),
 ]
 
 
 def test_evaluate_task_writes_jsonl_that_score_file_reproduces(tmp_path):
     model = tiny_model(block_size=128).train()
     path = tmp_path / "out" / "preds.jsonl"
-    res = evaluate.evaluate_task(model, TOK, EXAMPLES, max_new_tokens=20, predictions_path=str(path))
+    res = evaluate.evaluate_task(model, TOK, EXAMPLES, max_new_tokens=20,
+                                 predictions_path=str(path))
     assert model.training
     assert res["n_inputs"] == 3 and res["n_references"] == 6 and res["method"] == "greedy"
     assert res["predictions_path"] == str(path)
-    assert isinstance(res["bleu"], float) and res["perplexity"] == pytest.approx(math.exp(res["loss"]))
+    assert (isinstance(res["bleu"], float)
+            and res["perplexity"] == pytest.approx(math.exp(res["loss"])))
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [r["input"] for r in rows] == [ex.input for ex in EXAMPLES]
     assert [r["references"] for r in rows] == [ex.references for ex in EXAMPLES]
-    assert [r["prediction"] for r in rows] == evaluate.decode(model, TOK, [ex.input for ex in EXAMPLES],
+    assert [r["prediction"] for r in rows] == evaluate.decode(model, TOK,
+                                                              [ex.input for ex in EXAMPLES],
                                                               max_new_tokens=20)
     assert evaluate.score_file(str(path), "bleu")["bleu"] == res["bleu"]
     assert [p.name for p in path.parent.iterdir()] == ["preds.jsonl"]  # no temp file left behind
@@ -343,7 +355,8 @@ def test_evaluate_task_limit_and_perplexity_metric(tmp_path):
     ppl = evaluate.evaluate_task(model, TOK, EXAMPLES, metric="perplexity",
                                  predictions_path=str(tmp_path / "p.jsonl"))
     assert ppl["bleu"] is None and ppl["n_inputs"] == 3
-    assert ppl["perplexity"] == pytest.approx(evaluate.perplexity(model, TOK, EXAMPLES)["perplexity"])
+    assert (ppl["perplexity"]
+            == pytest.approx(evaluate.perplexity(model, TOK, EXAMPLES)["perplexity"]))
     assert not (tmp_path / "p.jsonl").exists()
     with pytest.raises(MiniSPDFError, match="metric"):
         evaluate.evaluate_task(model, TOK, EXAMPLES, metric="rouge")
@@ -355,13 +368,15 @@ def test_score_file_missing_or_corrupt_file_raises(tmp_path):
     with pytest.raises(MiniSPDFError, match="no predictions file"):
         evaluate.score_file(str(tmp_path / "nope.jsonl"), "bleu")["bleu"]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"input": "a", "prediction": "b", "references": ["b"]}\n{"input": "a", "predic', encoding="utf-8")
+    bad.write_text('{"input": "a", "prediction": "b", "references": ["b"]}\n{"input": "a", "predic',
+                   encoding="utf-8")
     with pytest.raises(MiniSPDFError, match="corrupt"):
         evaluate.score_file(str(bad), "bleu")["bleu"]
     bad.write_text('{"input": "a", "references": ["b"]}\n', encoding="utf-8")
     with pytest.raises(MiniSPDFError, match="prediction"):
         evaluate.score_file(str(bad), "bleu")["bleu"]
     good = tmp_path / "good.jsonl"
-    good.write_text('{"input": "a", "prediction": "the cat sat on the mat", "references": ["The cat sat on the mat"]}\n',
+    good.write_text('{"input": "a", "prediction": "the cat sat on the mat", "references": ["The '
+                    'cat sat on the mat"]}\n',
                     encoding="utf-8")
     assert evaluate.score_file(str(good), "bleu")["bleu"] == pytest.approx(100.0)

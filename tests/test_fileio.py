@@ -75,7 +75,8 @@ def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def fail_on_the_new_folder(src, dst):
-        if os.path.basename(str(src)).startswith(fileio.TMP_PREFIX + "data-") and "-old-" not in str(src):
+        if (os.path.basename(str(src)).startswith(fileio.TMP_PREFIX + "data-")
+            and "-old-" not in str(src)):
             raise OSError(5, "Input/output error")
         real_replace(src, dst)
 
@@ -112,7 +113,8 @@ def test_the_temp_file_sits_beside_the_target_under_a_recognisable_name(tmp_path
     seen = []
     fileio.atomic_write_bytes(str(path), lambda f: seen.extend(os.listdir(tmp_path)))
     [tmp] = seen  # same folder, so the final rename is atomic
-    assert tmp.startswith(fileio.TMP_PREFIX) and tmp.endswith("ckpt.pt") and os.listdir(tmp_path) == ["ckpt.pt"]
+    assert (tmp.startswith(fileio.TMP_PREFIX) and tmp.endswith("ckpt.pt")
+            and os.listdir(tmp_path) == ["ckpt.pt"])
 
 
 def test_unwritable_folder_is_a_one_line_error(tmp_path):
@@ -128,7 +130,8 @@ def test_folder_removed_during_the_write_keeps_the_one_line_error(tmp_path):
     path = folder / "log.json"
     with pytest.raises(MiniSPDFError) as info:
         fileio.atomic_write_bytes(str(path), lambda f: shutil.rmtree(folder))
-    assert str(info.value) == (f"cannot write {path} (No such file or directory); the previous version, if any, "
+    assert str(info.value) == (f"cannot write {path} (No such file or directory); the previous "
+                               f"version, if any, "
                                "is intact: free some space or choose another folder")
     assert os.listdir(tmp_path) == []
 
@@ -144,10 +147,12 @@ def test_published_folders_get_the_usual_permissions(tmp_path):
     os.umask(mask)
     with fileio.publish_folder(str(tmp_path / "run")):
         pass
-    assert (tmp_path / "run").stat().st_mode & 0o7777 == 0o777 & ~mask  # not mkdtemp's owner-only 0700
+    # not mkdtemp's owner-only 0700
+    assert (tmp_path / "run").stat().st_mode & 0o7777 == 0o777 & ~mask
 
 
-def test_an_old_folder_that_cannot_be_fully_deleted_does_not_undo_the_publish(tmp_path, monkeypatch):
+def test_an_old_folder_that_cannot_be_fully_deleted_does_not_undo_the_publish(tmp_path,
+                                                                              monkeypatch):
     final = tmp_path / "run"
     final.mkdir()
     (final / "busy.bin").write_bytes(b"old")

@@ -43,9 +43,11 @@ def test_one_token_too_long_cuts_the_input_down_to_one_token():
 def test_too_long_without_truncation_names_the_example_and_the_fix():
     fix = "use a larger --block_size, or truncate=True to cut the end of the input"
     assert _error(encode_example, TOK, "ab", "xyz", block_size=5, truncate=False) == (
-        f"example is 7 tokens, longer than the context block_size 5 (+1 for the shifted target); {fix}")
+        f"example is 7 tokens, longer than the context block_size 5 (+1 for the shifted "
+        f"target); {fix}")
     assert _error(encode_example, TOK, "ab", "xyz", block_size=5, truncate=False, index=3) == (
-        f"example 3 is 7 tokens, longer than the context block_size 5 (+1 for the shifted target); {fix}")
+        f"example 3 is 7 tokens, longer than the context block_size 5 (+1 for the shifted "
+        f"target); {fix}")
 
 
 def test_reference_that_leaves_no_room_for_the_input():
@@ -58,7 +60,8 @@ def test_smallest_sizes_are_accepted_and_smaller_ones_refused():
     g = torch.Generator().manual_seed(0)
     batches = FinetuneBatches(TOK, [("abc", "")], block_size=2, batch_size=1, generator=g)
     x, y, mask = batches()
-    assert x.tolist() == [[97, 10]] and y.tolist() == [[10, EOT]] and mask.tolist() == [[False, True]]
+    assert (x.tolist() == [[97, 10]] and y.tolist() == [[10, EOT]]
+            and mask.tolist() == [[False, True]])
     for block_size, batch_size in ((1, 2), (8, 0)):
         assert _error(FinetuneBatches, TOK, [("a", "b")], block_size, batch_size, g) == (
             f"block_size={block_size}, batch_size={batch_size} are too small; "

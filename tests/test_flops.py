@@ -13,7 +13,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from minispdf.errors import MiniSPDFError
-from minispdf.flops import HONESTY_NOTE, flop_report, flop_table, measured_densities, weight_matmul_flops
+from minispdf.flops import (HONESTY_NOTE, flop_report, flop_table, measured_densities,
+                            weight_matmul_flops)
 from minispdf.model import GPT, preset_config
 from minispdf.sparsity import sparsify, sparsity_report
 
@@ -27,7 +28,8 @@ REFERENCE = {
     ("gpt2", 1024, False): (1.42, 1.81, 2.16),
     ("gpt3-6.7b", 2048, True): (1.77, 2.89, 4.63),
 }
-CELLS = [(p, T, e, s, r) for (p, T, e), rs in REFERENCE.items() for s, r in zip((0.5, 0.75, 0.9), rs)]
+CELLS = [(p, T, e, s, r) for (p, T, e), rs in REFERENCE.items()
+         for s, r in zip((0.5, 0.75, 0.9), rs)]
 
 
 @pytest.mark.parametrize("preset,T,emb,s,expected", CELLS)
@@ -108,7 +110,8 @@ def test_seq_len_defaults_to_block_size_and_inputs_checked():
 
 
 def test_flop_table_rows_carry_their_settings():
-    rows = flop_table(presets=("gpt2", "nano"), sparsities=(0.75,), seq_len=512, count_embedding=True)
+    rows = flop_table(presets=("gpt2", "nano"), sparsities=(0.75,), seq_len=512,
+                      count_embedding=True)
     expected = []
     for preset in ("gpt2", "nano"):
         r = flop_report(preset, sparsity=0.75, seq_len=512, count_embedding=True)
@@ -138,19 +141,23 @@ def test_report_dict_holds_every_number_under_its_name():
     cfg = preset_config("gpt2")
     r = flop_report(cfg, sparsity=0.75, seq_len=1024, count_embedding=True)
     c = r.components
-    fwd_dense, fwd_sparse = sum(v["dense"] for v in c.values()), sum(v["sparse"] for v in c.values())
+    fwd_dense, fwd_sparse = (sum(v["dense"] for v in c.values()),
+                             sum(v["sparse"] for v in c.values()))
     assert r.to_dict() == dict(
         config=cfg.to_dict(), seq_len=1024, sparsity=0.75, count_embedding=True, components=c,
-        forward_dense=fwd_dense, forward_sparse=fwd_sparse, train_dense=3 * fwd_dense, train_sparse=3 * fwd_sparse,
+        forward_dense=fwd_dense, forward_sparse=fwd_sparse, train_dense=3 * fwd_dense,
+        train_sparse=3 * fwd_sparse,
         train_dense_per_token=3 * fwd_dense / 1024, train_sparse_per_token=3 * fwd_sparse / 1024,
         reduction=(3 * fwd_dense) / (3 * fwd_sparse), note=HONESTY_NOTE)
-    assert r.train_flops_per_token() == r.train_flops_per_token(True) < r.train_flops_per_token(False)
+    assert (r.train_flops_per_token() == r.train_flops_per_token(True)
+            < r.train_flops_per_token(False))
 
 
 def test_report_text_shows_the_settings_and_every_component():
     r = flop_report("gpt2", sparsity=0.75, seq_len=1024, count_embedding=True)
     lines = r.format().split("\n")
-    assert lines[0] == ("FLOPs per sequence of 1024 tokens: 12 layers, d=768, heads=12, vocab=50257, "
+    assert lines[0] == ("FLOPs per sequence of 1024 tokens: 12 layers, d=768, heads=12, "
+                        "vocab=50257, "
                         "sparsity 75%, embedding counted")
     assert lines[1].split() == ["component", "dense", "fwd", "sparse", "fwd", "share", "(dense)"]
     rows = [line.split() for line in lines[2:2 + len(r.components)]]
@@ -161,18 +168,23 @@ def test_report_text_shows_the_settings_and_every_component():
         assert share == f"{100 * r.components[name]['dense'] / r.forward_dense:.1f}%"
     totals = lines[2 + len(r.components):]
     assert totals[0].split()[:2] == ["forward", "total"]
-    assert [float(v) for v in totals[0].split()[2:]] == pytest.approx([r.forward_dense, r.forward_sparse], rel=1e-3)
+    assert ([float(v) for v in totals[0].split()[2:]]
+            == pytest.approx([r.forward_dense, r.forward_sparse], rel=1e-3))
     assert totals[1].split()[:3] == ["training", "(3x", "fwd)"]
-    assert [float(v) for v in totals[1].split()[3:]] == pytest.approx([r.train_dense, r.train_sparse], rel=1e-3)
-    assert totals[2:] == [f"reduction: {r.reduction:.2f}x fewer training FLOPs than dense", HONESTY_NOTE]
-    assert flop_report("gpt2", sparsity=0.75).format().split("\n")[0].endswith("vocab=50257, sparsity 75%")
+    assert ([float(v) for v in totals[1].split()[3:]]
+            == pytest.approx([r.train_dense, r.train_sparse], rel=1e-3))
+    assert totals[2:] == [f"reduction: {r.reduction:.2f}x fewer training FLOPs than dense",
+                          HONESTY_NOTE]
+    assert flop_report("gpt2", sparsity=0.75).format().split("\n")[0].endswith(
+        "vocab=50257, sparsity 75%")
 
 
 def test_weight_matmul_flops_is_per_sequence_by_default():
     cfg = preset_config("nano")
     c = flop_report(cfg, seq_len=16).components
     one = sum(c[k]["dense"] for k in ("qkv", "attn_out", "mlp", "logits"))
-    assert weight_matmul_flops(cfg, 16) == one and weight_matmul_flops(cfg, 16, batch_size=3) == 3 * one
+    assert (weight_matmul_flops(cfg, 16) == one
+            and weight_matmul_flops(cfg, 16, batch_size=3) == 3 * one)
 
 
 # ---------------------------------------------------------------- measured (FlopCounterMode)
@@ -240,7 +252,8 @@ def test_flop_counter_measures_the_attention_terms_with_the_math_backend(preset,
     assert attention == 3 * B * (c["attn_scores"]["dense"] + c["attn_values"]["dense"])
     assert weight == 3 * weight_matmul_flops(cfg, T, B)
     # so every matmul of the formula is measured; only the softmax (no matmul) is a convention
-    assert weight + attention + 3 * B * c["softmax"]["dense"] == B * flop_report(cfg, seq_len=T).train_dense
+    assert (weight + attention + 3 * B * c["softmax"]["dense"]
+            == B * flop_report(cfg, seq_len=T).train_dense)
 
 
 def test_flop_counter_masked_model_costs_dense_but_reports_sparse():
@@ -276,12 +289,14 @@ def test_flop_report_measures_erk_masks_as_they_are():
     assert dens["attn_out"] > dens["mlp"]  # ERK gives the smaller matrix more density
     r = flop_report(model)
     assert r.sparsity == pytest.approx(0.5, abs=1e-3)
-    # the nominal sparsity is the pruned share of all masked weights: with global magnitude masks the
+    # the nominal sparsity is the pruned share of all masked weights: with global magnitude masks
+    # the
     # layers differ (ERK happens to give q/k/v the overall density, so it cannot tell the weighting)
     torch.manual_seed(0)
     model = GPT(preset_config("nano"))
     sparsify(model, 0.5, method="magnitude", scope="global")
     dens = measured_densities(model)
-    assert dens["qkv"] != pytest.approx(0.5, abs=0.01) and dens["attn_out"] != pytest.approx(0.5, abs=0.01)
+    assert (dens["qkv"] != pytest.approx(0.5, abs=0.01)
+            and dens["attn_out"] != pytest.approx(0.5, abs=0.01))
     total = sparsity_report(model)["total"]
     assert flop_report(model).sparsity == pytest.approx(total["masked"] / total["numel"], rel=1e-12)

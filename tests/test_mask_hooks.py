@@ -71,27 +71,31 @@ def test_hand_written_adamw_loop_with_decay_clipping_and_accumulation_keeps_zero
     batches = micro_batches(2 * 6)
     for step in range(6):
         raw.clear()
-        for x, y, _ in batches[2 * step: 2 * step + 2]:  # gradient accumulation over 2 micro-batches
+        # gradient accumulation over 2 micro-batches
+        for x, y, _ in batches[2 * step: 2 * step + 2]:
             _, loss = model(x, y)
             (loss / 2).backward()
         unpruned = [g.masked_fill(~masks[n], 0.0) if n in masks else g for n, g in raw.items()]
         everything = torch.linalg.vector_norm(torch.cat([g.flatten() for g in raw.values()]))
         expected = torch.linalg.vector_norm(torch.cat([g.flatten() for g in unpruned]))
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        assert norm.item() == pytest.approx(expected.item(), rel=1e-12)  # pruned slots stay out of the norm
+        # pruned slots stay out of the norm
+        assert norm.item() == pytest.approx(expected.item(), rel=1e-12)
         assert everything > 1.01 * expected  # ... and they did receive gradient
         optimizer.step()
         optimizer.zero_grad()
         assert_pruned_zero(model, masks, optimizer, step)
     for n, m in masks.items():
-        assert not torch.equal(before[n][m], dict(model.named_parameters())[n].detach()[m])  # kept weights trained
+        # kept weights trained
+        assert not torch.equal(before[n][m], dict(model.named_parameters())[n].detach()[m])
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_hand_written_sgd_momentum_loop_keeps_zeros(nesterov):
     model = make()
     masks = sparsify(model, 0.5, seed=1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov,
+                                weight_decay=1e-2)
     for step, (x, y, _) in enumerate(micro_batches(5)):
         optimizer.zero_grad(set_to_none=False)  # gradients zeroed in place, not dropped
         model(x, y)[1].backward()
@@ -116,8 +120,10 @@ def test_sparsify_in_the_middle_of_training_clears_the_optimizer_state_it_had():
 
 def nan_at_zero_penalty(model):
     """sum(sqrt(|w|)) over the masked matrices, a sparsity-promoting L1/2 penalty: finite, but its
-    gradient at w == 0 is NaN (sign(0) * inf), so backward() itself puts NaN in every pruned slot."""
-    return sum(m.weight.abs().sqrt().sum() for m in model.modules() if getattr(m, "weight_mask", None) is not None)
+    gradient at w == 0 is NaN (sign(0) * inf), so backward() itself puts NaN in every pruned
+    slot."""
+    return sum(m.weight.abs().sqrt().sum() for m in model.modules()
+               if getattr(m, "weight_mask", None) is not None)
 
 
 def test_nan_gradients_in_pruned_slots_never_reach_a_weight():
@@ -131,7 +137,8 @@ def test_nan_gradients_in_pruned_slots_never_reach_a_weight():
         assert torch.isfinite(loss)
         loss.backward()
         for n, m in masks.items():
-            assert torch.isnan(raw[n][~m]).all() and torch.isfinite(raw[n][m]).all(), n  # the poison is real
+            # the poison is real
+            assert torch.isnan(raw[n][~m]).all() and torch.isfinite(raw[n][m]).all(), n
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         assert torch.isfinite(norm)
         optimizer.step()
@@ -144,19 +151,22 @@ def test_nan_gradients_in_pruned_slots_never_reach_a_weight():
 def test_hooks_survive_deepcopy_pickling_dtype_moves_and_reloads():
     original = make()
     masks = sparsify(original, 0.75, seed=0)
-    copies = {"deepcopy": copy.deepcopy(original), "to(float64)": copy.deepcopy(original).to(torch.float64)}
+    copies = {"deepcopy": copy.deepcopy(original),
+              "to(float64)": copy.deepcopy(original).to(torch.float64)}
     buffer = io.BytesIO()
     torch.save(original, buffer)
     copies["torch.save(model)"] = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
     reloaded = copy.deepcopy(original)
-    reloaded.load_state_dict(make(seed=5).state_dict() | {k: v for k, v in original.state_dict().items()
+    reloaded.load_state_dict(make(seed=5).state_dict() | {k: v
+                                                          for k, v in original.state_dict().items()
                                                           if k.endswith("_mask")}, assign=True)
     copies["load_state_dict(assign=True)"] = reloaded  # new Parameters, pruned slots not zero
     for label, model in copies.items():
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
         for step, (x, y, _) in enumerate(micro_batches(2)):
             model(x, y)[1].backward()
-            params = dict(model.named_parameters())  # zero even before a step: the forward hooked them
+            # zero even before a step: the forward hooked them
+            params = dict(model.named_parameters())
             assert all(torch.all(params[n][~m] == 0) for n, m in masks.items()), label
             optimizer.step()
             optimizer.zero_grad()

@@ -39,7 +39,8 @@ def test_scores_are_the_packages_own():
     assert got["chrf"] > one["chrf"] and got["ter"] < one["ter"]
     # ROUGE: per input the best F1 over its references, averaged
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    best = [max(scorer.score(r, p)["rougeL"].fmeasure for r in refs) for p, refs in zip(PREDS, REFS)]
+    best = [max(scorer.score(r, p)["rougeL"].fmeasure for r in refs)
+            for p, refs in zip(PREDS, REFS)]
     assert got["rougeL"] == pytest.approx(100 * sum(best) / len(best))
     assert got["n_inputs"] == 4 and got["n_references"] == 7
     assert got["signatures"]["chrf"].startswith("nrefs:var") and "nw:2" in got["signatures"]["chrf"]
@@ -78,20 +79,26 @@ def test_metric_names_and_defaults():
 
 
 def test_input_checks_name_the_problem(monkeypatch):
-    with pytest.raises(MiniSPDFError, match="^unknown metric 'x': choose from bleu, chrf, ter, rouge, meteor "):
+    with pytest.raises(MiniSPDFError,
+                       match="^unknown metric 'x': choose from bleu, chrf, ter, rouge, meteor "):
         parse_metrics("x")
-    with pytest.raises(MiniSPDFError, match="^--metrics is empty: give some of bleu, chrf, ter, rouge, meteor,"):
+    with pytest.raises(MiniSPDFError,
+                       match="^--metrics is empty: give some of bleu, chrf, ter, rouge, meteor,"):
         parse_metrics(",")
-    with pytest.raises(MiniSPDFError, match="^no predictions to score: evaluate at least one input$"):
+    with pytest.raises(MiniSPDFError,
+                       match="^no predictions to score: evaluate at least one input$"):
         score_predictions([], [], FAST)
-    with pytest.raises(MiniSPDFError, match="input 0 has no references: a metric needs at least one reference"):
+    with pytest.raises(MiniSPDFError,
+                       match="input 0 has no references: a metric needs at least one reference"):
         score_predictions(["a"], [[]], FAST)
     # a bare string is one reference, not a list of characters
     assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100)
     # the METEOR scorer (a Java process) starts only when METEOR is asked for
-    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("METEOR started for bleu alone"))
+    monkeypatch.setattr(subprocess, "Popen",
+                        lambda *a, **k: pytest.fail("METEOR started for bleu alone"))
     got = score_predictions(PREDS, REFS, "bleu,rouge")
-    assert got["signatures"]["rouge"] == "rouge-score F1, use_stemmer=True, best reference per input"
+    assert (got["signatures"]["rouge"]
+            == "rouge-score F1, use_stemmer=True, best reference per input")
     assert "rouge" not in score_predictions(PREDS, REFS, "bleu")["signatures"]
 
 
@@ -107,9 +114,11 @@ def test_meteor_missing_is_a_note_by_default_and_an_error_when_asked(monkeypatch
 @pytest.mark.slow
 @pytest.mark.skipif(metrics.meteor_available() is not None, reason="pycocoevalcap or Java missing")
 def test_meteor_runs_the_official_jar_per_subset():
-    """One Java session (it takes seconds to start): the model's outputs and perfect ones as subsets."""
+    """One Java session (it takes seconds to start): the model's outputs and perfect ones as
+    subsets."""
     perfect = [r[0] for r in REFS]
-    got = score_predictions(PREDS + perfect, REFS + REFS, "meteor", subsets=["model"] * 4 + ["perfect"] * 4)
+    got = score_predictions(PREDS + perfect, REFS + REFS, "meteor",
+                            subsets=["model"] * 4 + ["perfect"] * 4)
     model, best = got["subsets"]["model"]["meteor"], got["subsets"]["perfect"]["meteor"]
     assert 0 < model < got["meteor"] < best and best > 99
     assert got["signatures"]["meteor"].startswith("meteor-1.5")
@@ -144,12 +153,14 @@ def test_evaluate_task_scores_subsets_with_perplexity():
     assert {"bleu", "loss", "perplexity", "n_inputs", "rougeL"} <= set(res) and "chrf" not in res
     seen = res["subsets"]["seen"]
     assert seen["n_inputs"] == 2 and seen["n_references"] == 3
-    assert seen["perplexity"] == pytest.approx(perplexity(model, tok, [exs[0], exs[2]])["perplexity"])
+    assert (seen["perplexity"]
+            == pytest.approx(perplexity(model, tok, [exs[0], exs[2]])["perplexity"]))
     # backward compatible: no metrics given is BLEU only, as before
     old = evaluate_task(model, tok, exs, max_new_tokens=6)
     assert old["bleu"] == res["bleu"] and "rougeL" not in old
     # summarisation: perplexity and ROUGE of generated summaries
-    cur = evaluate_task(model, tok, exs[:2], metric="perplexity", metrics="default", task="curation", max_new_tokens=6)
+    cur = evaluate_task(model, tok, exs[:2], metric="perplexity", metrics="default",
+                        task="curation", max_new_tokens=6)
     assert cur["bleu"] is None and {"rouge1", "rouge2", "rougeL"} <= set(cur)
     assert math.isfinite(cur["perplexity"])
 
@@ -163,12 +174,15 @@ def run(capsys, *argv):
 def test_evaluate_and_score_commands_agree_on_a_webnlg_release(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_webnlg_2017(tmp_path / "webnlg")
-    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "96", "--max_steps", "1",
+    code, _, err = run(capsys, "pretrain", "--preset", "nano", "--block_size", "96",
+                       "--max_steps", "1",
                        "--batch_size", "2", "--eval_iters", "1", "--out", "run", "--json")
     assert code == 0, err
     pred = tmp_path / "pred.jsonl"
-    code, out, err = run(capsys, "evaluate", "--ckpt", "run", "--task", f"webnlg:{tmp_path / 'webnlg'}",
-                         "--max_new_tokens", "8", "--metrics", FAST, "--predictions", pred, "--json")
+    code, out, err = run(capsys, "evaluate", "--ckpt", "run",
+                         "--task", f"webnlg:{tmp_path / 'webnlg'}",
+                         "--max_new_tokens", "8", "--metrics", FAST, "--predictions", pred,
+                         "--json")
     assert code == 0, err
     ev = json.loads(out)
     assert ev["counts"]["test"] == {"inputs": 5, "references": 9}
@@ -188,10 +202,13 @@ def test_evaluate_and_score_commands_agree_on_a_webnlg_release(capsys, tmp_path,
     # the text reports name every subset with its counts, and evaluate what it read
     code, out, err = run(capsys, "score", pred, "--metrics", FAST)
     assert code == 0 and "seen" in out and "unseen" in out and "chrF++" in out and "ROUGE-L" in out
-    code, out, err = run(capsys, "evaluate", "--ckpt", "run", "--task", f"webnlg:{tmp_path / 'webnlg'}",
-                         "--max_new_tokens", "8", "--metrics", "ter", "--predictions", tmp_path / "p2.jsonl")
+    code, out, err = run(capsys, "evaluate", "--ckpt", "run",
+                         "--task", f"webnlg:{tmp_path / 'webnlg'}",
+                         "--max_new_tokens", "8", "--metrics", "ter",
+                         "--predictions", tmp_path / "p2.jsonl")
     assert code == 0, err
-    assert "test 5 inputs / 9 references" in out and "note: testdata_no_lex.xml has no references" in out
+    assert ("test 5 inputs / 9 references" in out
+            and "note: testdata_no_lex.xml has no references" in out)
     assert [line.split()[:3] for line in out.splitlines()[1:4]] == [
         ["all", "5", "inputs"], ["seen", "3", "inputs"], ["unseen", "2", "inputs"]]
 
@@ -205,7 +222,8 @@ def test_evaluate_and_score_commands_agree_on_a_webnlg_release(capsys, tmp_path,
 ])
 def test_score_bad_input_is_one_line_error(capsys, tmp_path, argv, needle):
     p = tmp_path / "p.jsonl"
-    p.write_text(json.dumps({"prediction": "a b", "references": ["a b"], "subset": "seen"}) + "\n", encoding="utf-8")
+    p.write_text(json.dumps({"prediction": "a b", "references": ["a b"], "subset": "seen"}) + "\n",
+                 encoding="utf-8")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(p.read_text() + '{"prediction": \n', encoding="utf-8")
     code, _, err = run(capsys, *[a.format(p=p, bad=bad) for a in argv])
@@ -216,7 +234,8 @@ def test_score_bad_input_is_one_line_error(capsys, tmp_path, argv, needle):
 def test_score_reads_files_from_elsewhere(tmp_path, capsys):
     """A predictions file in the same format, written by another tool: no input field, no subset."""
     p = tmp_path / "other.jsonl"
-    p.write_text("".join(json.dumps({"prediction": x, "references": r}) + "\n" for x, r in zip(PREDS, REFS)),
+    p.write_text("".join(json.dumps({"prediction": x, "references": r}) + "\n"
+                         for x, r in zip(PREDS, REFS)),
                  encoding="utf-8")
     code, out, err = run(capsys, "score", p, "--metrics", FAST, "--json")
     assert code == 0, err
@@ -232,7 +251,8 @@ def test_perplexity_leaves_out_references_longer_than_the_context():
     too_long = Example("c : d", ["C d. " * 30, "C is d."], {"subset": "s"})
     both = perplexity(model, tok, [fits, too_long])
     assert both["pairs_skipped"] == 1
-    assert both["loss"] == pytest.approx(perplexity(model, tok, [fits, Example("c : d", ["C is d."])])["loss"])
+    assert (both["loss"]
+            == pytest.approx(perplexity(model, tok, [fits, Example("c : d", ["C is d."])])["loss"]))
     res = evaluate_task(model, tok, [fits, too_long], max_new_tokens=4, metrics=["bleu"])
     assert res["perplexity_pairs_skipped"] == 1 and "left out 1 of 4" in res["notes"][0]
     with pytest.raises(MiniSPDFError, match="no reference fits the context"):

@@ -51,7 +51,8 @@ def test_num_params_matches_hand_count_on_small_preset():
 
 def test_gpt2_preset_config_has_gpt2_size_without_instantiating():
     cfg = preset_config("gpt2")
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size) == (12, 12, 768, 1024, 50257)
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size) == (12, 12, 768,
+                                                                                     1024, 50257)
     assert hand_count(cfg) == 124_439_808  # OpenAI GPT-2 small, tied head counted once
     xl = preset_config("gpt3-xl")
     assert 1.30e9 < hand_count(xl) < 1.33e9
@@ -72,7 +73,8 @@ def test_unknown_preset_raises():
 
 
 @pytest.mark.parametrize("bad", [
-    dict(n_layer=0), dict(n_head=-1), dict(n_embd=1.5), dict(block_size=True), dict(vocab_size="257"),
+    dict(n_layer=0), dict(n_head=-1), dict(n_embd=1.5), dict(block_size=True),
+    dict(vocab_size="257"),
     dict(n_embd=64, n_head=3), dict(dropout=1.0), dict(dropout=-0.1),
 ])
 def test_gptconfig_bad_values_raise(bad):
@@ -112,11 +114,14 @@ def test_print_shows_each_masked_layers_sparsity_before_and_after_densify():
     assert "sparsity=0.62" in str(model)  # print(model) folds equal blocks: look at each block
     for i, block in enumerate(model.transformer.h):
         shown = [float(s) for s in re.findall(r"MaskedLinear\(.*sparsity=([0-9.]+)\)", str(block))]
-        expected = [1 - m.float().mean().item() for n, m in masks.items() if n.startswith(f"transformer.h.{i}.")]
-        assert shown == [round(s, 2) for s in expected] and len(set(shown)) > 1  # each layer, in order
+        expected = [1 - m.float().mean().item() for n, m in masks.items()
+                    if n.startswith(f"transformer.h.{i}.")]
+        # each layer, in order
+        assert shown == [round(s, 2) for s in expected] and len(set(shown)) > 1
     densify(model)
     text = str(model)  # used to raise AttributeError: no attribute 'weight_mask'
-    assert "MaskedLinear(in_features=64, out_features=192, bias=True)" in text and "sparsity=" not in text
+    assert ("MaskedLinear(in_features=64, out_features=192, bias=True)" in text
+            and "sparsity=" not in text)
     # the report of a densified model: nothing masked, the zeros measured from the weights
     rows = {r["name"]: r for r in sparsity_report(model)["layers"]}
     for name, mask in masks.items():
@@ -130,7 +135,8 @@ def test_init_stds_on_mini():
     for name, p in model.named_parameters():
         if name.endswith("c_proj.weight"):
             assert p.std().item() == pytest.approx(resid, rel=0.03), name
-        elif name.endswith(("c_attn.weight", "c_fc.weight")) or name.startswith(("transformer.wte", "transformer.wpe")):
+        elif (name.endswith(("c_attn.weight", "c_fc.weight"))
+              or name.startswith(("transformer.wte", "transformer.wpe"))):
             assert p.std().item() == pytest.approx(0.02, rel=0.03), name
         elif name.endswith(".bias") and "ln_" not in name:
             assert torch.count_nonzero(p) == 0, name
@@ -184,7 +190,8 @@ def test_loss_mask_restricts_loss_to_masked_mean():
     with torch.no_grad():
         logits, loss = model(x, y, mask)
         _, unmasked = model(x, y)
-    per_token = F.cross_entropy(logits.reshape(-1, 257), y.reshape(-1), reduction="none").view(2, 10)
+    per_token = F.cross_entropy(logits.reshape(-1, 257), y.reshape(-1), reduction="none").view(2,
+                                                                                               10)
     expected = per_token[mask].mean()
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(unmasked, per_token.mean())
@@ -227,8 +234,10 @@ def test_generate_greedy_is_deterministic_and_extends_prompt():
 def test_generate_sampling_reproducible_with_generator():
     model = make("nano").eval()
     prompt = torch.tensor([[5, 6, 7]])
-    a = model.generate(prompt, 10, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(7))
-    b = model.generate(prompt, 10, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(7))
+    a = model.generate(prompt, 10, temperature=1.0, top_k=20,
+                       generator=torch.Generator().manual_seed(7))
+    b = model.generate(prompt, 10, temperature=1.0, top_k=20,
+                       generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
 
 

@@ -1,4 +1,5 @@
-"""The lesson notebooks: jupytext .py sources paired with their .ipynb, committed without outputs, and
+"""The lesson notebooks: jupytext .py sources paired with their .ipynb, committed without outputs,
+and
 every one runs top to bottom at the smoke scale (headless, in a temporary folder, no network)."""
 
 import importlib.util
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 STUDENT = sorted((NB_DIR / "student").glob("*.ipynb"))
-NO_TRAINING = {"02_flop_accounting", "05_paper_findings_small_scale"}  # lessons that draw no progress bar
+# lessons that draw no progress bar
+NO_TRAINING = {"02_flop_accounting", "05_paper_findings_small_scale"}
 EXPECTED = ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_sparse_pretraining",
             "04_dense_finetuning", "05_paper_findings_small_scale", "06_beyond_the_paper"]
 
@@ -28,7 +30,8 @@ EXPECTED = ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_spars
 def _sync():
     spec = importlib.util.spec_from_file_location("sync", NB_DIR / "sync.py")
     module = importlib.util.module_from_spec(spec)
-    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ among the lessons
+    # no __pycache__ among the lessons
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         spec.loader.exec_module(module)
     finally:
@@ -49,7 +52,8 @@ def test_all_lessons_are_there():
 def test_committed_without_outputs(path):
     nbformat.validate(nbformat.read(str(path), as_version=4))
     for cell in _code_cells(path):
-        assert cell.outputs == [], f"{path.name}: cell {cell.id} has outputs; run python notebooks/sync.py"
+        assert cell.outputs == [], (f"{path.name}: cell {cell.id} has outputs; run python "
+                                    f"notebooks/sync.py")
         assert cell.execution_count is None, f"{path.name}: cell {cell.id} has an execution count"
 
 
@@ -57,7 +61,8 @@ def test_each_notebook_is_paired_with_its_source_and_in_sync():
     sources = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
     assert [p.stem for p in sources] == EXPECTED
     for source in sources:
-        assert "formats: ipynb,py:percent" in source.read_text(encoding="utf-8"), f"{source.name}: not paired"
+        assert "formats: ipynb,py:percent" in (
+            source.read_text(encoding="utf-8")), f"{source.name}: not paired"
     assert _sync().out_of_sync() == [], "run python notebooks/sync.py"
 
 
@@ -68,7 +73,8 @@ def test_sync_sees_an_edited_source(tmp_path):
     (tmp_path / "student").mkdir()
     sync = _sync()
     source = tmp_path / "00_quickstart.py"
-    source.write_text(source.read_text(encoding="utf-8") + "\n# %%\nprint('new cell')\n", encoding="utf-8")
+    source.write_text(source.read_text(encoding="utf-8") + "\n# %%\nprint('new cell')\n",
+                      encoding="utf-8")
     problems = sync.out_of_sync(tmp_path)
     assert any("00_quickstart.ipynb differs from 00_quickstart.py" in p for p in problems)
     assert any("student" in p and "missing" in p for p in problems)
@@ -78,8 +84,10 @@ def test_exercise_metadata_survives_the_py_source():
     """jupytext's cell metadata keeps the exercise tag and name the grader looks for."""
     import jupytext
 
-    cells = [c for c in jupytext.read(NB_DIR / "01_gpt_and_masks.py").cells if c.cell_type == "code"]
-    exercises = {c.metadata["minispdf"]["exercise"]: c.metadata["tags"] for c in cells if "minispdf" in c.metadata}
+    cells = [c for c in jupytext.read(NB_DIR / "01_gpt_and_masks.py").cells
+             if c.cell_type == "code"]
+    exercises = {c.metadata["minispdf"]["exercise"]: c.metadata["tags"] for c in cells
+                 if "minispdf" in c.metadata}
     assert exercises == {"random_mask": ["exercise"], "magnitude_mask": ["exercise"]}
 
 
@@ -93,7 +101,8 @@ def test_sources_are_lint_clean():
     for p in sorted(NB_DIR.glob("[0-9][0-9]_*.py")):
         pyflakes.checkPath(str(p), Reporter(out, out))
     # the setup import binds hint for the student to call ("hint('masked_step')"), not the lesson
-    found = [line for line in out.getvalue().splitlines() if "'minispdf.lessons.hint' imported but unused" not in line]
+    found = [line for line in out.getvalue().splitlines()
+             if "'minispdf.lessons.hint' imported but unused" not in line]
     assert not found, "\n".join(found)
 
 
@@ -114,9 +123,11 @@ def _presets(P):
 def test_one_parameters_cell_with_three_scales(path, monkeypatch):
     cells = _code_cells(path)
     first = cells[0]
-    assert "parameters" in first.metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
+    assert "parameters" in first.metadata.get("tags",
+                                              []), "the first code cell must be tagged 'parameters'"
     assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
-    assert "SCALE, P, THREADS = setup(SCALES)" in first.source  # the setup is one import (minispdf.lessons)
+    # the setup is one import (minispdf.lessons)
+    assert "SCALE, P, THREADS = setup(SCALES)" in first.source
     keys = {}
     threads = torch.get_num_threads()
     monkeypatch.delenv("MINISPDF_THREADS", raising=False)
@@ -126,14 +137,16 @@ def test_one_parameters_cell_with_three_scales(path, monkeypatch):
         try:
             torch.set_num_threads(3)
             exec(first.source, ns)
-            assert ns["THREADS"] == 1 and torch.get_num_threads() == 1, "the cell must set one torch thread"
+            assert (ns["THREADS"] == 1
+                    and torch.get_num_threads() == 1), "the cell must set one torch thread"
         finally:
             torch.set_num_threads(threads)
         assert ns["SCALE"] == scale and ns["DEVICE"] == "auto"
         keys[scale] = set(ns["P"])
         for preset in _presets(ns["P"]):
             assert preset in PRESETS, f"{path.name}, scale {scale}: unknown preset {preset!r}"
-    assert keys["default"] == keys["gpu"] == keys["smoke"], f"{path.name}: the scales set different keys"
+    assert keys["default"] == keys["gpu"] == keys["smoke"], (f"{path.name}: the scales set "
+                                                             f"different keys")
     monkeypatch.setenv("MINISPDF_SCALE", "huge")
     with pytest.raises(MiniSPDFError, match="choose one of"):
         exec(first.source, {})
@@ -147,17 +160,20 @@ def test_lesson_states_question_and_measured_runtime(path):
     # the run-time line is written by sync.py from results/lesson_times.json (references.py --times)
     times = _sync().read_times()
     if times and path.stem in times["lessons"]:
-        assert "min of wall-clock time (" in first.source and "min of CPU time) at the default scale" in first.source
+        assert ("min of wall-clock time (" in first.source
+                and "min of CPU time) at the default scale" in first.source)
         assert "? min" not in first.source
     else:
         assert "not measured yet as a student runs it" in first.source.replace("\n", " ")
-    assert f"(reference/{path.stem}.html)" in first.source, "the header links the executed reference"
+    assert f"(reference/{path.stem}.html)" in first.source, ("the header links the "
+                                                             "executed reference")
     assert not re.search(r"@\w+@", first.source), "a placeholder is left in the first cell"
 
 
 def test_header_run_times_come_from_the_measurement():
     sync = _sync()
-    times = {"measured": "2027-01-01", "machine": "Some CPU, 2 CPUs, Python 3.11.7, torch 2.13.0, Linux 6",
+    times = {"measured": "2027-01-01",
+             "machine": "Some CPU, 2 CPUs, Python 3.11.7, torch 2.13.0, Linux 6",
              "lessons": {"00_quickstart": {"wall_s": 150.0, "cpu_s": 120.0}}}
     line = " ".join(sync.header_line("00_quickstart", times).split())
     assert "about 2.5 min of wall-clock time (2.0 min of CPU time)" in line.replace("# ", "")
@@ -198,15 +214,19 @@ def test_exercises_have_a_hint_and_no_answer_above(path):
         name = cell.metadata.get("minispdf", {}).get("exercise")
         if not name:
             continue
-        assert "<details><summary>Hint</summary>" in cells[i - 1].source, f"{path.name}: {name} has no hint above it"
-        assert f'check("{name}"' in cells[i + 1].source, f"{path.name}: the cell under {name} must check it"
+        assert "<details><summary>Hint</summary>" in cells[i - 1].source, (f"{path.name}: {name} "
+                                                                           f"has no hint above it")
+        assert f'check("{name}"' in cells[i + 1].source, (f"{path.name}: the cell under {name} "
+                                                          f"must check it")
         if name in GIVEAWAYS:
             before = "\n".join(c.source for c in cells[:i])
-            assert GIVEAWAYS[name] not in before, f"{path.name}: the answer to {name} is shown above it"
+            assert GIVEAWAYS[name] not in before, (f"{path.name}: the answer to {name} is "
+                                                   f"shown above it")
             assert GIVEAWAYS[name] in "\n".join(c.source for c in cells[i:])
 
 
-SMOKE_ENV = {"MINISPDF_SCALE": "smoke", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg",
+SMOKE_ENV = {"MINISPDF_SCALE": "smoke", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+             "MPLBACKEND": "Agg",
              # one torch thread: the smoke models are too small to gain from a second one, and
              # two OpenMP threads on cores shared with other jobs run many times slower
              "OMP_NUM_THREADS": "1"}
@@ -216,7 +236,8 @@ def _execute(path, workdir):
     from nbclient import NotebookClient
 
     nb = nbformat.read(str(path), as_version=4)
-    shutil.copy(path, workdir / path.name)  # the notebook's folder is a temporary copy: runs/ and data/ land there
+    # the notebook's folder is a temporary copy: runs/ and data/ land there
+    shutil.copy(path, workdir / path.name)
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(workdir)}}).execute()
     return nb
@@ -235,23 +256,28 @@ def _run_at_smoke_scale(path, tmp_path, monkeypatch):
     print(f"{path.parent.name}/{path.stem}: {time.perf_counter() - t:.1f} s at smoke scale")
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
-    printed = [o.get("text", "") for c in code for o in c.outputs if o.get("output_type") == "stream"]
+    printed = [o.get("text", "") for c in code for o in c.outputs
+               if o.get("output_type") == "stream"]
     assert not [t for t in printed if "Traceback (most recent call last)" in t]
     # no warning in any output: a red IProgress/Warning line in a lesson looks broken to a student
-    warned = [line for t in printed for line in t.splitlines() if re.search(r"IProgress|Warning\b", line)]
+    warned = [line for t in printed for line in t.splitlines()
+              if re.search(r"IProgress|Warning\b", line)]
     assert not warned, f"{path.stem} prints warnings:\n" + "\n".join(warned)
     shaded = [o["text"] for c in code for o in c.outputs if o.get("name") == "stderr"]
-    assert not shaded, f"{path.stem} writes normal output to stderr, which a notebook shades red: {shaded}"
+    assert not shaded, (f"{path.stem} writes normal output to stderr, which a notebook shades "
+                        f"red: {shaded}")
     bars = [o["data"].get("text/plain", "") for c in code for o in c.outputs
             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert bars or path.stem in NO_TRAINING, "no progress bar was drawn"
     unfinished = [b for b in bars if "100%" not in b]
-    assert not unfinished, f"saved progress bars that do not show their finished state: {unfinished}"
+    assert not unfinished, (f"saved progress bars that do not show their finished state: "
+                            f"{unfinished}")
     assert not (ROOT / "notebooks" / "runs").exists() and not (ROOT / "notebooks" / "data").exists()
     return nb
 
 
-@pytest.mark.slow  # the student copies below run the same cells (and the kit's answers); the grader tests
+# the student copies below run the same cells (and the kit's answers); the grader tests
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)  # run these solutions
 def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     _run_at_smoke_scale(path, tmp_path, monkeypatch)
@@ -267,7 +293,8 @@ def test_student_copy_runs_to_the_last_cell(stem, tmp_path, monkeypatch):
     names = [exercise_name(c) for c in nb.cells if exercise_name(c)]
     assert names, f"{stem} has no exercise"
     for name in names:
-        checked = next(c for c in nb.cells if c.cell_type == "code" and f'check("{name}"' in c.source)
+        checked = next(c for c in nb.cells
+                       if c.cell_type == "code" and f'check("{name}"' in c.source)
         text = "".join(o.get("text", "") for o in checked.outputs)
         assert f"exercise {name}: not solved yet. The cells below use the kit's own" in text, text
         assert "not written yet (exercise: " in text  # the stub's message, check by check
@@ -284,7 +311,8 @@ def _printed_numbers(record: dict) -> list[float]:
 
 
 def _stated_numbers(nb) -> list[str]:
-    """The numbers the "What you should see" prose and the answer key mark as a run's (in **bold**)."""
+    """The numbers the "What you should see" prose and the answer key mark as a run's (in
+    **bold**)."""
     cells = [c.source for c in nb.cells if c.cell_type == "markdown" and
              ("**What you should see.**" in c.source or "answer" in c.metadata.get("tags", []))]
     bold = re.findall(r"\*\*([^*]+)\*\*", "\n".join(cells).replace("**What you should see.**", ""))
@@ -309,18 +337,21 @@ def test_reference_ran_this_lesson_and_the_prose_states_its_numbers(path):
     lesson, executed = nbformat.read(str(path), as_version=4), json.loads(ref.read_text())
     assert [c.source for c in lesson.cells if c.cell_type == "code"] == \
            [c["source"] for c in executed["cells"] if c["cell_type"] == "code"], \
-        f"{ref.name} ran other code than {path.name}: run python notebooks/references.py {path.name[:2]}"
+        (f"{ref.name} ran other code than {path.name}: run python notebooks/references.py "
+         f"{path.name[:2]}")
     assert [c.source for c in lesson.cells] == [c["source"] for c in executed["cells"]], \
         f"{ref.name} has old text: run python notebooks/references.py --text"
     stated, printed = _stated_numbers(lesson), _printed_numbers(executed)
-    assert stated or path.stem == "05_paper_findings_small_scale", "mark the run's numbers in **bold**"
+    assert (stated
+            or path.stem == "05_paper_findings_small_scale"), "mark the run's numbers in **bold**"
     drifted = [n for n in stated if not _matches(n, printed)]
     assert not drifted, f"{path.name} states {drifted}, which its reference run did not print"
     assert executed["errors"] == 0
 
 
 def test_prose_numbers_are_checked_against_what_was_printed():
-    assert _matches("1.995", [2.0, 1.9953]) and _matches("1.68", [1.68]) and _matches("22.2", [22.24])
+    assert (_matches("1.995", [2.0, 1.9953]) and _matches("1.68", [1.68])
+            and _matches("22.2", [22.24]))
     assert not _matches("0.461", [0.463, 18.6]) and not _matches("19.2", [18.6, 0.463])
     assert _matches("2.68e12", [2.68e12]) and _matches("1,200", [1200.0])
 
@@ -333,20 +364,25 @@ def test_references_are_small_and_show_finished_progress_bars():
             assert not bar.startswith("HBox") and "&lt;" not in bar, (ref.name, bar)
     page = (REFERENCE / "00_quickstart.html").read_text()
     assert "<img" in page and "widget-view" not in page  # figures inline; bars as their final text
-    assert "<style" not in page and 'href="style.css"' in page and (REFERENCE / "style.css").stat().st_size > 1e5
+    assert ("<style" not in page and 'href="style.css"' in page
+            and (REFERENCE / "style.css").stat().st_size > 1e5)
 
 
 @pytest.mark.slow  # ~10 s: a kernel reads the committed study
-def test_lesson_05_at_gpu_scale_refuses_the_hour_long_study_without_its_own_switch(tmp_path, monkeypatch):
-    for key, value in {"MINISPDF_SCALE": "gpu", "MINISPDF_RERUN": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+def test_lesson_05_at_gpu_scale_refuses_the_hour_long_study_without_its_own_switch(tmp_path,
+                                                                                   monkeypatch):
+    for key, value in {"MINISPDF_SCALE": "gpu", "MINISPDF_RERUN": "1", "HF_HUB_OFFLINE": "1",
+                       "MPLBACKEND": "Agg",
                        "OMP_NUM_THREADS": "1"}.items():
         monkeypatch.setenv(key, value)
     work = tmp_path / "notebooks"
     work.mkdir()
     (tmp_path / "results").symlink_to(ROOT / "results")
     nb = _execute(NB_DIR / "05_paper_findings_small_scale.ipynb", work)
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert 'refusing to start the gpu-quick study (about an hour) on RERUN = True: set RERUN = "gpu-quick"' in printed
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert ('refusing to start the gpu-quick study (about an hour) on RERUN = True: set RERUN '
+            '= "gpu-quick"' in printed)
     assert not (work / "runs").exists()  # nothing was started
 
 
@@ -361,14 +397,16 @@ def test_the_instructors_page_states_the_kits_exercises_points_and_measured_time
     times = _sync().read_times()["lessons"]
     numbered = []
     for stem, exercises, wall, cpu in rows:
-        assert (wall, cpu) == (f"{times[stem]['wall_s'] / 60:.1f}", f"{times[stem]['cpu_s'] / 60:.1f}"), stem
+        assert (wall, cpu) == (f"{times[stem]['wall_s'] / 60:.1f}",
+                               f"{times[stem]['cpu_s'] / 60:.1f}"), stem
         found = re.findall(r"(\d+) `(\w+)` \((\d)\)", exercises)
         assert [(n, int(p)) for _, n, p in found] == [(e.name, e.points) for e in EXERCISES.values()
                                                       if e.notebook == stem], stem
         numbered += [int(i) for i, _, _ in found]
     assert numbered == list(range(len(EXERCISES)))  # numbered in lesson order, each once
     total = sum(e.points for e in EXERCISES.values())
-    assert f"{len(EXERCISES)} exercises" in page.replace("Nine exercises", "9 exercises") and f"{total} points" in page
+    assert (f"{len(EXERCISES)} exercises" in page.replace("Nine exercises", "9 exercises")
+            and f"{total} points" in page)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -425,4 +463,5 @@ def test_reference_figures_fit_a_column_at_100_percent(path):
     widths = _png_widths((REFERENCE / f"{path.stem}.html").read_text(encoding="utf-8"))
     assert widths or path.stem == "05_paper_findings_small_scale", "no figure in the reference"
     wide = [w for w in widths if w > COLUMN_PX]
-    assert not wide, f"{path.stem} shows figures {wide} px wide: lay out {COLUMN_PX / 100:g} in at most"
+    assert not wide, (f"{path.stem} shows figures {wide} px wide: lay out "
+                      f"{COLUMN_PX / 100:g} in at most")

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from minispdf import GPT, densify, flop_report, plots, preset_config, sparsify, sparsity_report  # noqa: E402
+from minispdf import (GPT, densify, flop_report, plots, preset_config, sparsify,  # noqa: E402
+                      sparsity_report)
 from minispdf.bench import summary  # noqa: E402
 from minispdf.masks import masked_block_matrices, regrowth  # noqa: E402
 from minispdf.errors import MiniSPDFError  # noqa: E402
@@ -30,14 +31,17 @@ def _labelled(ax, legend=True):
 def _history(n=10, offset=0.0):
     recs = []
     for i in range(1, n + 1):
-        recs.append({"step": i, "loss": 3.0 - 0.1 * i + offset, "flops": 1e9 * i, "tokens": 100 * i})
+        recs.append({"step": i, "loss": 3.0 - 0.1 * i + offset, "flops": 1e9 * i,
+                     "tokens": 100 * i})
         if i % 5 == 0:
-            recs.append({"step": i, "val_loss": 3.1 - 0.1 * i + offset, "flops": 1e9 * i, "flops_dense": 2e9 * i})
+            recs.append({"step": i, "val_loss": 3.1 - 0.1 * i + offset, "flops": 1e9 * i,
+                         "flops_dense": 2e9 * i})
     return {"history": recs}
 
 
 def test_smooth_and_history():
-    assert plots.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # bias-corrected: no drag to 0
+    # bias-corrected: no drag to 0
+    assert plots.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
     assert plots.smooth([1.0, 3.0], alpha=0.0) == [1.0, 3.0]
     with pytest.raises(MiniSPDFError):
         plots.smooth([1.0], alpha=1.0)
@@ -48,7 +52,8 @@ def test_smooth_and_history():
 
 @pytest.mark.parametrize("x", ["step", "flops"])
 def test_plot_curves(x):
-    ax = plots.plot_curves({"dense": _history(), "75% sparse": _history(offset=0.2)}, x=x, logx=x == "flops")
+    ax = plots.plot_curves({"dense": _history(), "75% sparse": _history(offset=0.2)}, x=x,
+                           logx=x == "flops")
     _labelled(ax)
     assert len(ax.get_lines()) == 4  # a train line and validation dots per run
     assert "FLOPs" in ax.get_xlabel() or "step" in ax.get_xlabel()
@@ -87,7 +92,8 @@ def test_regrowth_counts_moved_pruned_weights():
     masks = {k: v.clone() for k, v in sparsify(model, 0.5).items()}
     densify(model)
     stats = regrowth(masks, model)
-    assert all(r["nonzero_fraction"] == 0.0 for r in stats["layers"])  # nothing trained yet: still zero
+    # nothing trained yet: still zero
+    assert all(r["nonzero_fraction"] == 0.0 for r in stats["layers"])
     name = next(iter(masks))
     with torch.no_grad():
         dict(model.named_parameters())[name][~masks[name]] = 0.01
@@ -133,11 +139,14 @@ def test_plot_bench_shows_measured_and_theoretical():
 
 
 def test_plot_kernel_speedups_draws_the_measured_speedups():
-    rows = [dict(shape=s, arm="dense", sparsity=0.0, **{f"{k}_speedup": 1.0 for k in summary.KERNEL_PANELS})
+    rows = [dict(shape=s, arm="dense", sparsity=0.0,
+                 **{f"{k}_speedup": 1.0 for k in summary.KERNEL_PANELS})
             for s in ("qkv", "mlp_up")]
-    rows += [dict(shape=s, arm=arm, sparsity=sp, **{f"{k}_speedup": sp * 4 for k in summary.KERNEL_PANELS})
+    rows += [dict(shape=s, arm=arm, sparsity=sp,
+                  **{f"{k}_speedup": sp * 4 for k in summary.KERNEL_PANELS})
              for s in ("qkv", "mlp_up") for arm in ("zeros", "csr") for sp in (0.5, 0.9)]
-    rows.append(dict(shape="qkv", arm="2:4", sparsity=0.5, forward_speedup=1.4, grad_input_speedup=1.3,
+    rows.append(dict(shape="qkv", arm="2:4", sparsity=0.5, forward_speedup=1.4,
+                     grad_input_speedup=1.3,
                      grad_weight_speedup=None, total_speedup=1.2))
     r = dict(rows=rows, preset="nano", tokens=8, device="cpu", threads=1)
     axes = summary.plot_kernel_speedups(r)
@@ -147,22 +156,28 @@ def test_plot_kernel_speedups_draws_the_measured_speedups():
     csr = [ln for ln in axes[0].lines if ln.get_label() == "qkv CSR"][0]
     assert list(csr.get_xdata()) == [0.5, 0.9] and list(csr.get_ydata()) == [2.0, 3.6]
     assert [ln.get_ydata()[0] for ln in axes[0].lines if ln.get_label() == "qkv 2:4"] == [1.4]
-    assert not [ln for ln in axes[2].lines if ln.get_label() == "qkv 2:4"]  # no 2:4 weight-gradient kernel
+    # no 2:4 weight-gradient kernel
+    assert not [ln for ln in axes[2].lines if ln.get_label() == "qkv 2:4"]
     with pytest.raises(MiniSPDFError):
         summary.plot_kernel_speedups(dict(rows=[]))
 
 
 def test_bars_tables_and_samples():
-    ax = plots.plot_bars({"dense": 1.0, "SPDF": 1.2}, ylabel="loss", title="t", reference=1.0, reference_label="dense",
+    ax = plots.plot_bars({"dense": 1.0, "SPDF": 1.2}, ylabel="loss", title="t", reference=1.0,
+                         reference_label="dense",
                          xlabel="arm")
     _labelled(ax)
-    assert ax.get_xlabel() == "arm" and [t.get_text() for t in ax.get_xticklabels()] == ["dense", "SPDF"]
-    table = plots.format_table([{"arm": "dense", "loss": 1.23456, "n": 3}, {"arm": "SPDF", "loss": None, "n": 4}],
+    assert (ax.get_xlabel() == "arm"
+            and [t.get_text() for t in ax.get_xticklabels()] == ["dense", "SPDF"])
+    table = plots.format_table([{"arm": "dense", "loss": 1.23456, "n": 3},
+                                {"arm": "SPDF", "loss": None, "n": 4}],
                                {"arm": "arm", "loss": "test loss"})
     lines = table.splitlines()
-    assert lines[0].split() == ["arm", "test", "loss"] and "1.235" in lines[2] and lines[3].endswith("-")
+    assert (lines[0].split() == ["arm", "test", "loss"] and "1.235" in lines[2]
+            and lines[3].endswith("-"))
     assert plots.format_table([]) == "(no rows)"
-    text = plots.format_samples(["in1", "in2", "in3"], {"a": ["x1", "x2", "x3"]}, [["r1"], ["r2"], ["r3"]], n=2)
+    text = plots.format_samples(["in1", "in2", "in3"], {"a": ["x1", "x2", "x3"]},
+                                [["r1"], ["r2"], ["r3"]], n=2)
     assert "input: in1" in text and "reference: r2" in text and "in3" not in text
 
 
@@ -192,12 +207,14 @@ def test_draw_schedules_shows_the_three_recipes_on_one_axis():
     _labelled(ax)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Variable SPDF", "SPSF", "SPDF"]
     texts = [t.replace("\n", " ") for t in _texts(ax)]
-    assert texts.count("sparse pre-training (75%)") == 2 and texts.count("sparse pre-training (90%)") == 1
+    assert (texts.count("sparse pre-training (75%)") == 2
+            and texts.count("sparse pre-training (90%)") == 1)
     assert texts.count("dense fine-tuning") == 2 and texts.count("sparse fine-tuning") == 1
     assert texts.count("dense pre-training") == 1
     bars = {row: [b.get_paths()[0].get_extents().x1 for b in ax.collections if
                   abs(b.get_paths()[0].get_extents().y0 - (row - 0.35)) < 1e-9] for row in range(3)}
-    assert max(bars[0]) == pytest.approx(1.0 + 0.15 + 0.25)  # Variable SPDF: its dense phase lengthens it
+    # Variable SPDF: its dense phase lengthens it
+    assert max(bars[0]) == pytest.approx(1.0 + 0.15 + 0.25)
     assert max(bars[2]) == pytest.approx(1.25)
 
 

@@ -9,7 +9,8 @@ import torch
 
 from minispdf.cli import main
 
-TINY = ["--preset", "nano", "--block_size", "16", "--n_embd", "32", "--batch_size", "2", "--eval_iters", "1",
+TINY = ["--preset", "nano", "--block_size", "16", "--n_embd", "32", "--batch_size", "2",
+        "--eval_iters", "1",
         "--eval_interval", "0", "--no-progress", "--device", "cpu", "--max_chars", "20000"]
 
 
@@ -50,22 +51,26 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(here, capsys):
     refusals = {  # each was refused after settings.json had been rewritten with the new settings
         ("--max_steps", "2", "--lr", "2e-3"): "already reached step 2 of max_steps 2",
         ("--max_steps", "4", "--n_layer", "3"): "from another architecture (n_layer 2 vs 3)",
-        ("--max_steps", "4", "--block_size", "8"): "was trained with block_size 16, not 8: pass --block_size 16",
+        ("--max_steps", "4",
+         "--block_size", "8"): "was trained with block_size 16, not 8: pass --block_size 16",
         ("--max_steps", "4", "--n_head", "1"): "from another architecture (n_head 2 vs 1)",
     }
     capsys.readouterr()
     for extra, needle in refusals.items():
         assert main([*base, *extra, "--resume"]) == 2, extra
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err
-        assert {n: (here / "run" / n).read_bytes() for n in os.listdir(here / "run")} == before, extra
+        assert (err.startswith("error: ") and needle in err
+                and len(err.strip().splitlines()) == 1), err
+        assert ({n: (here / "run" / n).read_bytes() for n in os.listdir(here / "run")}
+                == before), extra
 
 
 def test_a_kill_at_the_first_checkpoint_points_to_one_way_on(here, capsys):
     killed_while_saving("pretrain", *TINY, "--max_steps", "2", "--out", "run")
     assert temps(here / "run") and not (here / "run" / "ckpt.pt").exists()  # what the kill left
     capsys.readouterr()
-    for resume in (["--resume"], []):  # both say --overwrite: neither sends the user back to the other
+    # both say --overwrite: neither sends the user back to the other
+    for resume in (["--resume"], []):
         assert main(["pretrain", *TINY, "--max_steps", "2", "--out", "run", *resume]) == 2
         err = capsys.readouterr().err
         assert "stopped before its first checkpoint" in err and "--overwrite" in err, err

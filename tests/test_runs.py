@@ -16,7 +16,8 @@ from minispdf.errors import MiniSPDFError
 from minispdf.fileio import lock_path, writer_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--preset", "nano", "--block_size", "16", "--n_embd", "32", "--batch_size", "2", "--eval_iters", "1",
+TINY = ["--preset", "nano", "--block_size", "16", "--n_embd", "32", "--batch_size", "2",
+        "--eval_iters", "1",
         "--eval_interval", "0", "--no-progress", "--device", "cpu"]
 
 
@@ -32,13 +33,15 @@ def shared_data(tmp_path_factory):
 
 
 def env():
-    return {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1",
+    return {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1", "MINISPDF_DATA_DIR": DATA["dir"]}
 
 
 def minispdf(cwd, *args, **kw):
     """Start ``python -m minispdf ARGS`` in ``cwd``; returns the Popen."""
-    return subprocess.Popen([sys.executable, "-m", "minispdf", *args], cwd=cwd, env=env(), text=True,
+    return subprocess.Popen([sys.executable, "-m", "minispdf", *args], cwd=cwd, env=env(),
+                            text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
@@ -56,7 +59,7 @@ def log_steps(path):
         return [json.loads(line) for line in f]
 
 
-# ------------------------------------------------------------------------------ one writer per folder
+# ---------------------------------------------------------------------------- one writer per folder
 
 
 HOLD = textwrap.dedent("""
@@ -76,7 +79,8 @@ def holder(tmp_path):
     procs = []
 
     def start(*targets):
-        proc = subprocess.Popen([sys.executable, "-c", HOLD, *map(str, targets)], env=env(), stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, *map(str, targets)], env=env(),
+                                stdout=subprocess.PIPE,
                                 text=True)
         procs.append(proc)
         assert proc.stdout.readline().strip() == "locked"
@@ -115,10 +119,12 @@ def test_a_run_folder_being_written_is_in_use_not_a_finished_run(tmp_path, holde
     proc = holder(str(run))
     assert main(["pretrain", *TINY, "--max_steps", "2", "--out", str(run), *extra]) == 2
     err = capsys.readouterr().err
-    assert f"is in use by another minispdf run (pid {proc.pid})" in err and len(err.strip().splitlines()) == 1, err
+    assert (f"is in use by another minispdf run (pid {proc.pid})" in err
+            and len(err.strip().splitlines()) == 1), err
 
 
-def test_every_command_that_writes_a_folder_refuses_a_held_one(tmp_path, holder, monkeypatch, capsys):
+def test_every_command_that_writes_a_folder_refuses_a_held_one(tmp_path, holder, monkeypatch,
+                                                               capsys):
     from minispdf.cli import main
     from minispdf.study import runner
 
@@ -168,7 +174,8 @@ def test_two_pretrains_into_one_folder_one_is_refused_with_the_holders_pid(tmp_p
         code, _, err = finish(loser)
     finally:
         winner.send_signal(signal.SIGCONT)
-    assert code == 2 and errors(err) == [line for line in err.splitlines() if line.strip()], err  # one line
+    # one line
+    assert code == 2 and errors(err) == [line for line in err.splitlines() if line.strip()], err
     assert f"race is in use by another minispdf run (pid {winner.pid})" in err, err
     code, _, err = finish(winner)
     assert code == 0, err
@@ -179,7 +186,7 @@ def test_two_pretrains_into_one_folder_one_is_refused_with_the_holders_pid(tmp_p
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".lock")]
 
 
-# ------------------------------------------------------------------------------ interrupts keep the work
+# ------------------------------------------------------------------------- interrupts keep the work
 
 STEPS = 24
 RUN = ["pretrain", *TINY, "--max_steps", str(STEPS), "--warmup_steps", "4", "--out", "run"]
@@ -187,7 +194,8 @@ RUN = ["pretrain", *TINY, "--max_steps", str(STEPS), "--warmup_steps", "4", "--o
 
 def trajectory(path):
     """What a bit-exact resume must repeat: every step's loss and lr, and the counters."""
-    return [(r["step"], r["loss"], r["lr"], r["flops"], r["tokens"]) for r in log_steps(path) if "loss" in r]
+    return [(r["step"], r["loss"], r["lr"], r["flops"], r["tokens"]) for r in log_steps(path)
+            if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +208,8 @@ def reference(tmp_path_factory):
 
 
 def interrupt(folder, sig, limit=None):
-    """Start RUN in ``folder``, send ``sig`` once a random number of steps is logged; returns (code, stderr)."""
+    """Start RUN in ``folder``, send ``sig`` once a random number of steps is logged; returns (code,
+    stderr)."""
     import random
 
     at = random.randint(2, STEPS // 2)
@@ -228,7 +237,8 @@ def checkpoint_step(path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_the_current_step_and_the_printed_command_resumes_bit_exactly(tmp_path, reference):
+def test_sigterm_saves_the_current_step_and_the_printed_command_resumes_bit_exactly(tmp_path,
+                                                                                    reference):
     code, err = interrupt(tmp_path, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err
     step = checkpoint_step(tmp_path / "run" / "ckpt.pt")
@@ -240,12 +250,14 @@ def test_sigterm_saves_the_current_step_and_the_printed_command_resumes_bit_exac
 
 
 @pytest.mark.slow
-def test_sigint_then_a_failed_write_then_a_torn_log_and_the_run_still_ends_as_if_never_stopped(tmp_path, reference):
+def test_sigint_then_a_failed_write_then_a_torn_log_and_the_run_still_ends_as_if_never_stopped(
+        tmp_path, reference):
     import resource
 
     code, err = interrupt(tmp_path, signal.SIGINT)
     assert code == 130 and "checkpoint run/ckpt.pt is saved" in err, err
-    assert sorted(os.listdir(tmp_path / "run")) == ["ckpt.pt", "log.jsonl", "settings.json"]  # kept, not deleted
+    # kept, not deleted
+    assert sorted(os.listdir(tmp_path / "run")) == ["ckpt.pt", "log.jsonl", "settings.json"]
     ckpt = tmp_path / "run" / "ckpt.pt"
     before, step = ckpt.read_bytes(), checkpoint_step(ckpt)
     assert step < STEPS
@@ -269,10 +281,11 @@ def test_sigint_then_a_failed_write_then_a_torn_log_and_the_run_still_ends_as_if
     assert trajectory(tmp_path / "run" / "log.jsonl") == reference
 
 
-# ------------------------------------------------------------------------------ resume says what changed
+# ------------------------------------------------------------------------- resume says what changed
 
 
-def test_a_changed_lr_on_resume_is_refused_then_allowed_by_name_and_recorded(tmp_path, monkeypatch, capsys):
+def test_a_changed_lr_on_resume_is_refused_then_allowed_by_name_and_recorded(tmp_path, monkeypatch,
+                                                                             capsys):
     from minispdf.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -285,16 +298,21 @@ def test_a_changed_lr_on_resume_is_refused_then_allowed_by_name_and_recorded(tmp
     assert main([*base, "--resume", "--lr", "2e-3", "--batch_size", "3"]) == 2
     err = capsys.readouterr().err
     assert errors(err) == [err.strip()], err
-    assert "(batch_size 2 -> 3, lr 0.001 -> 0.002)" in err and "--allow_change batch_size,lr" in err, err
+    assert ("(batch_size 2 -> 3, lr 0.001 -> 0.002)" in err
+            and "--allow_change batch_size,lr" in err), err
     assert main([*base, "--resume", "--allow_change", "lrr"]) == 2
     assert "--allow_change lrr: no such setting" in capsys.readouterr().err
     assert ckpt.read_bytes() == before  # refusals touch nothing
 
-    assert main([*base, "--resume", "--lr", "2e-3", "--allow_change", "lr", "--stop_after", "3"]) == 0
+    assert (main([*base, "--resume", "--lr", "2e-3", "--allow_change", "lr", "--stop_after", "3"])
+            == 0)
     saved = json.loads((tmp_path / "run" / "settings.json").read_text())
-    assert saved["lr"] == 0.002 and saved["history"] == [{"step": 2, "changed": {"lr": [0.001, 0.002]}}]
-    # settings.json is still a config file: it continues the run as it is now; a larger max_steps is free
-    assert main(["pretrain", "--config", "run/settings.json", "--out", "run", "--resume", "--max_steps", "5",
+    assert (saved["lr"] == 0.002
+            and saved["history"] == [{"step": 2, "changed": {"lr": [0.001, 0.002]}}])
+    # settings.json is still a config file: it continues the run as it is now; a larger max_steps is
+    # free
+    assert main(["pretrain", "--config", "run/settings.json", "--out", "run", "--resume",
+                 "--max_steps", "5",
                  "--stop_after", "0"]) == 0
     saved = json.loads((tmp_path / "run" / "settings.json").read_text())
     assert saved["history"][-1] == {"step": 3, "changed": {"max_steps": [4, 5]}}
@@ -304,7 +322,7 @@ def test_a_changed_lr_on_resume_is_refused_then_allowed_by_name_and_recorded(tmp
     assert torch.load(ckpt, weights_only=True)["train_config"]["lr"] == 0.002  # the new lr was used
 
 
-# ------------------------------------------------------------------------------ the smaller cases: one line each
+# ----------------------------------------------------------------- the smaller cases: one line each
 
 
 def one_error(capsys, *argv):
@@ -324,13 +342,15 @@ def test_deep_nesting_and_wrong_types_in_task_and_predictions_files_are_one_line
     (tmp_path / "deep.json").write_text(deep)
     with pytest.raises(MiniSPDFError, match="nested too deeply"):
         load_dart_file(tmp_path / "deep.json")
-    (tmp_path / "five.json").write_text(json.dumps([{"tripleset": [["a", "b", "c"]], "annotations": 5}]))
+    (tmp_path / "five.json").write_text(
+        json.dumps([{"tripleset": [["a", "b", "c"]], "annotations": 5}]))
     with pytest.raises(MiniSPDFError, match="entry 0 has 'annotations' 5, not a list"):
         load_dart_file(tmp_path / "five.json")
     (tmp_path / "deep.jsonl").write_text('{"prediction": "a", "references": ' + deep + "}\n")
     with pytest.raises(MiniSPDFError, match="nested too deeply"):
         score_file(tmp_path / "deep.jsonl")
-    (tmp_path / "empty.jsonl").write_text(json.dumps({"prediction": "a", "references": ["b", ""]}) + "\n")
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"prediction": "a", "references": ["b", ""]})
+                                          + "\n")
     err = one_error(capsys, "score", str(tmp_path / "empty.jsonl"))
     assert "line 1 has an empty reference" in err
 
@@ -340,8 +360,10 @@ def test_a_checkpoint_whose_meta_is_not_a_dictionary_is_damaged(tmp_path):
 
     from minispdf.checkpoint import FORMAT, read_checkpoint
 
-    torch.save({"format": FORMAT, "model": {}, "model_config": {}, "meta": "oops"}, tmp_path / "c.pt")
-    with pytest.raises(MiniSPDFError, match="damaged: its 'meta' entry is missing or not a dictionary"):
+    torch.save({"format": FORMAT, "model": {}, "model_config": {}, "meta": "oops"},
+               tmp_path / "c.pt")
+    with pytest.raises(MiniSPDFError,
+                       match="damaged: its 'meta' entry is missing or not a dictionary"):
         read_checkpoint(str(tmp_path / "c.pt"))
 
 
@@ -352,7 +374,8 @@ def test_flops_takes_the_vocab_size_its_help_lists(capsys):
     assert json.loads(capsys.readouterr().out)["config"]["vocab_size"] == 50304
 
 
-def test_a_fifo_or_dev_null_is_not_a_regular_file_and_empty_data_is_not_builtin(tmp_path, capsys, monkeypatch):
+def test_a_fifo_or_dev_null_is_not_a_regular_file_and_empty_data_is_not_builtin(tmp_path, capsys,
+                                                                                monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.mkfifo(tmp_path / "pipe.txt")  # reading it would block forever
     for path in ("pipe.txt", os.devnull):
@@ -375,7 +398,8 @@ def test_overwrite_through_a_symlink_replaces_the_run_in_its_target(tmp_path, mo
     before = (tmp_path / "disk" / "run" / "ckpt.pt").read_bytes()
     assert main([*args, "--overwrite", "--seed", "7"]) == 0
     assert os.path.islink("run") and (tmp_path / "disk" / "run" / "ckpt.pt").read_bytes() != before
-    assert sorted(os.listdir(tmp_path / "disk")) == ["run"] and sorted(os.listdir(tmp_path)) == ["disk", "run"]
+    assert (sorted(os.listdir(tmp_path / "disk")) == ["run"]
+            and sorted(os.listdir(tmp_path)) == ["disk", "run"])
 
 
 def test_a_checkpoint_carrying_a_system_call_is_named_as_code_not_as_corrupt(tmp_path):
@@ -383,7 +407,8 @@ def test_a_checkpoint_carrying_a_system_call_is_named_as_code_not_as_corrupt(tmp
 
     from minispdf.checkpoint import read_checkpoint
 
-    torch.save({"format": "minispdf-1", "hook": os.system}, tmp_path / "c.pt")  # torch 2.13: "unsupported GLOBAL"
+    # torch 2.13: "unsupported GLOBAL"
+    torch.save({"format": "minispdf-1", "hook": os.system}, tmp_path / "c.pt")
     with pytest.raises(MiniSPDFError, match="Python objects that a safe load refuses") as e:
         read_checkpoint(str(tmp_path / "c.pt"))
     assert "corrupt" not in str(e.value)
@@ -395,7 +420,8 @@ def test_an_interrupted_overwrite_keeps_both_runs(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MINISPDF_DATA_DIR", DATA["dir"])
-    kw = dict(preset="nano", block_size=16, n_embd=32, batch_size=2, eval_iters=1, eval_interval=0, progress=False,
+    kw = dict(preset="nano", block_size=16, n_embd=32, batch_size=2, eval_iters=1, eval_interval=0,
+              progress=False,
               device="cpu", out="run")
     pretrain(max_steps=2, **kw)
     old = (tmp_path / "run" / "ckpt.pt").read_bytes()
@@ -404,7 +430,8 @@ def test_an_interrupted_overwrite_keeps_both_runs(tmp_path, monkeypatch):
         if event == "step" and record["step"] == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(Interrupted, match="SIGINT at step 3 of 6: .* the run it replaced is kept in .*run.old"):
+    with pytest.raises(Interrupted,
+                       match="SIGINT at step 3 of 6: .* the run it replaced is kept in .*run.old"):
         pretrain(max_steps=6, overwrite=True, seed=5, callbacks=[ctrl_c_at_step_3], **kw)
     assert checkpoint_step(tmp_path / "run" / "ckpt.pt") == 3  # the new run, to resume
     assert (tmp_path / "run.old" / "ckpt.pt").read_bytes() == old  # the old one, untouched

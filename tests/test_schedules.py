@@ -39,7 +39,8 @@ def fit(kind, out=None, stop_after=0, resume=False, **kw):
     sched.start(net)
     cfg = TrainConfig(max_steps=STEPS, batch_size=2, eval_interval=0, eval_iters=1, progress=False,
                       stop_after=stop_after, lr=1e-2)
-    return train(net, RandomBatches(32, 16, 2), cfg, out_dir=out, resume=resume, schedule=sched), net, sched
+    return (train(net, RandomBatches(32, 16, 2), cfg, out_dir=out, resume=resume, schedule=sched),
+            net, sched)
 
 
 # ------------------------------------------------------------------------------ moves, by hand
@@ -73,14 +74,18 @@ def test_set_moves_the_cosine_decayed_fraction_of_each_tensor():
         old = before[name].flatten()
         n_move = round(frac * int(old.sum()))
         kept = old.nonzero().squeeze(1)
-        smallest = set(kept[torch.argsort(weights[name].abs().flatten()[kept], stable=True)[:n_move]].tolist())
+        smallest = set(
+            kept[torch.argsort(weights[name].abs().flatten()[kept], stable=True)[:n_move]].tolist())
         new = mask.flatten()
         dropped = set((old & ~new).nonzero().squeeze(1).tolist())
         grown = set((new & ~old).nonzero().squeeze(1).tolist())
-        assert int(new.sum()) == int(old.sum()) and len(dropped) == len(grown)  # the count kept never changes
-        assert dropped <= smallest and all(new[i] for i in smallest - dropped)  # the smallest left or came back
+        # the count kept never changes
+        assert int(new.sum()) == int(old.sum()) and len(dropped) == len(grown)
+        # the smallest left or came back
+        assert dropped <= smallest and all(new[i] for i in smallest - dropped)
         assert len(grown) + len(smallest - dropped) == n_move and not grown & set(kept.tolist())
-    assert [t for t in range(1, STEPS + 1) if sched.is_update(t)] == [4, 8, 12, 16]  # none from step 18 on
+    # none from step 18 on
+    assert [t for t in range(1, STEPS + 1) if sched.is_update(t)] == [4, 8, 12, 16]
 
 
 def test_rigl_grows_where_the_dense_gradient_is_largest_and_zeroes_moments_of_what_changed():
@@ -136,7 +141,8 @@ def test_gmp_density_follows_the_cubic_ramp_at_given_steps():
 def test_gmp_prunes_the_smallest_of_the_kept():
     mask = torch.tensor([True, True, False, True, True])
     w = torch.tensor([0.4, -0.05, 0.0, 0.3, -0.3])
-    assert S.magnitude_keep(mask, w, 2).tolist() == [True, False, False, True, False]  # tie 0.3 / -0.3: earlier
+    # tie 0.3 / -0.3: earlier
+    assert S.magnitude_keep(mask, w, 2).tolist() == [True, False, False, True, False]
 
 
 def test_nm_keeps_exactly_n_of_every_m_along_the_input_dimension():
@@ -144,7 +150,8 @@ def test_nm_keeps_exactly_n_of_every_m_along_the_input_dimension():
                       [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
     mask = S.nm_mask(w, 2, 4)
     assert mask.tolist() == [[False, True, True, False, True, False, True, False],
-                             [True, True, False, False, True, True, False, False]]  # ties: earlier first
+                             # ties: earlier first
+                             [True, True, False, False, True, True, False, False]]
     S.check_nm(mask, 2, 4)
     with pytest.raises(MiniSPDFError, match="not an 2:4 mask"):
         S.check_nm(torch.ones(2, 8, dtype=torch.bool), 2, 4)
@@ -196,7 +203,8 @@ def test_a_hand_written_loop_keeps_the_zeros_of_every_schedule(kind):
     assert moved == {"static": 0, "nm": 0, "set": 4, "rigl": 4, "gmp": 3}[kind]  # gmp: 10, 14, 18
 
 
-@pytest.mark.parametrize("kind,kw", [("set", {}), ("rigl", {}), ("gmp", {}), ("static", {"dense_from": 0.5}),
+@pytest.mark.parametrize("kind,kw",
+                         [("set", {}), ("rigl", {}), ("gmp", {}), ("static", {"dense_from": 0.5}),
                                      ("rigl", {"dense_from": 0.75})])
 def test_resume_in_the_middle_of_a_schedule_is_bit_exact(kind, kw, tmp_path):
     whole, net_a, sched_a = fit(kind, **kw)
@@ -212,9 +220,11 @@ def test_a_resume_with_another_max_steps_is_refused_for_a_timed_schedule(tmp_pat
     fit("set", out=str(tmp_path), stop_after=6)
     net, sched = model(), S.make_schedule("set", 0.75, STEPS + 8, update_interval=4)
     sched.start(net)
-    cfg = TrainConfig(max_steps=STEPS + 8, batch_size=2, eval_interval=0, eval_iters=1, progress=False)
+    cfg = TrainConfig(max_steps=STEPS + 8, batch_size=2, eval_interval=0, eval_iters=1,
+                      progress=False)
     with pytest.raises(MiniSPDFError, match=f"timed for max_steps {STEPS}"):
-        train(net, RandomBatches(32, 16, 2), cfg, out_dir=str(tmp_path), resume=True, schedule=sched)
+        train(net, RandomBatches(32, 16, 2), cfg, out_dir=str(tmp_path), resume=True,
+              schedule=sched)
 
 
 # ------------------------------------------------------------------------------ FLOPs
@@ -223,7 +233,8 @@ def test_a_resume_with_another_max_steps_is_refused_for_a_timed_schedule(tmp_pat
 def _per_token(density_by_component: dict, T: int) -> float:
     """Training FLOPs per token, written out for nano (d=64, 2 layers, 2 heads, V=32)."""
     L, d, h, V = CFG.n_layer, CFG.n_embd, CFG.n_head, CFG.vocab_size
-    weights = {"qkv": L * 2 * 3 * T * d * d, "attn_out": L * 2 * T * d * d, "mlp": L * 2 * T * 8 * d * d}
+    weights = {"qkv": L * 2 * 3 * T * d * d, "attn_out": L * 2 * T * d * d,
+               "mlp": L * 2 * T * 8 * d * d}
     other = L * 2 * T * T * d * 2 + L * 3 * h * T * T + 2 * T * d * V
     fwd = other + sum(weights[k] * density_by_component[k] for k in weights)
     dense_fwd = other + sum(weights.values())
@@ -239,7 +250,8 @@ def _component_density(net) -> dict:
     return {k: kept.get(k, total.get(k, 1)) / total.get(k, 1) for k in ("qkv", "attn_out", "mlp")}
 
 
-@pytest.mark.parametrize("kind,kw", [("static", {}), ("set", {}), ("rigl", {}), ("gmp", {}), ("nm", {}),
+@pytest.mark.parametrize("kind,kw",
+                         [("static", {}), ("set", {}), ("rigl", {}), ("gmp", {}), ("nm", {}),
                                      ("rigl", {"dense_from": 0.75})])
 def test_logged_flops_equal_an_independent_sum_over_steps(kind, kw):
     """Replay the schedule's moves on a copy, reading each step's kept counts from its masks; RigL's
@@ -250,21 +262,25 @@ def test_logged_flops_equal_an_independent_sum_over_steps(kind, kw):
     T, tokens_per_step, total = 16, 2 * 16, 0.0
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     for step in range(1, STEPS + 1):
-        dens = _component_density(net) if sp.masked_parameters(net) else dict.fromkeys(("qkv", "attn_out", "mlp"), 1.0)
+        dens = (_component_density(net) if sp.masked_parameters(net)
+                else dict.fromkeys(("qkv", "attn_out", "mlp"), 1.0))
         sparse, dense = _per_token(dens, T)
         extra = (dense - sparse) / 3 if kind == "rigl" and sched.is_update(step) and not (
             sched.dense_step and step > sched.dense_step) else 0.0
         total += (sparse + extra) * tokens_per_step
         sched.prepare(step)
-        net(*RandomBatches(32, 16, 2).get_batch("train", torch.Generator().manual_seed(step))[:2])[1].backward()
+        net(*RandomBatches(32, 16, 2).get_batch("train", torch.Generator().manual_seed(step))[:2])[
+            1].backward()
         opt.step()
         opt.zero_grad()
         sched.update(net, opt, step)
     assert result["flops"] == pytest.approx(total, rel=1e-12)
-    assert result["flops_dense"] == pytest.approx(STEPS * tokens_per_step * _per_token(dict.fromkeys(
+    assert result["flops_dense"] == pytest.approx(
+        STEPS * tokens_per_step * _per_token(dict.fromkeys(
         ("qkv", "attn_out", "mlp"), 1.0), T)[0], rel=1e-12)
     analytic = pretraining_flops(schedule(kind, **kw), CFG, 2, 16)["flops"]
-    assert analytic == pytest.approx(total, rel=2e-3)  # nominal densities: per-tensor rounding aside
+    # nominal densities: per-tensor rounding aside
+    assert analytic == pytest.approx(total, rel=2e-3)
 
 
 def test_rigl_costs_more_than_static_by_its_dense_gradient_steps():
@@ -273,8 +289,10 @@ def test_rigl_costs_more_than_static_by_its_dense_gradient_steps():
     assert rigl["flops"] > static["flops"]
     per_update = (rigl["flops"] - static["flops"]) / 4  # updates at 4, 8, 12, 16
     L, d, T, batch = CFG.n_layer, CFG.n_embd, 16, 2
-    weight_fwd = L * 2 * T * (3 + 1 + 8) * d * d * batch  # q/k/v, attention out, MLP: forward, dense
-    assert per_update == pytest.approx(0.75 * weight_fwd, rel=1e-12)  # the weight gradient's pruned 75%, dense
+    # q/k/v, attention out, MLP: forward, dense
+    weight_fwd = L * 2 * T * (3 + 1 + 8) * d * d * batch
+    # the weight gradient's pruned 75%, dense
+    assert per_update == pytest.approx(0.75 * weight_fwd, rel=1e-12)
 
 
 def test_a_run_cut_short_on_an_update_step_leaves_no_gradient_reader():
@@ -283,7 +301,8 @@ def test_a_run_cut_short_on_an_update_step_leaves_no_gradient_reader():
 
         def get_batch(self, split, generator, device="cpu"):
             FailsAtStep4.calls += 1
-            if FailsAtStep4.calls == 4:  # step 4 is RigL's first update: it is reading gradients now
+            # step 4 is RigL's first update: it is reading gradients now
+            if FailsAtStep4.calls == 4:
                 raise RuntimeError("disk gone")
             return super().get_batch(split, generator, device)
 
@@ -296,11 +315,12 @@ def test_a_run_cut_short_on_an_update_step_leaves_no_gradient_reader():
     sp.sparsify(other, 0.5)
     x, y, _ = RandomBatches(32, 16, 2).get_batch("train", torch.Generator().manual_seed(0))
     other(x, y)[1].backward()
-    with pytest.raises(MiniSPDFError, match="found no dense gradient"):  # it read none of other's gradients
+    # it read none of other's gradients
+    with pytest.raises(MiniSPDFError, match="found no dense gradient"):
         sched.update(other, None, 4)
 
 
-# ------------------------------------------------------------------------------ one carrier of the settings
+# ---------------------------------------------------------------------- one carrier of the settings
 
 
 def test_every_place_that_names_the_mask_settings_reads_them_from_sparsity_config():
@@ -311,9 +331,11 @@ def test_every_place_that_names_the_mask_settings_reads_them_from_sparsity_confi
 
     names = [f.name for f in fields(SparsityConfig)]
     assert set(names) <= set(FIXED)  # the checkpoint fixes every one of them on --resume
-    assert list(SCHEDULE_KEYS) == [n for n in SparsityConfig.SCHEDULE_FIELDS if n not in ("schedule", "nm")]
+    assert (list(SCHEDULE_KEYS)
+            == [n for n in SparsityConfig.SCHEDULE_FIELDS if n not in ("schedule", "nm")])
     assert SCHEDULE_KEYS["update_interval"] is int and SCHEDULE_KEYS["drop_fraction"] is float
-    assert S.applies_to("gmp") == ("schedule", "update_interval", "gmp_start", "gmp_end", "dense_from")
+    assert S.applies_to("gmp") == ("schedule", "update_interval", "gmp_start", "gmp_end",
+                                   "dense_from")
 
 
 def test_a_bound_is_declared_once_and_checked_alike_everywhere(tmp_path, capsys):
@@ -321,11 +343,13 @@ def test_a_bound_is_declared_once_and_checked_alike_everywhere(tmp_path, capsys)
 
     with pytest.raises(MiniSPDFError) as e:
         SparsityConfig(0.75, schedule="set", drop_fraction=1.5)
-    said = "drop_fraction=1.5 must be in (0, 1) (the fraction of kept weights moved at the first update, e.g. 0.3)"
+    said = ("drop_fraction=1.5 must be in (0, 1) (the fraction of kept weights moved at the first "
+            "update, e.g. 0.3)")
     assert str(e.value) == said
     with pytest.raises(MiniSPDFError, match=r"^drop_fraction=1\.5 must be in \(0, 1\)"):
         S.make_schedule("set", 0.75, STEPS, drop_fraction=1.5)
-    assert main(["flops", "--preset", "nano", "--sparsity", "0.75", "--schedule", "set", "--drop_fraction", "1.5"]) == 2
+    assert main(["flops", "--preset", "nano", "--sparsity", "0.75", "--schedule", "set",
+                 "--drop_fraction", "1.5"]) == 2
     assert capsys.readouterr().err == f"error: {said}\n"
     grid = tmp_path / "g.toml"
     grid.write_text('inherit = "smoke"\n[schedules]\ndrop_fraction = 1.5\n')

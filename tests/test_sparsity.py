@@ -1,4 +1,5 @@
-"""Tests for minispdf.sparsity: exact masks, methods, distributions, the zeros-stay-zero invariant."""
+"""Tests for minispdf.sparsity: exact masks, methods, distributions, the zeros-stay-zero
+invariant."""
 
 import os
 
@@ -27,7 +28,8 @@ from minispdf.sparsity import (
 )
 from minispdf.train import TrainConfig, finish_step, make_optimizer, train
 
-BLOCK_MATRICES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+BLOCK_MATRICES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
+                  "mlp.c_proj.weight")
 
 
 def make(name="nano", seed=0, **overrides):
@@ -71,12 +73,14 @@ def test_random_masks_deterministic_per_seed_and_differ_across_seeds():
 
 
 def test_random_masks_are_the_same_on_every_rank(monkeypatch):
-    # each data-parallel rank draws its own masks before any broadcast: they must agree by construction
+    # each data-parallel rank draws its own masks before any broadcast: they must agree by
+    # construction
     drawn = []
     for rank in ("0", "1", "3"):
         for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "4"}.items():
             monkeypatch.setenv(key, value)
-        drawn.append(sparsify(make(seed=int(rank)), 0.75, seed=11))  # a random mask ignores the weights
+        # a random mask ignores the weights
+        drawn.append(sparsify(make(seed=int(rank)), 0.75, seed=11))
     for masks in drawn[1:]:
         assert masks.keys() == drawn[0].keys()
         for name in masks:
@@ -127,7 +131,8 @@ def test_global_magnitude_total_exact_and_layers_differ():
     assert len({round(v, 6) for v in per_layer.values()}) > 1
     # the residual projections are initialised smaller, so a global threshold prunes them more
     for i in range(model.config.n_layer):
-        assert per_layer[f"transformer.h.{i}.attn.c_proj.weight"] > per_layer[f"transformer.h.{i}.attn.c_attn.weight"]
+        assert (per_layer[f"transformer.h.{i}.attn.c_proj.weight"]
+                > per_layer[f"transformer.h.{i}.attn.c_attn.weight"])
     # one global threshold: every kept |w| >= every pruned |w| across tensors
     kept_min = min(original[n][m].abs().min().item() for n, m in masks.items())
     pruned_max = max(original[n][~m].abs().max().item() for n, m in masks.items())
@@ -206,7 +211,8 @@ def test_include_matching_nothing_raises():
 
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, "0.5", True, None, float("nan")])
 def test_sparsity_outside_range_raises(bad):
-    with pytest.raises(MiniSPDFError, match=r"is outside \[0, 1\): give the fraction of weights held at zero"):
+    with pytest.raises(MiniSPDFError,
+                       match=r"is outside \[0, 1\): give the fraction of weights held at zero"):
         sparsify(make(), bad)
 
 
@@ -284,7 +290,8 @@ def _pruned(model):
 def test_zeros_stay_zero_through_train_with_adamw():
     model = make()
     sparsify(model, 0.75, seed=0)
-    cfg = TrainConfig(max_steps=10, batch_size=4, lr=1e-2, warmup_steps=2, weight_decay=0.1, grad_clip=1.0,
+    cfg = TrainConfig(max_steps=10, batch_size=4, lr=1e-2, warmup_steps=2, weight_decay=0.1,
+                      grad_clip=1.0,
                       eval_interval=0, eval_iters=1, device="cpu", progress=False)
     before = {n: p.detach().clone() for n, p, _ in masked_parameters(model)}
     train(model, RandomBatches(257, 32, 4), cfg)
@@ -325,7 +332,8 @@ def test_weights_and_adam_moments_zero_after_every_step_of_the_kit_loop():
             assert torch.all(st["exp_avg"][~m] == 0), (step, n)
             assert torch.all(st["exp_avg_sq"][~m] == 0), (step, n)
             assert torch.count_nonzero(st["exp_avg_sq"][m]) > 0
-    # weights written from outside, and optimizer state from a dense run, are re-zeroed by the next step
+    # weights written from outside, and optimizer state from a dense run, are re-zeroed by the next
+    # step
     dense = make()
     dense_opt = make_optimizer(dense, cfg)
     dense(x, y)[1].backward()
@@ -339,13 +347,15 @@ def test_weights_and_adam_moments_zero_after_every_step_of_the_kit_loop():
     finish_step(model, opt, cfg.grad_clip)
     for n, p, m in masked:
         for key in ("exp_avg", "exp_avg_sq"):
-            assert torch.all(opt.state[p][key][~m] == 0) and torch.all(opt.state[p][key][m] != 0), (n, key)
+            assert (torch.all(opt.state[p][key][~m] == 0)
+                    and torch.all(opt.state[p][key][m] != 0)), (n, key)
         assert torch.all(p[~m] == 0) and torch.count_nonzero(p[m]) > 0.99 * int(m.sum()), n
 
 
 def _poison(model, bad, where):
     """A tensor hook (it runs before the mask's hook) that writes ``bad`` into the gradient that
-    backward() computes: in every pruned slot, one pruned slot of the last tensor, or one kept slot."""
+    backward() computes: in every pruned slot, one pruned slot of the last tensor, or one kept
+    slot."""
     masked = masked_parameters(model)
     for i, (_, p, m) in enumerate(masked):
         if where == "all-pruned":
@@ -377,11 +387,14 @@ def test_non_finite_pruned_gradient_does_not_leak(bad, where):
         assert torch.all(p.grad[~m] == 0), n
         assert torch.isfinite(p.grad).all(), n
         assert torch.equal(p.grad[m], raw[n][m]), n
-        assert torch.equal(p.grad.view(torch.int32), torch.where(m, raw[n], 0.0).view(torch.int32)), n  # bit for bit
+        # bit for bit
+        assert torch.equal(p.grad.view(torch.int32),
+                           torch.where(m, raw[n], 0.0).view(torch.int32)), n
 
 
 def test_a_kept_nan_stays_visible():
-    # a NaN in a *kept* slot is the model's own problem: it stays in the gradient (as with torch.where)
+    # a NaN in a *kept* slot is the model's own problem: it stays in the gradient (as with
+    # torch.where)
     model = make()
     sparsify(model, 0.75, seed=0)
     _poison(model, float("nan"), "one-kept")
@@ -442,7 +455,8 @@ def test_sparsity_report_numbers():
     assert dense["total"]["zeros"] == 0 and dense["total"]["masked"] == 0
     d = model.config.n_embd
     proj = sparsity_report(model, include=r"attn\.c_proj\.weight$")["layers"]
-    assert [(r["name"], r["shape"]) for r in proj] == [(f"transformer.h.{i}.attn.c_proj.weight", [d, d]) for i in (0, 1)]
+    assert ([(r["name"], r["shape"]) for r in proj]
+            == [(f"transformer.h.{i}.attn.c_proj.weight", [d, d]) for i in (0, 1)])
 
 
 def test_format_sparsity_report_lists_every_tensor_and_the_total():
@@ -451,8 +465,10 @@ def test_format_sparsity_report_lists_every_tensor_and_the_total():
     lines = format_sparsity_report(sparsity_report(model)).split("\n")
     assert lines[0].split() == ["tensor", "shape", "sparsity"]
     assert [line.split() for line in lines[1:5]] == [
-        ["transformer.h.0.attn.c_attn.weight", "192x64", "75.0%"], ["transformer.h.0.attn.c_proj.weight", "64x64", "75.0%"],
-        ["transformer.h.0.mlp.c_fc.weight", "256x64", "75.0%"], ["transformer.h.0.mlp.c_proj.weight", "64x256", "75.0%"]]
+        ["transformer.h.0.attn.c_attn.weight", "192x64", "75.0%"],
+        ["transformer.h.0.attn.c_proj.weight", "64x64", "75.0%"],
+        ["transformer.h.0.mlp.c_fc.weight", "256x64", "75.0%"],
+        ["transformer.h.0.mlp.c_proj.weight", "64x256", "75.0%"]]
     assert len(lines) == 1 + 8 + 1
     assert lines[-1].split() == ["all", "sparsified", "tensors", "98,304", "75.0%"]
 

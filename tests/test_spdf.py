@@ -25,7 +25,8 @@ from minispdf.sparsity import mask_state_keys, masked_parameters, sparsify
 from minispdf.spdf import finetune
 from minispdf.train import TrainConfig, train
 
-FT = dict(batch_size=3, lr=3e-3, warmup_steps=1, eval_interval=0, eval_iters=1, device="cpu", progress=False,
+FT = dict(batch_size=3, lr=3e-3, warmup_steps=1, eval_interval=0, eval_iters=1, device="cpu",
+          progress=False,
           seed=5)
 
 
@@ -36,7 +37,8 @@ def pretrained(tmp_path_factory):
     torch.manual_seed(0)
     model = GPT(preset_config("nano", dropout=0.1))
     sparsify(model, 0.75, seed=0)
-    cfg = TrainConfig(max_steps=2, batch_size=2, eval_interval=0, eval_iters=1, device="cpu", progress=False)
+    cfg = TrainConfig(max_steps=2, batch_size=2, eval_interval=0, eval_iters=1, device="cpu",
+                      progress=False)
     train(model, RandomBatches(257, 32, 2), cfg, out_dir=out,
           meta=dict(phase="pretrain", tokenizer="char", sparsity=0.75))
     return out
@@ -60,7 +62,8 @@ def test_spdf_trains_the_formerly_pruned_weights(pretrained):
     for name, mask in masks.items():
         assert torch.all(before[name][~mask] == 0), name  # they start at zero ...
         revived = torch.count_nonzero(params[name].detach()[~mask]).item()
-        assert revived > 0.9 * int((~mask).sum()), (name, revived)  # ... and dense fine-tuning trains them
+        # ... and dense fine-tuning trains them
+        assert revived > 0.9 * int((~mask).sum()), (name, revived)
 
 
 def test_spsf_keeps_the_masks_and_the_pruned_weights_exactly_zero(pretrained):
@@ -73,11 +76,12 @@ def test_spsf_keeps_the_masks_and_the_pruned_weights_exactly_zero(pretrained):
     for name, mask in masks.items():
         assert torch.equal(now[name], mask), name
         assert torch.all(params[name].detach()[~mask] == 0), name
-        assert not torch.equal(params[name].detach()[mask], before[name][mask]), name  # the kept ones trained
+        # the kept ones trained
+        assert not torch.equal(params[name].detach()[mask], before[name][mask]), name
     assert res["flops"] < res["flops_dense"]  # and it is accounted as sparse
 
 
-# ---------------------------------------------------------------- tokens and FLOPs of a fine-tuning run
+# ------------------------------------------------------------ tokens and FLOPs of a fine-tuning run
 
 
 class RecordingTaskBatches(batches_lib.TaskBatches):
@@ -111,7 +115,8 @@ def test_finetune_logs_target_tokens_and_measured_flops(pretrained, tmp_path, mo
     RecordingTaskBatches.shapes = []
     out = str(tmp_path / "ft")
     steps, accum, B = 4, 2, FT["batch_size"]
-    res = finetune(init_from=pretrained, task=small_task(), out=out, max_steps=steps, grad_accum=accum, **FT)
+    res = finetune(init_from=pretrained, task=small_task(), out=out, max_steps=steps,
+                   grad_accum=accum, **FT)
     shapes = RecordingTaskBatches.shapes
     assert len(shapes) == steps * accum and all(b == B for b, _ in shapes)
     assert len({t for _, t in shapes}) > 1  # batches of different lengths: padding was processed
@@ -120,7 +125,8 @@ def test_finetune_logs_target_tokens_and_measured_flops(pretrained, tmp_path, mo
     logged = [r for r in records if "loss" in r]
     assert [r["step"] for r in logged] == list(range(1, steps + 1))
     # tokens: the targets only (every reference is REF_LEN bytes, plus its end of text)
-    assert [r["tokens"] for r in logged] == [s * accum * B * (REF_LEN + 1) for s in range(1, steps + 1)]
+    assert ([r["tokens"] for r in logged]
+            == [s * accum * B * (REF_LEN + 1) for s in range(1, steps + 1)])
     assert res["tokens"] == steps * accum * B * (REF_LEN + 1)
     # FLOPs: every position processed (prompt and padding too), at the measured cost per sequence
     per_seq = {t: measured_train_flops(res["model"], t) for _, t in shapes}
@@ -136,8 +142,10 @@ def test_finetune_logs_target_tokens_and_measured_flops(pretrained, tmp_path, mo
 
 
 def test_finetune_resume_with_dropout_and_grad_accum_is_bit_exact(pretrained, tmp_path):
-    assert read_checkpoint(pretrained)["model_config"]["dropout"] == 0.1  # dropout draws from torch's RNG
-    kw = dict(init_from=pretrained, task=small_task(), max_steps=6, grad_accum=2, **{**FT, "eval_interval": 2})
+    # dropout draws from torch's RNG
+    assert read_checkpoint(pretrained)["model_config"]["dropout"] == 0.1
+    kw = dict(init_from=pretrained, task=small_task(), max_steps=6, grad_accum=2,
+              **{**FT, "eval_interval": 2})
     full, split = str(tmp_path / "full"), str(tmp_path / "split")
     res_full = finetune(out=full, **kw)
     res_half = finetune(out=split, stop_after=3, **kw)
@@ -155,7 +163,8 @@ def test_finetune_resume_with_dropout_and_grad_accum_is_bit_exact(pretrained, tm
     assert sd_full.keys() == sd_split.keys()
     for k in sd_full:
         assert torch.equal(sd_full[k], sd_split[k]), k
-    opt_full, opt_split = read_checkpoint(full)["optimizer"]["state"], read_checkpoint(split)["optimizer"]["state"]
+    opt_full, opt_split = (read_checkpoint(full)["optimizer"]["state"],
+                           read_checkpoint(split)["optimizer"]["state"])
     for i in opt_full:
         for k in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(opt_full[i][k], opt_split[i][k]), (i, k)
@@ -168,12 +177,15 @@ def test_settings_objects_and_keywords_are_the_same_run():
     from minispdf.schedules import SparsityConfig
     from minispdf.spdf import ModelConfig, RunConfig, pretrain
 
-    train_kw = dict(max_steps=2, batch_size=2, eval_iters=1, eval_interval=0, device="cpu", progress=False)
+    train_kw = dict(max_steps=2, batch_size=2, eval_iters=1, eval_interval=0, device="cpu",
+                    progress=False)
     by_keyword = pretrain(preset="nano", block_size=32, sparsity=0.5, mask_seed=3, **train_kw)
     by_object = pretrain(model_config=ModelConfig("nano", arch=dict(block_size=32)),
-                         sparsity_config=SparsityConfig(0.5, mask_seed=3), training=TrainConfig(**train_kw), run=RunConfig())
+                         sparsity_config=SparsityConfig(0.5, mask_seed=3),
+                         training=TrainConfig(**train_kw), run=RunConfig())
     assert by_object["model"].config.block_size == 32
-    assert (by_object["val_loss"], by_object["flops"]) == (by_keyword["val_loss"], by_keyword["flops"])
+    assert (by_object["val_loss"], by_object["flops"]) == (by_keyword["val_loss"],
+                                                           by_keyword["flops"])
     with pytest.raises(MiniSPDFError, match="unknown setting.*colour"):
         pretrain(preset="nano", colour="red")
     with pytest.raises(MiniSPDFError, match="unknown architecture setting.*vocab_size"):

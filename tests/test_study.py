@@ -17,8 +17,10 @@ from minispdf.study import claims as claims_lib
 from minispdf.study import plan as plan_lib
 from minispdf.study import report, resolve_grid, run_study, stats
 
-REQUIRED_CSV = ("task", "size", "set", "arm", "seed", "pretrain_flops", "pretrain_val_loss", "test_loss", "bleu")
-REQUIRED_CLAIM = ("claim", "metric", "measure", "effect", "ci_low", "ci_high", "margin", "n_seeds", "verdict", "reason",
+REQUIRED_CSV = ("task", "size", "set", "arm", "seed", "pretrain_flops", "pretrain_val_loss",
+                "test_loss", "bleu")
+REQUIRED_CLAIM = ("claim", "metric", "measure", "effect", "ci_low", "ci_high", "margin", "n_seeds",
+                  "verdict", "reason",
                   "abs_effect", "abs_ci_low", "abs_ci_high", "mde", "declaration")
 
 
@@ -50,10 +52,11 @@ def test_directional():
     assert stats.directional([1.0, -1.0, 0.1])[0] == stats.INCONCLUSIVE
 
 
-# ------------------------------------------------------------------------------ claims on made-up rows
+# --------------------------------------------------------------------------- claims on made-up rows
 
 
-def _rows(spdf_loss=1.0, spsf_loss=1.3, dense_bleu=20.0, scratch_loss=2.0, seeds=4, size="nano", task="easy",
+def _rows(spdf_loss=1.0, spsf_loss=1.3, dense_bleu=20.0, scratch_loss=2.0, seeds=4, size="nano",
+          task="easy",
           spdf_noise=1.5):
     rows = []
     noise = [0.0, 0.004, -0.004, 0.002, -0.002][:seeds]
@@ -61,7 +64,8 @@ def _rows(spdf_loss=1.0, spsf_loss=1.3, dense_bleu=20.0, scratch_loss=2.0, seeds
         common = dict(task=task, size=size, set="full", seed=seed, pretrain_flops=1.0)
         for arm, loss, bleu in (("dense", 1.0 + e, dense_bleu + 10 * e),
                                 ("spdf75", spdf_loss + spdf_noise * e, dense_bleu - 0.2),
-                                ("spsf75", spsf_loss + e, dense_bleu - 5), ("scratch", scratch_loss + e, 1.0)):
+                                ("spsf75", spsf_loss + e, dense_bleu - 5),
+                                ("scratch", scratch_loss + e, 1.0)):
             rows.append(dict(common, arm=arm, test_loss=loss, bleu=bleu))
     return rows
 
@@ -82,20 +86,24 @@ def _judge(rows, entropy=3.26, val_loss=2.0, grid=None):
     for r in rows:
         r["pretrain_val_loss"] = None if r["arm"] == "scratch" else val_loss
     decl = _declaration(rows, grid)
-    return {(c["claim"], c["measure"]): c for c in claims_lib.Judge(decl, rows, entropy, "declared.json").claims()}
+    return {(c["claim"], c["measure"]): c
+            for c in claims_lib.Judge(decl, rows, entropy, "declared.json").claims()}
 
 
 def test_benefit_lost_is_the_hand_computed_share_per_seed():
     """L = (arm - dense) / (scratch - dense) on loss, (dense - arm) / (dense - scratch) on BLEU."""
     rows = []
     hand = {"test_loss": [], "bleu": []}
-    for seed, (d, s, a, db, sb, ab) in enumerate([(1.0, 2.0, 1.1, 20.0, 0.0, 18.0), (0.8, 2.0, 1.1, 30.0, 2.0, 23.0),
+    for seed, (d, s, a, db, sb, ab) in enumerate([(1.0, 2.0, 1.1, 20.0, 0.0, 18.0),
+                                                  (0.8, 2.0, 1.1, 30.0, 2.0, 23.0),
                                                   (1.2, 1.6, 1.24, 10.0, 1.0, 10.9)]):
         for arm, loss, bleu in (("dense", d, db), ("scratch", s, sb), ("spdf75", a, ab)):
-            rows.append(dict(task="easy", size="nano", set="full", seed=seed, arm=arm, test_loss=loss, bleu=bleu))
+            rows.append(dict(task="easy", size="nano", set="full", seed=seed, arm=arm,
+                             test_loss=loss, bleu=bleu))
         hand["test_loss"].append((a - d) / (s - d))
         hand["bleu"].append((db - ab) / (db - sb))
-    assert hand["test_loss"] == pytest.approx([0.1, 0.25, 0.1]) and hand["bleu"] == pytest.approx([0.1, 0.25, -0.1])
+    assert (hand["test_loss"] == pytest.approx([0.1, 0.25, 0.1])
+            and hand["bleu"] == pytest.approx([0.1, 0.25, -0.1]))
     c = _judge(rows)
     for m in ("test_loss", "bleu"):
         got = c["spdf75: no significant loss vs dense", m]
@@ -106,20 +114,24 @@ def test_benefit_lost_is_the_hand_computed_share_per_seed():
         assert got["ci90_high"] == pytest.approx(mean + 2.919986 * sd / math.sqrt(3))
         assert got["margin"] == 0.10 and got["n_seeds"] == 3
     loss = c["spdf75: no significant loss vs dense", "test_loss"]
-    assert loss["abs_effect"] == pytest.approx(statistics.fmean([0.1, 0.3, 0.04])) and loss["abs_unit"] == "nats"
+    assert (loss["abs_effect"] == pytest.approx(statistics.fmean([0.1, 0.3, 0.04]))
+            and loss["abs_unit"] == "nats")
     bleu = c["spdf75: no significant loss vs dense", "bleu"]
-    assert bleu["abs_effect"] == pytest.approx(statistics.fmean([2.0, 7.0, -0.9])) and bleu["abs_unit"] == "BLEU points"
+    assert (bleu["abs_effect"] == pytest.approx(statistics.fmean([2.0, 7.0, -0.9]))
+            and bleu["abs_unit"] == "BLEU points")
 
 
 def test_claims_follow_the_numbers():
     c = _judge(_rows(spdf_loss=1.01))  # loses 1% of the benefit: well inside the 0.10 margin
     assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.HOLDS
-    assert c["spdf75: no significant loss vs dense", "bleu"]["verdict"] == stats.HOLDS  # 0.2 of 19 points
+    # 0.2 of 19 points
+    assert c["spdf75: no significant loss vs dense", "bleu"]["verdict"] == stats.HOLDS
     assert c["spsf75 (masks kept) loses more than spdf75", "test_loss"]["verdict"] == stats.HOLDS
     c = _judge(_rows(spdf_loss=1.30, spsf_loss=1.1))  # loses 30% of the benefit
     assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.FAILS
     assert c["spsf75 (masks kept) loses more than spdf75", "test_loss"]["verdict"] == stats.FAILS
-    c = _judge(_rows(spdf_loss=1.10, spdf_noise=3.0))  # centred on the margin: the interval straddles it
+    # centred on the margin: the interval straddles it
+    c = _judge(_rows(spdf_loss=1.10, spdf_noise=3.0))
     assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] == stats.INCONCLUSIVE
 
 
@@ -133,14 +145,16 @@ def test_a_wide_inconclusive_interval_is_underpowered():
 def test_gates_make_claims_untestable_with_a_reason():
     c = _judge(_rows(dense_bleu=4.0))  # BLEU at its floor: BLEU claims untestable, loss claims not
     bleu = c["spdf75: no significant loss vs dense", "bleu"]
-    assert bleu["verdict"] == stats.UNTESTABLE and "below 10" in bleu["reason"] and "floor" in bleu["reason"]
+    assert (bleu["verdict"] == stats.UNTESTABLE and "below 10" in bleu["reason"]
+            and "floor" in bleu["reason"])
     assert c["spdf75: no significant loss vs dense", "test_loss"]["verdict"] != stats.UNTESTABLE
     c = _judge(_rows(dense_bleu=95.0))  # BLEU at its ceiling
     assert "ceiling" in c["spdf75: no significant loss vs dense", "bleu"]["reason"]
     c = _judge(_rows(scratch_loss=1.0))  # pre-training does not help
     assert all(v["verdict"] == stats.UNTESTABLE and "does not beat scratch" in v["reason"]
                for k, v in c.items() if k[1] == "test_loss")
-    c = _judge(_rows(scratch_loss=1.05))  # helps, but by 5% of scratch's loss: too close to the floor
+    # helps, but by 5% of scratch's loss: too close to the floor
+    c = _judge(_rows(scratch_loss=1.05))
     assert "floor" in c["spdf75: no significant loss vs dense", "test_loss"]["reason"]
     c = _judge(_rows(), val_loss=3.2)  # pre-training still on its plateau (unigram entropy 3.26)
     assert all(v["verdict"] == stats.UNTESTABLE and "plateau" in v["reason"] for v in c.values())
@@ -158,7 +172,8 @@ def test_power_before_the_run_is_the_t_half_width_of_the_prior_spread():
     claim = next(c for c in decl["claims"] if c["claim"] == "spdf75: no significant loss vs dense"
                  and c["measure"] == "test_loss")
     lost = [(a["test_loss"] - d["test_loss"]) / (s["test_loss"] - d["test_loss"])
-            for d, a, s in zip(*[[r for r in prior if r["arm"] == arm] for arm in ("dense", "spdf75", "scratch")])]
+            for d, a, s in zip(*[[r for r in prior if r["arm"] == arm]
+                                 for arm in ("dense", "spdf75", "scratch")])]
     sd = statistics.stdev(lost)
     got = power.expected(decl["claims"], (prior, "prior"))["claims"][claim["id"]]
     assert got["sd"] == pytest.approx(sd) and got["n_planned"] == 4 and got["from"] == "same cells"
@@ -166,7 +181,8 @@ def test_power_before_the_run_is_the_t_half_width_of_the_prior_spread():
     assert got["underpowered"] == (got["halfwidth"] > 0.10)
     n = got["seeds_needed"]
     assert stats.halfwidth(sd, n, 0.95) <= 0.10 < stats.halfwidth(sd, n - 1, 0.95)
-    assert power.expected(decl["claims"], None)["claims"][claim["id"]]["sd"] is None  # no prior: no estimate
+    # no prior: no estimate
+    assert power.expected(decl["claims"], None)["claims"][claim["id"]]["sd"] is None
 
 
 def test_mde_is_the_distance_80_percent_power_detects():
@@ -221,17 +237,21 @@ def smoke(tmp_path_factory, data_dir):
 def test_smoke_grid_writes_every_output(smoke):
     out, res, calls = smoke
     pretrains, cells = plan_lib.plan(_grid())
-    assert calls == {"pretrain": len(pretrains), "finetune": len(cells)}  # pre-training shared, run once
-    assert len(pretrains) == 2 * 4 + 2 * 2  # nano: dense, 50, 75, equal-FLOP dense; pico: dense, 75; 2 seeds
+    # pre-training shared, run once
+    assert calls == {"pretrain": len(pretrains), "finetune": len(cells)}
+    # nano: dense, 50, 75, equal-FLOP dense; pico: dense, 75; 2 seeds
+    assert len(pretrains) == 2 * 4 + 2 * 2
     with open(os.path.join(out, "results.csv")) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(cells) and set(REQUIRED_CSV) <= set(rows[0])
     claims = json.load(open(os.path.join(out, "claims.json")))
     assert claims and all(set(REQUIRED_CLAIM) <= set(c) for c in claims)
-    assert {c["verdict"] for c in claims} <= set(stats.VERDICTS) and {c["metric"] for c in claims} == {"L"}
+    assert ({c["verdict"] for c in claims} <= set(stats.VERDICTS)
+            and {c["metric"] for c in claims} == {"L"})
     judged = claims
     assert judged and all(c["declaration"] == "declared.json" for c in judged)
-    assert {c["claim"] for c in judged} >= {"harder tasks lose more (spdf75)", "larger models lose less (spdf75)",
+    assert {c["claim"] for c in judged} >= {"harder tasks lose more (spdf75)",
+                                            "larger models lose less (spdf75)",
                                              "a smaller fine-tuning set loses more (spdf75)"}
     for png in report.FIGURES:
         with open(os.path.join(out, png), "rb") as f:
@@ -245,16 +265,23 @@ def test_smoke_grid_writes_every_output(smoke):
 def test_arms_are_what_their_names_say(smoke):
     _, res, _ = smoke
     rows = res["rows"]
-    assert {r["arm"] for r in rows} == {"dense", "spdf50", "spdf75", "spsf75", "eqflop75", "scratch"}
-    assert all(r["pretrain_flops"] == 0 and r["pretrain_val_loss"] is None for r in rows if r["arm"] == "scratch")
-    one = {r["arm"]: r for r in rows if r["seed"] == 0 and r["size"] == "nano" and r["set"] == "full"}
-    assert one["spdf75"]["pretrain_sparsity"] == 0.75 and one["eqflop75"]["pretrain_sparsity"] == 0.0
+    assert {r["arm"] for r in rows} == {"dense", "spdf50", "spdf75", "spsf75", "eqflop75",
+                                        "scratch"}
+    assert all(r["pretrain_flops"] == 0 and r["pretrain_val_loss"] is None for r in rows
+               if r["arm"] == "scratch")
+    one = {r["arm"]: r for r in rows
+           if r["seed"] == 0 and r["size"] == "nano" and r["set"] == "full"}
+    assert (one["spdf75"]["pretrain_sparsity"] == 0.75
+            and one["eqflop75"]["pretrain_sparsity"] == 0.0)
     # the equal-FLOP dense run spends (about) the sparse run's pre-training FLOPs, in fewer steps
     assert one["eqflop75"]["pretrain_steps"] < one["dense"]["pretrain_steps"]
     step_flops = one["dense"]["pretrain_flops"] / one["dense"]["pretrain_steps"]  # one dense step
-    assert abs(one["eqflop75"]["pretrain_flops"] - one["spdf75"]["pretrain_flops"]) <= step_flops / 2
-    assert one["spdf75"]["pretrain_flops"] < one["spdf50"]["pretrain_flops"] < one["dense"]["pretrain_flops"]
-    small = {r["arm"]: r for r in rows if r["seed"] == 0 and r["size"] == "nano" and r["set"] == "small"}
+    assert (abs(one["eqflop75"]["pretrain_flops"] - one["spdf75"]["pretrain_flops"])
+            <= step_flops / 2)
+    assert (one["spdf75"]["pretrain_flops"] < one["spdf50"]["pretrain_flops"]
+            < one["dense"]["pretrain_flops"])
+    small = {r["arm"]: r for r in rows
+             if r["seed"] == 0 and r["size"] == "nano" and r["set"] == "small"}
     assert small["dense"]["n_train_inputs"] < one["dense"]["n_train_inputs"]
 
 
@@ -305,29 +332,34 @@ def test_changed_grid_does_not_reuse_stale_cells():
     grid["sizes"]["nano"]["finetune_steps"] += 1
     _, changed = plan_lib.plan(grid)
     old = {c["name"] for c in cells}
-    assert sum(c["name"] not in old for c in changed) == sum(c["spec"]["size"] == "nano" for c in changed)
+    assert (sum(c["name"] not in old for c in changed)
+            == sum(c["spec"]["size"] == "nano" for c in changed))
 
 
 def test_default_grid_is_designed_so_each_claim_can_show():
     from minispdf.study.grid_tasks import load_tasks
 
     grid = resolve_grid("default")
-    tpp = {s: plan_lib.pretrain_steps(grid, s) * 8 * 256 / plan_lib.n_params(grid, s) for s in grid["sizes"]}
+    tpp = {s: plan_lib.pretrain_steps(grid, s) * 8 * 256 / plan_lib.n_params(grid, s)
+           for s in grid["sizes"]}
     assert all(t == pytest.approx(20, rel=0.01) for t in tpp.values())
     assert plan_lib.n_params(grid, "large") >= 4 * plan_lib.n_params(grid, "small")
     assert grid["primary"]["task"] == "hard" and grid["blocks"][0]["seeds"] >= 8
     assert grid["sets"]["small"] <= 0.05 and grid["sets"]["full"] == 1.0
     tasks = load_tasks({**grid, "tasks": {k: grid["tasks"][k] for k in grid["difficulty"]}})
-    counts = {k: (t["info"]["n_train_inputs"], t["info"]["n_train_pairs"]) for k, t in tasks.items()}
+    counts = {k: (t["info"]["n_train_inputs"], t["info"]["n_train_pairs"])
+              for k, t in tasks.items()}
     assert len(set(counts.values())) == 1, counts  # difficulty is not confounded with set size
 
 
-def test_dry_run_trains_nothing_and_gpu_grid_dry_runs_on_a_cpu(tmp_path, monkeypatch, capsys, data_dir):
+def test_dry_run_trains_nothing_and_gpu_grid_dry_runs_on_a_cpu(tmp_path, monkeypatch, capsys,
+                                                               data_dir):
     counter = Counter(monkeypatch)
     out = str(tmp_path / "out")
     assert cli_main(["reproduce", "--grid", "smoke", "--dry-run", "--out", out]) == 0
     text = capsys.readouterr().out
-    assert "estimated time" in text and "dry run" in text and counter.calls == {"pretrain": 0, "finetune": 0}
+    assert ("estimated time" in text and "dry run" in text
+            and counter.calls == {"pretrain": 0, "finetune": 0})
     assert not os.path.exists(os.path.join(out, "cells"))
     assert cli_main(["reproduce", "--grid", "gpu", "--dry-run", "--out", out]) == 0
     text = capsys.readouterr().out
@@ -352,10 +384,12 @@ def test_unknown_arm_is_refused():
 
     with pytest.raises(MiniSPDFError, match="unknown arm"):
         parse_arm("sparse75")
-    assert parse_arm("eqflop75") == {"arm": "eqflop75", "kind": "eqflop", "sparsity": 0.75, "pretrained": True,
+    assert parse_arm("eqflop75") == {"arm": "eqflop75", "kind": "eqflop", "sparsity": 0.75,
+                                     "pretrained": True,
                                      "keep_masks": False, "equal_flops": True, "schedule": "static",
                                      "dense_tail": False, "nm": None}
-    assert parse_arm("nm24") | {} == {"arm": "nm24", "kind": "nm", "sparsity": 0.5, "pretrained": True,
+    assert parse_arm("nm24") | {} == {"arm": "nm24", "kind": "nm", "sparsity": 0.5,
+                                      "pretrained": True,
                                       "keep_masks": False, "equal_flops": False, "schedule": "nm",
                                       "dense_tail": False, "nm": "2:4"}
     assert parse_arm("vspdf75")["dense_tail"] and parse_arm("rigl75")["schedule"] == "rigl"
@@ -367,17 +401,19 @@ def test_parallel_jobs_give_the_same_rows(smoke, tmp_path):
     """Two worker processes (one thread each) compute what one process computes."""
     _, res, _ = smoke
     serial = {r["cell"]: r for r in res["rows"] if r["seed"] == 0}
-    par = run_study(resolve_grid("smoke", seeds=1), str(tmp_path / "par"), device="cpu", jobs=2, log=lambda *a: None)
+    par = run_study(resolve_grid("smoke", seeds=1), str(tmp_path / "par"), device="cpu", jobs=2,
+                    log=lambda *a: None)
     assert par["timing"]["jobs"] == 2 and {r["cell"] for r in par["rows"]} == set(serial)
     for r in par["rows"]:
         assert r["test_loss"] == pytest.approx(serial[r["cell"]]["test_loss"], rel=1e-4)
         assert r["pretrain_flops"] == serial[r["cell"]]["pretrain_flops"]
 
 
-# ------------------------------------------------------------------------------ declaration, verify, grid files
+# ------------------------------------------------------------------ declaration, verify, grid files
 
 
-def test_declaration_is_written_before_the_first_job_and_rules_cannot_change_after(tmp_path, monkeypatch, data_dir):
+def test_declaration_is_written_before_the_first_job_and_rules_cannot_change_after(tmp_path,
+        monkeypatch, data_dir):
     out = str(tmp_path / "out")
     grid = resolve_grid("smoke", seeds=1)
     seen = []
@@ -390,7 +426,8 @@ def test_declaration_is_written_before_the_first_job_and_rules_cannot_change_aft
     run_study(grid, out, device="cpu", jobs=1, log=lambda *a: None)
     assert seen and all(seen)
     decl = json.load(open(os.path.join(out, "declared.json")))
-    assert {"grid", "claims", "metric", "margins", "gates", "seeds", "commit", "written", "power"} <= set(decl)
+    assert {"grid", "claims", "metric", "margins", "gates", "seeds", "commit", "written",
+            "power"} <= set(decl)
     grid["margins"]["test_loss"] = 0.5  # a looser rule after the data are in
     with pytest.raises(MiniSPDFError, match="declared other margins"):
         run_study(grid, out, device="cpu", jobs=1, log=lambda *a: None)
@@ -414,7 +451,8 @@ def test_verify_reruns_cells_bit_for_bit_and_names_the_ones_that_differ(smoke, t
     with open(os.path.join(out, "results.csv")) as f:
         text = f.read()
     row = next(line for line in text.splitlines() if line.endswith(cell))
-    tampered = row.replace(f",{next(r for r in res['rows'] if r['cell'] == cell)['test_loss']!r},", ",0.5,")
+    tampered = row.replace(f",{next(r for r in res['rows'] if r['cell'] == cell)['test_loss']!r},",
+                           ",0.5,")
     assert tampered != row
     with open(os.path.join(out, "results.csv"), "w") as f:
         f.write(text.replace(row, tampered))
@@ -446,7 +484,8 @@ arms = ["dense", "spdf75", "scratch"]
 seeds = 1
 ''')
     grid = resolve_grid(str(path))
-    assert grid["name"] == "mine" and grid["source"] == str(path.resolve()) and len(grid["blocks"]) == 1
+    assert (grid["name"] == "mine" and grid["source"] == str(path.resolve())
+            and len(grid["blocks"]) == 1)
     assert set(grid["sizes"]) == {"nano"} and set(grid["sets"]) == {"full"}  # unused ones dropped
     res = run_study(grid, str(tmp_path / "out"), device="cpu", jobs=1, log=lambda *a: None)
     assert {r["arm"] for r in res["rows"]} == {"dense", "spdf75", "scratch"}
@@ -454,16 +493,22 @@ seeds = 1
 
 @pytest.mark.parametrize("text, needle", [
     ('inherit = "smoke"\nwarmup = 3\n', "unknown key warmup"),
-    ('inherit = "smoke"\n[sizes.nano]\nfinetune_steps = "many"\n', "key sizes.nano.finetune_steps must be an integer"),
+    ('inherit = "smoke"\n[sizes.nano]\nfinetune_steps = "many"\n',
+     "key sizes.nano.finetune_steps must be an integer"),
     ('inherit = "smoke"\n[margins]\ntest_loss = 1.5\n', "key margins.test_loss = 1.5"),
-    ('inherit = "smoke"\nprimary = { task = "nope", size = "nano", set = "full" }\n', "key primary.task"),
-    ('inherit = "smoke"\n[[blocks]]\nsizes = ["huge"]\ntasks = ["easy"]\nsets = ["full"]\narms = ["dense"]\n'
+    ('inherit = "smoke"\nprimary = { task = "nope", size = "nano", set = "full" }\n',
+     "key primary.task"),
+    ('inherit = "smoke"\n[[blocks]]\nsizes = ["huge"]\ntasks = ["easy"]\nsets = ["full"]\narms '
+     '= ["dense"]\n'
      'seeds = 1\n', "blocks[0].sizes names undeclared sizes ['huge']"),
     ('description = "x"\n', "missing key block_size"),
-    ('inherit = "smoke"\n[schedules]\ndrop_fraction = 1.5\n', "key schedules.drop_fraction=1.5 must be in (0, 1)"),
-    ('inherit = "smoke"\n[schedules]\ngmp_start = 0.8\ngmp_end = 0.5\n', "need gmp_start < gmp_end"),
+    ('inherit = "smoke"\n[schedules]\ndrop_fraction = 1.5\n',
+     "key schedules.drop_fraction=1.5 must be in (0, 1)"),
+    ('inherit = "smoke"\n[schedules]\ngmp_start = 0.8\ngmp_end = 0.5\n',
+     "need gmp_start < gmp_end"),
     ('inherit = "smoke"\n[pretrain]\nlr = 0.0\n', "key pretrain.lr=0.0 must be a positive number"),
-    ('inherit = "smoke"\n[finetune]\nwarmup_frac = 1.5\n', "key finetune.warmup_frac = 1.5 must be in [0, 1)"),
+    ('inherit = "smoke"\n[finetune]\nwarmup_frac = 1.5\n',
+     "key finetune.warmup_frac = 1.5 must be in [0, 1)"),
     ('inherit = "smoke"\n[pretrain]\nmax_steps = 3\n', "unknown key pretrain.max_steps"),
     ('inherit = "smoke"\n[pretrain]\ngrad_clip = -1\n', "key pretrain.grad_clip=-1 must be"),
     ('inherit = "smoke"\nblocks = [\n', "is not valid TOML"),
@@ -471,28 +516,36 @@ seeds = 1
 def test_a_bad_grid_file_is_one_line_naming_the_key(tmp_path, capsys, text, needle):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    assert cli_main(["reproduce", "--grid", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    assert (cli_main(["reproduce", "--grid", str(path), "--dry-run", "--out", str(tmp_path / "o")])
+            == 2)
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
 
 
 def test_the_readme_study_numbers_are_the_committed_results():
-    """Every study block of the README is the text its results folder generated, so it cannot drift."""
+    """Every study block of the README is the text its results folder generated, so it cannot
+    drift."""
     import re
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "README.md")) as f:
         readme = f.read()
-    blocks = dict(re.findall(r"<!-- include: (\S+) -->\n(.*?)<!-- /include -->", readme, flags=re.S))
-    assert {"results/frontier/README_section.md", "results/methods/arms.md", "results/demo/results.md"} <= set(blocks)
+    blocks = dict(re.findall(r"<!-- include: (\S+) -->\n(.*?)<!-- /include -->", readme,
+                             flags=re.S))
+    assert {"results/frontier/README_section.md", "results/methods/arms.md",
+            "results/demo/results.md"} <= set(blocks)
     for path, text in blocks.items():
         with open(os.path.join(root, path)) as f:
-            assert text == f.read().rstrip() + "\n", f"{path} changed: run python -m minispdf.study README.md"
+            assert text == f.read().rstrip() + "\n", (f"{path} changed: run python -m "
+                                                      f"minispdf.study README.md")
 
 
-VERDICT_WORDS = re.compile(r"\b(holds?|fails?|beats?|supports?|contradicts?|keeps dense quality|loses? (less|more) than)\b")
-RULE_SENTENCES = ("it holds when", "fails when it lies above", '"SPSF loses more"', '"harder tasks lose more"',
-                  '"larger models lose less"', "at which it would hold", "the smallest margin at which",
+VERDICT_WORDS = re.compile(r"\b(holds?|fails?|beats?|supports?|contradicts?|keeps dense "
+                           r"quality|loses? (less|more) than)\b")
+RULE_SENTENCES = ("it holds when", "fails when it lies above", '"SPSF loses more"',
+                  '"harder tasks lose more"',
+                  '"larger models lose less"', "at which it would hold",
+                  "the smallest margin at which",
                   "dense must beat scratch", "where dense did not beat scratch")
 
 
@@ -502,8 +555,10 @@ def test_the_readme_states_no_verdict_of_its_own():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "README.md")) as f:
         readme = f.read()
-    section = readme[readme.index("## Results: the reproduction study"):readme.index("## Honesty notes")]
-    prose = " ".join(re.sub(r"<!-- include: \S+ -->\n.*?<!-- /include -->", "", section, flags=re.S).split())
+    section = readme[
+        readme.index("## Results: the reproduction study"):readme.index("## Honesty notes")]
+    prose = " ".join(
+        re.sub(r"<!-- include: \S+ -->\n.*?<!-- /include -->", "", section, flags=re.S).split())
     for rule in RULE_SENTENCES:
         prose = prose.replace(rule, "")
     found = [m.group(0) for m in VERDICT_WORDS.finditer(prose)]
@@ -526,7 +581,8 @@ def _children(pid: int) -> set[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the workers")
-def test_sigterm_ends_a_two_job_study_keeps_finished_jobs_and_says_how_to_continue(tmp_path, data_dir):
+def test_sigterm_ends_a_two_job_study_keeps_finished_jobs_and_says_how_to_continue(tmp_path,
+                                                                                   data_dir):
     import signal
     import subprocess
     import sys
@@ -534,21 +590,26 @@ def test_sigterm_ends_a_two_job_study_keeps_finished_jobs_and_says_how_to_contin
 
     out = tmp_path / "out"
     env = {**os.environ, "MINISPDF_DATA_DIR": data_dir}  # the corpus the smoke grid prepared
-    argv = [sys.executable, "-m", "minispdf", "reproduce", "--grid", "smoke", "--jobs", "2", "--out", str(out)]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "minispdf", "reproduce", "--grid", "smoke", "--jobs", "2",
+            "--out", str(out)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline, workers = time.time() + 240, set()
     while time.time() < deadline and len(workers) < 2:  # both workers started: jobs are running
         assert proc.poll() is None, proc.communicate()
-        workers = {k for k in _children(proc.pid) if "spawn_main" in open(f"/proc/{k}/cmdline").read()}
+        workers = {k for k in _children(proc.pid)
+                   if "spawn_main" in open(f"/proc/{k}/cmdline").read()}
         time.sleep(0.2)
     time.sleep(2)
     kept = sorted(p.name for p in (out / "cells").glob("*.json"))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "interrupted: SIGTERM" in err and "continue with: minispdf reproduce --grid smoke --jobs 2" in err
+    assert ("interrupted: SIGTERM" in err
+            and "continue with: minispdf reproduce --grid smoke --jobs 2" in err)
     time.sleep(0.5)
-    alive = [w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]]
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}")
+             and "Z" not in open(f"/proc/{w}/stat").read().split()[2]]
     assert workers and not alive
     assert set(kept) <= {p.name for p in (out / "cells").glob("*.json")}  # finished jobs are kept
 

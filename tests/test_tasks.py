@@ -50,8 +50,10 @@ TOK = ByteTokenizer()
 E2E_CSV = (
     'mr,ref\r\n'
     '"name[Alpha], area[city centre], familyFriendly[no]","Alpha is in the city centre."\r\n'
-    '"name[Alpha], area[city centre], familyFriendly[no]","In the city centre, Alpha is not for kids."\r\n'
-    '"name[Alpha], area[city centre], familyFriendly[no]",Alpha is an adult venue in the centre.\r\n'
+    '"name[Alpha], area[city centre], familyFriendly[no]","In the city centre, Alpha is not '
+    'for kids."\r\n'
+    '"name[Alpha], area[city centre], familyFriendly[no]",Alpha is an adult venue in '
+    'the centre.\r\n'
     '"name[Beta], eatType[pub]","Beta is a pub, ""cosy"" and small."\r\n'
 )
 
@@ -73,7 +75,8 @@ def test_e2e_groups_rows_by_mr_in_order(tmp_path):
     ]
     assert task.test[1].references == ['Beta is a pub, "cosy" and small.']
     assert len(training_pairs(task.test)) == 4
-    assert parse_mr(task.test[0].input) == {"name": "Alpha", "area": "city centre", "familyFriendly": "no"}
+    assert parse_mr(task.test[0].input) == {"name": "Alpha", "area": "city centre",
+                                            "familyFriendly": "no"}
 
 
 def test_e2e_directory_maps_official_names(tmp_path):
@@ -103,18 +106,23 @@ def test_load_task_files_and_split_task(tmp_path):
 # ---------------------------------------------------------------------------------- DART / WebNLG
 
 DART_JSON = [
-    {"tripleset": [["Aarhus_Airport", "cityServed", "Aarhus, Denmark"]], "subtree_was_extended": False,
+    {"tripleset": [["Aarhus_Airport", "cityServed", "Aarhus, Denmark"]],
+     "subtree_was_extended": False,
      "annotations": [{"source": "webnlg", "text": "Aarhus Airport serves Aarhus."}]},
-    {"tripleset": [["[TABLECONTEXT]", "[TITLE]", "Films"], ["Jaws", "YEAR", "1975"]], "subtree_was_extended": True,
+    {"tripleset": [["[TABLECONTEXT]", "[TITLE]", "Films"], ["Jaws", "YEAR", "1975"]],
+     "subtree_was_extended": True,
      "annotations": [{"source": "WikiTableQuestions_mturk", "text": "Jaws came out in 1975."},
-                     {"source": "WikiTableQuestions_mturk", "text": "The film Jaws is from 1975."}]},
-    {"tripleset": [["Aarhus_Airport", "cityServed", "Aarhus, Denmark"]], "subtree_was_extended": False,
+                     {"source": "WikiTableQuestions_mturk",
+                      "text": "The film Jaws is from 1975."}]},
+    {"tripleset": [["Aarhus_Airport", "cityServed", "Aarhus, Denmark"]],
+     "subtree_was_extended": False,
      "annotations": [{"source": "webnlg", "text": "Aarhus is served by Aarhus Airport."}]},
 ]
 
 
 def test_linearize_triples():
-    assert linearize_triples([["Aarhus_Airport", "cityServed", "Aarhus"], ["Aarhus", "country", "Denmark"]]) == (
+    assert linearize_triples([["Aarhus_Airport", "cityServed", "Aarhus"],
+                              ["Aarhus", "country", "Denmark"]]) == (
         "Aarhus Airport : cityServed : Aarhus | Aarhus : country : Denmark")
     with pytest.raises(MiniSPDFError):
         linearize_triples([["only", "two"]])
@@ -127,7 +135,8 @@ def test_dart_json(tmp_path):
         "Aarhus Airport : cityServed : Aarhus, Denmark",
         "[TABLECONTEXT] : [TITLE] : Films | Jaws : YEAR : 1975",
     ]
-    assert task.test[0].references == ["Aarhus Airport serves Aarhus.", "Aarhus is served by Aarhus Airport."]
+    assert task.test[0].references == ["Aarhus Airport serves Aarhus.",
+                                       "Aarhus is served by Aarhus Airport."]
     assert task.test[1].references == ["Jaws came out in 1975.", "The film Jaws is from 1975."]
     # a directory with the official names maps to splits
     write(tmp_path / "dart-v1.1.1-full-train.json", json.dumps(DART_JSON[1:2]))
@@ -148,13 +157,15 @@ def test_dart_xml(tmp_path):
         (["Mars | colour | red", "Mars | moons | 2"], ["Mars is red.", "Red Mars has two moons."]),
     ]))
     task = load_task(f"dart:{path}")
-    assert [e.input for e in task.test] == ["Jaws : YEAR : 1975", "Mars : colour : red | Mars : moons : 2"]
+    assert [e.input for e in task.test] == ["Jaws : YEAR : 1975",
+                                            "Mars : colour : red | Mars : moons : 2"]
     assert task.test[1].references == ["Mars is red.", "Red Mars has two moons."]
 
 
 def test_webnlg_xml_groups_duplicated_entries(tmp_path):
     path = write(tmp_path / "testdata_with_lex.xml", xml_doc([
-        (["Aarhus_Airport | cityServed | &quot;Aarhus, Denmark&quot;"], ["The Aarhus is the airport of Aarhus."]),
+        (["Aarhus_Airport | cityServed | &quot;Aarhus, Denmark&quot;"],
+         ["The Aarhus is the airport of Aarhus."]),
         (["Abilene | isPartOf | Texas"], ["Abilene is in\n   Texas."]),
         # the same entry again (as in the WebNLG 2017 test set), plus one new reference
         (["Aarhus_Airport | cityServed | &quot;Aarhus, Denmark&quot;"],
@@ -162,17 +173,21 @@ def test_webnlg_xml_groups_duplicated_entries(tmp_path):
     ]))
     task = load_task(f"webnlg:{path}")
     assert task.metric == "bleu"
-    assert [e.input for e in task.test] == ['Aarhus Airport : cityServed : "Aarhus, Denmark"', "Abilene : isPartOf : Texas"]
-    assert task.test[0].references == ["The Aarhus is the airport of Aarhus.", "Aarhus Airport serves Aarhus, Denmark."]
+    assert [e.input for e in task.test] == ['Aarhus Airport : cityServed : "Aarhus, Denmark"',
+                                            "Abilene : isPartOf : Texas"]
+    assert task.test[0].references == ["The Aarhus is the airport of Aarhus.",
+                                       "Aarhus Airport serves Aarhus, Denmark."]
     assert task.test[1].references == ["Abilene is in Texas."]
 
 
 def test_webnlg_directory_with_split_folders(tmp_path):
     write(tmp_path / "train" / "1triples" / "Airport.xml", xml_doc([(["A | b | C"], ["A b C."])]))
-    write(tmp_path / "train" / "2triples" / "Airport.xml", xml_doc([(["D | e | F", "F | g | H"], ["D e F g H."])]))
+    write(tmp_path / "train" / "2triples" / "Airport.xml",
+          xml_doc([(["D | e | F", "F | g | H"], ["D e F g H."])]))
     write(tmp_path / "dev" / "1triples" / "Airport.xml", xml_doc([(["X | y | Z"], ["X y Z."])]))
     write(tmp_path / "testdata_with_lex.xml", xml_doc([(["P | q | R"], ["P q R."])]))
-    write(tmp_path / "testdata_no_lex.xml", xml_doc([(["P | q | R"], [])]))  # inputs without references
+    # inputs without references
+    write(tmp_path / "testdata_no_lex.xml", xml_doc([(["P | q | R"], [])]))
     task = load_task(f"webnlg:{tmp_path}")
     assert (len(task.train), len(task.val), len(task.test)) == (2, 1, 1)
     assert task.notes == ["testdata_no_lex.xml has no references: skipped (it cannot be scored)"]
@@ -239,14 +254,15 @@ def test_builtin_difficulty_knobs():
         make_builtin_task(min_slots=5, max_slots=3)
 
 
-# ---------------------------------------------------------------------------------- fine-tuning format
+# ------------------------------------------------------------------------------- fine-tuning format
 
 
 def test_encode_example_mask_alignment():
     tokens, mask = encode_example(TOK, "ab", "xyz", block_size=64)
     assert tokens == [97, 98, 10, 120, 121, 122, 256]
     assert len(mask) == len(tokens) - 1
-    # position i predicts tokens[i+1]: prompt 'a','b' -> 0; '\n'->'x', 'x'->'y', 'y'->'z', 'z'->eot -> 1
+    # position i predicts tokens[i+1]: prompt 'a','b' -> 0; '\n'->'x', 'x'->'y', 'y'->'z', 'z'->eot
+    # -> 1
     assert mask == [0, 0, 1, 1, 1, 1]
     predicted = [tokens[i + 1] for i in range(len(mask)) if mask[i]]
     assert predicted == TOK.encode("xyz") + [TOK.eot_id]
@@ -258,7 +274,8 @@ def test_encode_example_truncation():
     tokens, mask = encode_example(TOK, "0123456789", "xyz", block_size=10)
     assert len(tokens) == 11 and TOK.decode(tokens) == "012345\nxyz"
     assert mask == [0] * 6 + [1] * 4
-    with pytest.raises(MiniSPDFError, match=r"example 7 is 15 tokens.*--block_size, or truncate=True"):
+    with pytest.raises(MiniSPDFError,
+                       match=r"example 7 is 15 tokens.*--block_size, or truncate=True"):
         encode_example(TOK, "0123456789", "xyz", block_size=10, truncate=False, index=7)
     with pytest.raises(MiniSPDFError, match="block_size"):
         encode_example(TOK, "0123456789", "a much too long target", block_size=10)
@@ -314,7 +331,8 @@ def test_finetune_batches_errors():
 
 def test_missing_column(tmp_path):
     path = write(tmp_path / "devset.csv", "mr,text\n\"name[A]\",A.\n")
-    with pytest.raises(MiniSPDFError, match=r"missing column\(s\) ref.*expected columns mr, ref.*found mr, text"):
+    with pytest.raises(MiniSPDFError,
+                       match=r"missing column\(s\) ref.*expected columns mr, ref.*found mr, text"):
         load_task(f"e2e:{path}")
     cur = write(tmp_path / "cur.csv", "title,summary\nt,s\n")
     with pytest.raises(MiniSPDFError, match="article_content"):
@@ -325,7 +343,8 @@ def test_empty_reference_names_row(tmp_path):
     path = write(tmp_path / "devset.csv", 'mr,ref\n"name[A]",A.\n"name[A]",\n')
     with pytest.raises(MiniSPDFError, match=r"data row 2 .*empty or missing reference"):
         load_task(f"e2e:{path}")
-    dart = write(tmp_path / "d.json", json.dumps([{"tripleset": [["a", "b", "c"]], "annotations": [{"source": "x", "text": " "}]}]))
+    dart = write(tmp_path / "d.json", json.dumps([{"tripleset": [["a", "b", "c"]],
+                                                   "annotations": [{"source": "x", "text": " "}]}]))
     with pytest.raises(MiniSPDFError, match="entry 0 has no non-empty reference"):
         load_task(f"dart:{dart}")
     web = write(tmp_path / "w.xml", xml_doc([(["A | b | C"], ["A b C."]), (["D | e | F"], [])]))
@@ -358,7 +377,8 @@ def test_missing_files_and_folders_without_the_official_names(tmp_path):
 
 
 def test_unknown_task_and_webnlg_without_path():
-    with pytest.raises(MiniSPDFError, match=r"unknown task 'wikibio'.*builtin.*e2e.*dart.*webnlg.*curation"):
+    with pytest.raises(MiniSPDFError,
+                       match=r"unknown task 'wikibio'.*builtin.*e2e.*dart.*webnlg.*curation"):
         load_task("wikibio")
     with pytest.raises(MiniSPDFError, match="builtin:easy"):
         load_task("builtin:medium")

@@ -59,17 +59,21 @@ def test_resume_reproduces_unsplit_run_exactly(tmp_path):
     res_a = train(model_a, batches(), c, out_dir=full_dir, meta={"tokenizer": "char"})
 
     model_b = sparse_nano(dropout=0.1)
-    res_half = train(model_b, batches(), cfg(max_steps=20, eval_interval=5, warmup_steps=5, lr=1e-2, grad_accum=2,
-                                             stop_after=10), out_dir=split_dir, meta={"tokenizer": "char"})
+    res_half = train(model_b, batches(),
+                     cfg(max_steps=20, eval_interval=5, warmup_steps=5, lr=1e-2, grad_accum=2,
+                                             stop_after=10), out_dir=split_dir,
+                     meta={"tokenizer": "char"})
     assert res_half["step"] == 10 and not res_half["finished"]
     assert read_checkpoint(split_dir)["step"] == 10
 
-    model_c = GPT(preset_config("nano", dropout=0.1))  # fresh, dense, differently initialised: all state from ckpt
+    # fresh, dense, differently initialised: all state from ckpt
+    model_c = GPT(preset_config("nano", dropout=0.1))
     assert masked_parameters(model_c) == []
     res_c = train(model_c, batches(), c, out_dir=split_dir, resume=True, meta={"tokenizer": "char"})
     assert res_c["step"] == 20 and res_c["finished"]
 
-    log_a, log_c = read_log(os.path.join(full_dir, "log.jsonl")), read_log(os.path.join(split_dir, "log.jsonl"))
+    log_a, log_c = (read_log(os.path.join(full_dir, "log.jsonl")),
+                    read_log(os.path.join(split_dir, "log.jsonl")))
     strip = lambda recs: [{k: v for k, v in r.items() if k != "step_ms"} for r in recs]
     assert [r["step"] for r in log_a] == [r["step"] for r in log_c]
     assert [r.get("loss") for r in log_a] == [r.get("loss") for r in log_c]
@@ -121,7 +125,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", flaky_save)
-    with pytest.raises(MiniSPDFError, match=r"cannot write .*ckpt.pt \(disk full \(simulated\)\); the previous version"):
+    with pytest.raises(MiniSPDFError, match=r"cannot write .*ckpt.pt \(disk full \(simulated\)\); "
+                                            r"the previous version"):
         train(sparse_nano(), batches(), cfg(max_steps=10, checkpoint_interval=5), out_dir=str(out))
     assert len(calls) == 2
     monkeypatch.setattr(torch, "save", real_save)
@@ -161,7 +166,8 @@ def test_missing_checkpoint_raises(tmp_path):
 def test_checkpoint_round_trip_and_check_compatible(tmp_path):
     out = tmp_path / "run"
     model = sparse_nano()
-    train(model, batches(), cfg(max_steps=3), out_dir=str(out), meta={"tokenizer": "char", "phase": "pretrain"})
+    train(model, batches(), cfg(max_steps=3), out_dir=str(out),
+          meta={"tokenizer": "char", "phase": "pretrain"})
     loaded, info = load_checkpoint(str(out))  # a run folder works too
     assert info["step"] == 3 and info["tokenizer"] == "char" and info["meta"]["phase"] == "pretrain"
     assert "model" not in info and "optimizer" not in info
@@ -225,7 +231,8 @@ def test_callbacks_receive_events_and_can_stop(tmp_path):
         events.append((event, record.get("step")))
         return event == "step" and record["step"] == 3
 
-    res = train(sparse_nano(), batches(), cfg(max_steps=10, eval_interval=2), out_dir=str(tmp_path), callbacks=[cb])
+    res = train(sparse_nano(), batches(), cfg(max_steps=10, eval_interval=2), out_dir=str(tmp_path),
+                callbacks=[cb])
     assert res["step"] == 3 and not res["finished"]
     assert events == [("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("end", 3)]
     assert load_checkpoint(str(tmp_path))[1]["step"] == 3  # stopping writes a checkpoint
@@ -275,7 +282,8 @@ def test_logged_lr_follows_schedule():
     assert [r["lr"] for r in steps] == [lr_at(s, c) for s in range(8)]
 
 
-@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(batch_size=-1), dict(grad_accum=0), dict(lr=0),
+@pytest.mark.parametrize("bad",
+                         [dict(max_steps=0), dict(batch_size=-1), dict(grad_accum=0), dict(lr=0),
                                  dict(warmup_steps=-1), dict(device="tpu"), dict(eval_iters=1.5)])
 def test_bad_train_config_raises(bad):
     with pytest.raises(MiniSPDFError):
@@ -286,14 +294,17 @@ def test_bad_train_config_raises(bad):
 
 
 def test_pruned_slots_are_masked_before_clipping_so_they_stay_out_of_the_norm():
-    # backward() gives pruned slots gradient (here: large); the clip norm must be that of the masked gradients
+    # backward() gives pruned slots gradient (here: large); the clip norm must be that of the masked
+    # gradients
     model = sparse_nano().double()  # float64: w - (w - g) gives g back to ~1e-16
     masked = masked_parameters(model)
     gen = torch.Generator().manual_seed(0)
-    grads = {n: 0.01 * torch.randn(p.shape, generator=gen, dtype=torch.float64) for n, p in model.named_parameters()}
+    grads = {n: 0.01 * torch.randn(p.shape, generator=gen, dtype=torch.float64)
+             for n, p in model.named_parameters()}
     for n, _, m in masked:
         grads[n][~m] = 100.0
-    sum((p * grads[n]).sum() for n, p in model.named_parameters()).backward()  # d/dp = grads[n], through the hooks
+    # d/dp = grads[n], through the hooks
+    sum((p * grads[n]).sum() for n, p in model.named_parameters()).backward()
     pruned = {n: ~m for n, _, m in masked}
     expected = {n: g.masked_fill(pruned[n], 0.0) if n in pruned else g for n, g in grads.items()}
     norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in expected.values()])).item()
@@ -301,7 +312,9 @@ def test_pruned_slots_are_masked_before_clipping_so_they_stay_out_of_the_norm():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     train_mod.finish_step(model, torch.optim.SGD(model.parameters(), lr=1.0), clip)  # w -= g
     for n, p in model.named_parameters():
-        assert torch.allclose(before[n] - p.detach(), expected[n] * (clip / norm), rtol=1e-5, atol=1e-15), n  # clip_grad_norm_ divides by norm + 1e-6
+        # clip_grad_norm_ divides by norm + 1e-6
+        assert torch.allclose(before[n] - p.detach(), expected[n] * (clip / norm), rtol=1e-5,
+                              atol=1e-15), n
 
 
 # ---------------------------------------------------------------- gradient accumulation
@@ -317,7 +330,8 @@ def _first_step_grads(monkeypatch, grad_accum, batch_size):
         return real_finish(model, optimizer, grad_clip)
 
     monkeypatch.setattr(train_mod, "finish_step", spy)
-    res = train(sparse_nano(), batches(batch_size), cfg(max_steps=1, grad_accum=grad_accum, batch_size=batch_size,
+    res = train(sparse_nano(), batches(batch_size),
+                cfg(max_steps=1, grad_accum=grad_accum, batch_size=batch_size,
                                                          grad_clip=0.0))
     monkeypatch.setattr(train_mod, "finish_step", real_finish)
     return captured, res
@@ -328,7 +342,8 @@ def test_grad_accumulation_matches_big_batch(monkeypatch):
     g_big, res_big = _first_step_grads(monkeypatch, grad_accum=1, batch_size=8)
     assert g_acc.keys() == g_big.keys() and len(g_acc) > 0
     for n in g_big:
-        assert torch.allclose(g_acc[n], g_big[n], atol=1e-6, rtol=0), (n, (g_acc[n] - g_big[n]).abs().max())
+        assert torch.allclose(g_acc[n], g_big[n], atol=1e-6,
+                              rtol=0), (n, (g_acc[n] - g_big[n]).abs().max())
     assert any(g.abs().max() > 1e-4 for g in g_big.values())  # not trivially zero
     assert res_acc["train_loss"] == pytest.approx(res_big["train_loss"], abs=1e-6)
     assert res_acc["tokens"] == res_big["tokens"] == 8 * T
@@ -342,7 +357,8 @@ def _umask():
 
 
 def test_checkpoint_gets_the_usual_permissions_not_tempfiles_owner_only(tmp_path):
-    # mkstemp makes 0600 files; a checkpoint renamed into place must look like any file the user makes
+    # mkstemp makes 0600 files; a checkpoint renamed into place must look like any file the user
+    # makes
     out = tmp_path / "run"
     train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=str(out))
     assert (out / "ckpt.pt").stat().st_mode & 0o777 == 0o666 & ~_umask()
@@ -358,7 +374,8 @@ def test_optimizer_is_fused_where_torch_has_it_and_falls_back_where_not(monkeypa
 
     def no_fused(*args, fused=None, **kw):
         if fused:
-            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
+                               "of supported devices")
         return real(*args, **kw)
 
     monkeypatch.setattr(torch.optim, "AdamW", no_fused)
@@ -368,7 +385,8 @@ def test_optimizer_is_fused_where_torch_has_it_and_falls_back_where_not(monkeypa
 
 def test_checkpoint_carrying_code_is_named_as_such(tmp_path, capsys):
     path = tmp_path / "ckpt.pt"
-    torch.save({"format": "minispdf-1", "hook": os.path.join}, path)  # a pickled function: could be any code
+    # a pickled function: could be any code
+    torch.save({"format": "minispdf-1", "hook": os.path.join}, path)
     with pytest.raises(MiniSPDFError, match="Python objects that a safe load refuses") as e:
         load_checkpoint(str(path))
     assert "\n" not in str(e.value) and "corrupt" not in str(e.value)
@@ -386,10 +404,11 @@ def test_a_finished_run_tells_callbacks_its_final_evaluation_once():
         events.append((event, record.get("step")))
 
     train(sparse_nano(), batches(), cfg(max_steps=4, eval_interval=2), callbacks=[cb])
-    assert events == [("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("step", 4), ("eval", 4), ("end", 4)]
+    assert events == [("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("step", 4), ("eval", 4),
+                      ("end", 4)]
 
 
-# ---------------------------------------------------------------- resume refusals and the progress bar
+# ------------------------------------------------------------- resume refusals and the progress bar
 
 
 @pytest.fixture
@@ -413,8 +432,10 @@ def _rewrite(ckpt_path, **changes):
 def test_resume_refusals_name_the_file_and_the_fix(two_step_run):
     out, ckpt = two_step_run
     with pytest.raises(MiniSPDFError) as e:
-        train(sparse_nano(), batches(), cfg(max_steps=4), out_dir=out, resume=True, meta={"tokenizer": "gpt2"})
-    assert str(e.value) == f"{ckpt} was trained with the 'char' tokenizer, not 'gpt2': use --tokenizer char"
+        train(sparse_nano(), batches(), cfg(max_steps=4), out_dir=out, resume=True,
+              meta={"tokenizer": "gpt2"})
+    assert (str(e.value)
+            == f"{ckpt} was trained with the 'char' tokenizer, not 'gpt2': use --tokenizer char")
     torch.manual_seed(0)
     longer = GPT(preset_config("nano", block_size=128))
     with pytest.raises(MiniSPDFError) as e:
@@ -424,7 +445,8 @@ def test_resume_refusals_name_the_file_and_the_fix(two_step_run):
                             f"pass --block_size {saved}")
     with pytest.raises(MiniSPDFError) as e:  # step 2 of 2: nothing left to train
         train(sparse_nano(), batches(), cfg(max_steps=2), out_dir=out, resume=True)
-    assert str(e.value) == (f"cannot resume: the run in {out} already reached step 2 of max_steps 2: "
+    assert str(e.value) == (f"cannot resume: the run in {out} already reached step 2 of "
+                            f"max_steps 2: "
                             "pass a larger --max_steps to train on")
 
 
@@ -433,7 +455,8 @@ def test_resume_of_a_damaged_checkpoint_says_so(two_step_run):
     _rewrite(ckpt, rng__data="not a list of states")
     with pytest.raises(MiniSPDFError) as e:
         train(sparse_nano(), batches(), cfg(max_steps=4), out_dir=out, resume=True)
-    assert str(e.value) == (f"{ckpt} cannot be resumed ('str' object has no attribute 'cpu'): the file is damaged "
+    assert str(e.value) == (f"{ckpt} cannot be resumed ('str' object has no attribute 'cpu'): the "
+                            f"file is damaged "
                             "or from another version; start a new run without --resume")
     _rewrite(ckpt, step="2")
     with pytest.raises(MiniSPDFError, match=f"^{ckpt} "):  # require_keys names the file
@@ -446,7 +469,8 @@ def test_resume_with_another_world_size_warns_that_the_data_order_changes(two_st
     _rewrite(ckpt, rng__data=[state, state])  # as if written by two ranks
     train(sparse_nano(), batches(), cfg(max_steps=3), out_dir=out, resume=True)
     captured = capsys.readouterr()
-    assert captured.err.strip() == ("warning: checkpoint has data positions for 2 ranks, running 1: the data "
+    assert captured.err.strip() == ("warning: checkpoint has data positions for 2 ranks, running "
+                                    "1: the data "
                                     "order is reseeded, so this run will not match an unsplit one")
     assert "warning" not in captured.out
 
@@ -457,7 +481,8 @@ def test_progress_bar_counts_steps_and_shows_the_loss(monkeypatch, capsys):
     monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
     state = SimpleNamespace(cfg=SimpleNamespace(max_steps=10), step=3, meta={"phase": "pretrain"})
     bar = callbacks.ProgressBar(state)
-    assert (bar.bar.total, bar.bar.n, bar.bar.desc, bar.bar.leave) == (10, 3, "pretrain", True)  # a saved notebook shows the end
+    # a saved notebook shows the end
+    assert (bar.bar.total, bar.bar.n, bar.bar.desc, bar.bar.leave) == (10, 3, "pretrain", True)
     assert bar.bar.mininterval == 30  # not a terminal: a log file gets few updates
     bar("step", {"loss": 1.23456})
     bar("eval", {"val_loss": 9.0})
@@ -470,7 +495,7 @@ def test_progress_bar_counts_steps_and_shows_the_loss(monkeypatch, capsys):
     assert "finetune:" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- the loop's bookkeeping, devices, DDP helpers
+# ----------------------------------------------------- the loop's bookkeeping, devices, DDP helpers
 
 
 class FixedMaskedBatch:
@@ -478,7 +503,8 @@ class FixedMaskedBatch:
 
     def __init__(self):
         g = torch.Generator().manual_seed(3)
-        self.x, self.y = torch.randint(0, 257, (2, T), generator=g), torch.randint(0, 257, (2, T), generator=g)
+        self.x, self.y = (torch.randint(0, 257, (2, T), generator=g),
+                          torch.randint(0, 257, (2, T), generator=g))
         self.m = torch.zeros(2, T)
         self.m[:, T // 2:] = 1.0  # the loss counts only the second half (the "target")
 
@@ -492,7 +518,8 @@ def test_logged_loss_is_the_masked_loss_of_the_batch_before_the_step():
         want = model(data.x, data.y, data.m)[1].item()
         unmasked = model(data.x, data.y)[1].item()
     steps = []
-    train(model, data, cfg(max_steps=2, grad_accum=2), callbacks=[lambda e, r: steps.append(r) if e == "step" else None])
+    train(model, data, cfg(max_steps=2, grad_accum=2),
+          callbacks=[lambda e, r: steps.append(r) if e == "step" else None])
     assert steps[0]["loss"] == pytest.approx(want, rel=1e-6) and abs(want - unmasked) > 1e-3
     assert 0 < steps[0]["step_ms"] < 60_000
     assert steps[0]["tokens"] == 2 * 2 * (T - T // 2)  # target tokens only, both micro-batches
@@ -586,7 +613,8 @@ def test_autocast_is_bf16_on_cuda_and_off_elsewhere():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available": the object is still made
         ctx = train_mod.autocast_for("cuda:1")()
-    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+    assert (isinstance(ctx, torch.autocast) and ctx.device == "cuda"
+            and ctx.fast_dtype == torch.bfloat16)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -599,8 +627,10 @@ def test_autocast_is_bf16_on_cuda_and_off_elsewhere():
     (dict(min_lr_ratio=1.5), "min_lr_ratio=1.5 must be between 0 and 1"),
     (dict(min_lr_ratio=-0.1), "min_lr_ratio=-0.1 must be between 0 and 1"),
     (dict(beta1=1.0), "beta1=1.0 must be in [0, 1) (torch's AdamW default is 0.9)"),
-    (dict(beta2=-0.5), "beta2=-0.5 must be in [0, 1) (torch's AdamW default is 0.999; GPT pre-training commonly uses 0.95)"),
-    (dict(beta2=1.5), "beta2=1.5 must be in [0, 1) (torch's AdamW default is 0.999; GPT pre-training commonly uses 0.95)"),
+    (dict(beta2=-0.5), ("beta2=-0.5 must be in [0, 1) (torch's AdamW default is 0.999; GPT "
+                        "pre-training commonly uses 0.95)")),
+    (dict(beta2=1.5), ("beta2=1.5 must be in [0, 1) (torch's AdamW default is 0.999; GPT "
+                       "pre-training commonly uses 0.95)")),
     (dict(eps=0.0), "eps=0.0 must be a positive number (e.g. 1e-8)"),
     (dict(eps=False), "eps=False must be a positive number (e.g. 1e-8)"),
     (dict(weight_decay=-1e-3), "weight_decay=-0.001 must be a number >= 0 (0 turns it off)"),
@@ -615,8 +645,10 @@ def test_bad_training_settings_say_what_is_allowed(bad, message):
 
 
 def test_edge_values_that_are_allowed():
-    for ok in (dict(min_lr_ratio=0.0), dict(min_lr_ratio=1.0), dict(beta1=0.0), dict(weight_decay=0, grad_clip=0),
-               dict(device="cuda"), dict(device="mps"), dict(device="cuda:12"), dict(warmup_steps=0)):
+    for ok in (dict(min_lr_ratio=0.0), dict(min_lr_ratio=1.0), dict(beta1=0.0),
+               dict(weight_decay=0, grad_clip=0),
+               dict(device="cuda"), dict(device="mps"), dict(device="cuda:12"),
+               dict(warmup_steps=0)):
         TrainConfig(**ok)
 
 
@@ -625,7 +657,8 @@ def test_optimizer_takes_every_adamw_setting():
     opt = train_mod.make_optimizer(sparse_nano(), c)
     for group in opt.param_groups:
         assert (group["lr"], group["betas"], group["eps"]) == (2e-3, (0.8, 0.9), 1e-6)
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # matrices, then biases and norms
+    # matrices, then biases and norms
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
 
 
 def test_grad_clip_zero_leaves_gradients_alone_and_step_clears_them(monkeypatch):
@@ -640,7 +673,8 @@ def test_grad_clip_zero_leaves_gradients_alone_and_step_clears_them(monkeypatch)
 
 def test_result_reports_the_run(tmp_path):
     res = train(sparse_nano(), batches(), cfg(max_steps=2))
-    assert (res["step"], res["max_steps"], res["finished"], res["device"], res["world_size"]) == (2, 2, True, "cpu", 1)
+    assert (res["step"], res["max_steps"], res["finished"], res["device"],
+            res["world_size"]) == (2, 2, True, "cpu", 1)
     assert res["out_dir"] is None and [r["step"] for r in res["history"] if "loss" in r] == [1, 2]
 
 
@@ -654,15 +688,18 @@ def test_optimizer_without_fused_kernels_keeps_the_settings(monkeypatch):
 
     monkeypatch.setattr(torch.optim, "AdamW", no_fused)
     opt = train_mod.make_optimizer(sparse_nano(), cfg(lr=2e-3, beta1=0.8, beta2=0.9, eps=1e-6))
-    assert all((g["lr"], g["betas"], g["eps"]) == (2e-3, (0.8, 0.9), 1e-6) for g in opt.param_groups)
+    assert all((g["lr"], g["betas"], g["eps"]) == (2e-3, (0.8, 0.9), 1e-6)
+               for g in opt.param_groups)
 
 
 def test_resume_keeps_the_runs_own_notes(two_step_run):
     out, ckpt = two_step_run
     _rewrite(ckpt, meta={"tokenizer": "char", "phase": "pretrain", "data": "builtin"})
-    train(sparse_nano(), batches(), cfg(max_steps=3), out_dir=out, resume=True, meta={"phase": "again"})
+    train(sparse_nano(), batches(), cfg(max_steps=3), out_dir=out, resume=True,
+          meta={"phase": "again"})
     meta = read_checkpoint(ckpt)["meta"]
-    assert meta == {"tokenizer": "char", "phase": "again", "data": "builtin"}  # given notes win, the rest stay
+    # given notes win, the rest stay
+    assert meta == {"tokenizer": "char", "phase": "again", "data": "builtin"}
 
 
 def test_a_stop_asked_at_a_step_holds_through_that_steps_evaluation():
@@ -672,5 +709,6 @@ def test_a_stop_asked_at_a_step_holds_through_that_steps_evaluation():
         events.append((event, record["step"]))
         return event == "step" and record["step"] == 2
 
-    res = train(sparse_nano(), batches(), cfg(max_steps=6, eval_interval=2), callbacks=[stop_at_two])
+    res = train(sparse_nano(), batches(), cfg(max_steps=6, eval_interval=2),
+                callbacks=[stop_at_two])
     assert res["step"] == 2 and ("eval", 2) in events

@@ -32,11 +32,16 @@ from .cli import main
 from .exercises import EXERCISES, Exercise, check, check_exercise, format_result, hint
 from .gradebook import write as write_csv
 from .grading import DEFAULT_TIMEOUT, grade, grade_submissions, outside_names, submissions
-from .notebooks import (ANSWER_TAG, BEGIN, END, STUDENT_NOTE_ID, check_student_copies, dumps, exercise_name,
+from .notebooks import (ANSWER_TAG, BEGIN, END, STUDENT_NOTE_ID, check_student_copies, dumps,
+                        exercise_name,
                         make_student_copies, read_notebook, stub_source, student_notebook)
 from .bundle import release
 
-__all__ = ["ANSWER_TAG", "BEGIN", "CheckFailed", "DEFAULT_TIMEOUT", "END", "EXERCISES", "Exercise", "MiniSPDFError",
-           "STUDENT_NOTE_ID", "check", "check_exercise", "check_student_copies", "dumps", "exercise_name",
-           "format_result", "grade", "grade_submissions", "hint", "main", "make_student_copies", "outside_names",
-           "read_notebook", "release", "stub_source", "student_notebook", "submissions", "write_csv"]
+__all__ = ["ANSWER_TAG", "BEGIN", "CheckFailed", "DEFAULT_TIMEOUT", "END", "EXERCISES", "Exercise",
+           "MiniSPDFError",
+           "STUDENT_NOTE_ID", "check", "check_exercise", "check_student_copies", "dumps",
+           "exercise_name",
+           "format_result", "grade", "grade_submissions", "hint", "main", "make_student_copies",
+           "outside_names",
+           "read_notebook", "release", "stub_source", "student_notebook", "submissions",
+           "write_csv"]

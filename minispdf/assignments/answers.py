@@ -22,7 +22,8 @@ def model_sparsity(shapes, masked, sparsity):
 def random_mask(shape, sparsity, generator=None):
     from ..sparsity import random_mask as library_random_mask
 
-    return library_random_mask(tuple(shape), sparsity, generator or torch.Generator().manual_seed(0))
+    return library_random_mask(tuple(shape), sparsity,
+                               generator or torch.Generator().manual_seed(0))
 
 
 def magnitude_mask(weight, sparsity):
@@ -56,7 +57,8 @@ def benefit_lost(arm, dense, scratch, measure):
 
     cell = dict(task="t", size="s", set="full")
     rows = [dict(seed=s, arm=name, **cell, **{measure: v})
-            for name, values in (("arm", arm), ("dense", dense), ("scratch", scratch)) for s, v in values.items()]
+            for name, values in (("arm", arm), ("dense", dense), ("scratch", scratch))
+            for s, v in values.items()]
     return study_benefit_lost(rows, measure, "arm", cell)
 
 
@@ -70,6 +72,9 @@ def two_four_mask(weight):
     return nm_mask(weight.detach(), 2, 4)
 
 
-ANSWERS = {"model_sparsity": model_sparsity, "random_mask": random_mask, "magnitude_mask": magnitude_mask,
-           "block_flops": block_forward_flops, "masked_step": masked_adamw_step, "loss_mask": loss_mask,
-           "benefit_lost": benefit_lost, "equal_flop_steps": equal_flop_steps, "two_four_mask": two_four_mask}
+ANSWERS = {"model_sparsity": model_sparsity, "random_mask": random_mask,
+           "magnitude_mask": magnitude_mask,
+           "block_flops": block_forward_flops, "masked_step": masked_adamw_step,
+           "loss_mask": loss_mask,
+           "benefit_lost": benefit_lost, "equal_flop_steps": equal_flop_steps,
+           "two_four_mask": two_four_mask}

@@ -22,11 +22,13 @@ import types
 
 LIBRARY = "minispdf"
 DYNAMIC = {"__import__", "importlib", "import_module"}  # names that import by string
-LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_GLOBALS"}  # reads of outside names
+# reads of outside names
+LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_GLOBALS"}
 
 
 def _is_library(module_name) -> bool:
-    return isinstance(module_name, str) and (module_name == LIBRARY or module_name.startswith(LIBRARY + "."))
+    return (isinstance(module_name, str)
+            and (module_name == LIBRARY or module_name.startswith(LIBRARY + ".")))
 
 
 def static_uses(source: str) -> list[str]:
@@ -51,11 +53,14 @@ def static_uses(source: str) -> list[str]:
         elif isinstance(node, ast.Name) and (node.id in DYNAMIC or node.id == LIBRARY):
             note(node)
         elif isinstance(node, ast.Attribute) and (node.attr in DYNAMIC or node.attr == "modules"
-                                                  and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+                                                  and isinstance(node.value, ast.Name)
+                                                  and node.value.id == "sys"):
             note(node)
-        elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "importlib" for a in node.names):
+        elif (isinstance(node, ast.Import)
+              and any(a.name.split(".")[0] == "importlib" for a in node.names)):
             note(node)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _is_library(node.value.strip()):
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and _is_library(node.value.strip())):
             note(node)
     return list(dict.fromkeys(found))
 
@@ -80,7 +85,8 @@ def _origin(obj) -> str | None:
 
 def function_uses(fn) -> list[str]:
     """The ``minispdf`` objects ``fn`` reads as globals or closure values ("sparsify (from
-    minispdf.sparsity)"), and imports of minispdf inside its body ("import minispdf.flops inside f")."""
+    minispdf.sparsity)"), and imports of minispdf inside its body ("import minispdf.flops inside
+    f")."""
     code = getattr(fn, "__code__", None)
     if not isinstance(code, types.CodeType):
         return []
@@ -93,7 +99,8 @@ def function_uses(fn) -> list[str]:
     found = []
     for c in _codes(code):
         for ins in dis.get_instructions(c):
-            if ins.opname == "IMPORT_NAME" and (_is_library(ins.argval) or ins.argval == "importlib"):
+            if (ins.opname == "IMPORT_NAME"
+                and (_is_library(ins.argval) or ins.argval == "importlib")):
                 found.append(f"import {ins.argval} inside {fn.__name__}")
             elif ins.opname in LOADS and isinstance(ins.argval, str):
                 if ins.argval in DYNAMIC:
@@ -105,5 +112,6 @@ def function_uses(fn) -> list[str]:
 
 def refusal(function: str, uses: list[str]) -> str:
     """The one message both looks give."""
-    return (f"{function} uses the library it is checked against ({'; '.join(uses[:3])}): minispdf holds the "
+    return (f"{function} uses the library it is checked against ({'; '.join(uses[:3])}): "
+            f"minispdf holds the "
             "answer key, so it earns no points; write the function with torch (and math) only")

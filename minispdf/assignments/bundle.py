@@ -57,13 +57,15 @@ Exercises (points):
 """
 
 
-LINKED_RESULTS = "lesson_times.md"  # the lessons' headers link it: how their run times were measured
+# the lessons' headers link it: how their run times were measured
+LINKED_RESULTS = "lesson_times.md"
 
 
 def _readme(timeout: float, exercises: list[tuple[str, str]]) -> str:
     """README.txt; ``exercises``: (notebook file, exercise name) as found in the bundle."""
     lines = [f"  {nb}  {name} ({EXERCISES[name].function}): {EXERCISES[name].points} "
-             f"point{'s' * (EXERCISES[name].points != 1)}" for nb, name in exercises if name in EXERCISES]
+             f"point{'s' * (EXERCISES[name].points != 1)}" for nb, name in exercises
+             if name in EXERCISES]
     return README.format(timeout=f"{timeout:g}", exercises="\n".join(lines) or "  (none)")
 
 
@@ -83,10 +85,12 @@ def _write_bundle(folder: Path, src: Path, results: Path | None, timeout: float)
         out = folder / "notebooks" / nb_path.name
         nb = student_notebook(read_notebook(nb_path), f"notebooks/{nb_path.name}")
         out.write_text(dumps(nb), encoding="utf-8")
-        exercises += [(nb_path.name, name) for name in dict.fromkeys(map(exercise_name, nb.cells)) if name]
+        exercises += [(nb_path.name, name) for name in dict.fromkeys(map(exercise_name, nb.cells))
+                      if name]
         leaks = _leaks(out)
         if leaks:
-            raise MiniSPDFError(f"refusing to release {'; '.join(leaks)}: remove solution text outside "
+            raise MiniSPDFError(f"refusing to release {'; '.join(leaks)}: remove solution "
+                                f"text outside "
                                 f"{BEGIN!r} blocks in {nb_path}")
         written.append(f"notebooks/{nb_path.name}")
     shipped = [*sorted(results.glob("*/results.json")), *results.glob(LINKED_RESULTS)] \
@@ -97,30 +101,37 @@ def _write_bundle(folder: Path, src: Path, results: Path | None, timeout: float)
         shutil.copyfile(found, folder / rel)
         written.append(str(rel))
     (folder / "README.txt").write_text(_readme(timeout, exercises), encoding="utf-8")
-    manifest.write(folder, manifest.build(exercises))  # what the class is graded on: `assign grade --manifest`
+    # what the class is graded on: `assign grade --manifest`
+    manifest.write(folder, manifest.build(exercises))
     return written + ["README.txt", manifest.FILE]
 
 
-def release(dst, src=DEFAULT_SRC, overwrite: bool = False, results=None, timeout: float = 60.0) -> list[str]:
+def release(dst, src=DEFAULT_SRC, overwrite: bool = False, results=None,
+            timeout: float = 60.0) -> list[str]:
     """Write the student bundle into ``dst``; returns the files written, relative to ``dst``.
 
     ``results`` (default: ``results/`` next to ``src``) is the folder whose ``*/results.json``
-    study results go into the bundle. An existing non-empty ``dst`` is replaced only with ``overwrite``.
+    study results go into the bundle. An existing non-empty ``dst`` is replaced only with
+    ``overwrite``.
     """
     src, dst = Path(src), Path(dst)
     if not sorted(src.glob("*.ipynb")):
-        raise MiniSPDFError(f"no notebooks in {src}: pass --src, the folder that holds the source notebooks")
+        raise MiniSPDFError(
+            f"no notebooks in {src}: pass --src, the folder that holds the source notebooks")
     check_out_folder(str(dst), flag="release folder")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise MiniSPDFError(f"{dst} is not empty: choose a new folder, or pass --overwrite to replace it")
+        raise MiniSPDFError(
+            f"{dst} is not empty: choose a new folder, or pass --overwrite to replace it")
     if results is not None and not Path(results).is_dir():
-        raise MiniSPDFError(f"--results {results} is not a folder: pass the folder that holds the study "
+        raise MiniSPDFError(f"--results {results} is not a folder: pass the folder that "
+                            f"holds the study "
                             "results (results/), or leave it out")
     results = Path(results) if results is not None else src.resolve().parent / "results"
     try:
         with publish_folder(str(dst)) as tmp:
             written = _write_bundle(Path(tmp), src, results, timeout)
     except OSError as e:
-        raise MiniSPDFError(f"cannot write the bundle {dst} ({e.strerror or e}); the previous one, if any, "
+        raise MiniSPDFError(f"cannot write the bundle {dst} ({e.strerror or e}); the previous "
+                            f"one, if any, "
                             "is intact: free some space or choose another folder") from None
     return written

@@ -30,7 +30,8 @@ class CheckFailed(AssertionError):
 
 class StudentRaised(Exception):
     """What the student's function raised in the grader's worker, replayed in the grader: the
-    exception's type name, message and line, as data (the exception itself never leaves the worker)."""
+    exception's type name, message and line, as data (the exception itself never leaves the
+    worker)."""
 
     def __init__(self, kind: str, message: str, where: str):
         super().__init__(message)
@@ -43,7 +44,8 @@ def require(cond: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
-def library_mask(shape, sparsity: float, method: str, weight: torch.Tensor | None = None) -> torch.Tensor:
+def library_mask(shape, sparsity: float, method: str,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
     """The mask the library's ``sparsify`` draws for one weight of this shape (the oracle)."""
     from ..sparsity import sparsify
 
@@ -56,14 +58,19 @@ def library_mask(shape, sparsity: float, method: str, weight: torch.Tensor | Non
 
 
 def as_bool_mask(out, shape, what: str) -> torch.Tensor:
-    """``out`` if it is a bool tensor of ``shape``; else the check fails, naming ``what`` returned it."""
-    require(isinstance(out, torch.Tensor), f"{what} must return a torch.Tensor, got {type(out).__name__}")
-    require(out.dtype == torch.bool, f"{what} must return a bool tensor (True = kept), got dtype {out.dtype}")
-    require(tuple(out.shape) == tuple(shape), f"{what} returned shape {tuple(out.shape)}, expected {tuple(shape)}")
+    """``out`` if it is a bool tensor of ``shape``; else the check fails, naming ``what`` returned
+    it."""
+    require(isinstance(out, torch.Tensor),
+            f"{what} must return a torch.Tensor, got {type(out).__name__}")
+    require(out.dtype == torch.bool,
+            f"{what} must return a bool tensor (True = kept), got dtype {out.dtype}")
+    require(tuple(out.shape) == tuple(shape),
+            f"{what} returned shape {tuple(out.shape)}, expected {tuple(shape)}")
     return out
 
 
-MASK_CASES = [((16, 16), 0.5), ((48, 16), 0.75), ((7, 13), 0.3), ((64, 192), 0.9), ((10, 10), 0.0), ((5, 3), 0.99)]
+MASK_CASES = [((16, 16), 0.5), ((48, 16), 0.75), ((7, 13), 0.3), ((64, 192), 0.9), ((10, 10), 0.0),
+              ((5, 3), 0.99)]
 
 
 def random_mask_checks(fn) -> Checks:
@@ -72,15 +79,19 @@ def random_mask_checks(fn) -> Checks:
             out = as_bool_mask(fn(shape, s, torch.Generator().manual_seed(1)), shape, "random_mask")
             want = int(library_mask(shape, s, "random").sum())
             require(int(out.sum()) == want,
-                    f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, the library keeps exactly {want} "
-                    "(round((1 - sparsity) * numel)); a Bernoulli draw such as rand() > sparsity only gets it on average")
+                    f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, the library "
+                    f"keeps exactly {want} "
+                    "(round((1 - sparsity) * numel)); a Bernoulli draw such as rand() > sparsity "
+                    "only gets it on average")
 
     def seeded():
         a = fn((32, 32), 0.75, torch.Generator().manual_seed(7))
         b = fn((32, 32), 0.75, torch.Generator().manual_seed(7))
         c = fn((32, 32), 0.75, torch.Generator().manual_seed(8))
-        require(torch.equal(a, b), "the same generator seed must give the same mask: draw all randomness from `generator`")
-        require(not torch.equal(a, c), "different generator seeds gave the same mask: the mask must be random")
+        require(torch.equal(a, b), "the same generator seed must give the same mask: draw all "
+                                   "randomness from `generator`")
+        require(not torch.equal(a, c),
+                "different generator seeds gave the same mask: the mask must be random")
 
     def uniform():
         g = torch.Generator().manual_seed(3)
@@ -91,8 +102,10 @@ def random_mask_checks(fn) -> Checks:
         freq /= draws
         # each position is kept with probability 0.25; 0.12 and 0.40 are ~6 standard deviations away
         require(float(freq.min()) > 0.12 and float(freq.max()) < 0.40,
-                f"over {draws} masks some positions were kept with frequency {float(freq.min()):.2f} or "
-                f"{float(freq.max()):.2f}, not ~0.25: every weight must be equally likely to be kept "
+                f"over {draws} masks some positions were kept with frequency "
+                f"{float(freq.min()):.2f} or "
+                f"{float(freq.max()):.2f}, not ~0.25: every weight must be equally "
+                f"likely to be kept "
                 "(unstructured), not e.g. the first columns of each row")
 
     return [("exact count of kept weights, as the library's sparsify", exact_count),
@@ -104,23 +117,28 @@ def magnitude_mask_checks(fn) -> Checks:
     def matches_library():
         g = torch.Generator().manual_seed(11)
         for shape, s in MASK_CASES:
-            w = torch.randn(shape, generator=g) * torch.rand(shape[1], generator=g)  # columns of different scale
+            # columns of different scale
+            w = torch.randn(shape, generator=g) * torch.rand(shape[1], generator=g)
             before = w.clone()
             out = as_bool_mask(fn(w, s), shape, "magnitude_mask")
             require(torch.equal(w, before), "magnitude_mask must not change the weight it is given")
             want = library_mask(shape, s, "magnitude", weight=w)
             require(int(out.sum()) == int(want.sum()),
-                    f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, expected exactly {int(want.sum())}")
+                    f"shape {shape}, sparsity {s}: kept {int(out.sum())} weights, expected exactly "
+                    f"{int(want.sum())}")
             require(torch.equal(out, want),
                     f"shape {shape}, sparsity {s}: kept the wrong weights; keep the largest |w| "
-                    "(absolute value: a large negative weight matters as much as a large positive one)")
+                    "(absolute value: a large negative weight matters as much as a large "
+                    "positive one)")
 
     def keeps_largest():
         w = torch.tensor([[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]])
         out = as_bool_mask(fn(w, 0.5), w.shape, "magnitude_mask")
         want = torch.tensor([[False, True, False, True], [False, True, True, False]])
-        require(torch.equal(out, want), "for w = [[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]] at 50% the kept "
-                                         f"weights must be -3.0, 2.0, 0.3 and -1.0 (the 4 largest |w|); got {out.tolist()}")
+        require(torch.equal(out, want),
+                "for w = [[0.1, -3.0, 0.2, 2.0], [-0.05, 0.3, -1.0, 0.0]] at 50% the kept "
+                                         f"weights must be -3.0, 2.0, 0.3 and -1.0 (the 4 largest "
+                                         f"|w|); got {out.tolist()}")
 
     return [("keeps the 4 largest |w| of a small example", keeps_largest),
             ("equals the library's magnitude mask, exact count", matches_library)]
@@ -137,14 +155,18 @@ def loss_mask_checks(fn) -> Checks:
             tokens, want = encode_example(tok, inp, ref, block_size=4096)
             prompt_len = len(encode_prompt(tok, inp))
             got = fn(prompt_len, len(tokens))
-            require(isinstance(got, (list, tuple, torch.Tensor)), f"loss_mask must return a list, got {type(got).__name__}")
+            require(isinstance(got, (list, tuple, torch.Tensor)),
+                    f"loss_mask must return a list, got {type(got).__name__}")
             got = [int(v) for v in (got.tolist() if isinstance(got, torch.Tensor) else got)]
             require(len(got) == len(want),
-                    f"prompt_len={prompt_len}, n_tokens={len(tokens)}: mask has {len(got)} entries, expected "
+                    f"prompt_len={prompt_len}, n_tokens={len(tokens)}: mask has {len(got)} "
+                    f"entries, expected "
                     f"{len(want)} (one per input position x = tokens[:-1])")
             require(got == want,
-                    f"prompt_len={prompt_len}, n_tokens={len(tokens)}: got {got}, expected {want}; position i "
-                    "predicts tokens[i + 1], which counts when it is a target token or the end-of-text")
+                    f"prompt_len={prompt_len}, n_tokens={len(tokens)}: got {got}, expected "
+                    f"{want}; position i "
+                    "predicts tokens[i + 1], which counts when it is a target token or "
+                    "the end-of-text")
 
     def tiny_case():
         against_library([("ab", "cd")])
@@ -161,14 +183,18 @@ def loss_mask_checks(fn) -> Checks:
 
 MASKED_STEPS = 50
 ADAMW = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
-GRAD_SEEN = "pruned_grad_seen"  # optimizer state key: non-zero pruned gradient slots the last step() saw
+# optimizer state key: non-zero pruned gradient slots the last step() saw
+GRAD_SEEN = "pruned_grad_seen"
 MASKED_ADVICE = {
     "gradient": "zero the pruned gradient slots (p.grad) before optimizer.step()",
-    "gradient (as optimizer.step() read it)": "zero the pruned gradient slots (p.grad) before optimizer.step(), not after: "
-                            "the step reads them (clearing or zeroing p.grad afterwards is too late)",
+    "gradient (as optimizer.step() read it)": "zero the pruned gradient slots (p.grad) before "
+                                              "optimizer.step(), not after: "
+                            "the step reads them (clearing or zeroing p.grad afterwards "
+                            "is too late)",
     "weight": "after optimizer.step() set the pruned weights to zero: old moments still move them",
     "exp_avg": "after optimizer.step() zero optimizer.state[p]['exp_avg'] at the pruned slots",
-    "exp_avg_sq": "after optimizer.step() zero optimizer.state[p]['exp_avg_sq'] at the pruned slots",
+    "exp_avg_sq": "after optimizer.step() zero optimizer.state[p]['exp_avg_sq'] at the "
+                  "pruned slots",
 }
 
 
@@ -178,11 +204,13 @@ class _WatchedAdamW(torch.optim.AdamW):
     behind cannot tell: zeroing the weights and moments afterwards, or ``zero_grad()``, hides an
     unmasked gradient.) A 0-dim tensor, so it travels in the grader's record with the moments."""
 
-    pruned: list | tuple = ()  # (parameter, bool mask of its pruned slots), set once the masks exist
+    # (parameter, bool mask of its pruned slots), set once the masks exist
+    pruned: list | tuple = ()
 
     @torch.no_grad()
     def step(self, closure=None):
-        seen = [(p, int((p.grad[where] != 0).sum())) for p, where in self.pruned if p.grad is not None]
+        seen = [(p, int((p.grad[where] != 0).sum())) for p, where in self.pruned
+                if p.grad is not None]
         out = super().step(closure)
         for p, n in seen:
             self.state[p][GRAD_SEEN] = torch.tensor(n)
@@ -197,7 +225,8 @@ def _masked_problem(seed: int):
     g = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Linear(12, 16), nn.Linear(16, 8))
     params = list(model.parameters())
-    with torch.no_grad():  # from g, not torch's global generator: the grader makes this problem again
+    # from g, not torch's global generator: the grader makes this problem again
+    with torch.no_grad():
         for p in params:
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     opt = _WatchedAdamW(params, **ADAMW)
@@ -205,7 +234,8 @@ def _masked_problem(seed: int):
         for p in params:
             p.grad = torch.randn(p.shape, generator=g)
         opt.step()
-    masks = sparsify(model, 0.6, method="random", include=r"weight$", seed=seed)  # zeros the pruned weights
+    # zeros the pruned weights
+    masks = sparsify(model, 0.6, method="random", include=r"weight$", seed=seed)
     named = list(model.named_parameters())
     masks = [masks.get(n, torch.ones(p.shape, dtype=torch.bool)) for n, p in named]
     opt.pruned = [(p, ~m) for (_, p), m in zip(named, masks)]
@@ -229,14 +259,16 @@ def _pruned_leaks(params, masks, opt) -> list[tuple[str, int, tuple, int, float]
         state = opt.state.get(p, {})
         seen = state.get(GRAD_SEEN)
         if isinstance(seen, torch.Tensor) and seen.numel() == 1 and int(seen) != 0:
-            leaks.append(("gradient (as optimizer.step() read it)", i, tuple(p.shape), int(seen), float("nan")))
+            leaks.append(("gradient (as optimizer.step() read it)", i, tuple(p.shape), int(seen),
+                          float("nan")))
         for what, t in (("gradient", p.grad), ("weight", p.detach()),
                         ("exp_avg", state.get("exp_avg")), ("exp_avg_sq", state.get("exp_avg_sq"))):
             if t is None:
                 continue
             bad = t.detach()[~m] != 0
             if bool(bad.any()):
-                leaks.append((what, i, tuple(p.shape), int(bad.sum()), float(t.detach()[~m].abs().max())))
+                leaks.append((what, i, tuple(p.shape), int(bad.sum()),
+                              float(t.detach()[~m].abs().max())))
     return leaks
 
 
@@ -258,22 +290,26 @@ def masked_step_checks(fn) -> Checks:
     def stays_zero():
         for step, params, masks, opt, _ in _student_steps(fn):
             if step and not any(GRAD_SEEN in opt.state.get(p, {}) for p in params):
-                raise CheckFailed(f"step {step}: optimizer.step() was not called; call it once, between "
+                raise CheckFailed(f"step {step}: optimizer.step() was not called; call it "
+                                  f"once, between "
                                   "masking the gradients and zeroing the weights and moments")
             leaks = _pruned_leaks(params, masks, opt)
             if step and leaks:
                 what, i, shape, n, big = leaks[0]
                 others = "".join(f", the {w} of parameter {j}" for w, j, *_ in leaks[1:4])
                 size = "" if math.isnan(big) else f" (largest |value| {big:.3g})"
-                raise CheckFailed(f"step {step}: the {what} of parameter {i} (shape {shape}) is non-zero at {n} pruned "
+                raise CheckFailed(f"step {step}: the {what} of parameter {i} (shape {shape}) is "
+                                  f"non-zero at {n} pruned "
                                   f"slots{size}{others}; {MASKED_ADVICE[what]}")
 
     def matches_reference():
         steps = _student_steps(fn)
         _, params, masks, opt, _ = next(steps)
-        ref_params = [p.detach().clone().requires_grad_() for p in params]  # same start, own optimizer
+        # same start, own optimizer
+        ref_params = [p.detach().clone().requires_grad_() for p in params]
         ref_opt = torch.optim.AdamW(ref_params, **ADAMW)
-        ref_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict would share the tensors
+        # load_state_dict would share the tensors
+        ref_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
         for step, params, masks, opt, grads in steps:
             for r, grad in zip(ref_params, grads):
                 r.grad = grad.clone()
@@ -281,12 +317,16 @@ def masked_step_checks(fn) -> Checks:
             for i, (p, r, m) in enumerate(zip(params, ref_params, masks)):
                 got, want = p.detach()[m], r.detach()[m]
                 if not torch.allclose(got, want, rtol=1e-6, atol=1e-9):
-                    raise CheckFailed(f"step {step}: the kept weights of parameter {i} (shape {tuple(p.shape)}) differ "
-                                      f"by up to {float((got - want).abs().max()):.3g} from one AdamW step on the "
-                                      "masked gradients; call optimizer.step() exactly once, and change nothing "
+                    raise CheckFailed(f"step {step}: the kept weights of parameter {i} (shape "
+                                      f"{tuple(p.shape)}) differ "
+                                      f"by up to {float((got - want).abs().max()):.3g} from one "
+                                      f"AdamW step on the "
+                                      "masked gradients; call optimizer.step() exactly once, and "
+                                      "change nothing "
                                       "else at the kept slots")
 
-    return [(f"pruned gradients zero when optimizer.step() reads them; weights and AdamW moments exactly zero "
+    return [(f"pruned gradients zero when optimizer.step() reads them; weights and AdamW moments "
+             f"exactly zero "
              f"after each of {MASKED_STEPS} steps "
              f"(weight decay {ADAMW['weight_decay']})", stays_zero),
             ("kept weights equal an AdamW step on the masked gradients", matches_reference)]
@@ -307,8 +347,10 @@ def two_four_mask_checks(fn) -> Checks:
         w = torch.tensor([[0.1, -0.9, 0.5, 0.2, 3.0, 0.0, -1.5, 1.0]])
         out = as_bool_mask(fn(w.clone()), w.shape, "two_four_mask")
         want = [[False, True, True, False, True, False, True, False]]
-        require(out.tolist() == want, f"weight {w.tolist()[0]}: kept {out.int().tolist()[0]}, expected "
-                                       f"{[int(v) for v in want[0]]} (the 2 largest |w| of each group of 4: "
+        require(out.tolist() == want,
+                f"weight {w.tolist()[0]}: kept {out.int().tolist()[0]}, expected "
+                                       f"{[int(v) for v in want[0]]} (the 2 largest |w| of each "
+                                       f"group of 4: "
                                        "-0.9 and 0.5, then 3.0 and -1.5)")
 
     def pattern():
@@ -317,20 +359,26 @@ def two_four_mask_checks(fn) -> Checks:
             out = as_bool_mask(fn(w.clone()), shape, "two_four_mask")
             counts = out.reshape(shape[0], -1, 4).sum(-1)
             bad = int((counts != 2).sum())
-            require(bad == 0, f"shape {shape}: {bad} of {counts.numel()} groups of 4 consecutive inputs (along each "
-                               "row) do not keep exactly 2; a 2:4 mask keeps 2 in every group, not 50% overall")
+            require(bad == 0, f"shape {shape}: {bad} of {counts.numel()} groups of 4 consecutive "
+                              f"inputs (along each "
+                               "row) do not keep exactly 2; a 2:4 mask keeps 2 in every group, "
+                               "not 50% overall")
             require(torch.equal(out, nm_mask(w, 2, 4)),
-                    f"shape {shape}: the right count in every group, but not the 2 largest |w| of each: "
-                    f"{int((out != nm_mask(w, 2, 4)).sum())} slots differ (compare magnitudes, not signed values)")
+                    f"shape {shape}: the right count in every group, but not the 2 largest "
+                    f"|w| of each: "
+                    f"{int((out != nm_mask(w, 2, 4)).sum())} slots differ (compare magnitudes, not "
+                    f"signed values)")
 
     def untouched():
         w = _two_four_weight((8, 16), 9)
         copy_ = w.clone()
         fn(w)
-        require(torch.equal(w, copy_), "two_four_mask changed `weight`: return a mask, leave the weight alone")
+        require(torch.equal(w, copy_),
+                "two_four_mask changed `weight`: return a mask, leave the weight alone")
 
     return [("a row by hand: the 2 largest |w| of every 4 consecutive inputs", by_hand),
-            ("exactly 2 of every 4 along each row, the largest by magnitude, on random weights", pattern),
+            ("exactly 2 of every 4 along each row, the largest by magnitude, on random weights",
+             pattern),
             ("the weight is left unchanged", untouched)]
 
 
@@ -358,7 +406,8 @@ def model_sparsity_checks(fn) -> Checks:
     def call(shapes, masked, s, want, where):
         got = fn(dict(shapes), list(masked), s)
         require(isinstance(got, (int, float)) and not isinstance(got, bool),
-                f"{where}: model_sparsity must return a number (a fraction), got {type(got).__name__}")
+                f"{where}: model_sparsity must return a number (a fraction), got "
+                f"{type(got).__name__}")
         require(math.isclose(got, want, rel_tol=0, abs_tol=1e-12),
                 f"{where}: got {got:.6f}, expected {want:.6f}; each masked matrix keeps exactly "
                 "round((1 - sparsity) * numel) weights, and the unmasked parameters (embeddings, "
@@ -367,7 +416,8 @@ def model_sparsity_checks(fn) -> Checks:
     def by_hand():
         shapes = {"a.weight": (7, 13), "a.bias": (7,), "b.weight": (3, 3)}
         # a: 91 weights, keeps round(0.7 * 91) = 64, zeroes 27 (not 27.3); 107 parameters in all
-        call(shapes, ["a.weight"], 0.3, 27 / 107, "one 7 x 13 matrix masked at 30% (the bias and b stay dense)")
+        call(shapes, ["a.weight"], 0.3, 27 / 107,
+             "one 7 x 13 matrix masked at 30% (the bias and b stay dense)")
         call(shapes, [], 0.75, 0.0, "nothing masked")
 
     def models():

@@ -29,7 +29,8 @@ def cell(value):
 
 def feedback(ex: dict) -> str:
     """One line for a spreadsheet: "pass", or what failed; then any warnings."""
-    parts = ["pass"] if ex["passed"] else [f"{c['check']}: {c['message']}" for c in ex["checks"] if not c["passed"]]
+    parts = (["pass"] if ex["passed"]
+             else [f"{c['check']}: {c['message']}" for c in ex["checks"] if not c["passed"]])
     parts += [f"warning: {w}" for w in ex.get("warnings", [])]
     return " | ".join(" ".join(p.split()) for p in parts)
 
@@ -45,11 +46,14 @@ def csv_rows(results: list[dict]) -> list[dict]:
         base = dict(student=r["student"], notebook="")
         if not r["exercises"]:
             rows.append({**base, "exercise": "", "points": 0, "max_points": r["max_points"],
-                         "feedback": "; ".join(r.get("notes", [])) or "no exercises", "notes": _notes(r)})
+                         "feedback": "; ".join(r.get("notes", [])) or "no exercises",
+                         "notes": _notes(r)})
         for name, ex in r["exercises"].items():
-            rows.append({**base, "exercise": name, "points": ex["points"], "max_points": ex["max_points"],
+            rows.append({**base, "exercise": name, "points": ex["points"],
+                         "max_points": ex["max_points"],
                          "feedback": feedback(ex), "notebook": ex.get("notebook", ""),
-                         "notes": _notes(r, *([f"warning: {name}: {d}"] if (d := r.get("drift", {}).get(name)) else []))})
+                         "notes": _notes(r, *([f"warning: {name}: {d}"]
+                                              if (d := r.get("drift", {}).get(name)) else []))})
     return rows
 
 
@@ -59,16 +63,20 @@ def _table(results: list[dict], form: str) -> tuple[list[str], list[list]]:
         return list(CSV_COLUMNS), [[row[c] for c in CSV_COLUMNS] for row in rows]
     total = max((r["max_points"] for r in results), default=0)
     if form == "canvas":  # Canvas's gradebook import: students matched by SIS Login ID
-        header = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", f"{ASSIGNMENT} ({total} points)"]
+        header = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section",
+                  f"{ASSIGNMENT} ({total} points)"]
         return header, [["Points Possible", "", "", "", "", total]] + [
             [r["student"], "", "", r["student"], "", r["points"]] for r in results]
-    header = ["Username", ASSIGNMENT, f"{ASSIGNMENT} (feedback)"]  # Moodle's grade import: map Username
-    return header, [[r["student"], r["points"], f"{r['points']}/{r['max_points']} points; " + "; ".join(
+    # Moodle's grade import: map Username
+    header = ["Username", ASSIGNMENT, f"{ASSIGNMENT} (feedback)"]
+    return header, [[r["student"], r["points"],
+                     f"{r['points']}/{r['max_points']} points; " + "; ".join(
         f"{name}: {feedback(ex)}" for name, ex in r["exercises"].items())] for r in results]
 
 
 def write(path: str, results: list[dict], form: str = "csv") -> int:
-    """Write the gradebook in ``form`` (csv, canvas, moodle) to ``path`` atomically; returns its rows."""
+    """Write the gradebook in ``form`` (csv, canvas, moodle) to ``path`` atomically; returns its
+    rows."""
     if form not in FORMATS:
         raise MiniSPDFError(f"--format {form}: choose one of {', '.join(FORMATS)}")
     if Path(path).is_dir():
@@ -83,14 +91,18 @@ def write(path: str, results: list[dict], form: str = "csv") -> int:
 
 
 def summary(results: list[dict]) -> str:
-    """Per student the released exercises and the notes; with more than one student, a points table."""
+    """Per student the released exercises and the notes; with more than one student, a points
+    table."""
     from .exercises import format_result
 
-    # what confined the class, e.g. "confinement user: Landlock ABI 7" (the limits, in the notes, vary)
+    # what confined the class, e.g. "confinement user: Landlock ABI 7" (the limits, in the notes,
+    # vary)
     lines = sorted({r["isolation"].split(" (")[0] for r in results if r.get("isolation")})
     for r in results:
-        lines.append(f"{r['student']}: {r['passed']}/{r['total']} exercises pass, {r['points']}/{r['max_points']} "
-                     f"points ({', '.join(Path(n).name for n in r['notebooks']) or 'no notebooks'})")
+        lines.append(f"{r['student']}: {r['passed']}/{r['total']} exercises pass, "
+                     f"{r['points']}/{r['max_points']} "
+                     f"points "
+                     f"({', '.join(Path(n).name for n in r['notebooks']) or 'no notebooks'})")
         lines += [f"  note: {n}" for n in r.get("notes", [])]
         lines += ["  " + format_result(e).replace("\n", "\n  ") for e in r["exercises"].values()]
     if len(results) > 1:

@@ -48,9 +48,12 @@ def outside_names(source: str) -> list[str]:
     except SyntaxError:
         return []  # the worker reports it
     tables = list(_tables(top))
-    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
-    defined |= {s.get_name() for t in tables for s in t.get_symbols() if s.is_declared_global() and s.is_assigned()}
-    used = {s.get_name() for t in tables for s in t.get_symbols() if s.is_referenced() and s.is_global()}
+    defined = {s.get_name() for s in top.get_symbols()
+               if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    defined |= {s.get_name() for t in tables for s in t.get_symbols()
+                if s.is_declared_global() and s.is_assigned()}
+    used = {s.get_name() for t in tables for s in t.get_symbols()
+            if s.is_referenced() and s.is_global()}
     return sorted(used - defined - set(dir(builtins)) - set(PREAMBLE_NAMES))
 
 
@@ -58,8 +61,10 @@ def _outside_warning(ex_name: str, cells) -> list[str]:
     names = outside_names("\n".join(source for _, source in cells))
     if not names:
         return []
-    return [f"{EXERCISES[ex_name].function if ex_name in EXERCISES else ex_name} uses {', '.join(names)}, "
-            "defined outside its cell: the grader runs only the exercise cells (after `import math, torch, "
+    return [f"{EXERCISES[ex_name].function if ex_name in EXERCISES else ex_name} uses "
+            f"{', '.join(names)}, "
+            "defined outside its cell: the grader runs only the exercise cells (after `import "
+            "math, torch, "
             "numpy as np`), so define or import them in this cell"]
 
 
@@ -71,10 +76,12 @@ def _context():
 
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["minispdf.assignments.preload"])  # torch and the checks, imported once
+        # torch and the checks, imported once
+        ctx.set_forkserver_preload(["minispdf.assignments.preload"])
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()  # now, so that the reaper counts it among the grader's own children
+        # now, so that the reaper counts it among the grader's own children
+        forkserver.ensure_running()
         return ctx
     return mp.get_context("spawn")
 
@@ -110,7 +117,8 @@ class _Channel:
                 self.buf += chunk
                 self.eof = not chunk
             elif ready:  # the worker ended: take what it wrote, then stop
-                while select.select([self.fd], [], [], 0)[0] and (chunk := os.read(self.fd, 1 << 20)):
+                while (select.select([self.fd], [], [], 0)[0]
+                       and (chunk := os.read(self.fd, 1 << 20))):
                     self.buf += chunk
                 self.eof = True
         line, _, self.buf = self.buf.partition(b"\n")
@@ -118,7 +126,8 @@ class _Channel:
 
 
 def _parse(line: bytes, rid: str, name: str):
-    """The worker's record for request ``rid``, or None if it is not one (any other line: forged)."""
+    """The worker's record for request ``rid``, or None if it is not one (any other line:
+    forged)."""
     try:
         msg = json.loads(line)
     except (ValueError, RecursionError):
@@ -133,7 +142,8 @@ def judge(name: str, msg: dict) -> dict:
     worker's record of the student's function (see :mod:`.replay`)."""
     if "cell_error" in msg:
         error = msg["cell_error"]
-        return _failed(name, "cell runs", f"the exercise cell does not run: {error if isinstance(error, str) else '?'}"
+        return _failed(name, "cell runs",
+                       f"the exercise cell does not run: {error if isinstance(error, str) else '?'}"
                                           [:MAX_TEXT])
     if msg.get("defined") is not True:
         return result(name, run_checks(name, None))
@@ -159,7 +169,8 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool
             requests = [(secrets.token_hex(8), name, cells) for name, cells in pending]
             box_now = dataclasses.replace(box, cpu=int(timeout * len(pending)) + 10)
             conn, child_conn = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=serve, args=(child_conn, requests, box_now, hidden), daemon=True)
+            proc = ctx.Process(target=serve, args=(child_conn, requests, box_now, hidden),
+                               daemon=True)
             proc.start()
             child_conn.close()
             channel = _Channel(conn.fileno(), proc.sentinel)
@@ -174,21 +185,29 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool
                     msg = _parse(line, rid, name) if isinstance(line, bytes) else None
                     if line == "timeout":
                         results[name] = _failed(name, f"finishes within {timeout:g} s",
-                                                f"timed out after {timeout:g} s: an endless loop, or far too slow? "
+                                                f"timed out after {timeout:g} s: an endless loop, "
+                                                f"or far too slow? "
                                                 "Grading stopped this exercise and went on")
                     elif line == "died":
                         proc.join(1)
-                        results[name] = _failed(name, "grader runs", f"the exercise ended the grader's process "
-                                                                     f"(exit code {proc.exitcode}): sys.exit, a "
-                                                                     "crash, or a limit (memory, CPU time)?")
+                        results[name] = _failed(name, "grader runs",
+                                                f"the exercise ended the grader's process "
+                                                                     f"(exit code {proc.exitcode}"
+                                                f"): sys.exit, a "
+                                                                     "crash, or a limit "
+                                                "(memory, CPU time)?")
                     elif msg is None:
-                        results[name] = _failed(name, "grader's record", "the grader's worker sent a malformed "
-                                                "record: did the exercise cell write to the grader's channel?")
+                        results[name] = _failed(name, "grader's record",
+                                                "the grader's worker sent a malformed "
+                                                "record: did the exercise cell write to the "
+                                                "grader's channel?")
                     else:
                         results[name] = judge(name, msg)
                     pending.pop(0)
                     if msg is None:
-                        break  # this worker is gone, stuck or not to be trusted: a fresh one takes the rest
+                        # this worker is gone, stuck or not to be trusted: a fresh one takes the
+                        # rest
+                        break
             finally:
                 sandbox.stop(box, proc.pid)
                 reaper.end(proc.pid, own_child=ctx.get_start_method() != "forkserver")
@@ -213,7 +232,8 @@ def _parse_hello(line):
         if msg == {"ready": True}:
             return True
         if isinstance(msg, dict) and isinstance(msg.get("unconfined"), str):
-            return f"the grader could not confine its worker, so it ran nothing: {msg['unconfined']}"[:MAX_TEXT]
+            return (f"the grader could not confine its worker, so it ran nothing: "
+                    f"{msg['unconfined']}"[:MAX_TEXT])
     return "the grader's worker process did not start"
 
 
@@ -224,7 +244,8 @@ def _exercise_cells(nb, label: str) -> dict[str, list[tuple[str, str]]]:
         if name:
             source = cell.get("source")
             if not isinstance(source, str):
-                raise MiniSPDFError(f"cell {i} of {label} ({name}) has no text source: save the notebook "
+                raise MiniSPDFError(f"cell {i} of {label} ({name}) has no text source: save "
+                                    f"the notebook "
                                     "with Jupyter again")
             cells.setdefault(name, []).append((f"<{label} cell {i} ({name})>", source))
     return cells
@@ -255,7 +276,8 @@ def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None, unconfine
     cells = _load(path) if cells is None else cells
     refused = {name: _failed(name, BORROW_CHECK, borrowing.refusal(EXERCISES[name].function, uses))
                for name, c in cells.items() if name in EXERCISES
-               and (uses := borrowing.static_uses("\n".join(_strip_magics(source) for _, source in c)))}
+               and (uses := borrowing.static_uses("\n".join(_strip_magics(source)
+                                                            for _, source in c)))}
     known = [(name, c) for name, c in cells.items() if name in EXERCISES and name not in refused]
     results, isolation = _run_isolated(known, timeout, unconfined, hidden) if known else ({}, "")
     results.update(refused)  # decided here, from the source: the student's code never ran
@@ -266,7 +288,8 @@ def grade(notebook_path, timeout: float = DEFAULT_TIMEOUT, cells=None, unconfine
     passed = sum(e["passed"] for e in exercises.values())
     out = dict(notebook=str(path), exercises=exercises, passed=passed, total=len(exercises),
                points=sum(e["points"] for e in exercises.values()),
-               max_points=sum(e["max_points"] for e in exercises.values()), all_passed=passed == len(exercises),
+               max_points=sum(e["max_points"] for e in exercises.values()),
+               all_passed=passed == len(exercises),
                isolation=isolation)
     if not exercises:
         out["note"] = f"no exercises in {path.name}"
@@ -290,15 +313,18 @@ def submissions(paths) -> list[tuple[str, Path, bool]]:
         if arg.is_dir():
             inside = [(p.stem, p, False) for p in sorted(arg.glob("*.ipynb"))]
             inside += [(sub.name, p, False) for sub in sorted(arg.iterdir())
-                       if sub.is_dir() and not sub.name.startswith(".") for p in _notebooks_under(sub)]
+                       if sub.is_dir() and not sub.name.startswith(".")
+                       for p in _notebooks_under(sub)]
             if not inside:
-                raise MiniSPDFError(f"no notebooks in {arg}: put each student's .ipynb (or a folder per "
+                raise MiniSPDFError(f"no notebooks in {arg}: put each student's .ipynb (or "
+                                    f"a folder per "
                                     "student) there")
             found += inside
         elif arg.is_file():
             found.append((arg.stem, arg, True))
         else:
-            raise MiniSPDFError(f"no notebook or folder at {arg}: pass .ipynb files or a folder of submissions")
+            raise MiniSPDFError(
+                f"no notebook or folder at {arg}: pass .ipynb files or a folder of submissions")
     return found
 
 
@@ -315,12 +341,15 @@ def _read_all(found) -> list[tuple[str, Path, object]]:
             loaded.append((student, path, str(e)))
         except Exception as e:  # a notebook shaped in a way nothing here expects
             if named:
-                raise MiniSPDFError(f"{path} cannot be graded ({type(e).__name__}: {one_line(e)})") from None
-            loaded.append((student, path, f"{path.name} cannot be graded ({type(e).__name__}: {one_line(e)})"))
+                raise MiniSPDFError(
+                    f"{path} cannot be graded ({type(e).__name__}: {one_line(e)})") from None
+            loaded.append((student, path,
+                           f"{path.name} cannot be graded ({type(e).__name__}: {one_line(e)})"))
     return loaded
 
 
-def _grade_student(student: str, notebooks, release: dict, timeout: float, unconfined: bool, hidden) -> dict:
+def _grade_student(student: str, notebooks, release: dict, timeout: float, unconfined: bool,
+                   hidden) -> dict:
     """One student's result against the manifest ``release`` (see :mod:`.manifest`)."""
     chosen, notes = manifest.assign(release, notebooks)
     graded, isolation = {}, ""
@@ -328,18 +357,22 @@ def _grade_student(student: str, notebooks, release: dict, timeout: float, uncon
         try:
             r = grade(path, timeout, cells=cells, unconfined=unconfined, hidden=hidden)
         except Exception as e:
-            notes.append(f"not graded: the grader failed on {path.name} ({type(e).__name__}: {one_line(e)})")
+            notes.append(
+                f"not graded: the grader failed on {path.name} ({type(e).__name__}: {one_line(e)})")
             continue
         isolation = r["isolation"] or isolation
         graded.update({name: {**ex, "notebook": str(path)} for name, ex in r["exercises"].items()})
-    return dict(student=student, notebooks=[str(p) for p, _ in notebooks], **manifest.score(release, graded),
+    return dict(student=student, notebooks=[str(p) for p, _ in notebooks],
+                **manifest.score(release, graded),
                 isolation=isolation, notes=notes, drift=manifest.drift(release))
 
 
-def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT, unconfined: bool = False, release=None,
+def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT, unconfined: bool = False,
+                      release=None,
                       hidden=None) -> list[dict]:
     """Every student's result under ``paths`` against the manifest ``release`` (default: built from
-    the kit's table for the lessons the class holds exercises of, see :mod:`.manifest`): ``{"student",
+    the kit's table for the lessons the class holds exercises of, see :mod:`.manifest`):
+    ``{"student",
     "notebooks", "exercises", "passed", "total", "points", "max_points", "all_passed", "isolation",
     "notes", "drift"}``. ``hidden``: a file of hidden checks (:func:`.exercises.use_hidden`).
 
@@ -353,7 +386,8 @@ def grade_submissions(paths, timeout: float = DEFAULT_TIMEOUT, unconfined: bool 
     use_hidden(hidden)  # here too: a file that does not load is an error before anything runs
     loaded = _read_all(found)
     if release is None:
-        release = manifest.from_kit({name for _, _, cells in loaded if isinstance(cells, dict) for name in cells})
+        release = manifest.from_kit({name for _, _, cells in loaded if isinstance(cells, dict)
+                                     for name in cells})
     students: dict[str, list] = {}
     for student, path, cells in loaded:
         students.setdefault(student, []).append((path, cells))

@@ -25,7 +25,8 @@ PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 # file system rights (include/uapi/linux/landlock.h)
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 REFER, TRUNCATE, IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3, 5
-FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # the only ones a rule on a file may hold
+# the only ones a rule on a file may hold
+FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 READ = EXECUTE | READ_FILE | READ_DIR
 NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
@@ -60,7 +61,8 @@ def abi() -> tuple[int, str]:
         return 0, f"Landlock is Linux's, and this is {sys.platform}"
     try:
         libc = _libc()
-        version = libc.syscall(CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(CREATE_RULESET_VERSION))
+        version = libc.syscall(CREATE_RULESET, None, ctypes.c_size_t(0),
+                               ctypes.c_uint32(CREATE_RULESET_VERSION))
     except (OSError, AttributeError) as e:
         return 0, f"the C library cannot make system calls ({e})"
     if version > 0:
@@ -69,12 +71,14 @@ def abi() -> tuple[int, str]:
     if err == 38:  # ENOSYS
         return 0, f"the kernel ({os.uname().release}) has no Landlock: it needs Linux >= 5.13"
     if err == 95:  # EOPNOTSUPP
-        return 0, "Landlock is built into the kernel but not enabled (add landlock to the lsm= boot option)"
+        return 0, ("Landlock is built into the kernel but not enabled (add landlock to the lsm= "
+                   "boot option)")
     return 0, f"Landlock is not usable ({os.strerror(err)})"
 
 
 def fs_rights(version: int) -> int:
-    """Every file system right ABI ``version`` knows (all are handled: what no rule allows is denied)."""
+    """Every file system right ABI ``version`` knows (all are handled: what no rule allows is
+    denied)."""
     rights = (1 << 13) - 1
     for since, right in ((2, REFER), (3, TRUNCATE), (5, IOCTL_DEV)):
         if version >= since:
@@ -91,7 +95,8 @@ def ruleset(version: int, reads=(), writes=()) -> int:
     attr = _RulesetAttr(handled_access_fs=handled,
                         handled_access_net=NET_BIND_TCP | NET_CONNECT_TCP if version >= 4 else 0,
                         scoped=SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if version >= 6 else 0)
-    fd = _check(libc.syscall(CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
+    fd = _check(libc.syscall(CREATE_RULESET, ctypes.byref(attr),
+                             ctypes.c_size_t(ctypes.sizeof(attr)),
                              ctypes.c_uint32(0)), "landlock_create_ruleset")
     try:
         for paths, access in ((reads, READ & handled), (writes, handled)):
@@ -112,14 +117,16 @@ def _allow(libc, fd: int, path: str, access: int) -> None:
         if not os.path.isdir(path):
             access &= FILE_RIGHTS
         rule = _PathBeneath(allowed_access=access, parent_fd=target)
-        _check(libc.syscall(ADD_RULE, ctypes.c_int(fd), ctypes.c_int(RULE_PATH_BENEATH), ctypes.byref(rule),
+        _check(libc.syscall(ADD_RULE, ctypes.c_int(fd), ctypes.c_int(RULE_PATH_BENEATH),
+                            ctypes.byref(rule),
                             ctypes.c_uint32(0)), f"landlock_add_rule {path}")
     finally:
         os.close(target)
 
 
 def no_new_privileges() -> None:
-    """No execve can ever raise this process's privileges again (setuid files, file capabilities)."""
+    """No execve can ever raise this process's privileges again (setuid files, file
+    capabilities)."""
     _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
@@ -127,7 +134,8 @@ def restrict_self(fd: int) -> None:
     """Put this process (and all it starts from now on) into ruleset ``fd``'s domain, for good."""
     no_new_privileges()
     try:
-        _check(_libc().syscall(RESTRICT_SELF, ctypes.c_int(fd), ctypes.c_uint32(0)), "landlock_restrict_self")
+        _check(_libc().syscall(RESTRICT_SELF, ctypes.c_int(fd), ctypes.c_uint32(0)),
+               "landlock_restrict_self")
     finally:
         os.close(fd)
 
@@ -150,6 +158,7 @@ def is_subreaper() -> bool:
         return False
     flag = ctypes.c_int(0)
     try:
-        return _libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and bool(flag.value)
+        return (_libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0
+                and bool(flag.value))
     except (OSError, AttributeError):
         return False

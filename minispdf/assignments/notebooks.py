@@ -45,10 +45,12 @@ def read_notebook(path) -> "nbformat.NotebookNode":  # noqa: F821
         if version == 4:
             nb.cells  # noqa: B018  (a JSON file that is not a notebook fails here)
     except Exception as e:
-        raise MiniSPDFError(f"{path} is not a readable notebook ({type(e).__name__}): pass an .ipynb file "
+        raise MiniSPDFError(f"{path} is not a readable notebook ({type(e).__name__}): pass an "
+                            f".ipynb file "
                             "saved by Jupyter") from None
     if version != 4:  # converted, its exercise tags would be lost: it would grade as "no exercises"
-        raise MiniSPDFError(f"{path} is in nbformat {version}, not 4: open it in Jupyter and save it again")
+        raise MiniSPDFError(
+            f"{path} is in nbformat {version}, not 4: open it in Jupyter and save it again")
     return nb
 
 
@@ -138,14 +140,16 @@ def _student_copies(src, dst) -> dict[Path, str]:
     src, dst = Path(src), Path(dst)
     sources = sorted(src.glob("*.ipynb"))
     if not sources:
-        raise MiniSPDFError(f"no notebooks in {src}: pass --src, the folder that holds the source notebooks")
+        raise MiniSPDFError(
+            f"no notebooks in {src}: pass --src, the folder that holds the source notebooks")
     return {dst / p.name: dumps(student_notebook(read_notebook(p), p.name)) for p in sources}
 
 
 def make_student_copies(src: str = DEFAULT_SRC, dst: str = DEFAULT_DST) -> list[str]:
     """Write a student copy of every notebook in ``src`` to ``dst``; returns the paths written.
 
-    Student notebooks in ``dst`` without a source notebook are removed, so the folder mirrors ``src``.
+    Student notebooks in ``dst`` without a source notebook are removed, so the folder mirrors
+    ``src``.
     """
     copies = _student_copies(src, dst)
     Path(dst).mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,11 @@ def _parents() -> dict[int, int]:
     with contextlib.suppress(OSError):
         for entry in os.listdir("/proc"):
             if entry.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{entry}/stat", "rb") as f:
+                with contextlib.suppress(OSError, ValueError,
+                                         IndexError), open(f"/proc/{entry}/stat", "rb") as f:
                     stat = f.read()
-                    parents[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])  # after "(comm) S"
+                    # after "(comm) S"
+                    parents[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
     return parents
 
 
@@ -61,7 +63,8 @@ class Reaper:
         me, killed = os.getpid(), set()
         for _ in range(ROUNDS):
             parents = _parents()
-            strays = {pid for pid, parent in parents.items() if parent == me and pid not in self.known}
+            strays = {pid for pid, parent in parents.items()
+                      if parent == me and pid not in self.known}
             doomed = _tree(strays | ({worker} if worker else set()), parents) - {me}
             alive = {pid for pid in doomed if not _zombie(pid)}
             for pid in alive:

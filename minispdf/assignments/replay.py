@@ -49,23 +49,27 @@ def encode(v, depth: int = 0) -> dict:
         return {"t": "bool", "v": bool(v)}
     if isinstance(v, int):
         text = int.__repr__(v)
-        return {"t": "int", "v": text} if len(text) <= 400 else {"t": "other", "type": "int (over 400 digits)"}
+        return ({"t": "int", "v": text} if len(text) <= 400
+                else {"t": "other", "type": "int (over 400 digits)"})
     if isinstance(v, float):
         return {"t": "float", "v": float.hex(v)}
     if isinstance(v, str) and len(v) <= MAX_TEXT:
         return {"t": "str", "v": str.__str__(v)}
     if isinstance(v, (list, tuple)) and depth < MAX_DEPTH and len(v) <= MAX_ITEMS:
-        return {"t": "tuple" if isinstance(v, tuple) else "list", "v": [encode(x, depth + 1) for x in v]}
+        return {"t": "tuple" if isinstance(v, tuple) else "list",
+                "v": [encode(x, depth + 1) for x in v]}
     if (isinstance(v, dict) and depth < MAX_DEPTH and len(v) <= MAX_ITEMS
             and all(type(k) in (int, str) for k in v)):  # e.g. seed -> value
-        return {"t": "dict", "v": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
+        return {"t": "dict",
+                "v": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
     if isinstance(v, torch.Tensor):
         try:
             t = v.detach().cpu().contiguous()
             name = str(t.dtype).removeprefix("torch.")
             if name in DTYPES and t.layout == torch.strided and t.numel() <= MAX_NUMEL:
                 raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-                return {"t": "tensor", "dtype": name, "shape": list(t.shape), "data": base64.b64encode(raw).decode()}
+                return {"t": "tensor", "dtype": name, "shape": list(t.shape),
+                        "data": base64.b64encode(raw).decode()}
         except Exception:
             pass
     return {"t": "other", "type": type(v).__name__[:80]}
@@ -84,14 +88,16 @@ def state_of(v, depth: int = 0) -> dict:
     if isinstance(v, torch.optim.Optimizer):
         params = [p for group in v.param_groups for p in group["params"]]
         return {"t": "optim", "state": [{k: encode(x) for k, x in v.state.get(p, {}).items()
-                                         if isinstance(k, str) and isinstance(x, torch.Tensor)} for p in params]}
+                                         if isinstance(k, str) and isinstance(x, torch.Tensor)}
+                                        for p in params]}
     return {"t": "skip"}
 
 
 def raised(e: BaseException) -> dict:
     frames = traceback.extract_tb(e.__traceback__)
     where = f"line {frames[-1].lineno} of {frames[-1].filename}" if frames else "where unknown"
-    return {"raised": {"type": type(e).__name__[:80], "message": str(e)[:MAX_TEXT], "where": where[:300]}}
+    return {"raised": {"type": type(e).__name__[:80], "message": str(e)[:MAX_TEXT],
+                       "where": where[:300]}}
 
 
 class Recorder:
@@ -119,14 +125,16 @@ class Recorder:
 
 def _need(cond, what: str) -> None:
     if not cond:
-        raise Malformed(f"the grader's worker sent a malformed record ({what}): did the exercise cell write to "
+        raise Malformed(f"the grader's worker sent a malformed record ({what}): did the exercise "
+                        f"cell write to "
                         "the grader's channel or change its checks?")
 
 
 def _tensor(d: dict) -> torch.Tensor:
     dtype, shape, data = d.get("dtype"), d.get("shape"), d.get("data")
     _need(dtype in DTYPES, "tensor dtype")
-    _need(isinstance(shape, list) and len(shape) <= 8 and all(type(n) is int and 0 <= n <= MAX_NUMEL for n in shape),
+    _need(isinstance(shape, list) and len(shape) <= 8
+          and all(type(n) is int and 0 <= n <= MAX_NUMEL for n in shape),
           "tensor shape")
     numel = math.prod(shape)
     _need(numel <= MAX_NUMEL and isinstance(data, str), "tensor size")
@@ -173,7 +181,8 @@ def decode(d, depth: int = 0):
         items = [decode(x, depth + 1) for x in v]
         return tuple(items) if t == "tuple" else items
     if t == "dict":
-        _need(isinstance(v, list) and len(v) <= MAX_ITEMS and all(isinstance(kv, list) and len(kv) == 2 for kv in v),
+        _need(isinstance(v, list) and len(v) <= MAX_ITEMS
+              and all(isinstance(kv, list) and len(kv) == 2 for kv in v),
               "a dict")
         out = {}
         for k, x in v:
@@ -185,20 +194,23 @@ def decode(d, depth: int = 0):
         return _tensor(d)
     if t == "other":
         name = d.get("type")
-        _need(isinstance(name, str) and _NAME.fullmatch(name.replace(" ", "_").replace("(", "").replace(")", "")),
+        _need(isinstance(name, str)
+              and _NAME.fullmatch(name.replace(" ", "_").replace("(", "").replace(")", "")),
               "a type name")
         return _opaque(name)
     _need(False, "an unknown kind of value")
 
 
 def _apply(s, v, where: str) -> None:
-    """Put what the student's call left in argument ``v`` (in the worker) into the grader's ``v``."""
+    """Put what the student's call left in argument ``v`` (in the worker) into the grader's
+    ``v``."""
     _need(isinstance(s, dict), "an argument")
     if isinstance(v, torch.Tensor):
         _need(s.get("t") == "tensor", "a tensor argument")
         new = decode(s.get("value"))
         if not isinstance(new, torch.Tensor) or new.shape != v.shape or new.dtype != v.dtype:
-            raise CheckFailed(f"after the call, {where} is not a {v.dtype} tensor of shape {tuple(v.shape)} any more: "
+            raise CheckFailed(f"after the call, {where} is not a {v.dtype} tensor of shape "
+                              f"{tuple(v.shape)} any more: "
                               "change its values in place, not its shape or type")
         with torch.no_grad():
             v.copy_(new)
@@ -206,19 +218,23 @@ def _apply(s, v, where: str) -> None:
             grad = decode(s.get("grad", {"t": "none"}))
             if grad is not None and (not isinstance(grad, torch.Tensor) or grad.shape != v.shape
                                      or not grad.is_floating_point()):
-                raise CheckFailed(f"after the call, the gradient of {where} is not a tensor of its shape")
+                raise CheckFailed(
+                    f"after the call, the gradient of {where} is not a tensor of its shape")
             v.grad = None if grad is None else grad.to(v.dtype)
     elif isinstance(v, (list, tuple)):
         items = s.get("v")
-        _need(s.get("t") == "seq" and isinstance(items, list) and len(items) == len(v), "a list argument")
+        _need(s.get("t") == "seq" and isinstance(items, list) and len(items) == len(v),
+              "a list argument")
         for i, (si, vi) in enumerate(zip(items, v)):
             _apply(si, vi, f"item {i} of {where}")
     elif isinstance(v, torch.optim.Optimizer):
         params = [p for group in v.param_groups for p in group["params"]]
         states = s.get("state")
-        _need(s.get("t") == "optim" and isinstance(states, list) and len(states) == len(params), "an optimizer")
+        _need(s.get("t") == "optim" and isinstance(states, list) and len(states) == len(params),
+              "an optimizer")
         for p, st in zip(params, states):
-            _need(isinstance(st, dict) and all(isinstance(k, str) and len(k) <= 40 for k in st), "optimizer state")
+            _need(isinstance(st, dict) and all(isinstance(k, str) and len(k) <= 40 for k in st),
+                  "optimizer state")
             state = {k: decode(x) for k, x in st.items()}
             _need(all(isinstance(x, torch.Tensor) for x in state.values()), "optimizer state")
             v.state[p] = state
@@ -241,15 +257,18 @@ class Replayer:
 
     def __call__(self, *args):
         if self.n >= len(self.calls):
-            raise CheckFailed(f"the grader's worker recorded {len(self.calls)} calls of the function for this "
-                              "check and the check makes more: did the exercise cell change the grader's checks?")
+            raise CheckFailed(f"the grader's worker recorded {len(self.calls)} calls of the "
+                              f"function for this "
+                              "check and the check makes more: did the exercise cell change the "
+                              "grader's checks?")
         call = self.calls[self.n]
         self.n += 1
         _need(isinstance(call, dict), "a call")
         if "raised" in call:
             r = call["raised"]
             _need(isinstance(r, dict) and all(isinstance(r.get(k), str) and len(r[k]) <= MAX_TEXT
-                                              for k in ("type", "message", "where")), "an exception")
+                                              for k in ("type", "message", "where")),
+                  "an exception")
             raise StudentRaised(r["type"], r["message"], r["where"])
         states = call.get("args")
         _need(isinstance(states, list) and len(states) == len(args), "the arguments")

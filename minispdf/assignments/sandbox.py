@@ -40,13 +40,17 @@ from dataclasses import dataclass
 from ..errors import MiniSPDFError
 from . import landlock
 
-MEMORY = 1 << 30  # bytes of address space a worker may add to what it starts with (torch is mapped already)
+# bytes of address space a worker may add to what it starts with (torch is mapped already)
+MEMORY = 1 << 30
 FILE_SIZE = 16 << 20  # bytes: the largest file a worker may write
 OPEN_FILES = 256  # file descriptors a worker may hold
-NPROC_MARGIN = 32  # without root: processes (threads) the worker's user may add to what it runs already
+# without root: processes (threads) the worker's user may add to what it runs already
+NPROC_MARGIN = 32
 UID_RANGE = (1 << 24, 1 << 30)  # fresh uids are drawn from here: far above any account's
-TEMP_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: cleaned of what the fresh uid left
-SHARED_LIBRARIES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")  # read-only: what a lazy import may load
+# world-writable: cleaned of what the fresh uid left
+TEMP_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
+# read-only: what a lazy import may load
+SHARED_LIBRARIES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
 UNCONFINED_NOTE = "unconfined"
 
 
@@ -66,19 +70,25 @@ class Sandbox:
         if self.unconfined:
             return UNCONFINED_NOTE
         if self.uid is not None:
-            return "root: uid drop + chroot" + (f" + Landlock ABI {self.landlock}" if self.landlock else "")
+            return ("root: uid drop + chroot"
+                    + (f" + Landlock ABI {self.landlock}" if self.landlock else ""))
         return f"user: Landlock ABI {self.landlock}"
 
     def describe(self) -> str:
         """One line for the output and the CSV's notes column: what confined this submission."""
         if self.unconfined:
-            return (f"{UNCONFINED_NOTE}: ran with the grader's own rights (--unconfined); own session, "
+            return (f"{UNCONFINED_NOTE}: ran with the grader's own rights (--unconfined); "
+                    f"own session, "
                     f"limits: memory +{self.memory >> 20} MiB, CPU {self.cpu} s")
-        who = (f"fresh uid {self.uid}, chroot to a private folder, no new processes" if self.uid is not None
-               else "the grader's own user; reads only Python and the kit, writes only a private folder, "
+        who = (f"fresh uid {self.uid}, chroot to a private folder, no new processes"
+               if self.uid is not None
+               else "the grader's own user; reads only Python and the kit, writes only a "
+                    "private folder, "
                     "no TCP, no signals out")
-        return (f"confinement {self.kind} ({who}); own session, no stdio or inherited files; limits: "
-                f"memory +{self.memory >> 20} MiB, CPU {self.cpu} s, files {self.file_size >> 20} MiB, "
+        return (f"confinement {self.kind} ({who}); own session, no stdio or inherited "
+                f"files; limits: "
+                f"memory +{self.memory >> 20} MiB, CPU {self.cpu} s, files "
+                f"{self.file_size >> 20} MiB, "
                 f"{OPEN_FILES} open files")
 
 
@@ -138,8 +148,10 @@ def require(unconfined: bool = False) -> tuple[str | None, int]:
     the instructor did not pass ``--unconfined``."""
     kind, version, why = confinement()
     if kind is None and not unconfined:
-        raise MiniSPDFError(f"cannot confine student code on this machine ({why}), so the grader runs none: "
-                            "grade as root or on Linux >= 5.13 with Landlock, or pass --unconfined to run it "
+        raise MiniSPDFError(f"cannot confine student code on this machine ({why}), so the "
+                            f"grader runs none: "
+                            "grade as root or on Linux >= 5.13 with Landlock, or pass "
+                            "--unconfined to run it "
                             "with your own user's rights")
     return kind, version
 
@@ -151,11 +163,14 @@ def prepare(cpu_seconds: float, unconfined: bool = False) -> Sandbox:
     kind, version = require(unconfined)
     uid = fresh_uid() if kind == "root" and not unconfined else None
     # as root under /tmp: the grader's own TMPDIR may be a folder the fresh uid cannot enter
-    folder = tempfile.mkdtemp(prefix="minispdf-grade-", dir="/tmp" if uid is not None and os.path.isdir("/tmp") else None)
+    folder = tempfile.mkdtemp(prefix="minispdf-grade-",
+                              dir="/tmp" if uid is not None and os.path.isdir("/tmp") else None)
     if uid is not None:
         os.chown(folder, uid, uid)
-    return Sandbox(folder=folder, uid=uid, cpu=max(1, int(cpu_seconds) + 1), unconfined=kind is None or unconfined,
-                   landlock=0 if unconfined else version, reads=() if unconfined or not version else _readable())
+    return Sandbox(folder=folder, uid=uid, cpu=max(1, int(cpu_seconds) + 1),
+                   unconfined=kind is None or unconfined,
+                   landlock=0 if unconfined else version,
+                   reads=() if unconfined or not version else _readable())
 
 
 def _vm_size() -> int:
@@ -176,7 +191,8 @@ def _tasks_of(uid: int) -> int:
 
 
 def _limits(box: Sandbox, keep_fd: int) -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails (EFBIG) instead of killing
+    # a too-large write fails (EFBIG) instead of killing
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     limit = _vm_size() + box.memory
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CPU, (box.cpu, box.cpu + 5))
@@ -185,7 +201,8 @@ def _limits(box: Sandbox, keep_fd: int) -> None:
     files = max(OPEN_FILES, keep_fd + 1)
     resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
     if box.uid is None and not box.unconfined and os.getuid() != 0:  # root ignores RLIMIT_NPROC
-        procs = _tasks_of(os.getuid()) + NPROC_MARGIN  # per user: the user's other programs count too
+        # per user: the user's other programs count too
+        procs = _tasks_of(os.getuid()) + NPROC_MARGIN
         resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
 
 
@@ -200,7 +217,8 @@ def confine(box: Sandbox, keep_fd: int) -> None:
     os.closerange(keep_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     _limits(box, keep_fd)
     os.chdir(box.folder)
-    rules = landlock.ruleset(box.landlock, reads=box.reads, writes=[box.folder]) if box.landlock else None
+    rules = (landlock.ruleset(box.landlock, reads=box.reads, writes=[box.folder]) if box.landlock
+             else None)
     home = box.folder
     if box.uid is not None:  # root: the private folder becomes the whole file system it sees
         os.chroot(box.folder)
@@ -249,7 +267,8 @@ def _remove(path: str) -> None:
 
 
 def clean_up(box: Sandbox) -> None:
-    """Remove the private folder and, for a fresh uid, what it left in the world-writable temp folders."""
+    """Remove the private folder and, for a fresh uid, what it left in the world-writable temp
+    folders."""
     stop(box, None)
     shutil.rmtree(box.folder, ignore_errors=True)
     if box.uid is None:

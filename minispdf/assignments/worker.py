@@ -1,8 +1,10 @@
-"""The grader's worker process: runs one submission's exercise cells and records its function's calls.
+"""The grader's worker process: runs one submission's exercise cells and records its function's
+calls.
 
 It is started per notebook (one student's work), forked from a server that has imported torch
 and the library once, so a start costs milliseconds. Before any student code runs it confines
-itself (:func:`.sandbox.confine`: own session, limits, a fresh uid and chroot when the grader is root,
+itself (:func:`.sandbox.confine`: own session, limits, a fresh uid and chroot when the grader is
+root,
 Landlock where the kernel has it).
 Each exercise runs in a fresh namespace holding only what the lessons import first; then the
 exercise's checks run with a :class:`.replay.Recorder` in place of the student's function, and
@@ -25,8 +27,10 @@ from .replay import MAX_TEXT, Recorder
 
 
 # Imported in the fork server, for cells that import them: a worker running as a fresh uid may
-# not be able to read the Python installation (e.g. under /root), so it can import only what is loaded.
-STDLIB = ("bisect", "collections", "copy", "dataclasses", "decimal", "fractions", "functools", "heapq",
+# not be able to read the Python installation (e.g. under /root), so it can import only what is
+# loaded.
+STDLIB = ("bisect", "collections", "copy", "dataclasses", "decimal", "fractions", "functools",
+          "heapq",
           "itertools", "math", "operator", "random", "re", "statistics", "string", "typing")
 
 
@@ -69,7 +73,8 @@ def _masked_step(params, masks, optimizer):
 _SOLUTIONS = {
     "masked_step": _masked_step,
     "equal_flop_steps": lambda steps, sparse, dense: round(steps * sparse / dense),
-    "loss_mask": lambda prompt_len, n_tokens: [0] * (prompt_len - 1) + [1] * (n_tokens - prompt_len),
+    "loss_mask": lambda prompt_len, n_tokens: [0] * (prompt_len - 1)
+    + [1] * (n_tokens - prompt_len),
     "block_flops": lambda d_model, seq_len, n_head, sparsity: 0,
     "random_mask": lambda shape, sparsity, generator=None: torch.zeros(shape, dtype=torch.bool),
     "two_four_mask": lambda weight: torch.zeros(weight.shape, dtype=torch.bool),
@@ -83,20 +88,23 @@ PREAMBLE_NAMES = ("math", "torch", "np")
 
 
 def _strip_magics(source: str) -> str:
-    return "\n".join(line for line in source.split("\n") if not line.lstrip().startswith(("%", "!")))
+    return "\n".join(line for line in source.split("\n")
+                     if not line.lstrip().startswith(("%", "!")))
 
 
 def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
     """The exercise namespace's ``__import__``: no minispdf (the grader refuses such cells from
     their source already; this catches an import spelt at run time)."""
     if level or name == "minispdf" or name.startswith("minispdf."):
-        raise ImportError("exercises may not import minispdf: it is the answer key; use torch and math")
+        raise ImportError(
+            "exercises may not import minispdf: it is the answer key; use torch and math")
     return builtins.__import__(name, globals, locals, fromlist, level)
 
 
 def run_exercise(name: str, cells: list[tuple[str, str]]) -> dict:
     """Execute an exercise's cells (``(label, source)``) in a fresh namespace, then run its checks
-    with a recorder: ``{"cell_error"}``, ``{"defined": False}`` or ``{"defined": True, "checks"}``."""
+    with a recorder: ``{"cell_error"}``, ``{"defined": False}`` or ``{"defined": True,
+    "checks"}``."""
     namespace: dict = {"__name__": "__exercise__",
                        "__builtins__": {**builtins.__dict__, "__import__": _guarded_import}}
     exec(PREAMBLE, namespace)

@@ -9,9 +9,11 @@
 """
 
 from .kernels import kernel_bench, kernel_bench_presets
-from .summary import format_bench, format_break_even, format_kernel_bench, plot_bench, plot_kernel_speedups
+from .summary import (format_bench, format_break_even, format_kernel_bench, plot_bench,
+                      plot_kernel_speedups)
 from .bench_config import SPARSITIES, BenchConfig, KernelConfig
 from .step import bench
 
 __all__ = ["bench", "kernel_bench", "kernel_bench_presets", "format_bench", "format_kernel_bench",
-           "format_break_even", "plot_bench", "plot_kernel_speedups", "BenchConfig", "KernelConfig", "SPARSITIES"]
+           "format_break_even", "plot_bench", "plot_kernel_speedups", "BenchConfig", "KernelConfig",
+           "SPARSITIES"]

@@ -31,10 +31,13 @@ class BenchConfig(Settings):
     warmup: int = setting(5, "untimed steps first", applies=STEP_MODE, min=0)
     device: str = device_setting()
     compile: bool = setting(False, "torch.compile the model", applies=STEP_MODE)
-    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16")  # checked where it is used
-    peak_tflops: float | None = setting(None, "the device's peak TFLOP/s, if not in the built-in table",
+    # checked where it is used
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16")
+    peak_tflops: float | None = setting(None,
+                                        "the device's peak TFLOP/s, if not in the built-in table",
                                         applies=STEP_MODE, above=0)
-    kernels: bool = setting(False, "time the masked matrices' matmuls (dense, zeros, CSR, 2:4) instead")
+    kernels: bool = setting(False,
+                            "time the masked matrices' matmuls (dense, zeros, CSR, 2:4) instead")
 
 
 @dataclass
@@ -44,23 +47,28 @@ class KernelConfig(Settings):
     sparsities: str = setting(",".join(f"{s:g}" for s in SPARSITIES), "comma-separated sparsities")
     repeats: int = setting(9, "interleaved repeats (the median is reported)", min=1)
     threads: int | None = setting(None, "CPU threads (default: torch's)", min=1)
-    step: bool = setting(True, "also profile a dense training step and derive its speedups (Amdahl)")
+    step: bool = setting(True,
+                         "also profile a dense training step and derive its speedups (Amdahl)")
     step_steps: int = setting(3, "profiled training steps", min=1)
 
 
 def parse_sparsities(text) -> tuple[float, ...]:
     """``"0.5,0.9"`` (or a sequence of numbers) as sorted distinct sparsities, each in (0, 1)."""
-    items = list(text) if isinstance(text, (list, tuple)) else [t for t in str(text).replace(" ", "").split(",") if t]
+    items = (list(text) if isinstance(text, (list, tuple))
+             else [t for t in str(text).replace(" ", "").split(",") if t])
     if not items:
-        raise MiniSPDFError("--sparsities is empty: give comma-separated fractions such as 0.5,0.9,0.99")
+        raise MiniSPDFError(
+            "--sparsities is empty: give comma-separated fractions such as 0.5,0.9,0.99")
     out = []
     for t in items:
         try:
             s = float(t)
         except (TypeError, ValueError):
-            raise MiniSPDFError(f"--sparsities: {t!r} is not a number; give fractions such as 0.5,0.9,0.99") from None
+            raise MiniSPDFError(f"--sparsities: {t!r} is not a number; give fractions such as "
+                                f"0.5,0.9,0.99") from None
         if not 0 < s < 1:
-            raise MiniSPDFError(f"--sparsities: {t} is outside (0, 1); give the fraction of weights held at zero, "
+            raise MiniSPDFError(f"--sparsities: {t} is outside (0, 1); give the fraction of "
+                                f"weights held at zero, "
                                 "e.g. 0.5,0.9,0.99")
         out.append(check_sparsity(s))
     return tuple(sorted(set(out)))

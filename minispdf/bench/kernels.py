@@ -53,7 +53,8 @@ from .profile import profile_with_estimates
 from .shapes import KERNELS, SHAPE_NAMES, TWO_FOUR, matrix_shapes
 from .step import step_autocast, sync
 
-MIN_SAMPLE_S = 0.01  # one timed sample runs a small kernel this long, so timer overhead does not count
+# one timed sample runs a small kernel this long, so timer overhead does not count
+MIN_SAMPLE_S = 0.01
 
 
 def two_four_mask(shape, generator: torch.Generator) -> torch.Tensor:
@@ -63,7 +64,8 @@ def two_four_mask(shape, generator: torch.Generator) -> torch.Tensor:
         raise MiniSPDFError(f"a 2:4 mask needs a column count divisible by 4, not {cols}")
     scores = torch.rand(rows, cols // 4, 4, generator=generator)
     top = scores.topk(2, dim=-1).indices
-    return torch.zeros(rows, cols // 4, 4, dtype=torch.bool).scatter_(-1, top, True).view(rows, cols)
+    return torch.zeros(rows, cols // 4, 4, dtype=torch.bool).scatter_(-1, top, True).view(rows,
+                                                                                          cols)
 
 
 def csr_transpose_plan(w_csr: torch.Tensor):
@@ -104,8 +106,10 @@ def kernels(arm: str, weight: torch.Tensor, mask: torch.Tensor | None, ops: Oper
         w = weight if arm == "dense" else weight * mask
         y, dx, dw = (torch.empty_like(t) for t in (dy, x, weight))
         grad_weight = ((lambda: torch.mm(dyT, x, out=dw)) if arm == "dense"
-                       else (lambda: torch.mm(dyT, x, out=dw).mul_(mask)))  # what masked training does
-        return {"forward": lambda: torch.mm(x, w.t(), out=y), "grad_input": lambda: torch.mm(dy, w, out=dx),
+                       # what masked training does
+                       else (lambda: torch.mm(dyT, x, out=dw).mul_(mask)))
+        return {"forward": lambda: torch.mm(x, w.t(), out=y),
+                "grad_input": lambda: torch.mm(dy, w, out=dx),
                 "grad_weight": grad_weight}
     w_zeros = weight * mask
     if arm == "csr":
@@ -117,17 +121,20 @@ def kernels(arm: str, weight: torch.Tensor, mask: torch.Tensor | None, ops: Oper
         yT, dxT, dw = torch.empty_like(dyT), torch.empty_like(xT), w_csr.clone()
 
         def grad_input():
-            torch.index_select(w_csr.values(), 0, order, out=values_t)  # this step's values into W^T's layout
+            # this step's values into W^T's layout
+            torch.index_select(w_csr.values(), 0, order, out=values_t)
             return torch.mm(w_t, dyT, out=dxT)
 
         return {"forward": lambda: torch.mm(w_csr, xT, out=yT), "grad_input": grad_input,
                 "grad_weight": lambda: torch.sparse.sampled_addmm(w_csr, dyT, x, beta=0.0, out=dw)}
     if arm == TWO_FOUR:
-        # W and W^T each need their own 2:4 pattern along rows; ``mask`` is W's, W^T's is drawn alike.
+        # W and W^T each need their own 2:4 pattern along rows; ``mask`` is W's, W^T's is drawn
+        # alike.
         # (CUDA's caching allocator makes fresh outputs cheap there, so no out= buffers.)
         w24 = torch.sparse.to_sparse_semi_structured(w_zeros)
         w24_t = torch.sparse.to_sparse_semi_structured(_two_four_transpose(weight))
-        return {"forward": lambda: torch.mm(w24, xT), "grad_input": lambda: torch.mm(w24_t, dyT), "grad_weight": None}
+        return {"forward": lambda: torch.mm(w24, xT), "grad_input": lambda: torch.mm(w24_t, dyT),
+                "grad_weight": None}
     raise MiniSPDFError(f"unknown kernel arm {arm!r}: choose dense, zeros, csr or 2:4")
 
 
@@ -142,7 +149,8 @@ def reference(arm: str, weight: torch.Tensor, mask: torch.Tensor, ops: Operands)
     computed with dense matmuls."""
     w_zeros = weight * mask
     if arm == TWO_FOUR:
-        return {"forward": torch.mm(w_zeros, ops.xT), "grad_input": torch.mm(_two_four_transpose(weight), ops.dyT)}
+        return {"forward": torch.mm(w_zeros, ops.xT),
+                "grad_input": torch.mm(_two_four_transpose(weight), ops.dyT)}
     return {"forward": torch.mm(w_zeros, ops.xT), "grad_input": torch.mm(w_zeros.t(), ops.dyT),
             "grad_weight": torch.mm(ops.dyT, ops.x) * mask}
 
@@ -184,10 +192,12 @@ def time_interleaved(tasks: dict, repeats: int, device: str) -> dict:
 def two_four_support(device: str, dtype) -> str | None:
     """None if 2:4 kernels can run here, else the reason they are skipped."""
     if not device.startswith("cuda"):
-        return f"2:4 semi-structured kernels need a CUDA GPU of compute capability 8.0+ (this run is on {device})"
+        return (f"2:4 semi-structured kernels need a CUDA GPU of compute capability 8.0+ (this run "
+                f"is on {device})")
     major, minor = torch.cuda.get_device_capability(device)
     if major < 8:
-        return f"2:4 semi-structured kernels need compute capability 8.0+ (this GPU is {major}.{minor})"
+        return (f"2:4 semi-structured kernels need compute capability 8.0+ (this GPU is "
+                f"{major}.{minor})")
     if dtype not in (torch.float16, torch.bfloat16):
         return "2:4 semi-structured kernels are timed in fp16/bf16 only: use --dtype bf16"
     return None
@@ -226,7 +236,8 @@ def bench_shape(name: str, shape, tokens: int, sparsities, repeats: int, device:
                 if k in expected:
                     err = errors[(arm, s, k)] = relative_error(fn(), expected[k])
                     if not err <= _tolerance(dtype):
-                        skipped[f"{arm} {k}"] = f"{arm} {k} gave a wrong result on {device} (relative error {err:.2g})"
+                        skipped[f"{arm} {k}"] = (f"{arm} {k} gave a wrong result on {device} "
+                                                 f"(relative error {err:.2g})")
                         continue
                 else:
                     fn()
@@ -239,7 +250,8 @@ def bench_shape(name: str, shape, tokens: int, sparsities, repeats: int, device:
     dense = {k: medians.get(("dense", 0.0, k)) for k in KERNELS}
     rows = []
     for arm, s, mask in arms:
-        row = {"shape": name, "out": shape[0], "in": shape[1], "tokens": tokens, "arm": arm, "sparsity": s,
+        row = {"shape": name, "out": shape[0], "in": shape[1], "tokens": tokens, "arm": arm,
+               "sparsity": s,
                "nnz": int(mask.sum()) if mask is not None else shape[0] * shape[1]}
         for k in KERNELS:
             t = medians.get((arm, s, k))
@@ -248,7 +260,8 @@ def bench_shape(name: str, shape, tokens: int, sparsities, repeats: int, device:
             row[f"{k}_rel_error"] = errors.get((arm, s, k))
         times = [medians.get((arm, s, k)) for k in KERNELS]
         row["total_ms"] = None if None in times else 1000 * sum(times)
-        row["total_speedup"] = None if None in times or None in dense.values() else sum(dense.values()) / sum(times)
+        row["total_speedup"] = (None if None in times or None in dense.values()
+                                else sum(dense.values()) / sum(times))
         rows.append(row)
     return rows, skipped
 
@@ -267,13 +280,15 @@ def break_even(rows: list[dict], shape: str, kernel: str = "total", arm: str = "
         return {"first_faster": None, "estimate": None}
     s1, v1 = pts[first]
     if first == 0:
-        return {"first_faster": s1, "estimate": None}  # faster already at the lowest sparsity measured
+        # faster already at the lowest sparsity measured
+        return {"first_faster": s1, "estimate": None}
     s0, v0 = pts[first - 1]
     estimate = s0 + (1 - v0) * (s1 - s0) / (v1 - v0)
     return {"first_faster": s1, "estimate": estimate}
 
 
-def _time_shapes(cfg, tokens: int, sparsities, repeats: int, device: str, torch_dtype) -> tuple[list, dict]:
+def _time_shapes(cfg, tokens: int, sparsities, repeats: int, device: str,
+                 torch_dtype) -> tuple[list, dict]:
     """Rows and skipped arms of every masked shape of ``cfg`` (2:4 only where it can run)."""
     reason = two_four_support(device, torch_dtype)
     skipped = {TWO_FOUR: reason} if reason else {}
@@ -282,7 +297,8 @@ def _time_shapes(cfg, tokens: int, sparsities, repeats: int, device: str, torch_
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
         warnings.filterwarnings("ignore", message=".*semi-structured.*prototype.*")
         for name, shape in matrix_shapes(cfg).items():
-            shape_rows, shape_skipped = bench_shape(name, shape, tokens, sparsities, repeats, device, torch_dtype,
+            shape_rows, shape_skipped = bench_shape(name, shape, tokens, sparsities, repeats,
+                                                    device, torch_dtype,
                                                     two_four=reason is None)
             rows += shape_rows
             skipped.update({f"{name}: {k}": v for k, v in shape_skipped.items()})
@@ -293,10 +309,13 @@ def _provenance(step: bool) -> dict:
     """What the result measured and what it derived."""
     return {
         "measured": "kernel times (median of interleaved repeats) and their speedups over dense"
-                    + ("; the dense training step and each masked matmul's share of it (torch.profiler)"
+                    + ("; the dense training step and each masked matmul's share of it "
+                       "(torch.profiler)"
                        if step else ""),
-        "derived": ("step speedups (Amdahl: the measured shares at the measured kernel speedups, the rest "
-                    "unchanged); FLOP reductions are counted (minispdf.flops), not timed") if step else
+        "derived": ("step speedups (Amdahl: the measured shares at the measured kernel "
+                    "speedups, the rest "
+                    "unchanged); FLOP reductions are counted (minispdf.flops), not timed") if step
+        else
                    "FLOP reductions are counted (minispdf.flops), not timed",
     }
 
@@ -312,9 +331,11 @@ def kernel_bench(preset: str | None = None, *, settings: BenchConfig | None = No
     s, k = from_keywords({**keywords, "preset": preset}, "bench", bench=(BenchConfig, settings),
                          kernels=(KernelConfig, kernels))
     sparsities = parse_sparsities(k.sparsities)
-    cfg = preset_config(s.preset, **({"block_size": s.block_size} if s.block_size is not None else {}))
+    cfg = preset_config(s.preset,
+                        **({"block_size": s.block_size} if s.block_size is not None else {}))
     device = pick_device(s.device)
-    torch_dtype = torch.bfloat16 if step_autocast(device, s.dtype)[0] else torch.float32  # as the step runs
+    # as the step runs
+    torch_dtype = torch.bfloat16 if step_autocast(device, s.dtype)[0] else torch.float32
     saved_threads = torch.get_num_threads()
     if k.threads is not None:
         torch.set_num_threads(k.threads)
@@ -322,15 +343,18 @@ def kernel_bench(preset: str | None = None, *, settings: BenchConfig | None = No
         tokens = s.batch_size * cfg.block_size
         rows, skipped = _time_shapes(cfg, tokens, sparsities, k.repeats, device, torch_dtype)
         return {
-            "preset": s.preset, "batch_size": s.batch_size, "block_size": cfg.block_size, "tokens": tokens,
+            "preset": s.preset, "batch_size": s.batch_size, "block_size": cfg.block_size,
+            "tokens": tokens,
             "n_layer": cfg.n_layer, "sparsities": list(sparsities), "repeats": k.repeats,
             "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else device,
             "threads": torch.get_num_threads(), "dtype": str(torch_dtype).replace("torch.", ""),
             "torch": torch.__version__,
             "shapes": {name: list(v) for name, v in matrix_shapes(cfg).items()},
             "rows": rows, "skipped": skipped,
-            "break_even": {sh: {kn: break_even(rows, sh, kn) for kn in (*KERNELS, "total")} for sh in SHAPE_NAMES},
-            "step": profile_with_estimates(s, k.step_steps, device, rows, cfg, sparsities) if k.step else None,
+            "break_even": {sh: {kn: break_even(rows, sh, kn) for kn in (*KERNELS, "total")}
+                           for sh in SHAPE_NAMES},
+            "step": profile_with_estimates(s, k.step_steps, device, rows, cfg, sparsities) if k.step
+            else None,
             **_provenance(k.step),
         }
     finally:
@@ -346,5 +370,6 @@ def kernel_bench_presets(preset: str | None = None, **kwargs) -> dict:
     if settings:
         from dataclasses import replace
 
-        return {"presets": {p: kernel_bench(**{**kwargs, "settings": replace(settings, preset=p)}) for p in PRESETS}}
+        return {"presets": {p: kernel_bench(**{**kwargs, "settings": replace(settings, preset=p)})
+                            for p in PRESETS}}
     return {"presets": {p: kernel_bench(p, **kwargs) for p in PRESETS}}

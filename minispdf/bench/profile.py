@@ -1,4 +1,5 @@
-"""The training step behind the kernel bench: where a dense step's time goes, and what faster kernels would do to it.
+"""The training step behind the kernel bench: where a dense step's time goes, and what faster
+kernels would do to it.
 
 The step estimate (:func:`step_profile`, :func:`step_estimates`) is Amdahl's law: torch.profiler
 *measures* which fraction of a dense training step each masked matmul takes; the estimate
@@ -21,7 +22,8 @@ from .step import Arm, step_autocast, time_steps
 def classify_matmul(name: str, shapes_in: list, weights: dict, tokens: int):
     """(shape name, matmul) for a profiled aten::addmm/mm of a masked layer, else None.
 
-    Forward is addmm(bias, X, W^T); backward is mm(dY, W) (grad_input) and mm(dY^T, X) (grad_weight).
+    Forward is addmm(bias, X, W^T); backward is mm(dY, W) (grad_input) and mm(dY^T, X)
+    (grad_weight).
     """
     mats = [s for s in shapes_in if len(s) == 2]
     if len(mats) < 2:
@@ -37,7 +39,8 @@ def classify_matmul(name: str, shapes_in: list, weights: dict, tokens: int):
     return None
 
 
-def step_profile(preset: str, batch_size: int, block_size: int | None, device: str, dtype: str = "auto",
+def step_profile(preset: str, batch_size: int, block_size: int | None, device: str,
+                 dtype: str = "auto",
                  steps: int = 3, warmup: int = 1) -> dict:
     """Measured: the wall time of a dense training step and the share of it each masked matmul
     takes (torch.profiler, ``record_shapes``, matched by shape)."""
@@ -50,7 +53,8 @@ def step_profile(preset: str, batch_size: int, block_size: int | None, device: s
     weights = {shape: name for name, shape in matrix_shapes(cfg).items()}
     for _ in range(max(1, warmup)):
         arm.step(autocast)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    activities = ([ProfilerActivity.CPU]
+                  + ([ProfilerActivity.CUDA] if device.startswith("cuda") else []))
     with quiet_stderr(), profile(activities=activities, record_shapes=True) as prof:
         walls = time_steps({"dense": arm}, steps, device, autocast)["dense"]
     spent = {(s, k): 0.0 for s in SHAPE_NAMES for k in KERNELS}
@@ -76,7 +80,8 @@ def step_profile(preset: str, batch_size: int, block_size: int | None, device: s
         "fraction": fraction,
         # every masked matmul found once per layer and step: the attribution by shape is complete
         "attribution_complete": all(c == expected for c in counts.values()),
-        "timer": "torch.profiler " + ("CUDA kernel time" if device.startswith("cuda") else "CPU op time")
+        "timer": "torch.profiler "
+        + ("CUDA kernel time" if device.startswith("cuda") else "CPU op time")
                  + " over the wall time of profiled steps",
     }
 
@@ -100,7 +105,8 @@ def step_estimates(profile_: dict, rows: list[dict], cfg, sparsities) -> list[di
 
     def amdahl(sp, floor=0.0):
         # a matmul with no measured speedup (not timed, or not available) keeps its dense time
-        return 1 / (rest + sum(frac[s][k] / max(sp.get((s, k)) or 1.0, floor) for s in SHAPE_NAMES for k in KERNELS))
+        return 1 / (rest + sum(frac[s][k] / max(sp.get((s, k)) or 1.0, floor) for s in SHAPE_NAMES
+                               for k in KERNELS))
 
     out = []
     for s in sparsities:
@@ -112,12 +118,14 @@ def step_estimates(profile_: dict, rows: list[dict], cfg, sparsities) -> list[di
         })
     two_four = speedups(TWO_FOUR, 0.5)
     if any(v is not None for v in two_four.values()):
-        out.append({"sparsity": 0.5, "arm": TWO_FOUR, "flop_reduction": flop_report(cfg, sparsity=0.5).reduction,
+        out.append({"sparsity": 0.5, "arm": TWO_FOUR,
+                    "flop_reduction": flop_report(cfg, sparsity=0.5).reduction,
                     TWO_FOUR: amdahl(two_four)})
     return out
 
 
-def profile_with_estimates(s: BenchConfig, steps: int, device: str, rows: list[dict], cfg, sparsities) -> dict:
+def profile_with_estimates(s: BenchConfig, steps: int, device: str, rows: list[dict], cfg,
+                           sparsities) -> dict:
     """The dense step's profile (:func:`step_profile`) with its Amdahl estimates from the kernel
     ``rows`` and the limit if the masked matmuls cost nothing."""
     prof = step_profile(s.preset, s.batch_size, s.block_size, device, s.dtype, steps=steps)

@@ -1,4 +1,5 @@
-"""What the kernel bench times: the four masked matrices of a block and the three matmuls of each."""
+"""What the kernel bench times: the four masked matrices of a block and the three matmuls of
+each."""
 
 from __future__ import annotations
 

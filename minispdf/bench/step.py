@@ -29,7 +29,8 @@ from ..errors import MiniSPDFError
 from ..flops import HONESTY_NOTE, flop_report
 from ..model import GPT, preset_config
 from ..sparsity import check_sparsity, masked_parameters, sparsify
-from ..train import TrainConfig, autocast_for, finish_step, forward_backward, make_optimizer, pick_device
+from ..train import (TrainConfig, autocast_for, finish_step, forward_backward, make_optimizer,
+                     pick_device)
 from .bench_config import BenchConfig
 
 # Dense bf16 tensor-core peaks in TFLOP/s from the vendors' datasheets (no sparsity). Unknown
@@ -103,7 +104,8 @@ def training_state_bytes(model, optimizer) -> dict:
     out = {
         "parameters": sum(p.numel() * p.element_size() for p in model.parameters()),
         "buffers": sum(b.numel() * b.element_size() for b in model.buffers()),
-        "gradients": sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad),
+        "gradients": sum(p.numel() * p.element_size() for p in model.parameters()
+                         if p.requires_grad),
         "optimizer": sum(t.numel() * t.element_size() for s in optimizer.state.values()
                          for t in s.values() if torch.is_tensor(t)),
     }
@@ -114,23 +116,29 @@ def training_state_bytes(model, optimizer) -> dict:
 def _peak_rss_mb_of_arm(preset, sparsity, batch_size, block_size, steps) -> float:
     """Peak RSS of a fresh process that runs ``steps`` training steps of one arm (CPU only)."""
     code = (
-        "import json,resource,torch;from minispdf.bench.step import Arm;from contextlib import nullcontext as n\n"
+        "import json,resource,torch;from minispdf.bench.step import Arm;from contextlib import "
+        "nullcontext as n\n"
         f"a=Arm({preset!r},{sparsity},{batch_size},{block_size!r},'cpu',False)\n"
         f"[a.step(n) for _ in range({steps})]\n"
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
     )
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds minispdf/
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    # holds minispdf/
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
 
 
 def step_autocast(device: str, dtype: str = "auto"):
-    """(use_bf16, autocast context factory) for --dtype auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16."""
+    """(use_bf16, autocast context factory) for --dtype auto (bf16 on CUDA, fp32 elsewhere) | fp32 |
+    bf16."""
     if dtype not in ("auto", "fp32", "bf16"):
         raise MiniSPDFError(f"--dtype {dtype!r}: choose auto, fp32 or bf16")
     use_bf16 = dtype == "bf16" or (dtype == "auto" and device.startswith("cuda"))
-    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if use_bf16 \
+    autocast = (lambda: torch.autocast(device_type=device.split(":")[0],
+                                       dtype=torch.bfloat16)) if use_bf16 \
         else autocast_for("cpu")
     return use_bf16, autocast
 
@@ -166,7 +174,8 @@ def time_steps(arms: dict, steps: int, device: str, autocast) -> dict:
     return times
 
 
-def _peak(device: str, use_bf16: bool, peak_tflops: float | None) -> tuple[str, float | None, str | None]:
+def _peak(device: str, use_bf16: bool,
+          peak_tflops: float | None) -> tuple[str, float | None, str | None]:
     """(device name, peak FLOP/s or None, where the peak comes from)."""
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name()
@@ -196,7 +205,8 @@ def bench(*, settings: BenchConfig | None = None, memory: bool = True, **keyword
     arms, mem = _build_arms(s, device, autocast)
     times = time_steps(arms, s.steps, device, autocast)
     if memory and device == "cpu":
-        mem = {k: _peak_rss_mb_of_arm(s.preset, 0.0 if k == "dense" else s.sparsity, s.batch_size, s.block_size,
+        mem = {k: _peak_rss_mb_of_arm(s.preset, 0.0 if k == "dense" else s.sparsity, s.batch_size,
+                                      s.block_size,
                                       min(5, s.steps)) for k in arms}
     name, peak, peak_source = _peak(device, use_bf16, s.peak_tflops)
     return _result(s, arms, times, mem, name, "bf16" if use_bf16 else "fp32", peak, peak_source,
@@ -215,7 +225,8 @@ def _result(s: BenchConfig, arms, times, mem, name, dtype, peak, peak_source, cu
         "preset": s.preset, "sparsity": s.sparsity, "batch_size": s.batch_size, "block_size": T,
         "device": name, "dtype": dtype, "compile": s.compile, "steps": s.steps,
         "params": arms["dense"].model.num_params(),
-        "dense_step_ms": dense_ms, "sparse_step_ms": sparse_ms, "sparse_over_dense": sparse_ms / dense_ms,
+        "dense_step_ms": dense_ms, "sparse_step_ms": sparse_ms,
+        "sparse_over_dense": sparse_ms / dense_ms,
         "tokens_per_s": s.batch_size * T / (dense_ms / 1000),
         "sparse_tokens_per_s": s.batch_size * T / (sparse_ms / 1000),
         "train_flops_per_step": step_flops,
@@ -225,9 +236,11 @@ def _result(s: BenchConfig, arms, times, mem, name, dtype, peak, peak_source, cu
         "sparse_mfu": step_flops / (sparse_ms / 1000) / peak if peak else None,
         "peak_memory_mb": mem or None,
         "memory_kind": "cuda max_memory_allocated" if cuda else "peak RSS of a fresh process",
-        "mask_bytes": sum(m.numel() * m.element_size() for _, _, m in masked_parameters(arms["sparse"].model)),
+        "mask_bytes": sum(m.numel() * m.element_size()
+                          for _, _, m in masked_parameters(arms["sparse"].model)),
         "state_bytes": state,
-        "note": HONESTY_NOTE + ("" if peak else " MFU: unknown peak for this device (pass --peak_tflops)."),
+        "note": HONESTY_NOTE
+        + ("" if peak else " MFU: unknown peak for this device (pass --peak_tflops)."),
     }
     if mem and "dense" in mem and "sparse" in mem:
         result["memory_ratio"] = mem["sparse"] / mem["dense"]

@@ -14,12 +14,14 @@ from .shapes import KERNELS, TWO_FOUR
 
 def format_bench(r: dict) -> str:
     lines = [
-        f"bench {r['preset']} ({r['params']:,} params), batch {r['batch_size']} x {r['block_size']}, "
+        f"bench {r['preset']} ({r['params']:,} params), batch {r['batch_size']} x "
+        f"{r['block_size']}, "
         f"{r['device']}, {r['dtype']}{', compiled' if r['compile'] else ''}",
         f"  dense step        {r['dense_step_ms']:8.2f} ms   {r['tokens_per_s']:,.0f} tokens/s",
         f"  {r['sparsity']:.0%} masked step  {r['sparse_step_ms']:8.2f} ms   "
         f"({r['sparse_over_dense']:.3f}x dense)",
-        f"  theoretical FLOP reduction at {r['sparsity']:.0%}: {r['theoretical_flop_reduction']:.2f}x",
+        (f"  theoretical FLOP reduction at {r['sparsity']:.0%}: "
+         f"{r['theoretical_flop_reduction']:.2f}x"),
     ]
     if r["mfu"] is not None:
         lines.append(f"  MFU {r['mfu']:.1%} dense, {r['sparse_mfu']:.1%} masked "
@@ -28,10 +30,12 @@ def format_bench(r: dict) -> str:
         lines.append("  MFU: not reported (unknown peak for this device; pass --peak_tflops)")
     if r["peak_memory_mb"]:
         m = r["peak_memory_mb"]
-        lines.append(f"  peak memory ({r['memory_kind']}): dense {m['dense']:.0f} MB, masked {m['sparse']:.0f} MB; "
+        lines.append(f"  peak memory ({r['memory_kind']}): dense {m['dense']:.0f} MB, masked "
+                     f"{m['sparse']:.0f} MB; "
                      f"masks {r['mask_bytes'] / 2**20:.2f} MB")
     s = r["state_bytes"]
-    lines.append(f"  training state (weights, masks, gradients, AdamW): dense {s['dense']['total'] / 2**20:.2f} MB, "
+    lines.append(f"  training state (weights, masks, gradients, AdamW): dense "
+                 f"{s['dense']['total'] / 2**20:.2f} MB, "
                  f"masked {s['sparse']['total'] / 2**20:.2f} MB ({r['state_ratio']:.3f}x)")
     lines.append("  " + r["note"])
     return "\n".join(lines)
@@ -72,35 +76,47 @@ def format_kernel_bench(r: dict) -> str:
             label = k.replace("_", " ") if k != "total" else "all three"
             dense_ms = "n/a" if dense[f"{k}_ms"] is None else f"{dense[f'{k}_ms']:.3f}"
             for arm in ("zeros", "csr"):
-                by_s = {x["sparsity"]: x[f"{k}_speedup"] for x in r["rows"] if x["shape"] == shape and x["arm"] == arm}
+                by_s = {x["sparsity"]: x[f"{k}_speedup"] for x in r["rows"]
+                        if x["shape"] == shape and x["arm"] == arm}
                 head = (f"{shape if n == 0 and arm == 'zeros' else '':<9} "
                         f"{f'{o} x {i}' if n == 0 and arm == 'zeros' else '':>11} "
-                        f"{label if arm == 'zeros' else '':<12} {dense_ms if arm == 'zeros' else '':>9}")
+                        f"{label if arm == 'zeros' else '':<12} "
+                        f"{dense_ms if arm == 'zeros' else '':>9}")
                 lines.append(f"{head} {arm:<6}" + "".join(f"{_x(by_s.get(s)):>8}" for s in sp))
         two = next((x for x in r["rows"] if x["shape"] == shape and x["arm"] == TWO_FOUR), None)
         if two:
-            lines.append(f"{'':<9} {'':>11} 2:4 (50%): forward {_x(two['forward_speedup'])}, grad input "
-                         f"{_x(two['grad_input_speedup'])} (grad weight: no 2:4 kernel, stays dense)")
-        lines.append(f"{'':<9} break-even, CSR all three: {format_break_even(r['break_even'][shape]['total'])}")
+            lines.append(f"{'':<9} {'':>11} 2:4 (50%): forward "
+                         f"{_x(two['forward_speedup'])}, grad input "
+                         f"{_x(two['grad_input_speedup'])} (grad weight: no 2:4 kernel, "
+                         f"stays dense)")
+        lines.append(f"{'':<9} break-even, CSR all three: "
+                     f"{format_break_even(r['break_even'][shape]['total'])}")
     for reason in dict.fromkeys(r["skipped"].values()):
         lines.append(f"skipped: {reason}")
     p = r.get("step")
     if p:
         lines += [
             "",
-            f"training step ({r['preset']}, dense, {p['tokens']} tokens): {p['step_ms']:.1f} ms, of which the masked "
-            f"matmuls take {p['masked_fraction']:.0%} ({p['masked_matmul_ms']:.1f} ms) -- measured, {p['timer']}"
-            + ("" if p["attribution_complete"] else " (some masked matmuls were not matched by shape)"),
-            "what the kernels above would do to it -- derived (Amdahl: masked matmuls at their measured speedups, "
+            f"training step ({r['preset']}, dense, {p['tokens']} tokens): {p['step_ms']:.1f} ms, "
+            f"of which the masked "
+            f"matmuls take {p['masked_fraction']:.0%} ({p['masked_matmul_ms']:.1f} ms) -- "
+            f"measured, {p['timer']}"
+            + ("" if p["attribution_complete"]
+               else " (some masked matmuls were not matched by shape)"),
+            "what the kernels above would do to it -- derived (Amdahl: masked matmuls at their "
+            "measured speedups, "
             "the rest unchanged):",
-            f"{'sparsity':>9} {'FLOPs (counted)':>16} {'step, CSR':>10} {'CSR where faster':>17} {'FLOP-proportional':>18}",
+            (f"{'sparsity':>9} {'FLOPs (counted)':>16} {'step, CSR':>10} {'CSR where faster':>17} "
+             f"{'FLOP-proportional':>18}"),
         ]
         for e in p["estimates"]:
             if e.get("arm") == TWO_FOUR:
-                lines.append(f"{'2:4 50%':>9} {e['flop_reduction']:>15.2f}x {e[TWO_FOUR]:>9.2f}x  (2:4 forward and "
+                lines.append(f"{'2:4 50%':>9} {e['flop_reduction']:>15.2f}x {e[TWO_FOUR]:>9.2f}x  "
+                             f"(2:4 forward and "
                              "grad input, dense grad weight)")
             else:
-                lines.append(f"{_pct(e['sparsity']):>9} {e['flop_reduction']:>15.2f}x {e['csr']:>9.2f}x "
+                lines.append(f"{_pct(e['sparsity']):>9} {e['flop_reduction']:>15.2f}x "
+                             f"{e['csr']:>9.2f}x "
                              f"{e['csr_where_faster']:>16.2f}x {e['flop_proportional']:>17.2f}x")
         if p["limit"]:
             lines.append(f"limit if the masked matmuls cost nothing: {p['limit']:.2f}x (derived)")
@@ -119,11 +135,13 @@ def plot_bench(results: Sequence[dict], ax=None, title: str | None = None):
     w = 0.27
     for i, r in enumerate(results):
         ideal = r["dense_step_ms"] / r["theoretical_flop_reduction"]
-        ax.bar(i - w, r["dense_step_ms"], w, color="C0", label="dense (measured)" if i == 0 else None)
+        ax.bar(i - w, r["dense_step_ms"], w, color="C0",
+               label="dense (measured)" if i == 0 else None)
         ax.bar(i, r["sparse_step_ms"], w, color="C3", label="masked (measured)" if i == 0 else None)
         ax.bar(i + w, ideal, w, color="none", edgecolor="C2", hatch="//",
                label="if zeros were skipped (theory)" if i == 0 else None)
-        ax.text(i, r["sparse_step_ms"], f"{r['sparse_over_dense']:.2f}x", ha="center", va="bottom", fontsize=9)
+        ax.text(i, r["sparse_step_ms"], f"{r['sparse_over_dense']:.2f}x", ha="center", va="bottom",
+                fontsize=9)
     ax.set_xticks(range(len(results)))
     ax.set_xticklabels([f"{r['preset']}, {r['sparsity']:.0%}" for r in results])
     ax.set_xlabel("model, sparsity of the masked arm")
@@ -155,13 +173,17 @@ def plot_kernel_speedups(result: dict, axes=None, title: str | None = None):
         for i, shape in enumerate(shapes):
             for arm, style in (("csr", "-o"), ("zeros", ":")):
                 pts = sorted((r["sparsity"], r[f"{kernel}_speedup"]) for r in rows
-                             if r["shape"] == shape and r["arm"] == arm and r[f"{kernel}_speedup"] is not None)
+                             if r["shape"] == shape and r["arm"] == arm
+                             and r[f"{kernel}_speedup"] is not None)
                 if pts:
                     ax.plot(*zip(*pts), style, color=f"C{i}", ms=3, lw=1.5 if arm == "csr" else 1,
-                            label=f"{shape} CSR" if arm == "csr" else ("zeros in dense (dotted)" if i == 0 else None))
-            two = [r for r in rows if r["shape"] == shape and r["arm"] == TWO_FOUR and r[f"{kernel}_speedup"]]
+                            label=f"{shape} CSR" if arm == "csr"
+                            else ("zeros in dense (dotted)" if i == 0 else None))
+            two = [r for r in rows
+                   if r["shape"] == shape and r["arm"] == TWO_FOUR and r[f"{kernel}_speedup"]]
             for r in two:
-                ax.plot([0.5], [r[f"{kernel}_speedup"]], "*", color=f"C{i}", ms=10, label=f"{shape} 2:4")
+                ax.plot([0.5], [r[f"{kernel}_speedup"]], "*", color=f"C{i}", ms=10,
+                        label=f"{shape} 2:4")
         ax.set_yscale("log")
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("sparsity")

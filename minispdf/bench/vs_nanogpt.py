@@ -1,6 +1,7 @@
 """The kit's dense training step against nanoGPT's, timed side by side on one model config.
 
-    OMP_NUM_THREADS=1 python -m minispdf.bench.vs_nanogpt PATH/TO/nanoGPT/model.py --rounds 7 --steps 50
+    OMP_NUM_THREADS=1 python -m minispdf.bench.vs_nanogpt PATH/TO/nanoGPT/model.py --rounds 7
+    --steps 50
 
 nanoGPT is not part of the kit: give the path of its ``model.py`` (a checkout of
 karpathy/nanoGPT). Both models get the same preset (``tiny``: nanoGPT's CPU configuration),
@@ -48,7 +49,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     arms = make_steps(load_nanogpt(a.model_py), a.preset, a.batch_size, a.optimizer)
     same = arms["kit"]() == arms["nanoGPT"]()
-    print(f"{a.preset}, batch {a.batch_size}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+    print(f"{a.preset}, batch {a.batch_size}, {torch.get_num_threads()} thread(s), torch "
+          f"{torch.__version__}; "
           f"optimizers: {a.optimizer}; first-step losses {'identical' if same else 'DIFFER'}")
     for _ in range(a.warmup):
         arms["kit"](), arms["nanoGPT"]()
@@ -60,13 +62,16 @@ def main(argv=None) -> None:
             medians[k].append(m[k])
         print(f"round {r + 1}: kit {1000 * m['kit']:.2f} ms, nanoGPT {1000 * m['nanoGPT']:.2f} ms, "
               f"kit/nanoGPT {ratios[-1]:.3f}", flush=True)
-    print(f"kit/nanoGPT: median {statistics.median(ratios):.3f} over {a.rounds} rounds of {a.steps} interleaved "
-          f"steps (range {min(ratios):.3f}-{max(ratios):.3f}); step {1000 * statistics.median(medians['kit']):.2f} "
+    print(f"kit/nanoGPT: median {statistics.median(ratios):.3f} over {a.rounds} rounds of "
+          f"{a.steps} interleaved "
+          f"steps (range {min(ratios):.3f}-{max(ratios):.3f}); step "
+          f"{1000 * statistics.median(medians['kit']):.2f} "
           f"vs {1000 * statistics.median(medians['nanoGPT']):.2f} ms")
 
 
 def make_steps(ng, preset: str, batch_size: int, optimizer: str) -> dict:
-    """``{"kit": step, "nanoGPT": step}``: one training step each, from the same weights and batch."""
+    """``{"kit": step, "nanoGPT": step}``: one training step each, from the same weights and
+    batch."""
     cfg = TrainConfig()
     torch.manual_seed(0)
     kit = GPT(preset_config(preset))
@@ -74,7 +79,8 @@ def make_steps(ng, preset: str, batch_size: int, optimizer: str) -> dict:
         nano = ng.GPT(ng.GPTConfig(**PRESETS[preset], dropout=0.0, bias=True))
         nano.load_state_dict(kit.state_dict())  # the same names, the same starting weights
         nano_opt = (make_optimizer(nano, cfg) if optimizer == "fused" else
-                    nano.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu"))
+                    nano.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
+                                              "cpu"))
     kit_opt = make_optimizer(kit, cfg)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(kit.config.vocab_size, (batch_size, kit.config.block_size), generator=g)

@@ -15,7 +15,8 @@ import sys
 
 def emit(as_json: bool, obj: dict, text: str) -> None:
     """Print ``text``, or ``obj`` as JSON with ``--json``."""
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one result (rank 0's), not one per rank
+    # under torchrun, one result (rank 0's), not one per rank
+    if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:
         print(json.dumps(obj, indent=2, default=str))
@@ -24,7 +25,8 @@ def emit(as_json: bool, obj: dict, text: str) -> None:
 
 
 def check_dense_options(masks, args) -> None:
-    """At ``--sparsity 0`` (dense) the options of how masks are drawn and moved do nothing: given, they are an error."""
+    """At ``--sparsity 0`` (dense) the options of how masks are drawn and moved do nothing: given,
+    they are an error."""
     from dataclasses import fields
 
     from ..config import given
@@ -32,7 +34,8 @@ def check_dense_options(masks, args) -> None:
 
     unused = [f.name for f in fields(masks) if f.name != "sparsity" and f.name in given(args)]
     if masks.sparsity == 0 and unused:
-        raise MiniSPDFError(f"--{unused[0]} does nothing at --sparsity 0 (a dense run): add --sparsity 0.75 (or "
+        raise MiniSPDFError(f"--{unused[0]} does nothing at --sparsity 0 (a dense run): add "
+                            f"--sparsity 0.75 (or "
                             "another), or drop it")
 
 

@@ -9,7 +9,8 @@ from ..schedules import SparsityConfig
 from ..spdf import ModelConfig
 from . import emit
 
-ARCH = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")  # the architecture flops may change
+# the architecture flops may change
+ARCH = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 
 
 def flops(args):
@@ -24,11 +25,13 @@ def flops(args):
                          f"{r['reduction']:.2f}x" for r in rows)
         emit(args.json, {"rows": rows}, text)
         return
-    preset = build(ModelConfig, args, arch={}).preset or "tiny"  # the overrides (vocab_size too) are read below
+    # the overrides (vocab_size too) are read below
+    preset = build(ModelConfig, args, arch={}).preset or "tiny"
     overrides = {k: getattr(args, k) for k in ARCH if getattr(args, k) is not None}
     masks = build(SparsityConfig, args)
     config = preset_config(preset, **overrides)
-    report = flop_report(config, sparsity=masks.sparsity, seq_len=s.seq_len, count_embedding=s.count_embedding)
+    report = flop_report(config, sparsity=masks.sparsity, seq_len=s.seq_len,
+                         count_embedding=s.count_embedding)
     d, text = report.to_dict(), report.format()
     d["preset"] = preset
     if s.max_steps:
@@ -44,14 +47,17 @@ def _run_flops(masks: SparsityConfig, config, s: FlopsConfig) -> tuple[dict, str
 
     schedule = masks.make_schedule(s.max_steps) if masks.sparsity > 0 else None
     run = pretraining_flops(schedule, config, s.batch_size, s.seq_len, max_steps=s.max_steps)
-    return run, (f"pre-training {s.max_steps} steps x {s.batch_size} sequences ({masks.schedule_words() or 'static'}): "
-                 f"{run['flops']:.4g} FLOPs, dense {run['flops_dense']:.4g}, {run['ratio']:.2f}x fewer")
+    return run, (f"pre-training {s.max_steps} steps x {s.batch_size} sequences "
+                 f"({masks.schedule_words() or 'static'}): "
+                 f"{run['flops']:.4g} FLOPs, dense {run['flops_dense']:.4g}, "
+                 f"{run['ratio']:.2f}x fewer")
 
 
 def bench(args):
     from ..bench import bench, format_bench, format_kernel_bench, kernel_bench_presets
 
-    s = build(BenchConfig, args)  # a setting of the other mode was refused when parsing (``applies``)
+    # a setting of the other mode was refused when parsing (``applies``)
+    s = build(BenchConfig, args)
     if s.kernels:
         result = kernel_bench_presets(settings=s, kernels=build(KernelConfig, args))
         emit(args.json, result, format_kernel_bench(result))

@@ -15,7 +15,8 @@ def corpora() -> str:
     """``prepare``'s epilog: the corpora it knows."""
     from ..data import describe_sources
 
-    return "corpora:\n" + describe_sources() + "\n\nsee data/README.md for sizes, licences and where the files come from"
+    return ("corpora:\n" + describe_sources()
+            + "\n\nsee data/README.md for sizes, licences and where the files come from")
 
 
 def prepare(args):
@@ -31,7 +32,8 @@ def prepare(args):
     emit(args.json, st,
          f"{st['source']} with the {st['tokenizer']} tokenizer, in {st['folder']}\n"
          f"  characters       {st['characters']:,}\n"
-         f"  tokens           {tok['train']:,} train + {tok['val']:,} val = {tok['train'] + tok['val']:,}\n"
+         f"  tokens           {tok['train']:,} train + {tok['val']:,} val = "
+         f"{tok['train'] + tok['val']:,}\n"
          f"  vocabulary used  {st['vocab_used']:,} of {st['vocab_size']:,} ids\n"
          f"  unigram entropy  {st['unigram_entropy']:.4f} nats/token (train split: the loss of "
          "predicting by token frequency alone)")
@@ -41,13 +43,16 @@ def _prepare_task(spec: str, as_json: bool) -> None:
     from ..tasks import resolve_task, task_stats
 
     st = task_stats(resolve_task(spec))
-    rows = [f"  {split:<5} {n['inputs']:>7,} inputs {n['references']:>8,} references {n['characters']:>12,} characters"
+    rows = [f"  {split:<5} {n['inputs']:>7,} inputs {n['references']:>8,} references "
+            f"{n['characters']:>12,} characters"
             for split, n in st["splits"].items()]
-    emit(as_json, st, f"{st['task']} (metric {st['metric']}): {st['description']}\n" + "\n".join(rows))
+    emit(as_json, st,
+         f"{st['task']} (metric {st['metric']}): {st['description']}\n" + "\n".join(rows))
 
 
 def _training(args) -> TrainConfig:
-    return build(TrainConfig, args, progress=args.progress and not args.json)  # a bar would garble the JSON
+    # a bar would garble the JSON
+    return build(TrainConfig, args, progress=args.progress and not args.json)
 
 
 def _summary(result: dict) -> dict:
@@ -59,12 +64,15 @@ def pretrain(args):
 
     sparsity = build(SparsityConfig, args)
     check_dense_options(sparsity, args)
-    result = pretrain(pretraining=build(PretrainConfig, args), model_config=build(ModelConfig, args),
-                      sparsity_config=sparsity, training=_training(args), run=build(RunConfig, args))
+    result = pretrain(pretraining=build(PretrainConfig, args),
+                      model_config=build(ModelConfig, args),
+                      sparsity_config=sparsity, training=_training(args),
+                      run=build(RunConfig, args))
     fr = result["flop_report"]
     how = sparsity.schedule_words()
     emit(args.json, _summary(result),
-         f"pre-trained {result['step']} steps at {fr['sparsity']:.0%} sparsity{f' ({how})' if how else ''}: train "
+         f"pre-trained {result['step']} steps at {fr['sparsity']:.0%} "
+         f"sparsity{f' ({how})' if how else ''}: train "
          f"loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}\n"
          f"training FLOPs: {result['flops']:.4g} (dense-equivalent {result['flops_dense']:.4g}, "
          f"{fr['reduction']:.2f}x fewer)\n{fr['note']}"
@@ -77,5 +85,7 @@ def finetune(args):
     result = finetune(finetuning=build(FinetuneConfig, args), model_config=build(ModelConfig, args),
                       training=_training(args), run=build(RunConfig, args))
     emit(args.json, _summary(result),
-         f"fine-tuned ({result['mode']}) {result['step']} steps: train loss {result['train_loss']:.4f}, "
-         f"val loss {result['val_loss']:.4f}" + (f"\nrun folder: {result['out_dir']}" if result["out_dir"] else ""))
+         f"fine-tuned ({result['mode']}) {result['step']} steps: train loss "
+         f"{result['train_loss']:.4f}, "
+         f"val loss {result['val_loss']:.4f}"
+         + (f"\nrun folder: {result['out_dir']}" if result["out_dir"] else ""))

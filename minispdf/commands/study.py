@@ -14,11 +14,15 @@ from . import emit, progress_log
 def demo(args):
     from ..demo import results_table, run_demo
 
-    results = run_demo(build(DemoConfig, args), build(DemoScale, args), log=(lambda *a: None) if args.json else print)
-    emit(args.json, {k: v for k, v in results.items() if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
+    results = run_demo(build(DemoConfig, args), build(DemoScale, args),
+                       log=(lambda *a: None) if args.json else print)
+    emit(args.json, {k: v for k, v in results.items()
+                     if k not in ("pretrains", "rows")} | {"rows": results["rows"]},
          f"\nSPDF demo ({results['grid']['name']} grid, {results['timing']['wall_s']:.0f} s)\n"
-         f"task: {next(iter(results['grid']['tasks'].values()))['about']}\n\n{results_table(results)}\n\n"
-         f"written: {results['out']}/results.md, results.json, results.csv, claims.json, pretrain_loss_vs_flops.png")
+         f"task: {next(iter(results['grid']['tasks'].values()))['about']}"
+         f"\n\n{results_table(results)}\n\n"
+         f"written: {results['out']}/results.md, results.json, results.csv, claims.json, "
+         f"pretrain_loss_vs_flops.png")
 
 
 def reproduce(args):
@@ -32,7 +36,8 @@ def reproduce(args):
     if s.report:
         results = rejudge(s.report)
         emit(args.json, {"out": s.report, "claims": results["claims"]},
-             f"{headline_table(results['claims'])}\n\nrewritten in {s.report}: claims.json, claims.md, summary.md, "
+             f"{headline_table(results['claims'])}\n\nrewritten in {s.report}: claims.json, "
+             f"claims.md, summary.md, "
              f"README_section.md, figures")
         return None
     name = s.grid or ("quick" if s.quick else "default")
@@ -40,21 +45,26 @@ def reproduce(args):
         raise MiniSPDFError(f"--quick and --grid {name} disagree: pass one of them")
     grid = resolve_grid(name, seeds=s.seeds, real_tasks=asdict(build(RealTasks, args)))
     out = s.out or f"runs/study-{grid['name']}"
-    results = run_study(grid, out, device=s.device, jobs=s.jobs, log=progress_log(args.json), dry_run=s.dry_run,
-                        command="minispdf reproduce " + " ".join(args.argv), power_from=s.power_from,
+    results = run_study(grid, out, device=s.device, jobs=s.jobs, log=progress_log(args.json),
+                        dry_run=s.dry_run,
+                        command="minispdf reproduce " + " ".join(args.argv),
+                        power_from=s.power_from,
                         redeclare=s.redeclare)
     if s.dry_run:
         emit(args.json, results, "(dry run: nothing was trained)")
         return None
     emit(args.json, {"out": out, "timing": results["timing"], "claims": results["claims"],
                      "flop_claim": results["flop_claim"]},
-         f"\n{headline_table(results['claims'])}\n\nwritten to {out}: declared.json, results.csv, claims.json, "
+         f"\n{headline_table(results['claims'])}\n\nwritten to {out}: declared.json, results.csv, "
+         f"claims.json, "
          f"results.json, summary.md, claims.md, README_section.md, {', '.join(FIGURES)}")
     return None
 
 
-# What only a study run reads: with --report or --verify (which read a finished study) it would do nothing.
-RUN_ONLY = ("grid", "quick", "out", "seeds", "jobs", "dry_run", "power_from", "redeclare", *(f.name for f in fields(RealTasks)))
+# What only a study run reads: with --report or --verify (which read a finished study) it would do
+# nothing.
+RUN_ONLY = ("grid", "quick", "out", "seeds", "jobs", "dry_run", "power_from", "redeclare",
+            *(f.name for f in fields(RealTasks)))
 
 
 def _check_mode(s: ReproduceConfig, args) -> None:
@@ -63,7 +73,8 @@ def _check_mode(s: ReproduceConfig, args) -> None:
     mode = "--report" if s.report else "--verify" if s.verify else None
     unused = [k for k in RUN_ONLY if k in given(args)] if mode else []
     if unused:
-        raise MiniSPDFError(f"--{unused[0]} does nothing with {mode}, which reads a finished study: drop it")
+        raise MiniSPDFError(
+            f"--{unused[0]} does nothing with {mode}, which reads a finished study: drop it")
     if "cells" in given(args) and not s.verify:
         raise MiniSPDFError("--cells applies only with --verify DIR: add --verify DIR, or drop it")
 
@@ -74,7 +85,8 @@ def _cells(text: str) -> int | list[str]:
         return int(text)
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise MiniSPDFError("--cells is empty: give a number of cells or their names from results.csv")
+        raise MiniSPDFError(
+            "--cells is empty: give a number of cells or their names from results.csv")
     return names
 
 
@@ -84,8 +96,10 @@ def _verify(s: ReproduceConfig, args) -> None:
     result = verify(s.verify, _cells(s.cells), device="cpu" if s.device == "auto" else s.device,
                     log=progress_log(args.json))
     bad = [c["cell"] for c in result["cells"] if c["differences"]]
-    emit(args.json, result, f"{len(result['cells']) - len(bad)} of {len(result['cells'])} cells identical to "
+    emit(args.json, result,
+         f"{len(result['cells']) - len(bad)} of {len(result['cells'])} cells identical to "
                             f"{s.verify}/results.csv")
     if bad:
-        raise MiniSPDFError(f"{len(bad)} cell(s) differ from {s.verify}: {', '.join(bad)} (listed above): the code "
+        raise MiniSPDFError(f"{len(bad)} cell(s) differ from {s.verify}: {', '.join(bad)} (listed "
+                            f"above): the code "
                             "or the machine computes other numbers than the committed study")

@@ -60,7 +60,8 @@ def collect(grid: dict, out: str, timing: dict, invocations: list, entropy: floa
     pre = [p for p in (runner.pretrain_done(out, p["name"]) for p in pretrains) if p is not None]
     results = {"format": runner.FORMAT, "grid": grid, "machine": report.machine_info(),
                "commit": invocations[-1]["commit"] if invocations else report.git_commit(),
-               "timing": timing, "invocations": invocations, "n_cells": len(cells), "n_cells_done": len(rows),
+               "timing": timing, "invocations": invocations, "n_cells": len(cells),
+               "n_cells_done": len(rows),
                "unigram_entropy": entropy, "pretrains": pre, "rows": rows}
     return judged(results, out)
 
@@ -69,13 +70,16 @@ def judged(results: dict, out: str) -> dict:
     """``results`` with its summary and claims, judged with the latest declaration in ``out``."""
     found = declaration.latest(out)
     if found is None:
-        raise MiniSPDFError(f"{out} has no {declaration.FILE}: a study is judged only by rules declared before it "
+        raise MiniSPDFError(f"{out} has no {declaration.FILE}: a study is judged only by rules "
+                            f"declared before it "
                             "ran; run `minispdf reproduce` on it to declare them")
     name, decl = found
     rows = results["rows"]
-    judged = {**results, "declaration": {"file": name, "written": decl["written"], "commit": decl["commit"]},
+    judged = {**results,
+              "declaration": {"file": name, "written": decl["written"], "commit": decl["commit"]},
               "summary": report.summarise(rows),
-              "claims": claims_lib.Judge(decl, rows, results["unigram_entropy"], name).claims() if rows else [],
+              "claims": claims_lib.Judge(decl, rows, results["unigram_entropy"], name).claims()
+              if rows else [],
               "flop_claim": claims_lib.flop_claim(results["grid"], results["pretrains"])}
     fr = frontier.analyse(judged) if rows else None
     return {**judged, "frontier": fr} if fr else judged
@@ -110,42 +114,54 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     decl = declaration.build(grid, cells, report.git_commit(), None)
     prior = power.read_prior(power_from or default_power_from(grid))
     if power_from is not None and prior is None:
-        raise MiniSPDFError(f"--power_from {power_from} holds no readable results.json: give the folder of a "
+        raise MiniSPDFError(f"--power_from {power_from} holds no readable results.json: give the "
+                            f"folder of a "
                             "finished study (e.g. results/default), or leave --power_from out")
-    decl["power"] = power.expected(decl["claims"], prior, grid.get("frontier", {}).get("true_effect"))
+    decl["power"] = power.expected(decl["claims"], prior,
+                                   grid.get("frontier", {}).get("true_effect"))
     if dry_run and not (_runs_on_cpu(grid) or device != "cpu"):
         return _dry_run_elsewhere(grid, pretrains, cells, decl, log)
     check_out_folder(out)
-    t_start, commit = time.time(), report.git_commit()  # the code that trains, not what HEAD is later
+    # the code that trains, not what HEAD is later
+    t_start, commit = time.time(), report.git_commit()
     tasks = study_tasks.load_tasks(grid)
     p = _plan_here(grid, out, tasks, pretrains, cells, jobs)
     log(p["text"] + "\n" + power.table(decl["claims"], decl["power"]))
     if dry_run:
-        return {"plan": p["text"] + "\n" + power.table(decl["claims"], decl["power"]), "pretrains": len(pretrains),
-                "cells": len(cells), "flops": p["flops"], "estimate_s": p["estimate_s"], "power": decl["power"]}
+        return {"plan": p["text"] + "\n" + power.table(decl["claims"], decl["power"]),
+                "pretrains": len(pretrains),
+                "cells": len(cells), "flops": p["flops"], "estimate_s": p["estimate_s"],
+                "power": decl["power"]}
     entropy = unigram_entropy(grid)  # also prepares the corpus once, before parallel jobs read it
     with runner.Lock(out):
-        name = declaration.register(out, decl, redeclare)  # before any job: the rules cannot follow the data
+        # before any job: the rules cannot follow the data
+        name = declaration.register(out, decl, redeclare)
         log(f"  judging rules: {os.path.join(out, name)}")
         runner.clean_temps(out)
         write_json(os.path.join(out, "plan.json"), {"format": runner.FORMAT, "grid": grid,
-                                                    "calibration": p["calibration"], "estimate_s": p["estimate_s"]})
+                                                    "calibration": p["calibration"],
+                                                    "estimate_s": p["estimate_s"]})
         ran = runner.execute(grid, out, pretrains, cells, tasks, device, jobs, log, p["estimates"])
-        invocations = _record_invocation(out, command or f"run_study({grid['name']!r})", commit, t_start,
+        invocations = _record_invocation(out, command or f"run_study({grid['name']!r})", commit,
+                                         t_start,
                                          p["estimate_s"], ran, jobs)
-        results = collect(grid, out, _timing(invocations, p["estimate_s"], jobs), invocations, entropy)
+        results = collect(grid, out, _timing(invocations, p["estimate_s"], jobs), invocations,
+                          entropy)
         outputs.write_outputs(results, out)
     return results
 
 
 def _dry_run_elsewhere(grid: dict, pretrains: list, cells: list, decl: dict, log) -> dict:
-    """The dry run of a GPU grid on a CPU: FLOPs and an assumed throughput only, one job on one GPU."""
+    """The dry run of a GPU grid on a CPU: FLOPs and an assumed throughput only, one job on one
+    GPU."""
     ft = {(c["spec"]["task"], c["spec"]["set"]): grid["block_size"] / 8 for c in cells}
     flops = plan_lib.training_flops(grid, pretrains, cells, ft)
-    text = plan_lib.describe(grid, None, pretrains, cells, None, flops, (len(pretrains), len(cells)), 1)
+    text = plan_lib.describe(grid, None, pretrains, cells, None, flops,
+                             (len(pretrains), len(cells)), 1)
     text += "\n" + power.table(decl["claims"], decl["power"])
     log(text)
-    return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops, "power": decl["power"]}
+    return {"plan": text, "pretrains": len(pretrains), "cells": len(cells), "flops": flops,
+            "power": decl["power"]}
 
 
 def _plan_here(grid: dict, out: str, tasks: dict, pretrains: list, cells: list, jobs: int) -> dict:
@@ -155,14 +171,19 @@ def _plan_here(grid: dict, out: str, tasks: dict, pretrains: list, cells: list, 
     calib = plan_lib.calibrate(grid, tasks)
     est = plan_lib.estimate(grid, tasks, calib, pretrains, cells)
     tok = get_tokenizer(grid["tokenizer"])
-    ft = {(c["spec"]["task"], c["spec"]["set"]): plan_lib.mean_pair_tokens(tok, tasks[c["spec"]["task"]]["train"],
-                                                                            grid["block_size"]) for c in cells}
+    ft = {(c["spec"]["task"],
+           c["spec"]["set"]): plan_lib.mean_pair_tokens(tok, tasks[c["spec"]["task"]]["train"],
+                                                                            grid["block_size"])
+          for c in cells}
     flops = plan_lib.training_flops(grid, pretrains, cells, ft)
-    todo_pre = [p for p in pretrains if not runner.pretrain_done(out, p["name"])] if os.path.isdir(out) else pretrains
+    todo_pre = ([p for p in pretrains if not runner.pretrain_done(out, p["name"])]
+                if os.path.isdir(out) else pretrains)
     todo_cells = [c for c in cells if not runner.cell_done(out, c)] if os.path.isdir(out) else cells
     est_s = sum(est[j["name"]] for j in todo_pre + todo_cells) / jobs
-    text = plan_lib.describe(grid, tasks, pretrains, cells, est_s, flops, (len(todo_pre), len(todo_cells)), jobs)
-    return {"calibration": calib, "estimates": est, "estimate_s": est_s, "flops": flops, "text": text}
+    text = plan_lib.describe(grid, tasks, pretrains, cells, est_s, flops,
+                             (len(todo_pre), len(todo_cells)), jobs)
+    return {"calibration": calib, "estimates": est, "estimate_s": est_s, "flops": flops,
+            "text": text}
 
 
 def _record_invocation(out: str, command: str, commit: str, t_start: float, est_s: float, ran: int,
@@ -171,7 +192,8 @@ def _record_invocation(out: str, command: str, commit: str, t_start: float, est_
     invocations = runner.read_json(os.path.join(out, "invocations.json")) or []
     invocations.append({"command": command, "commit": commit, "started":
                         time.strftime("%Y-%m-%d %H:%M", time.localtime(t_start)),
-                        "wall_s": round(time.time() - t_start, 1), "estimate_s": round(est_s, 1), "jobs_run": ran,
+                        "wall_s": round(time.time() - t_start, 1), "estimate_s": round(est_s, 1),
+                        "jobs_run": ran,
                         "parallel_jobs": jobs})
     write_json(os.path.join(out, "invocations.json"), invocations)
     return invocations
@@ -189,10 +211,12 @@ def rejudge(out: str) -> dict:
     results.json alone (a committed study has no cells/ or checkpoints); trains nothing."""
     results = runner.read_json(os.path.join(out, "results.json"))
     if not results or results.get("format") != runner.FORMAT:
-        raise MiniSPDFError(f"{out} holds no finished study of this version (results.json, format {runner.FORMAT}): "
+        raise MiniSPDFError(f"{out} holds no finished study of this version (results.json, format "
+                            f"{runner.FORMAT}): "
                             "run `minispdf reproduce --out DIR` first")
     with runner.Lock(out):
-        fresh = judged({k: results[k] for k in results if k not in ("summary", "claims", "flop_claim", "frontier")},
+        fresh = judged({k: results[k] for k in results
+                        if k not in ("summary", "claims", "flop_claim", "frontier")},
                        out)
         outputs.write_outputs(fresh, out)
     return fresh

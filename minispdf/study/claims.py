@@ -38,7 +38,8 @@ DIMS = ("task", "size", "set")
 
 
 def _values(rows, measure, **where) -> dict:
-    return {r["seed"]: r[measure] for r in rows if all(r[k] == v for k, v in where.items()) and r[measure] is not None}
+    return {r["seed"]: r[measure] for r in rows
+            if all(r[k] == v for k, v in where.items()) and r[measure] is not None}
 
 
 def _cell(key) -> dict:
@@ -68,7 +69,8 @@ def benefit_lost(rows, measure, arm, cell) -> dict:
 
 
 def _levels(arms, kind: str) -> list[int]:
-    return sorted({int(a[len(kind):]) for a in arms if a.startswith(kind) and a[len(kind):].isdigit()})
+    return sorted({int(a[len(kind):]) for a in arms
+                   if a.startswith(kind) and a[len(kind):].isdigit()})
 
 
 def declare(grid: dict, cells: list[dict]) -> list[dict]:
@@ -82,17 +84,21 @@ def declare(grid: dict, cells: list[dict]) -> list[dict]:
     judged = {k: a for k, a in arms.items() if {"dense", "scratch"} <= a}
 
     def n(*terms):
-        return min(len(seeds[(k, a)] & seeds[(k, "dense")] & seeds[(k, "scratch")]) for k, a in terms)
+        return min(len(seeds[(k, a)] & seeds[(k, "dense")] & seeds[(k, "scratch")])
+                   for k, a in terms)
 
     out = []
     for m in MEASURES:
         for k in sorted(judged):
             a = judged[k]
             for lv in _levels(a, "spdf"):
-                out.append({"kind": "no_loss", "claim": f"spdf{lv}: no significant loss vs dense", "measure": m,
-                            "where": _cell(k), "arm": [k, f"spdf{lv}"], "n_planned": n((k, f"spdf{lv}"))})
+                out.append({"kind": "no_loss", "claim": f"spdf{lv}: no significant loss vs dense",
+                            "measure": m,
+                            "where": _cell(k), "arm": [k, f"spdf{lv}"],
+                            "n_planned": n((k, f"spdf{lv}"))})
             for kind, text in (("spsf", "spsf{lv} (masks kept) loses more than spdf{lv}"),
-                               ("eqflop", "spdf{lv} loses less than equal-FLOP dense (eqflop{lv})")):
+                               ("eqflop",
+                                "spdf{lv} loses less than equal-FLOP dense (eqflop{lv})")):
                 for lv in _levels(a, kind):
                     if f"spdf{lv}" in a:
                         worse, better = [k, f"{kind}{lv}"], [k, f"spdf{lv}"]
@@ -104,11 +110,13 @@ def declare(grid: dict, cells: list[dict]) -> list[dict]:
     for c in out:
         c["margin"] = grid["margins"][c["measure"]]
         c["primary"] = all(str(c["where"].get(d, p[d])) == p[d] for d in DIMS)
-        c["id"] = f"{c['claim']} | {c['measure']} | " + ", ".join(f"{d} {c['where'][d]}" for d in DIMS)
+        c["id"] = (f"{c['claim']} | {c['measure']} | "
+                   + ", ".join(f"{d} {c['where'][d]}" for d in DIMS))
     return out
 
 
-METHODS = ("set", "rigl", "gmp", "vspdf", "nm")  # arms whose masks move, grow, come late or follow N:M
+# arms whose masks move, grow, come late or follow N:M
+METHODS = ("set", "rigl", "gmp", "vspdf", "nm")
 REFERENCES = (("spdf75", "{arm} loses less than spdf75 (one static mask)"),
               ("eqflop75", "{arm} loses less than equal-FLOP dense (eqflop75)"))
 
@@ -118,7 +126,8 @@ def _methods(k, arms, measure, n) -> list[dict]:
     beats one static mask (spdf75) and dense pre-training for spdf75's FLOPs (eqflop75)."""
     out = []
     for arm in sorted(a for a in arms if a.rstrip("0123456789") in METHODS):
-        out.append({"kind": "no_loss", "claim": f"{arm}: no significant loss vs dense", "measure": measure,
+        out.append({"kind": "no_loss", "claim": f"{arm}: no significant loss vs dense",
+                    "measure": measure,
                     "where": _cell(k), "arm": [k, arm], "n_planned": n((k, arm))})
         for ref, text in REFERENCES:
             if ref in arms:
@@ -146,18 +155,21 @@ def _across(grid: dict, judged: dict, measure: str, n) -> list[dict]:
             values = [v for v in order[dim] if v in block[dim + "s"]]
             i = DIMS.index(dim)
             for lo, hi in zip(values, values[1:]):
-                if dim == "size" and _base(grid, lo) == _base(grid, hi):  # budgets of one size, not two sizes
+                # budgets of one size, not two sizes
+                if dim == "size" and _base(grid, lo) == _base(grid, hi):
                     continue
                 for k in sorted(judged):
                     other = tuple(hi if j == i else v for j, v in enumerate(k))
-                    if k[i] != lo or other not in judged or not {"spdf75"} <= judged[k] & judged[other] or \
+                    if k[i] != lo or other not in judged or (
+                            not {"spdf75"} <= judged[k] & judged[other]) or \
                             (k, other) in seen:
                         continue
                     seen.add((k, other))
                     where = {d: v for d, v in zip(DIMS, k) if d != dim} | {dim: f"{lo} vs {hi}"}
                     lo_t, hi_t = [k, "spdf75"], [other, "spdf75"]
                     worse, better = (hi_t, lo_t) if hi_loses_more else (lo_t, hi_t)
-                    out.append(_directional(text, measure, where, worse, better, n((k, "spdf75"), (other, "spdf75"))))
+                    out.append(_directional(text, measure, where, worse, better,
+                                            n((k, "spdf75"), (other, "spdf75"))))
     return out
 
 
@@ -166,7 +178,8 @@ def _base(grid: dict, size: str) -> str:
 
 
 def _directional(claim, measure, where, worse, better, n_planned) -> dict:
-    return {"kind": "directional", "claim": claim, "measure": measure, "where": where, "worse": worse,
+    return {"kind": "directional", "claim": claim, "measure": measure, "where": where,
+            "worse": worse,
             "better": better, "n_planned": n_planned}
 
 
@@ -193,7 +206,8 @@ def cells_of(claim: dict) -> list[tuple]:
 class Judge:
     """Gates and verdicts of a declaration's claims over one study's rows."""
 
-    def __init__(self, declaration: dict, rows: list[dict], unigram_entropy: float | None, name: str = ""):
+    def __init__(self, declaration: dict, rows: list[dict], unigram_entropy: float | None,
+                 name: str = ""):
         self.decl, self.rows, self.entropy, self.name = declaration, rows, unigram_entropy, name
         self.gates = declaration["gates"]
 
@@ -205,7 +219,8 @@ class Judge:
         if ben is None:
             return f"{where}: fewer than 2 seeds with dense and scratch"
         if ben.low <= 0:
-            return f"{where}: pre-training does not beat scratch (95% interval {ben.low:+.3g}..{ben.high:+.3g})"
+            return (f"{where}: pre-training does not beat scratch (95% interval "
+                    f"{ben.low:+.3g}..{ben.high:+.3g})")
         dense = statistics.fmean(_values(self.rows, measure, arm="dense", **cell).values())
         if measure == "bleu":
             if dense < g["min_bleu"]:
@@ -215,7 +230,8 @@ class Judge:
         else:
             scratch = statistics.fmean(_values(self.rows, measure, arm="scratch", **cell).values())
             if dense < g["min_test_loss"]:
-                return f"{where}: dense test loss {dense:.3f} below {g['min_test_loss']:g} (ceiling)"
+                return (f"{where}: dense test loss {dense:.3f} below "
+                        f"{g['min_test_loss']:g} (ceiling)")
             if (scratch - dense) / scratch < g["min_benefit"]:
                 return (f"{where}: dense pre-training cuts scratch's test loss by only "
                         f"{(scratch - dense) / scratch:.0%} (floor: {g['min_benefit']:.0%})")
@@ -230,7 +246,8 @@ class Judge:
             return f"no dense pre-training run of size {size}"
         loss = statistics.fmean(losses.values())
         if loss > self.gates["plateau_ratio"] * self.entropy:
-            return f"{size}: pre-training still on its plateau ({loss:.2f} vs unigram entropy {self.entropy:.2f})"
+            return (f"{size}: pre-training still on its plateau ({loss:.2f} vs unigram entropy "
+                    f"{self.entropy:.2f})")
         return None
 
     def claims(self) -> list[dict]:
@@ -252,31 +269,39 @@ class Judge:
             verdict = st.UNTESTABLE
         elif decisive is None:
             verdict, reason = st.UNTESTABLE, "fewer than 2 paired seeds"
-        elif verdict == st.INCONCLUSIVE and decisive.high - decisive.low > self.gates["precision"] * margin:
+        elif (verdict == st.INCONCLUSIVE
+              and decisive.high - decisive.low > self.gates["precision"] * margin):
             verdict = st.UNDERPOWERED
-            reason = (f"interval {decisive.high - decisive.low:.3f} wide, over {self.gates['precision']:g} x the "
+            reason = (f"interval {decisive.high - decisive.low:.3f} wide, over "
+                      f"{self.gates['precision']:g} x the "
                       f"margin: more seeds needed")
         else:
             reason = _reason(claim["kind"], verdict, margin)
         sd = statistics.stdev(diffs) if len(diffs) > 1 else None
         extra = _no_loss_extra(self.rows, claim, diffs, ci90) if claim["kind"] == "no_loss" else {}
-        return {**extra, "id": claim["id"], "claim": claim["claim"], "kind": claim["kind"], "metric": "L", "measure": m,
-                "where": claim["where"], "effect": ci.mean if ci else None, "ci_low": ci.low if ci else None,
+        return {**extra, "id": claim["id"], "claim": claim["claim"], "kind": claim["kind"],
+                "metric": "L", "measure": m,
+                "where": claim["where"], "effect": ci.mean if ci else None,
+                "ci_low": ci.low if ci else None,
                 "ci_high": ci.high if ci else None, "ci90_low": ci90.low if ci90 else None,
                 "ci90_high": ci90.high if ci90 else None, "margin": margin, "n_seeds": len(diffs),
                 "sd": sd, "mde": st.mde(sd, len(diffs), q) if sd is not None else None,
-                "abs_effect": absolute.mean if absolute else None, "abs_ci_low": absolute.low if absolute else None,
+                "abs_effect": absolute.mean if absolute else None,
+                "abs_ci_low": absolute.low if absolute else None,
                 "abs_ci_high": absolute.high if absolute else None, "abs_unit": UNIT[m],
-                "verdict": verdict, "reason": reason, "primary": claim["primary"], "declaration": self.name}
+                "verdict": verdict, "reason": reason, "primary": claim["primary"],
+                "declaration": self.name}
 
 
 def unusable_seeds(rows, claim: dict) -> list[int]:
     """Seeds with the claim's arms run but no L, because dense pre-training did not beat scratch
     there (L's denominator is not positive): counted and named, never dropped silently."""
     out = set()
-    for key, arm in [claim["arm"]] if claim["kind"] == "no_loss" else [claim["worse"], claim["better"]]:
+    for key, arm in ([claim["arm"]] if claim["kind"] == "no_loss"
+                     else [claim["worse"], claim["better"]]):
         cell = _cell(key)
-        have = set(abs_gap(rows, claim["measure"], arm, cell)) & set(benefit(rows, claim["measure"], cell))
+        have = set(abs_gap(rows, claim["measure"], arm, cell)) & set(benefit(rows, claim["measure"],
+                                                                             cell))
         out |= have - set(benefit_lost(rows, claim["measure"], arm, cell))
     return sorted(out)
 
@@ -298,7 +323,8 @@ def _no_loss_extra(rows, claim: dict, diffs: list, ci90) -> dict:
             "unusable_seeds": unusable_seeds(rows, claim)}
 
 
-IGNORED = {"about", "eval_inputs", "max_new_tokens"}  # how a cell is described or scored, not what it trains
+# how a cell is described or scored, not what it trains
+IGNORED = {"about", "eval_inputs", "max_new_tokens"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -337,21 +363,25 @@ def holm_family(grid: dict) -> tuple[float, str]:
 
 def with_holm(claims: list[dict], grid: dict) -> list[dict]:
     """Holm's correction over each measure's testable no-loss claims (the family): beside each raw
-    verdict, the verdict its Holm-adjusted p-values give. Directional claims are outside the family."""
+    verdict, the verdict its Holm-adjusted p-values give. Directional claims are outside the
+    family."""
     alpha, how = holm_family(grid)
     for c in claims:
         factors = confounds(grid, c)
         c["confounded"] = factors if len(factors) > 1 else None
     for m in MEASURES:
-        fam = [c for c in claims if c["kind"] == "no_loss" and c["measure"] == m and c["verdict"] != st.UNTESTABLE]
+        fam = [c for c in claims
+               if c["kind"] == "no_loss" and c["measure"] == m and c["verdict"] != st.UNTESTABLE]
         adj_h = st.holm({c["id"]: c["p_holds"] for c in fam}, alpha)
         adj_f = st.holm({c["id"]: c["p_fails"] for c in fam}, alpha)
         for c in fam:
             c["holm_p_holds"], c["holm_p_fails"] = adj_h[c["id"]], adj_f[c["id"]]
             c["holm_verdict"] = (st.HOLDS if (adj_h[c["id"]] or 1) < alpha else st.FAILS
                                  if (adj_f[c["id"]] or 1) < alpha else
-                                 c["verdict"] if c["verdict"] == st.UNDERPOWERED else st.INCONCLUSIVE)
-            c["holm_family"] = f"{len(fam)} no-loss claims on {m.replace('_', ' ')} ({how}, alpha {alpha:g})"
+                                 c["verdict"] if c["verdict"] == st.UNDERPOWERED
+                                 else st.INCONCLUSIVE)
+            c["holm_family"] = (f"{len(fam)} no-loss claims on {m.replace('_', ' ')} ({how}, "
+                                f"alpha {alpha:g})")
     return claims
 
 
@@ -360,7 +390,8 @@ def _reason(kind: str, verdict: str, margin: float) -> str:
         return {st.HOLDS: f"90% interval of L below the margin {margin:g}",
                 st.FAILS: f"90% interval of L above the margin {margin:g}",
                 st.INCONCLUSIVE: f"90% interval of L straddles the margin {margin:g}"}[verdict]
-    return {st.HOLDS: "95% interval above zero", st.FAILS: "95% interval below zero (the other direction)",
+    return {st.HOLDS: "95% interval above zero",
+            st.FAILS: "95% interval below zero (the other direction)",
             st.INCONCLUSIVE: "95% interval contains zero"}[verdict]
 
 
@@ -386,14 +417,19 @@ def flop_claim(grid: dict, pretrains: list[dict]) -> dict:
         counted, formula = counter.get_total_flops(), 3 * weight_matmul_flops(cfg, T, 2)
         runs = [p["flops_dense"] / p["flops"] for p in pretrains
                 if p["spec"]["size"] == size and abs(p["spec"]["sparsity"] - 0.75) < 1e-9]
-        sizes[size] = {"formula_reduction_75": flop_report(cfg, sparsity=0.75, seq_len=grid["block_size"]).reduction,
+        sizes[size] = {"formula_reduction_75": flop_report(cfg, sparsity=0.75,
+                                                           seq_len=grid["block_size"]).reduction,
                        "logged_reduction_75": statistics.fmean(runs) if runs else None,
-                       "weight_matmul_flops_formula": formula, "weight_matmul_flops_counted": counted,
+                       "weight_matmul_flops_formula": formula,
+                       "weight_matmul_flops_counted": counted,
                        "counter_agrees": counted == formula}
     agree = all(s["counter_agrees"] for s in sizes.values())
-    return {"claim": "2.5x fewer pre-training FLOPs at 75% sparsity (GPT-3 XL)", "metric": "FLOPs (arithmetic)",
-            "where": {}, "effect": xl, "ci_low": None, "ci_high": None, "margin": None, "n_seeds": None,
+    return {"claim": "2.5x fewer pre-training FLOPs at 75% sparsity (GPT-3 XL)",
+            "metric": "FLOPs (arithmetic)",
+            "where": {}, "effect": xl, "ci_low": None, "ci_high": None, "margin": None,
+            "n_seeds": None,
             "verdict": "arithmetic" if abs(xl - 2.5) < 0.05 and agree else "formula disagrees",
-            "reason": f"the kit's formula gives {xl:.2f}x for GPT-3 XL at T=2048 (embedding not counted); its "
+            "reason": f"the kit's formula gives {xl:.2f}x for GPT-3 XL at T=2048 (embedding not "
+                      f"counted); its "
                       "weight-matmul count " + ("equals" if agree else "DIFFERS FROM") +
                       " torch's FlopCounterMode for this grid's models", "sizes": sizes}

@@ -26,9 +26,11 @@ _NAME = re.compile(r"^declared(?:-(\d+))?\.json$")
 def build(grid: dict, cells: list[dict], commit: str, power: dict | None = None) -> dict:
     """The declaration of ``grid`` (JSON-normal: what is compared is what is written)."""
     decl = {"format": FORMAT, "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit,
-            "metric": "L, the share of the pre-training benefit lost: (arm - dense) / (scratch - dense) on test "
+            "metric": "L, the share of the pre-training benefit lost: (arm - dense) / (scratch - "
+                      "dense) on test "
                       "loss, (dense - arm) / (dense - scratch) on BLEU, per seed",
-            "measures": list(claims_lib.MEASURES), "margins": grid["margins"], "gates": grid["gates"],
+            "measures": list(claims_lib.MEASURES), "margins": grid["margins"],
+            "gates": grid["gates"],
             "seeds": [b["seeds"] for b in grid["blocks"]], "grid": grid,
             "claims": claims_lib.declare(grid, cells), "power": power}
     return json.loads(json.dumps(decl))
@@ -49,7 +51,8 @@ def latest(out: str) -> tuple[str, dict] | None:
         with open(path) as f:
             return names[-1], json.load(f)
     except (OSError, ValueError) as e:
-        raise MiniSPDFError(f"{path} cannot be read ({e}): restore it from version control, or pass --redeclare "
+        raise MiniSPDFError(f"{path} cannot be read ({e}): restore it from version control, or "
+                            f"pass --redeclare "
                             "after removing it") from None
 
 
@@ -72,8 +75,10 @@ def register(out: str, decl: dict, redeclare: bool = False) -> str:
     if changed is None:
         return name
     if not redeclare:
-        raise MiniSPDFError(f"{os.path.join(out, name)} declared other {changed} than this run's grid: judging by "
-                            "rules changed after a run is not allowed; pass --redeclare to record a new declaration "
+        raise MiniSPDFError(f"{os.path.join(out, name)} declared other {changed} than this run's "
+                            f"grid: judging by "
+                            "rules changed after a run is not allowed; pass --redeclare to record "
+                            "a new declaration "
                             "(the report names the one each verdict used) or choose another --out")
     name = f"declared-{len(files(out)) + 1}.json"
     write_json(os.path.join(out, name), decl)

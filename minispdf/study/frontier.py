@@ -36,7 +36,8 @@ def _budget_cells(grid: dict) -> dict:
                 continue
             for task in b["tasks"]:
                 for set_ in b["sets"]:
-                    out.setdefault((task, sizes[size]["base"], set_), {})[sizes[size]["budget"]] = size
+                    out.setdefault((task, sizes[size]["base"], set_),
+                                   {})[sizes[size]["budget"]] = size
     return out
 
 
@@ -82,20 +83,24 @@ def ratio(dense: dict, method: dict, resamples: int, level: float) -> dict | Non
     vals = sorted(v for v, _ in draws)
     low = vals[int(tail * len(vals))] if vals else None
     high = vals[min(len(vals) - 1, int((1 - tail) * len(vals)))] if vals else None
-    share = {f: sum(d[1] in (f, "both") for d in draws) / len(draws) if draws else 0.0 for f in (ABOVE, BELOW)}
+    share = {f: sum(d[1] in (f, "both") for d in draws) / len(draws) if draws else 0.0
+             for f in (ABOVE, BELOW)}
     return {"ratio": value, "censored": flag, "low": low, "high": high, "n_seeds": len(seeds),
             "low_is_bound": share[BELOW] >= tail, "high_is_bound": share[ABOVE] >= tail,
-            "censored_share": share, "per_seed": {str(s): {"ratio": r, "censored": f} for s, (r, f) in per.items()}}
+            "censored_share": share,
+            "per_seed": {str(s): {"ratio": r, "censored": f} for s, (r, f) in per.items()}}
 
 
 def _flops_loss(rows, arm: str, size: str, task: str, set_: str, measure: str) -> dict:
     return {r["seed"]: (r["pretrain_flops"], r[measure]) for r in rows
-            if (r["arm"], r["size"], r["task"], r["set"]) == (arm, size, task, set_) and r[measure] is not None
+            if (r["arm"], r["size"], r["task"], r["set"]) == (arm, size, task, set_)
+            and r[measure] is not None
             and r["pretrain_flops"]}
 
 
 def analyse(results: dict) -> dict | None:
-    """The frontier of a grid with a ``[frontier]`` table and budgets: the dense curve per cell (mean
+    """The frontier of a grid with a ``[frontier]`` table and budgets: the dense curve per cell
+    (mean
     and 95% interval of the measure at each budget) and every method run's ratio; None otherwise."""
     grid = results["grid"]
     rules = grid.get("frontier")
@@ -116,29 +121,35 @@ def analyse(results: dict) -> dict | None:
                 curve.append({"budget": b, "flops": statistics.fmean(f for f, _ in runs.values()),
                               "mean": statistics.fmean(y for _, y in runs.values()), "n": len(runs),
                               "low": ci.low if ci else None, "high": ci.high if ci else None})
-        unit = next((c["flops"] for c in curve if c["budget"] == 1.0), curve[0]["flops"] if curve else None)
+        unit = next((c["flops"] for c in curve if c["budget"] == 1.0),
+                    curve[0]["flops"] if curve else None)
         methods = []
-        ran = {r["arm"] for r in results["rows"] if r["size"] in budgets.values()} - {ref, "scratch"}
-        arms = [a for a in dict.fromkeys(a for b in grid["blocks"] for a in b["arms"]) if a in ran]  # grid order
+        ran = {r["arm"] for r in results["rows"] if r["size"] in budgets.values()} - {ref,
+                                                                                      "scratch"}
+        # grid order
+        arms = [a for a in dict.fromkeys(a for b in grid["blocks"] for a in b["arms"]) if a in ran]
         for arm in arms:
             for b in sorted(budgets):
                 runs = _flops_loss(results["rows"], arm, budgets[b], task, set_, m)
-                r = ratio(dense, runs, rules.get("resamples", 2000), rules.get("level", 0.95)) if runs else None
+                r = (ratio(dense, runs, rules.get("resamples", 2000), rules.get("level", 0.95))
+                     if runs else None)
                 if r is None:
                     continue
                 same_steps = _flops_loss(results["rows"], ref, budgets[b], task, set_, m)
                 reduction = (statistics.fmean(f for f, _ in same_steps.values())
-                             / statistics.fmean(f for f, _ in runs.values())) if same_steps else None
+                             / statistics.fmean(f
+                                                for f, _ in runs.values())) if same_steps else None
                 methods.append({"arm": arm, "budget": b, "size": budgets[b],
                                 "flops": statistics.fmean(f for f, _ in runs.values()),
                                 "mean": statistics.fmean(y for _, y in runs.values()),
                                 "flop_reduction": reduction, **r})
-        out["cells"].append({"task": task, "size": base, "set": set_, "unit_flops": unit, "dense": curve,
+        out["cells"].append({"task": task, "size": base, "set": set_, "unit_flops": unit,
+                             "dense": curve,
                              "methods": methods})
     return out
 
 
-# ------------------------------------------------------------------------------ tables, words, figure
+# ---------------------------------------------------------------------------- tables, words, figure
 
 
 def fmt_ratio(r: dict) -> str:
@@ -155,7 +166,8 @@ def reading(r: dict) -> str:
     """Where the ratio's interval lies against 1 (dense's own efficiency)."""
     if r["censored"] == ABOVE or (r["low"] is not None and r["low"] > 1 and not r["low_is_bound"]):
         return "more FLOP-efficient than dense"
-    if r["censored"] == BELOW or (r["high"] is not None and r["high"] < 1 and not r["high_is_bound"]):
+    if (r["censored"] == BELOW
+        or (r["high"] is not None and r["high"] < 1 and not r["high_is_bound"])):
         return "less FLOP-efficient than dense"
     return "not distinguishable from dense"
 
@@ -176,7 +188,8 @@ def _critical(c: dict | None) -> str:
     if c is None or c.get("critical_margin") is None:
         return "-"
     share = c.get("critical_share_of_dense")
-    return (f"{c['critical_margin']:.3f} / {c['critical_abs']:.3f} / {share:.0%}" if share is not None
+    return (f"{c['critical_margin']:.3f} / {c['critical_abs']:.3f} / {share:.0%}"
+            if share is not None
             else f"{c['critical_margin']:.3f}")
 
 
@@ -187,36 +200,46 @@ def table(fr: dict, claims: list[dict]) -> str:
     lines = []
     for cell in fr["cells"]:
         u = cell["unit_flops"]
-        lines += [f"Cell: task {cell['task']}, size {cell['size']}, set {cell['set']}; FLOPs as multiples of dense "
+        lines += [f"Cell: task {cell['task']}, size {cell['size']}, set {cell['set']}; FLOPs as "
+                  f"multiples of dense "
                   f"pre-training at budget x1 ({u:.3g} FLOPs).", "",
-                  f"| arm | budget | pre-training FLOPs | {m.replace('_', ' ')} [95% CI] | iso-quality FLOP ratio "
-                  "[95% CI] | FLOP reduction at equal steps | L [95% CI] | no loss? raw / Holm | critical margin "
+                  f"| arm | budget | pre-training FLOPs | {m.replace('_', ' ')} [95% CI] | "
+                  f"iso-quality FLOP ratio "
+                  "[95% CI] | FLOP reduction at equal steps | L [95% CI] | no loss? raw / Holm | "
+                  "critical margin "
                   "(L / nats / share of dense) |", "|---" * 9 + "|"]
         for d in cell["dense"]:
-            ci = f"{d['mean']:.3f}" + (f" [{d['low']:.3f}, {d['high']:.3f}]" if d["low"] is not None else "")
-            lines.append(f"| dense | x{d['budget']:g} | {d['flops'] / u:.2f} | {ci} | 1 (the frontier) | 1.00x | - "
+            ci = (f"{d['mean']:.3f}"
+                  + (f" [{d['low']:.3f}, {d['high']:.3f}]" if d["low"] is not None else ""))
+            lines.append(f"| dense | x{d['budget']:g} | {d['flops'] / u:.2f} | {ci} | 1 (the "
+                         f"frontier) | 1.00x | - "
                          "| - | - |")
         for r in cell["methods"]:
             c = _no_loss(claims, r["arm"], r["size"], m)
             lost = (f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
                     if c and c["effect"] is not None and c["ci_low"] is not None else "-")
             red = f"{r['flop_reduction']:.2f}x" if r["flop_reduction"] else "-"
-            lines.append(f"| {r['arm']} | x{r['budget']:g} | {r['flops'] / u:.2f} | {r['mean']:.3f} | "
+            lines.append(f"| {r['arm']} | x{r['budget']:g} | {r['flops'] / u:.2f} | "
+                         f"{r['mean']:.3f} | "
                          f"{fmt_ratio(r)} | {red} | {lost} | {_verdicts(c)} | {_critical(c)} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def summary_table(fr: dict, claims: list[dict]) -> str:
-    """One row per method: its iso-quality FLOP ratio and no-loss verdict at each budget (the README's)."""
+    """One row per method: its iso-quality FLOP ratio and no-loss verdict at each budget (the
+    README's)."""
     cell = fr["cells"][0]
     budgets = sorted({r["budget"] for r in cell["methods"]})
     head = " | ".join(f"x{b:g}: FLOP ratio [95% CI]; no loss? raw / Holm" for b in budgets)
-    lines = [f"| method (FLOP reduction at equal steps) | {head} |", "|---" * (1 + len(budgets)) + "|"]
+    lines = [f"| method (FLOP reduction at equal steps) | {head} |",
+             "|---" * (1 + len(budgets)) + "|"]
     for arm in dict.fromkeys(r["arm"] for r in cell["methods"]):
         runs = {r["budget"]: r for r in cell["methods"] if r["arm"] == arm}
-        red = next((f"{r['flop_reduction']:.2f}x" for r in runs.values() if r["flop_reduction"]), "-")
-        cols = [f"{fmt_ratio(runs[b])}; {_verdicts(_no_loss(claims, arm, runs[b]['size'], fr['measure']))}"
+        red = next((f"{r['flop_reduction']:.2f}x" for r in runs.values() if r["flop_reduction"]),
+                   "-")
+        cols = [f"{fmt_ratio(runs[b])}; "
+                f"{_verdicts(_no_loss(claims, arm, runs[b]['size'], fr['measure']))}"
                 if b in runs else "-" for b in budgets]
         lines.append(f"| {arm} ({red}) | " + " | ".join(cols) + " |")
     return "\n".join(lines)
@@ -224,23 +247,30 @@ def summary_table(fr: dict, claims: list[dict]) -> str:
 
 def sentences(fr: dict, claims: list[dict]) -> list[str]:
     """The frontier's findings in words, each generated from the numbers above: per method, where
-    its ratio lies against 1 at each budget, and the budgets at which its no-loss verdict changes."""
+    its ratio lies against 1 at each budget, and the budgets at which its no-loss verdict
+    changes."""
     out = []
     for cell in fr["cells"]:
         for arm in dict.fromkeys(r["arm"] for r in cell["methods"]):
             runs = [r for r in cell["methods"] if r["arm"] == arm]
             parts = [f"x{r['budget']:g}: {fmt_ratio(r)}, {reading(r)}" for r in runs]
-            verdicts = [(r["budget"], _no_loss(claims, arm, r["size"], fr["measure"])) for r in runs]
-            said = [f"x{b:g} {c['verdict']}" + (f" ({c['holm_verdict']} after Holm)" if c.get("holm_verdict")
+            verdicts = [(r["budget"], _no_loss(claims, arm, r["size"], fr["measure"]))
+                        for r in runs]
+            said = [f"x{b:g} {c['verdict']}"
+                    + (f" ({c['holm_verdict']} after Holm)" if c.get("holm_verdict")
                                                  and c["holm_verdict"] != c["verdict"] else "")
                     for b, c in verdicts if c]
             raw = [c["verdict"] for _, c in verdicts if c]
-            change = [f"between x{a:g} and x{b:g}" for (a, ca), (b, cb) in zip(verdicts, verdicts[1:])
+            change = [f"between x{a:g} and x{b:g}"
+                      for (a, ca), (b, cb) in zip(verdicts, verdicts[1:])
                       if ca and cb and ca["verdict"] != cb["verdict"]]
             out.append(f"**{arm}** (task {cell['task']}, {cell['size']}): iso-quality FLOP ratio "
-                       + "; ".join(parts) + f". No significant loss on {fr['measure'].replace('_', ' ')}: "
-                       + ", ".join(said) + (f"; the raw verdict changes {' and '.join(change)}" if change else
-                                            f"; the same raw verdict ({raw[0]}) at every budget" if raw else "")
+                       + "; ".join(parts)
+                       + f". No significant loss on {fr['measure'].replace('_', ' ')}: "
+                       + ", ".join(said) + (f"; the raw verdict changes {' and '.join(change)}"
+                                            if change else
+                                            f"; the same raw verdict ({raw[0]}) at every budget"
+                                            if raw else "")
                        + ".")
     return out
 
@@ -259,7 +289,8 @@ def power_line(fr: dict, claims: list[dict]) -> str:
                 ran.add(c["n_seeds"])
     if not parts:
         return ""
-    return (f"Power: at the spread of L seen here, {power:.0%} power for a no-loss claim to hold when its true L is "
+    return (f"Power: at the spread of L seen here, {power:.0%} power for a no-loss claim to hold "
+            f"when its true L is "
             f"{effect:g} (half the margin) takes " + ", ".join(parts) + f" seeds; this grid ran "
             f"{', '.join(map(str, sorted(ran)))}, as many as one working session's time allowed.")
 
@@ -283,25 +314,32 @@ def plot(results: dict, fr: dict, path: str) -> None:
     for i, arm in enumerate(dict.fromkeys(r["arm"] for r in cell["methods"])):
         runs = [r for r in cell["methods"] if r["arm"] == arm]
         ys = {r["budget"]: [row[fr["measure"]] for row in results["rows"] if row["arm"] == arm
-                            and row["size"] == r["size"] and row["task"] == cell["task"]] for r in runs}
+                            and row["size"] == r["size"] and row["task"] == cell["task"]]
+              for r in runs}
         cis = [st.interval(ys[r["budget"]]) for r in runs]
-        ax.errorbar([r["flops"] / u for r in runs], [r["mean"] for r in runs], fmt="-s", color=f"C{i}", capsize=3,
+        ax.errorbar([r["flops"] / u for r in runs], [r["mean"] for r in runs],
+                    fmt="-s", color=f"C{i}", capsize=3,
                     yerr=[[r["mean"] - c.low if c else 0 for r, c in zip(runs, cis)],
                           [c.high - r["mean"] if c else 0 for r, c in zip(runs, cis)]], label=arm)
-    scratch = [row[fr["measure"]] for row in results["rows"] if row["arm"] == "scratch" and row["task"] == cell["task"]]
+    scratch = [row[fr["measure"]] for row in results["rows"]
+               if row["arm"] == "scratch" and row["task"] == cell["task"]]
     if scratch:
-        ax.axhline(statistics.fmean(scratch), color="gray", linestyle="--", linewidth=1, label="no pre-training")
+        ax.axhline(statistics.fmean(scratch), color="gray", linestyle="--", linewidth=1,
+                   label="no pre-training")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ticks = [round(p["flops"] / u, 2) for p in d]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=9)
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}" if round(v, 1) in (0.2, 0.3, 0.5, 0.7, 2, 3) else ""))
+    ax.yaxis.set_minor_formatter(plt.FuncFormatter(
+        lambda v, _: f"{v:g}" if round(v, 1) in (0.2, 0.3, 0.5, 0.7, 2, 3) else ""))
     ax.tick_params(axis="y", which="both", labelsize=9)
     ax.set_xlabel("pre-training FLOPs (x dense at budget x1)", fontsize=10)
-    ax.set_ylabel(f"downstream {fr['measure'].replace('_', ' ')} (log; lower is better)", fontsize=10)
-    ax.set_title(f"The dense FLOP frontier: task {cell['task']}, {cell['size']}, mean of seeds", fontsize=10)
+    ax.set_ylabel(f"downstream {fr['measure'].replace('_', ' ')} (log; lower is better)",
+                  fontsize=10)
+    ax.set_title(f"The dense FLOP frontier: task {cell['task']}, {cell['size']}, mean of seeds",
+                 fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)
     _save(ax, path)

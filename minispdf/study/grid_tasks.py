@@ -33,7 +33,8 @@ def _fit(examples, tok, block_size: int) -> tuple[list, int]:
 def _load(t: dict):
     spec = t["spec"]
     kind, _, path = spec.partition(":")
-    if kind == "e2e" and path and os.path.isfile(os.path.join(path, "devset.csv")) and not os.path.isfile(
+    if kind == "e2e" and path and os.path.isfile(os.path.join(path,
+                                                              "devset.csv")) and not os.path.isfile(
             os.path.join(path, "trainset.csv")):  # the dev/test files only: fine-tune on dev
         return load_task_files("e2e", train=os.path.join(path, "devset.csv"),
                                test=os.path.join(path, "testset_w_refs.csv"))
@@ -41,24 +42,30 @@ def _load(t: dict):
 
 
 def load_tasks(grid: dict) -> dict:
-    """task key -> {"train" (fitted, capped), "val", "test" (the fixed evaluation inputs), "info"}."""
+    """task key -> {"train" (fitted, capped), "val", "test" (the fixed evaluation inputs),
+    "info"}."""
     tok = get_tokenizer(grid["tokenizer"])
     out = {}
     for key, t in grid["tasks"].items():
         task = _load(t)
         train, dropped = _fit(task.train, tok, grid["block_size"])
-        if t.get("max_train_inputs") and len(train) > t["max_train_inputs"]:  # after fitting: exact counts
+        # after fitting: exact counts
+        if t.get("max_train_inputs") and len(train) > t["max_train_inputs"]:
             train = _shuffled(train, f"cap:{key}", t["max_train_inputs"])
         if t.get("train_refs"):  # fewer references per training input: a seeded choice of each's
             train = [Example(e.input, _shuffled(e.references, f"refs:{key}:{i}", t["train_refs"]))
                      for i, e in enumerate(train)]
         val, _ = _fit(task.val, tok, grid["block_size"])
         if len(train) < 4 or not task.test:
-            raise MiniSPDFError(f"task {key}: {len(train)} training inputs fit block_size {grid['block_size']} and "
-                                f"{len(task.test)} test inputs: give a task with both splits and shorter examples")
+            raise MiniSPDFError(f"task {key}: {len(train)} training inputs fit block_size "
+                                f"{grid['block_size']} and "
+                                f"{len(task.test)} test inputs: give a task with both splits and "
+                                f"shorter examples")
         test = _shuffled(task.test, f"test:{key}", t["eval_inputs"])
-        out[key] = {"name": task.name, "metric": task.metric, "train": train, "val": val, "test": test,
-                    "info": {"about": t.get("about", task.description), "n_train_inputs": len(train),
+        out[key] = {"name": task.name, "metric": task.metric, "train": train, "val": val,
+                    "test": test,
+                    "info": {"about": t.get("about", task.description),
+                             "n_train_inputs": len(train),
                              "n_train_pairs": sum(len(e.references) for e in train),
                              "n_test_inputs": len(test), "pairs_dropped_too_long": dropped}}
     return out
@@ -71,4 +78,5 @@ def task_for(entry: dict, set_frac: float, task_key: str, seed: int = 0):
     n = max(4, round(set_frac * len(train)))
     if n < len(train):
         train = _shuffled(train, f"set:{task_key}:{set_frac}:seed{seed}", n)
-    return Task(entry["name"], entry["metric"], train, entry["val"], entry["test"], entry["info"]["about"])
+    return Task(entry["name"], entry["metric"], train, entry["val"], entry["test"],
+                entry["info"]["about"])

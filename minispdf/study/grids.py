@@ -51,25 +51,34 @@ from ..schedules import SparsityConfig
 from ..train import TrainConfig
 
 ARM_RE = re.compile(r"^(dense|scratch|(spdf|spsf|eqflop|set|rigl|gmp|vspdf)(\d{1,2})|nm(\d)(\d))$")
-VSPDF_DENSE_FROM = 0.8  # vspdfNN: dense for the last 20% of pre-training unless [schedules] dense_from says otherwise
-SCHEDULE_OF = {"set": "set", "rigl": "rigl", "gmp": "gmp", "nm": "nm"}  # arm kinds whose masks follow a schedule
+# vspdfNN: dense for the last 20% of pre-training unless [schedules] dense_from says otherwise
+VSPDF_DENSE_FROM = 0.8
+# arm kinds whose masks follow a schedule
+SCHEDULE_OF = {"set": "set", "rigl": "rigl", "gmp": "gmp", "nm": "nm"}
 BUILTIN_DIR = Path(__file__).parent / "builtin_grids"
 
 # The keys a grid may have, with what each must be; nested tables are checked below.
 TOP_KEYS = {"description": str, "inherit": str, "block_size": int, "tokenizer": str, "corpus": str,
-            "pretrain": dict, "finetune": dict, "margins": dict, "gates": dict, "sizes": dict, "tasks": dict,
-            "sets": dict, "blocks": list, "primary": dict, "difficulty": list, "assumed_tflops": (int, float),
+            "pretrain": dict, "finetune": dict, "margins": dict, "gates": dict, "sizes": dict,
+            "tasks": dict,
+            "sets": dict, "blocks": list, "primary": dict, "difficulty": list,
+            "assumed_tflops": (int, float),
             "first_seed": int, "schedules": dict, "frontier": dict}
-REQUIRED = ("description", "block_size", "tokenizer", "corpus", "pretrain", "finetune", "margins", "gates", "sizes",
+REQUIRED = ("description", "block_size", "tokenizer", "corpus", "pretrain", "finetune", "margins",
+            "gates", "sizes",
             "tasks", "sets", "blocks", "primary")
 MARGIN_KEYS = ("test_loss", "bleu")
 GATE_KEYS = ("min_bleu", "max_bleu", "min_test_loss", "min_benefit", "plateau_ratio", "precision")
-SIZE_KEYS = {"preset": str, "overrides": dict, "pretrain_steps": int, "tokens_per_param": (int, float),
-             "finetune_steps": int, "budget": float, "base": str}  # budget, base: set by a block's budgets
+SIZE_KEYS = {"preset": str, "overrides": dict, "pretrain_steps": int,
+             "tokens_per_param": (int, float),
+             # budget, base: set by a block's budgets
+             "finetune_steps": int, "budget": float, "base": str}
 TASK_KEYS = {"spec": str, "options": dict, "about": str, "eval_inputs": int, "max_new_tokens": int,
              "max_train_inputs": int, "train_refs": int}
-BLOCK_KEYS = {"sizes": list, "tasks": list, "sets": list, "arms": list, "seeds": int, "budgets": list}
-FRONTIER_KEYS = {"reference": str, "measure": str, "level": float, "resamples": int, "holm_alpha": float,
+BLOCK_KEYS = {"sizes": list, "tasks": list, "sets": list, "arms": list, "seeds": int,
+              "budgets": list}
+FRONTIER_KEYS = {"reference": str, "measure": str, "level": float, "resamples": int,
+                 "holm_alpha": float,
                  "true_effect": float, "power": float}
 # what an arm's name sets (vspdfNN: dense_from, unless [schedules] gives it)
 ARM_SETS = ("schedule", "nm", "dense_from")
@@ -85,7 +94,9 @@ PHASE_KEYS = {**{f.name: value_type(TrainConfig, f) for f in fields(TrainConfig)
 
 # Real tasks join any grid by path, in their official formats, as a block of their own.
 REAL_TASKS = {
-    "e2e": ("the folder with the official E2E devset.csv / testset_w_refs.csv (or train/dev/test csv)", 160),
+    "e2e": (
+        "the folder with the official E2E devset.csv / testset_w_refs.csv (or train/dev/test csv)",
+        160),
     "webnlg": ("the folder of the WebNLG release (XML)", 200),
     "dart": ("the folder of the official DART release (JSON)", 200),
     "curation": ("the Curation Corpus CSV/Parquet with article and summary columns", 0),
@@ -97,7 +108,8 @@ def parse_arm(arm: str) -> dict:
     """``spdf75`` -> pre-training sparsity 0.75, dense fine-tuning; see the module docstring."""
     m = ARM_RE.match(arm) if isinstance(arm, str) else None
     if not m:
-        raise MiniSPDFError(f"unknown arm {arm!r}: use dense, scratch, spdfNN, spsfNN, eqflopNN, setNN, riglNN, "
+        raise MiniSPDFError(f"unknown arm {arm!r}: use dense, scratch, spdfNN, spsfNN, eqflopNN, "
+                            f"setNN, riglNN, "
                             "gmpNN, vspdfNN (NN = sparsity %) or nmNM (e.g. nm24)")
     nm = None
     if m.group(4):
@@ -126,32 +138,40 @@ def _read_toml(path: Path) -> dict:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except OSError as e:
-        raise MiniSPDFError(f"grid file {path} cannot be read ({e.strerror}): check the path") from None
+        raise MiniSPDFError(
+            f"grid file {path} cannot be read ({e.strerror}): check the path") from None
     except tomllib.TOMLDecodeError as e:
-        raise MiniSPDFError(f"grid file {path} is not valid TOML ({one_line(e)}): fix the syntax") from None
+        raise MiniSPDFError(
+            f"grid file {path} is not valid TOML ({one_line(e)}): fix the syntax") from None
     except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
-        raise MiniSPDFError(f"grid file {path} is not UTF-8 text ({one_line(e)}): save it as UTF-8") from None
+        raise MiniSPDFError(
+            f"grid file {path} is not UTF-8 text ({one_line(e)}): save it as UTF-8") from None
 
 
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = (_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict)
+                  else copy.deepcopy(v))
     return out
 
 
 def _load(path: Path, seen: tuple = ()) -> dict:
     if path in seen:
-        raise MiniSPDFError(f"grid file {path}: inherit makes a loop ({' -> '.join(map(str, seen))}): break it")
+        raise MiniSPDFError(
+            f"grid file {path}: inherit makes a loop ({' -> '.join(map(str, seen))}): break it")
     data = _read_toml(path)
     parent = data.pop("inherit", None)
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise MiniSPDFError(f"grid file {path}: key inherit must be a grid name or a path, not {parent!r}")
-    ppath = BUILTIN_DIR / f"{parent}.toml" if (BUILTIN_DIR / f"{parent}.toml").is_file() else path.parent / parent
+        raise MiniSPDFError(
+            f"grid file {path}: key inherit must be a grid name or a path, not {parent!r}")
+    ppath = (BUILTIN_DIR / f"{parent}.toml" if (BUILTIN_DIR / f"{parent}.toml").is_file()
+             else path.parent / parent)
     if not ppath.is_file():
-        raise MiniSPDFError(f"grid file {path}: key inherit names {parent!r}, which is neither a built-in grid nor "
+        raise MiniSPDFError(f"grid file {path}: key inherit names {parent!r}, which is neither a "
+                            f"built-in grid nor "
                             "a file next to it")
     return _merge(_load(ppath, seen + (path,)), data)
 
@@ -177,7 +197,8 @@ def _typed(source, key: str, value, kind) -> None:
 def _check_table(source, prefix: str, table: dict, keys: dict) -> None:
     for k, v in table.items():
         if k not in keys:
-            raise MiniSPDFError(f"{_where(source)}: unknown key {prefix}{k}: use one of {', '.join(keys)}")
+            raise MiniSPDFError(
+                f"{_where(source)}: unknown key {prefix}{k}: use one of {', '.join(keys)}")
         _typed(source, prefix + k, v, keys[k])
 
 
@@ -211,7 +232,8 @@ def check_grid(grid: dict, source) -> None:
     """One ``error:`` line naming the first bad key of ``grid`` (from ``source``)."""
     for key in REQUIRED:
         if key not in grid:
-            raise MiniSPDFError(f"{_where(source)}: missing key {key} (or inherit = \"_cpu\" for the CPU settings)")
+            raise MiniSPDFError(
+                f"{_where(source)}: missing key {key} (or inherit = \"_cpu\" for the CPU settings)")
     _check_table(source, "", grid, {**TOP_KEYS, "name": str, "source": str})
     for phase in ("pretrain", "finetune"):
         _check_table(source, f"{phase}.", grid[phase], PHASE_KEYS)
@@ -219,15 +241,18 @@ def check_grid(grid: dict, source) -> None:
     _check_table(source, "margins.", grid["margins"], dict.fromkeys(MARGIN_KEYS, float))
     for k, v in grid["margins"].items():
         if not 0 < v < 1:
-            raise MiniSPDFError(f"{_where(source)}: key margins.{k} = {v} must lie between 0 and 1 (a share of "
+            raise MiniSPDFError(f"{_where(source)}: key margins.{k} = {v} must lie between 0 and 1 "
+                                f"(a share of "
                                 "the pre-training benefit; 0.1 = keep at least 90%)")
     _check_table(source, "gates.", grid["gates"], dict.fromkeys(GATE_KEYS, float))
     _check_schedules(source, grid.get("schedules", {}))
     for name, sz in grid["sizes"].items():
         _typed(source, f"sizes.{name}", sz, dict)
         _check_table(source, f"sizes.{name}.", sz, SIZE_KEYS)
-        if ("pretrain_steps" in sz) == ("tokens_per_param" in sz) or "finetune_steps" not in sz or "preset" not in sz:
-            raise MiniSPDFError(f"{_where(source)}: key sizes.{name} needs preset, finetune_steps and one of "
+        if (("pretrain_steps" in sz) == ("tokens_per_param" in sz) or "finetune_steps" not in sz
+            or "preset" not in sz):
+            raise MiniSPDFError(f"{_where(source)}: key sizes.{name} needs preset, "
+                                f"finetune_steps and one of "
                                 "pretrain_steps or tokens_per_param")
         sz.setdefault("overrides", {})
     for name, t in grid["tasks"].items():
@@ -240,17 +265,21 @@ def check_grid(grid: dict, source) -> None:
     for name, frac in grid["sets"].items():
         _typed(source, f"sets.{name}", frac, float)
         if not 0 < frac <= 1:
-            raise MiniSPDFError(f"{_where(source)}: key sets.{name} = {frac} must be a fraction in (0, 1]")
+            raise MiniSPDFError(
+                f"{_where(source)}: key sets.{name} = {frac} must be a fraction in (0, 1]")
     for i, b in enumerate(grid["blocks"]):
         _typed(source, f"blocks[{i}]", b, dict)
         _check_table(source, f"blocks[{i}].", b, BLOCK_KEYS)
-        for key, table in (("sizes", grid["sizes"]), ("tasks", grid["tasks"]), ("sets", grid["sets"])):
+        for key, table in (("sizes", grid["sizes"]), ("tasks", grid["tasks"]),
+                           ("sets", grid["sets"])):
             missing = [k for k in b.get(key, []) if k not in table]
             if key not in b or missing:
-                raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].{key} names undeclared {key} {missing}: "
+                raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].{key} names undeclared "
+                                    f"{key} {missing}: "
                                     f"declare them under [{key}]")
         if not isinstance(b.get("seeds"), int) or not 1 <= b["seeds"] <= 100:
-            raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].seeds must be an integer from 1 to 100")
+            raise MiniSPDFError(
+                f"{_where(source)}: key blocks[{i}].seeds must be an integer from 1 to 100")
         for arm in b.get("arms", []):
             try:
                 parse_arm(arm)
@@ -260,7 +289,8 @@ def check_grid(grid: dict, source) -> None:
     _check_budgets(grid, source)
     for key in ("task", "size", "set"):
         if grid["primary"].get(key) not in grid[key + "s"]:
-            raise MiniSPDFError(f"{_where(source)}: key primary.{key} = {grid['primary'].get(key)!r} is not a "
+            raise MiniSPDFError(f"{_where(source)}: key primary.{key} = "
+                                f"{grid['primary'].get(key)!r} is not a "
                                 f"declared {key} of a block")
     for task in grid.get("difficulty", []):
         if task not in grid["tasks"]:
@@ -278,13 +308,16 @@ def _check_numbers(grid: dict, source) -> None:
         (f"tasks.{n}.", t) for n, t in grid["tasks"].items()]
     for prefix, table in tables:
         for k, v in table.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool):  # the types are checked above
+            # the types are checked above
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
                 continue
             if not ((v > 0 if k in POSITIVE else v >= 0) and v < math.inf):
                 raise MiniSPDFError(f"{_where(source)}: key {prefix}{k} = {v!r} must be a "
-                                    f"{'positive' if k in POSITIVE else 'non-negative'} finite number")
+                                    f"{'positive' if k in POSITIVE else 'non-negative'} "
+                                    f"finite number")
             if k.endswith("_steps") and v > MAX_STEPS:
-                raise MiniSPDFError(f"{_where(source)}: key {prefix}{k} = {v!r} is more than {MAX_STEPS:,} steps "
+                raise MiniSPDFError(f"{_where(source)}: key {prefix}{k} = {v!r} is more than "
+                                    f"{MAX_STEPS:,} steps "
                                     f"({STEPS_HINT}): declare fewer")
 
 
@@ -292,18 +325,24 @@ def _check_budgets(grid: dict, source) -> None:
     for i, b in enumerate(grid["blocks"]):
         budgets = b.get("budgets", [1.0])
         if not budgets or len(set(budgets)) != len(budgets) or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100 for x in budgets):
-            raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].budgets = {budgets!r} must be distinct numbers in "
-                                "(0, 100]: multiples of each size's pre-training steps, e.g. [0.5, 1, 2]")
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100
+                for x in budgets):
+            raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].budgets = {budgets!r} must be "
+                                f"distinct numbers in "
+                                "(0, 100]: multiples of each size's pre-training steps, "
+                                "e.g. [0.5, 1, 2]")
     fr = grid.get("frontier")
     if fr is not None:
         _check_table(source, "frontier.", fr, FRONTIER_KEYS)
         if fr.get("measure", "test_loss") not in MARGIN_KEYS:
-            raise MiniSPDFError(f"{_where(source)}: key frontier.measure must be one of {', '.join(MARGIN_KEYS)}")
-        for key, low, high in (("level", 0, 1), ("holm_alpha", 0, 1), ("power", 0, 1), ("true_effect", 0, 1),
+            raise MiniSPDFError(
+                f"{_where(source)}: key frontier.measure must be one of {', '.join(MARGIN_KEYS)}")
+        for key, low, high in (("level", 0, 1), ("holm_alpha", 0, 1), ("power", 0, 1),
+                               ("true_effect", 0, 1),
                                ("resamples", 0, 1_000_000)):
             if key in fr and not low < fr[key] < high:
-                raise MiniSPDFError(f"{_where(source)}: key frontier.{key} = {fr[key]!r} must lie between {low:g} and "
+                raise MiniSPDFError(f"{_where(source)}: key frontier.{key} = {fr[key]!r} must lie "
+                                    f"between {low:g} and "
                                     f"{high:g} (exclusive)")
 
 
@@ -330,7 +369,8 @@ def _expand_budgets(grid: dict) -> None:
         for size in b["sizes"]:
             for x in budgets:
                 name = budget_size(size, float(x))
-                grid["sizes"].setdefault(name, {**grid["sizes"][size], "budget": float(x), "base": size})
+                grid["sizes"].setdefault(name,
+                                         {**grid["sizes"][size], "budget": float(x), "base": size})
                 names.append(name)
         b["sizes"] = names
         p = grid["primary"]
@@ -342,7 +382,8 @@ def _drop_unused(grid: dict) -> None:
     for key in ("sizes", "tasks", "sets"):
         used = {k for b in grid["blocks"] for k in b.get(key, [])}
         grid[key] = {k: v for k, v in grid[key].items() if k in used}
-    if isinstance(grid.get("difficulty"), list):  # an order of tasks: keep the ones still in the grid
+    # an order of tasks: keep the ones still in the grid
+    if isinstance(grid.get("difficulty"), list):
         grid["difficulty"] = [t for t in grid["difficulty"] if t in grid["tasks"]]
 
 
@@ -351,14 +392,17 @@ def load_grid(name_or_path: str) -> dict:
     builtin = BUILTIN_DIR / f"{name_or_path}.toml"
     if isinstance(name_or_path, str) and not name_or_path.startswith("_") and builtin.is_file():
         path, name = builtin, name_or_path
-    elif isinstance(name_or_path, str) and (name_or_path.endswith(".toml") or os.sep in name_or_path):
+    elif (isinstance(name_or_path, str)
+          and (name_or_path.endswith(".toml") or os.sep in name_or_path)):
         path = Path(os.path.expanduser(name_or_path))
         if not path.exists():
-            raise MiniSPDFError(f"grid file {name_or_path} does not exist: give a TOML grid file or one of "
+            raise MiniSPDFError(f"grid file {name_or_path} does not exist: give a TOML grid "
+                                f"file or one of "
                                 f"{', '.join(builtin_names())}")
         name = path.stem
     else:
-        raise MiniSPDFError(f"unknown grid {name_or_path!r}: choose one of {', '.join(builtin_names())} or give a "
+        raise MiniSPDFError(f"unknown grid {name_or_path!r}: choose one of "
+                            f"{', '.join(builtin_names())} or give a "
                             "TOML grid file (--grid my-grid.toml)")
     grid = _load(path)
     grid.setdefault("description", f"grid file {path}")
@@ -370,8 +414,10 @@ def load_grid(name_or_path: str) -> dict:
         _expand_budgets(grid)
         _drop_unused(grid)
         if grid["primary"]["size"] not in grid["sizes"]:
-            raise MiniSPDFError(f"grid {name}: primary.size {grid['primary']['size']!r} runs only at its budgets: add "
-                                "budget 1 to its block, or name a budget size (e.g. nano-x2) as the primary size")
+            raise MiniSPDFError(f"grid {name}: primary.size {grid['primary']['size']!r} runs only "
+                                f"at its budgets: add "
+                                "budget 1 to its block, or name a budget size (e.g. nano-x2) as "
+                                "the primary size")
     grid["name"] = name
     grid["source"] = "built-in" if path.parent == BUILTIN_DIR else str(path.resolve())
     return grid
@@ -380,13 +426,16 @@ def load_grid(name_or_path: str) -> dict:
 GRIDS: dict[str, dict] = {name: load_grid(name) for name in builtin_names()}
 
 
-def resolve_grid(name: str = "default", seeds: int | None = None, real_tasks: dict | None = None) -> dict:
+def resolve_grid(name: str = "default", seeds: int | None = None,
+                 real_tasks: dict | None = None) -> dict:
     """The grid ``name`` (built-in, or a TOML file path) as a plain JSON-able dict; ``seeds``
-    overrides every block's seed count, ``real_tasks`` ({"e2e": DIR, ...}) adds a block per real task."""
+    overrides every block's seed count, ``real_tasks`` ({"e2e": DIR, ...}) adds a block per real
+    task."""
     grid = copy.deepcopy(GRIDS[name]) if name in GRIDS else load_grid(name)
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
-            raise MiniSPDFError(f"--seeds {seeds!r} must be a positive integer up to 100 (3 or more for intervals)")
+            raise MiniSPDFError(
+                f"--seeds {seeds!r} must be a positive integer up to 100 (3 or more for intervals)")
         for b in grid["blocks"]:
             b["seeds"] = seeds
     for kind, path in (real_tasks or {}).items():
@@ -405,7 +454,8 @@ def _add_real_task(grid: dict, kind: str, path: str) -> None:
     p = grid["primary"]
     first = next(b for b in grid["blocks"] if p["size"] in b["sizes"] and p["task"] in b["tasks"])
     grid["tasks"][kind] = {"spec": f"{kind}:{full}", "options": {}, "about": f"{kind} from {full}",
-                           "eval_inputs": 200, "max_new_tokens": max_new or 200, "max_train_inputs": 5000}
+                           "eval_inputs": 200, "max_new_tokens": max_new or 200,
+                           "max_train_inputs": 5000}
     grid["sets"].setdefault("full", 1.0)
     arms = [a for a in REAL_TASK_ARMS if a in first["arms"]]
     grid["blocks"].append({"sizes": [p["size"]], "tasks": [kind], "sets": ["full"], "arms": arms,

@@ -30,7 +30,8 @@ def model_config(grid: dict, size: str):
 
     sz = grid["sizes"][size]
     vocab = get_tokenizer(grid["tokenizer"]).vocab_size
-    return preset_config(sz["preset"], block_size=grid["block_size"], vocab_size=vocab, **sz["overrides"])
+    return preset_config(sz["preset"], block_size=grid["block_size"], vocab_size=vocab,
+                         **sz["overrides"])
 
 
 def n_params(grid: dict, size: str) -> int:
@@ -45,15 +46,19 @@ def n_params(grid: dict, size: str) -> int:
 def pretrain_steps(grid: dict, size: str) -> int:
     """Declared steps, or the steps that give ``tokens_per_param`` tokens per parameter."""
     sz = grid["sizes"][size]
-    budget = sz.get("budget", 1.0)  # a budget size (grids._expand_budgets): a multiple of its base's steps
+    # a budget size (grids._expand_budgets): a multiple of its base's steps
+    budget = sz.get("budget", 1.0)
     if "pretrain_steps" in sz:
         steps = max(1, round(sz["pretrain_steps"] * budget))
     else:
         tokens_per_step = grid["pretrain"]["batch_size"] * grid["block_size"]
-        steps = max(1, round(budget * sz["tokens_per_param"] * n_params(grid, size) / tokens_per_step))
+        steps = max(1,
+                    round(budget * sz["tokens_per_param"] * n_params(grid, size) / tokens_per_step))
     if steps > MAX_STEPS:  # checked before the plan sums FLOPs step by step
-        raise MiniSPDFError(f"grid {grid.get('name', '')}: size {size} pre-trains for {steps:,} steps, more than "
-                            f"{MAX_STEPS:,} ({STEPS_HINT}): declare fewer steps, a smaller budget or tokens_per_param")
+        raise MiniSPDFError(f"grid {grid.get('name', '')}: size {size} pre-trains for {steps:,} "
+                            f"steps, more than "
+                            f"{MAX_STEPS:,} ({STEPS_HINT}): declare fewer steps, a smaller budget "
+                            f"or tokens_per_param")
     return steps
 
 
@@ -130,7 +135,8 @@ def schedule_settings(grid: dict, arm: dict) -> dict:
 def pretrain_name(spec: dict) -> str:
     kind = spec.get("schedule", {}).get("schedule", "")
     tail = "-vspdf" if spec.get("schedule", {}).get("dense_from") else ""
-    return (f"{spec['size']}-s{round(100 * spec['sparsity']):02d}{('-' + kind) if kind not in ('', 'static') else ''}"
+    return (f"{spec['size']}-s{round(100 * spec['sparsity']):02d}"
+            f"{('-' + kind) if kind not in ('', 'static') else ''}"
             f"{tail}-{spec['steps']}steps-seed{spec['seed']}-{_hash(spec)}")
 
 
@@ -144,10 +150,12 @@ def cell_job(grid: dict, size: str, task: str, set_name: str, arm: dict, seed: i
     model = size_model(grid, size) if pre is None else ModelConfig(tokenizer=grid["tokenizer"])
     spec = {"size": size, "preset": sz["preset"], "overrides": sz["overrides"],
             "block_size": grid["block_size"], "tokenizer": grid["tokenizer"], "task": task,
-            "task_def": {k: t[k] for k in ("spec", "options", "eval_inputs", "max_new_tokens", "max_train_inputs",
+            "task_def": {k: t[k] for k in ("spec", "options", "eval_inputs", "max_new_tokens",
+                                           "max_train_inputs",
                                            "train_refs")
                          if k in t},
-            "set": set_name, "set_frac": grid["sets"][set_name], "arm": arm["arm"], "keep_masks": arm["keep_masks"],
+            "set": set_name, "set_frac": grid["sets"][set_name], "arm": arm["arm"],
+            "keep_masks": arm["keep_masks"],
             "pretrain": pre, **_train_spec(grid["finetune"], training)}
     name = f"{task}-{size}-{set_name}-{arm['arm']}-seed{seed}-{_hash(spec)}"
     return {"name": name, "spec": spec, "settings": {"model_config": model, "training": training}}
@@ -187,7 +195,8 @@ def distinct_seen(n_pairs: int, draws: int) -> float:
 
 
 def training_flops(grid: dict, pretrains: list[dict], cells: list[dict], ft_tokens: dict) -> float:
-    """Theoretical training FLOPs of the whole grid (pre-training at its density, fine-tuning dense);
+    """Theoretical training FLOPs of the whole grid (pre-training at its density, fine-tuning
+    dense);
     ``ft_tokens[(task, set)]`` is the mean length of a fine-tuning pair."""
     from ..flops import flop_report
 
@@ -215,36 +224,45 @@ def describe(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s
     for k, v in grid["sizes"].items():
         n, steps = n_params(grid, k), pretrain_steps(grid, k)
         tpp = steps * grid["pretrain"]["batch_size"] * grid["block_size"] / n
-        lines.append(f"  size {k}: {n / 1e6:.2f}M parameters, {steps} pre-training steps ({tpp:.0f} tokens per "
+        lines.append(f"  size {k}: {n / 1e6:.2f}M parameters, {steps} pre-training steps "
+                     f"({tpp:.0f} tokens per "
                      f"parameter), {v['finetune_steps']} fine-tuning steps")
     for b in grid["blocks"]:
-        lines.append(f"  block: {', '.join(b['sizes'])} x tasks {', '.join(b['tasks'])} x sets {', '.join(b['sets'])}"
+        lines.append(f"  block: {', '.join(b['sizes'])} x tasks {', '.join(b['tasks'])} x sets "
+                     f"{', '.join(b['sets'])}"
                      f" x arms {', '.join(b['arms'])} x {b['seeds']} seeds")
     for key, t in grid["tasks"].items():
         info = tasks[key]["info"] if tasks else None
         lines.append(f"  task {key}: {t.get('about', t['spec'])}" + (
-            f"; {info['n_train_inputs']} train inputs ({info['n_train_pairs']} pairs), {info['n_test_inputs']} "
+            f"; {info['n_train_inputs']} train inputs ({info['n_train_pairs']} pairs), "
+            f"{info['n_test_inputs']} "
             "test inputs evaluated" if info else ""))
     if tasks:
         from .grid_tasks import task_for
 
-        for task, set_name, size in sorted({(c["spec"]["task"], c["spec"]["set"], c["spec"]["size"]) for c in cells}):
+        for task, set_name, size in sorted({(c["spec"]["task"], c["spec"]["set"], c["spec"]["size"])
+                                            for c in cells}):
             sub = task_for(tasks[task], grid["sets"][set_name], task)
             pairs = sum(len(e.references) for e in sub.train)
             draws = grid["sizes"][size]["finetune_steps"] * grid["finetune"]["batch_size"]
-            lines.append(f"  set {set_name} of {task} ({size}): {len(sub.train)} inputs, ~{distinct_seen(pairs, draws):.0f}"
+            lines.append(f"  set {set_name} of {task} ({size}): {len(sub.train)} inputs, "
+                         f"~{distinct_seen(pairs, draws):.0f}"
                          f" distinct pairs seen in {draws} draws")
-    lines.append(f"  jobs: {len(pretrains)} pre-training runs ({todo[0]} to run), {len(cells)} fine-tuning cells "
+    lines.append(f"  jobs: {len(pretrains)} pre-training runs ({todo[0]} to run), {len(cells)} "
+                 f"fine-tuning cells "
                  f"({todo[1]} to run), {jobs} at a time")
     if flops is not None:
         lines.append(f"  training FLOPs of the whole grid: {flops:.3g} (theoretical)")
     if est_s is not None:
-        lines.append(f"  estimated time: {fmt_duration(est_s)} (a cost model timed on this machine just now; other "
+        lines.append(f"  estimated time: {fmt_duration(est_s)} (a cost model timed on this machine "
+                     f"just now; other "
                      "load makes it slower)")
     else:
         tflops = grid.get("assumed_tflops", 300)
-        lines.append(f"  estimated time: {fmt_duration(flops / (tflops * 1e12)) if flops else 'unknown'} at an "
-                     f"ASSUMED {tflops} TFLOP/s sustained (bf16 on one current GPU at ~30% of its peak; small models reach "
+        lines.append(f"  estimated time: "
+                     f"{fmt_duration(flops / (tflops * 1e12)) if flops else 'unknown'} at an "
+                     f"ASSUMED {tflops} TFLOP/s sustained (bf16 on one current GPU at ~30% of its "
+                     f"peak; small models reach "
                      "less, so read it as a lower bound); not run here")
     return "\n".join(lines)
 
@@ -311,14 +329,16 @@ def calibrate(grid: dict, tasks: dict) -> dict:
             sparsify(model, 0.5)  # the masking work is included
             opt = make_optimizer(model, TrainConfig())
             x = torch.randint(tok.vocab_size, (grid["pretrain"]["batch_size"], grid["block_size"]))
-            rec = {"pretrain_step_s": _time_steps(model, opt, x), "finetune_step_s": {}, "decode": {}}
+            rec = {"pretrain_step_s": _time_steps(model, opt, x), "finetune_step_s": {},
+                   "decode": {}}
             for key, entry in tasks.items():
                 T = max(2, round(mean_pair_tokens(tok, entry["train"], grid["block_size"])))
                 xf = torch.randint(tok.vocab_size, (grid["finetune"]["batch_size"], T))
                 rec["finetune_step_s"][key] = _time_steps(model, opt, xf, n=3)
                 probe = entry["test"][:32]
                 t0 = time.perf_counter()
-                evaluate_task(model, tok, probe, max_new_tokens=8)  # an untrained model decodes all 8
+                # an untrained model decodes all 8
+                evaluate_task(model, tok, probe, max_new_tokens=8)
                 rec["decode"][key] = {"per_token_s": (time.perf_counter() - t0) / (8 * len(probe)),
                                       "n_probe": len(probe)}
             out[size] = rec
@@ -327,13 +347,16 @@ def calibrate(grid: dict, tasks: dict) -> dict:
     return out
 
 
-def estimate(grid: dict, tasks: dict, calib: dict, pretrains: list[dict], cells: list[dict]) -> dict:
-    """Estimated single-thread seconds of every job; decoding counted at ``max_new_tokens`` (an upper
+def estimate(grid: dict, tasks: dict, calib: dict, pretrains: list[dict],
+             cells: list[dict]) -> dict:
+    """Estimated single-thread seconds of every job; decoding counted at ``max_new_tokens`` (an
+    upper
     bound: a model that learnt the task stops at its end-of-text)."""
     est = {}
     for p in pretrains:
         s = p["spec"]
-        est[p["name"]] = calib[s["size"]]["pretrain_step_s"] * (s["steps"] + s["eval_iters"] / 3) + 1.0
+        est[p["name"]] = (calib[s["size"]]["pretrain_step_s"] * (s["steps"] + s["eval_iters"] / 3)
+                          + 1.0)
     for c in cells:
         s = c["spec"]
         cal, n_eval = calib[s["size"]], len(tasks[s["task"]]["test"])

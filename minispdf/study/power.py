@@ -38,15 +38,18 @@ def _sd_of_arm(rows, measure, key, arm) -> tuple[float | None, str]:
     if exact is not None:
         return exact, "same cell"
     cells = {(r["task"], r["size"], r["set"]) for r in rows}
-    sds = {c: s for c in cells if (s := _sd(claims_lib.benefit_lost(rows, measure, arm, claims_lib._cell(c)).values()))}
+    sds = {c: s for c in cells
+           if (s := _sd(claims_lib.benefit_lost(rows, measure, arm, claims_lib._cell(c)).values()))}
     if not sds and arm != "spdf75" and arm.rstrip("0123456789") in claims_lib.METHODS:
-        sd, src = _sd_of_arm(rows, measure, key, "spdf75")  # a method never run yet: as spread as one static mask
+        # a method never run yet: as spread as one static mask
+        sd, src = _sd_of_arm(rows, measure, key, "spdf75")
         return sd, f"spdf75 standing in for {arm}, {src}"
     if not sds:
         return None, "no earlier run of this arm"
     # the most similar cell: the same task first, then the same set, then the same size
     size = base_size(key[1])  # a budget of a size (nano-x2) is most like the size itself
-    best = max(sds, key=lambda c: (4 * (c[0] == key[0]) + 2 * (c[2] == key[2]) + (c[1] == size), sds[c]))
+    best = max(sds,
+               key=lambda c: (4 * (c[0] == key[0]) + 2 * (c[2] == key[2]) + (c[1] == size), sds[c]))
     return sds[best], f"the most similar cell, {'/'.join(best)}"
 
 
@@ -59,10 +62,12 @@ def spread(claim: dict, rows: list[dict]) -> tuple[float | None, str]:
     parts = [_sd_of_arm(rows, claim["measure"], tuple(k), a) for k, a in terms]
     if any(sd is None for sd, _ in parts):
         return None, next(src for sd, src in parts if sd is None)
-    return math.sqrt(sum(sd * sd for sd, _ in parts)), parts[-1][1] + " (terms taken as independent)"
+    return (math.sqrt(sum(sd * sd for sd, _ in parts)),
+            parts[-1][1] + " (terms taken as independent)")
 
 
-def expected(claims: list[dict], prior: tuple[list[dict], str] | None, true_effect: float | None = None) -> dict:
+def expected(claims: list[dict], prior: tuple[list[dict], str] | None,
+             true_effect: float | None = None) -> dict:
     """Per declared claim: the spread, the expected half-width with its planned seeds, the seeds
     that would reach its margin, whether it is underpowered before the run, and for a no-loss
     claim the seeds that give it 80% power to hold when the true L is ``true_effect`` (default:
@@ -70,7 +75,8 @@ def expected(claims: list[dict], prior: tuple[list[dict], str] | None, true_effe
     out = {"source": prior[1] if prior else None, "claims": {}}
     for c in claims:
         q = 0.95 if c["kind"] == "no_loss" else 0.975
-        sd, src = spread(c, prior[0]) if prior else (None, "no earlier results: pass --power_from DIR")
+        sd, src = (spread(c, prior[0]) if prior
+                   else (None, "no earlier results: pass --power_from DIR"))
         rec = {"sd": sd, "from": src, "n_planned": c["n_planned"], "margin": c["margin"]}
         if sd is not None:
             half = st.halfwidth(sd, c["n_planned"], q)
@@ -78,26 +84,31 @@ def expected(claims: list[dict], prior: tuple[list[dict], str] | None, true_effe
                        seeds_needed=st.seeds_needed(sd, c["margin"], q))
             if c["kind"] == "no_loss":
                 effect = c["margin"] / 2 if true_effect is None else true_effect
-                rec.update(true_effect=effect, seeds_for_power=st.seeds_for_power(sd, c["margin"], effect))
+                rec.update(true_effect=effect,
+                           seeds_for_power=st.seeds_for_power(sd, c["margin"], effect))
         out["claims"][c["id"]] = rec
     return out
 
 
 def table(claims: list[dict], power: dict) -> str:
     """The power of every declared claim, as text for the dry run."""
-    lines = [f"  power from {power['source'] or 'no earlier results'} (expected half-width of each claim's interval "
+    lines = [f"  power from {power['source'] or 'no earlier results'} (expected half-width of each "
+             f"claim's interval "
              "of L with the planned seeds; over the margin = underpowered):"]
     for c in claims:
         p = power["claims"][c["id"]]
         where = ", ".join(f"{k} {v}" for k, v in c["where"].items())
         if p["sd"] is None:
-            lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} seeds, no estimate "
+            lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} seeds, "
+                         f"no estimate "
                          f"({p['from']})")
             continue
         flag = "UNDERPOWERED" if p["underpowered"] else "ok"
         need = p["seeds_needed"] if p["seeds_needed"] is not None else ">10000"
-        lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} seeds, half-width "
-                     f"+-{p['halfwidth']:.3f} vs margin {c['margin']:g}: {flag} (sd {p['sd']:.3f} from {p['from']}; "
+        lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} "
+                     f"seeds, half-width "
+                     f"+-{p['halfwidth']:.3f} vs margin {c['margin']:g}: {flag} (sd {p['sd']:.3f} "
+                     f"from {p['from']}; "
                      f"{need} seeds reach the margin" + _power_words(p) + ")")
     return "\n".join(lines)
 
@@ -106,4 +117,5 @@ def _power_words(p: dict) -> str:
     if "seeds_for_power" not in p:
         return ""
     n = p["seeds_for_power"]
-    return f"; {n if n is not None else '>10000'} seeds give 80% power to hold at a true L of {p['true_effect']:g}"
+    return (f"; {n if n is not None else '>10000'} seeds give 80% power to hold at a true L of "
+            f"{p['true_effect']:g}")

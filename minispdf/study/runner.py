@@ -32,7 +32,8 @@ FORMAT = "minispdf-study-2"
 
 def pretrain_done(out: str, name: str) -> dict | None:
     summary = read_json(os.path.join(out, "pretrain", name, "summary.json"))
-    ok = summary and summary.get("format") == FORMAT and os.path.exists(os.path.join(out, "pretrain", name, "ckpt.pt"))
+    ok = (summary and summary.get("format") == FORMAT
+          and os.path.exists(os.path.join(out, "pretrain", name, "ckpt.pt")))
     return summary if ok else None
 
 
@@ -54,12 +55,14 @@ def run_pretrain(out: str, job: dict, device: str) -> dict:
     s, name, settings = job["spec"], job["name"], job["settings"]
     final = os.path.join(out, "pretrain", name)
     t0 = time.perf_counter()
-    with publish_folder(final) as tmp:  # leftovers under the final name are never complete: replaced
+    # leftovers under the final name are never complete: replaced
+    with publish_folder(final) as tmp:
         training = replace(settings["training"], device=device)
         r = pretrain(**{**settings, "training": training}, run=RunConfig(out=tmp))
         summary = {"format": FORMAT, "name": name, "spec": s, "seconds": time.perf_counter() - t0,
                    "flops": r["flops"], "flops_dense": r["flops_dense"], "tokens": r["tokens"],
-                   "val_loss": r["val_loss"], "n_params": r["model"].num_params(), "curve": _curve(r["history"])}
+                   "val_loss": r["val_loss"], "n_params": r["model"].num_params(),
+                   "curve": _curve(r["history"])}
         write_json(os.path.join(tmp, "summary.json"), summary)
     return summary
 
@@ -79,20 +82,28 @@ def run_cell(out: str, cell: dict, tasks: dict, pre: dict | None, device: str) -
                  training=replace(settings["training"], device=device))
     t1 = time.perf_counter()
     pred = os.path.join(out, "predictions", cell["name"] + ".jsonl")
-    ev = evaluate_task(f["model"], get_tokenizer(s["tokenizer"]), task.test, max_new_tokens=s["task_def"]["max_new_tokens"],
+    ev = evaluate_task(f["model"], get_tokenizer(s["tokenizer"]), task.test,
+                       max_new_tokens=s["task_def"]["max_new_tokens"],
                        predictions_path=pred, metric=task.metric)
     pre = pre or {}
     n_pairs = sum(len(e.references) for e in task.train)
-    row = {"task": s["task"], "size": s["size"], "set": s["set"], "arm": s["arm"], "seed": s["seed"],
-           "n_params": f["model"].num_params(), "pretrain_sparsity": pre.get("spec", {}).get("sparsity"),
-           "pretrain_steps": pre.get("spec", {}).get("steps", 0), "pretrain_tokens": pre.get("tokens", 0),
+    row = {"task": s["task"], "size": s["size"], "set": s["set"], "arm": s["arm"],
+           "seed": s["seed"],
+           "n_params": f["model"].num_params(),
+           "pretrain_sparsity": pre.get("spec", {}).get("sparsity"),
+           "pretrain_steps": pre.get("spec", {}).get("steps", 0),
+           "pretrain_tokens": pre.get("tokens", 0),
            "pretrain_flops": pre.get("flops", 0.0), "pretrain_val_loss": pre.get("val_loss"),
            "n_train_inputs": len(task.train), "n_train_pairs": n_pairs,
-           "distinct_pairs_seen": round(plan_lib.distinct_seen(n_pairs, s["steps"] * s["batch_size"]), 1),
-           "finetune_val_loss": f["val_loss"], "test_loss": ev["loss"], "test_perplexity": ev["perplexity"],
-           "bleu": ev["bleu"], "n_test_inputs": ev["n_inputs"], "finetune_seconds": round(t1 - t0, 2),
+           "distinct_pairs_seen": round(plan_lib.distinct_seen(n_pairs,
+                                                               s["steps"] * s["batch_size"]), 1),
+           "finetune_val_loss": f["val_loss"], "test_loss": ev["loss"],
+           "test_perplexity": ev["perplexity"],
+           "bleu": ev["bleu"], "n_test_inputs": ev["n_inputs"], "finetune_seconds": round(t1 - t0,
+                                                                                          2),
            "eval_seconds": round(time.perf_counter() - t1, 2), "cell": cell["name"]}
-    write_json(os.path.join(out, "cells", cell["name"] + ".json"), {"format": FORMAT, "name": cell["name"],
+    write_json(os.path.join(out, "cells", cell["name"] + ".json"),
+               {"format": FORMAT, "name": cell["name"],
                                                                    "spec": s, "row": row})
     return row
 
@@ -117,7 +128,8 @@ _WORKER: dict = {}
 def _init_worker(grid: dict, threads: int) -> None:
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends the workers
+    # Ctrl-C reaches the whole group: the parent ends the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _WORKER["tasks"] = load_tasks(grid)
 
@@ -130,7 +142,8 @@ def _job(kind: str, out: str, job: dict, device: str):
     return run_cell(out, job, _WORKER["tasks"], pre, device)
 
 
-def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], tasks: dict, device: str,
+def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], tasks: dict,
+            device: str,
             jobs: int, log, est: dict) -> int:
     """Run every unfinished job, ``jobs`` at a time; returns how many ran.
 
@@ -145,7 +158,8 @@ def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], task
     waiting: dict[str, list] = {}
     ready: list = []
     for c in todo_cells:
-        (waiting.setdefault(c["spec"]["pretrain"], []) if c["spec"]["pretrain"] in pending else ready).append(c)
+        (waiting.setdefault(c["spec"]["pretrain"], []) if c["spec"]["pretrain"] in pending
+         else ready).append(c)
     total, t0, done = len(todo_pre) + len(todo_cells), time.perf_counter(), 0
     est_total = sum(est.get(j["name"], 0.0) for j in todo_pre + todo_cells) / jobs
 
@@ -157,7 +171,8 @@ def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], task
     def finished(kind: str, job: dict, result: dict) -> None:
         nonlocal done
         done += 1
-        log(f"[{done}/{total}] {_describe(kind, job, result)} ({plan_lib.fmt_duration(time.perf_counter() - t0)} "
+        log(f"[{done}/{total}] {_describe(kind, job, result)} "
+            f"({plan_lib.fmt_duration(time.perf_counter() - t0)} "
             f"elapsed, estimate {plan_lib.fmt_duration(est_total)})")
         if kind == "pretrain":  # its cells go first, in plan order
             ready[:0] = waiting.pop(job["name"], [])
@@ -191,7 +206,8 @@ def execute(grid: dict, out: str, pretrains: list[dict], cells: list[dict], task
 class _StopOnSignal:
     """SIGTERM or SIGINT stop the run at once: the parallel workers are killed (a job cut short
     leaves only a temp folder, removed by the next run), finished jobs stay, and the error says how
-    many. Rerunning the same command continues. Only in the main thread, where handlers can be set."""
+    many. Rerunning the same command continues. Only in the main thread, where handlers can be
+    set."""
 
     def __init__(self, out: str, done):
         self.out, self.done, self.previous = out, done, {}
@@ -199,7 +215,8 @@ class _StopOnSignal:
     def _handle(self, signum, frame):
         from ..errors import Interrupted
 
-        raise Interrupted(f"{signal.Signals(signum).name}: {self.done()} finished job(s) are kept in {self.out}",
+        raise Interrupted(f"{signal.Signals(signum).name}: {self.done()} finished job(s) are kept "
+                          f"in {self.out}",
                           signum, self.done(), self.out)
 
     def __enter__(self):
@@ -217,8 +234,11 @@ def _describe(kind: str, job: dict, r: dict) -> str:
     s = job["spec"]
     if kind == "pretrain":
         sched = s.get("schedule", {})
-        how = f" ({sched['schedule']}{', dense tail' if sched.get('dense_from') else ''})" if sched else ""
-        return f"pre-trained {s['size']} at {s['sparsity']:.0%} sparsity{how}, {s['steps']} steps, seed {s['seed']}: " \
+        how = (f" ({sched['schedule']}{', dense tail' if sched.get('dense_from') else ''})" if sched
+               else "")
+        return f"pre-trained {s['size']} at {s['sparsity']:.0%} sparsity{how}, {s['steps']} " \
+               f"steps, seed {s['seed']}: " \
                f"val loss {r['val_loss']:.3f}"
     bleu = f"BLEU {r['bleu']:.1f}, " if r["bleu"] is not None else ""
-    return f"{r['task']} {r['size']} {r['set']} {r['arm']} seed {r['seed']}: {bleu}test loss {r['test_loss']:.3f}"
+    return (f"{r['task']} {r['size']} {r['set']} {r['arm']} seed {r['seed']}: {bleu}test loss "
+            f"{r['test_loss']:.3f}")

@@ -49,7 +49,8 @@ def interval(diffs, level: float = 0.95) -> Interval | None:
     if len(d) < 2:
         return None
     mean = statistics.fmean(d)
-    half = float(student_t.ppf(0.5 + level / 2, len(d) - 1)) * statistics.stdev(d) / math.sqrt(len(d))
+    half = (float(student_t.ppf(0.5 + level / 2, len(d) - 1)) * statistics.stdev(d)
+            / math.sqrt(len(d)))
     return Interval(mean, mean - half, mean + half, len(d), level)
 
 
@@ -98,14 +99,16 @@ def directional(diffs, level: float = 0.95) -> tuple[str, Interval | None]:
 
 
 def halfwidth(sd: float, n: int, q: float) -> float:
-    """Expected half-width of the interval of ``n`` differences with spread ``sd`` (``q``: 0.95 or 0.975)."""
+    """Expected half-width of the interval of ``n`` differences with spread ``sd`` (``q``: 0.95 or
+    0.975)."""
     return float(student_t.ppf(q, n - 1)) * sd / math.sqrt(n) if n > 1 else math.inf
 
 
 def mde(sd: float, n: int, q: float, power: float = 0.8) -> float:
     """Minimum detectable effect: the distance from the decision boundary that ``n`` seeds detect
     with probability ``power``."""
-    return float(student_t.ppf(q, n - 1) + student_t.ppf(power, n - 1)) * sd / math.sqrt(n) if n > 1 else math.inf
+    return (float(student_t.ppf(q, n - 1) + student_t.ppf(power, n - 1)) * sd / math.sqrt(n)
+            if n > 1 else math.inf)
 
 
 def seeds_needed(sd: float, margin: float, q: float, most: int = 10_000) -> int | None:
@@ -130,7 +133,8 @@ def p_below(diffs, bound: float) -> float | None:
     sd = statistics.stdev(d)
     if sd == 0:
         return 0.0 if statistics.fmean(d) < bound else 1.0
-    return float(student_t.cdf((statistics.fmean(d) - bound) / (sd / math.sqrt(len(d))), len(d) - 1))
+    return float(student_t.cdf((statistics.fmean(d) - bound) / (sd / math.sqrt(len(d))),
+                               len(d) - 1))
 
 
 def holm(pvalues: dict, alpha: float = 0.05) -> dict:
@@ -147,10 +151,12 @@ def holm(pvalues: dict, alpha: float = 0.05) -> dict:
     return {k: out.get(k) for k in pvalues}
 
 
-def seeds_for_power(sd: float, margin: float, true_effect: float, q: float = 0.95, power: float = 0.8,
+def seeds_for_power(sd: float, margin: float, true_effect: float, q: float = 0.95,
+                    power: float = 0.8,
                     most: int = 10_000) -> int | None:
     """Seeds that give a non-inferiority claim ``power`` to hold when the true L is ``true_effect``
-    (below ``margin``): the fewest n with (t(q, n-1) + t(power, n-1)) * sd / sqrt(n) <= margin - true_effect.
+    (below ``margin``): the fewest n with (t(q, n-1) + t(power, n-1)) * sd / sqrt(n) <= margin -
+    true_effect.
     None when the true effect is not below the margin, or beyond ``most`` seeds."""
     gap = margin - true_effect
     if gap <= 0 or sd is None:

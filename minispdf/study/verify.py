@@ -26,13 +26,16 @@ PRETRAIN_FIELDS = ("val_loss", "flops", "flops_dense", "tokens", "n_params", "cu
 def _read_committed(folder: str) -> tuple[dict, dict]:
     results = runner.read_json(os.path.join(folder, "results.json"))
     if not results or results.get("format") != runner.FORMAT:
-        raise MiniSPDFError(f"{folder} holds no study of this version (results.json, format {runner.FORMAT}): give "
-                            "the folder of a finished `minispdf reproduce` run, e.g. results/default")
+        raise MiniSPDFError(f"{folder} holds no study of this version (results.json, format "
+                            f"{runner.FORMAT}): give "
+                            "the folder of a finished `minispdf reproduce` run, e.g. "
+                            "results/default")
     try:
         with open(os.path.join(folder, "results.csv"), newline="") as f:
             rows = {r["cell"]: r for r in csv.DictReader(f)}
     except OSError as e:
-        raise MiniSPDFError(f"{folder}/results.csv cannot be read ({e.strerror}): restore it") from None
+        raise MiniSPDFError(
+            f"{folder}/results.csv cannot be read ({e.strerror}): restore it") from None
     return results, rows
 
 
@@ -49,12 +52,14 @@ def choose(grid: dict, committed: dict, cells: int | list[str], rng: random.Rand
     if isinstance(cells, list):
         missing = [n for n in cells if n not in by_name]
         if missing:
-            raise MiniSPDFError(f"--cells: {', '.join(missing)} not in the study: name cells from the `cell` column "
+            raise MiniSPDFError(f"--cells: {', '.join(missing)} not in the study: name cells from "
+                                f"the `cell` column "
                                 "of results.csv, or give a number")
         return [by_name[n] for n in cells]
     pool = [c for c in by_name.values() if _loadable(grid, c["spec"]["task"])]
     if not 1 <= cells <= len(pool):
-        raise MiniSPDFError(f"--cells {cells}: the study has {len(pool)} cells whose data is here: ask for 1 to "
+        raise MiniSPDFError(f"--cells {cells}: the study has {len(pool)} cells whose data is here: "
+                            f"ask for 1 to "
                             f"{len(pool)}")
     return rng.sample(sorted(pool, key=lambda c: c["name"]), cells)
 
@@ -74,12 +79,15 @@ def compare_cell(row: dict, logged: dict) -> list[str]:
 def compare_pretrain(summary: dict, logged: dict | None) -> list[str]:
     if logged is None:
         return ["pre-training run missing from results.json"]
-    return [f"pre-training {k}: logged {logged.get(k)!r}, now {summary.get(k)!r}" for k in PRETRAIN_FIELDS
+    return [f"pre-training {k}: logged {logged.get(k)!r}, now {summary.get(k)!r}"
+            for k in PRETRAIN_FIELDS
             if summary.get(k) != logged.get(k)]
 
 
-def verify(folder: str, cells: int | list[str] = 2, device: str = "cpu", log=print, seed: int | None = None) -> dict:
-    """Re-run ``cells`` of the study in ``folder``; returns {"cells": [{name, differences}], "ok"}."""
+def verify(folder: str, cells: int | list[str] = 2, device: str = "cpu", log=print,
+           seed: int | None = None) -> dict:
+    """Re-run ``cells`` of the study in ``folder``; returns {"cells": [{name, differences}],
+    "ok"}."""
     import torch
 
     results, committed = _read_committed(folder)
@@ -92,7 +100,8 @@ def verify(folder: str, cells: int | list[str] = 2, device: str = "cpu", log=pri
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     needed = {c["spec"]["task"] for c in chosen}
-    tasks = study_tasks.load_tasks({**grid, "tasks": {k: v for k, v in grid["tasks"].items() if k in needed}})
+    tasks = study_tasks.load_tasks({**grid, "tasks": {k: v for k, v in grid["tasks"].items()
+                                                      if k in needed}})
     report = []
     try:
         with tempfile.TemporaryDirectory(prefix="minispdf-verify-") as tmp:
@@ -101,12 +110,15 @@ def verify(folder: str, cells: int | list[str] = 2, device: str = "cpu", log=pri
                 diffs, pre = [], None
                 if cell["spec"]["pretrain"]:
                     name = cell["spec"]["pretrain"]
-                    pre = runner.pretrain_done(tmp, name) or runner.run_pretrain(tmp, pretrains[name], device)
-                    diffs += compare_pretrain({**pre, "n_params": pre["n_params"]}, logged_pre.get(name))
+                    pre = (runner.pretrain_done(tmp, name)
+                           or runner.run_pretrain(tmp, pretrains[name], device))
+                    diffs += compare_pretrain({**pre, "n_params": pre["n_params"]},
+                                              logged_pre.get(name))
                 row = runner.run_cell(tmp, cell, tasks, pre, device)
                 diffs += compare_cell(row, committed[cell["name"]])
                 report.append({"cell": cell["name"], "differences": diffs})
                 log(f"  {'identical' if not diffs else 'DIFFERS: ' + '; '.join(diffs)}")
     finally:
         torch.set_num_threads(before)
-    return {"folder": folder, "threads": threads, "cells": report, "ok": all(not r["differences"] for r in report)}
+    return {"folder": folder, "threads": threads, "cells": report,
+            "ok": all(not r["differences"] for r in report)}

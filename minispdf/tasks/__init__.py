@@ -22,18 +22,23 @@ next to the pre-training batches.
 """
 
 from .builtin import BUILTIN_LEVELS, make_builtin_task
-from .core import TASK_METRICS, TASK_NAMES, Example, NoReferencesError, Task, seeded_order, split_counts, split_task, task_stats
+from .core import (TASK_METRICS, TASK_NAMES, Example, NoReferencesError, Task, seeded_order,
+                   split_counts, split_task, task_stats)
 from .files import load_task_files
-from .finetune import (SEPARATOR, FinetuneBatches, encode_example, encode_prompt, pair_fits, pair_length,
+from .finetune import (SEPARATOR, FinetuneBatches, encode_example, encode_prompt, pair_fits,
+                       pair_length,
                        training_pairs)
 from .spec import TASK_SPEC, load_task, resolve_task
 from .tables import E2E_SLOTS, format_mr, parse_mr
 from .triples import WEBNLG_SEEN, WEBNLG_UNSEEN, linearize_triples
 
 __all__ = [
-    "Example", "Task", "TASK_NAMES", "TASK_METRICS", "TASK_SPEC", "SEPARATOR", "load_task", "load_task_files", "resolve_task", "split_task",
-    "split_counts", "WEBNLG_SEEN", "WEBNLG_UNSEEN", "make_builtin_task", "task_stats", "linearize_triples",
-    "parse_mr", "format_mr", "training_pairs", "encode_example", "encode_prompt", "pair_fits", "pair_length", "seeded_order",
+    "Example", "Task", "TASK_NAMES", "TASK_METRICS", "TASK_SPEC", "SEPARATOR", "load_task",
+    "load_task_files", "resolve_task", "split_task",
+    "split_counts", "WEBNLG_SEEN", "WEBNLG_UNSEEN", "make_builtin_task", "task_stats",
+    "linearize_triples",
+    "parse_mr", "format_mr", "training_pairs", "encode_example", "encode_prompt", "pair_fits",
+    "pair_length", "seeded_order",
     "FinetuneBatches", "BUILTIN_LEVELS", "E2E_SLOTS", "NoReferencesError",
 ]
 

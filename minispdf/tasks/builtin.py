@@ -42,7 +42,8 @@ _PRICE = {
 _RATING_WORDS = ("poor", "average", "excellent")
 _RATING_NUMS = ("2 out of 5", "4 out of 5", "5 out of 5")
 _FAMILY = {
-    "yes": ("is family friendly", "is kid friendly", "welcomes children", "is suitable for families"),
+    "yes": ("is family friendly", "is kid friendly", "welcomes children",
+            "is suitable for families"),
     "no": ("is not family friendly", "is not kid friendly", "does not welcome children",
            "is not suitable for families"),
 }
@@ -75,9 +76,11 @@ def _a(word: str) -> str:
 _VP_TEMPLATES = {
     "eatType": ("is {a} {v}",),
     "food": ("serves {v} food", "offers {v} food", "serves {v} cuisine", "has {a} {v} menu"),
-    "rating word": ("has {a} {v} customer rating", "is rated {v} by customers", "has {a} {v} rating"),
+    "rating word": ("has {a} {v} customer rating", "is rated {v} by customers",
+                    "has {a} {v} rating"),
     "rating number": ("has a customer rating of {v}", "is rated {v}", "has a {v} rating"),
-    "area": ("is in the {v}", "is located in the {v}", "is in the {v} area", "can be found in the {v}"),
+    "area": ("is in the {v}", "is located in the {v}", "is in the {v} area",
+             "can be found in the {v}"),
     "near": ("is near {v}", "is close to {v}", "is located near {v}", "is not far from {v}"),
 }
 _PP_TEMPLATES = {"area": ("in the {v}", "in the {v} area"), "near": ("near {v}", "close to {v}")}
@@ -137,7 +140,8 @@ def _varied_reference(slots: dict[str, str], rng: random.Random) -> str:
     eat = slots.get("eatType")
     noun = eat or rng.choice(("place", "venue", "spot"))
     facts = [s for s in slots if s != "name"]
-    style = rng.randrange(4)  # 0: "X is a ...", 1: "There is a ... called X", 2: "X <vps>", 3: "X, a ..., <vps>"
+    # 0: "X is a ...", 1: "There is a ... called X", 2: "X <vps>", 3: "X, a ..., <vps>"
+    style = rng.randrange(4)
     if style == 3 and len([s for s in facts if s not in ("eatType", "food")]) == 0:
         style = 0
     sentences: list[str] = []
@@ -222,7 +226,8 @@ def make_builtin_task(
     """
     lo, hi = _check_builtin_args(wording, min_slots, max_slots, n_refs, (n_train, n_val, n_test))
     rng = random.Random(f"minispdf-builtin:{seed}")
-    examples = _distinct_examples(rng, n_train + n_val + n_test, min_slots, max_slots, wording, (lo, hi))
+    examples = _distinct_examples(rng, n_train + n_val + n_test, min_slots, max_slots, wording,
+                                  (lo, hi))
     return Task(
         name="builtin",
         metric="bleu",
@@ -236,7 +241,8 @@ def make_builtin_task(
     )
 
 
-def _check_builtin_args(wording: str, min_slots: int, max_slots: int, n_refs, sizes: tuple[int, int, int]
+def _check_builtin_args(wording: str, min_slots: int, max_slots: int, n_refs,
+                        sizes: tuple[int, int, int]
                         ) -> tuple[int, int]:
     """Refuse arguments of :func:`make_builtin_task` that make no task; the ``n_refs`` range."""
     if wording not in ("varied", "fixed"):
@@ -248,9 +254,11 @@ def _check_builtin_args(wording: str, min_slots: int, max_slots: int, n_refs, si
         )
     lo, hi = (n_refs, n_refs) if isinstance(n_refs, int) else tuple(n_refs)
     if not (1 <= lo <= hi):
-        raise MiniSPDFError(f"n_refs={n_refs!r} is not valid; use an int >= 1 or a range (lo, hi) with 1 <= lo <= hi")
+        raise MiniSPDFError(f"n_refs={n_refs!r} is not valid; use an int >= 1 or a range (lo, hi) "
+                            f"with 1 <= lo <= hi")
     if min(sizes) < 0 or sum(sizes) == 0:
-        raise MiniSPDFError(f"split sizes {sizes} are not valid; use n_train, n_val, n_test >= 0, not all 0")
+        raise MiniSPDFError(
+            f"split sizes {sizes} are not valid; use n_train, n_val, n_test >= 0, not all 0")
     return lo, hi
 
 
@@ -265,7 +273,8 @@ def _distinct_examples(rng: random.Random, total: int, min_slots: int, max_slots
         attempts += 1
         if attempts > max_attempts:
             raise MiniSPDFError(
-                f"could only make {len(examples)} distinct meaning representations of {total} asked for "
+                f"could only make {len(examples)} distinct meaning representations of "
+                f"{total} asked for "
                 f"with {min_slots}-{max_slots} slots; ask for fewer examples or allow more slots"
             )
         slots = _random_mr(rng, min_slots, max_slots)
@@ -277,8 +286,10 @@ def _distinct_examples(rng: random.Random, total: int, min_slots: int, max_slots
     return examples
 
 
-def _references(slots: dict[str, str], wording: str, n_refs: tuple[int, int], rng: random.Random) -> list[str]:
-    """The references of one MR: the fixed one, or a number drawn from ``n_refs`` of distinct varied ones
+def _references(slots: dict[str, str], wording: str, n_refs: tuple[int, int],
+                rng: random.Random) -> list[str]:
+    """The references of one MR: the fixed one, or a number drawn from ``n_refs`` of distinct varied
+    ones
     (fewer when 8 tries per reference find no more)."""
     if wording == "fixed":
         return [_fixed_reference(slots)]

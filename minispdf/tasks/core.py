@@ -16,10 +16,12 @@ from typing import Iterable
 from minispdf.errors import MiniSPDFError
 from minispdf.fileio import file_problem
 
-#: The task names :func:`minispdf.tasks.load_task` accepts (before an optional ``:PATH`` or ``:easy``/``:hard``).
+#: The task names :func:`minispdf.tasks.load_task` accepts (before an optional ``:PATH`` or
+# ``:easy``/``:hard``).
 TASK_NAMES = ("builtin", "e2e", "dart", "webnlg", "curation")
 SPLITS = ("train", "val", "test")
-#: A task's headline score (``Task.metric``); the scores of a predictions file are ``metrics.METRICS``.
+#: A task's headline score (``Task.metric``); the scores of a predictions file are
+# ``metrics.METRICS``.
 TASK_METRICS = ("bleu", "perplexity")
 
 
@@ -57,7 +59,8 @@ class Task:
 
 
 class NoReferencesError(MiniSPDFError):
-    """A file in the official format that holds inputs but no references (e.g. testdata_no_lex.xml)."""
+    """A file in the official format that holds inputs but no references (e.g.
+    testdata_no_lex.xml)."""
 
 
 def clean(text: object) -> str:
@@ -98,9 +101,11 @@ def require_file(path: Path, what: str) -> None:
     if why == "does not exist":
         raise MiniSPDFError(f"{what} file not found: {path}; check the path (--task NAME:PATH)")
     if why and why != "is a directory":
-        raise MiniSPDFError(f"{what} file {path} {why}; pass the {what} file itself (--task NAME:PATH)")
+        raise MiniSPDFError(
+            f"{what} file {path} {why}; pass the {what} file itself (--task NAME:PATH)")
     if path.is_file() and path.stat().st_size == 0:
-        raise MiniSPDFError(f"{path} is empty; pass a {what} file that has data in it (in the official format)")
+        raise MiniSPDFError(
+            f"{path} is empty; pass a {what} file that has data in it (in the official format)")
 
 
 def task_stats(task: Task) -> dict:
@@ -113,7 +118,8 @@ def task_stats(task: Task) -> dict:
             "references": sum(len(ex.references) for ex in examples),
             "characters": sum(len(ex.input) + sum(map(len, ex.references)) for ex in examples),
         }
-    return {"task": task.name, "metric": task.metric, "description": task.description, "splits": splits}
+    return {"task": task.name, "metric": task.metric, "description": task.description,
+            "splits": splits}
 
 
 def split_counts(task: Task) -> dict[str, dict[str, int]]:
@@ -129,14 +135,16 @@ def counts_text(task: Task) -> str:
 
 
 def seeded_order(n: int, seed) -> list[int]:
-    """``range(n)`` shuffled by ``random.Random(seed)``: the one way a seeded subset is drawn (a split,
+    """``range(n)`` shuffled by ``random.Random(seed)``: the one way a seeded subset is drawn (a
+    split,
     a held-out val set, a study's capped training set), the same on every machine and process."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return order
 
 
-def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Task:
+def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1,
+               seed: int = 0) -> Task:
     """Pool all examples of ``task`` and cut them into disjoint train/val/test splits by input.
 
     Examples with the same input in different splits are merged first (their references
@@ -148,16 +156,20 @@ def split_task(task: Task, val_fraction: float = 0.1, test_fraction: float = 0.1
             raise MiniSPDFError(f"{what}={frac} is out of range; use a fraction in [0, 1)")
     if val_fraction + test_fraction >= 1:
         raise MiniSPDFError(
-            f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on; make them smaller"
+            f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to "
+            f"train on; make them smaller"
         )
-    pool = group((ex.input, r, None, ex.meta) for ex in task.train + task.val + task.test for r in ex.references)
+    pool = group((ex.input, r, None, ex.meta) for ex in task.train + task.val + task.test
+                 for r in ex.references)
     if not pool:
-        raise MiniSPDFError(f"task {task.name} has no examples to split; load a file with data first")
+        raise MiniSPDFError(
+            f"task {task.name} has no examples to split; load a file with data first")
     order = seeded_order(len(pool), f"minispdf-split:{seed}")
     n_test = round(len(pool) * test_fraction)
     n_val = round(len(pool) * val_fraction)
     test = [pool[i] for i in order[:n_test]]
     val = [pool[i] for i in order[n_test:n_test + n_val]]
     train = [pool[i] for i in order[n_test + n_val:]]
-    desc = f"{task.description} | re-split {1 - val_fraction - test_fraction:.2f}/{val_fraction:.2f}/{test_fraction:.2f} seed {seed}"
+    desc = (f"{task.description} | re-split {1 - val_fraction - test_fraction:.2f}"
+            f"/{val_fraction:.2f}/{test_fraction:.2f} seed {seed}")
     return Task(task.name, task.metric, train, val, test, desc, notes=list(task.notes))

@@ -31,7 +31,8 @@ _SPLIT_WORDS = {"train": ("train",), "val": ("dev", "val"), "test": ("test",)}
 
 
 def _files_with_word(folder: Path, exts: tuple[str, ...], words: tuple[str, ...]) -> list[Path]:
-    """Files under ``folder`` (recursively) with one of ``exts`` whose name contains one of ``words``."""
+    """Files under ``folder`` (recursively) with one of ``exts`` whose name contains one of
+    ``words``."""
     out = []
     for p in sorted(folder.rglob("*")):
         name = p.name.lower()
@@ -47,7 +48,8 @@ def _split_files_generic(folder: Path, exts: tuple[str, ...]) -> dict[str, list[
     for split, words in _SPLIT_WORDS.items():
         sub = next((subdirs[w] for w in (*words, "validation") if w in subdirs), None)
         if sub is not None:
-            files = [p for p in sorted(sub.rglob("*")) if p.is_file() and p.name.lower().endswith(exts)]
+            files = [p for p in sorted(sub.rglob("*"))
+                     if p.is_file() and p.name.lower().endswith(exts)]
         else:
             files = [p for p in _files_with_word(folder, exts, words)
                      if not any(p.is_relative_to(s) for s in subdirs.values()
@@ -84,7 +86,8 @@ _FILE_LOADERS: dict[str, Callable[[Path], list[Example]]] = {
     "webnlg": load_webnlg_file,
     "curation": load_curation_file,
 }
-_METRIC_OF = {"e2e": "bleu", "dart": "bleu", "webnlg": "bleu", "curation": "perplexity"}  # a TASK_METRICS each
+# a TASK_METRICS each
+_METRIC_OF = {"e2e": "bleu", "dart": "bleu", "webnlg": "bleu", "curation": "perplexity"}
 _DIR_FINDERS: dict[str, Callable[[Path], dict[str, list[Path]]]] = {
     "e2e": _e2e_split_files,
     "dart": _dart_split_files,
@@ -126,7 +129,8 @@ def _load_many(name: str, files: list[Path], notes: list[str]) -> list[Example]:
             from_others = set(seen.references)
             seen.references.extend(r for r in ex.references if r not in from_others)
         if repeated:
-            notes.append(f"{f.name}: {repeated} of its {len(examples)} inputs are also in a larger file of the split; "
+            notes.append(f"{f.name}: {repeated} of its {len(examples)} inputs are also in a larger "
+                         f"file of the split; "
                          "merged, their references not counted twice")
     return list(merged.values())
 
@@ -146,7 +150,8 @@ def load_task_files(
         raise MiniSPDFError(f"unknown file task {name!r}; use one of {', '.join(_FILE_LOADERS)}")
     paths = {"train": train, "val": val, "test": test}
     if all(p is None for p in paths.values()):
-        raise MiniSPDFError(f"no files given for task {name}; pass at least one of train=, val=, test=")
+        raise MiniSPDFError(
+            f"no files given for task {name}; pass at least one of train=, val=, test=")
     splits = {}
     for split, p in paths.items():
         if p is None:
@@ -154,10 +159,12 @@ def load_task_files(
             continue
         path = Path(p)
         if path.is_dir():
-            raise MiniSPDFError(f"{path} is a directory; pass one {name} file per split, or use --task {name}:{path}")
+            raise MiniSPDFError(f"{path} is a directory; pass one {name} file per split, or use "
+                                f"--task {name}:{path}")
         splits[split] = _FILE_LOADERS[name](path)
     desc = ", ".join(f"{s}={paths[s]}" for s in paths if paths[s] is not None)
-    task = Task(name, _METRIC_OF[name], splits["train"], splits["val"], splits["test"], f"{name} files {desc}")
+    task = Task(name, _METRIC_OF[name], splits["train"], splits["val"], splits["test"],
+                f"{name} files {desc}")
     task.description += f": {counts_text(task)}"
     return task
 
@@ -165,11 +172,14 @@ def load_task_files(
 def load_path(name: str, path: Path) -> Task:
     if not path.exists():
         raise MiniSPDFError(f"{name} file not found: {path}; check the path in --task {name}:PATH")
-    if not path.is_dir() and file_problem(path):  # a FIFO or a device: reading would block or find nothing
-        raise MiniSPDFError(f"{name} file {path} {file_problem(path)}; check the path in --task {name}:PATH")
+    # a FIFO or a device: reading would block or find nothing
+    if not path.is_dir() and file_problem(path):
+        raise MiniSPDFError(
+            f"{name} file {path} {file_problem(path)}; check the path in --task {name}:PATH")
     if path.is_file():
         task = Task(name, _METRIC_OF[name], [], [], _FILE_LOADERS[name](path))
-        task.description = f"{name} file {path} (all in test; see load_task_files/split_task): {counts_text(task)}"
+        task.description = (f"{name} file {path} (all in test; see load_task_files/split_task): "
+                            f"{counts_text(task)}")
         return task
     found = _DIR_FINDERS[name](path)
     if not found:
@@ -178,7 +188,8 @@ def load_path(name: str, path: Path) -> Task:
             f"or pass one file as --task {name}:FILE"
         )
     notes: list[str] = []
-    splits = {s: _load_many(name, found[s], notes) if s in found else [] for s in ("train", "val", "test")}
+    splits = {s: _load_many(name, found[s], notes) if s in found else []
+              for s in ("train", "val", "test")}
     task = Task(name, _METRIC_OF[name], splits["train"], splits["val"], splits["test"], notes=notes)
     listing = "; ".join(f"{s}: {', '.join(p.name for p in found[s])}" for s in found)
     task.description = f"{name} directory {path} ({listing}): {counts_text(task)}"

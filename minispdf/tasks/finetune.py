@@ -89,7 +89,8 @@ def encode_example(
     ``index`` only names the example in error messages.
     """
     tokens, prompt_len, _ = _encode_ids(
-        list(tokenizer.encode(input)), list(tokenizer.encode(SEPARATOR)), list(tokenizer.encode(target)),
+        list(tokenizer.encode(input)), list(tokenizer.encode(SEPARATOR)),
+        list(tokenizer.encode(target)),
         int(tokenizer.eot_id), block_size, truncate, index)
     mask = [0] * (prompt_len - 1) + [1] * (len(tokens) - prompt_len)
     return tokens, mask
@@ -104,12 +105,14 @@ def _encode_ids(inp: list[int], sep: list[int], tgt: list[int], eot: int, block_
     if cut:
         if not truncate:
             raise MiniSPDFError(
-                f"{what} is {n} tokens, longer than the context block_size {block_size} (+1 for the shifted target); "
+                f"{what} is {n} tokens, longer than the context block_size {block_size} (+1 for "
+                f"the shifted target); "
                 "use a larger --block_size, or truncate=True to cut the end of the input"
             )
         if not pair_fits(1, len(tgt), len(sep), block_size):
             raise MiniSPDFError(
-                f"{what}: its reference alone is {len(tgt)} tokens (+{len(sep)} separator +1 eot), leaving no room "
+                f"{what}: its reference alone is {len(tgt)} tokens (+{len(sep)} separator +1 eot), "
+                f"leaving no room "
                 f"for the input in block_size {block_size}; use a larger --block_size"
             )
         inp = inp[:block_size + 1 - pair_length(0, len(tgt), len(sep))]  # as many as fit
@@ -130,14 +133,17 @@ class FinetuneBatches:
     whose input was cut; ``n_target_tokens`` the loss terms (target tokens + eot) of all pairs.
     """
 
-    def __init__(self, tokenizer, pairs: Sequence[tuple[str, str]], block_size: int, batch_size: int,
+    def __init__(self, tokenizer, pairs: Sequence[tuple[str, str]], block_size: int,
+                 batch_size: int,
                  generator: torch.Generator, pad_id: int | None = None, truncate: bool = True):
         if block_size < 2 or batch_size < 1:
             raise MiniSPDFError(
-                f"block_size={block_size}, batch_size={batch_size} are too small; use block_size >= 2 and batch_size >= 1"
+                f"block_size={block_size}, batch_size={batch_size} are too small; use block_size "
+                f">= 2 and batch_size >= 1"
             )
         if not pairs:
-            raise MiniSPDFError("no fine-tuning pairs: the task split is empty; load a task that has training examples")
+            raise MiniSPDFError("no fine-tuning pairs: the task split is empty; load a task that "
+                                "has training examples")
         self.block_size = block_size
         self.batch_size = batch_size
         self.generator = generator
@@ -148,7 +154,8 @@ class FinetuneBatches:
         sep = list(tokenizer.encode(SEPARATOR))
         eot = int(tokenizer.eot_id)
         for i, (inp, tgt) in enumerate(pairs):
-            toks, prompt_len, cut = _encode_ids(list(tokenizer.encode(inp)), sep, list(tokenizer.encode(tgt)),
+            toks, prompt_len, cut = _encode_ids(list(tokenizer.encode(inp)), sep,
+                                                list(tokenizer.encode(tgt)),
                                                 eot, block_size, truncate, i)
             self.n_truncated += cut
             self.tokens.append(torch.tensor(toks, dtype=torch.long))
@@ -159,7 +166,9 @@ class FinetuneBatches:
         """Number of encoded pairs (one per reference)."""
         return len(self.tokens)
 
-    def __call__(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                    torch.Tensor]:
         g = self.generator if generator is None else generator
         idx = torch.randint(len(self.tokens), (self.batch_size,), generator=g).tolist()
         return self.collate(idx)

@@ -50,7 +50,8 @@ _HUB_SPLITS = {"train": "train", "validation": "val", "dev": "val", "test": "tes
 
 
 def _hub_pairs_to_examples(inputs: list, refs: list, metas: list | None = None) -> list[Example]:
-    """Group hub rows, silently dropping rows with an empty input or reference (not user-fixable)."""
+    """Group hub rows, silently dropping rows with an empty input or reference (not
+    user-fixable)."""
     metas = metas or [{}] * len(inputs)
     pairs = [(clean(i), clean(r), None, m) for i, r, m in zip(inputs, refs, metas)]
     return group(p for p in pairs if p[0] and p[1])
@@ -71,8 +72,10 @@ def load_hub(name: str, seed: int) -> Task:
         for hub_split, rows in ds.items():
             pairs = []
             for ts, ann in zip(rows["tripleset"], rows["annotations"]):
-                texts = ann.get("text", []) if isinstance(ann, dict) else [a.get("text") for a in ann]
-                sources = ann.get("source", []) if isinstance(ann, dict) else [a.get("source") for a in ann]
+                texts = (ann.get("text", []) if isinstance(ann, dict)
+                         else [a.get("text") for a in ann])
+                sources = (ann.get("source", []) if isinstance(ann, dict)
+                           else [a.get("source") for a in ann])
                 inp, meta = linearize_triples(ts), dart_meta(sources)
                 pairs.extend((inp, t, meta) for t in texts)
             splits[_HUB_SPLITS.get(hub_split, hub_split)] = _hub_pairs_to_examples(
@@ -85,10 +88,12 @@ def load_hub(name: str, seed: int) -> Task:
             splits[_HUB_SPLITS.get(hub_split, hub_split)] = _hub_pairs_to_examples(
                 rows["article_content"], rows["summary"])
         metric = "perplexity"
-    task = Task(name, metric, splits["train"], splits["val"], splits["test"], f"{repo} from the Hugging Face hub")
+    task = Task(name, metric, splits["train"], splits["val"], splits["test"],
+                f"{repo} from the Hugging Face hub")
     if not task.val and not task.test:  # a hub copy with only a train split: cut val/test from it
         task = split_task(task, val_fraction=0.05, test_fraction=0.05, seed=seed)
-        task.description = f"{repo} from the Hugging Face hub (its one split cut 90/5/5 with seed {seed})"
+        task.description = (f"{repo} from the Hugging Face hub (its one split cut 90/5/5 with "
+                            f"seed {seed})")
     task.description += f": {counts_text(task)}"
     return task
 

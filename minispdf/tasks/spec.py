@@ -1,7 +1,8 @@
 """What ``--task SPEC`` means: :func:`load_task` and :func:`resolve_task`.
 
 ``builtin``, ``builtin:easy``, ``builtin:hard``
-    The seeded generator of E2E-style restaurant MRs (:func:`make_builtin_task`); no files, no network.
+    The seeded generator of E2E-style restaurant MRs (:func:`make_builtin_task`); no files, no
+    network.
 ``e2e:PATH`` / ``e2e``
     Official E2E CSV (columns ``mr,ref``), or the hub's Parquet export of ``tuetschek/e2e_nlg``.
 ``dart:PATH`` / ``dart``
@@ -9,7 +10,8 @@
 ``webnlg:PATH``
     Official WebNLG 2017 XML (there is no loadable hub copy, so a PATH is required).
 ``curation:PATH`` / ``curation``
-    CSV or Parquet with ``article_content`` and ``summary`` columns, or hub ``d0rj/curation-corpus``.
+    CSV or Parquet with ``article_content`` and ``summary`` columns, or hub
+    ``d0rj/curation-corpus``.
 
 PATH may be one file or a directory (see :mod:`minispdf.tasks.files`).
 """
@@ -49,23 +51,27 @@ def load_task(spec: str, *, seed: int = 0, **builtin_kwargs) -> Task:
     if name == "builtin":
         level = arg.strip().lower()
         if level not in BUILTIN_LEVELS:
-            raise MiniSPDFError(f"unknown builtin level {arg!r}; use builtin, builtin:easy or builtin:hard")
+            raise MiniSPDFError(
+                f"unknown builtin level {arg!r}; use builtin, builtin:easy or builtin:hard")
         kwargs = {**BUILTIN_LEVELS[level], **builtin_kwargs}
         try:
             task = make_builtin_task(seed=seed, **kwargs)
         except TypeError as e:
-            raise MiniSPDFError(f"bad builtin task option ({one_line(e)}); see make_builtin_task for the options") from None
+            raise MiniSPDFError(f"bad builtin task option ({one_line(e)}); see make_builtin_task "
+                                f"for the options") from None
         task.name = f"builtin:{level}" if level else "builtin"
         return task
     if builtin_kwargs:
         raise MiniSPDFError(
-            f"options {', '.join(sorted(builtin_kwargs))} only apply to the builtin task, not {name}; drop them"
+            f"options {', '.join(sorted(builtin_kwargs))} only apply to the builtin task, not "
+            f"{name}; drop them"
         )
     if arg.strip():
         return load_path(name, Path(arg.strip()).expanduser())
     if name == "webnlg":
         raise MiniSPDFError(
-            "webnlg has no loadable hub copy; download the official WebNLG 2017 XML and pass --task webnlg:PATH"
+            "webnlg has no loadable hub copy; download the official WebNLG 2017 XML and pass "
+            "--task webnlg:PATH"
         )
     return load_hub(name, seed)
 
@@ -81,7 +87,8 @@ def resolve_task(spec, train_file=None, val_file=None, test_file=None, seed: int
         return spec
     if any(f is not None for f in (train_file, val_file, test_file)):
         if ":" in str(spec):
-            raise MiniSPDFError(f"--task {spec} already names a path: with --train_file/--val_file/--test_file "
+            raise MiniSPDFError(f"--task {spec} already names a path: with "
+                                f"--train_file/--val_file/--test_file "
                                 "give the bare task name, e.g. --task e2e")
         return load_task_files(str(spec), train=train_file, val=val_file, test=test_file)
     return load_task(spec, seed=seed)

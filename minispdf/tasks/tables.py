@@ -17,7 +17,8 @@ from .core import Example, NoReferencesError, clean, group, require_file
 _MR_SLOT = re.compile(r"\s*([^\[\],]+?)\s*\[([^\]]*)\]\s*(?:,|$)")
 
 #: The E2E slots, in the order the official files write them.
-E2E_SLOTS = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly", "near")
+E2E_SLOTS = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly",
+             "near")
 
 
 def parse_mr(mr: str) -> dict[str, str]:
@@ -41,12 +42,15 @@ def _read_table(path: Path, what: str):
         if path.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
+                             encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
-        raise MiniSPDFError(f"{path} is empty; pass a file in the {what} format with a header row and data") from None
+        raise MiniSPDFError(f"{path} is empty; pass a file in the {what} format with a header "
+                            f"row and data") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
         raise MiniSPDFError(
-            f"cannot read {path} as {'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'} "
+            f"cannot read {path} as "
+            f"{'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'} "
             f"({one_line(e)}); pass a valid file in the {what} format"
         ) from None
     df.columns = [str(c).strip() for c in df.columns]
@@ -71,23 +75,29 @@ def _pick_columns(df, path: Path, wanted: dict[str, tuple[str, ...]]) -> dict[st
     return found
 
 
-def _table_pairs(path: Path, what: str, in_cols: tuple[str, ...], ref_cols: tuple[str, ...]) -> list[tuple[str, str]]:
+def _table_pairs(path: Path, what: str, in_cols: tuple[str, ...],
+                 ref_cols: tuple[str, ...]) -> list[tuple[str, str]]:
     df = _read_table(path, what)
-    if len(df.columns) and set(df.columns) <= set(in_cols):  # inputs only, as in the official testset.csv
-        fix = "use testset_w_refs.csv" if path.name.lower() == "testset.csv" else "use the file with references"
+    # inputs only, as in the official testset.csv
+    if len(df.columns) and set(df.columns) <= set(in_cols):
+        fix = ("use testset_w_refs.csv" if path.name.lower() == "testset.csv"
+               else "use the file with references")
         raise NoReferencesError(
-            f"{path} has inputs ({'/'.join(in_cols)}) but no reference column ({'/'.join(ref_cols)}), "
+            f"{path} has inputs ({'/'.join(in_cols)}) but no reference column "
+            f"({'/'.join(ref_cols)}), "
             f"so it cannot be scored; {fix}"
         )
     cols = _pick_columns(df, path, {"input": in_cols, "ref": ref_cols})
     if len(df) == 0:
-        raise MiniSPDFError(f"{path} has a header but no rows; pass a file in the {what} format that has data in it")
+        raise MiniSPDFError(f"{path} has a header but no rows; pass a file in the {what} format "
+                            f"that has data in it")
     inputs = [clean(v) for v in df[cols["input"]].tolist()]
     refs = [clean(v) for v in df[cols["ref"]].tolist()]
     for i, (inp, ref) in enumerate(zip(inputs, refs), start=1):
         if not inp:
             raise MiniSPDFError(
-                f"{path}: data row {i} has an empty or missing '{cols['input']}' cell; fill it in or delete the row"
+                f"{path}: data row {i} has an empty or missing '{cols['input']}' cell; fill it in "
+                f"or delete the row"
             )
         if not ref:
             raise MiniSPDFError(
@@ -106,4 +116,5 @@ def load_e2e_file(path: Path) -> list[Example]:
 
 
 def load_curation_file(path: Path) -> list[Example]:
-    return group(_table_pairs(path, "Curation CSV/Parquet (article_content,summary)", *_CURATION_COLS))
+    return group(_table_pairs(path, "Curation CSV/Parquet (article_content,summary)",
+                              *_CURATION_COLS))

@@ -9,7 +9,8 @@ Each triple is written ``subject : predicate : object``, triples joined by `` | 
 underscores (DBpedia-style names) become spaces and whitespace runs collapse. Nothing else changes.
 
 ``Example.meta["subset"]`` is where the release marks one: WebNLG ``seen`` (the 2017 challenge's 10
-training categories, :data:`WEBNLG_SEEN`) or ``unseen`` (its 5 test-only ones, :data:`WEBNLG_UNSEEN`),
+training categories, :data:`WEBNLG_SEEN`) or ``unseen`` (its 5 test-only ones,
+:data:`WEBNLG_UNSEEN`),
 DART the ``source`` of its annotations (``e2e``, ``webnlg``, ``WikiSQL_*``, ...).
 """
 
@@ -53,17 +54,22 @@ def _load_dart_json(path: Path) -> list[Example]:
         with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise MiniSPDFError(f"{path} is not valid JSON ({one_line(e)}); pass the official DART JSON file") from None
+        raise MiniSPDFError(
+            f"{path} is not valid JSON ({one_line(e)}); pass the official DART JSON file") from None
     except UnicodeDecodeError as e:
-        raise MiniSPDFError(f"{path} is not UTF-8 text ({one_line(e)}); pass the official DART JSON file") from None
+        raise MiniSPDFError(
+            f"{path} is not UTF-8 text ({one_line(e)}); pass the official DART JSON file") from None
     except RecursionError:
-        raise MiniSPDFError(f"{path} is nested too deeply to be DART JSON; pass the official DART JSON file") from None
+        raise MiniSPDFError(f"{path} is nested too deeply to be DART JSON; pass the official "
+                            f"DART JSON file") from None
     if not valid_unicode(data):
-        raise MiniSPDFError(f"{path} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not "
+        raise MiniSPDFError(f"{path} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                            f"which is not "
                             "text; fix that escape or pass the official DART JSON file")
     if not isinstance(data, list):
         raise MiniSPDFError(
-            f"{path}: expected a JSON list of entries {{tripleset, annotations}}, found {type(data).__name__}; "
+            f"{path}: expected a JSON list of entries {{tripleset, annotations}}, found "
+            f"{type(data).__name__}; "
             "pass the official DART JSON file"
         )
     if not data:
@@ -82,14 +88,17 @@ def _load_dart_json(path: Path) -> list[Example]:
             raise MiniSPDFError(f"{path}: entry {i}: {one_line(e)}") from None
         anns = entry["annotations"] or []
         if not isinstance(anns, list):
-            raise MiniSPDFError(f"{path}: entry {i} has 'annotations' {anns!r}, not a list of {{source, text}}; "
+            raise MiniSPDFError(f"{path}: entry {i} has 'annotations' {anns!r}, not a list of "
+                                f"{{source, text}}; "
                                 "fix or delete the entry")
         texts = [clean(a.get("text")) if isinstance(a, dict) else clean(a) for a in anns]
         texts = [t for t in texts if t]
         if not inp:
-            raise MiniSPDFError(f"{path}: entry {i} has an empty tripleset; fix or delete the entry")
+            raise MiniSPDFError(
+                f"{path}: entry {i} has an empty tripleset; fix or delete the entry")
         if not texts:
-            raise MiniSPDFError(f"{path}: entry {i} has no non-empty reference text; fix or delete the entry")
+            raise MiniSPDFError(
+                f"{path}: entry {i} has no non-empty reference text; fix or delete the entry")
         sources = [a.get("source") for a in anns if isinstance(a, dict)]
         meta = dart_meta(sources)
         pairs.extend((inp, t, i, meta) for t in texts)
@@ -136,30 +145,37 @@ def _load_xml(path: Path, what: str) -> list[Example]:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
-        raise MiniSPDFError(f"{path} is not well-formed XML ({one_line(e)}); pass the official {what} file") from None
-    entries = root.findall("./entries/entry") if root.tag == "benchmark" else root.findall(".//entries/entry")
+        raise MiniSPDFError(f"{path} is not well-formed XML ({one_line(e)}); pass the "
+                            f"official {what} file") from None
+    entries = (root.findall("./entries/entry") if root.tag == "benchmark"
+               else root.findall(".//entries/entry"))
     if not entries:
         raise MiniSPDFError(
-            f"{path} has no benchmark/entries/entry elements (root is <{root.tag}>); pass the official {what} file"
+            f"{path} has no benchmark/entries/entry elements (root is <{root.tag}>); pass the "
+            f"official {what} file"
         )
     if not any(entry.find("./lex") is not None for entry in entries):
         raise NoReferencesError(
-            f"{path} has {len(entries)} inputs but no references (no <lex> elements), so it cannot be scored; "
+            f"{path} has {len(entries)} inputs but no references (no <lex> elements), so it "
+            f"cannot be scored; "
             "use the file with references (e.g. testdata_with_lex.xml)"
         )
     is_webnlg = what.startswith("WebNLG")
     pairs = []
     for i, entry in enumerate(entries):
         eid = entry.get("eid", str(i))
-        mtriples = entry.findall("./modifiedtripleset/mtriple") or entry.findall("./originaltripleset/otriple")
+        mtriples = (entry.findall("./modifiedtripleset/mtriple")
+                    or entry.findall("./originaltripleset/otriple"))
         if not mtriples:
-            raise MiniSPDFError(f"{path}: entry {eid} has no modifiedtripleset/mtriple; fix or delete the entry")
+            raise MiniSPDFError(
+                f"{path}: entry {eid} has no modifiedtripleset/mtriple; fix or delete the entry")
         triples = []
         for t in mtriples:
             parts = _split_mtriple(t.text or "")
             if len(parts) != 3:
                 raise MiniSPDFError(
-                    f"{path}: entry {eid} has triple {(t.text or '').strip()!r}, not 's | p | o'; fix the triple"
+                    f"{path}: entry {eid} has triple {(t.text or '').strip()!r}, not 's | p | o'; "
+                    f"fix the triple"
                 )
             triples.append(parts)
         inp = linearize_triples(triples)
@@ -171,7 +187,8 @@ def _load_xml(path: Path, what: str) -> list[Example]:
             if text:
                 texts.append(text)
         if not texts:
-            raise MiniSPDFError(f"{path}: entry {eid} has no non-empty <lex> reference; fix or delete the entry")
+            raise MiniSPDFError(
+                f"{path}: entry {eid} has no non-empty <lex> reference; fix or delete the entry")
         meta = _webnlg_meta(entry.get("category")) if is_webnlg else {}
         pairs.extend((inp, t, i, meta) for t in texts)
     return group(pairs, dedupe_from_other_entries=True)
