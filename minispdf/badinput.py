@@ -31,7 +31,7 @@ import time
 from typing import NamedTuple
 
 from . import cli
-from .config import value_type
+from .settings import value_type
 from .errors import MiniSPDFError
 
 TIMEOUT_S = 20  # CPU seconds, far above any refusal: work that starts runs into it
@@ -291,7 +291,8 @@ def bad_hints(message: str, parsers: list) -> list[str]:
 
 
 def _accepts(parser, flag: str, value: str | None) -> bool:
-    from .config import FALSE, TRUE, _options
+    from .config import _options
+    from .settings import FALSE, TRUE
 
     spelling = _options(parser).get(flag)
     action = next((a for a in parser._actions if spelling in a.option_strings), None)

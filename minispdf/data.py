@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from minispdf.errors import MiniSPDFError, one_line
-from minispdf.config import Settings, setting
+from minispdf.settings import Settings, setting
 from minispdf.fileio import file_problem, publish_folder, write_bytes, writer_lock
 from minispdf.hub import hub_unreachable
 from minispdf.tasks.spec import TASK_SPEC

@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from .config import Settings, setting
+from .settings import Settings, setting
 from .errors import MiniSPDFError
 from .model import KVCache
 from .tasks import encode_prompt

@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass, make_dataclass
 
 from .checkpoint import check_out_folder
-from .config import MAX_STEPS, STEPS_HINT, Settings, device_setting, from_keywords, setting
+from .settings import MAX_STEPS, STEPS_HINT, Settings, device_setting, from_keywords, setting
 from .errors import MiniSPDFError
 from .fileio import publish_folder, write_text, writer_lock
 

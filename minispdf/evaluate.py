@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from .decoding import check_tokenizer, decode, device_of, eval_mode
 from .errors import MiniSPDFError, one_line
 from .fileio import file_problem, valid_unicode, write_text
-from .config import Settings, setting
+from .settings import Settings, setting
 from .metrics import METRICS as SCORE_METRICS, bleu, score_predictions
 from .tasks import (SEPARATOR, TASK_METRICS, TASK_SPEC, Example, FinetuneBatches, pair_fits,
                     training_pairs)
@@ -98,15 +98,7 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
     line per input, ``{"input", "prediction", "references"}`` plus the input's ``meta`` (e.g.
     ``category``, ``subset``), written atomically; :func:`score_file` recomputes the same scores.
     """
-    if metric not in TASK_METRICS:
-        raise MiniSPDFError(f"unknown metric {metric!r}: use one of {', '.join(TASK_METRICS)}")
-    if limit is not None:
-        if limit < 1:
-            raise MiniSPDFError(f"limit={limit} must be at least 1 (or None for all inputs)")
-        examples = examples[:limit]
-    if not examples:
-        raise MiniSPDFError(
-            "no examples to evaluate: the split is empty; load a task that has this split")
+    examples = _examples_to_score(examples, metric, limit)
     if metrics is None:
         metrics = ["bleu"] if metric == "bleu" else []
     elif metrics == "default":
@@ -116,10 +108,6 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
     result: dict = {"bleu": None}
     ppl = perplexity(model, tokenizer, examples, batch_size=batch_size)
     result.update(perplexity=ppl["perplexity"], loss=ppl["loss"])
-    ppl_note = [] if not ppl["pairs_skipped"] else [
-        f"perplexity left out {ppl['pairs_skipped']} of "
-        f"{sum(len(ex.references) for ex in examples)} (input, "
-        "reference) pairs: their reference alone does not fit the model's context"]
     written, decoded = None, metrics is None or len(metrics) > 0
     if decoded:
         preds = decode(model, tokenizer, [ex.input for ex in examples], method=method,
@@ -129,25 +117,55 @@ def evaluate_task(model, tokenizer, examples: list[Example], method: str = "gree
         result.update(score_predictions(preds, refs, metrics, labels if has_subsets else None,
                                         task=task))
         if predictions_path is not None:
-            text = "".join(
-                json.dumps({"input": ex.input, "prediction": p, "references": r, **ex.meta},
-                                      ensure_ascii=False) + "\n"
-                           for ex, p, r in zip(examples, preds, refs))
-            write_text(str(predictions_path), text)
-            written = str(predictions_path)
+            written = _write_predictions(predictions_path, examples, preds, refs)
     elif has_subsets:
         result["subsets"] = {}
+    _add_subset_perplexities(result, model, tokenizer, examples, labels, batch_size)
+    result.update(n_inputs=len(examples), n_references=sum(len(ex.references) for ex in examples),
+                  method=method if decoded else None, predictions_path=written)
+    if ppl["pairs_skipped"]:
+        result["perplexity_pairs_skipped"] = ppl["pairs_skipped"]
+        result["notes"] = result.get("notes", []) + [
+            f"perplexity left out {ppl['pairs_skipped']} of "
+            f"{sum(len(ex.references) for ex in examples)} (input, "
+            "reference) pairs: their reference alone does not fit the model's context"]
+    return result
+
+
+def _examples_to_score(examples: list[Example], metric: str, limit: int | None) -> list[Example]:
+    """The first ``limit`` examples (all with None), after checking ``metric`` and ``limit``; none
+    left is an error."""
+    if metric not in TASK_METRICS:
+        raise MiniSPDFError(f"unknown metric {metric!r}: use one of {', '.join(TASK_METRICS)}")
+    if limit is not None:
+        if limit < 1:
+            raise MiniSPDFError(f"limit={limit} must be at least 1 (or None for all inputs)")
+        examples = examples[:limit]
+    if not examples:
+        raise MiniSPDFError(
+            "no examples to evaluate: the split is empty; load a task that has this split")
+    return examples
+
+
+def _write_predictions(predictions_path, examples: list[Example], preds: list[str],
+                       refs: list[list[str]]) -> str:
+    """One JSON line per input, its ``meta`` included, written atomically; returns the path."""
+    text = "".join(
+        json.dumps({"input": ex.input, "prediction": p, "references": r, **ex.meta},
+                   ensure_ascii=False) + "\n"
+        for ex, p, r in zip(examples, preds, refs))
+    write_text(str(predictions_path), text)
+    return str(predictions_path)
+
+
+def _add_subset_perplexities(result: dict, model, tokenizer, examples: list[Example], labels: list,
+                             batch_size: int) -> None:
+    """Fill each row of ``result["subsets"]`` with its perplexity and sizes."""
     for name, row in result.get("subsets", {}).items():
         sub = [ex for ex, label in zip(examples, labels) if label == name]
         sub_ppl = perplexity(model, tokenizer, sub, batch_size=batch_size)
         row.update(perplexity=sub_ppl["perplexity"], loss=sub_ppl["loss"], n_inputs=len(sub),
                    n_references=sum(len(ex.references) for ex in sub))
-    result.update(n_inputs=len(examples), n_references=sum(len(ex.references) for ex in examples),
-                  method=method if decoded else None, predictions_path=written)
-    if ppl_note:
-        result["perplexity_pairs_skipped"] = ppl["pairs_skipped"]
-        result["notes"] = result.get("notes", []) + ppl_note
-    return result
 
 
 def read_predictions(predictions_path: str) -> tuple[list[str], list[list[str]], list]:

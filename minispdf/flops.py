@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import MAX_STEPS, STEPS_HINT, Settings, setting
+from .settings import MAX_STEPS, STEPS_HINT, Settings, setting
 from .errors import MiniSPDFError
 from .model import GPT, GPTConfig, preset_config
 from .sparsity import check_sparsity, masked_parameters

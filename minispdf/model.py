@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .config import Settings, setting
+from .settings import Settings, setting
 from .errors import MiniSPDFError
 
 

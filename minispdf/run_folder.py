@@ -21,7 +21,8 @@ from dataclasses import dataclass, fields
 
 from .checkpoint import (RESUME_KEYS, check_compatible, check_out_folder, read_checkpoint,
                          require_keys)
-from .config import Settings, as_flag, setting
+from .config import as_flag
+from .settings import Settings, setting
 from .errors import MiniSPDFError
 from .fileio import TMP_PREFIX, check_not_in_use, move_aside, read_json, write_json, writer_lock
 from .model import GPTConfig, preset_config

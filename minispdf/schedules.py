@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 
 from . import sparsity as sp
-from .config import Settings, setting
+from .settings import Settings, setting
 from .errors import MiniSPDFError
 # the moves of one tensor; check_nm is the lessons' too
 from .moves import check_nm, cosine_fraction, cubic_sparsity, drop_and_grow, magnitude_keep, nm_mask

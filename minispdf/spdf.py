@@ -29,7 +29,7 @@ from . import data as data_lib
 from .batches import TaskBatches, TokenBatches
 from . import run_folder
 from .checkpoint import check_compatible, load_checkpoint
-from .config import Settings, flat, from_keywords, setting
+from .settings import Settings, flat, from_keywords, setting
 from .errors import Interrupted, MiniSPDFError
 from .fileio import put_back
 from .tokenizers import TOKENIZERS
@@ -39,7 +39,8 @@ from .schedules import SparsityConfig
 from .sparsity import densify, target_parameters
 from .tasks import TASK_SPEC, Task
 from .run_folder import RunConfig
-from .train import TrainConfig, check_fits, dist_info
+from .train import TrainConfig
+from .devices import check_fits, dist_info
 
 # ------------------------------------------------------------- the settings, one object per concern
 

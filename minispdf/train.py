@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -34,9 +33,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .config import MAX_STEPS, STEPS_HINT, Settings, device_setting, setting
+from .settings import MAX_STEPS, STEPS_HINT, Settings, device_setting, setting
 from .callbacks import ProgressBar, RunLog, StopSignals, notify
 from .checkpoint import read_checkpoint, save_checkpoint
+from .devices import autocast_for, check_device_name, dist_info, pick_device
 from .errors import Interrupted, MiniSPDFError, one_line
 from .flops import flop_report
 from .run_folder import check_resumable
@@ -87,54 +87,6 @@ class TrainConfig(Settings):
         check_device_name(self.device)
 
 
-def check_device_name(name) -> None:
-    if not (name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", str(name))):
-        raise MiniSPDFError(f"device={name!r}: choose auto, cpu, cuda, cuda:N or mps")
-
-
-def pick_device(name: str = "auto") -> str:
-    check_device_name(name)
-    if (name.startswith("cuda:") and torch.cuda.is_available()
-        and int(name[5:]) >= torch.cuda.device_count()):
-        raise MiniSPDFError(f"device={name} but only {torch.cuda.device_count()} GPU(s) are "
-                            f"visible: use --device cuda")
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise MiniSPDFError(
-                f"device={name} but no CUDA GPU is visible: use --device cpu or auto")
-        if name == "mps" and not torch.backends.mps.is_available():
-            raise MiniSPDFError("device=mps but MPS is not available: use --device cpu or auto")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def check_fits(config, cfg: TrainConfig) -> None:
-    """Refuse, before anything is allocated, a model and batch whose training cannot fit in the
-    memory of ``cfg.device``: the weights, their gradients and AdamW's two moments (16 bytes a
-    parameter) and the activations (Korthikanti et al.'s per-layer count, in float32) -- a lower
-    bound, so a refusal is certain and a pass is no promise."""
-    T, d, h, L = config.block_size, config.n_embd, config.n_head, config.n_layer
-    # the matrices and embeddings (not biases, LayerNorms)
-    n = 12 * L * d * d + (config.vocab_size + T) * d
-    need = 16 * n + 4 * cfg.batch_size * T * L * (34 * d + 5 * h * T)
-    device = pick_device(cfg.device)
-    if device.startswith("cuda"):
-        have = torch.cuda.get_device_properties(torch.device(device)).total_memory
-    else:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise MiniSPDFError(f"training ~{n:,} parameters at batch_size {cfg.batch_size} x "
-                            f"block_size {T} needs at "
-                            f"least {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB: "
-                            f"use a smaller "
-                            "model or a smaller --batch_size (with --grad_accum for "
-                            "the same batch)")
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
     if step < cfg.warmup_steps:
@@ -160,14 +112,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except RuntimeError:  # an older torch, or a device without fused kernels
         return torch.optim.AdamW(groups, **kwargs)
-
-
-def dist_info() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size) under torchrun, else (0, 0, 1)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return (int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)),
-                int(os.environ["WORLD_SIZE"]))
-    return 0, 0, 1
 
 
 @torch.no_grad()
@@ -205,13 +149,6 @@ def finish_step(model, optimizer, grad_clip: float) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def autocast_for(device: str):
-    """bf16 autocast on CUDA; full fp32 elsewhere."""
-    if device.startswith("cuda"):
-        return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 # ------------------------------------------------------------------------------ the state of a run

@@ -21,12 +21,12 @@ PACKAGE = ROOT / "minispdf"
 
 # lowest first; a module may import its own floor and those below
 FLOORS = [
-    ("ground", {"errors", "fileio", "config", "hub", "tokenizers", "canvas"}),
+    ("ground", {"errors", "fileio", "settings", "config", "hub", "tokenizers", "canvas"}),
     ("model, masks, tasks", {"model", "sparsity", "metrics", "tasks"}),
     ("what the loop reads and counts",
      {"masks", "flops", "schedules", "checkpoint", "callbacks", "batches", "data",
                                         "decoding", "run_folder", "moves"}),
-    ("the loop and the scores", {"train", "evaluate", "plots"}),
+    ("the loop and the scores", {"devices", "train", "evaluate", "plots", "diagrams"}),
     ("the recipe and the bench", {"spdf", "bench"}),
     ("the study", {"study"}),
     ("the demo and course mode", {"demo", "assignments", "lessons"}),
@@ -41,7 +41,8 @@ INNER_FLOORS = {
     "bench": [("settings and shapes", {"bench_config", "shapes", "vs_nanogpt"}),
               ("the step", {"step", "summary"}),
               ("profiles", {"profile"}), ("kernels", {"kernels"})],
-    "study": [("grids, statistics, task files", {"grids", "stats", "grid_tasks"}),
+    "study": [("grids, statistics, task files",
+               {"grids", "stats", "grid_tasks", "budgets", "real_tasks"}),
               ("jobs", {"plan", "reproduce_config"}),
               ("claims", {"claims", "declaration", "power"}), ("report and runner",
                                                                {"report", "runner", "frontier"}),

@@ -243,13 +243,13 @@ def _figures():
     scores = {"dense": 1.0, "SPDF": 1.2, "SPSF": 1.5, "scratch": 2.2}
     yield "bars", plots.plot_bars(scores, ylabel="test loss", title="t", reference=1.0,
                                   reference_label="dense", xlabel="arm").figure
-    yield "bench", report.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)]).figure
-    speedups = {f"{k}_speedup": 2.0 for k in report.KERNEL_PANELS}
+    yield "bench", summary.plot_bench([_bench(0.5, 1.01), _bench(0.75, 0.99)]).figure
+    speedups = {f"{k}_speedup": 2.0 for k in summary.KERNEL_PANELS}
     rows = [dict(shape=s, arm=arm, sparsity=sp, **speedups)
             for s in ("qkv", "mlp_up") for arm in ("zeros", "csr") for sp in (0.5, 0.9)]
     kernels = dict(rows=rows, preset="nano", tokens=4096, device="AMD EPYC 7B13 64-Core Processor",
                    threads=1)
-    yield "kernels", report.plot_kernel_speedups(kernels)[0].figure
+    yield "kernels", summary.plot_kernel_speedups(kernels)[0].figure
 
 
 @pytest.mark.parametrize("name", [n for n, _ in _figures()])

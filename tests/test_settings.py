@@ -5,7 +5,7 @@ different commands are listed below with why, so that a new one fails here."""
 from dataclasses import MISSING, fields, is_dataclass
 
 import minispdf.cli as cli
-from minispdf.config import Settings
+from minispdf.settings import Settings
 
 # name -> why it differs between classes (shrink this list; never grow it without a reason)
 KNOWN = {
@@ -76,7 +76,7 @@ def test_bounds_are_declared_with_the_field_and_checked_for_every_class():
 
     import pytest
 
-    from minispdf.config import setting
+    from minispdf.settings import setting
     from minispdf.errors import MiniSPDFError
 
     @dataclass

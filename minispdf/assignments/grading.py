@@ -159,8 +159,6 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool
     """Results of ``jobs`` (``(name, cells)``), a worker per notebook, a new one after a time-out or
     a malformed record; and what confined the workers (for the CSV's notes). Nothing the worker
     started outlives it (:mod:`.reaping`)."""
-    from .worker import serve
-
     box = sandbox.prepare(timeout * len(jobs) + 10, unconfined=unconfined)
     ctx, results, pending = _context(), {}, list(jobs)
     reaper = reaping.Reaper()
@@ -168,46 +166,14 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool
         while pending:
             requests = [(secrets.token_hex(8), name, cells) for name, cells in pending]
             box_now = dataclasses.replace(box, cpu=int(timeout * len(pending)) + 10)
-            conn, child_conn = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=serve, args=(child_conn, requests, box_now, hidden),
-                               daemon=True)
-            proc.start()
-            child_conn.close()
-            channel = _Channel(conn.fileno(), proc.sentinel)
+            proc, conn, channel = _start_worker(ctx, requests, box_now, hidden)
             try:
                 hello = _parse_hello(channel.line(START_TIMEOUT))
                 if hello is not True:
                     for name, _ in pending:
                         results[name] = _failed(name, "grader runs", hello)
                     break
-                for rid, name, _ in requests:
-                    line = channel.line(timeout)
-                    msg = _parse(line, rid, name) if isinstance(line, bytes) else None
-                    if line == "timeout":
-                        results[name] = _failed(name, f"finishes within {timeout:g} s",
-                                                f"timed out after {timeout:g} s: an endless loop, "
-                                                f"or far too slow? "
-                                                "Grading stopped this exercise and went on")
-                    elif line == "died":
-                        proc.join(1)
-                        results[name] = _failed(name, "grader runs",
-                                                f"the exercise ended the grader's process "
-                                                                     f"(exit code {proc.exitcode}"
-                                                f"): sys.exit, a "
-                                                                     "crash, or a limit "
-                                                "(memory, CPU time)?")
-                    elif msg is None:
-                        results[name] = _failed(name, "grader's record",
-                                                "the grader's worker sent a malformed "
-                                                "record: did the exercise cell write to the "
-                                                "grader's channel?")
-                    else:
-                        results[name] = judge(name, msg)
-                    pending.pop(0)
-                    if msg is None:
-                        # this worker is gone, stuck or not to be trusted: a fresh one takes the
-                        # rest
-                        break
+                _collect(channel, proc, requests, pending, results, timeout)
             finally:
                 sandbox.stop(box, proc.pid)
                 reaper.end(proc.pid, own_child=ctx.get_start_method() != "forkserver")
@@ -219,6 +185,51 @@ def _run_isolated(jobs: list[tuple[str, list]], timeout: float, unconfined: bool
         reaper.close()
         sandbox.clean_up(box)
     return results, box.describe()
+
+
+def _start_worker(ctx, requests: list, box, hidden):
+    """A worker process serving ``requests`` in ``box``: ``(process, our end of its pipe, the
+    channel that reads it)``."""
+    from .worker import serve
+
+    conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=serve, args=(child_conn, requests, box, hidden), daemon=True)
+    proc.start()
+    child_conn.close()
+    return proc, conn, _Channel(conn.fileno(), proc.sentinel)
+
+
+def _collect(channel, proc, requests: list, pending: list, results: dict, timeout: float) -> None:
+    """Read the worker's record of each request into ``results``, taking it off ``pending``; stop
+    at the first one that is not a record (a time-out, a death, a malformed line): this worker is
+    then gone, stuck or not to be trusted, and a fresh one takes the rest."""
+    for rid, name, _ in requests:
+        line = channel.line(timeout)
+        msg = _parse(line, rid, name) if isinstance(line, bytes) else None
+        if msg is None:
+            results[name] = _no_record(name, line, proc, timeout)
+        else:
+            results[name] = judge(name, msg)
+        pending.pop(0)
+        if msg is None:
+            break
+
+
+def _no_record(name: str, line, proc, timeout: float) -> dict:
+    """The failed check of an exercise whose worker sent no record: it timed out, died or sent a
+    malformed line."""
+    if line == "timeout":
+        return _failed(name, f"finishes within {timeout:g} s",
+                       f"timed out after {timeout:g} s: an endless loop, or far too slow? "
+                       "Grading stopped this exercise and went on")
+    if line == "died":
+        proc.join(1)
+        return _failed(name, "grader runs",
+                       f"the exercise ended the grader's process (exit code {proc.exitcode}): "
+                       "sys.exit, a crash, or a limit (memory, CPU time)?")
+    return _failed(name, "grader's record",
+                   "the grader's worker sent a malformed record: did the exercise cell write to "
+                   "the grader's channel?")
 
 
 def _parse_hello(line):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import Settings, device_setting, setting
+from ..settings import Settings, device_setting, setting
 from ..errors import MiniSPDFError
 from ..sparsity import check_sparsity
 

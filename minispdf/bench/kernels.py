@@ -43,11 +43,11 @@ import warnings
 
 import torch
 
-from ..config import from_keywords
+from ..settings import from_keywords
 from ..errors import MiniSPDFError, one_line
 from ..model import PRESETS, preset_config
 from ..sparsity import random_mask
-from ..train import pick_device
+from ..devices import pick_device
 from .bench_config import BenchConfig, KernelConfig, parse_sparsities
 from .profile import profile_with_estimates
 from .shapes import KERNELS, SHAPE_NAMES, TWO_FOUR, matrix_shapes

@@ -24,13 +24,13 @@ import time
 
 import torch
 
-from ..config import from_keywords
+from ..settings import from_keywords
 from ..errors import MiniSPDFError
 from ..flops import HONESTY_NOTE, flop_report
 from ..model import GPT, preset_config
 from ..sparsity import check_sparsity, masked_parameters, sparsify
-from ..train import (TrainConfig, autocast_for, finish_step, forward_backward, make_optimizer,
-                     pick_device)
+from ..train import TrainConfig, finish_step, forward_backward, make_optimizer
+from ..devices import autocast_for, pick_device
 from .bench_config import BenchConfig
 
 # Dense bf16 tensor-core peaks in TFLOP/s from the vendors' datasheets (no sparsity). Unknown

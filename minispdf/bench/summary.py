@@ -60,67 +60,86 @@ def format_break_even(be: dict) -> str:
 def format_kernel_bench(r: dict) -> str:
     if "presets" in r:
         return "\n\n".join(format_kernel_bench(v) for v in r["presets"].values())
-    sp = r["sparsities"]
-    lines = [
+    lines = _kernel_header(r)
+    for shape, (o, i) in r["shapes"].items():
+        lines += _kernel_shape_lines(r, shape, f"{o} x {i}")
+    for reason in dict.fromkeys(r["skipped"].values()):
+        lines.append(f"skipped: {reason}")
+    if r.get("step"):
+        lines += _kernel_step_lines(r)
+    return "\n".join(lines)
+
+
+def _kernel_header(r: dict) -> list[str]:
+    """What was measured, how, and the column heads of the speedup table."""
+    return [
         f"kernel bench {r['preset']}: the 4 masked matrix shapes at {r['tokens']} tokens "
         f"(batch {r['batch_size']} x {r['block_size']}), {r['device']} "
         f"({r['threads']} thread{'s' * (r['threads'] != 1)}), {r['dtype']}, "
         f"torch {r['torch']}, median of {r['repeats']} interleaved repeats",
         "measured: speedup over the dense matmul (>1 = faster); dense in ms",
         f"{'shape':<9} {'out x in':>11} {'matmul':<12} {'dense ms':>9} {'arm':<6}"
-        + "".join(f"{_pct(s):>8}" for s in sp),
+        + "".join(f"{_pct(s):>8}" for s in r["sparsities"]),
     ]
-    for shape, (o, i) in r["shapes"].items():
-        dense = next(x for x in r["rows"] if x["shape"] == shape and x["arm"] == "dense")
-        for n, k in enumerate((*KERNELS, "total")):
-            label = k.replace("_", " ") if k != "total" else "all three"
-            dense_ms = "n/a" if dense[f"{k}_ms"] is None else f"{dense[f'{k}_ms']:.3f}"
-            for arm in ("zeros", "csr"):
-                by_s = {x["sparsity"]: x[f"{k}_speedup"] for x in r["rows"]
-                        if x["shape"] == shape and x["arm"] == arm}
-                head = (f"{shape if n == 0 and arm == 'zeros' else '':<9} "
-                        f"{f'{o} x {i}' if n == 0 and arm == 'zeros' else '':>11} "
-                        f"{label if arm == 'zeros' else '':<12} "
-                        f"{dense_ms if arm == 'zeros' else '':>9}")
-                lines.append(f"{head} {arm:<6}" + "".join(f"{_x(by_s.get(s)):>8}" for s in sp))
-        two = next((x for x in r["rows"] if x["shape"] == shape and x["arm"] == TWO_FOUR), None)
-        if two:
-            lines.append(f"{'':<9} {'':>11} 2:4 (50%): forward "
-                         f"{_x(two['forward_speedup'])}, grad input "
-                         f"{_x(two['grad_input_speedup'])} (grad weight: no 2:4 kernel, "
-                         f"stays dense)")
-        lines.append(f"{'':<9} break-even, CSR all three: "
-                     f"{format_break_even(r['break_even'][shape]['total'])}")
-    for reason in dict.fromkeys(r["skipped"].values()):
-        lines.append(f"skipped: {reason}")
-    p = r.get("step")
-    if p:
-        lines += [
-            "",
-            f"training step ({r['preset']}, dense, {p['tokens']} tokens): {p['step_ms']:.1f} ms, "
-            f"of which the masked "
-            f"matmuls take {p['masked_fraction']:.0%} ({p['masked_matmul_ms']:.1f} ms) -- "
-            f"measured, {p['timer']}"
-            + ("" if p["attribution_complete"]
-               else " (some masked matmuls were not matched by shape)"),
-            "what the kernels above would do to it -- derived (Amdahl: masked matmuls at their "
-            "measured speedups, "
-            "the rest unchanged):",
-            (f"{'sparsity':>9} {'FLOPs (counted)':>16} {'step, CSR':>10} {'CSR where faster':>17} "
-             f"{'FLOP-proportional':>18}"),
-        ]
-        for e in p["estimates"]:
-            if e.get("arm") == TWO_FOUR:
-                lines.append(f"{'2:4 50%':>9} {e['flop_reduction']:>15.2f}x {e[TWO_FOUR]:>9.2f}x  "
-                             f"(2:4 forward and "
-                             "grad input, dense grad weight)")
-            else:
-                lines.append(f"{_pct(e['sparsity']):>9} {e['flop_reduction']:>15.2f}x "
-                             f"{e['csr']:>9.2f}x "
-                             f"{e['csr_where_faster']:>16.2f}x {e['flop_proportional']:>17.2f}x")
-        if p["limit"]:
-            lines.append(f"limit if the masked matmuls cost nothing: {p['limit']:.2f}x (derived)")
-    return "\n".join(lines)
+
+
+def _kernel_shape_lines(r: dict, shape: str, dims: str) -> list[str]:
+    """One shape's rows: each matmul's speedups per sparsity (zeros in dense, CSR), its 2:4 speedups
+    where measured, and where CSR breaks even."""
+    sp, lines = r["sparsities"], []
+    dense = next(x for x in r["rows"] if x["shape"] == shape and x["arm"] == "dense")
+    for n, k in enumerate((*KERNELS, "total")):
+        label = k.replace("_", " ") if k != "total" else "all three"
+        dense_ms = "n/a" if dense[f"{k}_ms"] is None else f"{dense[f'{k}_ms']:.3f}"
+        for arm in ("zeros", "csr"):
+            by_s = {x["sparsity"]: x[f"{k}_speedup"] for x in r["rows"]
+                    if x["shape"] == shape and x["arm"] == arm}
+            head = (f"{shape if n == 0 and arm == 'zeros' else '':<9} "
+                    f"{dims if n == 0 and arm == 'zeros' else '':>11} "
+                    f"{label if arm == 'zeros' else '':<12} "
+                    f"{dense_ms if arm == 'zeros' else '':>9}")
+            lines.append(f"{head} {arm:<6}" + "".join(f"{_x(by_s.get(s)):>8}" for s in sp))
+    two = next((x for x in r["rows"] if x["shape"] == shape and x["arm"] == TWO_FOUR), None)
+    if two:
+        lines.append(f"{'':<9} {'':>11} 2:4 (50%): forward "
+                     f"{_x(two['forward_speedup'])}, grad input "
+                     f"{_x(two['grad_input_speedup'])} (grad weight: no 2:4 kernel, "
+                     f"stays dense)")
+    lines.append(f"{'':<9} break-even, CSR all three: "
+                 f"{format_break_even(r['break_even'][shape]['total'])}")
+    return lines
+
+
+def _kernel_step_lines(r: dict) -> list[str]:
+    """The measured training step, the share of it the masked matmuls take, and what the kernels
+    would make of it (derived)."""
+    p = r["step"]
+    lines = [
+        "",
+        f"training step ({r['preset']}, dense, {p['tokens']} tokens): {p['step_ms']:.1f} ms, "
+        f"of which the masked "
+        f"matmuls take {p['masked_fraction']:.0%} ({p['masked_matmul_ms']:.1f} ms) -- "
+        f"measured, {p['timer']}"
+        + ("" if p["attribution_complete"]
+           else " (some masked matmuls were not matched by shape)"),
+        "what the kernels above would do to it -- derived (Amdahl: masked matmuls at their "
+        "measured speedups, "
+        "the rest unchanged):",
+        (f"{'sparsity':>9} {'FLOPs (counted)':>16} {'step, CSR':>10} {'CSR where faster':>17} "
+         f"{'FLOP-proportional':>18}"),
+    ]
+    for e in p["estimates"]:
+        if e.get("arm") == TWO_FOUR:
+            lines.append(f"{'2:4 50%':>9} {e['flop_reduction']:>15.2f}x {e[TWO_FOUR]:>9.2f}x  "
+                         f"(2:4 forward and "
+                         "grad input, dense grad weight)")
+        else:
+            lines.append(f"{_pct(e['sparsity']):>9} {e['flop_reduction']:>15.2f}x "
+                         f"{e['csr']:>9.2f}x "
+                         f"{e['csr_where_faster']:>16.2f}x {e['flop_proportional']:>17.2f}x")
+    if p["limit"]:
+        lines.append(f"limit if the masked matmuls cost nothing: {p['limit']:.2f}x (derived)")
+    return lines
 
 
 # ------------------------------------------------------------------------------ figures

@@ -104,7 +104,7 @@ def run_study(grid: dict, out: str, device: str = "auto", jobs: int | None = Non
     written: the plan, its estimated cost and the power of each claim are logged and returned.
     """
     from ..checkpoint import check_out_folder
-    from ..train import pick_device
+    from ..devices import pick_device
 
     device = pick_device(device)
     jobs = default_jobs(device) if jobs is None else jobs

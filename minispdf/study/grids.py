@@ -44,11 +44,13 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from ..config import MAX_STEPS, STEPS_HINT, value_type
+from ..settings import MAX_STEPS, STEPS_HINT, value_type
 from ..errors import MiniSPDFError, one_line
 from ..fileio import require_readable
 from ..schedules import SparsityConfig
 from ..train import TrainConfig
+from .budgets import check_budgets, expand_budgets
+from .real_tasks import add_real_task
 
 ARM_RE = re.compile(r"^(dense|scratch|(spdf|spsf|eqflop|set|rigl|gmp|vspdf)(\d{1,2})|nm(\d)(\d))$")
 # vspdfNN: dense for the last 20% of pre-training unless [schedules] dense_from says otherwise
@@ -91,17 +93,6 @@ SCHEDULE_KEYS = {f.name: value_type(SparsityConfig, f) for f in fields(SparsityC
 JOB_SETS = ("max_steps", "warmup_steps", "seed", "device", "progress", "eval_interval")
 PHASE_KEYS = {**{f.name: value_type(TrainConfig, f) for f in fields(TrainConfig)
                  if f.name not in JOB_SETS}, "warmup_frac": float}
-
-# Real tasks join any grid by path, in their official formats, as a block of their own.
-REAL_TASKS = {
-    "e2e": (
-        "the folder with the official E2E devset.csv / testset_w_refs.csv (or train/dev/test csv)",
-        160),
-    "webnlg": ("the folder of the WebNLG release (XML)", 200),
-    "dart": ("the folder of the official DART release (JSON)", 200),
-    "curation": ("the Curation Corpus CSV/Parquet with article and summary columns", 0),
-}
-REAL_TASK_ARMS = ("dense", "spdf75", "scratch")
 
 
 def parse_arm(arm: str) -> dict:
@@ -235,6 +226,19 @@ def check_grid(grid: dict, source) -> None:
             raise MiniSPDFError(
                 f"{_where(source)}: missing key {key} (or inherit = \"_cpu\" for the CPU settings)")
     _check_table(source, "", grid, {**TOP_KEYS, "name": str, "source": str})
+    _check_settings(grid, source)
+    _check_sizes(grid, source)
+    _check_tasks_and_sets(grid, source)
+    _check_blocks(grid, source)
+    _check_numbers(grid, source)
+    check_budgets(grid, _where(source))
+    _check_frontier(grid, source)
+    _check_primary(grid, source)
+
+
+def _check_settings(grid: dict, source) -> None:
+    """[pretrain], [finetune], [margins], [gates] and [schedules]: what every job is run and
+    judged by."""
     for phase in ("pretrain", "finetune"):
         _check_table(source, f"{phase}.", grid[phase], PHASE_KEYS)
         train_config(grid[phase], phase=phase, source=source)
@@ -246,6 +250,10 @@ def check_grid(grid: dict, source) -> None:
                                 "the pre-training benefit; 0.1 = keep at least 90%)")
     _check_table(source, "gates.", grid["gates"], dict.fromkeys(GATE_KEYS, float))
     _check_schedules(source, grid.get("schedules", {}))
+
+
+def _check_sizes(grid: dict, source) -> None:
+    """Each [sizes.NAME] table: a preset, finetune_steps and one pre-training length."""
     for name, sz in grid["sizes"].items():
         _typed(source, f"sizes.{name}", sz, dict)
         _check_table(source, f"sizes.{name}.", sz, SIZE_KEYS)
@@ -255,6 +263,11 @@ def check_grid(grid: dict, source) -> None:
                                 f"finetune_steps and one of "
                                 "pretrain_steps or tokens_per_param")
         sz.setdefault("overrides", {})
+
+
+def _check_tasks_and_sets(grid: dict, source) -> None:
+    """Each [tasks.NAME] table has its required keys; each set is a fraction of the task's
+    training set."""
     for name, t in grid["tasks"].items():
         _typed(source, f"tasks.{name}", t, dict)
         _check_table(source, f"tasks.{name}.", t, TASK_KEYS)
@@ -267,6 +280,10 @@ def check_grid(grid: dict, source) -> None:
         if not 0 < frac <= 1:
             raise MiniSPDFError(
                 f"{_where(source)}: key sets.{name} = {frac} must be a fraction in (0, 1]")
+
+
+def _check_blocks(grid: dict, source) -> None:
+    """Each block names declared sizes, tasks and sets, 1 to 100 seeds and arms that parse."""
     for i, b in enumerate(grid["blocks"]):
         _typed(source, f"blocks[{i}]", b, dict)
         _check_table(source, f"blocks[{i}].", b, BLOCK_KEYS)
@@ -285,8 +302,10 @@ def check_grid(grid: dict, source) -> None:
                 parse_arm(arm)
             except MiniSPDFError as e:
                 raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].arms: {e}") from None
-    _check_numbers(grid, source)
-    _check_budgets(grid, source)
+
+
+def _check_primary(grid: dict, source) -> None:
+    """[primary] names a task, size and set of a block; difficulty orders declared tasks."""
     for key in ("task", "size", "set"):
         if grid["primary"].get(key) not in grid[key + "s"]:
             raise MiniSPDFError(f"{_where(source)}: key primary.{key} = "
@@ -321,16 +340,8 @@ def _check_numbers(grid: dict, source) -> None:
                                     f"({STEPS_HINT}): declare fewer")
 
 
-def _check_budgets(grid: dict, source) -> None:
-    for i, b in enumerate(grid["blocks"]):
-        budgets = b.get("budgets", [1.0])
-        if not budgets or len(set(budgets)) != len(budgets) or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100
-                for x in budgets):
-            raise MiniSPDFError(f"{_where(source)}: key blocks[{i}].budgets = {budgets!r} must be "
-                                f"distinct numbers in "
-                                "(0, 100]: multiples of each size's pre-training steps, "
-                                "e.g. [0.5, 1, 2]")
+def _check_frontier(grid: dict, source) -> None:
+    """The [frontier] table: its keys, its measure and the bounds of its numbers."""
     fr = grid.get("frontier")
     if fr is not None:
         _check_table(source, "frontier.", fr, FRONTIER_KEYS)
@@ -344,38 +355,6 @@ def _check_budgets(grid: dict, source) -> None:
                 raise MiniSPDFError(f"{_where(source)}: key frontier.{key} = {fr[key]!r} must lie "
                                     f"between {low:g} and "
                                     f"{high:g} (exclusive)")
-
-
-def budget_size(size: str, budget: float) -> str:
-    """The name of ``size`` pre-trained for ``budget`` x its steps: ``nano-x0.25``."""
-    return f"{size}-x{budget:g}"
-
-
-def base_size(name: str) -> str:
-    """The size a budget size was made from (``nano-x0.25`` -> ``nano``); other names unchanged."""
-    head, sep, tail = name.rpartition("-x")
-    return head if sep and tail.replace(".", "", 1).isdigit() else name
-
-
-def _expand_budgets(grid: dict) -> None:
-    """A block with ``budgets`` pre-trains each of its sizes at each multiple of the size's steps.
-    Each (size, budget) becomes a size of its own (``nano-x2``, with ``base`` and ``budget``), so
-    every claim is judged per budget; the primary size names the budget-1 one."""
-    for b in grid["blocks"]:
-        budgets = b.pop("budgets", None)
-        if budgets is None:
-            continue
-        names = []
-        for size in b["sizes"]:
-            for x in budgets:
-                name = budget_size(size, float(x))
-                grid["sizes"].setdefault(name,
-                                         {**grid["sizes"][size], "budget": float(x), "base": size})
-                names.append(name)
-        b["sizes"] = names
-        p = grid["primary"]
-        if p["size"] not in names and budget_size(p["size"], 1.0) in names:
-            p["size"] = budget_size(p["size"], 1.0)
 
 
 def _drop_unused(grid: dict) -> None:
@@ -411,7 +390,7 @@ def load_grid(name_or_path: str) -> dict:
         _drop_unused(grid)
     check_grid(grid, path if path.parent != BUILTIN_DIR else name)
     if any("budgets" in b for b in grid["blocks"]):
-        _expand_budgets(grid)
+        expand_budgets(grid)
         _drop_unused(grid)
         if grid["primary"]["size"] not in grid["sizes"]:
             raise MiniSPDFError(f"grid {name}: primary.size {grid['primary']['size']!r} runs only "
@@ -440,23 +419,5 @@ def resolve_grid(name: str = "default", seeds: int | None = None,
             b["seeds"] = seeds
     for kind, path in (real_tasks or {}).items():
         if path:
-            _add_real_task(grid, kind, path)
+            add_real_task(grid, kind, path)
     return grid
-
-
-def _add_real_task(grid: dict, kind: str, path: str) -> None:
-    """A block of the real task: the primary size, the full set, dense / SPDF / scratch, and the
-    primary block's seeds, reusing its pre-training runs."""
-    what, max_new = REAL_TASKS[kind]
-    full = os.path.abspath(os.path.expanduser(path))
-    if not os.path.exists(full):
-        raise MiniSPDFError(f"--{kind} {path} does not exist: pass {what}")
-    p = grid["primary"]
-    first = next(b for b in grid["blocks"] if p["size"] in b["sizes"] and p["task"] in b["tasks"])
-    grid["tasks"][kind] = {"spec": f"{kind}:{full}", "options": {}, "about": f"{kind} from {full}",
-                           "eval_inputs": 200, "max_new_tokens": max_new or 200,
-                           "max_train_inputs": 5000}
-    grid["sets"].setdefault("full", 1.0)
-    arms = [a for a in REAL_TASK_ARMS if a in first["arms"]]
-    grid["blocks"].append({"sizes": [p["size"]], "tasks": [kind], "sets": ["full"], "arms": arms,
-                           "seeds": first["seeds"]})

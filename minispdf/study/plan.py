@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 
-from ..config import MAX_STEPS, STEPS_HINT
+from ..settings import MAX_STEPS, STEPS_HINT
 from ..errors import MiniSPDFError
 from ..schedules import SparsityConfig, applies_to
 from ..spdf import ModelConfig, PretrainConfig
@@ -46,7 +46,7 @@ def n_params(grid: dict, size: str) -> int:
 def pretrain_steps(grid: dict, size: str) -> int:
     """Declared steps, or the steps that give ``tokens_per_param`` tokens per parameter."""
     sz = grid["sizes"][size]
-    # a budget size (grids._expand_budgets): a multiple of its base's steps
+    # a budget size (budgets.expand_budgets): a multiple of its base's steps
     budget = sz.get("budget", 1.0)
     if "pretrain_steps" in sz:
         steps = max(1, round(sz["pretrain_steps"] * budget))

@@ -15,7 +15,7 @@ import statistics
 
 from ..fileio import read_json
 from . import claims as claims_lib
-from .grids import base_size
+from .budgets import base_size
 from . import stats as st
 
 

@@ -11,13 +11,26 @@ from .report import FIGURES, _ci, _f, _primary_rows, headline_table, plain_words
 def readme_section(results: dict, link: str = "") -> str:
     """The README's results section: how it was run, the gates, one claims table, the figures
     (linked as ``link + name``, e.g. ``results/default/``)."""
+    lines = _frontier_lines(results, link) + [
+        _run_line(results), "",
+        _gates_line(results), "",
+        _rules_line(results), "",
+        headline_table(results["claims"]), "",
+        plain_words(results["claims"]), "",
+        _flop_line(results), "",
+        f"![gaps to dense with 95% intervals]({link}{FIGURES[1]})",
+        f"![the primary cell's claims]({link}{FIGURES[2]})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _run_line(results: dict) -> str:
+    """How the study was run: the grid, the last command, the machine, the time, the cells."""
     from .plan import fmt_duration
 
     g, t = results["grid"], results["timing"]
     inv = results["invocations"][-1] if results["invocations"] else {}
-    dense = [r for r in results["summary"] if r["arm"] == "dense"]
-    flop = results["flop_claim"]
-    lines = _frontier_lines(results, link) + [
+    return (
         f"Grid `{g['name']}`: {g['description']}. Command: `{inv.get('command', '?')}`; machine: "
         f"{results['machine']['cpu']} ({results['machine']['cores']} cores), torch "
         f"{results['machine']['torch']}, "
@@ -26,8 +39,13 @@ def readme_section(results: dict, link: str = "") -> str:
         f"{fmt_duration(t['wall_s'])} over {len(results['invocations'])} invocation(s) "
         f"(estimate {fmt_duration(t['estimate_s'])}); "
         f"{results['n_cells_done']}/{results['n_cells']} cells."
-        + (f" Note: {inv['note']}" if inv.get("note") else ""),
-        "",
+        + (f" Note: {inv['note']}" if inv.get("note") else ""))
+
+
+def _gates_line(results: dict) -> str:
+    """The gates per cell: dense BLEU, what pre-training buys over none, dense's val loss."""
+    dense = [r for r in results["summary"] if r["arm"] == "dense"]
+    return (
         "Gates, per cell (task/size/set): dense BLEU "
         + ", ".join(f"{r['task']}/{r['size']}/{r['set']} {_f(r['bleu'], '{:.1f}')}" for r in dense)
         + "; what dense pre-training buys over none (scratch minus dense, test loss, nats) "
@@ -38,8 +56,13 @@ def readme_section(results: dict, link: str = "") -> str:
         + "; dense pre-training val loss "
         + ", ".join(sorted({f"{r['size']} {r['pretrain_val_loss']:.2f}" for r in dense}))
         + f" nats/token against the corpus' unigram entropy "
-          f"{_f(results.get('unigram_entropy'), '{:.2f}')}.",
-        "",
+          f"{_f(results.get('unigram_entropy'), '{:.2f}')}.")
+
+
+def _rules_line(results: dict) -> str:
+    """How every claim is judged: L, the declared rules and margins, the rows shown."""
+    g = results["grid"]
+    return (
         f"Every claim is judged on L, the share of the pre-training benefit an arm loses, per seed "
         "((arm - dense) / (scratch - dense) on test loss; (dense - arm) / (dense - scratch) on "
         "BLEU), by the rules "
@@ -52,23 +75,19 @@ def readme_section(results: dict, link: str = "") -> str:
         f"underpowered. Rows "
         f"show the primary cell (task {g['primary']['task']}, model {g['primary']['size']}, set "
         f"{g['primary']['set']}) or the claim's one comparison; all cells are in `claims.md`. "
-        + _margin_words(results),
-        "",
-        headline_table(results["claims"]),
-        "",
-        plain_words(results["claims"]),
-        "",
+        + _margin_words(results))
+
+
+def _flop_line(results: dict) -> str:
+    """The FLOP claim: the formula's reduction at 75% per model, and what the logs count."""
+    flop = results["flop_claim"]
+    return (
         f"FLOPs (arithmetic, not a measurement): {flop['reason']}; at 75% the formula gives "
         + ", ".join(f"{k} {v['formula_reduction_75']:.2f}x" for k, v in flop["sizes"].items())
         + " for this grid's models (the training logs count "
         + ", ".join(f"{k} {v['logged_reduction_75']:.2f}x" for k, v in flop["sizes"].items()
                     if v["logged_reduction_75"])
-        + ").",
-        "",
-        f"![gaps to dense with 95% intervals]({link}{FIGURES[1]})",
-        f"![the primary cell's claims]({link}{FIGURES[2]})",
-    ]
-    return "\n".join(lines) + "\n"
+        + ").")
 
 
 def _margin_words(results: dict) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, make_dataclass
 
-from ..config import Settings, device_setting, setting
+from ..settings import Settings, device_setting, setting
 from ..fileio import require_readable
-from .grids import REAL_TASKS, builtin_names
+from .grids import builtin_names
+from .real_tasks import REAL_TASKS
 
 
 @dataclass
