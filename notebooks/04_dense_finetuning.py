@@ -20,8 +20,8 @@
 # dense model, and is it better than fine-tuning with the mask kept (SPSF) or than skipping
 # pre-training altogether?
 #
-# *Runs in about 3.5 min of wall-clock time (3.5 min of CPU time) at the default scale, executed as
-# a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
+# *Runs in about 3.2 min of wall-clock time (3.2 min of CPU time) at the default scale, executed as
+# a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
 # outputs](reference/04_dense_finetuning.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
 # at a larger scale.*
@@ -255,10 +255,10 @@ print(plots.format_samples([ex.input for ex in shown], outputs, [ex.references f
 # **What you should see.** The [reference run](reference/04_dense_finetuning.html) at the
 # default scale (one thread, torch 2.13.0) printed pre-training validation losses of **1.893**
 # (dense) and **2.043** (75% sparse, **1.68x** fewer pre-training FLOPs), then test losses and
-# BLEU of **0.463 / 18.6** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and
-# **1.920 / 0.6** (scratch): SPDF **+0.308** nats from dense, SPSF **+1.013**, scratch
-# **+1.457**; the SPDF-dense validation gap by step rose to **+0.586** at step 300, then fell to
-# **+0.515**, **+0.398** and **+0.337**. The break, measured: SPSF kept **75.0%** of the
+# BLEU of **0.461 / 19.2** (dense), **0.771 / 12.2** (SPDF), **1.476 / 1.9** (SPSF) and
+# **1.920 / 0.6** (scratch): SPDF **+0.309** nats from dense, SPSF **+1.015**, scratch
+# **+1.459**; the SPDF-dense validation gap by step rose to **+0.583** at step 300, then fell to
+# **+0.513**, **+0.396** and **+0.339**. The break, measured: SPSF kept **75.0%** of the
 # block weights at zero through fine-tuning, SPDF **0.0%**. The ordering dense < SPDF < SPSF <
 # scratch is the paper's; the size of the SPDF gap is this budget's.
 #

@@ -22,7 +22,7 @@
 # these can a small study on a CPU confirm, refute, or not test at all?
 #
 # *Runs in about 0.1 min of wall-clock time (0.1 min of CPU time) at the default scale, executed as
-# a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
+# a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
 # outputs](reference/05_paper_findings_small_scale.html). `MINISPDF_SCALE=smoke` runs it in
 # seconds, `gpu` at a larger scale.*

@@ -26,8 +26,8 @@
 #    gradually, 2:4 keeps a pattern GPUs accelerate. How much does the mask move, at what cost?
 # 4. **Does sparsity make my hardware faster?**
 #
-# *Runs in about 5.0 min of wall-clock time (5.0 min of CPU time) at the default scale, executed as
-# a student runs it: figures drawn, one thread (measured 2026-12-04 on AMD EPYC, 2 CPUs;
+# *Runs in about 4.8 min of wall-clock time (4.8 min of CPU time) at the default scale, executed as
+# a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
 # outputs](reference/06_beyond_the_paper.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`
 # at a larger scale.*
@@ -155,6 +155,11 @@ for how, run in (("equal steps (the break)", lm[f"{P['sparsity']:.0%} sparse, N 
           "the dense run's FLOPs")
 
 # %% [markdown]
+# In the reference run the two comparisons tell different stories from the same three runs:
+# after equal steps the sparse model is 0.006 nats behind the dense one, having spent 0.59x its
+# FLOPs; at equal FLOPs it is 0.035 nats ahead. Which one you quote is a choice of question,
+# and the paper's question is the FLOP one.
+#
 # At equal FLOPs the sparse model sees more tokens (the reduction factor above) with a quarter
 # of the block weights. Whether that wins depends on the regime: a model far from convergence
 # gains more from extra tokens than it loses to fewer weights. With one seed, treat a difference
@@ -404,9 +409,10 @@ if estimates:  # the prose below reads this line, not numbers of another run
 # bookkeeping per kept weight, so at 50% sparsity it is *slower* than the dense kernel that does
 # twice the arithmetic -- and cross 1 only at high sparsity (the break-even above). The last line
 # printed gives the range of the interpolated break-evens and for how many shapes SPDF's 75% sits
-# below it. Timings on a shared machine move by many points between runs (the reference run had
-# other jobs on both cores, and one of its shapes broke even well below the others), so this page
-# states none of them: look where the break-even sits on yours, and rerun the cell to see it move.
+# below it. Timings move by many points between runs, most on a shared machine (an earlier
+# reference run, with other jobs on both cores, had one shape break even well below the others),
+# so this page states none of them: look where the break-even sits on yours, and rerun the cell to
+# see it move.
 #
 # ### What it means for a training step
 #
@@ -458,11 +464,11 @@ print(f"upper limit if the masked matmuls cost nothing: {p['limit']:.2f}x")
 # accounting for the day your hardware can exploit unstructured sparsity.
 #
 # **What you should see.** The [reference run](reference/06_beyond_the_paper.html) at the
-# default scale (one thread, torch 2.13.0, with other jobs on the cores) printed: with N = 400
+# default scale (one thread, torch 2.13.0, on a quiet machine) printed: with N = 400
 # steps, validation loss **2.134** (dense), **2.140** (75% sparse, N steps) and **2.099** (75%
 # sparse, **673** = 1.68N steps, equal FLOPs **8.94e11**): at equal FLOPs the sparse run was better
 # by **0.035** nats, one seed, all three curves still falling at the end. Exercise 7 gives
-# **238** dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of **0.584 / 13.7**
+# **238** dense steps for the 400 sparse ones. Variable SPDF: test loss / BLEU of **0.584 / 14.5**
 # (dense), **1.230 / 2.2** (SPDF at 90%, **0.513x** the pre-training FLOPs) and **0.844 / 10.0**
 # (Variable SPDF, **0.713x**): the dense phase recovered about 60% of the SPDF-to-dense gap in
 # test loss for 0.20x more FLOPs. Masks that move: after the same 400 steps the static mask, SET
