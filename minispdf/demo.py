@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, make_dataclass
 
 from .checkpoint import check_out_folder
 from .settings import MAX_STEPS, STEPS_HINT, Settings, device_setting, from_keywords, setting
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, counted
 from .fileio import publish_folder, write_text, writer_lock
 
 SCALE_KEYS = ("pretrain_steps", "finetune_steps", "eval_inputs", "max_new_tokens")
@@ -128,6 +128,6 @@ def caption(results: dict) -> str:
             f"{g['block_size']} "
             f"tokens, {task['eval_inputs']} test inputs, greedy decoding); {t['wall_s']:.0f} s in "
             f"the runner with "
-            f"{t['jobs']} job(s) of {t['threads']} thread(s) on {m['cpu']} ({m['cores']} cores), "
+            f"{counted(t['jobs'], 'job')} of {counted(t['threads'], 'thread')} on {m['cpu']} ({m['cores']} cores), "
             f"torch {m['torch']}, "
             f"commit `{results['commit']}`.")

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .errors import MiniSPDFError
+from .errors import MiniSPDFError, counted
 
 
 def check_device_name(name) -> None:
@@ -23,7 +23,7 @@ def pick_device(name: str = "auto") -> str:
     check_device_name(name)
     if (name.startswith("cuda:") and torch.cuda.is_available()
         and int(name[5:]) >= torch.cuda.device_count()):
-        raise MiniSPDFError(f"device={name} but only {torch.cuda.device_count()} GPU(s) are "
+        raise MiniSPDFError(f"device={name} but only {counted(torch.cuda.device_count(), 'GPU')} "
                             f"visible: use --device cuda")
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():

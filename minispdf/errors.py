@@ -1,4 +1,5 @@
-"""One exception type for mistakes a user can fix, and one way to quote another error.
+"""One exception type for mistakes a user can fix, one way to quote another error, and one way
+to count things in a message.
 
 The CLI prints ``error: <message>`` and exits with status 2 instead of a traceback, so every
 message should name the problem *and* the fix in one line.
@@ -17,6 +18,12 @@ def one_line(error: BaseException | str, limit: int = 200) -> str:
     if not text and isinstance(error, BaseException):
         text = type(error).__name__
     return text[:limit]
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun in the right number: ``1 thread``, ``2 threads``, ``0 cells``,
+    ``1 GPU``; ``plural`` where adding an s is wrong."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 class Interrupted(KeyboardInterrupt):

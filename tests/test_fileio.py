@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from minispdf import fileio
-from minispdf.errors import MiniSPDFError, one_line
+from minispdf.errors import MiniSPDFError, counted, one_line
 
 
 def leftovers(folder):
@@ -106,6 +106,19 @@ def test_one_line():
     assert one_line(KeyError()) == "KeyError"  # no message: the type says what happened
     assert one_line(ValueError("x" * 500)) == "x" * 200
     assert one_line("a\nb", limit=2) == "a "
+
+
+def test_counted_puts_the_noun_in_the_right_number():
+    assert [counted(n, "thread") for n in (0, 1, 2)] == ["0 threads", "1 thread", "2 threads"]
+    assert counted(1, "parallel job") == "1 parallel job"
+    assert counted(3, "GPU") == "3 GPUs" and counted(2, "child", "children") == "2 children"
+    # the demo's caption as the README shows it: no "job(s)"
+    from minispdf.demo import caption
+    grid = {"name": "demo", "sizes": {"s": {"pretrain_steps": 10, "finetune_steps": 5}},
+            "tasks": {"t": {"eval_inputs": 3}}, "pretrain": {"batch_size": 2}, "block_size": 8}
+    text = caption({"grid": grid, "timing": {"wall_s": 1, "jobs": 1, "threads": 2},
+                    "machine": {"cpu": "cpu", "cores": 2, "torch": "2"}, "commit": "abc"})
+    assert "1 job of 2 threads" in text and "(s)" not in text
 
 
 def test_the_temp_file_sits_beside_the_target_under_a_recognisable_name(tmp_path):

@@ -25,7 +25,7 @@ import time
 import torch
 
 from ..settings import from_keywords
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, counted
 from ..flops import HONESTY_NOTE, flop_report
 from ..model import GPT, preset_config
 from ..sparsity import check_sparsity, masked_parameters, sparsify
@@ -183,7 +183,7 @@ def _peak(device: str, use_bf16: bool,
         peak = peak_tflops * 1e12 if peak_tflops else (sheet * 1e12 if sheet and use_bf16 else None)
         return name, peak, "given" if peak_tflops else ("datasheet bf16 dense" if peak else None)
     threads = torch.get_num_threads()
-    name = f"{device} ({threads} thread{'s' * (threads != 1)})"
+    name = f"{device} ({counted(threads, 'thread')})"
     if peak_tflops:
         return name, peak_tflops * 1e12, "given"
     if device == "cpu" and not use_bf16:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..canvas import axes, pyplot
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, counted
 from .shapes import KERNELS, TWO_FOUR
 
 # ------------------------------------------------------------------------------ text
@@ -75,7 +75,7 @@ def _kernel_header(r: dict) -> list[str]:
     return [
         f"kernel bench {r['preset']}: the 4 masked matrix shapes at {r['tokens']} tokens "
         f"(batch {r['batch_size']} x {r['block_size']}), {r['device']} "
-        f"({r['threads']} thread{'s' * (r['threads'] != 1)}), {r['dtype']}, "
+        f"({counted(r['threads'], 'thread')}), {r['dtype']}, "
         f"torch {r['torch']}, median of {r['repeats']} interleaved repeats",
         "measured: speedup over the dense matmul (>1 = faster); dense in ms",
         f"{'shape':<9} {'out x in':>11} {'matmul':<12} {'dense ms':>9} {'arm':<6}"
@@ -213,7 +213,7 @@ def plot_kernel_speedups(result: dict, axes=None, title: str | None = None):
             ax.set_ylabel("speedup over dense (measured; >1 = faster)")
     axes[0].legend(fontsize=9)
     fig = axes[0].figure
-    threads = f"{result['threads']} thread{'s' * (result['threads'] != 1)}"
+    threads = counted(result['threads'], 'thread')
     fig.suptitle(title or f"{result['preset']}'s masked matmuls at {result['tokens']} tokens on "
                  f"{result['device']} ({threads}):\nwhen do sparse kernels pay?", fontsize=10)
     fig.tight_layout()

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from ..errors import counted
 from ..model import GPT, PRESETS, preset_config
 from ..train import TrainConfig, finish_step, forward_backward, make_optimizer
 
@@ -49,7 +50,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     arms = make_steps(load_nanogpt(a.model_py), a.preset, a.batch_size, a.optimizer)
     same = arms["kit"]() == arms["nanoGPT"]()
-    print(f"{a.preset}, batch {a.batch_size}, {torch.get_num_threads()} thread(s), torch "
+    print(f"{a.preset}, batch {a.batch_size}, {counted(torch.get_num_threads(), 'thread')}, torch "
           f"{torch.__version__}; "
           f"optimizers: {a.optimizer}; first-step losses {'identical' if same else 'DIFFER'}")
     for _ in range(a.warmup):

@@ -6,7 +6,7 @@ from dataclasses import asdict, fields
 
 from ..config import build, given
 from ..demo import DemoConfig, DemoScale
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, counted
 from ..study.reproduce_config import RealTasks, ReproduceConfig
 from . import emit, progress_log
 
@@ -100,6 +100,6 @@ def _verify(s: ReproduceConfig, args) -> None:
          f"{len(result['cells']) - len(bad)} of {len(result['cells'])} cells identical to "
                             f"{s.verify}/results.csv")
     if bad:
-        raise MiniSPDFError(f"{len(bad)} cell(s) differ from {s.verify}: {', '.join(bad)} (listed "
+        raise MiniSPDFError(f"{counted(len(bad), 'cell')} differ from {s.verify}: {', '.join(bad)} (listed "
                             f"above): the code "
                             "or the machine computes other numbers than the committed study")

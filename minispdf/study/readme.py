@@ -3,6 +3,7 @@ frontier where the grid has one, the figures. Generated from the results, never 
 
 from __future__ import annotations
 
+from ..errors import counted
 from . import frontier
 from .claims import holm_family
 from .report import FIGURES, _ci, _f, _primary_rows, headline_table, plain_words
@@ -34,9 +35,9 @@ def _run_line(results: dict) -> str:
         f"Grid `{g['name']}`: {g['description']}. Command: `{inv.get('command', '?')}`; machine: "
         f"{results['machine']['cpu']} ({results['machine']['cores']} cores), torch "
         f"{results['machine']['torch']}, "
-        f"{t['jobs']} parallel job(s) of {t['threads']} thread(s); commit "
+        f"{counted(t['jobs'], 'parallel job')} of {counted(t['threads'], 'thread')}; commit "
         f"`{results['commit']}`; wall time "
-        f"{fmt_duration(t['wall_s'])} over {len(results['invocations'])} invocation(s) "
+        f"{fmt_duration(t['wall_s'])} over {counted(len(results['invocations']), 'invocation')} "
         f"(estimate {fmt_duration(t['estimate_s'])}); "
         f"{results['n_cells_done']}/{results['n_cells']} cells."
         + (f" Note: {inv['note']}" if inv.get("note") else ""))

@@ -213,9 +213,9 @@ class _StopOnSignal:
         self.out, self.done, self.previous = out, done, {}
 
     def _handle(self, signum, frame):
-        from ..errors import Interrupted
+        from ..errors import Interrupted, counted
 
-        raise Interrupted(f"{signal.Signals(signum).name}: {self.done()} finished job(s) are kept "
+        raise Interrupted(f"{signal.Signals(signum).name}: {counted(self.done(), 'finished job')} kept "
                           f"in {self.out}",
                           signum, self.done(), self.out)
 

@@ -14,7 +14,7 @@ import os
 import random
 import tempfile
 
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, counted
 from . import plan as plan_lib
 from . import runner
 from . import grid_tasks as study_tasks
@@ -106,7 +106,7 @@ def verify(folder: str, cells: int | list[str] = 2, device: str = "cpu", log=pri
     try:
         with tempfile.TemporaryDirectory(prefix="minispdf-verify-") as tmp:
             for cell in chosen:
-                log(f"re-running {cell['name']} ({threads} thread(s))")
+                log(f"re-running {cell['name']} ({counted(threads, 'thread')})")
                 diffs, pre = [], None
                 if cell["spec"]["pretrain"]:
                     name = cell["spec"]["pretrain"]
