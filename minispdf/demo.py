@@ -128,6 +128,7 @@ def caption(results: dict) -> str:
             f"{g['block_size']} "
             f"tokens, {task['eval_inputs']} test inputs, greedy decoding); {t['wall_s']:.0f} s in "
             f"the runner with "
-            f"{counted(t['jobs'], 'job')} of {counted(t['threads'], 'thread')} on {m['cpu']} ({m['cores']} cores), "
+            f"{counted(t['jobs'], 'job')} of {counted(t['threads'], 'thread')} on {m['cpu']} "
+            f"({m['cores']} cores), "
             f"torch {m['torch']}, "
             f"commit `{results['commit']}`.")

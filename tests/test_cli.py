@@ -293,7 +293,7 @@ def test_finetune_reports_its_mode_and_checks_the_preset(capsys, tmp_path, monke
           "--eval_iters", "1"]
     code, out, err = run(capsys, *ft)
     assert code == 0, err
-    assert out.startswith("fine-tuned (dense) 1 steps"), out
+    assert out.startswith("fine-tuned (dense) 1 step:"), out
     code, out, err = run(capsys, *ft, "--keep_masks", "--json")
     assert code == 0, err
     assert json.loads(out)["mode"] == "sparse (SPSF)"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..config import Parser
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, counted
 from .exercises import EXERCISES, hint
 from . import gradebook, manifest
 from .grading import DEFAULT_TIMEOUT, grade_submissions
@@ -103,7 +103,7 @@ def _release(args) -> int:
     if args.json:
         print(json.dumps({"dir": args.dir, "written": written}, indent=2))
     else:
-        print(f"wrote the student bundle to {args.dir}: {len(written)} files (no "
+        print(f"wrote the student bundle to {args.dir}: {counted(len(written), 'file')} (no "
               f"solutions, no answers)")
     return 0
 
@@ -132,7 +132,7 @@ def _grade(args) -> int:
               else "manifest: none, so the kit's exercises of the lessons handed in")
         print(gradebook.summary(results))
         if args.csv:
-            print(f"wrote {args.csv} ({rows} rows)")
+            print(f"wrote {args.csv} ({counted(rows, 'row')})")
     return 0 if all(r["all_passed"] for r in results) else 1
 
 

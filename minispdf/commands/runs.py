@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import build
 from ..data import PrepareConfig
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, counted
 from ..schedules import SparsityConfig
 from ..spdf import FinetuneConfig, ModelConfig, PretrainConfig, RunConfig
 from ..train import TrainConfig
@@ -71,7 +71,7 @@ def pretrain(args):
     fr = result["flop_report"]
     how = sparsity.schedule_words()
     emit(args.json, _summary(result),
-         f"pre-trained {result['step']} steps at {fr['sparsity']:.0%} "
+         f"pre-trained {counted(result['step'], 'step')} at {fr['sparsity']:.0%} "
          f"sparsity{f' ({how})' if how else ''}: train "
          f"loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}\n"
          f"training FLOPs: {result['flops']:.4g} (dense-equivalent {result['flops_dense']:.4g}, "
@@ -85,7 +85,7 @@ def finetune(args):
     result = finetune(finetuning=build(FinetuneConfig, args), model_config=build(ModelConfig, args),
                       training=_training(args), run=build(RunConfig, args))
     emit(args.json, _summary(result),
-         f"fine-tuned ({result['mode']}) {result['step']} steps: train loss "
+         f"fine-tuned ({result['mode']}) {counted(result['step'], 'step')}: train loss "
          f"{result['train_loss']:.4f}, "
          f"val loss {result['val_loss']:.4f}"
          + (f"\nrun folder: {result['out_dir']}" if result["out_dir"] else ""))

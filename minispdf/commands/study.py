@@ -100,6 +100,6 @@ def _verify(s: ReproduceConfig, args) -> None:
          f"{len(result['cells']) - len(bad)} of {len(result['cells'])} cells identical to "
                             f"{s.verify}/results.csv")
     if bad:
-        raise MiniSPDFError(f"{counted(len(bad), 'cell')} differ from {s.verify}: {', '.join(bad)} (listed "
-                            f"above): the code "
-                            "or the machine computes other numbers than the committed study")
+        raise MiniSPDFError(f"{counted(len(bad), 'cell')} differ from {s.verify}: "
+                            f"{', '.join(bad)} (listed above): the code or the machine computes "
+                            "other numbers than the committed study")

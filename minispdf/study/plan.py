@@ -12,7 +12,7 @@ import json
 import math
 
 from ..settings import MAX_STEPS, STEPS_HINT
-from ..errors import MiniSPDFError
+from ..errors import MiniSPDFError, counted
 from ..schedules import SparsityConfig, applies_to
 from ..spdf import ModelConfig, PretrainConfig
 from ..train import TrainConfig
@@ -230,7 +230,7 @@ def describe(grid: dict, tasks: dict | None, pretrains: list, cells: list, est_s
     for b in grid["blocks"]:
         lines.append(f"  block: {', '.join(b['sizes'])} x tasks {', '.join(b['tasks'])} x sets "
                      f"{', '.join(b['sets'])}"
-                     f" x arms {', '.join(b['arms'])} x {b['seeds']} seeds")
+                     f" x arms {', '.join(b['arms'])} x {counted(b['seeds'], 'seed')}")
     for key, t in grid["tasks"].items():
         info = tasks[key]["info"] if tasks else None
         lines.append(f"  task {key}: {t.get('about', t['spec'])}" + (

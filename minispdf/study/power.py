@@ -13,6 +13,7 @@ import math
 import os
 import statistics
 
+from ..errors import counted
 from ..fileio import read_json
 from . import claims as claims_lib
 from .budgets import base_size
@@ -98,15 +99,14 @@ def table(claims: list[dict], power: dict) -> str:
     for c in claims:
         p = power["claims"][c["id"]]
         where = ", ".join(f"{k} {v}" for k, v in c["where"].items())
+        seeds = counted(p["n_planned"], "seed")
         if p["sd"] is None:
-            lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} seeds, "
-                         f"no estimate "
+            lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {seeds}, no estimate "
                          f"({p['from']})")
             continue
         flag = "UNDERPOWERED" if p["underpowered"] else "ok"
         need = p["seeds_needed"] if p["seeds_needed"] is not None else ">10000"
-        lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {p['n_planned']} "
-                     f"seeds, half-width "
+        lines.append(f"    {c['claim']} [{c['measure']}; {where}]: {seeds}, half-width "
                      f"+-{p['halfwidth']:.3f} vs margin {c['margin']:g}: {flag} (sd {p['sd']:.3f} "
                      f"from {p['from']}; "
                      f"{need} seeds reach the margin" + _power_words(p) + ")")

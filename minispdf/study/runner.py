@@ -215,8 +215,8 @@ class _StopOnSignal:
     def _handle(self, signum, frame):
         from ..errors import Interrupted, counted
 
-        raise Interrupted(f"{signal.Signals(signum).name}: {counted(self.done(), 'finished job')} kept "
-                          f"in {self.out}",
+        raise Interrupted(f"{signal.Signals(signum).name}: "
+                          f"{counted(self.done(), 'finished job')} kept in {self.out}",
                           signum, self.done(), self.out)
 
     def __enter__(self):

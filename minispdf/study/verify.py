@@ -58,9 +58,8 @@ def choose(grid: dict, committed: dict, cells: int | list[str], rng: random.Rand
         return [by_name[n] for n in cells]
     pool = [c for c in by_name.values() if _loadable(grid, c["spec"]["task"])]
     if not 1 <= cells <= len(pool):
-        raise MiniSPDFError(f"--cells {cells}: the study has {len(pool)} cells whose data is here: "
-                            f"ask for 1 to "
-                            f"{len(pool)}")
+        raise MiniSPDFError(f"--cells {cells}: the study has {counted(len(pool), 'cell')} whose "
+                            f"data is here: ask for 1 to {len(pool)}")
     return rng.sample(sorted(pool, key=lambda c: c["name"]), cells)
 
 
