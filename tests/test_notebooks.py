@@ -409,6 +409,19 @@ def test_the_instructors_page_states_the_kits_exercises_points_and_measured_time
             and f"{total} points" in page)
 
 
+def test_the_torch_the_prose_names_is_the_one_the_references_ran_on():
+    """Every "torch X.Y.Z" in the lessons' prose and the instructor's page is the torch of the
+    last measured execution (results/lesson_times.json): references executed on another torch
+    (a CUDA wheel pulled in by accident, a newer release) must not pass for the stated one."""
+    machine = _sync().read_times()["machine"]
+    measured = re.search(r"torch (\d+\.\d+\.\d+)", machine).group(1)
+    pages = [*NB_DIR.glob("[0-9][0-9]_*.py"), NB_DIR / "INSTRUCTORS.md"]
+    stated = {(page.name, version) for page in pages
+              for version in re.findall(r"torch (\d+\.\d+\.\d+)", page.read_text("utf-8"))}
+    assert len(stated) >= 7  # the six "What you should see" paragraphs and the instructor's page
+    assert {v for _, v in stated} == {measured}, (machine, sorted(stated))
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_exercises_are_numbered_in_order(path):
     """The lessons number their exercises 0, 1, 2, ... in the order a student meets them, each once,
