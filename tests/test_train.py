@@ -589,7 +589,7 @@ def test_pick_device_explains_what_is_missing(monkeypatch):
     assert train_mod.pick_device("auto") == "cuda" and train_mod.pick_device("cuda:1") == "cuda:1"
     with pytest.raises(MiniSPDFError) as e:
         train_mod.pick_device("cuda:2")
-    assert str(e.value) == "device=cuda:2 but only 2 GPU(s) are visible: use --device cuda"
+    assert str(e.value) == "device=cuda:2 but only 2 GPUs visible: use --device cuda"
 
 
 def test_dist_info_reads_torchrun_variables(monkeypatch):
