@@ -409,6 +409,20 @@ def test_the_instructors_page_states_the_kits_exercises_points_and_measured_time
             and f"{total} points" in page)
 
 
+def test_the_readme_lesson_table_states_the_measured_times_and_date():
+    """The README's lesson table: every lesson, with the wall / CPU minutes and the date of
+    results/lesson_times.json (the table went stale once when only the instructor's page was
+    checked)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\d\d_\w+)` \| .+ \| ([\d.]+) / ([\d.]+) min \|$", readme, re.M)
+    times = _sync().read_times()
+    assert [r[0] for r in rows] == EXPECTED
+    for stem, wall, cpu in rows:
+        assert (wall, cpu) == (f"{times['lessons'][stem]['wall_s'] / 60:.1f}",
+                               f"{times['lessons'][stem]['cpu_s'] / 60:.1f}"), stem
+    assert f"measured on {times['measured']}" in " ".join(readme.split())
+
+
 def test_the_torch_the_prose_names_is_the_one_the_references_ran_on():
     """Every "torch X.Y.Z" in the lessons' prose and the instructor's page is the torch of the
     last measured execution (results/lesson_times.json): references executed on another torch
