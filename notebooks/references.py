@@ -10,11 +10,12 @@
     python notebooks/references.py --check         # exit 1 if a reference's code differs from its
     lesson's
 
-Each lesson runs as a student runs it: a Jupyter kernel, the default scale, the lesson's own
-thread setting (``THREADS = 1`` unless ``MINISPDF_THREADS`` says otherwise), figures drawn
-inline (no ``MPLBACKEND``), from a temporary copy of ``notebooks/`` whose ``../results`` is the
-repository's (lesson 05 reads the committed study). Progress bars are widgets: their saved text
-is rewritten from the final widget state, so a saved reference shows "1200/1200", not "0%".
+Each lesson runs as a student runs it: a Jupyter kernel, the default scale, the lesson's
+default thread setting (``THREADS = 1``: a ``MINISPDF_THREADS`` in the calling shell is dropped,
+since other thread counts print other numbers), figures drawn inline (no ``MPLBACKEND``), from a
+temporary copy of ``notebooks/`` whose ``../results`` is the repository's (lesson 05 reads the
+committed study). Progress bars are widgets: their saved text is rewritten from the final widget
+state, so a saved reference shows "1200/1200", not "0%".
 
 ``--times`` records per lesson the wall time of the whole execution (kernel start to finish)
 and the CPU time (user + system) of the kernel process tree, with the command, machine and
@@ -77,6 +78,15 @@ def _widget_text(nb) -> None:
                 out["data"]["text/plain"] = " ".join(t for t in texts if t)
 
 
+def kernel_env(environ) -> dict:
+    """The kernel's environment: the caller's, run as a student runs a lesson (default scale, the
+    lesson's own thread count, figures inline) with the minispdf next to this folder."""
+    env = {k: v for k, v in environ.items() if k not in ("MPLBACKEND", "MINISPDF_THREADS")}
+    env.update(MINISPDF_SCALE="default",
+               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    return env
+
+
 def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
     """The executed notebook, its wall seconds and the CPU seconds of its kernel."""
     import nbformat
@@ -88,9 +98,7 @@ def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
         (Path(tmp) / "results").symlink_to(ROOT / "results")
         shutil.copy(path, work / path.name)
         nb = nbformat.read(str(path), as_version=4)
-        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-        env.update(MINISPDF_SCALE="default",
-                   PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+        env = kernel_env(os.environ)
         saved = os.environ.copy()
         os.environ.clear()
         os.environ.update(env)

@@ -4,6 +4,7 @@ every one runs top to bottom at the smoke scale (headless, in a temporary folder
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import sys
@@ -27,8 +28,8 @@ EXPECTED = ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_spars
             "04_dense_finetuning", "05_paper_findings_small_scale", "06_beyond_the_paper"]
 
 
-def _sync():
-    spec = importlib.util.spec_from_file_location("sync", NB_DIR / "sync.py")
+def _sync(name="sync"):
+    spec = importlib.util.spec_from_file_location(name, NB_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     # no __pycache__ among the lessons
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
@@ -327,6 +328,16 @@ def _matches(stated: str, printed: list[float]) -> bool:
     value = float(stated.replace(",", ""))
     tol = 0.5 * 10 ** (-decimals + int(exponent or 0)) * (1 + 1e-9)
     return any(abs(abs(value) - abs(p)) <= tol for p in printed)
+
+
+def test_a_reference_runs_as_a_student_runs_the_lesson_whatever_the_shell_sets():
+    """The references' kernel gets the default scale and the lesson's own thread count: a
+    MINISPDF_THREADS or MINISPDF_SCALE in the developer's shell would print other numbers."""
+    env = _sync("references").kernel_env({"MINISPDF_THREADS": "2", "MINISPDF_SCALE": "smoke",
+                                          "MPLBACKEND": "Agg", "HOME": "/home/x"})
+    assert "MINISPDF_THREADS" not in env and "MPLBACKEND" not in env
+    assert env["MINISPDF_SCALE"] == "default" and env["HOME"] == "/home/x"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
