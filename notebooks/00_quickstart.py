@@ -20,7 +20,7 @@
 # still learn a downstream task once those zeros may train, and how many pre-training FLOPs
 # did the zeros save?
 #
-# *Runs in about 1.7 min of wall-clock time (1.6 min of CPU time) at the default scale, executed as
+# *Runs in about 1.9 min of wall-clock time (1.9 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with outputs](reference/00_quickstart.html).
 # `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a larger scale.*

@@ -19,7 +19,7 @@
 # **Question:** where exactly does SPDF's mask act, what does a mask look like, and what
 # changes when it is dropped for fine-tuning?
 #
-# *Runs in about 0.6 min of wall-clock time (0.6 min of CPU time) at the default scale, executed as
+# *Runs in about 0.8 min of wall-clock time (0.8 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
 # outputs](reference/01_gpt_and_masks.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu` at a

@@ -309,8 +309,8 @@ plt.show()
 # **53.2%** of GPT-3 XL's dense forward FLOPs; at 75% a 128-wide model saves **1.17x** with
 # GPT-2's vocabulary and **1.47x** with bytes, a 4096-wide one **2.99x** and **3.56x**;
 # FlopCounterMode counted the weight matmuls exactly (**629,243,904** = 3 x 209,747,968) and the
-# same FLOPs for the masked model; the bench timed the masked `tiny` step at 1.03x-1.04x of the
-# dense step (41.5-43.1 ms), against **1.80x**-**4.96x** fewer FLOPs in theory. The three
+# same FLOPs for the masked model; the bench timed the masked `tiny` step at 1.02x-1.06x of the
+# dense step (45.1-52.7 ms), against **1.80x**-**4.96x** fewer FLOPs in theory. The three
 # shortcuts of the break gave **4.00x** (all at density) and **3.24x** (attention forgotten)
 # for GPT-3 XL instead of 2.49x, and a forward-only budget of **0.33** of the true one. Step times
 # move with

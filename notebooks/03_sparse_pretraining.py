@@ -19,7 +19,7 @@
 # **Question:** with the same data, steps and hyperparameters, how much worse is a language
 # model whose block matrices are 50% or 75% zeros, measured per step and per FLOP?
 #
-# *Runs in about 2.8 min of wall-clock time (2.8 min of CPU time) at the default scale, executed as
+# *Runs in about 2.9 min of wall-clock time (2.9 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
 # outputs](reference/03_sparse_pretraining.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`

@@ -20,7 +20,7 @@
 # dense model, and is it better than fine-tuning with the mask kept (SPSF) or than skipping
 # pre-training altogether?
 #
-# *Runs in about 3.2 min of wall-clock time (3.2 min of CPU time) at the default scale, executed as
+# *Runs in about 3.7 min of wall-clock time (3.7 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
 # outputs](reference/04_dense_finetuning.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`

@@ -26,7 +26,7 @@
 #    gradually, 2:4 keeps a pattern GPUs accelerate. How much does the mask move, at what cost?
 # 4. **Does sparsity make my hardware faster?**
 #
-# *Runs in about 5.0 min of wall-clock time (5.0 min of CPU time) at the default scale, executed as
+# *Runs in about 5.2 min of wall-clock time (5.2 min of CPU time) at the default scale, executed as
 # a student runs it: figures drawn, one thread (measured 2026-12-06 on AMD EPYC, 2 CPUs;
 # [how](../results/lesson_times.md)). [Reference run with
 # outputs](reference/06_beyond_the_paper.html). `MINISPDF_SCALE=smoke` runs it in seconds, `gpu`

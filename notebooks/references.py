@@ -98,6 +98,8 @@ def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
         (Path(tmp) / "results").symlink_to(ROOT / "results")
         shutil.copy(path, work / path.name)
         nb = nbformat.read(str(path), as_version=4)
+        # one cell more, removed after the run: the kernel's own torch, recorded with the outputs
+        nb.cells.append(nbformat.v4.new_code_cell("import torch\nprint(torch.__version__, end='')"))
         env = kernel_env(os.environ)
         saved = os.environ.copy()
         os.environ.clear()
@@ -113,13 +115,15 @@ def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the kernel, reaped when it shut down
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    nb.metadata["minispdf_reference"] = {"torch": nb.cells.pop().outputs[0]["text"]}
     _widget_text(nb)
     return nb, wall, cpu
 
 
 def _record(nb) -> dict:
     """What the tests read of a reference: its cells' sources, the text it printed (streams and
-    plain-text results, figures left out), its errors and its progress bars' final text."""
+    plain-text results, figures left out), its errors, its progress bars' final text and the
+    kernel's torch version."""
     printed, bars, errors = [], [], 0
     for cell in nb.cells:
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
@@ -133,7 +137,8 @@ def _record(nb) -> dict:
             elif "image/png" not in data:
                 printed.append(data.get("text/plain", ""))
     return {"cells": [{"cell_type": c.cell_type, "source": c.source} for c in nb.cells],
-            "printed": "\n".join(printed), "bars": bars, "errors": errors}
+            "printed": "\n".join(printed), "bars": bars, "errors": errors,
+            "torch": nb.metadata.get("minispdf_reference", {}).get("torch")}
 
 
 def _html(nb) -> str:
