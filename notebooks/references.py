@@ -115,7 +115,9 @@ def execute(path: Path, timeout: int = 3600) -> tuple[object, float, float]:
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the kernel, reaped when it shut down
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    nb.metadata["minispdf_reference"] = {"torch": nb.cells.pop().outputs[0]["text"]}
+    asked = nb.cells.pop()
+    nb.metadata["minispdf_reference"] = {"torch": "".join(o.get("text", "") for o in asked.outputs
+                                                          if o.get("name") == "stdout")}
     _widget_text(nb)
     return nb, wall, cpu
 
