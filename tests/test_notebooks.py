@@ -28,7 +28,8 @@ EXPECTED = ["00_quickstart", "01_gpt_and_masks", "02_flop_accounting", "03_spars
             "04_dense_finetuning", "05_paper_findings_small_scale", "06_beyond_the_paper"]
 
 
-def _sync(name="sync"):
+def _script(name):
+    """One of the scripts beside the lessons (``sync``, ``references``), imported as a module."""
     spec = importlib.util.spec_from_file_location(name, NB_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     # no __pycache__ among the lessons
@@ -64,7 +65,7 @@ def test_each_notebook_is_paired_with_its_source_and_in_sync():
     for source in sources:
         assert "formats: ipynb,py:percent" in (
             source.read_text(encoding="utf-8")), f"{source.name}: not paired"
-    assert _sync().out_of_sync() == [], "run python notebooks/sync.py"
+    assert _script("sync").out_of_sync() == [], "run python notebooks/sync.py"
 
 
 def test_sync_sees_an_edited_source(tmp_path):
@@ -72,7 +73,7 @@ def test_sync_sees_an_edited_source(tmp_path):
     for path in [NB_DIR / "00_quickstart.py", NB_DIR / "00_quickstart.ipynb"]:
         shutil.copy(path, tmp_path / path.name)
     (tmp_path / "student").mkdir()
-    sync = _sync()
+    sync = _script("sync")
     source = tmp_path / "00_quickstart.py"
     source.write_text(source.read_text(encoding="utf-8") + "\n# %%\nprint('new cell')\n",
                       encoding="utf-8")
@@ -159,7 +160,7 @@ def test_lesson_states_question_and_measured_runtime(path):
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     assert "Question" in first.source or "questions" in first.source
     # the run-time line is written by sync.py from results/lesson_times.json (references.py --times)
-    times = _sync().read_times()
+    times = _script("sync").read_times()
     if times and path.stem in times["lessons"]:
         assert ("min of wall-clock time (" in first.source
                 and "min of CPU time) at the default scale" in first.source)
@@ -172,7 +173,7 @@ def test_lesson_states_question_and_measured_runtime(path):
 
 
 def test_header_run_times_come_from_the_measurement():
-    sync = _sync()
+    sync = _script("sync")
     times = {"measured": "2027-01-01",
              "machine": "Some CPU, 2 CPUs, Python 3.11.7, torch 2.13.0, Linux 6",
              "lessons": {"00_quickstart": {"wall_s": 150.0, "cpu_s": 120.0}}}
@@ -333,7 +334,7 @@ def _matches(stated: str, printed: list[float]) -> bool:
 def test_a_reference_runs_as_a_student_runs_the_lesson_whatever_the_shell_sets():
     """The references' kernel gets the default scale and the lesson's own thread count: a
     MINISPDF_THREADS or MINISPDF_SCALE in the developer's shell would print other numbers."""
-    env = _sync("references").kernel_env({"MINISPDF_THREADS": "2", "MINISPDF_SCALE": "smoke",
+    env = _script("references").kernel_env({"MINISPDF_THREADS": "2", "MINISPDF_SCALE": "smoke",
                                           "MPLBACKEND": "Agg", "HOME": "/home/x"})
     assert "MINISPDF_THREADS" not in env and "MPLBACKEND" not in env
     assert env["MINISPDF_SCALE"] == "default" and env["HOME"] == "/home/x"
@@ -405,7 +406,7 @@ def test_the_instructors_page_states_the_kits_exercises_points_and_measured_time
     page = (NB_DIR / "INSTRUCTORS.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `(\d\d_\w+)` \| (.+?) \| ([\d.]+) / ([\d.]+) \|$", page, re.M)
     assert [r[0] for r in rows] == EXPECTED
-    times = _sync().read_times()["lessons"]
+    times = _script("sync").read_times()["lessons"]
     numbered = []
     for stem, exercises, wall, cpu in rows:
         assert (wall, cpu) == (f"{times[stem]['wall_s'] / 60:.1f}",
@@ -426,7 +427,7 @@ def test_the_readme_lesson_table_states_the_measured_times_and_date():
     checked)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `(\d\d_\w+)` \| .+ \| ([\d.]+) / ([\d.]+) min \|$", readme, re.M)
-    times = _sync().read_times()
+    times = _script("sync").read_times()
     assert [r[0] for r in rows] == EXPECTED
     for stem, wall, cpu in rows:
         assert (wall, cpu) == (f"{times['lessons'][stem]['wall_s'] / 60:.1f}",
@@ -439,15 +440,15 @@ def test_the_torch_the_prose_names_is_the_one_the_references_ran_on():
     executed reference recorded from its kernel and the torch of the last timed execution
     (results/lesson_times.json): references executed on another torch (a CUDA wheel pulled in by
     accident, a newer release) must not pass for the stated one."""
-    version = re.compile(r"(\d+\.\d+\.\d+)")
-    machine = _sync().read_times()["machine"]  # "AMD EPYC, 2 CPUs, Python 3.11.7, torch 2.13.0+cpu"
-    ran = {"lesson_times.json": re.search(r"torch (\d+\.\d+\.\d+)", machine).group(1)}
+    torch_version = re.compile(r"torch (\d+\.\d+\.\d+)")  # the local "+cpu" left out
+    # "AMD EPYC, 2 CPUs, Python 3.11.7, torch 2.13.0+cpu, Linux ..."
+    ran = {"lesson_times.json": torch_version.search(_script("sync").read_times()["machine"])[1]}
     for path in NOTEBOOKS:
-        torch_of_ref = json.loads((REFERENCE / f"{path.stem}.json").read_text())["torch"]
-        ran[path.stem] = version.match(torch_of_ref).group(1)
+        record = json.loads((REFERENCE / f"{path.stem}.json").read_text())
+        ran[path.stem] = torch_version.match(f"torch {record['torch']}")[1]
     pages = [*NB_DIR.glob("[0-9][0-9]_*.py"), NB_DIR / "INSTRUCTORS.md"]
     stated = {(page.name, v) for page in pages
-              for v in re.findall(r"torch (\d+\.\d+\.\d+)", page.read_text("utf-8"))}
+              for v in torch_version.findall(page.read_text("utf-8"))}
     assert len(stated) >= 7  # the six "What you should see" paragraphs and the instructor's page
     assert {v for _, v in stated} | set(ran.values()) == {ran["lesson_times.json"]}, \
         (ran, sorted(stated))
