@@ -295,6 +295,8 @@ def main(argv=None) -> int:
     chosen = lessons(args.only)
     if not chosen:
         ap.error(f"no lesson matches {' '.join(args.only)}: pass numbers such as 00 03")
+    if args.timeout <= 0:
+        ap.error(f"--timeout {args.timeout}: give the seconds a cell may take, such as 3600")
     if args.check:
         problems = stale(args.only)
         print("\n".join(problems) or "references match their lessons")
